@@ -1,0 +1,523 @@
+//! Layered configuration: defaults, then `appizer.toml` (or `--config FILE`), then
+//! `APPIZER_*` environment variables (`__` separates nesting levels), then command-line
+//! flags applied by the binary. Unknown keys are errors that name the key.
+//!
+//! The loader takes the environment as an argument; nothing here reads the process
+//! environment, so tests never have to mutate it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretString;
+
+/// Environment variable prefix for configuration.
+pub const ENV_PREFIX: &str = "APPIZER_";
+/// Variables with these names or prefixes are not configuration and are skipped.
+pub const ENV_RESERVED: [&str; 3] = ["APPIZER_CONFIG", "APPIZER_LOG", "APPIZER_TEST_"];
+/// File read when no `--config` is given, if it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "appizer.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded storage lives (metadata database, later queue and event files).
+    pub data_dir: PathBuf,
+    /// Metadata store: empty = SQLite file `metadata.db` in `data_dir`;
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
+    pub database_url: SecretString,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Open connections at most; further connections wait to be accepted.
+    pub max_connections: usize,
+    /// Largest management request body, in bytes.
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 503 `unavailable`.
+    pub request_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_path`, the server speaks HTTPS only.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained management requests per second, per key.
+    pub api_per_second: u32,
+    /// Management requests a key may make at once before the sustained rate applies.
+    pub api_burst: u32,
+    /// Sustained ingestion requests per second, per write key.
+    pub ingest_per_second: u32,
+    /// Ingestion burst per write key.
+    pub ingest_burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a key lookup is cached. Revocation through this node takes effect at
+    /// once; through another node (shared PostgreSQL), within this time.
+    pub key_cache_ttl_ms: u64,
+    /// Cached key lookups at most (known and unknown keys).
+    pub key_cache_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `appizer=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./appizer-data"),
+            database_url: SecretString::default(),
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 10_000,
+            max_body_bytes: 256 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            api_per_second: 50,
+            api_burst: 100,
+            ingest_per_second: 5_000,
+            ingest_burst: 10_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            key_cache_ttl_ms: 5_000,
+            key_cache_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config at `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Defaults suited to tests: listen on an ephemeral loopback port, rate limits high
+    /// enough not to interfere, short shutdown grace. Tests set `data_dir` themselves.
+    pub fn for_tests() -> Self {
+        let mut config = Self::default();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.shutdown_grace_ms = 2_000;
+        config.rate_limit = RateLimitConfig {
+            api_per_second: 100_000,
+            api_burst: 100_000,
+            ingest_per_second: 100_000,
+            ingest_burst: 100_000,
+        };
+        config.log.level = "warn".into();
+        config
+    }
+
+    /// Loads defaults, then `file` (or `appizer.toml` in `cwd` if present and `file` is
+    /// `None`), then the `APPIZER_*` entries of `env`.
+    pub fn load<I, K, V>(file: Option<&Path>, cwd: &Path, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut tree = toml::Value::try_from(Config::default()).map_err(|e| {
+            ConfigError::Invalid {
+                key: String::new(),
+                message: e.to_string(),
+            }
+        })?;
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(cwd.join(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_tree: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?;
+            merge(&mut tree, file_tree);
+        }
+        merge(&mut tree, env_tree(env)?);
+        Self::from_tree(tree)
+    }
+
+    /// Parses a TOML document on top of the defaults (used for `config default`).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        let doc: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<string>"),
+            message: e.message().to_string(),
+        })?;
+        merge(&mut tree, doc);
+        Self::from_tree(tree)
+    }
+
+    fn from_tree(tree: toml::Value) -> Result<Self, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { String::new() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        let rl = &self.rate_limit;
+        for (key, value) in [
+            ("rate_limit.api_per_second", rl.api_per_second),
+            ("rate_limit.api_burst", rl.api_burst),
+            ("rate_limit.ingest_per_second", rl.ingest_per_second),
+            ("rate_limit.ingest_burst", rl.ingest_burst),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return invalid("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return invalid("tls", "cert_path and key_path must be set together");
+        }
+        let url = self.database_url.expose();
+        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres://"))
+            && !url.starts_with("postgresql://")
+        {
+            return invalid(
+                "database_url",
+                "must be empty, sqlite://PATH or postgres://...",
+            );
+        }
+        Ok(())
+    }
+
+    /// The metadata store URL: `database_url`, or the SQLite file in `data_dir`.
+    pub fn metadata_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("metadata.db").display())
+        } else {
+            self.database_url.expose().to_string()
+        }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert_path.is_some()
+    }
+}
+
+/// Builds a TOML tree from `APPIZER_*` variables. A value that parses as a TOML value
+/// (number, boolean, quoted string, array) takes that type; anything else is a string.
+fn env_tree<I, K, V>(env: I) -> Result<toml::Value, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut root = toml::value::Table::new();
+    for (name, value) in env {
+        let name = name.as_ref();
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_RESERVED.iter().any(|r| name.starts_with(r)) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: name.to_string(),
+                message: "empty segment in variable name".into(),
+            });
+        }
+        let parsed = parse_env_value(value.as_ref());
+        let mut table = &mut root;
+        for segment in &path[..path.len() - 1] {
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: name.to_string(),
+                        message: format!("`{segment}` is both a value and a section"),
+                    })
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(toml::Value::Table(root))
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        v: toml::Value,
+    }
+    match toml::from_str::<Wrapper>(&format!("v = {raw}")) {
+        Ok(w) => w.v,
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// A commented example `appizer.toml` listing every key with its default.
+pub fn default_toml() -> String {
+    let d = Config::default();
+    format!(
+        r#"# Appizer configuration. Every key is optional; shown are the defaults.
+# Precedence: defaults < this file < APPIZER_* environment variables < command-line flags.
+# Environment: APPIZER_<KEY> for top-level keys, APPIZER_<SECTION>__<KEY> for nested ones,
+# e.g. APPIZER_RATE_LIMIT__API_BURST=200. Unknown keys are rejected.
+
+# Embedded storage lives here (metadata database; later the event queue and Parquet files).
+data_dir = "{data_dir}"
+
+# Metadata store. Empty: SQLite file <data_dir>/metadata.db.
+# Or "sqlite:///path/to/metadata.db", or "postgres://user:password@host:5432/dbname".
+database_url = ""
+
+[server]
+listen = "{listen}"
+# Open connections at most; further connections wait to be accepted.
+max_connections = {max_connections}
+# Largest management request body, in bytes (larger: 413 payload_too_large).
+max_body_bytes = {max_body_bytes}
+# A request taking longer is answered 503.
+request_timeout_ms = {request_timeout_ms}
+# On SIGINT/SIGTERM, in-flight requests get this long to finish.
+shutdown_grace_ms = {shutdown_grace_ms}
+
+[tls]
+# Set both to serve HTTPS (PEM files).
+# cert_path = "/etc/appizer/cert.pem"
+# key_path = "/etc/appizer/key.pem"
+
+[rate_limit]
+# Token bucket per key; a project can override each value (PATCH /api/v1/projects/ID).
+api_per_second = {api_per_second}
+api_burst = {api_burst}
+ingest_per_second = {ingest_per_second}
+ingest_burst = {ingest_burst}
+
+[auth]
+# Key lookups are cached this long; revoking through this node takes effect at once,
+# through another node sharing PostgreSQL within this time.
+key_cache_ttl_ms = {key_cache_ttl_ms}
+key_cache_capacity = {key_cache_capacity}
+
+[log]
+# tracing filter, e.g. "info" or "appizer=debug,info"; APPIZER_LOG overrides it.
+level = "{level}"
+# "text" or "json"
+format = "text"
+"#,
+        data_dir = d.data_dir.display(),
+        listen = d.server.listen,
+        max_connections = d.server.max_connections,
+        max_body_bytes = d.server.max_body_bytes,
+        request_timeout_ms = d.server.request_timeout_ms,
+        shutdown_grace_ms = d.server.shutdown_grace_ms,
+        api_per_second = d.rate_limit.api_per_second,
+        api_burst = d.rate_limit.api_burst,
+        ingest_per_second = d.rate_limit.ingest_per_second,
+        ingest_burst = d.rate_limit.ingest_burst,
+        key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
+        key_cache_capacity = d.auth.key_cache_capacity,
+        level = d.log.level,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn default_toml_parses_back_to_the_defaults() {
+        assert_eq!(Config::from_toml_str(&default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_override_defaults_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("appizer.toml"),
+            "data_dir = \"/srv/a\"\n[rate_limit]\napi_burst = 7\napi_per_second = 3\n",
+        )
+        .unwrap();
+        let env = [
+            ("APPIZER_RATE_LIMIT__API_BURST", "9"),
+            ("APPIZER_SERVER__LISTEN", "0.0.0.0:9000"),
+            ("APPIZER_TEST_POSTGRES_URL", "postgres://ignored"),
+            ("HOME", "/root"),
+        ];
+        let c = Config::load(None, dir.path(), env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+        assert_eq!(c.rate_limit.api_per_second, 3, "from the file");
+        assert_eq!(c.rate_limit.api_burst, 9, "env beats the file");
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.rate_limit.ingest_burst, RateLimitConfig::default().ingest_burst);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, "[rate_limit]\napi_brust = 7\n").unwrap();
+        let err = Config::load(Some(&file), dir.path(), no_env()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("api_brust"), "{text}");
+        assert!(text.contains("rate_limit"), "{text}");
+
+        let err = Config::load(None, dir.path(), [("APPIZER_SERVR__LISTEN", "x")]).unwrap_err();
+        assert!(err.to_string().contains("servr"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_broken_rules_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            Config::load(None, dir.path(), [("APPIZER_RATE_LIMIT__API_BURST", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
+        let err =
+            Config::load(None, dir.path(), [("APPIZER_RATE_LIMIT__API_BURST", "0")]).unwrap_err();
+        assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
+        let err = Config::load(None, dir.path(), [("APPIZER_TLS__CERT_PATH", "/x.pem")]).unwrap_err();
+        assert!(err.to_string().contains("tls"), "{err}");
+        let err =
+            Config::load(None, dir.path(), [("APPIZER_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert!(err.to_string().contains("database_url"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error_and_bad_toml_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            Config::load(Some(&missing), dir.path(), no_env()),
+            Err(ConfigError::Read { .. })
+        ));
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "data_dir = ").unwrap();
+        let err = Config::load(Some(&bad), dir.path(), no_env()).unwrap_err();
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+    }
+
+    #[test]
+    fn metadata_url_defaults_to_sqlite_in_the_data_dir_and_debug_hides_it() {
+        let mut c = Config::default();
+        c.data_dir = PathBuf::from("/d");
+        assert_eq!(c.metadata_url(), "sqlite:///d/metadata.db");
+        c.database_url = SecretString::new("postgres://u:pw@h/db");
+        assert_eq!(c.metadata_url(), "postgres://u:pw@h/db");
+        assert!(!format!("{c:?}").contains("pw@"));
+    }
+}

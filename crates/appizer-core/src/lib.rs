@@ -1,0 +1,14 @@
+//! Shared vocabulary of Appizer: ids, tenancy records, roles and permissions, API keys,
+//! layered configuration and the closed set of error codes every API answer uses.
+
+pub mod config;
+pub mod error_code;
+pub mod ids;
+pub mod keys;
+pub mod role;
+pub mod secret;
+pub mod tenancy;
+
+pub use error_code::ErrorCode;
+pub use ids::{KeyId, OrganizationId, ProjectId};
+pub use role::{Permission, Role};
