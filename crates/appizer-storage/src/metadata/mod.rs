@@ -1,0 +1,183 @@
+//! The metadata store: one trait, chosen by URL at start-up (`sqlite://` or
+//! `postgres://`). Every method that touches a project takes the organisation (and,
+//! where it applies, the project) so tenant isolation is enforced in the query itself.
+
+mod error;
+mod sql;
+
+use std::sync::Arc;
+
+use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Organization, Project};
+use appizer_core::{KeyId, OrganizationId, ProjectId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::StoreError;
+pub use sql::SqlMetadataStore;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What `bootstrap` writes in one transaction: the first organisation, its first
+/// project and that project's first keys.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub organization: Organization,
+    pub project: Project,
+    pub keys: Vec<ApiKey>,
+    pub audit: NewAuditEntry,
+}
+
+/// Which keys a listing or revocation addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Organisation-wide keys (no project).
+    Organization(OrganizationId),
+    /// The keys of one project of the organisation.
+    Project(OrganizationId, ProjectId),
+}
+
+/// Which audit entries a listing addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditScope {
+    /// Every entry of the organisation.
+    Organization(OrganizationId),
+    /// The entries about one project of the organisation.
+    Project(OrganizationId, ProjectId),
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Cheap round trip proving the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether `bootstrap` has run.
+    async fn is_initialized(&self) -> Result<bool, StoreError>;
+
+    /// Writes the first organisation, project and keys atomically. Fails with
+    /// [`StoreError::AlreadyInitialized`] (writing nothing) if it ran before.
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
+
+    /// Creates a project together with its first write key.
+    async fn create_project(
+        &self,
+        project: &Project,
+        write_key: &ApiKey,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError>;
+
+    async fn get_project(
+        &self,
+        org: OrganizationId,
+        id: ProjectId,
+    ) -> Result<Option<Project>, StoreError>;
+
+    async fn list_projects(&self, org: OrganizationId) -> Result<Vec<Project>, StoreError>;
+
+    /// Replaces name, timezone and settings. `false` if the project is not there.
+    async fn update_project(
+        &self,
+        project: &Project,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes a project and revokes all its keys. `false` if it is not there.
+    async fn delete_project(
+        &self,
+        org: OrganizationId,
+        id: ProjectId,
+        at: DateTime<Utc>,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    async fn create_key(&self, key: &ApiKey, audit: &NewAuditEntry) -> Result<(), StoreError>;
+
+    /// The key with this hash, revoked or not.
+    async fn find_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    async fn list_keys(&self, scope: KeyScope) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key of the scope (idempotent). `None` if no such key in the scope.
+    async fn revoke_key(
+        &self,
+        scope: KeyScope,
+        id: KeyId,
+        at: DateTime<Utc>,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Newest first; entries with `id < before` when given; at most `limit`.
+    async fn list_audit(
+        &self,
+        scope: AuditScope,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Opens (creating if needed) and migrates the store named by `url`.
+pub async fn open_metadata_store(url: &str) -> Result<Arc<dyn MetadataStore>, StoreError> {
+    Ok(Arc::new(SqlMetadataStore::connect(url).await?))
+}
+
+/// The URL with any password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_url_and_passwords_never_leak_into_errors() {
+        assert_eq!(Backend::from_url("sqlite:///x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::from_url("postgres://h/db").unwrap(), Backend::Postgres);
+        let err = Backend::from_url("mysql://u:secret@h/db").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

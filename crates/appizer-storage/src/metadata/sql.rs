@@ -1,0 +1,529 @@
+//! The metadata store over SQL, one implementation for SQLite and PostgreSQL.
+//!
+//! Queries are written once in the dialect both accept (`$N` parameters, `TEXT` ids,
+//! `BIGINT` millisecond timestamps, JSON as text) and run through sqlx's `Any` driver;
+//! only the migrations differ per backend.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use appizer_core::keys::KeyKind;
+use appizer_core::tenancy::{
+    Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings,
+};
+use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
+
+use super::{
+    redact_url, AuditScope, Backend, Bootstrap, KeyScope, MetadataStore, StoreError,
+};
+
+/// The SQL metadata store; see the module docs.
+#[derive(Debug, Clone)]
+pub struct SqlMetadataStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const KEY_COLUMNS: &str = "id, organization_id, project_id, kind, role, name, display_prefix, \
+     key_hash, created_at, created_by, revoked_at";
+const PROJECT_COLUMNS: &str =
+    "id, organization_id, name, timezone, settings, created_at, updated_at";
+
+impl SqlMetadataStore {
+    /// Connects, creating the SQLite file and its directory if needed, and applies the
+    /// backend's migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let (url, max_connections) = match backend {
+            Backend::Sqlite => (prepare_sqlite_url(url)?, 4),
+            Backend::Postgres => (url.to_string(), 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        configure_sqlite(conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Setup(format!("{}: {e}", redact_url(&url))))?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // WAL lets readers proceed during a write; FULL sync keeps every committed key.
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute("PRAGMA busy_timeout = 5000").await?;
+    Ok(())
+}
+
+/// Creates the database file's directory and asks SQLite to create the file.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path != ":memory:" {
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    Ok(match query {
+        Some(q) if q.contains("mode=") => format!("sqlite://{path}?{q}"),
+        Some(q) => format!("sqlite://{path}?{q}&mode=rwc"),
+        None => format!("sqlite://{path}?mode=rwc"),
+    })
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn parse_id<T: FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} `{text}` is not a valid id")))
+}
+
+fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
+    let settings: String = row.try_get("settings")?;
+    Ok(Project {
+        id: parse_id(&row.try_get::<String, _>("id")?, "project id")?,
+        organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
+        name: row.try_get("name")?,
+        timezone: row.try_get("timezone")?,
+        settings: serde_json::from_str::<ProjectSettings>(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("project settings: {e}")))?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let role: Option<String> = row.try_get("role")?;
+    let project_id: Option<String> = row.try_get("project_id")?;
+    let created_by: Option<String> = row.try_get("created_by")?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    Ok(ApiKey {
+        id: parse_id(&row.try_get::<String, _>("id")?, "key id")?,
+        organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
+        project_id: project_id.map(|p| parse_id(&p, "project id")).transpose()?,
+        kind: KeyKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("key kind `{kind}`")))?,
+        role: role
+            .map(|r| r.parse::<Role>().map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?,
+        name: row.try_get("name")?,
+        display_prefix: row.try_get("display_prefix")?,
+        key_hash: row.try_get("key_hash")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        created_by: created_by.map(|k| parse_id(&k, "key id")).transpose()?,
+        revoked_at: revoked_at.map(from_millis).transpose()?,
+    })
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, StoreError> {
+    let project_id: Option<String> = row.try_get("project_id")?;
+    let actor: Option<String> = row.try_get("actor_key_id")?;
+    let details: String = row.try_get("details")?;
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        entry: NewAuditEntry {
+            organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
+            project_id: project_id.map(|p| parse_id(&p, "project id")).transpose()?,
+            actor: match actor {
+                Some(k) => Actor::Key(parse_id(&k, "key id")?),
+                None => Actor::Cli,
+            },
+            action: row.try_get("action")?,
+            target_type: row.try_get("target_type")?,
+            target_id: row.try_get("target_id")?,
+            details: serde_json::from_str(&details)
+                .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?,
+            request_id: row.try_get("request_id")?,
+            at: from_millis(row.try_get("created_at")?)?,
+        },
+    })
+}
+
+fn settings_json(project: &Project) -> String {
+    serde_json::to_string(&project.settings).expect("settings serialize")
+}
+
+async fn insert_project(conn: &mut AnyConnection, p: &Project) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO projects (id, organization_id, name, timezone, settings, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(p.id.to_string())
+    .bind(p.organization_id.to_string())
+    .bind(&p.name)
+    .bind(&p.timezone)
+    .bind(settings_json(p))
+    .bind(millis(p.created_at))
+    .bind(millis(p.updated_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_key(conn: &mut AnyConnection, k: &ApiKey) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, organization_id, project_id, kind, role, name, \
+         display_prefix, key_hash, created_at, created_by, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(k.id.to_string())
+    .bind(k.organization_id.to_string())
+    .bind(k.project_id.map(|p| p.to_string()))
+    .bind(k.kind.as_str())
+    .bind(k.role.map(|r| r.as_str()))
+    .bind(&k.name)
+    .bind(&k.display_prefix)
+    .bind(&k.key_hash)
+    .bind(millis(k.created_at))
+    .bind(k.created_by.map(|c| c.to_string()))
+    .bind(k.revoked_at.map(millis))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_audit(conn: &mut AnyConnection, a: &NewAuditEntry) -> Result<(), StoreError> {
+    let actor = match &a.actor {
+        Actor::Key(k) => Some(k.to_string()),
+        Actor::Cli => None,
+    };
+    sqlx::query(
+        "INSERT INTO audit_log (organization_id, project_id, actor_key_id, action, \
+         target_type, target_id, details, request_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(a.organization_id.to_string())
+    .bind(a.project_id.map(|p| p.to_string()))
+    .bind(actor)
+    .bind(&a.action)
+    .bind(&a.target_type)
+    .bind(&a.target_id)
+    .bind(a.details.to_string())
+    .bind(a.request_id.clone())
+    .bind(millis(a.at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqlMetadataStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn is_initialized(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM installation")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("INSERT INTO installation (id, initialized_at) VALUES (1, $1)")
+            .bind(millis(b.organization.created_at))
+            .execute(&mut *tx)
+            .await;
+        match marked.map_err(StoreError::from) {
+            Err(StoreError::Conflict(_)) => return Err(StoreError::AlreadyInitialized),
+            other => other?,
+        };
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(b.organization.id.to_string())
+            .bind(&b.organization.name)
+            .bind(millis(b.organization.created_at))
+            .execute(&mut *tx)
+            .await?;
+        insert_project(&mut tx, &b.project).await?;
+        for key in &b.keys {
+            insert_key(&mut tx, key).await?;
+        }
+        insert_audit(&mut tx, &b.audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_project(
+        &self,
+        project: &Project,
+        write_key: &ApiKey,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_project(&mut tx, project).await?;
+        insert_key(&mut tx, write_key).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_project(
+        &self,
+        org: OrganizationId,
+        id: ProjectId,
+    ) -> Result<Option<Project>, StoreError> {
+        let sql = format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn list_projects(&self, org: OrganizationId) -> Result<Vec<Project>, StoreError> {
+        let sql = format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects \
+             WHERE organization_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn update_project(
+        &self,
+        p: &Project,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE projects SET name = $3, timezone = $4, settings = $5, updated_at = $6 \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(p.organization_id.to_string())
+        .bind(p.id.to_string())
+        .bind(&p.name)
+        .bind(&p.timezone)
+        .bind(settings_json(p))
+        .bind(millis(p.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_project(
+        &self,
+        org: OrganizationId,
+        id: ProjectId,
+        at: DateTime<Utc>,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE projects SET deleted_at = $3 \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(org.to_string())
+        .bind(id.to_string())
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 \
+             WHERE organization_id = $1 AND project_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(org.to_string())
+        .bind(id.to_string())
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_key(&self, key: &ApiKey, audit: &NewAuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(project) = key.project_id {
+            // The project must exist in the key's organisation and not be deleted.
+            let found = sqlx::query(
+                "SELECT id FROM projects \
+                 WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .bind(key.organization_id.to_string())
+            .bind(project.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if found.is_none() {
+                return Err(StoreError::Conflict(format!(
+                    "project {project} does not exist in the key's organisation"
+                )));
+            }
+        }
+        insert_key(&mut tx, key).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
+        let row = sqlx::query(&sql)
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self, scope: KeyScope) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = match scope {
+            KeyScope::Organization(org) => {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys \
+                     WHERE organization_id = $1 AND project_id IS NULL ORDER BY created_at, id"
+                );
+                sqlx::query(&sql)
+                    .bind(org.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            KeyScope::Project(org, project) => {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys \
+                     WHERE organization_id = $1 AND project_id = $2 ORDER BY created_at, id"
+                );
+                sqlx::query(&sql)
+                    .bind(org.to_string())
+                    .bind(project.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(
+        &self,
+        scope: KeyScope,
+        id: KeyId,
+        at: DateTime<Utc>,
+        audit: &NewAuditEntry,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let (org, project) = match scope {
+            KeyScope::Organization(org) => (org, None),
+            KeyScope::Project(org, p) => (org, Some(p)),
+        };
+        let scope_clause = if project.is_some() {
+            "project_id = $4"
+        } else {
+            "project_id IS NULL"
+        };
+        let mut tx = self.pool.begin().await?;
+        let update = format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+             WHERE id = $1 AND organization_id = $2 AND {scope_clause}"
+        );
+        let mut query = sqlx::query(&update)
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .bind(millis(at));
+        if let Some(p) = project {
+            query = query.bind(p.to_string());
+        }
+        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let select = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(&select)
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        key_from_row(&row).map(Some)
+    }
+
+    async fn list_audit(
+        &self,
+        scope: AuditScope,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let (org, project) = match scope {
+            AuditScope::Organization(org) => (org, None),
+            AuditScope::Project(org, p) => (org, Some(p)),
+        };
+        let project_clause = if project.is_some() {
+            "AND project_id = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT id, organization_id, project_id, actor_key_id, action, target_type, \
+             target_id, details, request_id, created_at FROM audit_log \
+             WHERE organization_id = $1 AND id < $2 {project_clause} \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(org.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit));
+        if let Some(p) = project {
+            query = query.bind(p.to_string());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}

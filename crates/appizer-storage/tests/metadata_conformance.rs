@@ -1,0 +1,447 @@
+//! One conformance suite for every metadata store backend.
+//!
+//! The cases are written once against `dyn MetadataStore` and instantiated per backend
+//! by `metadata_conformance_suite!`. The PostgreSQL run needs `APPIZER_TEST_POSTGRES_URL`
+//! (e.g. `postgres://postgres@127.0.0.1:5432/postgres`); each test gets its own schema.
+//! Without the variable the PostgreSQL cases are skipped locally and fail under CI
+//! (`CI=true`), so the suite can never silently shrink there. To start PostgreSQL on a
+//! Debian machine: `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.
+
+use std::sync::Arc;
+
+use appizer_core::keys::{generate_key, KeyKind};
+use appizer_core::tenancy::{
+    Actor, ApiKey, NewAuditEntry, Organization, Project, ProjectSettings, RateLimitOverride,
+};
+use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
+use appizer_storage::metadata::{AuditScope, Bootstrap, KeyScope};
+use appizer_storage::{open_metadata_store, MetadataStore, StoreError};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// A store plus whatever keeps it alive (a temp dir).
+struct Fixture {
+    store: Arc<dyn MetadataStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite_store() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    Some(Fixture {
+        store: open_metadata_store(&url).await.unwrap(),
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres_store() -> Option<Fixture> {
+    let Ok(base) = std::env::var("APPIZER_TEST_POSTGRES_URL") else {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+            panic!("APPIZER_TEST_POSTGRES_URL must be set under CI");
+        }
+        eprintln!("skipped: set APPIZER_TEST_POSTGRES_URL to run the PostgreSQL cases");
+        return None;
+    };
+    // A fresh schema per test keeps parallel tests apart.
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = open_pg_admin(&base).await;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Some(Fixture {
+        store: open_metadata_store(&url).await.unwrap(),
+        _dir: None,
+    })
+}
+
+async fn open_pg_admin(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect to APPIZER_TEST_POSTGRES_URL")
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+}
+
+fn audit(org: OrganizationId, project: Option<ProjectId>, action: &str, at: i64) -> NewAuditEntry {
+    NewAuditEntry {
+        organization_id: org,
+        project_id: project,
+        actor: Actor::Cli,
+        action: action.into(),
+        target_type: "test".into(),
+        target_id: "x".into(),
+        details: serde_json::json!({ "action": action }),
+        request_id: Some("req-1".into()),
+        at: t(at),
+    }
+}
+
+fn project(org: OrganizationId, name: &str, at: i64) -> Project {
+    Project {
+        id: ProjectId::new(),
+        organization_id: org,
+        name: name.into(),
+        timezone: "Europe/Paris".into(),
+        settings: ProjectSettings::default(),
+        created_at: t(at),
+        updated_at: t(at),
+    }
+}
+
+fn key(
+    org: OrganizationId,
+    project: Option<ProjectId>,
+    kind: KeyKind,
+    role: Option<Role>,
+    at: i64,
+) -> (ApiKey, String) {
+    let generated = generate_key(kind);
+    (
+        ApiKey {
+            id: KeyId::new(),
+            organization_id: org,
+            project_id: project,
+            kind,
+            role,
+            name: format!("{} key", kind.as_str()),
+            display_prefix: generated.display_prefix,
+            key_hash: generated.hash,
+            created_at: t(at),
+            created_by: None,
+            revoked_at: None,
+        },
+        generated.plaintext,
+    )
+}
+
+/// An initialised store: one organisation, one project, an admin org key, a write key.
+struct World {
+    org: OrganizationId,
+    project: Project,
+    admin: ApiKey,
+    write: ApiKey,
+}
+
+async fn bootstrap(store: &dyn MetadataStore) -> World {
+    let org = Organization {
+        id: OrganizationId::new(),
+        name: "Acme".into(),
+        created_at: t(0),
+    };
+    let p = project(org.id, "Default", 0);
+    let (admin, _) = key(org.id, None, KeyKind::Secret, Some(Role::Admin), 0);
+    let (write, _) = key(org.id, Some(p.id), KeyKind::Write, None, 0);
+    store
+        .bootstrap(&Bootstrap {
+            organization: org.clone(),
+            project: p.clone(),
+            keys: vec![admin.clone(), write.clone()],
+            audit: audit(org.id, Some(p.id), "installation.init", 0),
+        })
+        .await
+        .unwrap();
+    World {
+        org: org.id,
+        project: p,
+        admin,
+        write,
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn bootstrap_writes_everything_once(store: &dyn MetadataStore) {
+        assert!(!store.is_initialized().await.unwrap());
+        let w = bootstrap(store).await;
+        assert!(store.is_initialized().await.unwrap());
+        assert_eq!(
+            store.get_project(w.org, w.project.id).await.unwrap(),
+            Some(w.project.clone())
+        );
+        assert_eq!(
+            store.find_key_by_hash(&w.admin.key_hash).await.unwrap(),
+            Some(w.admin.clone())
+        );
+        assert_eq!(
+            store.find_key_by_hash(&w.write.key_hash).await.unwrap(),
+            Some(w.write.clone())
+        );
+
+        // A second bootstrap fails and writes nothing.
+        let again = bootstrap_attempt(store).await;
+        assert!(matches!(again, Err(StoreError::AlreadyInitialized)), "{again:?}");
+        let entries = store
+            .list_audit(AuditScope::Organization(w.org), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].entry.action, "installation.init");
+    }
+
+    async fn bootstrap_attempt(store: &dyn MetadataStore) -> Result<(), StoreError> {
+        let org = Organization {
+            id: OrganizationId::new(),
+            name: "Other".into(),
+            created_at: t(1),
+        };
+        let p = project(org.id, "P", 1);
+        store
+            .bootstrap(&Bootstrap {
+                organization: org.clone(),
+                project: p.clone(),
+                keys: vec![],
+                audit: audit(org.id, Some(p.id), "installation.init", 1),
+            })
+            .await
+    }
+
+    pub async fn projects_crud_round_trips_settings(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let mut p = project(w.org, "Mobile", 10);
+        let (wk, _) = key(w.org, Some(p.id), KeyKind::Write, None, 10);
+        store
+            .create_project(&p, &wk, &audit(w.org, Some(p.id), "project.create", 10))
+            .await
+            .unwrap();
+        let listed = store.list_projects(w.org).await.unwrap();
+        assert_eq!(listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Default", "Mobile"]);
+
+        p.name = "Mobile apps".into();
+        p.timezone = "America/New_York".into();
+        p.settings.rate_limit = RateLimitOverride {
+            api_per_second: Some(5),
+            ingest_burst: Some(77),
+            ..Default::default()
+        };
+        p.updated_at = t(20);
+        assert!(store
+            .update_project(&p, &audit(w.org, Some(p.id), "project.update", 20))
+            .await
+            .unwrap());
+        assert_eq!(store.get_project(w.org, p.id).await.unwrap(), Some(p.clone()));
+
+        assert!(store
+            .delete_project(w.org, p.id, t(30), &audit(w.org, Some(p.id), "project.delete", 30))
+            .await
+            .unwrap());
+        assert_eq!(store.get_project(w.org, p.id).await.unwrap(), None);
+        assert_eq!(store.list_projects(w.org).await.unwrap().len(), 1);
+        // Deleting revokes the project's keys, and a second delete finds nothing.
+        let wk_after = store.find_key_by_hash(&wk.key_hash).await.unwrap().unwrap();
+        assert_eq!(wk_after.revoked_at, Some(t(30)));
+        assert!(!store
+            .delete_project(w.org, p.id, t(31), &audit(w.org, Some(p.id), "project.delete", 31))
+            .await
+            .unwrap());
+        assert!(!store
+            .update_project(&p, &audit(w.org, Some(p.id), "project.update", 32))
+            .await
+            .unwrap());
+    }
+
+    pub async fn keys_are_scoped_and_revocation_is_idempotent(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let (viewer, plaintext) =
+            key(w.org, Some(w.project.id), KeyKind::Secret, Some(Role::Viewer), 5);
+        store
+            .create_key(&viewer, &audit(w.org, Some(w.project.id), "key.create", 5))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_key_by_hash(&appizer_core::keys::hash_key(&plaintext))
+                .await
+                .unwrap()
+                .map(|k| k.id),
+            Some(viewer.id)
+        );
+        let project_keys = store
+            .list_keys(KeyScope::Project(w.org, w.project.id))
+            .await
+            .unwrap();
+        assert_eq!(
+            project_keys.iter().map(|k| k.id).collect::<Vec<_>>(),
+            [w.write.id, viewer.id]
+        );
+        let org_keys = store.list_keys(KeyScope::Organization(w.org)).await.unwrap();
+        assert_eq!(org_keys.iter().map(|k| k.id).collect::<Vec<_>>(), [w.admin.id]);
+
+        // Revoking through the wrong scope finds nothing.
+        let a = audit(w.org, Some(w.project.id), "key.revoke", 6);
+        assert_eq!(
+            store
+                .revoke_key(KeyScope::Organization(w.org), viewer.id, t(6), &a)
+                .await
+                .unwrap(),
+            None
+        );
+        let revoked = store
+            .revoke_key(KeyScope::Project(w.org, w.project.id), viewer.id, t(6), &a)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(t(6)));
+        let again = store
+            .revoke_key(KeyScope::Project(w.org, w.project.id), viewer.id, t(9), &a)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.revoked_at, Some(t(6)), "first revocation time is kept");
+        assert!(store
+            .find_key_by_hash(&viewer.key_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_revoked());
+        assert_eq!(store.find_key_by_hash("0".repeat(64).as_str()).await.unwrap(), None);
+    }
+
+    pub async fn duplicate_key_hash_is_a_conflict(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let (mut dup, _) = key(w.org, Some(w.project.id), KeyKind::Secret, Some(Role::Admin), 3);
+        dup.key_hash = w.admin.key_hash.clone();
+        let err = store
+            .create_key(&dup, &audit(w.org, Some(w.project.id), "key.create", 3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        // Nothing of the failed action was written, not even its audit entry.
+        let entries = store
+            .list_audit(AuditScope::Organization(w.org), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+    }
+
+    pub async fn tenants_never_see_each_other(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let other_org = OrganizationId::new();
+        // Another organisation cannot read, change, delete or add keys to this project.
+        assert_eq!(store.get_project(other_org, w.project.id).await.unwrap(), None);
+        assert!(store.list_projects(other_org).await.unwrap().is_empty());
+        let mut hijack = w.project.clone();
+        hijack.organization_id = other_org;
+        hijack.name = "pwned".into();
+        assert!(!store
+            .update_project(&hijack, &audit(other_org, Some(w.project.id), "project.update", 1))
+            .await
+            .unwrap());
+        assert!(!store
+            .delete_project(other_org, w.project.id, t(1), &audit(other_org, None, "project.delete", 1))
+            .await
+            .unwrap());
+        assert!(store
+            .list_keys(KeyScope::Project(other_org, w.project.id))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .revoke_key(
+                    KeyScope::Project(other_org, w.project.id),
+                    w.write.id,
+                    t(1),
+                    &audit(other_org, None, "key.revoke", 1)
+                )
+                .await
+                .unwrap(),
+            None
+        );
+        let (foreign, _) = key(other_org, Some(w.project.id), KeyKind::Secret, Some(Role::Admin), 1);
+        assert!(store
+            .create_key(&foreign, &audit(other_org, None, "key.create", 1))
+            .await
+            .is_err());
+        assert!(store
+            .list_audit(AuditScope::Organization(other_org), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // The project is untouched.
+        assert_eq!(
+            store.get_project(w.org, w.project.id).await.unwrap(),
+            Some(w.project.clone())
+        );
+        assert!(!store.find_key_by_hash(&w.write.key_hash).await.unwrap().unwrap().is_revoked());
+    }
+
+    pub async fn audit_log_pages_newest_first_and_filters_by_project(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let other = project(w.org, "Other", 1);
+        let (wk, _) = key(w.org, Some(other.id), KeyKind::Write, None, 1);
+        store
+            .create_project(&other, &wk, &audit(w.org, Some(other.id), "project.create", 1))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let mut p = w.project.clone();
+            p.name = format!("name {i}");
+            p.updated_at = t(10 + i);
+            store
+                .update_project(&p, &audit(w.org, Some(p.id), &format!("update.{i}"), 10 + i))
+                .await
+                .unwrap();
+        }
+        let scope = AuditScope::Project(w.org, w.project.id);
+        let page1 = store.list_audit(scope, None, 3).await.unwrap();
+        let actions: Vec<_> = page1.iter().map(|e| e.entry.action.as_str()).collect();
+        assert_eq!(actions, ["update.4", "update.3", "update.2"]);
+        let page2 = store
+            .list_audit(scope, Some(page1.last().unwrap().id), 10)
+            .await
+            .unwrap();
+        let actions: Vec<_> = page2.iter().map(|e| e.entry.action.as_str()).collect();
+        assert_eq!(actions, ["update.1", "update.0", "installation.init"]);
+        assert_eq!(page2[0].entry.details, serde_json::json!({"action": "update.1"}));
+        assert_eq!(page2[0].entry.request_id.as_deref(), Some("req-1"));
+        assert_eq!(page2[0].entry.at, t(11));
+        let all = store
+            .list_audit(AuditScope::Organization(w.org), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 7);
+    }
+
+    pub async fn ping_answers(store: &dyn MetadataStore) {
+        store.ping().await.unwrap();
+    }
+}
+
+macro_rules! metadata_conformance_suite {
+    ($backend:ident, $open:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(fixture) = $open().await else { return };
+                    super::cases::$case(&*fixture.store).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($case:ident),* $(,)?) => {
+        metadata_conformance_suite!(sqlite, super::sqlite_store, [$($case),*]);
+        metadata_conformance_suite!(postgres, super::postgres_store, [$($case),*]);
+    };
+}
+
+all_backends!(
+    bootstrap_writes_everything_once,
+    projects_crud_round_trips_settings,
+    keys_are_scoped_and_revocation_is_idempotent,
+    duplicate_key_hash_is_a_conflict,
+    tenants_never_see_each_other,
+    audit_log_pages_newest_first_and_filters_by_project,
+    ping_answers,
+);
