@@ -189,12 +189,11 @@ impl Config {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut tree = toml::Value::try_from(Config::default()).map_err(|e| {
-            ConfigError::Invalid {
+        let mut tree =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
                 key: String::new(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let path = match file {
             Some(p) => Some(p.to_path_buf()),
             None => Some(cwd.join(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
@@ -442,7 +441,10 @@ mod tests {
 
     #[test]
     fn default_toml_parses_back_to_the_defaults() {
-        assert_eq!(Config::from_toml_str(&default_toml()).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml_str(&default_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -464,7 +466,10 @@ mod tests {
         assert_eq!(c.rate_limit.api_per_second, 3, "from the file");
         assert_eq!(c.rate_limit.api_burst, 9, "env beats the file");
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.rate_limit.ingest_burst, RateLimitConfig::default().ingest_burst);
+        assert_eq!(
+            c.rate_limit.ingest_burst,
+            RateLimitConfig::default().ingest_burst
+        );
     }
 
     #[test]
@@ -484,13 +489,18 @@ mod tests {
     #[test]
     fn wrong_types_and_broken_rules_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let err =
-            Config::load(None, dir.path(), [("APPIZER_RATE_LIMIT__API_BURST", "lots")]).unwrap_err();
+        let err = Config::load(
+            None,
+            dir.path(),
+            [("APPIZER_RATE_LIMIT__API_BURST", "lots")],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
         let err =
             Config::load(None, dir.path(), [("APPIZER_RATE_LIMIT__API_BURST", "0")]).unwrap_err();
         assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
-        let err = Config::load(None, dir.path(), [("APPIZER_TLS__CERT_PATH", "/x.pem")]).unwrap_err();
+        let err =
+            Config::load(None, dir.path(), [("APPIZER_TLS__CERT_PATH", "/x.pem")]).unwrap_err();
         assert!(err.to_string().contains("tls"), "{err}");
         let err =
             Config::load(None, dir.path(), [("APPIZER_DATABASE_URL", "mysql://x")]).unwrap_err();

@@ -16,7 +16,7 @@ pub struct Organization {
 }
 
 /// Per-project overrides of the `[rate_limit]` config; `None` keeps the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,4 +101,95 @@ pub struct NewAuditEntry {
 pub struct AuditEntry {
     pub id: i64,
     pub entry: NewAuditEntry,
+}
+
+/// Limits of names and time zones a project or key may be given.
+pub const MAX_NAME_CHARS: usize = 200;
+
+impl Project {
+    /// A new project with default settings.
+    pub fn new(
+        organization_id: OrganizationId,
+        name: impl Into<String>,
+        timezone: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ProjectId::new(),
+            organization_id,
+            name: name.into(),
+            timezone: timezone.into(),
+            settings: ProjectSettings::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// What a new key needs besides its material.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    pub organization_id: OrganizationId,
+    pub project_id: Option<ProjectId>,
+    pub kind: KeyKind,
+    pub role: Option<Role>,
+    pub name: String,
+    pub created_by: Option<KeyId>,
+}
+
+impl ApiKey {
+    /// Generates a key for `grant`: the record to store and the plaintext, shown once.
+    pub fn issue(grant: KeyGrant, now: DateTime<Utc>) -> (ApiKey, String) {
+        let generated = crate::keys::generate_key(grant.kind);
+        let key = ApiKey {
+            id: KeyId::new(),
+            organization_id: grant.organization_id,
+            project_id: grant.project_id,
+            kind: grant.kind,
+            role: grant.role,
+            name: grant.name,
+            display_prefix: generated.display_prefix.clone(),
+            key_hash: generated.hash.clone(),
+            created_at: now,
+            created_by: grant.created_by,
+            revoked_at: None,
+        };
+        (key, generated.plaintext)
+    }
+}
+
+/// Whether `tz` is an IANA time zone name.
+pub fn is_valid_timezone(tz: &str) -> bool {
+    tz.parse::<chrono_tz::Tz>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_keys_store_only_the_hash_of_their_plaintext() {
+        let org = OrganizationId::new();
+        let (key, plaintext) = ApiKey::issue(
+            KeyGrant {
+                organization_id: org,
+                project_id: None,
+                kind: KeyKind::Secret,
+                role: Some(Role::Admin),
+                name: "ops".into(),
+                created_by: None,
+            },
+            Utc::now(),
+        );
+        assert_eq!(key.key_hash, crate::keys::hash_key(&plaintext));
+        assert!(plaintext.starts_with(&key.display_prefix));
+        assert!(!format!("{key:?}").contains(&plaintext));
+    }
+
+    #[test]
+    fn timezones_are_iana_names() {
+        assert!(is_valid_timezone("Europe/Paris"));
+        assert!(is_valid_timezone("UTC"));
+        assert!(!is_valid_timezone("Mars/Olympus"));
+    }
 }

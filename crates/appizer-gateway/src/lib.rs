@@ -1,1 +1,121 @@
-//! Gateway.
+//! Appizer's API gateway: the one HTTP entry point. Routing, authentication (API keys),
+//! authorization (one access table), per-key rate limits, request validation, JSON
+//! errors, request ids, HTTP metrics, access logs, OpenAPI, and the HTTP(S) server.
+//!
+//! Components never import this crate; it calls into them.
+
+pub mod access;
+pub mod auth;
+pub mod cors;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod observe;
+pub mod rate_limit;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+use appizer_core::ErrorCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+
+use routes::{audit, keys, ops, projects};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Appizer API",
+        description = "Management API of Appizer. Authenticate with `Authorization: Bearer <secret key>`. Errors are `{\"error\":{\"code\",\"message\",\"field\"}}`."
+    ),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "secret_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("apz_sk_...")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The management API routes with their OpenAPI description, without middleware.
+pub fn management_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(projects::list_projects, projects::create_project))
+        .routes(routes!(
+            projects::get_project,
+            projects::update_project,
+            projects::delete_project
+        ))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(audit::list_audit))
+}
+
+/// The OpenAPI document of every route the gateway serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    management_routes()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .into_openapi()
+}
+
+/// The whole HTTP application: management API behind authentication, authorization and
+/// rate limits; operations endpoints; every answer observed (request id, metrics, logs).
+pub fn router(state: AppState) -> Router {
+    let management: Router<AppState> = management_routes()
+        .split_for_parts()
+        .0
+        .route_layer(from_fn_with_state(state.clone(), access::enforce))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_secret_key));
+    let openapi_json: Arc<str> = openapi()
+        .to_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    Router::new()
+        .merge(management)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = openapi_json.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], json.to_string()) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route").into_response() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+            .into_response()
+        })
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state)
+}

@@ -177,7 +177,10 @@ mod cases {
 
         // A second bootstrap fails and writes nothing.
         let again = bootstrap_attempt(store).await;
-        assert!(matches!(again, Err(StoreError::AlreadyInitialized)), "{again:?}");
+        assert!(
+            matches!(again, Err(StoreError::AlreadyInitialized)),
+            "{again:?}"
+        );
         let entries = store
             .list_audit(AuditScope::Organization(w.org), None, 100)
             .await
@@ -212,7 +215,10 @@ mod cases {
             .await
             .unwrap();
         let listed = store.list_projects(w.org).await.unwrap();
-        assert_eq!(listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Default", "Mobile"]);
+        assert_eq!(
+            listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["Default", "Mobile"]
+        );
 
         p.name = "Mobile apps".into();
         p.timezone = "America/New_York".into();
@@ -226,10 +232,18 @@ mod cases {
             .update_project(&p, &audit(w.org, Some(p.id), "project.update", 20))
             .await
             .unwrap());
-        assert_eq!(store.get_project(w.org, p.id).await.unwrap(), Some(p.clone()));
+        assert_eq!(
+            store.get_project(w.org, p.id).await.unwrap(),
+            Some(p.clone())
+        );
 
         assert!(store
-            .delete_project(w.org, p.id, t(30), &audit(w.org, Some(p.id), "project.delete", 30))
+            .delete_project(
+                w.org,
+                p.id,
+                t(30),
+                &audit(w.org, Some(p.id), "project.delete", 30)
+            )
             .await
             .unwrap());
         assert_eq!(store.get_project(w.org, p.id).await.unwrap(), None);
@@ -238,7 +252,12 @@ mod cases {
         let wk_after = store.find_key_by_hash(&wk.key_hash).await.unwrap().unwrap();
         assert_eq!(wk_after.revoked_at, Some(t(30)));
         assert!(!store
-            .delete_project(w.org, p.id, t(31), &audit(w.org, Some(p.id), "project.delete", 31))
+            .delete_project(
+                w.org,
+                p.id,
+                t(31),
+                &audit(w.org, Some(p.id), "project.delete", 31)
+            )
             .await
             .unwrap());
         assert!(!store
@@ -249,8 +268,13 @@ mod cases {
 
     pub async fn keys_are_scoped_and_revocation_is_idempotent(store: &dyn MetadataStore) {
         let w = bootstrap(store).await;
-        let (viewer, plaintext) =
-            key(w.org, Some(w.project.id), KeyKind::Secret, Some(Role::Viewer), 5);
+        let (viewer, plaintext) = key(
+            w.org,
+            Some(w.project.id),
+            KeyKind::Secret,
+            Some(Role::Viewer),
+            5,
+        );
         store
             .create_key(&viewer, &audit(w.org, Some(w.project.id), "key.create", 5))
             .await
@@ -271,8 +295,14 @@ mod cases {
             project_keys.iter().map(|k| k.id).collect::<Vec<_>>(),
             [w.write.id, viewer.id]
         );
-        let org_keys = store.list_keys(KeyScope::Organization(w.org)).await.unwrap();
-        assert_eq!(org_keys.iter().map(|k| k.id).collect::<Vec<_>>(), [w.admin.id]);
+        let org_keys = store
+            .list_keys(KeyScope::Organization(w.org))
+            .await
+            .unwrap();
+        assert_eq!(
+            org_keys.iter().map(|k| k.id).collect::<Vec<_>>(),
+            [w.admin.id]
+        );
 
         // Revoking through the wrong scope finds nothing.
         let a = audit(w.org, Some(w.project.id), "key.revoke", 6);
@@ -294,19 +324,35 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(again.revoked_at, Some(t(6)), "first revocation time is kept");
+        assert_eq!(
+            again.revoked_at,
+            Some(t(6)),
+            "first revocation time is kept"
+        );
         assert!(store
             .find_key_by_hash(&viewer.key_hash)
             .await
             .unwrap()
             .unwrap()
             .is_revoked());
-        assert_eq!(store.find_key_by_hash("0".repeat(64).as_str()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .find_key_by_hash("0".repeat(64).as_str())
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     pub async fn duplicate_key_hash_is_a_conflict(store: &dyn MetadataStore) {
         let w = bootstrap(store).await;
-        let (mut dup, _) = key(w.org, Some(w.project.id), KeyKind::Secret, Some(Role::Admin), 3);
+        let (mut dup, _) = key(
+            w.org,
+            Some(w.project.id),
+            KeyKind::Secret,
+            Some(Role::Admin),
+            3,
+        );
         dup.key_hash = w.admin.key_hash.clone();
         let err = store
             .create_key(&dup, &audit(w.org, Some(w.project.id), "key.create", 3))
@@ -325,17 +371,28 @@ mod cases {
         let w = bootstrap(store).await;
         let other_org = OrganizationId::new();
         // Another organisation cannot read, change, delete or add keys to this project.
-        assert_eq!(store.get_project(other_org, w.project.id).await.unwrap(), None);
+        assert_eq!(
+            store.get_project(other_org, w.project.id).await.unwrap(),
+            None
+        );
         assert!(store.list_projects(other_org).await.unwrap().is_empty());
         let mut hijack = w.project.clone();
         hijack.organization_id = other_org;
         hijack.name = "pwned".into();
         assert!(!store
-            .update_project(&hijack, &audit(other_org, Some(w.project.id), "project.update", 1))
+            .update_project(
+                &hijack,
+                &audit(other_org, Some(w.project.id), "project.update", 1)
+            )
             .await
             .unwrap());
         assert!(!store
-            .delete_project(other_org, w.project.id, t(1), &audit(other_org, None, "project.delete", 1))
+            .delete_project(
+                other_org,
+                w.project.id,
+                t(1),
+                &audit(other_org, None, "project.delete", 1)
+            )
             .await
             .unwrap());
         assert!(store
@@ -355,7 +412,13 @@ mod cases {
                 .unwrap(),
             None
         );
-        let (foreign, _) = key(other_org, Some(w.project.id), KeyKind::Secret, Some(Role::Admin), 1);
+        let (foreign, _) = key(
+            other_org,
+            Some(w.project.id),
+            KeyKind::Secret,
+            Some(Role::Admin),
+            1,
+        );
         assert!(store
             .create_key(&foreign, &audit(other_org, None, "key.create", 1))
             .await
@@ -370,7 +433,12 @@ mod cases {
             store.get_project(w.org, w.project.id).await.unwrap(),
             Some(w.project.clone())
         );
-        assert!(!store.find_key_by_hash(&w.write.key_hash).await.unwrap().unwrap().is_revoked());
+        assert!(!store
+            .find_key_by_hash(&w.write.key_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_revoked());
     }
 
     pub async fn audit_log_pages_newest_first_and_filters_by_project(store: &dyn MetadataStore) {
@@ -378,7 +446,11 @@ mod cases {
         let other = project(w.org, "Other", 1);
         let (wk, _) = key(w.org, Some(other.id), KeyKind::Write, None, 1);
         store
-            .create_project(&other, &wk, &audit(w.org, Some(other.id), "project.create", 1))
+            .create_project(
+                &other,
+                &wk,
+                &audit(w.org, Some(other.id), "project.create", 1),
+            )
             .await
             .unwrap();
         for i in 0..5 {
@@ -386,7 +458,10 @@ mod cases {
             p.name = format!("name {i}");
             p.updated_at = t(10 + i);
             store
-                .update_project(&p, &audit(w.org, Some(p.id), &format!("update.{i}"), 10 + i))
+                .update_project(
+                    &p,
+                    &audit(w.org, Some(p.id), &format!("update.{i}"), 10 + i),
+                )
                 .await
                 .unwrap();
         }
@@ -400,7 +475,10 @@ mod cases {
             .unwrap();
         let actions: Vec<_> = page2.iter().map(|e| e.entry.action.as_str()).collect();
         assert_eq!(actions, ["update.1", "update.0", "installation.init"]);
-        assert_eq!(page2[0].entry.details, serde_json::json!({"action": "update.1"}));
+        assert_eq!(
+            page2[0].entry.details,
+            serde_json::json!({"action": "update.1"})
+        );
         assert_eq!(page2[0].entry.request_id.as_deref(), Some("req-1"));
         assert_eq!(page2[0].entry.at, t(11));
         let all = store

@@ -1,1 +1,193 @@
-fn main() {}
+//! The `appizer` command: `init`, `serve`, `config default`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use appizer::{initialize, InitError};
+use appizer_core::config::{default_toml, Config};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "appizer",
+    version,
+    about = "Self-hostable product analytics, user management and engagement"
+)]
+struct Cli {
+    /// Config file (default: ./appizer.toml when it exists).
+    #[arg(long, global = true, env = "APPIZER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data dir, a default organisation and project, a write key and an
+    /// admin key, and print the keys once.
+    Init {
+        /// Where embedded storage lives (default ./appizer-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print one JSON object {organization_id, project_id, write_key, admin_key}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every component in one process (initialising the data dir on first start).
+    Serve {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example appizer.toml with every key and its default.
+    Default,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(file: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    Ok(Config::load(
+        file.map(PathBuf::as_path),
+        &cwd,
+        std::env::vars(),
+    )?)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Config {
+        command: ConfigCommand::Default,
+    } = cli.command
+    {
+        print!("{}", default_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = load_config(cli.config.as_ref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Init { data_dir, json } => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            appizer::telemetry::init_logging(&config.log, Some("warn".into()))?;
+            runtime.block_on(init_command(config, json))
+        }
+        Command::Serve { data_dir, listen } => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(addr) = listen {
+                config.server.listen = addr;
+            }
+            appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
+            runtime.block_on(serve_command(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { .. } => unreachable!("handled above"),
+    }
+}
+
+async fn init_command(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = appizer::open_store(&config).await?;
+    match initialize(store.as_ref()).await {
+        Ok(output) if json => {
+            println!("{}", serde_json::to_string(&output)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(output) => {
+            println!("Data dir: {}", config.data_dir.display());
+            print!("{}", output.to_text(&base_url(&config)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(InitError::AlreadyInitialized) => {
+            eprintln!(
+                "error: {} is already initialised; nothing was changed",
+                describe_store(&config)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve_command(config: Config) -> anyhow::Result<()> {
+    let store = appizer::open_store(&config).await?;
+    if !store.is_initialized().await? {
+        let output = initialize(store.as_ref()).await?;
+        println!("First start: initialised {}.", describe_store(&config));
+        print!("{}", output.to_text(&base_url(&config)));
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let url = base_url_for(&config, listener.local_addr()?);
+    println!("Appizer is listening on {url} (health: {url}/healthz, API: {url}/openapi.json)");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    appizer::run(config, store, listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn describe_store(config: &Config) -> String {
+    if config.database_url.is_empty() {
+        format!("data dir {}", config.data_dir.display())
+    } else {
+        "the configured database".to_string()
+    }
+}
+
+fn base_url(config: &Config) -> String {
+    base_url_for(config, config.server.listen)
+}
+
+fn base_url_for(config: &Config, addr: SocketAddr) -> String {
+    let scheme = if config.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown signal received; draining connections");
+    shutdown.cancel();
+}

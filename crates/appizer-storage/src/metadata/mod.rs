@@ -170,8 +170,14 @@ mod tests {
 
     #[test]
     fn backend_is_chosen_by_url_and_passwords_never_leak_into_errors() {
-        assert_eq!(Backend::from_url("sqlite:///x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgres://h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::from_url("sqlite:///x.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::from_url("postgres://h/db").unwrap(),
+            Backend::Postgres
+        );
         let err = Backend::from_url("mysql://u:secret@h/db").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
         assert_eq!(

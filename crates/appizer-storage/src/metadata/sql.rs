@@ -8,18 +8,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{
-    Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings,
-};
+use appizer_core::tenancy::{Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings};
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
-use super::{
-    redact_url, AuditScope, Backend, Bootstrap, KeyScope, MetadataStore, StoreError,
-};
+use super::{redact_url, AuditScope, Backend, Bootstrap, KeyScope, MetadataStore, StoreError};
 
 /// The SQL metadata store; see the module docs.
 #[derive(Debug, Clone)]
@@ -93,9 +89,13 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         None => (rest, None),
     };
     if path != ":memory:" {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", parent.display())))?;
+        if let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Setup(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
     }
     Ok(match query {
@@ -146,7 +146,10 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
         kind: KeyKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("key kind `{kind}`")))?,
         role: role
-            .map(|r| r.parse::<Role>().map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|r| {
+                r.parse::<Role>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
             .transpose()?,
         name: row.try_get("name")?,
         display_prefix: row.try_get("display_prefix")?,
@@ -334,11 +337,7 @@ impl MetadataStore for SqlMetadataStore {
         rows.iter().map(project_from_row).collect()
     }
 
-    async fn update_project(
-        &self,
-        p: &Project,
-        audit: &NewAuditEntry,
-    ) -> Result<bool, StoreError> {
+    async fn update_project(&self, p: &Project, audit: &NewAuditEntry) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE projects SET name = $3, timezone = $4, settings = $5, updated_at = $6 \

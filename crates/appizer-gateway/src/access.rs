@@ -1,0 +1,254 @@
+//! Authorization: the one table saying which permission each management route needs,
+//! and the middleware that enforces it together with tenant scoping and rate limits.
+//!
+//! Order for a management request: authenticate (401) -> rate limit (429) -> tenant
+//! scope (404: a project key never learns that another project exists) -> permission
+//! (403) -> handler.
+
+use std::time::Instant;
+
+use appizer_core::{ErrorCode, Permission, ProjectId};
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::rate_limit::{LimitClass, Limits};
+use crate::state::AppState;
+
+/// Every management route and the permission it needs. A management route missing from
+/// this table answers 500 (and a test walks the OpenAPI document to keep them equal).
+pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
+    (Method::GET, "/api/v1/projects", Permission::ProjectRead),
+    (
+        Method::POST,
+        "/api/v1/projects",
+        Permission::OrganizationManage,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}",
+        Permission::ProjectRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}",
+        Permission::ProjectWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}",
+        Permission::ProjectWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/keys",
+        Permission::KeysManage,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/keys",
+        Permission::KeysManage,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/keys/{key_id}",
+        Permission::KeysManage,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/audit-log",
+        Permission::AuditRead,
+    ),
+];
+
+/// The permission `method` on the route template `path` needs.
+pub fn required_permission(method: &Method, path: &str) -> Option<Permission> {
+    ACCESS_TABLE
+        .iter()
+        .find(|(m, p, _)| m == method && *p == path)
+        .map(|(_, _, permission)| *permission)
+}
+
+/// Whether `principal` may use `permission` on `project` (the route's project, if any).
+/// `Err` carries the answer: 404 outside the key's project, 403 for a missing grant.
+pub fn authorize(
+    principal: &Principal,
+    permission: Permission,
+    project: Option<ProjectId>,
+) -> Result<(), ApiError> {
+    if let (Some(own), Some(wanted)) = (principal.project_id(), project) {
+        if own != wanted {
+            return Err(ApiError::not_found("project"));
+        }
+    }
+    let granted = principal.role().is_some_and(|r| r.grants(permission));
+    if !granted {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the key's role `{}` does not allow this action",
+                principal.role().map_or("none", |r| r.as_str())
+            ),
+        ));
+    }
+    if permission.needs_organization_key() && principal.project_id().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this action needs an organisation-wide admin key, not a project key",
+        ));
+    }
+    Ok(())
+}
+
+/// Middleware after [`crate::auth::require_secret_key`]: rate limit, scope, permission.
+pub async fn enforce(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+        tracing::error!("access enforcement ran without an authenticated principal");
+        return ApiError::internal().into_response();
+    };
+    let limits = Limits::resolve(
+        &state.config.rate_limit,
+        &principal.rate_limit,
+        LimitClass::Api,
+    );
+    let decision = state
+        .limiter
+        .check(principal.key_id(), LimitClass::Api, limits, Instant::now());
+    if !decision.allowed {
+        let mut response = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "rate limit of {} requests/s (burst {}) exceeded for this key",
+                limits.per_second, limits.burst
+            ),
+        )
+        .into_response();
+        decision.write_headers(response.headers_mut());
+        return response;
+    }
+
+    let path = matched.as_ref().map_or("", |m| m.as_str());
+    let Some(permission) = required_permission(request.method(), path) else {
+        tracing::error!(method = %request.method(), route = path, "route missing from the access table");
+        return ApiError::internal().into_response();
+    };
+    let project = match route_project(params) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = authorize(&principal, permission, project) {
+        let mut response = e.into_response();
+        decision.write_headers(response.headers_mut());
+        return response;
+    }
+    let mut response = next.run(request).await;
+    decision.write_headers(response.headers_mut());
+    response
+}
+
+/// The `{project_id}` of the route, if it has one; a malformed id is 404.
+fn route_project(
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
+) -> Result<Option<ProjectId>, ApiError> {
+    let Ok(params) = params else {
+        return Ok(None);
+    };
+    params
+        .iter()
+        .find(|(name, _)| *name == "project_id")
+        .map(|(_, value)| value.parse().map_err(|_| ApiError::not_found("project")))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appizer_core::keys::KeyKind;
+    use appizer_core::tenancy::{ApiKey, KeyGrant};
+    use appizer_core::{OrganizationId, Role};
+    use std::sync::Arc;
+
+    fn principal(role: Role, project: Option<ProjectId>) -> Principal {
+        let (key, _) = ApiKey::issue(
+            KeyGrant {
+                organization_id: OrganizationId::new(),
+                project_id: project,
+                kind: KeyKind::Secret,
+                role: Some(role),
+                name: "t".into(),
+                created_by: None,
+            },
+            chrono::Utc::now(),
+        );
+        Principal {
+            key: Arc::new(key),
+            rate_limit: Default::default(),
+        }
+    }
+
+    #[test]
+    fn every_route_and_role_gets_the_grant_of_the_table() {
+        let project = ProjectId::new();
+        for role in Role::ALL {
+            for (method, path, permission) in ACCESS_TABLE {
+                let org_key = principal(role, None);
+                let project_key = principal(role, Some(project));
+                let scoped = path.contains("{project_id}").then_some(project);
+                let expected = role.grants(*permission);
+                assert_eq!(
+                    authorize(&org_key, *permission, scoped).is_ok(),
+                    expected,
+                    "{role} org key on {method} {path}"
+                );
+                let project_expected = expected && !permission.needs_organization_key();
+                let answer = authorize(&project_key, *permission, scoped);
+                assert_eq!(
+                    answer.is_ok(),
+                    project_expected,
+                    "{role} project key on {method} {path}"
+                );
+                if let Err(e) = answer {
+                    assert_eq!(e.code, ErrorCode::Forbidden);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn another_projects_routes_are_not_found_whatever_the_role() {
+        let own = ProjectId::new();
+        let other = ProjectId::new();
+        for role in Role::ALL {
+            for (_, path, permission) in
+                ACCESS_TABLE.iter().filter(|r| r.1.contains("{project_id}"))
+            {
+                let e =
+                    authorize(&principal(role, Some(own)), *permission, Some(other)).unwrap_err();
+                assert_eq!(e.code, ErrorCode::NotFound, "{role} on {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_has_one_entry_per_route() {
+        for (i, (m, p, _)) in ACCESS_TABLE.iter().enumerate() {
+            assert!(
+                !ACCESS_TABLE[i + 1..]
+                    .iter()
+                    .any(|(m2, p2, _)| m2 == m && p2 == p),
+                "{m} {p} listed twice"
+            );
+            assert_eq!(required_permission(m, p), Some(ACCESS_TABLE[i].2));
+        }
+        assert_eq!(required_permission(&Method::PUT, "/api/v1/projects"), None);
+    }
+}

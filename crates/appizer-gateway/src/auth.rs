@@ -1,0 +1,308 @@
+//! Authentication: who is calling. Secret keys come as `Authorization: Bearer <key>`;
+//! write keys (ingestion) come as HTTP Basic user name or inside the body
+//! (`writeKey`, `api_key`, `token`). Keys are looked up by their SHA-256 through a
+//! bounded cache; revoking a key through this node evicts it at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appizer_core::config::AuthConfig;
+use appizer_core::keys::{hash_key, KeyKind};
+use appizer_core::tenancy::{ApiKey, RateLimitOverride};
+use appizer_core::{ErrorCode, KeyId, OrganizationId, ProjectId, Role};
+use appizer_storage::{MetadataStore, StoreError};
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use parking_lot::Mutex;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// An authenticated key, as handlers see it (a request extension).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key: Arc<ApiKey>,
+    /// The rate limit overrides of the key's project (none for organisation keys).
+    pub rate_limit: RateLimitOverride,
+}
+
+impl Principal {
+    pub fn key_id(&self) -> KeyId {
+        self.key.id
+    }
+
+    pub fn organization_id(&self) -> OrganizationId {
+        self.key.organization_id
+    }
+
+    /// The project a project key belongs to; `None` for an organisation-wide key.
+    pub fn project_id(&self) -> Option<ProjectId> {
+        self.key.project_id
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.key.role
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CachedLookup {
+    /// `None`: no usable key has this hash (unknown or revoked).
+    principal: Option<Principal>,
+    fetched: Instant,
+}
+
+/// Key lookups by hash, kept for `auth.key_cache_ttl_ms`, at most
+/// `auth.key_cache_capacity` entries (expired entries go first, then everything).
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<String, CachedLookup>>,
+}
+
+impl KeyCache {
+    pub fn new(config: &AuthConfig) -> Self {
+        Self {
+            ttl: Duration::from_millis(config.key_cache_ttl_ms),
+            capacity: config.key_cache_capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The usable (unrevoked) key whose plaintext is `plaintext`.
+    pub async fn lookup(
+        &self,
+        store: &dyn MetadataStore,
+        plaintext: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        let hash = hash_key(plaintext);
+        let now = Instant::now();
+        if let Some(hit) = self.entries.lock().get(&hash) {
+            if now.duration_since(hit.fetched) < self.ttl {
+                return Ok(hit.principal.clone());
+            }
+        }
+        let principal = load_principal(store, &hash).await?;
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| now.duration_since(e.fetched) < self.ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            hash,
+            CachedLookup {
+                principal: principal.clone(),
+                fetched: now,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// Forgets the lookup of one key (after revocation).
+    pub fn evict_key(&self, key_hash: &str) {
+        self.entries.lock().remove(key_hash);
+    }
+
+    /// Forgets the lookups of a project's keys (after its settings change or it is deleted).
+    pub fn evict_project(&self, project: ProjectId) {
+        self.entries.lock().retain(|_, e| {
+            e.principal
+                .as_ref()
+                .is_none_or(|p| p.project_id() != Some(project))
+        });
+    }
+}
+
+async fn load_principal(
+    store: &dyn MetadataStore,
+    hash: &str,
+) -> Result<Option<Principal>, StoreError> {
+    let Some(key) = store.find_key_by_hash(hash).await? else {
+        return Ok(None);
+    };
+    if key.is_revoked() {
+        return Ok(None);
+    }
+    let rate_limit = match key.project_id {
+        Some(project) => match store.get_project(key.organization_id, project).await? {
+            Some(p) => p.settings.rate_limit,
+            None => return Ok(None), // The project is gone.
+        },
+        None => RateLimitOverride::default(),
+    };
+    Ok(Some(Principal {
+        key: Arc::new(key),
+        rate_limit,
+    }))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message).with_field("Authorization")
+}
+
+/// The secret key in `Authorization: Bearer <key>`.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization header: use `Bearer <secret key>`"))?
+        .to_str()
+        .map_err(|_| unauthorized("Authorization header is not valid text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| unauthorized("Authorization header must be `Bearer <secret key>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(unauthorized(
+            "Authorization header must be `Bearer <secret key>`",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// Middleware for management routes: a valid, unrevoked secret key, or 401/403.
+pub async fn require_secret_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = match authenticate_secret_key(&state, request.headers()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+async fn authenticate_secret_key(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let token = bearer_token(headers)?;
+    let principal = state
+        .keys
+        .lookup(state.store.as_ref(), token)
+        .await?
+        .ok_or_else(|| unauthorized("invalid or revoked API key"))?;
+    if principal.key.kind != KeyKind::Secret {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a write key can only send events; use a secret key (apz_sk_...) here",
+        )
+        .with_field("Authorization"));
+    }
+    Ok(principal)
+}
+
+/// The write key sent as the HTTP Basic user name (Segment clients), if any.
+pub fn write_key_from_basic(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// The write key carried in a JSON body: Segment `writeKey`, PostHog `api_key` or
+/// `token`, at the top level.
+pub fn write_key_from_body(body: &serde_json::Value) -> Option<&str> {
+    ["writeKey", "api_key", "token"]
+        .iter()
+        .find_map(|name| body.get(name)?.as_str())
+        .filter(|k| !k.is_empty())
+}
+
+/// Resolves a write key for ingestion: 401 if unknown or revoked, 403 if it is a
+/// secret key (secret keys never travel inside apps).
+pub async fn authenticate_write_key(
+    state: &AppState,
+    plaintext: &str,
+) -> Result<Principal, ApiError> {
+    let invalid = || {
+        ApiError::new(ErrorCode::Unauthorized, "invalid or revoked write key")
+            .with_field("writeKey")
+    };
+    let principal = state
+        .keys
+        .lookup(state.store.as_ref(), plaintext)
+        .await?
+        .ok_or_else(invalid)?;
+    match (principal.key.kind, principal.project_id()) {
+        (KeyKind::Write, Some(_)) => Ok(principal),
+        _ => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "ingestion needs a project write key (apz_wk_...)",
+        )
+        .with_field("writeKey")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_malformed_headers_name_the_header() {
+        assert_eq!(
+            bearer_token(&headers("Bearer apz_sk_x")).unwrap(),
+            "apz_sk_x"
+        );
+        assert_eq!(
+            bearer_token(&headers("bearer  apz_sk_x ")).unwrap(),
+            "apz_sk_x"
+        );
+        for bad in ["apz_sk_x", "Basic abc", "Bearer ", "Token apz"] {
+            let e = bearer_token(&headers(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{bad}");
+            assert_eq!(e.field.as_deref(), Some("Authorization"));
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn write_keys_come_from_basic_user_or_body_fields() {
+        // "apz_wk_abc:" base64-encoded, as the Segment clients send it.
+        let b64 = base64::engine::general_purpose::STANDARD.encode("apz_wk_abc:");
+        assert_eq!(
+            write_key_from_basic(&headers(&format!("Basic {b64}"))).as_deref(),
+            Some("apz_wk_abc")
+        );
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("apz_wk_abc");
+        assert_eq!(
+            write_key_from_basic(&headers(&format!("basic {no_colon}"))).as_deref(),
+            Some("apz_wk_abc")
+        );
+        assert_eq!(write_key_from_basic(&headers("Basic !!!")), None);
+        assert_eq!(write_key_from_basic(&headers("Bearer apz_wk_abc")), None);
+
+        let segment = serde_json::json!({"writeKey": "apz_wk_1", "batch": []});
+        let posthog = serde_json::json!({"api_key": "apz_wk_2"});
+        let token = serde_json::json!({"token": "apz_wk_3"});
+        assert_eq!(write_key_from_body(&segment), Some("apz_wk_1"));
+        assert_eq!(write_key_from_body(&posthog), Some("apz_wk_2"));
+        assert_eq!(write_key_from_body(&token), Some("apz_wk_3"));
+        assert_eq!(
+            write_key_from_body(&serde_json::json!({"writeKey": ""})),
+            None
+        );
+    }
+}

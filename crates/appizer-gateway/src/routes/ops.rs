@@ -1,0 +1,54 @@
+//! Operations endpoints, unauthenticated: `/healthz` (the process answers), `/readyz`
+//! (storage answers), `/metrics` (Prometheus text).
+
+use appizer_core::ErrorCode;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// The process can serve: its storage answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(Status { status: "ready" }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::new(ErrorCode::Unavailable, "metadata store is not reachable")
+                .with_field("metadata_store")
+                .with_retry_after(1)
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

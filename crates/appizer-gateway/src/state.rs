@@ -1,0 +1,32 @@
+//! What every handler and middleware shares: config, the metadata store, the key cache,
+//! the rate limiter and the metrics handle.
+
+use std::sync::Arc;
+
+use appizer_core::config::Config;
+use appizer_storage::MetadataStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::KeyCache;
+use crate::rate_limit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn MetadataStore>,
+    pub keys: Arc<KeyCache>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: Arc<dyn MetadataStore>) -> Self {
+        Self {
+            keys: Arc::new(KeyCache::new(&config.auth)),
+            limiter: Arc::new(RateLimiter::default()),
+            metrics: crate::metrics::prometheus_handle(),
+            config,
+            store,
+        }
+    }
+}

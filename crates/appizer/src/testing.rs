@@ -1,0 +1,87 @@
+//! `TestServer`: a real Appizer server on `127.0.0.1:0` over a temporary data dir,
+//! initialised, for tests and benchmarks. It never touches the process environment.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use appizer_core::config::Config;
+use appizer_storage::MetadataStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::init::{initialize, InitOutput};
+
+/// A running server and the keys `init` gave it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` (or `https://localhost:PORT` with TLS configured).
+    pub base_url: String,
+    pub keys: InitOutput,
+    pub store: Arc<dyn MetadataStore>,
+    pub data_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with [`Config::for_tests`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with [`Config::for_tests`] changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_tests();
+        config.data_dir = data_dir.path().to_path_buf();
+        configure(&mut config);
+        let store = crate::open_store(&config).await.expect("open the store");
+        let keys = initialize(store.as_ref()).await.expect("initialise");
+        let listener = TcpListener::bind(config.server.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let base_url = if config.tls_enabled() {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(crate::run(
+            config,
+            store.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        Self {
+            addr,
+            base_url,
+            keys,
+            store,
+            data_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// `base_url` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Asks the server to shut down gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("server task panicked")
+            .expect("server failed");
+    }
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
