@@ -265,9 +265,8 @@ impl Config {
             return invalid("tls", "cert_path and key_path must be set together");
         }
         let url = self.database_url.expose();
-        if !(url.is_empty() || url.starts_with("sqlite:") || url.starts_with("postgres://"))
-            && !url.starts_with("postgresql://")
-        {
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !(url.is_empty() || known.iter().any(|scheme| url.starts_with(scheme))) {
             return invalid(
                 "database_url",
                 "must be empty, sqlite://PATH or postgres://...",
@@ -523,8 +522,10 @@ mod tests {
 
     #[test]
     fn metadata_url_defaults_to_sqlite_in_the_data_dir_and_debug_hides_it() {
-        let mut c = Config::default();
-        c.data_dir = PathBuf::from("/d");
+        let mut c = Config {
+            data_dir: PathBuf::from("/d"),
+            ..Config::default()
+        };
         assert_eq!(c.metadata_url(), "sqlite:///d/metadata.db");
         c.database_url = SecretString::new("postgres://u:pw@h/db");
         assert_eq!(c.metadata_url(), "postgres://u:pw@h/db");

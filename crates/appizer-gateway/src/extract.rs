@@ -11,7 +11,7 @@ use appizer_core::ErrorCode;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A JSON body decoded into `T`, within `server.max_body_bytes`.
+/// A JSON object body decoded into `T`, within `server.max_body_bytes`.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -32,6 +32,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| too_large(limit))?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            // Valid JSON of another shape, or not JSON at all.
+            decode_json::<serde::de::IgnoredAny>(&bytes)?;
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
         decode_json(&bytes).map(ApiJson)
     }
 }

@@ -1,0 +1,107 @@
+//! Helpers shared by the HTTP tests: a JSON client over real HTTP to a [`TestServer`].
+
+#![allow(dead_code)]
+
+use appizer::testing::TestServer;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// An answer: status, headers and the body as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `error.code` of an error answer.
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn error_field(&self) -> &str {
+        self.body["error"]["field"].as_str().unwrap_or("")
+    }
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base_url: String,
+}
+
+impl Client {
+    pub fn new(server: &TestServer) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base_url: server.base_url.clone(),
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}{}", self.base_url, path))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::answer(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.call(Method::GET, path, key, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, key, Some(body)).await
+    }
+
+    /// Creates a project with the organisation admin key; returns its id.
+    pub async fn create_project(&self, admin_key: &str, name: &str) -> String {
+        let a = self
+            .post(
+                "/api/v1/projects",
+                admin_key,
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        a.body["project"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Issues a secret key with `role` in `project`; returns (key id, plaintext).
+    pub async fn create_key(&self, admin_key: &str, project: &str, role: &str) -> (String, String) {
+        let a = self
+            .post(
+                &format!("/api/v1/projects/{project}/keys"),
+                admin_key,
+                serde_json::json!({ "name": format!("{role} key"), "role": role }),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        (
+            a.body["id"].as_str().unwrap().to_string(),
+            a.body["key"].as_str().unwrap().to_string(),
+        )
+    }
+}

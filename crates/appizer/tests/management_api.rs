@@ -1,0 +1,383 @@
+//! The management API over real HTTP: projects, keys, roles, tenant isolation,
+//! revocation and the audit log.
+
+mod common;
+
+use appizer::testing::TestServer;
+use appizer_core::{Permission, Role};
+use appizer_gateway::access::ACCESS_TABLE;
+use common::Client;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn init_keys_drive_the_project_lifecycle() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+
+    let list = api.get("/api/v1/projects", admin).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(
+        list.body["projects"][0]["id"],
+        server.keys.project_id.to_string()
+    );
+
+    let created = api
+        .post(
+            "/api/v1/projects",
+            admin,
+            json!({"name": " Mobile app ", "timezone": "Europe/Paris"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let project = created.body["project"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created.body["project"]["name"], "Mobile app");
+    assert_eq!(created.body["project"]["timezone"], "Europe/Paris");
+    let write_key = created.body["write_key"]["key"].as_str().unwrap();
+    assert!(write_key.starts_with("apz_wk_"));
+    assert_eq!(created.body["write_key"]["kind"], "write");
+
+    let path = format!("/api/v1/projects/{project}");
+    let patched = api
+        .call(
+            Method::PATCH,
+            &path,
+            admin,
+            Some(json!({"name": "Mobile", "rate_limit": {"api_burst": 7}})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+    assert_eq!(patched.body["name"], "Mobile");
+    assert_eq!(patched.body["rate_limit"], json!({"api_burst": 7}));
+    assert_eq!(patched.body["effective_rate_limit"]["api_burst"], 7);
+    assert_eq!(api.get(&path, admin).await.body["name"], "Mobile");
+    assert_eq!(
+        api.get("/api/v1/projects", admin).await.body["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let deleted = api.call(Method::DELETE, &path, admin, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&path, admin).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get("/api/v1/projects", admin).await.body["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_stored_hashed_and_revoked_at_once() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let keys_path = format!("/api/v1/projects/{project}/keys");
+
+    let (key_id, analyst) = api.create_key(admin, &project, "analyst").await;
+    assert!(analyst.starts_with("apz_sk_"));
+    let listed = api.get(&keys_path, admin).await;
+    let text = listed.body.to_string();
+    assert!(!text.contains(&analyst), "plaintext never listed again");
+    let entry = listed.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["role"], "analyst");
+    assert!(analyst.starts_with(entry["display_prefix"].as_str().unwrap()));
+
+    // The store holds the SHA-256, never the key.
+    let stored = server
+        .store
+        .find_key_by_hash(&appizer_core::keys::hash_key(&analyst))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.id.to_string(), key_id);
+
+    let path = format!("/api/v1/projects/{project}");
+    assert_eq!(api.get(&path, &analyst).await.status, StatusCode::OK);
+    let revoked = api
+        .call(
+            Method::DELETE,
+            &format!("{keys_path}/{key_id}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let refused = api.get(&path, &analyst).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "revocation is immediate"
+    );
+    assert_eq!(refused.error_code(), "unauthorized");
+    // Revoking again is harmless; an unknown key is 404.
+    let again = api
+        .call(
+            Method::DELETE,
+            &format!("{keys_path}/{key_id}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    let unknown = api
+        .call(
+            Method::DELETE,
+            &format!("{keys_path}/{}", uuid::Uuid::now_v7()),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Write keys: created without a role, refused on the management API.
+    let write = api
+        .post(&keys_path, admin, json!({"name": "ios", "kind": "write"}))
+        .await;
+    assert_eq!(write.status, StatusCode::CREATED);
+    let write_key = write.body["key"].as_str().unwrap();
+    let denied = api.get(&path, write_key).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let with_role = api
+        .post(
+            &keys_path,
+            admin,
+            json!({"name": "x", "kind": "write", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(
+        (with_role.status, with_role.error_field()),
+        (StatusCode::BAD_REQUEST, "role")
+    );
+    let no_role = api.post(&keys_path, admin, json!({"name": "x"})).await;
+    assert_eq!(
+        (no_role.status, no_role.error_field()),
+        (StatusCode::BAD_REQUEST, "role")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_and_unknown_keys_are_401() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let none = Client::answer(
+        api.http
+            .get(server.url("/api/v1/projects"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.error_field(), "Authorization");
+    let unknown = api
+        .get("/api/v1/projects", "apz_sk_notarealkey000000000000000000")
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// Example path and body for each route of the access table, in `project`, aimed at a
+/// key that exists (`key_id`) so allowed requests succeed or fail only on content.
+fn example_request(
+    method: &Method,
+    template: &str,
+    project: &str,
+    key_id: &str,
+) -> (String, Option<serde_json::Value>) {
+    let path = template
+        .replace("{project_id}", project)
+        .replace("{key_id}", key_id);
+    let body = match (method.as_str(), template) {
+        ("POST", "/api/v1/projects") => Some(json!({"name": "p"})),
+        ("POST", _) => Some(json!({"name": "k", "role": "viewer"})),
+        ("PATCH", _) => Some(json!({"name": "renamed"})),
+        _ => None,
+    };
+    (path, body)
+}
+
+/// The access table with project deletion moved last: it revokes the keys under test.
+fn routes_deleting_the_project_last() -> Vec<&'static (Method, &'static str, Permission)> {
+    let mut routes: Vec<_> = ACCESS_TABLE.iter().collect();
+    routes.sort_by_key(|(m, p, _)| *m == Method::DELETE && *p == "/api/v1/projects/{project_id}");
+    routes
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_access_table_says() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    for role in Role::ALL {
+        // A fresh project per role, so the destructive routes run on their own data.
+        let project = api.create_project(admin, &format!("{role} project")).await;
+        let (_, key) = api.create_key(admin, &project, role.as_str()).await;
+        let (victim, _) = api.create_key(admin, &project, "viewer").await;
+        for (method, template, permission) in routes_deleting_the_project_last() {
+            let (path, body) = example_request(method, template, &project, &victim);
+            let answer = api.call(method.clone(), &path, &key, body).await;
+            let allowed = role.grants(*permission) && !permission.needs_organization_key();
+            if allowed {
+                assert!(
+                    answer.status.is_success(),
+                    "{role} on {method} {template}: {} {:?}",
+                    answer.status,
+                    answer.body
+                );
+            } else {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::FORBIDDEN,
+                    "{role} on {method} {template}: {:?}",
+                    answer.body
+                );
+                assert_eq!(answer.error_code(), "forbidden");
+            }
+        }
+    }
+    // The organisation admin key may do everything, organisation routes included.
+    assert!(Role::Admin.grants(Permission::OrganizationManage));
+    let project = api.create_project(admin, "org admin project").await;
+    let (victim, _) = api.create_key(admin, &project, "viewer").await;
+    for (method, template, _) in routes_deleting_the_project_last() {
+        let (path, body) = example_request(method, template, &project, &victim);
+        let answer = api.call(method.clone(), &path, admin, body).await;
+        assert!(
+            answer.status.is_success(),
+            "admin on {method} {template}: {:?}",
+            answer.body
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_of_project_a_gets_404_for_everything_of_project_b() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let a = api.create_project(admin, "A").await;
+    let b = api.create_project(admin, "B").await;
+    let (_, a_admin) = api.create_key(admin, &a, "admin").await;
+    let (b_key, _) = api.create_key(admin, &b, "viewer").await;
+    for (method, template, _) in ACCESS_TABLE.iter().filter(|r| r.1.contains("{project_id}")) {
+        let (path, body) = example_request(method, template, &b, &b_key);
+        let answer = api.call(method.clone(), &path, &a_admin, body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{method} {template}: {:?}",
+            answer.body
+        );
+    }
+    // A project key lists only its own project; B is untouched.
+    let listed = api.get("/api/v1/projects", &a_admin).await;
+    let ids: Vec<_> = listed.body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(a)]);
+    assert_eq!(
+        api.get(&format!("/api/v1/projects/{b}"), admin).await.body["name"],
+        "B"
+    );
+    // A malformed project id is 404 too, not a parse error.
+    let odd = api.get("/api/v1/projects/not-a-uuid", admin).await;
+    assert_eq!(odd.status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn management_actions_are_audited_with_actor_and_request_id() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let (key_id, _) = api.create_key(admin, &project, "marketer").await;
+    let request = api
+        .http
+        .request(
+            Method::DELETE,
+            server.url(&format!("/api/v1/projects/{project}/keys/{key_id}")),
+        )
+        .bearer_auth(admin)
+        .header("x-request-id", "revoke-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request.headers()["x-request-id"], "revoke-42");
+
+    let log = api
+        .get(&format!("/api/v1/projects/{project}/audit-log"), admin)
+        .await;
+    assert_eq!(log.status, StatusCode::OK);
+    let entries = log.body["entries"].as_array().unwrap();
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["key.revoke", "key.create", "installation.init"]);
+    assert_eq!(entries[0]["target_id"], key_id.as_str());
+    assert_eq!(entries[0]["request_id"], "revoke-42");
+    assert!(entries[0]["actor"].as_str().unwrap().starts_with("key:"));
+    assert_eq!(entries[2]["actor"], "cli");
+    assert!(
+        !log.body.to_string().contains("apz_sk_"),
+        "no secrets in the log"
+    );
+
+    let page = api
+        .get(
+            &format!("/api/v1/projects/{project}/audit-log?limit=2"),
+            admin,
+        )
+        .await;
+    assert_eq!(page.body["entries"].as_array().unwrap().len(), 2);
+    let before = page.body["next_before"].as_i64().unwrap();
+    let rest = api
+        .get(
+            &format!("/api/v1/projects/{project}/audit-log?before={before}"),
+            admin,
+        )
+        .await;
+    assert_eq!(rest.body["entries"][0]["action"], "installation.init");
+    assert!(rest.body.get("next_before").is_none());
+    let bad = api
+        .get(
+            &format!("/api/v1/projects/{project}/audit-log?limit=0"),
+            admin,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.error_field()),
+        (StatusCode::BAD_REQUEST, "limit")
+    );
+    let bad = api
+        .get(
+            &format!("/api/v1/projects/{project}/audit-log?limit=x"),
+            admin,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.error_field()),
+        (StatusCode::BAD_REQUEST, "limit")
+    );
+    server.stop().await;
+}
