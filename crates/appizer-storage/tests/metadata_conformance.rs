@@ -488,8 +488,13 @@ mod cases {
         assert_eq!(all.len(), 7);
     }
 
-    pub async fn ping_answers(store: &dyn MetadataStore) {
+    pub async fn ping_answers_until_closed(store: &dyn MetadataStore) {
         store.ping().await.unwrap();
+        store.close().await;
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }
 
@@ -521,5 +526,5 @@ all_backends!(
     duplicate_key_hash_is_a_conflict,
     tenants_never_see_each_other,
     audit_log_pages_newest_first_and_filters_by_project,
-    ping_answers,
+    ping_answers_until_closed,
 );

@@ -48,7 +48,8 @@ pub async fn run(
         max_connections: config.server.max_connections,
         shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
     };
-    let app = appizer_gateway::router(AppState::new(Arc::new(config), store));
+    let app = appizer_gateway::router(AppState::new(Arc::new(config), store.clone()));
     server::serve(listener, app, tls, options, shutdown).await;
+    store.close().await;
     Ok(())
 }

@@ -68,6 +68,11 @@ impl TestServer {
         format!("{}{}", self.base_url, path)
     }
 
+    /// The token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Asks the server to shut down gracefully and waits until it has.
     pub async fn stop(self) {
         self.shutdown.cancel();

@@ -76,6 +76,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Closes the connections; later calls fail with [`StoreError::Unavailable`].
+    async fn close(&self);
+
     /// Whether `bootstrap` has run.
     async fn is_initialized(&self) -> Result<bool, StoreError>;
 

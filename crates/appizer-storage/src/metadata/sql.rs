@@ -62,11 +62,6 @@ impl SqlMetadataStore {
         }
         Ok(Self { pool, backend })
     }
-
-    /// Closes the pool, waiting for connections to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
@@ -260,6 +255,10 @@ impl MetadataStore for SqlMetadataStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn is_initialized(&self) -> Result<bool, StoreError> {

@@ -105,3 +105,18 @@ impl Client {
         )
     }
 }
+
+/// The Python interpreter with the test tools (`APPIZER_TEST_PYTHON`). Required under
+/// CI (`CI=true`), so checks that need it never silently vanish there.
+pub fn test_python() -> Option<String> {
+    match std::env::var("APPIZER_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+            panic!("APPIZER_TEST_PYTHON must be set under CI (.ci/run sets it)")
+        }
+        _ => {
+            eprintln!("skipped: set APPIZER_TEST_PYTHON to a Python with the test tools");
+            None
+        }
+    }
+}
