@@ -1,1 +1,29 @@
-fn main() {}
+//! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
+//! run and reports the ratio, so figures compare across machines.
+//!
+//! `cargo run --release -p appizer-bench -- gateway` measures the gateway (docs/benchmarks.md).
+
+mod gateway;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "appizer-bench", about = "Appizer benchmarks (ratios against same-run baselines)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Authenticated GET /api/v1/projects/{id} at a fixed rate, and the per-request
+    /// cost of the gateway middleware against the same handler without it.
+    Gateway(gateway::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Gateway(options) => gateway::run(options),
+    }
+}
