@@ -58,7 +58,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let project_url = server.url(&format!("/api/v1/projects/{}", server.keys.project_id));
     let key = server.keys.admin_key.clone();
 
-    println!("gateway benchmark: {} req/s for {} s per target, open loop", o.rate, o.seconds);
+    println!(
+        "gateway benchmark: {} req/s for {} s per target, open loop",
+        o.rate, o.seconds
+    );
     let appizer = client_rt.block_on(fixed_rate(&project_url, Some(&key), o.rate, o.seconds))?;
     let bare = client_rt.block_on(fixed_rate(
         &format!("http://{bare_addr}/"),
@@ -66,7 +69,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         o.rate,
         o.seconds,
     ))?;
-    let (a99, b99) = (appizer.latency.percentile(99.0), bare.latency.percentile(99.0));
+    let (a99, b99) = (
+        appizer.latency.percentile(99.0),
+        bare.latency.percentile(99.0),
+    );
     for (name, run) in [
         ("appizer GET /api/v1/projects/{id}", &appizer),
         ("bare axum 200 (baseline)         ", &bare),
@@ -87,8 +93,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     );
 
     let (with, without) = server_rt.block_on(middleware_cost(&server, o.iterations))?;
-    let cost = with.percentile(50.0).saturating_sub(without.percentile(50.0));
-    println!("middleware cost, in process, {} requests per variant:", o.iterations);
+    let cost = with
+        .percentile(50.0)
+        .saturating_sub(without.percentile(50.0));
+    println!(
+        "middleware cost, in process, {} requests per variant:",
+        o.iterations
+    );
     println!(
         "  with middleware     median {}  p99 {}",
         us(with.percentile(50.0)),

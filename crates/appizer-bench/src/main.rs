@@ -9,7 +9,10 @@ mod stats;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "appizer-bench", about = "Appizer benchmarks (ratios against same-run baselines)")]
+#[command(
+    name = "appizer-bench",
+    about = "Appizer benchmarks (ratios against same-run baselines)"
+)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
