@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request taking longer is answered 503 `unavailable`.
     pub request_timeout_ms: u64,
+    /// A connection that takes longer to send a request's headers (including an idle
+    /// keep-alive connection) is closed, so idle clients cannot hold every slot.
+    pub header_read_timeout_ms: u64,
     /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
 }
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_body_bytes: 256 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -258,6 +262,9 @@ impl Config {
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
         }
+        if self.server.header_read_timeout_ms == 0 {
+            return invalid("server.header_read_timeout_ms", "must be at least 1");
+        }
         if self.server.max_body_bytes < 1024 {
             return invalid("server.max_body_bytes", "must be at least 1024");
         }
@@ -387,6 +394,9 @@ max_connections = {max_connections}
 max_body_bytes = {max_body_bytes}
 # A request taking longer is answered 503.
 request_timeout_ms = {request_timeout_ms}
+# A connection that does not send a request's headers within this time (idle
+# keep-alive connections too) is closed.
+header_read_timeout_ms = {header_read_timeout_ms}
 # On SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace_ms = {shutdown_grace_ms}
 
@@ -419,6 +429,7 @@ format = "text"
         max_connections = d.server.max_connections,
         max_body_bytes = d.server.max_body_bytes,
         request_timeout_ms = d.server.request_timeout_ms,
+        header_read_timeout_ms = d.server.header_read_timeout_ms,
         shutdown_grace_ms = d.server.shutdown_grace_ms,
         api_per_second = d.rate_limit.api_per_second,
         api_burst = d.rate_limit.api_burst,

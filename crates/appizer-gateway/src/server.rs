@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -28,6 +28,7 @@ use crate::metrics::{HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_WAITING_TOTAL};
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     pub max_connections: usize,
+    pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -124,7 +125,7 @@ pub async fn serve(
         tracker.spawn(async move {
             let _permit = permit;
             metrics::gauge!(HTTP_CONNECTIONS_OPEN).increment(1.0);
-            serve_stream(stream, peer, app, tls, shutdown).await;
+            serve_stream(stream, peer, app, tls, options, shutdown).await;
             metrics::gauge!(HTTP_CONNECTIONS_OPEN).decrement(1.0);
         });
     }
@@ -146,14 +147,33 @@ async fn serve_stream(
     peer: SocketAddr,
     app: Router,
     tls: Option<TlsAcceptor>,
+    options: ServeOptions,
     shutdown: CancellationToken,
 ) {
     match tls {
-        None => serve_connection(TokioIo::new(stream), peer, app, shutdown).await,
+        None => {
+            // Protocol detection (HTTP/1 or h2c) waits for the first bytes without a
+            // timeout of its own; a client that sends nothing is dropped here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(options.header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let builder = connection_builder(options);
+            serve_connection(TokioIo::new(stream), peer, app, builder, shutdown).await
+        }
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
-                    serve_connection(TokioIo::new(tls_stream), peer, app, shutdown).await
+                    // ALPN already chose the protocol: no detection step to wait in.
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = connection_builder(options);
+                    let builder = if h2 {
+                        builder.http2_only()
+                    } else {
+                        builder.http1_only()
+                    };
+                    serve_connection(TokioIo::new(tls_stream), peer, app, builder, shutdown).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -162,15 +182,29 @@ async fn serve_stream(
     }
 }
 
-async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router, shutdown: CancellationToken)
-where
+fn connection_builder(options: ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    builder: auto::Builder<TokioExecutor>,
+    shutdown: CancellationToken,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request)
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {

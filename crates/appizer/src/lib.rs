@@ -46,6 +46,7 @@ pub async fn run(
     };
     let options = ServeOptions {
         max_connections: config.server.max_connections,
+        header_read_timeout: std::time::Duration::from_millis(config.server.header_read_timeout_ms),
         shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
     };
     let app = appizer_gateway::router(AppState::new(Arc::new(config), store.clone()));

@@ -222,3 +222,34 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     assert!(text.contains("\"drained\""), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn idle_connections_cannot_hold_every_slot() {
+    let server = TestServer::start_with(|c| {
+        c.server.max_connections = 1;
+        c.server.header_read_timeout_ms = 300;
+    })
+    .await;
+    // An idle client takes the only slot and sends nothing.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let waiting = reqwest::get(server.url("/healthz"));
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once the idle connection timed out")
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the second connection waited for the slot: {:?}",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the idle connection was closed by the server"
+    );
+    server.stop().await;
+}
