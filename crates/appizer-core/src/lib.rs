@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error_code;
+pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod role;

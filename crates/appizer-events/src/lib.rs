@@ -1,3 +1,6 @@
-//! Event processing: capture decoding, validation, enrichment, the durable queue consumer
-//! and the Parquet event store. Not built yet; its place in the design is described in
-//! `ARCHITECTURE.md`.
+//! Event processing: decoding the Segment and PostHog capture formats into the one
+//! internal [`appizer_core::event::Event`], validating each message (a bad message is
+//! dropped with an ingestion warning; the rest of the batch goes on), and, later in the
+//! pipeline, enrichment by the workers.
+
+pub mod capture;

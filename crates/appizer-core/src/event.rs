@@ -1,0 +1,196 @@
+//! The one internal event model every ingestion dialect decodes into, and the limits
+//! accepted messages obey. Workers enrich events; the event store keeps them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ProjectId;
+
+/// Largest message, serialized, in bytes (Segment's documented limit).
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Largest ingestion request body after decompression, in bytes.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Most messages in one batch request.
+pub const MAX_BATCH_MESSAGES: usize = 2_500;
+/// Longest id (distinct id, user id, message id, group id) and event name, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// The message types of the Segment spec; PostHog events are `Track` (or the type their
+/// `$`-event implies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Track => "track",
+            MessageType::Identify => "identify",
+            MessageType::Page => "page",
+            MessageType::Screen => "screen",
+            MessageType::Group => "group",
+            MessageType::Alias => "alias",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MessageType::Track,
+            MessageType::Identify,
+            MessageType::Page,
+            MessageType::Screen,
+            MessageType::Group,
+            MessageType::Alias,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    /// The event name a message of this type gets when it has none of its own.
+    pub fn implied_event(self) -> &'static str {
+        match self {
+            MessageType::Track => "",
+            MessageType::Identify => "$identify",
+            MessageType::Page => "$pageview",
+            MessageType::Screen => "$screen",
+            MessageType::Group => "$groupidentify",
+            MessageType::Alias => "$create_alias",
+        }
+    }
+}
+
+/// Which wire format an event arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    Segment,
+    Posthog,
+}
+
+/// One event, as accepted at the edge and later enriched by the workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub project_id: ProjectId,
+    /// Segment `messageId` / PostHog `uuid`: the deduplication key. Generated when the
+    /// client sent none.
+    pub message_id: String,
+    pub message_type: MessageType,
+    /// Track event name, or the name implied by the type (`$pageview`, `$identify`, ...).
+    pub event: String,
+    /// The id analytics count by: `userId` if given, else `anonymousId` (Segment);
+    /// `distinct_id` (PostHog).
+    pub distinct_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// Page or screen name (Segment `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    /// Event properties (a JSON object).
+    pub properties: serde_json::Value,
+    /// Identify / group traits (a JSON object; empty for other types).
+    pub traits: serde_json::Value,
+    /// Client context: library, ip, userAgent, locale, app, device, os, page...
+    pub context: serde_json::Value,
+    /// When the event happened, as the client said (before skew correction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_timestamp: Option<DateTime<Utc>>,
+    /// When the client sent the request carrying the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When the event happened, corrected for client clock skew (set by the workers).
+    pub timestamp: DateTime<Utc>,
+    /// When the server accepted the request.
+    pub received_at: DateTime<Utc>,
+    /// The client's IP address, as the gateway saw it (socket or trusted proxy header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub dialect: Dialect,
+}
+
+impl Event {
+    /// The timestamp corrected for client clock skew: with `sent_at`,
+    /// `received_at - (sent_at - timestamp)`; without it, the client's timestamp; without
+    /// either, `received_at`.
+    pub fn corrected_timestamp(&self) -> DateTime<Utc> {
+        match (self.original_timestamp, self.sent_at) {
+            (Some(ts), Some(sent)) => self.received_at - (sent - ts),
+            (Some(ts), None) => ts,
+            (None, _) => self.received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn event() -> Event {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        Event {
+            project_id: ProjectId::new(),
+            message_id: "m".into(),
+            message_type: MessageType::Track,
+            event: "Signed Up".into(),
+            distinct_id: "u".into(),
+            user_id: Some("u".into()),
+            anonymous_id: None,
+            name: None,
+            group_id: None,
+            previous_id: None,
+            properties: serde_json::json!({}),
+            traits: serde_json::json!({}),
+            context: serde_json::json!({}),
+            original_timestamp: None,
+            sent_at: None,
+            timestamp: at,
+            received_at: at,
+            ip: None,
+            dialect: Dialect::Segment,
+        }
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_from_sent_at() {
+        let mut e = event();
+        // The client's clock runs 1 hour fast; the event happened 10 s before sending.
+        let client_now = e.received_at + chrono::Duration::hours(1);
+        e.sent_at = Some(client_now);
+        e.original_timestamp = Some(client_now - chrono::Duration::seconds(10));
+        assert_eq!(
+            e.corrected_timestamp(),
+            e.received_at - chrono::Duration::seconds(10)
+        );
+        e.sent_at = None;
+        assert_eq!(
+            e.corrected_timestamp(),
+            client_now - chrono::Duration::seconds(10)
+        );
+        e.original_timestamp = None;
+        assert_eq!(e.corrected_timestamp(), e.received_at);
+    }
+
+    #[test]
+    fn message_types_round_trip_and_imply_names() {
+        for t in ["track", "identify", "page", "screen", "group", "alias"] {
+            assert_eq!(MessageType::parse(t).unwrap().as_str(), t);
+        }
+        assert_eq!(MessageType::Page.implied_event(), "$pageview");
+        assert!(MessageType::parse("capture").is_none());
+        let json = serde_json::to_string(&event()).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event());
+    }
+}

@@ -1,0 +1,157 @@
+//! Reading message fields the way real clients send them: ids as strings or numbers,
+//! timestamps as ISO-8601 text or epoch milliseconds, objects that may be `null`.
+
+use appizer_core::event::MAX_ID_BYTES;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// A rule a field broke: `(field, reason)`.
+pub type FieldError = (String, String);
+
+fn broke(field: &str, reason: impl Into<String>) -> FieldError {
+    (field.to_string(), reason.into())
+}
+
+/// An id field: a non-blank string or a number, at most [`MAX_ID_BYTES`]. Absent or
+/// `null` is `None`.
+pub fn id(message: &Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
+    let text = match message.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(broke(field, "must be a string or a number")),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_ID_BYTES {
+        return Err(broke(
+            field,
+            format!("must be at most {MAX_ID_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// A required non-empty string of at most [`MAX_ID_BYTES`] (event names).
+pub fn name(message: &Map<String, Value>, field: &str) -> Result<String, FieldError> {
+    match message.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            if s.len() > MAX_ID_BYTES {
+                Err(broke(
+                    field,
+                    format!("must be at most {MAX_ID_BYTES} bytes"),
+                ))
+            } else {
+                Ok(s.clone())
+            }
+        }
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(broke(field, "is required and must not be empty"))
+        }
+        Some(_) => Err(broke(field, "must be a string")),
+    }
+}
+
+/// An object field; absent or `null` is an empty object.
+pub fn object(message: &Map<String, Value>, field: &str) -> Result<Value, FieldError> {
+    match message.get(field) {
+        None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(_) => Err(broke(field, "must be an object")),
+    }
+}
+
+/// A timestamp: RFC 3339 / ISO-8601 text (with or without zone; without is UTC) or epoch
+/// milliseconds. Absent or `null` is `None`.
+pub fn timestamp(value: Option<&Value>, field: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
+    let parsed = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => parse_time_text(s.trim()),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)),
+        Some(_) => None,
+    };
+    parsed
+        .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+        .map(Some)
+        .ok_or_else(|| broke(field, "must be an ISO-8601 date-time or epoch milliseconds"))
+}
+
+fn parse_time_text(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // ISO-8601 without a zone (Python's naive isoformat): taken as UTC.
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return Some(t.and_utc());
+        }
+    }
+    // A space instead of the `T`, with a zone.
+    DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn ids_accept_strings_and_numbers_and_reject_the_rest() {
+        let m = map(json!({"a": " u1 ", "b": 42, "c": "", "d": true, "e": "x".repeat(600)}));
+        assert_eq!(id(&m, "a").unwrap().as_deref(), Some("u1"));
+        assert_eq!(id(&m, "b").unwrap().as_deref(), Some("42"));
+        assert_eq!(id(&m, "c").unwrap(), None);
+        assert_eq!(id(&m, "missing").unwrap(), None);
+        assert_eq!(id(&m, "d").unwrap_err().0, "d");
+        assert_eq!(id(&m, "e").unwrap_err().0, "e");
+    }
+
+    #[test]
+    fn timestamps_in_the_shapes_clients_send() {
+        let cases = [
+            json!("2026-11-25T01:50:00.123Z"),
+            json!("2026-11-25T01:50:00.123+00:00"),
+            json!("2026-11-25T02:50:00.123+01:00"),
+            json!("2026-11-25T01:50:00.123"),
+            json!("2026-11-25 01:50:00.123+00:00"),
+            json!(1_795_485_000_123_i64),
+        ];
+        let expected = DateTime::parse_from_rfc3339("2026-11-25T01:50:00.123Z").unwrap();
+        for (i, case) in cases.iter().enumerate() {
+            let got = timestamp(Some(case), "timestamp").unwrap().unwrap();
+            if i < 5 {
+                assert_eq!(got, expected, "{case}");
+            } else {
+                assert_eq!(got.timestamp_millis(), 1_795_485_000_123);
+            }
+        }
+        for bad in [json!("yesterday"), json!({}), json!("0000-01-01T00:00:00Z")] {
+            assert_eq!(
+                timestamp(Some(&bad), "timestamp").unwrap_err().0,
+                "timestamp",
+                "{bad}"
+            );
+        }
+        assert_eq!(timestamp(None, "t").unwrap(), None);
+    }
+
+    #[test]
+    fn objects_and_names() {
+        let m = map(json!({"p": {"a": 1}, "n": null, "bad": [1], "e": "Signed Up", "blank": " "}));
+        assert_eq!(object(&m, "p").unwrap(), json!({"a": 1}));
+        assert_eq!(object(&m, "n").unwrap(), json!({}));
+        assert!(object(&m, "bad").is_err());
+        assert_eq!(name(&m, "e").unwrap(), "Signed Up");
+        assert!(name(&m, "blank").is_err());
+        assert!(name(&m, "missing").is_err());
+    }
+}

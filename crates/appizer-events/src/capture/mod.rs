@@ -1,0 +1,63 @@
+//! Capture: from an HTTP body to validated events.
+//!
+//! The gateway calls, in order: [`body::decode_body`] (gzip, form `data=`, base64,
+//! lz64 to JSON bytes), the dialect's `envelope` (finds the key and the messages without
+//! parsing them all), then, once the key names a project, the dialect's `decode`
+//! (one [`Event`] per valid message, one [`IngestionWarning`] per invalid one).
+
+pub mod body;
+pub mod fields;
+pub mod posthog;
+pub mod segment;
+
+use appizer_core::event::Event;
+use appizer_core::ProjectId;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What the server knows of a request when it decodes its messages.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub project_id: ProjectId,
+    pub received_at: DateTime<Utc>,
+    pub ip: Option<String>,
+}
+
+/// A message dropped from an otherwise valid request, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestionWarning {
+    /// Position of the message in the request's batch (0 for a single message).
+    pub index: usize,
+    /// The message's id, when it had a readable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The field at fault (`event`, `userId`, `timestamp`, ...).
+    pub field: String,
+    /// The rule it broke.
+    pub reason: String,
+}
+
+/// The decoded messages of one request.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub events: Vec<Event>,
+    pub warnings: Vec<IngestionWarning>,
+}
+
+/// Why a whole request is refused (the client gets 400 or 413 and should not retry).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{message}")]
+    Malformed { field: String, message: String },
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+impl CaptureError {
+    pub fn malformed(field: &str, message: impl Into<String>) -> Self {
+        CaptureError::Malformed {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
