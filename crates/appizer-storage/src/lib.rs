@@ -1,7 +1,8 @@
 //! Appizer storage: the metadata store (organisations, projects, keys, audit log) behind
-//! one trait with SQLite and PostgreSQL backends chosen by URL. Later: the durable queue
-//! and the Parquet event store.
+//! one trait with SQLite and PostgreSQL backends chosen by URL; the durable queue (the
+//! write-ahead log of events); later the Parquet event store.
 
 pub mod metadata;
+pub mod queue;
 
 pub use metadata::{open_metadata_store, Backend, MetadataStore, StoreError};

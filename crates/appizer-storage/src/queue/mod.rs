@@ -1,0 +1,73 @@
+//! The durable queue between ingestion and the workers: the write-ahead log of events.
+//! `append` returns only once the record is durable (fsync'd), so an acknowledged
+//! request survives a crash; consumers commit the offset below which everything is
+//! safely stored elsewhere, and space below it is reclaimed. Embedded backend: a
+//! segmented append-only log ([`log::DurableLog`]).
+
+pub mod log;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use log::{DurableLog, LogConfig};
+
+/// A record read back: its offset and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Sizes of the queue at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The offset the next record will get (everything below is durable).
+    pub end: u64,
+    /// Everything below this offset has been processed.
+    pub committed: u64,
+    /// Bytes of log on disk.
+    pub disk_bytes: u64,
+}
+
+impl QueueStats {
+    /// Records appended but not yet processed.
+    pub fn depth(&self) -> u64 {
+        self.end.saturating_sub(self.committed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is over its disk budget of {budget_bytes} bytes; retry later")]
+    Full { budget_bytes: u64 },
+    #[error("a record of {size} bytes exceeds the limit of {limit}")]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error("queue I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("queue data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the queue is closed")]
+    Closed,
+}
+
+#[async_trait]
+pub trait EventQueue: Send + Sync + 'static {
+    /// Appends one record and returns its offset once it is durable.
+    async fn append(&self, payload: Vec<u8>) -> Result<u64, QueueError>;
+
+    /// A reader of the durable records from `offset` on.
+    fn reader(&self, offset: u64) -> Result<Box<dyn QueueReader>, QueueError>;
+
+    /// Declares every record below `offset` processed (persisted, monotonic).
+    async fn commit(&self, offset: u64) -> Result<(), QueueError>;
+
+    fn stats(&self) -> QueueStats;
+}
+
+#[async_trait]
+pub trait QueueReader: Send {
+    /// Up to `max` records; waits up to `wait` when none are available (then returns
+    /// an empty batch).
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError>;
+}
