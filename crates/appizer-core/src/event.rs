@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ProjectId;
+use crate::ids::{OrganizationId, ProjectId};
 
 /// Largest message, serialized, in bytes (Segment's documented limit).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -129,6 +129,45 @@ impl Event {
             (Some(ts), Some(sent)) => self.received_at - (sent - ts),
             (Some(ts), None) => ts,
             (None, _) => self.received_at,
+        }
+    }
+}
+
+/// A message dropped from an accepted request, as stored for
+/// `GET /api/v1/projects/{id}/ingestion-warnings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIngestionWarning {
+    pub organization_id: OrganizationId,
+    pub project_id: ProjectId,
+    pub message_id: Option<String>,
+    /// The field at fault.
+    pub field: String,
+    /// The rule it broke.
+    pub reason: String,
+    pub dialect: Dialect,
+    pub at: DateTime<Utc>,
+}
+
+/// A stored ingestion warning; `id` increases with time and is the page cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestionWarningEntry {
+    pub id: i64,
+    pub warning: NewIngestionWarning,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Segment => "segment",
+            Dialect::Posthog => "posthog",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "segment" => Some(Dialect::Segment),
+            "posthog" => Some(Dialect::Posthog),
+            _ => None,
         }
     }
 }

@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
+use appizer_core::event::{Dialect, NewIngestionWarning};
 use appizer_core::keys::{generate_key, KeyKind};
 use appizer_core::tenancy::{
     Actor, ApiKey, NewAuditEntry, Organization, Project, ProjectSettings, RateLimitOverride,
 };
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
-use appizer_storage::metadata::{AuditScope, Bootstrap, KeyScope};
+use appizer_storage::metadata::{AuditScope, Bootstrap, EventFile, KeyScope};
 use appizer_storage::{open_metadata_store, MetadataStore, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -488,6 +489,87 @@ mod cases {
         assert_eq!(all.len(), 7);
     }
 
+    pub async fn ingestion_warnings_are_scoped_and_paged(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let other_org = OrganizationId::new();
+        let warning = |org, project, field: &str, at| NewIngestionWarning {
+            organization_id: org,
+            project_id: project,
+            message_id: Some(format!("m-{field}")),
+            field: field.into(),
+            reason: "is required".into(),
+            dialect: Dialect::Segment,
+            at: t(at),
+        };
+        store
+            .record_ingestion_warnings(&[
+                warning(w.org, w.project.id, "event", 1),
+                warning(w.org, w.project.id, "userId", 2),
+                warning(w.org, w.project.id, "timestamp", 3),
+                warning(other_org, w.project.id, "foreign", 4),
+            ])
+            .await
+            .unwrap();
+        let page = store
+            .list_ingestion_warnings(w.org, w.project.id, None, 2)
+            .await
+            .unwrap();
+        let fields: Vec<_> = page.iter().map(|e| e.warning.field.as_str()).collect();
+        assert_eq!(fields, ["timestamp", "userId"]);
+        assert_eq!(
+            page[0].warning,
+            warning(w.org, w.project.id, "timestamp", 3)
+        );
+        let rest = store
+            .list_ingestion_warnings(w.org, w.project.id, Some(page[1].id), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].warning.field, "event");
+        let foreign = store
+            .list_ingestion_warnings(other_org, w.project.id, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            foreign.len(),
+            1,
+            "an organisation sees only its own warnings"
+        );
+    }
+
+    pub async fn event_files_are_catalogued_per_project(store: &dyn MetadataStore) {
+        let w = bootstrap(store).await;
+        let other = ProjectId::new();
+        let file = |project: ProjectId, date: &str, offset: u64| EventFile {
+            path: format!("project={project}/date={date}/{offset}.parquet"),
+            project_id: project,
+            date: date.into(),
+            row_count: 10,
+            byte_size: 2048,
+            min_timestamp: 1_000,
+            max_timestamp: 2_000,
+            max_queue_offset: offset,
+            created_at: t(offset as i64),
+        };
+        let files = [
+            file(w.project.id, "2026-11-25", 7),
+            file(w.project.id, "2026-11-24", 9),
+            file(other, "2026-11-25", 12),
+        ];
+        store.add_event_files(&files).await.unwrap();
+        let mine = store.list_event_files(Some(w.project.id)).await.unwrap();
+        assert_eq!(
+            mine,
+            vec![files[1].clone(), files[0].clone()],
+            "ordered by date"
+        );
+        assert_eq!(store.list_event_files(None).await.unwrap().len(), 3);
+        assert!(matches!(
+            store.add_event_files(&files[..1]).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
     pub async fn ping_answers_until_closed(store: &dyn MetadataStore) {
         store.ping().await.unwrap();
         store.close().await;
@@ -526,5 +608,7 @@ all_backends!(
     duplicate_key_hash_is_a_conflict,
     tenants_never_see_each_other,
     audit_log_pages_newest_first_and_filters_by_project,
+    ingestion_warnings_are_scoped_and_paged,
+    event_files_are_catalogued_per_project,
     ping_answers_until_closed,
 );

@@ -7,6 +7,7 @@ mod sql;
 
 use std::sync::Arc;
 
+use appizer_core::event::{IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Organization, Project};
 use appizer_core::{KeyId, OrganizationId, ProjectId};
 use async_trait::async_trait;
@@ -67,6 +68,24 @@ pub enum AuditScope {
     Organization(OrganizationId),
     /// The entries about one project of the organisation.
     Project(OrganizationId, ProjectId),
+}
+
+/// A Parquet file of the event store, as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFile {
+    /// Relative to the event store's root: `project=<id>/date=<yyyy-mm-dd>/<name>.parquet`.
+    pub path: String,
+    pub project_id: ProjectId,
+    /// The partition's day, `yyyy-mm-dd`.
+    pub date: String,
+    pub row_count: u64,
+    pub byte_size: u64,
+    /// Event timestamps in the file, milliseconds since the epoch.
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    /// The highest queue offset whose events the file holds.
+    pub max_queue_offset: u64,
+    pub created_at: DateTime<Utc>,
 }
 
 #[async_trait]
@@ -133,6 +152,30 @@ pub trait MetadataStore: Send + Sync + 'static {
         at: DateTime<Utc>,
         audit: &NewAuditEntry,
     ) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Stores warnings about dropped messages.
+    async fn record_ingestion_warnings(
+        &self,
+        warnings: &[NewIngestionWarning],
+    ) -> Result<(), StoreError>;
+
+    /// A project's ingestion warnings, newest first, `id < before` when given.
+    async fn list_ingestion_warnings(
+        &self,
+        org: OrganizationId,
+        project: ProjectId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<IngestionWarningEntry>, StoreError>;
+
+    /// Adds files to the event catalog (after they are durable on disk).
+    async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError>;
+
+    /// The catalogued files of a project, or of every project.
+    async fn list_event_files(
+        &self,
+        project: Option<ProjectId>,
+    ) -> Result<Vec<EventFile>, StoreError>;
 
     /// Newest first; entries with `id < before` when given; at most `limit`.
     async fn list_audit(

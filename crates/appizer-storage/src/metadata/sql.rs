@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use appizer_core::event::{Dialect, IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::keys::KeyKind;
 use appizer_core::tenancy::{Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings};
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
@@ -15,7 +16,9 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
-use super::{redact_url, AuditScope, Backend, Bootstrap, KeyScope, MetadataStore, StoreError};
+use super::{
+    redact_url, AuditScope, Backend, Bootstrap, EventFile, KeyScope, MetadataStore, StoreError,
+};
 
 /// The SQL metadata store; see the module docs.
 #[derive(Debug, Clone)]
@@ -491,6 +494,139 @@ impl MetadataStore for SqlMetadataStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         key_from_row(&row).map(Some)
+    }
+
+    async fn record_ingestion_warnings(
+        &self,
+        warnings: &[NewIngestionWarning],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for w in warnings {
+            sqlx::query(
+                "INSERT INTO ingestion_warnings (organization_id, project_id, message_id, field, \
+                 reason, dialect, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(w.organization_id.to_string())
+            .bind(w.project_id.to_string())
+            .bind(w.message_id.clone())
+            .bind(&w.field)
+            .bind(&w.reason)
+            .bind(w.dialect.as_str())
+            .bind(millis(w.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_ingestion_warnings(
+        &self,
+        org: OrganizationId,
+        project: ProjectId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<IngestionWarningEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, organization_id, project_id, message_id, field, reason, dialect, \
+             created_at FROM ingestion_warnings \
+             WHERE organization_id = $1 AND project_id = $2 AND id < $3 \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(org.to_string())
+        .bind(project.to_string())
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let dialect: String = row.try_get("dialect")?;
+                Ok(IngestionWarningEntry {
+                    id: row.try_get("id")?,
+                    warning: NewIngestionWarning {
+                        organization_id: parse_id(
+                            &row.try_get::<String, _>("organization_id")?,
+                            "org id",
+                        )?,
+                        project_id: parse_id(
+                            &row.try_get::<String, _>("project_id")?,
+                            "project id",
+                        )?,
+                        message_id: row.try_get("message_id")?,
+                        field: row.try_get("field")?,
+                        reason: row.try_get("reason")?,
+                        dialect: Dialect::parse(&dialect)
+                            .ok_or_else(|| StoreError::Corrupt(format!("dialect `{dialect}`")))?,
+                        at: from_millis(row.try_get("created_at")?)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for f in files {
+            sqlx::query(
+                "INSERT INTO event_files (path, project_id, date, row_count, byte_size, \
+                 min_timestamp, max_timestamp, max_queue_offset, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&f.path)
+            .bind(f.project_id.to_string())
+            .bind(&f.date)
+            .bind(f.row_count as i64)
+            .bind(f.byte_size as i64)
+            .bind(f.min_timestamp)
+            .bind(f.max_timestamp)
+            .bind(f.max_queue_offset as i64)
+            .bind(millis(f.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_event_files(
+        &self,
+        project: Option<ProjectId>,
+    ) -> Result<Vec<EventFile>, StoreError> {
+        const COLUMNS: &str = "path, project_id, date, row_count, byte_size, min_timestamp, \
+             max_timestamp, max_queue_offset, created_at";
+        let rows = match project {
+            Some(p) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM event_files WHERE project_id = $1 ORDER BY date, path"
+                ))
+                .bind(p.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM event_files ORDER BY date, path"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(EventFile {
+                    path: row.try_get("path")?,
+                    project_id: parse_id(&row.try_get::<String, _>("project_id")?, "project id")?,
+                    date: row.try_get("date")?,
+                    row_count: row.try_get::<i64, _>("row_count")? as u64,
+                    byte_size: row.try_get::<i64, _>("byte_size")? as u64,
+                    min_timestamp: row.try_get("min_timestamp")?,
+                    max_timestamp: row.try_get("max_timestamp")?,
+                    max_queue_offset: row.try_get::<i64, _>("max_queue_offset")? as u64,
+                    created_at: from_millis(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn list_audit(
