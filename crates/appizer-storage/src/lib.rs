@@ -1,7 +1,9 @@
 //! Appizer storage: the metadata store (organisations, projects, keys, audit log) behind
 //! one trait with SQLite and PostgreSQL backends chosen by URL; the durable queue (the
-//! write-ahead log of events); later the Parquet event store.
+//! write-ahead log of events); the Parquet event store
+//! queried with DataFusion.
 
+pub mod events;
 pub mod metadata;
 pub mod queue;
 

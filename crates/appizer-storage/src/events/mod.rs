@@ -1,0 +1,11 @@
+//! The event store: recent events in an in-memory Arrow buffer (queryable at once),
+//! flushed by size or age to Parquet files partitioned
+//! `project=<id>/date=<yyyy-mm-dd>/<uuid>.parquet`, each catalogued in the metadata
+//! store with the highest queue offset it holds. Queries read the catalogued files of a
+//! project (pruned by time range from the catalog) unioned with its buffered batches.
+
+pub mod schema;
+mod store;
+
+pub use schema::{batch_to_events, event_schema, events_to_batch, StoredEvent};
+pub use store::{EventStore, EventStoreConfig, EventStoreError};

@@ -1,0 +1,311 @@
+//! The Arrow schema of stored events and the conversions between [`Event`]s and record
+//! batches. The same schema is used by the in-memory buffer and the Parquet files, so
+//! queries union them directly; JSON-valued fields (properties, traits, context) are
+//! stored as JSON text.
+
+use std::sync::Arc;
+
+use appizer_core::event::Event;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use serde::Serialize;
+
+/// Columns holding text, in schema order after the timestamps.
+const TEXT_COLUMNS: [(&str, bool); 21] = [
+    ("project_id", false),
+    ("message_id", false),
+    ("message_type", false),
+    ("event", false),
+    ("distinct_id", false),
+    ("person_id", true),
+    ("user_id", true),
+    ("anonymous_id", true),
+    ("name", true),
+    ("group_id", true),
+    ("previous_id", true),
+    ("ip", true),
+    ("dialect", false),
+    ("browser", true),
+    ("os", true),
+    ("device_type", true),
+    ("country", true),
+    ("city", true),
+    ("properties", false),
+    ("traits", false),
+    ("context", false),
+];
+
+/// Timestamp columns, microseconds UTC.
+const TIME_COLUMNS: [(&str, bool); 4] = [
+    ("timestamp", false),
+    ("received_at", false),
+    ("original_timestamp", true),
+    ("sent_at", true),
+];
+
+/// The schema of the `events` table.
+pub fn event_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            let fields: Vec<Field> = TIME_COLUMNS
+                .iter()
+                .map(|(name, nullable)| Field::new(*name, ts.clone(), *nullable))
+                .chain(
+                    TEXT_COLUMNS
+                        .iter()
+                        .map(|(name, nullable)| Field::new(*name, DataType::Utf8, *nullable)),
+                )
+                .collect();
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn string_of(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "{}".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// One record batch holding `events`, in order.
+pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
+    let n = events.len();
+    let time = |get: &dyn Fn(&Event) -> Option<DateTime<Utc>>| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for e in events {
+            b.append_option(get(e).map(micros));
+        }
+        Arc::new(b.finish())
+    };
+    let text = |get: &dyn Fn(&Event) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        for e in events {
+            b.append_option(get(e));
+        }
+        Arc::new(b.finish())
+    };
+    let context_text = |e: &Event, path: &[&str]| -> Option<String> {
+        let mut v = &e.context;
+        for key in path {
+            v = v.get(key)?;
+        }
+        v.as_str().map(str::to_string)
+    };
+    let columns: Vec<ArrayRef> = vec![
+        time(&|e| Some(e.timestamp)),
+        time(&|e| Some(e.received_at)),
+        time(&|e| e.original_timestamp),
+        time(&|e| e.sent_at),
+        text(&|e| Some(e.project_id.to_string())),
+        text(&|e| Some(e.message_id.clone())),
+        text(&|e| Some(e.message_type.as_str().to_string())),
+        text(&|e| Some(e.event.clone())),
+        text(&|e| Some(e.distinct_id.clone())),
+        text(&|_| None),
+        text(&|e| e.user_id.clone()),
+        text(&|e| e.anonymous_id.clone()),
+        text(&|e| e.name.clone()),
+        text(&|e| e.group_id.clone()),
+        text(&|e| e.previous_id.clone()),
+        text(&|e| e.ip.clone()),
+        text(&|e| Some(e.dialect.as_str().to_string())),
+        text(&|e| context_text(e, &["browser", "name"])),
+        text(&|e| context_text(e, &["os", "name"])),
+        text(&|e| context_text(e, &["device", "type"])),
+        text(&|e| context_text(e, &["location", "country"])),
+        text(&|e| context_text(e, &["location", "city"])),
+        text(&|e| Some(string_of(&e.properties))),
+        text(&|e| Some(string_of(&e.traits))),
+        text(&|e| Some(string_of(&e.context))),
+    ];
+    RecordBatch::try_new(event_schema(), columns)
+}
+
+/// A stored event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub message_id: String,
+    pub message_type: String,
+    pub event: String,
+    pub distinct_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_timestamp: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub dialect: String,
+    pub properties: serde_json::Value,
+    pub traits: serde_json::Value,
+    pub context: serde_json::Value,
+}
+
+/// The events of a batch with the `events` schema (or a projection keeping every
+/// column `StoredEvent` needs).
+pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<StoredEvent>, ArrowError> {
+    let missing = |name: &str| ArrowError::SchemaError(format!("column `{name}` missing"));
+    let text = |name: &str| -> Result<Vec<Option<String>>, ArrowError> {
+        let column = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+        let strings = column.as_string_opt::<i32>().ok_or_else(|| missing(name))?;
+        Ok((0..strings.len())
+            .map(|i| (!strings.is_null(i)).then(|| strings.value(i).to_string()))
+            .collect())
+    };
+    let time = |name: &str| -> Result<Vec<Option<DateTime<Utc>>>, ArrowError> {
+        let column = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+        let times = column
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| missing(name))?;
+        Ok((0..times.len())
+            .map(|i| {
+                (!times.is_null(i))
+                    .then(|| DateTime::from_timestamp_micros(times.value(i)))
+                    .flatten()
+            })
+            .collect())
+    };
+    let json = |text: Option<String>| {
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Object(Default::default()))
+    };
+    let [message_id, message_type, event, distinct_id, person_id, user_id, anonymous_id, name, group_id, previous_id, ip, dialect, properties, traits, context] =
+        [
+            "message_id",
+            "message_type",
+            "event",
+            "distinct_id",
+            "person_id",
+            "user_id",
+            "anonymous_id",
+            "name",
+            "group_id",
+            "previous_id",
+            "ip",
+            "dialect",
+            "properties",
+            "traits",
+            "context",
+        ]
+        .map(text);
+    let [timestamp, received_at, original_timestamp, sent_at] =
+        ["timestamp", "received_at", "original_timestamp", "sent_at"].map(time);
+    let (mut message_id, mut message_type, mut event, mut distinct_id) =
+        (message_id?, message_type?, event?, distinct_id?);
+    let (mut person_id, mut user_id, mut anonymous_id, mut name) =
+        (person_id?, user_id?, anonymous_id?, name?);
+    let (mut group_id, mut previous_id, mut ip, mut dialect) =
+        (group_id?, previous_id?, ip?, dialect?);
+    let (mut properties, mut traits, mut context) = (properties?, traits?, context?);
+    let (timestamp, received_at, original_timestamp, sent_at) =
+        (timestamp?, received_at?, original_timestamp?, sent_at?);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        out.push(StoredEvent {
+            message_id: message_id[i].take().unwrap_or_default(),
+            message_type: message_type[i].take().unwrap_or_default(),
+            event: event[i].take().unwrap_or_default(),
+            distinct_id: distinct_id[i].take().unwrap_or_default(),
+            person_id: person_id[i].take(),
+            user_id: user_id[i].take(),
+            anonymous_id: anonymous_id[i].take(),
+            name: name[i].take(),
+            group_id: group_id[i].take(),
+            previous_id: previous_id[i].take(),
+            timestamp: timestamp[i].unwrap_or_default(),
+            received_at: received_at[i].unwrap_or_default(),
+            original_timestamp: original_timestamp[i],
+            sent_at: sent_at[i],
+            ip: ip[i].take(),
+            dialect: dialect[i].take().unwrap_or_default(),
+            properties: json(properties[i].take()),
+            traits: json(traits[i].take()),
+            context: json(context[i].take()),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appizer_core::event::{Dialect, MessageType};
+    use appizer_core::ProjectId;
+    use serde_json::json;
+
+    pub fn sample(n: usize) -> Vec<Event> {
+        let project_id = ProjectId::new();
+        (0..n)
+            .map(|i| {
+                let at = DateTime::from_timestamp(1_795_000_000 + i as i64, 123_000).unwrap();
+                Event {
+                    project_id,
+                    message_id: format!("m{i}"),
+                    message_type: MessageType::Track,
+                    event: if i % 2 == 0 { "Signed Up" } else { "Clicked" }.into(),
+                    distinct_id: format!("u{}", i % 3),
+                    user_id: Some(format!("u{}", i % 3)),
+                    anonymous_id: None,
+                    name: None,
+                    group_id: None,
+                    previous_id: None,
+                    properties: json!({"i": i, "plan": "pro"}),
+                    traits: json!({}),
+                    context: json!({"browser": {"name": "Firefox"}}),
+                    original_timestamp: Some(at),
+                    sent_at: None,
+                    timestamp: at,
+                    received_at: at,
+                    ip: Some("203.0.113.1".into()),
+                    dialect: Dialect::Segment,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_survive_the_round_trip_through_arrow() {
+        let events = sample(5);
+        let batch = events_to_batch(&events).unwrap();
+        assert_eq!(batch.num_rows(), 5);
+        assert_eq!(batch.schema(), event_schema());
+        let back = batch_to_events(&batch).unwrap();
+        for (e, s) in events.iter().zip(&back) {
+            assert_eq!(s.message_id, e.message_id);
+            assert_eq!(s.event, e.event);
+            assert_eq!(s.timestamp, e.timestamp);
+            assert_eq!(s.properties, e.properties);
+            assert_eq!(s.context, e.context);
+            assert_eq!(s.original_timestamp, e.original_timestamp);
+            assert_eq!(s.sent_at, None);
+        }
+        let browser = batch.column_by_name("browser").unwrap().as_string::<i32>();
+        assert_eq!(browser.value(0), "Firefox");
+    }
+}

@@ -1,0 +1,488 @@
+//! [`EventStore`]: buffer, flush, catalog, query.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appizer_core::event::Event;
+use appizer_core::ProjectId;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{
+    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use parking_lot::RwLock;
+
+use super::schema::{event_schema, events_to_batch};
+use crate::metadata::{EventFile, MetadataStore};
+use crate::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct EventStoreConfig {
+    /// Where the Parquet files live.
+    pub root: PathBuf,
+    /// Buffered rows that trigger a flush.
+    pub flush_rows: usize,
+    /// Age of the oldest buffered row that triggers a flush.
+    pub flush_age: Duration,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl EventStoreConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            flush_rows: 200_000,
+            flush_age: Duration::from_secs(10),
+            row_group_rows: 128 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventStoreError {
+    #[error("event store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("event store Arrow/Parquet error: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("event store Parquet error: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("event query failed: {0}")]
+    Query(#[from] DataFusionError),
+    #[error(transparent)]
+    Catalog(#[from] StoreError),
+}
+
+/// Buffered batches of one project.
+#[derive(Default, Clone)]
+struct ProjectBuffer {
+    batches: Vec<RecordBatch>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    projects: BTreeMap<ProjectId, ProjectBuffer>,
+    rows: usize,
+    oldest: Option<Instant>,
+    /// Highest queue offset whose events are buffered.
+    max_offset: Option<u64>,
+}
+
+/// The event store; see the module docs.
+pub struct EventStore {
+    config: EventStoreConfig,
+    catalog: Arc<dyn MetadataStore>,
+    /// Events not yet in Parquet. During a flush, the batches being written stay in
+    /// `flushing` (still queried) until their catalog entries exist.
+    buffer: RwLock<Buffer>,
+    flushing: RwLock<BTreeMap<ProjectId, ProjectBuffer>>,
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Changes whenever the data changes (appends, flushes); keys result caches.
+    version: AtomicU64,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl EventStore {
+    pub fn open(
+        config: EventStoreConfig,
+        catalog: Arc<dyn MetadataStore>,
+    ) -> Result<Self, EventStoreError> {
+        std::fs::create_dir_all(&config.root)?;
+        Ok(Self {
+            config,
+            catalog,
+            buffer: RwLock::new(Buffer::default()),
+            flushing: RwLock::new(BTreeMap::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// The highest queue offset already stored in a catalogued file.
+    pub async fn flushed_offset(&self) -> Result<Option<u64>, EventStoreError> {
+        Ok(self
+            .catalog
+            .list_event_files(None)
+            .await?
+            .iter()
+            .map(|f| f.max_queue_offset)
+            .max())
+    }
+
+    /// Buffers `events` (from queue records up to `max_offset`); queryable at once.
+    pub fn append(&self, events: &[Event], max_offset: u64) -> Result<(), EventStoreError> {
+        let mut by_project: BTreeMap<ProjectId, Vec<Event>> = BTreeMap::new();
+        for e in events {
+            by_project.entry(e.project_id).or_default().push(e.clone());
+        }
+        let mut batches = Vec::with_capacity(by_project.len());
+        for (project, events) in by_project {
+            batches.push((project, events_to_batch(&events)?));
+        }
+        let mut buffer = self.buffer.write();
+        for (project, batch) in batches {
+            buffer.rows += batch.num_rows();
+            buffer
+                .projects
+                .entry(project)
+                .or_default()
+                .batches
+                .push(batch);
+        }
+        buffer.oldest.get_or_insert_with(Instant::now);
+        buffer.max_offset = Some(buffer.max_offset.map_or(max_offset, |m| m.max(max_offset)));
+        drop(buffer);
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks queue records up to `offset` as buffered even if they held no event (all
+    /// dropped as duplicates), so the flush commits past them.
+    pub fn note_offset(&self, offset: u64) {
+        let mut buffer = self.buffer.write();
+        buffer.max_offset = Some(buffer.max_offset.map_or(offset, |m| m.max(offset)));
+        buffer.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Rows waiting in memory.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffer.read().rows
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Whether the buffer is big or old enough to flush.
+    pub fn should_flush(&self) -> bool {
+        let buffer = self.buffer.read();
+        buffer.rows >= self.config.flush_rows
+            || buffer
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.config.flush_age)
+    }
+
+    /// Writes the buffer to Parquet files and catalogues them. Returns the highest queue
+    /// offset now durable in files (`None` if nothing was buffered).
+    pub async fn flush(&self) -> Result<Option<u64>, EventStoreError> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let taken = {
+            let mut buffer = self.buffer.write();
+            let taken = std::mem::take(&mut *buffer);
+            *self.flushing.write() = taken.projects.clone();
+            taken
+        };
+        let Some(max_offset) = taken.max_offset else {
+            return Ok(None);
+        };
+        let config = self.config.clone();
+        let written =
+            tokio::task::spawn_blocking(move || write_files(&config, taken.projects, max_offset))
+                .await
+                .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))?;
+        let files = match written {
+            Ok(files) => files,
+            Err(e) => {
+                self.restore(std::mem::take(&mut *self.flushing.write()), max_offset);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.catalog.add_event_files(&files).await {
+            // The files exist but are not catalogued: remove them and keep the rows.
+            for f in &files {
+                let _ = std::fs::remove_file(self.config.root.join(&f.path));
+            }
+            self.restore(std::mem::take(&mut *self.flushing.write()), max_offset);
+            return Err(e.into());
+        }
+        self.flushing.write().clear();
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(Some(max_offset))
+    }
+
+    /// Puts batches whose flush failed back in front of the buffer.
+    fn restore(&self, projects: BTreeMap<ProjectId, ProjectBuffer>, max_offset: u64) {
+        let mut buffer = self.buffer.write();
+        for (project, mut old) in projects {
+            buffer.rows += old.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            let entry = buffer.projects.entry(project).or_default();
+            old.batches.append(&mut entry.batches);
+            entry.batches = old.batches;
+        }
+        buffer.max_offset = Some(buffer.max_offset.map_or(max_offset, |m| m.max(max_offset)));
+        buffer.oldest = Some(Instant::now());
+    }
+
+    /// A DataFrame over the project's events whose timestamps may fall in
+    /// `[from, to)`: catalogued files pruned by their time range, plus buffered rows.
+    pub async fn events(
+        &self,
+        ctx: &SessionContext,
+        project: ProjectId,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<DataFrame, EventStoreError> {
+        let schema = event_schema();
+        let (from_ms, to_ms) = (
+            from.map_or(i64::MIN, |t| t.timestamp_millis()),
+            to.map_or(i64::MAX, |t| t.timestamp_millis()),
+        );
+        let files: Vec<String> = self
+            .catalog
+            .list_event_files(Some(project))
+            .await?
+            .into_iter()
+            .filter(|f| f.max_timestamp >= from_ms && f.min_timestamp <= to_ms)
+            .map(|f| self.config.root.join(&f.path).display().to_string())
+            .collect();
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for source in [&*self.flushing.read(), &self.buffer.read().projects] {
+            if let Some(p) = source.get(&project) {
+                batches.extend(p.batches.iter().cloned());
+            }
+        }
+        let memory = ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
+        if files.is_empty() {
+            return Ok(memory);
+        }
+        let stored = ctx
+            .read_parquet(files, ParquetReadOptions::default().schema(&schema))
+            .await?;
+        Ok(stored.union(memory)?)
+    }
+}
+
+/// Writes each (project, day) of `projects` to one sorted Parquet file; durable on return.
+fn write_files(
+    config: &EventStoreConfig,
+    projects: BTreeMap<ProjectId, ProjectBuffer>,
+    max_offset: u64,
+) -> Result<Vec<EventFile>, EventStoreError> {
+    let schema = event_schema();
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
+        .build();
+    let mut files = Vec::new();
+    for (project, buffer) in projects {
+        if buffer.batches.is_empty() {
+            continue;
+        }
+        let all = concat_batches(&schema, &buffer.batches)?;
+        for (date, day) in split_by_day(&all)? {
+            let sorted = sort_for_pruning(&day)?;
+            let dir = format!("project={project}/date={date}");
+            let name = format!("{}.parquet", uuid::Uuid::now_v7());
+            let full_dir = config.root.join(&dir);
+            std::fs::create_dir_all(&full_dir)?;
+            let tmp = full_dir.join(format!("{name}.tmp"));
+            let file = File::create(&tmp)?;
+            let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone()))?;
+            writer.write(&sorted)?;
+            let file = writer.into_inner()?;
+            file.sync_all()?;
+            let byte_size = file.metadata()?.len();
+            std::fs::rename(&tmp, full_dir.join(&name))?;
+            // The file's entry, and the partition directories' own entries if new.
+            sync_dir(&full_dir)?;
+            if let Some(project_dir) = full_dir.parent() {
+                sync_dir(project_dir)?;
+            }
+            sync_dir(&config.root)?;
+            let (min, max) = time_range(&sorted);
+            files.push(EventFile {
+                path: format!("{dir}/{name}"),
+                project_id: project,
+                date,
+                row_count: sorted.num_rows() as u64,
+                byte_size,
+                min_timestamp: min / 1000,
+                max_timestamp: max / 1000,
+                max_queue_offset: max_offset,
+                created_at: Utc::now(),
+            });
+        }
+    }
+    Ok(files)
+}
+
+fn timestamps(batch: &RecordBatch) -> &TimestampMicrosecondArray {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("column 0 is the timestamp")
+}
+
+fn time_range(batch: &RecordBatch) -> (i64, i64) {
+    let ts = timestamps(batch);
+    let values = ts.values();
+    (
+        values.iter().copied().min().unwrap_or(0),
+        values.iter().copied().max().unwrap_or(0),
+    )
+}
+
+/// Splits rows by the UTC day of their timestamp.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, EventStoreError> {
+    let ts = timestamps(batch);
+    let mut days: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for i in 0..ts.len() {
+        let day = DateTime::from_timestamp_micros(ts.value(i))
+            .unwrap_or_default()
+            .format("%Y-%m-%d")
+            .to_string();
+        days.entry(day).or_default().push(i as u32);
+    }
+    if days.len() == 1 {
+        let (day, _) = days.into_iter().next().expect("one day");
+        return Ok(vec![(day, batch.clone())]);
+    }
+    days.into_iter()
+        .map(|(day, rows)| {
+            let indices = datafusion::arrow::array::UInt32Array::from(rows);
+            Ok((day, take_record_batch(batch, &indices)?))
+        })
+        .collect()
+}
+
+/// Sorts rows by event name then time, so row groups and pages prune well on both.
+fn sort_for_pruning(batch: &RecordBatch) -> Result<RecordBatch, EventStoreError> {
+    let event = batch.column_by_name("event").expect("event column").clone();
+    let columns = [
+        SortColumn {
+            values: event,
+            options: None,
+        },
+        SortColumn {
+            values: batch.column(0).clone(),
+            options: None,
+        },
+    ];
+    let indices = lexsort_to_indices(&columns, None)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::open_metadata_store;
+    use appizer_core::event::{Dialect, MessageType};
+    use datafusion::prelude::{col, lit};
+    use serde_json::json;
+
+    fn events(project: ProjectId, n: usize, day_offset: i64) -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                let at =
+                    DateTime::from_timestamp(1_795_000_000 + day_offset * 86_400 + i as i64, 0)
+                        .unwrap();
+                Event {
+                    project_id: project,
+                    message_id: format!("m{day_offset}-{i}"),
+                    message_type: MessageType::Track,
+                    event: ["b", "a", "c"][i % 3].into(),
+                    distinct_id: format!("u{i}"),
+                    user_id: None,
+                    anonymous_id: Some(format!("u{i}")),
+                    name: None,
+                    group_id: None,
+                    previous_id: None,
+                    properties: json!({"i": i}),
+                    traits: json!({}),
+                    context: json!({}),
+                    original_timestamp: None,
+                    sent_at: None,
+                    timestamp: at,
+                    received_at: at,
+                    ip: None,
+                    dialect: Dialect::Segment,
+                }
+            })
+            .collect()
+    }
+
+    async fn count(store: &EventStore, project: ProjectId) -> usize {
+        let ctx = SessionContext::new();
+        let df = store.events(&ctx, project, None, None).await.unwrap();
+        df.count().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn buffered_events_are_queryable_then_flushed_to_partitioned_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
+                .await
+                .unwrap();
+        let store = EventStore::open(
+            EventStoreConfig::new(dir.path().join("events")),
+            catalog.clone(),
+        )
+        .unwrap();
+        let (a, b) = (ProjectId::new(), ProjectId::new());
+        store.append(&events(a, 10, 0), 3).unwrap();
+        store.append(&events(a, 5, 1), 4).unwrap();
+        store.append(&events(b, 7, 0), 5).unwrap();
+        assert_eq!(count(&store, a).await, 15, "visible before any flush");
+        assert_eq!(count(&store, b).await, 7);
+
+        assert_eq!(store.flush().await.unwrap(), Some(5));
+        assert_eq!(store.buffered_rows(), 0);
+        assert_eq!(count(&store, a).await, 15, "visible after the flush");
+        let files = catalog.list_event_files(Some(a)).await.unwrap();
+        assert_eq!(files.len(), 2, "one file per day");
+        assert!(files
+            .iter()
+            .all(|f| f.path.starts_with(&format!("project={a}/date=2026-"))));
+        assert_eq!(files.iter().map(|f| f.row_count).sum::<u64>(), 15);
+        assert!(dir.path().join("events").join(&files[0].path).exists());
+        assert_eq!(store.flushed_offset().await.unwrap(), Some(5));
+
+        // More rows after the flush: files and buffer together, filtered by time.
+        store.append(&events(a, 3, 2), 6).unwrap();
+        assert_eq!(count(&store, a).await, 18);
+        let ctx = SessionContext::new();
+        let day1 = DateTime::from_timestamp(1_795_000_000 + 86_400, 0).unwrap();
+        let df = store
+            .events(&ctx, a, Some(day1), None)
+            .await
+            .unwrap()
+            .filter(col("timestamp").gt_eq(lit(
+                datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                    Some(day1.timestamp_micros()),
+                    Some("UTC".into()),
+                ),
+            )))
+            .unwrap();
+        assert_eq!(df.count().await.unwrap(), 8);
+        assert_eq!(store.flush().await.unwrap(), Some(6));
+        assert_eq!(store.flush().await.unwrap(), None, "nothing buffered");
+    }
+}
