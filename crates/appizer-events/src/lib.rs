@@ -1,6 +1,12 @@
 //! Event processing: decoding the Segment and PostHog capture formats into the one
 //! internal [`appizer_core::event::Event`], validating each message (a bad message is
-//! dropped with an ingestion warning; the rest of the batch goes on), and, later in the
-//! pipeline, enrichment by the workers.
+//! dropped with an ingestion warning; the rest of the batch goes on), and the workers
+//! that take events from the durable queue, enrich them, drop duplicates, store them
+//! and feed the live stream and the real-time counters.
 
 pub mod capture;
+pub mod counters;
+pub mod dedup;
+pub mod enrich;
+pub mod metrics;
+pub mod pipeline;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use appizer_core::event::Event;
 use appizer_core::ProjectId;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{
     concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
 };
@@ -238,6 +238,51 @@ impl EventStore {
         buffer.oldest = Some(Instant::now());
     }
 
+    /// `(project, message id, received_at ms)` of stored events received since `since`,
+    /// to rebuild the duplicate window at start.
+    pub async fn recent_message_ids(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(ProjectId, String, i64)>, EventStoreError> {
+        // A file is written after its rows are received, so older files hold none.
+        let files: Vec<String> = self
+            .catalog
+            .list_event_files(None)
+            .await?
+            .into_iter()
+            .filter(|f| f.created_at >= since)
+            .map(|f| self.config.root.join(&f.path).display().to_string())
+            .collect();
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let schema = event_schema();
+        let ctx = SessionContext::new();
+        let batches = ctx
+            .read_parquet(files, ParquetReadOptions::default().schema(&schema))
+            .await?
+            .select_columns(&["project_id", "message_id", "received_at"])?
+            .collect()
+            .await?;
+        let since_us = since.timestamp_micros();
+        let mut out = Vec::new();
+        for batch in &batches {
+            let projects = batch.column(0).as_string::<i32>();
+            let ids = batch.column(1).as_string::<i32>();
+            let received = timestamps(batch);
+            for i in 0..batch.num_rows() {
+                let at = received.value(i);
+                if at < since_us {
+                    continue;
+                }
+                if let Ok(project) = projects.value(i).parse() {
+                    out.push((project, ids.value(i).to_string(), at / 1000));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A DataFrame over the project's events whose timestamps may fall in
     /// `[from, to)`: catalogued files pruned by their time range, plus buffered rows.
     pub async fn events(
@@ -332,12 +377,24 @@ fn write_files(
     Ok(files)
 }
 
+/// The first timestamp column of `batch` (`timestamp` in the full schema).
 fn timestamps(batch: &RecordBatch) -> &TimestampMicrosecondArray {
+    let index = batch
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| {
+            matches!(
+                f.data_type(),
+                datafusion::arrow::datatypes::DataType::Timestamp(..)
+            )
+        })
+        .expect("a timestamp column");
     batch
-        .column(0)
+        .column(index)
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
-        .expect("column 0 is the timestamp")
+        .expect("a timestamp array")
 }
 
 fn time_range(batch: &RecordBatch) -> (i64, i64) {
@@ -484,5 +541,12 @@ mod tests {
         assert_eq!(df.count().await.unwrap(), 8);
         assert_eq!(store.flush().await.unwrap(), Some(6));
         assert_eq!(store.flush().await.unwrap(), None, "nothing buffered");
+
+        let recent = store
+            .recent_message_ids(DateTime::from_timestamp(0, 0).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 25);
+        assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
     }
 }

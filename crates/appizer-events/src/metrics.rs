@@ -1,0 +1,16 @@
+//! Metrics of event processing, named `appizer_<area>_<what>_<unit>[_total]`.
+
+/// Events accepted at the edge and made durable in the queue.
+pub const EVENTS_ACCEPTED_TOTAL: &str = "appizer_ingest_events_accepted_total";
+/// Messages dropped at the edge or by the workers, by `reason` (invalid, duplicate, ...).
+pub const EVENTS_DROPPED_TOTAL: &str = "appizer_ingest_events_dropped_total";
+/// Events written to the event store (after deduplication).
+pub const EVENTS_STORED_TOTAL: &str = "appizer_ingest_events_stored_total";
+/// Queue records appended but not yet committed (consumer lag).
+pub const QUEUE_DEPTH_RECORDS: &str = "appizer_queue_depth_records";
+/// Bytes of queue log on disk.
+pub const QUEUE_DISK_BYTES: &str = "appizer_queue_disk_bytes";
+/// Events buffered in memory, not yet in Parquet.
+pub const BUFFERED_EVENTS: &str = "appizer_events_buffered_events";
+/// Failed flushes to Parquet (retried).
+pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
