@@ -4,8 +4,10 @@
 //! store with the highest queue offset it holds. Queries read the catalogued files of a
 //! project (pruned by time range from the catalog) unioned with its buffered batches.
 
+pub mod query;
 pub mod schema;
 mod store;
 
+pub use query::{list_events, Cursor, EventFilter};
 pub use schema::{batch_to_events, event_schema, events_to_batch, StoredEvent};
 pub use store::{EventStore, EventStoreConfig, EventStoreError};
