@@ -195,7 +195,11 @@ async fn middleware_cost(
     server: &TestServer,
     iterations: usize,
 ) -> anyhow::Result<(Samples, Samples)> {
-    let state = AppState::new(Arc::new(Config::for_tests()), server.store.clone());
+    let state = AppState::new(
+        Arc::new(Config::for_tests()),
+        server.store.clone(),
+        server.state.events.clone(),
+    );
     let principal = state
         .keys
         .lookup(state.store.as_ref(), &server.keys.admin_key)

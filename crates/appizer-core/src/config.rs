@@ -30,6 +30,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub rate_limit: RateLimitConfig,
+    pub ingest: IngestConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -75,6 +76,39 @@ pub struct RateLimitConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest ingestion request body, compressed or not, in bytes.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The durable queue refuses new events (503) while it holds more than this.
+    pub queue_max_disk_bytes: u64,
+    /// Size at which a queue segment file is closed.
+    pub queue_segment_bytes: u64,
+    /// Buffered events that trigger a flush to Parquet.
+    pub flush_rows: usize,
+    /// Age of the oldest buffered event that triggers a flush to Parquet.
+    pub flush_interval_ms: u64,
+    /// A message id seen again within this many hours is dropped (at least 24).
+    pub dedup_window_hours: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: crate::event::MAX_BATCH_BYTES,
+            trusted_proxies: Vec::new(),
+            queue_max_disk_bytes: 10 << 30,
+            queue_segment_bytes: 64 << 20,
+            flush_rows: 200_000,
+            flush_interval_ms: 10_000,
+            dedup_window_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// How long a key lookup is cached. Revocation through this node takes effect at
     /// once; through another node (shared PostgreSQL), within this time.
@@ -107,6 +141,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             tls: TlsConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            ingest: IngestConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -182,6 +217,7 @@ impl Config {
             ingest_burst: 100_000,
         };
         config.log.level = "warn".into();
+        config.ingest.flush_interval_ms = 500;
         config
     }
 
@@ -261,6 +297,18 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.ingest.dedup_window_hours < 24 {
+            return invalid("ingest.dedup_window_hours", "must be at least 24");
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return invalid("ingest.max_body_bytes", "must be at least 1024");
+        }
+        if self.ingest.flush_rows == 0 || self.ingest.flush_interval_ms == 0 {
+            return invalid(
+                "ingest",
+                "flush_rows and flush_interval_ms must be at least 1",
+            );
         }
         if self.server.header_read_timeout_ms == 0 {
             return invalid("server.header_read_timeout_ms", "must be at least 1");
@@ -379,7 +427,7 @@ pub fn default_toml() -> String {
 # Environment: APPIZER_<KEY> for top-level keys, APPIZER_<SECTION>__<KEY> for nested ones,
 # e.g. APPIZER_RATE_LIMIT__API_BURST=200. Unknown keys are rejected.
 
-# Embedded storage lives here (metadata database; later the event queue and Parquet files).
+# Embedded storage lives here: metadata database, event queue, Parquet event files.
 data_dir = "{data_dir}"
 
 # Metadata store. Empty: SQLite file <data_dir>/metadata.db.
@@ -412,6 +460,20 @@ api_burst = {api_burst}
 ingest_per_second = {ingest_per_second}
 ingest_burst = {ingest_burst}
 
+[ingest]
+# Largest ingestion request body (compressed or not), in bytes; larger: 413.
+max_body_bytes = {ingest_max_body_bytes}
+# Peers whose X-Forwarded-For header is believed for the client IP, e.g. ["10.0.0.5"].
+trusted_proxies = []
+# The durable event queue refuses new events (503 + Retry-After) past this many bytes.
+queue_max_disk_bytes = {queue_max_disk_bytes}
+queue_segment_bytes = {queue_segment_bytes}
+# Buffered events are written to Parquet at this many rows or this age, whichever first.
+flush_rows = {flush_rows}
+flush_interval_ms = {flush_interval_ms}
+# A message id seen again within this many hours is dropped as a duplicate (>= 24).
+dedup_window_hours = {dedup_window_hours}
+
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
 # through another node sharing PostgreSQL within this time.
@@ -435,6 +497,12 @@ format = "text"
         api_burst = d.rate_limit.api_burst,
         ingest_per_second = d.rate_limit.ingest_per_second,
         ingest_burst = d.rate_limit.ingest_burst,
+        ingest_max_body_bytes = d.ingest.max_body_bytes,
+        queue_max_disk_bytes = d.ingest.queue_max_disk_bytes,
+        queue_segment_bytes = d.ingest.queue_segment_bytes,
+        flush_rows = d.ingest.flush_rows,
+        flush_interval_ms = d.ingest.flush_interval_ms,
+        dedup_window_hours = d.ingest.dedup_window_hours,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,

@@ -229,7 +229,8 @@ mod tests {
         }
         assert_eq!(MessageType::Page.implied_event(), "$pageview");
         assert!(MessageType::parse("capture").is_none());
-        let json = serde_json::to_string(&event()).unwrap();
-        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event());
+        let e = event();
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
     }
 }

@@ -39,7 +39,7 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match permission {
-            ProjectRead => true,
+            ProjectRead | EventsRead => true,
             ProjectWrite | KeysManage | AuditRead | OrganizationManage => self == Role::Admin,
         }
     }
@@ -76,6 +76,8 @@ pub enum Permission {
     KeysManage,
     /// Read a project's audit log.
     AuditRead,
+    /// Read a project's events, live stream, counters and ingestion warnings.
+    EventsRead,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

@@ -10,3 +10,4 @@ pub mod dedup;
 pub mod enrich;
 pub mod metrics;
 pub mod pipeline;
+pub mod warnings;

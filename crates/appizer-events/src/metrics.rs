@@ -14,3 +14,5 @@ pub const QUEUE_DISK_BYTES: &str = "appizer_queue_disk_bytes";
 pub const BUFFERED_EVENTS: &str = "appizer_events_buffered_events";
 /// Failed flushes to Parquet (retried).
 pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
+/// Ingestion warnings not stored because the writer was behind or the store failed.
+pub const WARNINGS_DISCARDED_TOTAL: &str = "appizer_ingest_warnings_discarded_total";

@@ -62,6 +62,26 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/audit-log",
         Permission::AuditRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/events",
+        Permission::EventsRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/events/live",
+        Permission::EventsRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/events/counts",
+        Permission::EventsRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/ingestion-warnings",
+        Permission::EventsRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
-use routes::{audit, keys, ops, projects};
+use routes::{audit, capture, events, keys, ops, projects};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,6 +73,10 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(events::list))
+        .routes(routes!(events::live))
+        .routes(routes!(events::counts))
+        .routes(routes!(events::warnings))
 }
 
 /// The OpenAPI document of every route the gateway serves.
@@ -98,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .into();
     Router::new()
         .merge(management)
+        .merge(capture::routes().layer(cors::ingestion_cors()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

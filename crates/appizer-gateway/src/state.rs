@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use appizer_core::config::Config;
+use appizer_events::pipeline::Pipeline;
+use appizer_events::warnings::WarningSink;
+use appizer_storage::queue::EventQueue;
 use appizer_storage::MetadataStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -17,11 +20,23 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
+    pub events: EventServices,
+}
+
+/// The event pipeline as the gateway uses it.
+#[derive(Clone)]
+pub struct EventServices {
+    /// Accepted events are appended here; the answer waits for durability.
+    pub queue: Arc<dyn EventQueue>,
+    /// Live stream, counters and the event store.
+    pub pipeline: Arc<Pipeline>,
+    pub warnings: WarningSink,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Arc<dyn MetadataStore>) -> Self {
+    pub fn new(config: Arc<Config>, store: Arc<dyn MetadataStore>, events: EventServices) -> Self {
         Self {
+            events,
             keys: Arc::new(KeyCache::new(&config.auth)),
             limiter: Arc::new(RateLimiter::default()),
             metrics: crate::metrics::prometheus_handle(),

@@ -11,8 +11,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use appizer_core::config::Config;
+use std::time::Duration;
+
+use appizer_events::pipeline::{Pipeline, PipelineConfig};
+use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
+use appizer_gateway::state::EventServices;
 use appizer_gateway::AppState;
+use appizer_storage::events::{EventStore, EventStoreConfig};
+use appizer_storage::queue::{DurableLog, EventQueue, LogConfig};
 use appizer_storage::{open_metadata_store, MetadataStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,27 +37,114 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore
         .context("cannot open the metadata store")
 }
 
-/// Serves every component on `listener` until `shutdown` is cancelled; in-flight
-/// requests get `server.shutdown_grace_ms` to finish.
+/// Every component of a running server: the gateway's state and the background tasks
+/// (ingestion workers, warning writer) it relies on.
+pub struct App {
+    pub state: AppState,
+    workers: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl App {
+    /// Opens the durable queue and the event store under `data_dir` and starts the
+    /// ingestion workers.
+    pub async fn open(config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
+        let ingest = &config.ingest;
+        let queue: Arc<dyn EventQueue> = Arc::new(
+            DurableLog::open(LogConfig {
+                segment_bytes: ingest.queue_segment_bytes,
+                max_disk_bytes: ingest.queue_max_disk_bytes,
+                ..LogConfig::new(config.data_dir.join("queue"))
+            })
+            .context("cannot open the event queue")?,
+        );
+        let events = Arc::new(
+            EventStore::open(
+                EventStoreConfig {
+                    flush_rows: ingest.flush_rows,
+                    flush_age: Duration::from_millis(ingest.flush_interval_ms),
+                    ..EventStoreConfig::new(config.data_dir.join("events"))
+                },
+                store.clone(),
+            )
+            .context("cannot open the event store")?,
+        );
+        let pipeline = Pipeline::new(
+            queue.clone(),
+            events,
+            PipelineConfig {
+                dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
+                ..PipelineConfig::default()
+            },
+        )
+        .await
+        .context("cannot start the ingestion workers")?;
+        let workers = CancellationToken::new();
+        let (warnings, warning_task) = WarningSink::start(store.clone(), workers.clone());
+        let worker_task = tokio::spawn({
+            let (pipeline, workers) = (pipeline.clone(), workers.clone());
+            async move {
+                if let Err(e) = pipeline.run(workers).await {
+                    tracing::error!(error = %e, "ingestion workers stopped");
+                }
+            }
+        });
+        let state = AppState::new(
+            Arc::new(config),
+            store,
+            EventServices {
+                queue,
+                pipeline,
+                warnings,
+            },
+        );
+        Ok(Self {
+            state,
+            workers,
+            tasks: vec![worker_task, warning_task],
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled; then in-flight requests get
+    /// `server.shutdown_grace_ms` to finish, and the workers flush what they hold.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let config = self.state.config.clone();
+        let tls = match (&config.tls.cert_path, &config.tls.key_path) {
+            (Some(cert), Some(key)) => {
+                Some(server::load_tls(cert, key).context("cannot load the TLS certificate")?)
+            }
+            _ => None,
+        };
+        let options = ServeOptions {
+            max_connections: config.server.max_connections,
+            header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+            shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        };
+        let store = self.state.store.clone();
+        let app = appizer_gateway::router(self.state);
+        server::serve(listener, app, tls, options, shutdown).await;
+        self.workers.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Opens every component and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     store: Arc<dyn MetadataStore>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tls = match (&config.tls.cert_path, &config.tls.key_path) {
-        (Some(cert), Some(key)) => {
-            Some(server::load_tls(cert, key).context("cannot load the TLS certificate")?)
-        }
-        _ => None,
-    };
-    let options = ServeOptions {
-        max_connections: config.server.max_connections,
-        header_read_timeout: std::time::Duration::from_millis(config.server.header_read_timeout_ms),
-        shutdown_grace: std::time::Duration::from_millis(config.server.shutdown_grace_ms),
-    };
-    let app = appizer_gateway::router(AppState::new(Arc::new(config), store.clone()));
-    server::serve(listener, app, tls, options, shutdown).await;
-    store.close().await;
-    Ok(())
+    App::open(config, store)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

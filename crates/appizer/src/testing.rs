@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use appizer_core::config::Config;
+use appizer_gateway::AppState;
 use appizer_storage::MetadataStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -19,6 +20,8 @@ pub struct TestServer {
     pub base_url: String,
     pub keys: InitOutput,
     pub store: Arc<dyn MetadataStore>,
+    /// The state the server runs with (its queue, pipeline, caches).
+    pub state: AppState,
     pub data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -46,17 +49,17 @@ impl TestServer {
             format!("http://{addr}")
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(crate::run(
-            config,
-            store.clone(),
-            listener,
-            shutdown.clone(),
-        ));
+        let app = crate::App::open(config, store.clone())
+            .await
+            .expect("open the app");
+        let state = app.state.clone();
+        let task = tokio::spawn(app.serve(listener, shutdown.clone()));
         Self {
             addr,
             base_url,
             keys,
             store,
+            state,
             data_dir,
             shutdown,
             task,

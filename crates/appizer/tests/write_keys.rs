@@ -15,7 +15,7 @@ use reqwest::Method;
 #[tokio::test]
 async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
     let server = TestServer::start().await;
-    let state = AppState::new(Arc::new(Config::for_tests()), server.store.clone());
+    let state = server.state.clone();
 
     let principal = authenticate_write_key(&state, &server.keys.write_key)
         .await
@@ -56,7 +56,11 @@ async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
         )
         .await;
     assert!(revoked.status.is_success());
-    let fresh = AppState::new(Arc::new(Config::for_tests()), server.store.clone());
+    let fresh = AppState::new(
+        Arc::new(Config::for_tests()),
+        server.store.clone(),
+        server.state.events.clone(),
+    );
     let refused = authenticate_write_key(&fresh, &server.keys.write_key)
         .await
         .unwrap_err();

@@ -3,6 +3,8 @@
 //! body, call the metadata store (always scoped by organisation) and write audit entries.
 
 pub mod audit;
+pub mod capture;
+pub mod events;
 pub mod keys;
 pub mod ops;
 pub mod projects;

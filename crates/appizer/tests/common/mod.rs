@@ -50,9 +50,20 @@ impl Client {
         Self::answer(request.send().await.expect("request sent")).await
     }
 
+    /// The answer; an event stream's body is not read (it does not end).
     pub async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status();
         let headers = response.headers().clone();
+        let streaming = headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if streaming {
+            return Answer {
+                status,
+                headers,
+                body: Value::Null,
+            };
+        }
         let bytes = response.bytes().await.expect("body read");
         let body = if bytes.is_empty() {
             Value::Null
