@@ -2,6 +2,7 @@
 //! initialised, for tests and benchmarks. It never touches the process environment.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use appizer_core::config::Config;
@@ -22,7 +23,9 @@ pub struct TestServer {
     pub store: Arc<dyn MetadataStore>,
     /// The state the server runs with (its queue, pipeline, caches).
     pub state: AppState,
-    pub data_dir: tempfile::TempDir,
+    pub config: Config,
+    /// The temporary data dir, when the server made one.
+    pub temp_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -33,14 +36,33 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a server with [`Config::for_tests`] changed by `configure`.
+    /// Starts a server with [`Config::for_tests`] changed by `configure`, on a new
+    /// temporary data dir unless `configure` names one, initialising it.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        let temp_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests();
-        config.data_dir = data_dir.path().to_path_buf();
+        config.data_dir = temp_dir.path().to_path_buf();
         configure(&mut config);
         let store = crate::open_store(&config).await.expect("open the store");
         let keys = initialize(store.as_ref()).await.expect("initialise");
+        Self::launch(config, store, keys, Some(temp_dir)).await
+    }
+
+    /// Starts a server again on the initialised `data_dir` of a stopped one, whose
+    /// keys were `keys`.
+    pub async fn restart(data_dir: &Path, keys: InitOutput) -> Self {
+        let mut config = Config::for_tests();
+        config.data_dir = data_dir.to_path_buf();
+        let store = crate::open_store(&config).await.expect("open the store");
+        Self::launch(config, store, keys, None).await
+    }
+
+    async fn launch(
+        config: Config,
+        store: Arc<dyn MetadataStore>,
+        keys: InitOutput,
+        temp_dir: Option<tempfile::TempDir>,
+    ) -> Self {
         let listener = TcpListener::bind(config.server.listen).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let base_url = if config.tls_enabled() {
@@ -49,7 +71,7 @@ impl TestServer {
             format!("http://{addr}")
         };
         let shutdown = CancellationToken::new();
-        let app = crate::App::open(config, store.clone())
+        let app = crate::App::open(config.clone(), store.clone())
             .await
             .expect("open the app");
         let state = app.state.clone();
@@ -60,7 +82,8 @@ impl TestServer {
             keys,
             store,
             state,
-            data_dir,
+            config,
+            temp_dir,
             shutdown,
             task,
         }
@@ -69,6 +92,11 @@ impl TestServer {
     /// `base_url` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
+    }
+
+    /// The data dir the server runs on.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
     }
 
     /// The token that starts a graceful shutdown when cancelled.

@@ -107,7 +107,7 @@ async fn openapi_lists_every_management_route_and_is_valid() {
         server.stop().await;
         return;
     };
-    let file = server.data_dir.path().join("openapi.json");
+    let file = server.data_dir().join("openapi.json");
     std::fs::write(&file, doc.body.to_string()).unwrap();
     let out = std::process::Command::new(python)
         .args([

@@ -1,0 +1,493 @@
+//! Event ingestion over real HTTP: both dialects, encodings, validation with ingestion
+//! warnings, deduplication, visibility through the API, the live stream, counters, and
+//! durability across a restart.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use appizer::testing::TestServer;
+use base64::Engine;
+use common::{Answer, Client};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Polls the event listing until `want` events match `query` (within 1 s, the promise).
+async fn events_within_a_second(
+    api: &Client,
+    server: &TestServer,
+    query: &str,
+    want: usize,
+) -> Vec<Value> {
+    let started = Instant::now();
+    let path = format!(
+        "/api/v1/projects/{}/events?limit=1000{query}",
+        server.keys.project_id
+    );
+    loop {
+        let page = api.get(&path, &server.keys.admin_key).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let events = page.body["events"].as_array().unwrap().clone();
+        if events.len() >= want {
+            assert_eq!(events.len(), want, "{events:#?}");
+            return events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "only {} of {want} events visible after 1 s",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn post_raw(api: &Client, url: String, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+    let mut request = api.http.post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Client::answer(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn segment_batches_are_stored_enriched_and_listed() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let key = &server.keys.write_key;
+    let body = json!({
+        "batch": [
+            {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1",
+             "properties": {"total": 42.5, "currency": "EUR"},
+             "timestamp": "2026-11-25T09:59:50Z",
+             "context": {"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0"}},
+            {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "messageId": "m2"},
+            {"type": "page", "anonymousId": "a1", "name": "Home", "messageId": "m3"}
+        ],
+        "sentAt": "2026-11-25T10:00:00Z",
+        "context": {"library": {"name": "test"}}
+    });
+    let answer = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(key, Some(""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body, json!({"success": true}));
+
+    let events = events_within_a_second(&api, &server, "", 3).await;
+    let order = events.iter().find(|e| e["message_id"] == "m1").unwrap();
+    assert_eq!(order["event"], "Order Completed");
+    assert_eq!(order["distinct_id"], "u1");
+    assert_eq!(
+        order["properties"],
+        json!({"total": 42.5, "currency": "EUR"})
+    );
+    assert_eq!(
+        order["context"]["library"]["name"], "test",
+        "batch context applies"
+    );
+    assert_eq!(
+        order["context"]["browser"]["name"], "Firefox",
+        "enriched from the user agent"
+    );
+    assert_eq!(order["ip"], "127.0.0.1");
+    // Skew-corrected: 10 s before the request was received.
+    let ts = chrono::DateTime::parse_from_rfc3339(order["timestamp"].as_str().unwrap()).unwrap();
+    let received =
+        chrono::DateTime::parse_from_rfc3339(order["received_at"].as_str().unwrap()).unwrap();
+    assert_eq!((received - ts).num_seconds(), 10);
+    assert_eq!(order["original_timestamp"], "2026-11-25T09:59:50Z");
+
+    // Filters.
+    let identify = events_within_a_second(&api, &server, "&event=%24identify", 1).await;
+    assert_eq!(identify[0]["traits"], json!({"plan": "pro"}));
+    events_within_a_second(&api, &server, "&property.currency=EUR", 1).await;
+    events_within_a_second(&api, &server, "&distinct_id=a1", 1).await;
+
+    // Single-message route with the key in the body.
+    let single = post_raw(
+        &api,
+        server.url("/v1/track"),
+        serde_json::to_vec(&json!({"writeKey": key, "userId": "u2", "event": "Clicked"})).unwrap(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(single.status, StatusCode::OK);
+    events_within_a_second(&api, &server, "&event=Clicked", 1).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn posthog_requests_in_every_encoding_are_accepted() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let key = server.keys.write_key.clone();
+    let event = |name: &str, uuid: &str| json!({"event": name, "distinct_id": "ph-1", "uuid": uuid, "properties": {"$current_url": "https://x.test/"}});
+
+    let plain = json!({"api_key": key, "batch": [event("a", "u-a")]});
+    let answer = post_raw(
+        &api,
+        server.url("/batch/"),
+        serde_json::to_vec(&plain).unwrap(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body.clone()),
+        (StatusCode::OK, json!({"status": 1}))
+    );
+
+    let gzipped = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(
+            &serde_json::to_vec(&json!({"api_key": key, "batch": [event("b", "u-b")]})).unwrap(),
+        )
+        .unwrap();
+        e.finish().unwrap()
+    };
+    let answer = post_raw(
+        &api,
+        server.url("/batch"),
+        gzipped.clone(),
+        &[("content-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = post_raw(&api, server.url("/e/?compression=gzip-js"), gzipped, &[]).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "gzip by flag (a duplicate of b, dropped later)"
+    );
+
+    let array =
+        json!([{"event": "c", "properties": {"token": key, "distinct_id": "ph-1"}, "uuid": "u-c"}]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&array).unwrap());
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("data", &b64)
+        .finish();
+    let answer = post_raw(
+        &api,
+        server.url("/i/v0/e/"),
+        form.into_bytes(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+
+    let lz = lz_str::compress_to_base64(
+        &serde_json::to_string(
+            &json!({"api_key": key, "event": "d", "distinct_id": "ph-1", "uuid": "u-d"}),
+        )
+        .unwrap(),
+    );
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("data", &lz)
+        .append_pair("compression", "lz64")
+        .finish();
+    let answer = post_raw(
+        &api,
+        server.url("/capture"),
+        form.into_bytes(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+
+    let get_data = base64::engine::general_purpose::STANDARD.encode(
+        serde_json::to_vec(
+            &json!({"api_key": key, "event": "e", "distinct_id": "ph-1", "uuid": "u-e"}),
+        )
+        .unwrap(),
+    );
+    let get = api
+        .http
+        .get(server.url(&format!("/e?data={}", urlencode(&get_data))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+
+    let events = events_within_a_second(&api, &server, "&distinct_id=ph-1", 5).await;
+    let mut names: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["a", "b", "c", "d", "e"],
+        "each once: the repeated uuid was dropped"
+    );
+    server.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_bad_messages_become_warnings() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let key = &server.keys.write_key;
+    let project = server.keys.project_id;
+
+    let no_key = post_raw(
+        &api,
+        server.url("/v1/batch"),
+        br#"{"batch":[]}"#.to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (no_key.status, no_key.error_field()),
+        (StatusCode::UNAUTHORIZED, "writeKey")
+    );
+    let secret = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(&server.keys.admin_key, Some(""))
+            .body(r#"{"batch":[]}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        secret.status,
+        StatusCode::FORBIDDEN,
+        "secret keys do not ingest"
+    );
+    let malformed = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(key, Some(""))
+            .body("{")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (malformed.status, malformed.error_code()),
+        (StatusCode::BAD_REQUEST, "invalid_json")
+    );
+    let huge = format!(
+        r#"{{"batch":[{{"type":"track","userId":"u","event":"e","properties":{{"x":"{}"}}}}]}}"#,
+        "y".repeat(600_000)
+    );
+    let too_big = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(key, Some(""))
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let mixed = json!({"batch": [
+        {"type": "track", "userId": "u", "event": "kept", "messageId": "ok-1"},
+        {"type": "track", "event": "no user", "messageId": "bad-1"},
+        {"type": "track", "userId": "u", "messageId": "bad-2"},
+        {"type": "track", "userId": "u", "event": "e", "timestamp": "someday", "messageId": "bad-3"}
+    ]});
+    let answer = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(key, Some(""))
+            .json(&mixed)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "the valid rest is accepted");
+    events_within_a_second(&api, &server, "", 1).await;
+
+    let started = Instant::now();
+    let warnings = loop {
+        let page = api
+            .get(
+                &format!("/api/v1/projects/{project}/ingestion-warnings"),
+                &server.keys.admin_key,
+            )
+            .await;
+        let list = page.body["warnings"].as_array().unwrap().clone();
+        if list.len() >= 3 || started.elapsed() > Duration::from_secs(2) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut seen: Vec<_> = warnings
+        .iter()
+        .map(|w| {
+            (
+                w["message_id"].as_str().unwrap().to_string(),
+                w["field"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("bad-1".into(), "userId".into()),
+            ("bad-2".into(), "event".into()),
+            ("bad-3".into(), "timestamp".into())
+        ]
+    );
+    assert_eq!(warnings[0]["dialect"], "segment");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn live_stream_and_counters_see_events_at_once() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let project = server.keys.project_id;
+    let mut live = api
+        .http
+        .get(server.url(&format!(
+            "/api/v1/projects/{project}/events/live?event=Signed%20Up"
+        )))
+        .bearer_auth(&server.keys.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+
+    let body = json!({"batch": [
+        {"type": "track", "userId": "u", "event": "Clicked", "messageId": "c1"},
+        {"type": "track", "userId": "u", "event": "Signed Up", "messageId": "s1"},
+        {"type": "track", "userId": "v", "event": "Signed Up", "messageId": "s2"}
+    ]});
+    let sent = Instant::now();
+    let answer = api
+        .http
+        .post(server.url("/v1/batch"))
+        .basic_auth(&server.keys.write_key, Some(""))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let mut text = String::new();
+    while text.matches("event: event").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(1), live.chunk())
+            .await
+            .expect("live events within a second")
+            .unwrap()
+            .expect("stream open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    assert!(
+        text.contains(r#""message_id":"s1""#) && text.contains(r#""message_id":"s2""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#""message_id":"c1""#),
+        "filtered by event name"
+    );
+
+    let counts = api
+        .get(
+            &format!("/api/v1/projects/{project}/events/counts?last=60m"),
+            &server.keys.admin_key,
+        )
+        .await;
+    assert_eq!(counts.status, StatusCode::OK);
+    assert_eq!(counts.body["events"]["Signed Up"]["total"], 2);
+    assert_eq!(counts.body["events"]["Clicked"]["total"], 1);
+    let bad = api
+        .get(
+            &format!("/api/v1/projects/{project}/events/counts?last=3d"),
+            &server.keys.admin_key,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.error_field()),
+        (StatusCode::BAD_REQUEST, "last")
+    );
+    drop(live);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accepted_events_survive_a_restart_as_parquet_and_duplicates_stay_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
+    let api = Client::new(&server);
+    let batch = json!({"batch": (0..50).map(|i| json!({"type": "track", "userId": format!("u{i}"), "event": "e", "messageId": format!("m{i}")})).collect::<Vec<_>>()});
+    let answer = api
+        .http
+        .post(server.url("/v1/batch"))
+        .basic_auth(&server.keys.write_key, Some(""))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    events_within_a_second(&api, &server, "", 50).await;
+    let (keys, project) = (server.keys.clone(), server.keys.project_id);
+    server.stop().await;
+
+    let files: Vec<_> = walk(&data.join("events"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(!files.is_empty(), "flushed to Parquet on shutdown");
+    assert!(files.iter().all(|p| p
+        .display()
+        .to_string()
+        .contains(&format!("project={project}/date="))));
+
+    // Same data dir again: the store already holds its keys; the events are there, and
+    // a client retrying the same batch does not duplicate them.
+    let again = TestServer::restart(&data, keys.clone()).await;
+    let api = Client::new(&again);
+    let answer = api
+        .http
+        .post(again.url("/v1/batch"))
+        .basic_auth(&keys.write_key, Some(""))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page = api
+        .get(
+            &format!("/api/v1/projects/{project}/events?limit=1000"),
+            &keys.admin_key,
+        )
+        .await;
+    assert_eq!(page.body["events"].as_array().unwrap().len(), 50);
+    again.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
