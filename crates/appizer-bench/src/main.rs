@@ -1,9 +1,11 @@
 //! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
 //! run and reports the ratio, so figures compare across machines.
 //!
-//! `cargo run --release -p appizer-bench -- gateway` measures the gateway (docs/benchmarks.md).
+//! `cargo run --release -p appizer-bench -- gateway` and `-- ingest`: see
+//! docs/benchmarks.md.
 
 mod gateway;
+mod ingest;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,10 +25,14 @@ enum Bench {
     /// Authenticated GET /api/v1/projects/{id} at a fixed rate, and the per-request
     /// cost of the gateway middleware against the same handler without it.
     Gateway(gateway::Options),
+    /// Durable ingestion through /v1/batch against the parse and HTTP ceilings,
+    /// end-to-end throughput, single-event latency and peak memory.
+    Ingest(ingest::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Gateway(options) => gateway::run(options),
+        Bench::Ingest(options) => ingest::run(options),
     }
 }

@@ -117,16 +117,21 @@ impl Client {
     }
 }
 
-/// The Python interpreter with the test tools (`APPIZER_TEST_PYTHON`). Required under
-/// CI (`CI=true`), so checks that need it never silently vanish there.
+/// The Python interpreter with the test tools (`APPIZER_TEST_PYTHON`).
 pub fn test_python() -> Option<String> {
-    match std::env::var("APPIZER_TEST_PYTHON") {
+    test_env("APPIZER_TEST_PYTHON")
+}
+
+/// A test tool named by the environment variable `name`. Required under CI
+/// (`CI=true`), so checks that need it never silently vanish there; skipped locally.
+pub fn test_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
         Ok(p) if !p.is_empty() => Some(p),
         _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
-            panic!("APPIZER_TEST_PYTHON must be set under CI (.ci/run sets it)")
+            panic!("{name} must be set under CI (.ci/run sets it)")
         }
         _ => {
-            eprintln!("skipped: set APPIZER_TEST_PYTHON to a Python with the test tools");
+            eprintln!("skipped: set {name} to run this check (see README)");
             None
         }
     }

@@ -1,0 +1,432 @@
+//! The ingestion benchmark. The server runs as a child process (the release `appizer`
+//! binary next to this one) on a temporary data dir; clients share the machine.
+//!
+//! (a) events/s durable through `/v1/batch`: 100-event batches of ~500-byte events,
+//!     32 connections, each answer waited for (the answer means fsync'd);
+//! (b) the same bodies only parsed by `serde_json` into values on every core: the parse
+//!     ceiling;
+//! (c) the same load against a bare axum handler that reads the body and answers 200:
+//!     the HTTP ceiling;
+//! (d) end-to-end events/s: from the first request until the last event is counted
+//!     by the API (stored and queryable);
+//! (e) p50/p99 of single-event `/v1/track` requests sent open-loop at half the maximum
+//!     single-request rate (itself measured first);
+//! (f) the server's peak RSS (VmHWM).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::Router;
+use serde_json::Value;
+
+use crate::stats::{us, Samples};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Events to send through /v1/batch (the issue's target run uses 10000000).
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Events per batch request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Seconds of each single-request measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+/// Digits of the request number inside each message id.
+const SLOT: usize = 10;
+
+/// A batch body whose message ids contain a `SLOT`-digit request number, rewritten per
+/// request so every event is unique without building JSON on the client.
+struct Template {
+    body: Vec<u8>,
+    slots: Vec<usize>,
+}
+
+impl Template {
+    fn new(batch: usize) -> Self {
+        let mut body = String::from(r#"{"batch":["#);
+        let mut slots = Vec::new();
+        for i in 0..batch {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(r#"{"type":"track","event":"Product Viewed","userId":"user-"#);
+            body.push_str(&format!("{:05}", i * 37 % 10_000));
+            body.push_str(r#"","messageId":"m-"#);
+            slots.push(body.len());
+            body.push_str(&"0".repeat(SLOT));
+            body.push_str(&format!("-{i:04}"));
+            body.push_str(
+                r#"","properties":{"product_id":"sku-48213","category":"Shoes","price":79.99,"currency":"EUR","quantity":1,"coupon":"AUTUMN","position":3},"context":{"library":{"name":"analytics-node","version":"2.1.0"},"locale":"fr-FR","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36","page":{"path":"/shoes/48213","url":"https://shop.example/shoes/48213"}},"timestamp":"2026-11-25T10:00:00.000Z"}"#,
+            );
+        }
+        body.push_str(r#"],"sentAt":"2026-11-25T10:00:00.100Z"}"#);
+        Self {
+            body: body.into_bytes(),
+            slots,
+        }
+    }
+
+    fn render(&self, request: u64) -> Vec<u8> {
+        let mut body = self.body.clone();
+        let digits = format!("{request:0width$}", width = SLOT);
+        for &at in &self.slots {
+            body[at..at + SLOT].copy_from_slice(digits.as_bytes());
+        }
+        body
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    admin_key: String,
+    write_key: String,
+    project: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn appizer_binary() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let binary = here.with_file_name("appizer");
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p appizer`",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+fn start_server() -> anyhow::Result<Server> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let binary = appizer_binary()?;
+    let init = Command::new(&binary)
+        .args(["init", "--json", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    if !init.status.success() {
+        bail!("init failed: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let keys: Value = serde_json::from_slice(&init.stdout)?;
+    let mut child = Command::new(&binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("APPIZER_RATE_LIMIT__INGEST_PER_SECOND", "1000000")
+        .env("APPIZER_RATE_LIMIT__INGEST_BURST", "1000000")
+        .env("APPIZER_RATE_LIMIT__API_PER_SECOND", "1000000")
+        .env("APPIZER_RATE_LIMIT__API_BURST", "1000000")
+        .env("APPIZER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let url = loop {
+        let line = lines.next().context("serve exited")??;
+        if let Some(rest) = line.strip_prefix("Appizer is listening on ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let text = |k: &str| keys[k].as_str().unwrap_or_default().to_string();
+    Ok(Server {
+        child,
+        url,
+        admin_key: text("admin_key"),
+        write_key: text("write_key"),
+        project: text("project_id"),
+        _dir: dir,
+    })
+}
+
+fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Sends `requests` batch requests over `connections` workers; returns the seconds taken.
+async fn blast(
+    url: &str,
+    key: Option<&str>,
+    template: Arc<Template>,
+    first_request: u64,
+    requests: u64,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    let next = Arc::new(AtomicU64::new(first_request));
+    let end = first_request + requests;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, next, template, url) = (
+            client.clone(),
+            next.clone(),
+            template.clone(),
+            url.to_string(),
+        );
+        let key = key.map(str::to_string);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= end {
+                    return anyhow::Ok(());
+                }
+                let mut request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(template.render(n));
+                if let Some(key) = &key {
+                    request = request.basic_auth(key, Some(""));
+                }
+                let response = request.send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                if !status.is_success() {
+                    bail!("{url} answered {status}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn stored_count(server: &Server, client: &reqwest::Client) -> anyhow::Result<u64> {
+    let url = format!(
+        "{}/api/v1/projects/{}/events/counts?last=24h",
+        server.url, server.project
+    );
+    let body: Value = client
+        .get(url)
+        .bearer_auth(&server.admin_key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["events"]["Product Viewed"]["total"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+fn parse_ceiling(template: &Template, requests: u64) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                for n in (t..requests).step_by(threads as usize) {
+                    let body = template.render(n);
+                    let value: Value = serde_json::from_slice(&body).expect("valid JSON");
+                    std::hint::black_box(value);
+                }
+            });
+        }
+    });
+    started.elapsed().as_secs_f64()
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    let template = Arc::new(Template::new(o.batch));
+    let event_bytes = template.body.len() / o.batch;
+    let requests = o.events.div_ceil(o.batch as u64);
+    let events = requests * o.batch as u64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "ingestion benchmark: {events} events in {requests} batches of {} (~{event_bytes} bytes/event), {} connections",
+        o.batch, o.connections
+    );
+
+    // (b) Parse ceiling.
+    let parse_requests = requests.min(20_000);
+    let parse_secs = parse_ceiling(&template, parse_requests);
+    let parse_rate = (parse_requests * o.batch as u64) as f64 / parse_secs;
+
+    // (c) HTTP ceiling: a bare axum handler that reads the body.
+    let bare_requests = requests.min(20_000);
+    let bare_rate = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().route(
+            "/v1/batch",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                std::hint::black_box(body.len());
+                "{\"success\":true}"
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let secs = blast(
+            &format!("http://{addr}/v1/batch"),
+            None,
+            template.clone(),
+            0,
+            bare_requests,
+            o.connections,
+        )
+        .await?;
+        server.abort();
+        anyhow::Ok((bare_requests * o.batch as u64) as f64 / secs)
+    })?;
+
+    // (a) and (d): durable acknowledgements, then until everything is queryable.
+    let server = start_server()?;
+    let pid = server.child.id();
+    let (ack_rate, e2e_rate) = runtime.block_on(async {
+        let url = format!("{}/v1/batch", server.url);
+        let started = Instant::now();
+        let secs = blast(
+            &url,
+            Some(&server.write_key),
+            template.clone(),
+            0,
+            requests,
+            o.connections,
+        )
+        .await?;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let stored = stored_count(&server, &client).await?;
+            if stored >= events {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {stored} of {events} events stored after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e2e = started.elapsed().as_secs_f64();
+        anyhow::Ok((events as f64 / secs, events as f64 / e2e))
+    })?;
+    let peak_rss = peak_rss_bytes(pid);
+
+    // (e) Single /v1/track: maximum rate (closed loop), then half of it open loop.
+    let single = Arc::new(Template::new(1));
+    let (max_single, latency) = runtime.block_on(async {
+        let url = format!("{}/v1/batch", server.url);
+        let probe = 20_000u64;
+        let secs = blast(
+            &url,
+            Some(&server.write_key),
+            single.clone(),
+            10_000_000_000 / 2,
+            probe,
+            o.connections,
+        )
+        .await?;
+        let max = probe as f64 / secs;
+        let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds).await?;
+        anyhow::Ok((max, latency))
+    })?;
+
+    println!(
+        "  (a) durable through /v1/batch      {:>12.0} events/s",
+        ack_rate
+    );
+    println!(
+        "  (b) serde_json parse ceiling       {:>12.0} events/s   (a)/(b) = {:.2}",
+        parse_rate,
+        ack_rate / parse_rate
+    );
+    println!(
+        "  (c) bare axum HTTP ceiling         {:>12.0} events/s   (a)/(c) = {:.2}",
+        bare_rate,
+        ack_rate / bare_rate
+    );
+    println!(
+        "  (d) end to end until queryable     {:>12.0} events/s   ({events} events)",
+        e2e_rate
+    );
+    println!(
+        "  (e) single events, max {:.0} req/s; at {:.0} req/s open loop: p50 {}  p99 {}  (n={})",
+        max_single,
+        max_single / 2.0,
+        us(latency.percentile(50.0)),
+        us(latency.percentile(99.0)),
+        latency.len()
+    );
+    match peak_rss {
+        Some(bytes) => println!(
+            "  (f) server peak RSS                {:>12.1} MB",
+            bytes as f64 / 1e6
+        ),
+        None => println!("  (f) server peak RSS                unavailable (no /proc)"),
+    }
+    Ok(())
+}
+
+/// Single-event requests at `rate` per second for `seconds`, open loop; latency from
+/// dispatch.
+async fn open_loop(
+    server: &Server,
+    template: Arc<Template>,
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<Samples> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+    let url = format!("{}/v1/track", server.url);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (rate * seconds as f64) as u64;
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let body_of = |n: u64| -> Vec<u8> {
+        // The single-message route takes the message itself.
+        let batch: Value = serde_json::from_slice(&template.render(n)).expect("valid");
+        serde_json::to_vec(&batch["batch"][0]).expect("serializes")
+    };
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut ticker = tokio::time::interval_at(start, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for n in 0..total {
+        ticker.tick().await;
+        let request = client
+            .post(&url)
+            .basic_auth(&server.write_key, Some(""))
+            .header("content-type", "application/json")
+            .body(body_of(9_000_000_000 + n));
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = request.send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            anyhow::ensure!(status.is_success(), "answered {status}");
+            anyhow::Ok(sent.elapsed())
+        }));
+    }
+    let mut samples = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        samples.push(t.await??);
+    }
+    Ok(Samples::new(samples))
+}
