@@ -96,6 +96,7 @@ impl App {
                 queue,
                 pipeline,
                 warnings,
+                closing: CancellationToken::new(),
             },
         );
         Ok(Self {
@@ -125,6 +126,12 @@ impl App {
             shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
         };
         let store = self.state.store.clone();
+        let closing = self.state.events.closing.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            closing.cancel();
+        });
         let app = appizer_gateway::router(self.state);
         server::serve(listener, app, tls, options, shutdown).await;
         self.workers.cancel();

@@ -421,8 +421,19 @@ async fn live_stream_and_counters_see_events_at_once() {
         (bad.status, bad.error_field()),
         (StatusCode::BAD_REQUEST, "last")
     );
-    drop(live);
+    // Shutdown ends live streams instead of waiting out the grace period.
+    let stopping = std::time::Instant::now();
     server.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended");
 }
 
 #[tokio::test]

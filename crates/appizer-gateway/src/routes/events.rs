@@ -159,6 +159,7 @@ pub async fn live(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let project = caller.project(&state, project_id).await?;
     let receiver = state.events.pipeline.subscribe();
+    let closing = state.events.closing.clone();
     let keep = move |e: &Event| {
         e.project_id == project.id
             && query.event.as_ref().is_none_or(|n| &e.event == n)
@@ -168,11 +169,15 @@ pub async fn live(
                 .is_none_or(|d| &e.distinct_id == d)
     };
     let stream = futures_util::stream::unfold(Some(receiver), move |receiver| {
-        let keep = keep.clone();
+        let (keep, closing) = (keep.clone(), closing.clone());
         async move {
             let mut receiver = receiver?;
             loop {
-                match receiver.recv().await {
+                let next = tokio::select! {
+                    next = receiver.recv() => next,
+                    _ = closing.cancelled() => return None,
+                };
+                match next {
                     Ok(event) if keep(&event) => {
                         let data = serde_json::to_string(&*event).unwrap_or_default();
                         return Some((
