@@ -1,51 +1,101 @@
 //! Enrichment done by the workers: browser, OS and device from the user agent
-//! (`woothee`), written into the event's context where the client did not say.
+//! (`woothee`), written into the event's context where the client did not say. Parses
+//! are cached per distinct user agent: a site's traffic repeats a few thousand agents.
+
+use std::collections::HashMap;
 
 use appizer_core::event::Event;
 use serde_json::{json, Value};
 
-/// Parses `context.userAgent` (Segment) or `properties.$raw_user_agent` / `$user_agent`
-/// (PostHog) and fills `context.browser`, `context.os` and `context.device.type` when
-/// the client did not set them.
-pub fn enrich_user_agent(event: &mut Event, parser: &woothee::parser::Parser) {
-    let agent = event
-        .context
-        .get("userAgent")
-        .or_else(|| event.properties.get("$raw_user_agent"))
-        .or_else(|| event.properties.get("$user_agent"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let Some(agent) = agent else { return };
-    let Some(parsed) = parser.parse(&agent) else {
-        return;
-    };
-    let Value::Object(context) = &mut event.context else {
-        return;
-    };
-    let known = |s: &str| !s.is_empty() && s != "UNKNOWN";
-    if known(parsed.name) && !context.contains_key("browser") {
-        context.insert(
-            "browser".into(),
-            json!({"name": parsed.name, "version": parsed.version}),
-        );
+/// Distinct user agents remembered; past this the cache starts over.
+pub const USER_AGENT_CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Parsed {
+    browser: Option<(String, String)>,
+    os: Option<(String, String)>,
+    device_type: Option<&'static str>,
+}
+
+/// A user-agent parser with a bounded cache of results.
+pub struct UserAgents {
+    parser: woothee::parser::Parser,
+    cache: HashMap<String, Parsed>,
+}
+
+impl std::fmt::Debug for UserAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserAgents")
+            .field("cached", &self.cache.len())
+            .finish()
     }
-    if known(parsed.os) && !context.contains_key("os") {
-        context.insert(
-            "os".into(),
-            json!({"name": parsed.os, "version": parsed.os_version.as_ref()}),
-        );
+}
+
+impl Default for UserAgents {
+    fn default() -> Self {
+        Self {
+            parser: woothee::parser::Parser::new(),
+            cache: HashMap::new(),
+        }
     }
-    let device_type = match parsed.category {
-        "pc" => Some("desktop"),
-        "smartphone" | "mobilephone" => Some("mobile"),
-        "crawler" => Some("bot"),
-        "appliance" => Some("appliance"),
-        _ => None,
-    };
-    if let Some(kind) = device_type {
-        let device = context.entry("device").or_insert_with(|| json!({}));
-        if let Value::Object(device) = device {
-            device.entry("type").or_insert_with(|| kind.into());
+}
+
+impl UserAgents {
+    fn parse(&mut self, agent: &str) -> Parsed {
+        if let Some(hit) = self.cache.get(agent) {
+            return hit.clone();
+        }
+        let known = |s: &str| !s.is_empty() && s != "UNKNOWN";
+        let parsed = match self.parser.parse(agent) {
+            Some(p) => Parsed {
+                browser: known(p.name).then(|| (p.name.to_string(), p.version.to_string())),
+                os: known(p.os).then(|| (p.os.to_string(), p.os_version.to_string())),
+                device_type: match p.category {
+                    "pc" => Some("desktop"),
+                    "smartphone" | "mobilephone" => Some("mobile"),
+                    "crawler" => Some("bot"),
+                    "appliance" => Some("appliance"),
+                    _ => None,
+                },
+            },
+            None => Parsed::default(),
+        };
+        if self.cache.len() >= USER_AGENT_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        self.cache.insert(agent.to_string(), parsed.clone());
+        parsed
+    }
+
+    /// Parses `context.userAgent` (Segment) or `properties.$raw_user_agent` /
+    /// `$user_agent` (PostHog) and fills `context.browser`, `context.os` and
+    /// `context.device.type` when the client did not set them.
+    pub fn enrich(&mut self, event: &mut Event) {
+        let agent = event
+            .context
+            .get("userAgent")
+            .or_else(|| event.properties.get("$raw_user_agent"))
+            .or_else(|| event.properties.get("$user_agent"))
+            .and_then(Value::as_str);
+        let Some(agent) = agent else { return };
+        let parsed = self.parse(&agent.to_string());
+        let Value::Object(context) = &mut event.context else {
+            return;
+        };
+        if let Some((name, version)) = parsed.browser {
+            context
+                .entry("browser")
+                .or_insert_with(|| json!({"name": name, "version": version}));
+        }
+        if let Some((name, version)) = parsed.os {
+            context
+                .entry("os")
+                .or_insert_with(|| json!({"name": name, "version": version}));
+        }
+        if let Some(kind) = parsed.device_type {
+            if let Value::Object(device) = context.entry("device").or_insert_with(|| json!({})) {
+                device.entry("type").or_insert_with(|| kind.into());
+            }
         }
     }
 }
@@ -83,19 +133,23 @@ mod tests {
 
     #[test]
     fn browsers_os_and_devices_come_from_the_user_agent() {
-        let parser = woothee::parser::Parser::new();
+        let mut agents = UserAgents::default();
         let firefox =
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0";
-        let mut e = event(json!({"userAgent": firefox}));
-        enrich_user_agent(&mut e, &parser);
-        assert_eq!(e.context["browser"]["name"], "Firefox");
-        assert_eq!(e.context["browser"]["version"], "120.0");
-        assert_eq!(e.context["os"]["name"], "Windows 10");
-        assert_eq!(e.context["device"]["type"], "desktop");
+        for _ in 0..2 {
+            // The second time from the cache, with the same result.
+            let mut e = event(json!({"userAgent": firefox}));
+            agents.enrich(&mut e);
+            assert_eq!(e.context["browser"]["name"], "Firefox");
+            assert_eq!(e.context["browser"]["version"], "120.0");
+            assert_eq!(e.context["os"]["name"], "Windows 10");
+            assert_eq!(e.context["device"]["type"], "desktop");
+        }
+        assert_eq!(agents.cache.len(), 1);
 
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
         let mut e = event(json!({"userAgent": iphone, "os": {"name": "iOS", "version": "17.0.1"}}));
-        enrich_user_agent(&mut e, &parser);
+        agents.enrich(&mut e);
         assert_eq!(e.context["device"]["type"], "mobile");
         assert_eq!(
             e.context["os"]["version"], "17.0.1",
@@ -103,7 +157,16 @@ mod tests {
         );
 
         let mut e = event(json!({}));
-        enrich_user_agent(&mut e, &parser);
+        agents.enrich(&mut e);
         assert_eq!(e.context, json!({}));
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut agents = UserAgents::default();
+        for i in 0..(USER_AGENT_CACHE_ENTRIES + 10) {
+            agents.parse(&format!("Agent/{i}"));
+        }
+        assert!(agents.cache.len() <= USER_AGENT_CACHE_ENTRIES);
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::counters::Counters;
 use crate::dedup::Dedup;
-use crate::enrich::enrich_user_agent;
+use crate::enrich::UserAgents;
 use crate::metrics as m;
 
 /// Serializes the events of one accepted request into a queue record.
@@ -63,10 +63,10 @@ pub struct Pipeline {
     queue: Arc<dyn EventQueue>,
     store: Arc<EventStore>,
     config: PipelineConfig,
-    dedup: Mutex<Dedup>,
+    /// Worker-side state: the duplicate window and the user-agent cache.
+    work: Mutex<(Dedup, UserAgents)>,
     live: broadcast::Sender<Arc<Event>>,
     counters: Counters,
-    user_agents: woothee::parser::Parser,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -92,10 +92,9 @@ impl Pipeline {
         Ok(Arc::new(Self {
             queue,
             store,
-            dedup: Mutex::new(dedup),
+            work: Mutex::new((dedup, UserAgents::default())),
             live,
             counters: Counters::default(),
-            user_agents: woothee::parser::Parser::new(),
             config,
         }))
     }
@@ -162,7 +161,8 @@ impl Pipeline {
         };
         let mut kept = Vec::with_capacity(events.len());
         {
-            let mut dedup = self.dedup.lock();
+            let mut work = self.work.lock();
+            let (dedup, user_agents) = &mut *work;
             for mut event in events {
                 if !dedup.first_sighting(
                     event.project_id,
@@ -173,7 +173,7 @@ impl Pipeline {
                         .increment(1);
                     continue;
                 }
-                enrich_user_agent(&mut event, &self.user_agents);
+                user_agents.enrich(&mut event);
                 kept.push(event);
             }
         }
@@ -181,18 +181,18 @@ impl Pipeline {
             self.store.note_offset(offset);
             return Ok(());
         }
-        self.store.append(&kept, offset)?;
         metrics::counter!(m::EVENTS_STORED_TOTAL).increment(kept.len() as u64);
-        for event in kept {
+        for event in &kept {
             self.counters.record(
                 event.project_id,
                 &event.event,
                 event.timestamp.timestamp_millis(),
             );
             if self.live.receiver_count() > 0 {
-                let _ = self.live.send(Arc::new(event));
+                let _ = self.live.send(Arc::new(event.clone()));
             }
         }
+        self.store.append(kept, offset)?;
         Ok(())
     }
 

@@ -53,11 +53,11 @@ pub fn name(message: &Map<String, Value>, field: &str) -> Result<String, FieldEr
     }
 }
 
-/// An object field; absent or `null` is an empty object.
-pub fn object(message: &Map<String, Value>, field: &str) -> Result<Value, FieldError> {
-    match message.get(field) {
+/// Takes an object field out of the message; absent or `null` is an empty object.
+pub fn take_object(message: &mut Map<String, Value>, field: &str) -> Result<Value, FieldError> {
+    match message.remove(field) {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
-        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(v @ Value::Object(_)) => Ok(v),
         Some(_) => Err(broke(field, "must be an object")),
     }
 }
@@ -146,10 +146,12 @@ mod tests {
 
     #[test]
     fn objects_and_names() {
-        let m = map(json!({"p": {"a": 1}, "n": null, "bad": [1], "e": "Signed Up", "blank": " "}));
-        assert_eq!(object(&m, "p").unwrap(), json!({"a": 1}));
-        assert_eq!(object(&m, "n").unwrap(), json!({}));
-        assert!(object(&m, "bad").is_err());
+        let mut m =
+            map(json!({"p": {"a": 1}, "n": null, "bad": [1], "e": "Signed Up", "blank": " "}));
+        assert_eq!(take_object(&mut m, "p").unwrap(), json!({"a": 1}));
+        assert!(!m.contains_key("p"), "taken out");
+        assert_eq!(take_object(&mut m, "n").unwrap(), json!({}));
+        assert!(take_object(&mut m, "bad").is_err());
         assert_eq!(name(&m, "e").unwrap(), "Signed Up");
         assert!(name(&m, "blank").is_err());
         assert!(name(&m, "missing").is_err());

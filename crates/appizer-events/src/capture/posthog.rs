@@ -119,13 +119,13 @@ fn decode_event(
             &format!("an event is at most {MAX_MESSAGE_BYTES} bytes"),
         ));
     }
-    let message: Map<String, Value> = serde_json::from_str(raw.get())
+    let mut message: Map<String, Value> = serde_json::from_str(raw.get())
         .map_err(|_| fail(&None, "event", "an event must be a JSON object"))?;
     let message_id = fields::id(&message, "uuid").ok().flatten();
     let with_id = |e: FieldError| (message_id.clone(), e);
 
     let event = fields::name(&message, "event").map_err(with_id)?;
-    let mut properties = fields::object(&message, "properties").map_err(with_id)?;
+    let mut properties = fields::take_object(&mut message, "properties").map_err(with_id)?;
     let props = properties.as_object_mut().expect("an object");
     let own_key = text(message.get("api_key"))
         .or_else(|| text(message.get("token")))
@@ -144,8 +144,8 @@ fn decode_event(
         .ok_or_else(|| fail(&message_id, "distinct_id", "is required"))?;
     // Person operations may sit beside the properties; keep them inside.
     for op in ["$set", "$set_once", "$unset"] {
-        if let Some(value) = message.get(op) {
-            props.entry(op.to_string()).or_insert_with(|| value.clone());
+        if let Some(value) = message.remove(op) {
+            props.entry(op.to_string()).or_insert(value);
         }
     }
     let mut original_timestamp =

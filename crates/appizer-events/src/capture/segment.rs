@@ -127,7 +127,7 @@ fn decode_message(
             &format!("a message is at most {MAX_MESSAGE_BYTES} bytes"),
         ));
     }
-    let message: Map<String, Value> = serde_json::from_str(raw.get())
+    let mut message: Map<String, Value> = serde_json::from_str(raw.get())
         .map_err(|_| fail(&None, "message", "a message must be a JSON object"))?;
     let message_id = fields::id(&message, "messageId").ok().flatten();
     let with_id = |e: FieldError| (message_id.clone(), e);
@@ -176,14 +176,6 @@ fn decode_message(
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    let properties = fields::object(&message, "properties").map_err(with_id)?;
-    let traits = fields::object(&message, "traits").map_err(with_id)?;
-    let mut context = fields::object(&message, "context").map_err(with_id)?;
-    if let (Some(batch_context), Value::Object(own)) = (&envelope.context, &mut context) {
-        for (key, value) in batch_context {
-            own.entry(key.clone()).or_insert_with(|| value.clone());
-        }
-    }
     let original_timestamp = fields::timestamp(
         message
             .get("timestamp")
@@ -196,6 +188,14 @@ fn decode_message(
         "sentAt",
     )
     .map_err(with_id)?;
+    let properties = fields::take_object(&mut message, "properties").map_err(with_id)?;
+    let traits = fields::take_object(&mut message, "traits").map_err(with_id)?;
+    let mut context = fields::take_object(&mut message, "context").map_err(with_id)?;
+    if let (Some(batch_context), Value::Object(own)) = (&envelope.context, &mut context) {
+        for (key, value) in batch_context {
+            own.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
     let ip = context
         .get("ip")
         .and_then(Value::as_str)

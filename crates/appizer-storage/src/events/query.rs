@@ -222,14 +222,14 @@ mod tests {
                 )
             })
             .collect();
-        store.append(&first, 1).unwrap();
+        store.append(first, 1).unwrap();
         store.flush().await.unwrap();
         let second: Vec<Event> = (10..14)
             .map(|i| event(p, i, "view", "cy", json!({"plan": "pro", "n": i})))
             .collect();
-        store.append(&second, 2).unwrap();
+        store.append(second, 2).unwrap();
         store
-            .append(&[event(other, 20, "view", "x", json!({}))], 3)
+            .append(vec![event(other, 20, "view", "x", json!({}))], 3)
             .unwrap();
 
         let ids = |events: &[StoredEvent]| {

@@ -42,7 +42,7 @@ impl EventStoreConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            flush_rows: 200_000,
+            flush_rows: 100_000,
             flush_age: Duration::from_secs(10),
             row_group_rows: 128 * 1024,
         }
@@ -135,10 +135,10 @@ impl EventStore {
     }
 
     /// Buffers `events` (from queue records up to `max_offset`); queryable at once.
-    pub fn append(&self, events: &[Event], max_offset: u64) -> Result<(), EventStoreError> {
+    pub fn append(&self, events: Vec<Event>, max_offset: u64) -> Result<(), EventStoreError> {
         let mut by_project: BTreeMap<ProjectId, Vec<Event>> = BTreeMap::new();
         for e in events {
-            by_project.entry(e.project_id).or_default().push(e.clone());
+            by_project.entry(e.project_id).or_default().push(e);
         }
         let mut batches = Vec::with_capacity(by_project.len());
         for (project, events) in by_project {
@@ -504,9 +504,9 @@ mod tests {
         )
         .unwrap();
         let (a, b) = (ProjectId::new(), ProjectId::new());
-        store.append(&events(a, 10, 0), 3).unwrap();
-        store.append(&events(a, 5, 1), 4).unwrap();
-        store.append(&events(b, 7, 0), 5).unwrap();
+        store.append(events(a, 10, 0), 3).unwrap();
+        store.append(events(a, 5, 1), 4).unwrap();
+        store.append(events(b, 7, 0), 5).unwrap();
         assert_eq!(count(&store, a).await, 15, "visible before any flush");
         assert_eq!(count(&store, b).await, 7);
 
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(store.flushed_offset().await.unwrap(), Some(5));
 
         // More rows after the flush: files and buffer together, filtered by time.
-        store.append(&events(a, 3, 2), 6).unwrap();
+        store.append(events(a, 3, 2), 6).unwrap();
         assert_eq!(count(&store, a).await, 18);
         let ctx = SessionContext::new();
         let day1 = DateTime::from_timestamp(1_795_000_000 + 86_400, 0).unwrap();
