@@ -43,7 +43,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            batch_records: 512,
+            batch_records: 64,
             dedup_window: Duration::from_secs(24 * 3600),
             live_buffer: 4_096,
         }
