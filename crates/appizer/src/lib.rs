@@ -84,8 +84,14 @@ impl App {
         let worker_task = tokio::spawn({
             let (pipeline, workers) = (pipeline.clone(), workers.clone());
             async move {
-                if let Err(e) = pipeline.run(workers).await {
-                    tracing::error!(error = %e, "ingestion workers stopped");
+                // A failed run resumes from the durable state after a pause; what it
+                // had buffered is replayed from the queue and deduplicated.
+                while let Err(e) = pipeline.clone().run(workers.clone()).await {
+                    tracing::error!(error = %e, "ingestion workers failed; restarting in 1 s");
+                    tokio::select! {
+                        _ = workers.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             }
         });

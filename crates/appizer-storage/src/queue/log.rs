@@ -393,6 +393,8 @@ impl EventQueue for DurableLog {
 
 struct OpenSegment {
     reader: BufReader<File>,
+    /// Offset of the segment's first record.
+    base: u64,
     /// Offset of the record at the reader's position.
     at: u64,
     /// First offset of the next segment, if one exists.
@@ -430,6 +432,7 @@ impl LogReader {
         }
         self.open = Some(OpenSegment {
             reader,
+            base: segment.base,
             at,
             next_base: segments.get(index + 1).map(|s| s.base),
         });
@@ -445,9 +448,10 @@ impl LogReader {
             }
             let open = self.open.as_mut().expect("opened");
             if open.next_base.is_none() {
-                // The last segment may have been rolled since it was opened.
+                // The last segment may have been rolled since it was opened; the next
+                // one may start exactly where this reader stands.
                 let segments = self.shared.segments.lock();
-                open.next_base = segments.iter().find(|s| s.base > open.at).map(|s| s.base);
+                open.next_base = segments.iter().find(|s| s.base > open.base).map(|s| s.base);
             }
             if open.next_base == Some(open.at) {
                 continue;
@@ -541,6 +545,27 @@ mod tests {
         assert_eq!(log.stats().end, 50);
         assert_eq!(log.append(b"after restart".to_vec()).await.unwrap(), 50);
         assert_eq!(read_all(&log, 48).await.len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caught_up_reader_follows_segment_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DurableLog::open(config(dir.path())).unwrap();
+        let mut reader = log.reader(0).unwrap();
+        // Each append is read at once, so the reader stands exactly at every roll.
+        for i in 0..60u64 {
+            assert_eq!(
+                log.append(format!("record {i}").into_bytes())
+                    .await
+                    .unwrap(),
+                i
+            );
+            let batch = reader.next_batch(10, Duration::from_secs(1)).await.unwrap();
+            assert_eq!(batch.len(), 1, "record {i}");
+            assert_eq!(batch[0].offset, i);
+        }
+        let segments = log.shared.segments.lock().len();
+        assert!(segments >= 4, "segments rolled: {segments}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
