@@ -78,7 +78,7 @@ impl UserAgents {
             .or_else(|| event.properties.get("$user_agent"))
             .and_then(Value::as_str);
         let Some(agent) = agent else { return };
-        let parsed = self.parse(&agent.to_string());
+        let parsed = self.parse(agent);
         let Value::Object(context) = &mut event.context else {
             return;
         };

@@ -7,17 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use appizer_core::config::Config;
+use common::appizer;
 
-fn appizer() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_appizer"));
-    // Configuration comes from the arguments alone, whatever the caller's environment.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("APPIZER_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
+mod common;
 
 #[test]
 fn init_json_prints_one_object_and_a_second_init_changes_nothing() {

@@ -12,21 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::appizer;
 use serde_json::{json, Value};
 
 const CYCLES: usize = 5;
 const CLIENTS: usize = 4;
 const BATCH: usize = 20;
-
-fn appizer() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_appizer"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("APPIZER_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 /// Starts `appizer serve` on `data` and returns the child and its URL.
 fn serve(data: &Path) -> (Child, String) {

@@ -21,29 +21,13 @@ async fn python_segment_and_posthog_clients_work_unchanged() {
         return;
     };
     let server = TestServer::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/python_clients.py"
-    );
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(&server.base_url)
-        .arg(&server.keys.write_key)
-        .output()
-        .await
-        .expect("run the Python clients");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON report");
-    assert_eq!(
-        report["errors"],
-        serde_json::json!([]),
-        "the clients reported errors"
-    );
-    let sent = report["sent"].as_array().unwrap();
+    let sent = run_client_script(
+        tokio::process::Command::new(python),
+        "python_clients.py",
+        &server,
+    )
+    .await;
+    let sent = &sent[..];
     assert_eq!(sent.len(), 20);
 
     let stored = read_back(&server, sent).await;
@@ -141,15 +125,38 @@ async fn node_segment_and_posthog_clients_work_unchanged() {
         return;
     };
     let server = TestServer::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/node_clients.js");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
+    let mut node = tokio::process::Command::new("node");
+    node.env("NODE_PATH", &modules);
+    let sent = run_client_script(node, "node_clients.js", &server).await;
+    let sent = &sent[..];
+    assert_eq!(sent.len(), 12);
+    let stored = read_back(&server, sent).await;
+    let identify = stored.iter().find(|e| e["event"] == "$identify").unwrap();
+    assert_eq!(identify["traits"]["email"], "node@example.com");
+    assert_eq!(
+        identify["context"]["library"]["name"],
+        "@segment/analytics-node"
+    );
+    server.stop().await;
+}
+
+/// Runs `tests/clients/<script>` with the server's URL and write key; checks that it
+/// exited cleanly and that its libraries reported no error; returns what it sent.
+async fn run_client_script(
+    mut command: tokio::process::Command,
+    script: &str,
+    server: &TestServer,
+) -> Vec<Value> {
+    let out = command
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
         .arg(&server.base_url)
         .arg(&server.keys.write_key)
-        .env("NODE_PATH", &modules)
         .output()
         .await
-        .expect("run the Node clients");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
     assert!(
         out.status.success(),
         "{}",
@@ -161,14 +168,8 @@ async fn node_segment_and_posthog_clients_work_unchanged() {
         serde_json::json!([]),
         "the clients reported errors"
     );
-    let sent = report["sent"].as_array().unwrap();
-    assert_eq!(sent.len(), 12);
-    let stored = read_back(&server, sent).await;
-    let identify = stored.iter().find(|e| e["event"] == "$identify").unwrap();
-    assert_eq!(identify["traits"]["email"], "node@example.com");
-    assert_eq!(
-        identify["context"]["library"]["name"],
-        "@segment/analytics-node"
-    );
-    server.stop().await;
+    report["sent"]
+        .as_array()
+        .expect("a list of sent events")
+        .clone()
 }

@@ -44,6 +44,29 @@ pub struct Decoded {
     pub warnings: Vec<IngestionWarning>,
 }
 
+/// Why one message was dropped: its id if readable, and the (field, reason).
+pub type MessageError = (Option<String>, fields::FieldError);
+
+impl Decoded {
+    /// Sorts the per-message results of a request, in batch order, into events and
+    /// warnings.
+    pub fn from_results(results: impl Iterator<Item = Result<Event, MessageError>>) -> Self {
+        let mut out = Decoded::default();
+        for (index, result) in results.enumerate() {
+            match result {
+                Ok(event) => out.events.push(event),
+                Err((message_id, (field, reason))) => out.warnings.push(IngestionWarning {
+                    index,
+                    message_id,
+                    field,
+                    reason,
+                }),
+            }
+        }
+        out
+    }
+}
+
 /// Why a whole request is refused (the client gets 400 or 413 and should not retry).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CaptureError {

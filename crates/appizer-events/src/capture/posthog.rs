@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::fields::{self, FieldError};
-use super::{CaptureError, Decoded, IngestionWarning, Received};
+use super::{CaptureError, Decoded, MessageError, Received};
 
 #[derive(Debug)]
 pub struct Envelope<'a> {
@@ -78,19 +78,12 @@ pub fn envelope(json: &[u8]) -> Result<Envelope<'_>, CaptureError> {
 
 /// Decodes every event; invalid ones become warnings.
 pub fn decode(envelope: &Envelope<'_>, received: &Received) -> Decoded {
-    let mut out = Decoded::default();
-    for (index, raw) in envelope.messages.iter().enumerate() {
-        match decode_event(raw, envelope, received) {
-            Ok(event) => out.events.push(event),
-            Err((message_id, (field, reason))) => out.warnings.push(IngestionWarning {
-                index,
-                message_id,
-                field,
-                reason,
-            }),
-        }
-    }
-    out
+    Decoded::from_results(
+        envelope
+            .messages
+            .iter()
+            .map(|raw| decode_event(raw, envelope, received)),
+    )
 }
 
 fn message_type_of(event: &str) -> MessageType {
@@ -108,7 +101,7 @@ fn decode_event(
     raw: &RawValue,
     envelope: &Envelope<'_>,
     received: &Received,
-) -> Result<Event, (Option<String>, FieldError)> {
+) -> Result<Event, MessageError> {
     let fail = |id: &Option<String>, field: &str, reason: &str| {
         (id.clone(), (field.to_string(), reason.to_string()))
     };

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::fields::{self, FieldError};
-use super::{CaptureError, Decoded, IngestionWarning, Received};
+use super::{CaptureError, Decoded, MessageError, Received};
 
 /// A request's key and messages, before the messages are decoded.
 #[derive(Debug)]
@@ -94,22 +94,13 @@ pub fn decode(
     route_type: Option<MessageType>,
     received: &Received,
 ) -> Decoded {
-    let mut out = Decoded::default();
-    for (index, raw) in envelope.messages.iter().enumerate() {
-        match decode_message(raw, envelope, route_type, received) {
-            Ok(event) => out.events.push(event),
-            Err((message_id, (field, reason))) => out.warnings.push(IngestionWarning {
-                index,
-                message_id,
-                field,
-                reason,
-            }),
-        }
-    }
-    out
+    Decoded::from_results(
+        envelope
+            .messages
+            .iter()
+            .map(|raw| decode_message(raw, envelope, route_type, received)),
+    )
 }
-
-type MessageError = (Option<String>, FieldError);
 
 fn decode_message(
     raw: &RawValue,

@@ -136,3 +136,15 @@ pub fn test_env(name: &str) -> Option<String> {
         }
     }
 }
+
+/// The `appizer` binary, configured by its arguments alone: `APPIZER_*` variables of the
+/// caller's environment are removed.
+pub fn appizer() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_appizer"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("APPIZER_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
