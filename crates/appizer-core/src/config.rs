@@ -91,6 +91,9 @@ pub struct IngestConfig {
     pub flush_interval_ms: u64,
     /// A message id seen again within this many hours is dropped (at least 24).
     pub dedup_window_hours: u64,
+    /// A MaxMind-format City database (GeoIP2 / GeoLite2 `.mmdb`): events get
+    /// `context.location` (country, region, city) from the client IP.
+    pub geoip_database: Option<PathBuf>,
 }
 
 impl Default for IngestConfig {
@@ -103,6 +106,7 @@ impl Default for IngestConfig {
             flush_rows: 100_000,
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
+            geoip_database: None,
         }
     }
 }
@@ -473,6 +477,8 @@ flush_rows = {flush_rows}
 flush_interval_ms = {flush_interval_ms}
 # A message id seen again within this many hours is dropped as a duplicate (>= 24).
 dedup_window_hours = {dedup_window_hours}
+# A MaxMind-format City database (.mmdb); events then get context.location from the IP.
+# geoip_database = "/var/lib/GeoIP/GeoLite2-City.mmdb"
 
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod counters;
 pub mod dedup;
 pub mod enrich;
+pub mod geoip;
 pub mod metrics;
 pub mod pipeline;
 pub mod warnings;

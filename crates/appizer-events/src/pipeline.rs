@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counters::Counters;
 use crate::dedup::Dedup;
 use crate::enrich::UserAgents;
+use crate::geoip::GeoIp;
 use crate::metrics as m;
 
 /// Serializes the events of one accepted request into a queue record.
@@ -38,6 +39,8 @@ pub struct PipelineConfig {
     pub dedup_window: Duration,
     /// Events a live subscriber may lag behind before it is dropped.
     pub live_buffer: usize,
+    /// Location from the client IP, when a MaxMind City database is configured.
+    pub geoip: Option<Arc<GeoIp>>,
 }
 
 impl Default for PipelineConfig {
@@ -46,6 +49,7 @@ impl Default for PipelineConfig {
             batch_records: 64,
             dedup_window: Duration::from_secs(24 * 3600),
             live_buffer: 4_096,
+            geoip: None,
         }
     }
 }
@@ -174,6 +178,9 @@ impl Pipeline {
                     continue;
                 }
                 user_agents.enrich(&mut event);
+                if let Some(geoip) = &self.config.geoip {
+                    geoip.enrich(&mut event);
+                }
                 kept.push(event);
             }
         }

@@ -13,6 +13,7 @@ use anyhow::Context;
 use appizer_core::config::Config;
 use std::time::Duration;
 
+use appizer_events::geoip::GeoIp;
 use appizer_events::pipeline::{Pipeline, PipelineConfig};
 use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
@@ -69,11 +70,16 @@ impl App {
             )
             .context("cannot open the event store")?,
         );
+        let geoip = match &ingest.geoip_database {
+            Some(path) => Some(Arc::new(GeoIp::open(path)?)),
+            None => None,
+        };
         let pipeline = Pipeline::new(
             queue.clone(),
             events,
             PipelineConfig {
                 dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
+                geoip,
                 ..PipelineConfig::default()
             },
         )

@@ -502,3 +502,72 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn location_comes_from_the_client_ip_with_a_geoip_database() {
+    // The database is written by PyPI `mmdb-writer`, in the Python of the test tools.
+    let Some(python) = common::test_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("city.mmdb");
+    let built = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/build_mmdb.py"
+        ))
+        .arg(&database)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let server = TestServer::start_with(|c| c.ingest.geoip_database = Some(database.clone())).await;
+    let api = Client::new(&server);
+    let body = json!({"batch": [
+        {"type": "track", "userId": "fr", "event": "e", "messageId": "g1", "context": {"ip": "203.0.113.7"}},
+        {"type": "track", "userId": "us", "event": "e", "messageId": "g2", "context": {"ip": "198.51.100.20"}},
+        {"type": "track", "userId": "own", "event": "e", "messageId": "g3",
+         "context": {"ip": "203.0.113.7", "location": {"city": "Lyon"}}},
+        {"type": "track", "userId": "local", "event": "e", "messageId": "g4"}
+    ]});
+    let answer = api
+        .http
+        .post(server.url("/v1/batch"))
+        .basic_auth(&server.keys.write_key, Some(""))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let events = events_within_a_second(&api, &server, "", 4).await;
+    let location = |id: &str| {
+        events.iter().find(|e| e["message_id"] == id).unwrap()["context"]["location"].clone()
+    };
+    assert_eq!(
+        location("g1"),
+        json!({"city": "Paris", "country": "France", "country_code": "FR", "region": "Ile-de-France", "region_code": "IDF"})
+    );
+    assert_eq!(location("g2")["city"], "Austin");
+    assert_eq!(location("g2")["country_code"], "US");
+    assert_eq!(
+        location("g3"),
+        json!({"city": "Lyon"}),
+        "the client's own location is kept"
+    );
+    assert_eq!(location("g4"), Value::Null, "127.0.0.1 is in no database");
+    server.stop().await;
+
+    // A configured database that cannot be read stops the start with a clear error.
+    let mut config = appizer_core::config::Config::for_tests();
+    config.data_dir = dir.path().join("data");
+    config.ingest.geoip_database = Some(dir.path().join("missing.mmdb"));
+    let store = appizer::open_store(&config).await.unwrap();
+    let err = appizer::App::open(config, store)
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("missing.mmdb"), "{err:#}");
+}
