@@ -86,6 +86,13 @@ impl Pipeline {
         store: Arc<EventStore>,
         config: PipelineConfig,
     ) -> Result<Arc<Self>, PipelineError> {
+        let removed = store.remove_uncatalogued_files().await?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed uncatalogued event files left by an interrupted flush"
+            );
+        }
         let mut dedup = Dedup::new(config.dedup_window);
         let since =
             Utc::now() - chrono::Duration::from_std(config.dedup_window).unwrap_or_default();

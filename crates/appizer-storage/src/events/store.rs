@@ -123,6 +123,36 @@ impl EventStore {
         &self.config.root
     }
 
+    /// Removes files under the root that the catalog does not list: the `.tmp` of an
+    /// interrupted write, and a file whose catalog entry was never written (a crash
+    /// between the two; its events are replayed from the queue). Run at start, before
+    /// the workers, so the directory holds exactly the catalogued events for any
+    /// Parquet reader. Returns how many files were removed.
+    pub async fn remove_uncatalogued_files(&self) -> Result<usize, EventStoreError> {
+        let catalogued: std::collections::HashSet<PathBuf> = self
+            .catalog
+            .list_event_files(None)
+            .await?
+            .into_iter()
+            .map(|f| self.config.root.join(f.path))
+            .collect();
+        let mut removed = 0;
+        let mut stack = vec![self.config.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if !catalogued.contains(&path) {
+                    tracing::warn!(file = %path.display(), "removing an event file the catalog does not list");
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The highest queue offset already stored in a catalogued file.
     pub async fn flushed_offset(&self) -> Result<Option<u64>, EventStoreError> {
         Ok(self
@@ -547,6 +577,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recent.len(), 25);
+
+        // A file without a catalog entry (a crash between the two) and a temporary file
+        // are removed; catalogued files stay.
+        let partition = dir.path().join("events").join(&files[0].path);
+        let partition = partition.parent().unwrap();
+        std::fs::write(partition.join("orphan.parquet"), b"x").unwrap();
+        std::fs::write(partition.join("half.parquet.tmp"), b"x").unwrap();
+        assert_eq!(store.remove_uncatalogued_files().await.unwrap(), 2);
+        assert!(!partition.join("orphan.parquet").exists());
+        assert_eq!(count(&store, a).await, 18);
         assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
     }
 }
