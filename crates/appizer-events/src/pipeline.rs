@@ -41,6 +41,8 @@ pub struct PipelineConfig {
     pub live_buffer: usize,
     /// Location from the client IP, when a MaxMind City database is configured.
     pub geoip: Option<Arc<GeoIp>>,
+    /// How often small Parquet files are compacted.
+    pub compaction_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -50,6 +52,7 @@ impl Default for PipelineConfig {
             dedup_window: Duration::from_secs(24 * 3600),
             live_buffer: 4_096,
             geoip: None,
+            compaction_interval: Duration::from_secs(300),
         }
     }
 }
@@ -133,6 +136,12 @@ impl Pipeline {
             .committed
             .max(flushed.map_or(0, |o| o + 1));
         let mut reader = self.queue.reader(start)?;
+        // Stopped when this run ends, however it ends.
+        let _compaction = AbortOnDrop(tokio::spawn(compact_periodically(
+            self.store.clone(),
+            self.config.compaction_interval,
+            shutdown.clone(),
+        )));
         let mut last_prune = std::time::Instant::now();
         loop {
             let records = tokio::select! {
@@ -223,5 +232,37 @@ impl Pipeline {
                 tracing::error!(error = %e, "event flush failed; events stay buffered and are retried");
             }
         }
+    }
+}
+
+/// Compacts small files every `interval` until `shutdown`.
+async fn compact_periodically(
+    store: Arc<EventStore>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match store.compact().await {
+            Ok(done) if done.files_in > 0 => tracing::info!(
+                files_in = done.files_in,
+                files_out = done.files_out,
+                rows = done.rows,
+                "compacted event files"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "event file compaction failed; retried next time"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

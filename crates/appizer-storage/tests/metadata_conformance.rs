@@ -568,6 +568,34 @@ mod cases {
             store.add_event_files(&files[..1]).await,
             Err(StoreError::Conflict(_))
         ));
+
+        // Compaction swaps files atomically; a stale swap changes nothing.
+        let merged = file(w.project.id, "2026-11-25", 9);
+        let merged = EventFile {
+            path: "project=x/date=2026-11-25/merged.parquet".into(),
+            row_count: 20,
+            ..merged
+        };
+        store
+            .replace_event_files(std::slice::from_ref(&merged), &[files[0].path.clone()])
+            .await
+            .unwrap();
+        let mine = store.list_event_files(Some(w.project.id)).await.unwrap();
+        assert_eq!(mine, vec![files[1].clone(), merged.clone()]);
+        let stale = EventFile {
+            path: "project=x/other.parquet".into(),
+            ..merged.clone()
+        };
+        assert!(matches!(
+            store
+                .replace_event_files(&[stale], &[files[0].path.clone()])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store.list_event_files(Some(w.project.id)).await.unwrap(),
+            mine
+        );
     }
 
     pub async fn ping_answers_until_closed(store: &dyn MetadataStore) {

@@ -24,6 +24,7 @@ use parking_lot::RwLock;
 
 use super::schema::{event_schema, events_to_batch};
 use crate::metadata::{EventFile, MetadataStore};
+
 use crate::StoreError;
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,14 @@ pub struct EventStoreConfig {
     pub flush_age: Duration,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Files below this many rows are small; compaction merges them into files of
+    /// at most this many rows.
+    pub compact_target_rows: u64,
+    /// A day of a project is compacted once it has at least this many small files.
+    pub compact_min_files: usize,
+    /// Files replaced by compaction are deleted this long after, so queries that
+    /// listed them just before finish reading.
+    pub retire_grace: Duration,
 }
 
 impl EventStoreConfig {
@@ -45,6 +54,9 @@ impl EventStoreConfig {
             flush_rows: 100_000,
             flush_age: Duration::from_secs(10),
             row_group_rows: 128 * 1024,
+            compact_target_rows: 1_000_000,
+            compact_min_files: 4,
+            retire_grace: Duration::from_secs(60),
         }
     }
 }
@@ -87,8 +99,19 @@ pub struct EventStore {
     buffer: RwLock<Buffer>,
     flushing: RwLock<BTreeMap<ProjectId, ProjectBuffer>>,
     flush_lock: tokio::sync::Mutex<()>,
+    compact_lock: tokio::sync::Mutex<()>,
     /// Changes whenever the data changes (appends, flushes); keys result caches.
     version: AtomicU64,
+    /// Files compaction replaced, with when, awaiting deletion.
+    retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compaction {
+    pub files_in: usize,
+    pub files_out: usize,
+    pub rows: u64,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -115,7 +138,9 @@ impl EventStore {
             buffer: RwLock::new(Buffer::default()),
             flushing: RwLock::new(BTreeMap::new()),
             flush_lock: tokio::sync::Mutex::new(()),
+            compact_lock: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
+            retired: parking_lot::Mutex::new(Vec::new()),
         })
     }
 
@@ -255,6 +280,103 @@ impl EventStore {
         Ok(Some(max_offset))
     }
 
+    /// Merges the small files of each project-day into files of up to
+    /// `compact_target_rows` rows (sorted like every file), swaps them in the catalog in
+    /// one transaction, and deletes replaced files after the grace period.
+    pub async fn compact(&self) -> Result<Compaction, EventStoreError> {
+        // Flushes may go on meanwhile: they only add files, and the catalog swap fails
+        // (changing nothing) if a file to replace is gone.
+        let _one_at_a_time = self.compact_lock.lock().await;
+        self.delete_retired(false)?;
+        let target = self.config.compact_target_rows;
+        let mut partitions: BTreeMap<(ProjectId, String), Vec<EventFile>> = BTreeMap::new();
+        for f in self.catalog.list_event_files(None).await? {
+            if f.row_count < target / 2 {
+                partitions
+                    .entry((f.project_id, f.date.clone()))
+                    .or_default()
+                    .push(f);
+            }
+        }
+        let mut done = Compaction::default();
+        for ((project, date), small) in partitions {
+            if small.len() < self.config.compact_min_files {
+                continue;
+            }
+            // Groups of consecutive files up to the target size.
+            let mut groups: Vec<Vec<EventFile>> = vec![Vec::new()];
+            let mut rows = 0;
+            for f in small {
+                if rows + f.row_count > target && !groups.last().expect("a group").is_empty() {
+                    groups.push(Vec::new());
+                    rows = 0;
+                }
+                rows += f.row_count;
+                groups.last_mut().expect("a group").push(f);
+            }
+            for group in groups.into_iter().filter(|g| g.len() > 1) {
+                let config = self.config.clone();
+                let inputs: Vec<PathBuf> =
+                    group.iter().map(|f| config.root.join(&f.path)).collect();
+                let max_offset = group.iter().map(|f| f.max_queue_offset).max().unwrap_or(0);
+                let date_for_write = date.clone();
+                let merged =
+                    tokio::task::spawn_blocking(move || -> Result<EventFile, EventStoreError> {
+                        let batch = read_files(&inputs)?;
+                        write_file(
+                            &config,
+                            project,
+                            &date_for_write,
+                            &sort_for_pruning(&batch)?,
+                            max_offset,
+                        )
+                    })
+                    .await
+                    .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))??;
+                let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+                if let Err(e) = self
+                    .catalog
+                    .replace_event_files(std::slice::from_ref(&merged), &removed)
+                    .await
+                {
+                    let _ = std::fs::remove_file(self.config.root.join(&merged.path));
+                    return Err(e.into());
+                }
+                let now = Instant::now();
+                self.retired
+                    .lock()
+                    .extend(removed.iter().map(|p| (now, self.config.root.join(p))));
+                done.files_in += group.len();
+                done.files_out += 1;
+                done.rows += merged.row_count;
+                self.version.fetch_add(1, Ordering::Release);
+            }
+        }
+        self.delete_retired(false)?;
+        Ok(done)
+    }
+
+    /// Deletes replaced files whose grace period is over (all of them with `all`).
+    pub fn delete_retired(&self, all: bool) -> Result<(), EventStoreError> {
+        let grace = self.config.retire_grace;
+        let due: Vec<PathBuf> = {
+            let mut retired = self.retired.lock();
+            let (due, keep): (Vec<_>, Vec<_>) = retired
+                .drain(..)
+                .partition(|(at, _)| all || at.elapsed() >= grace);
+            *retired = keep;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
+        for path in due {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Puts batches whose flush failed back in front of the buffer.
     fn restore(&self, projects: BTreeMap<ProjectId, ProjectBuffer>, max_offset: u64) {
         let mut buffer = self.buffer.write();
@@ -359,11 +481,6 @@ fn write_files(
     max_offset: u64,
 ) -> Result<Vec<EventFile>, EventStoreError> {
     let schema = event_schema();
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
-        .build();
     let mut files = Vec::new();
     for (project, buffer) in projects {
         if buffer.batches.is_empty() {
@@ -371,40 +488,74 @@ fn write_files(
         }
         let all = concat_batches(&schema, &buffer.batches)?;
         for (date, day) in split_by_day(&all)? {
-            let sorted = sort_for_pruning(&day)?;
-            let dir = format!("project={project}/date={date}");
-            let name = format!("{}.parquet", uuid::Uuid::now_v7());
-            let full_dir = config.root.join(&dir);
-            std::fs::create_dir_all(&full_dir)?;
-            let tmp = full_dir.join(format!("{name}.tmp"));
-            let file = File::create(&tmp)?;
-            let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone()))?;
-            writer.write(&sorted)?;
-            let file = writer.into_inner()?;
-            file.sync_all()?;
-            let byte_size = file.metadata()?.len();
-            std::fs::rename(&tmp, full_dir.join(&name))?;
-            // The file's entry, and the partition directories' own entries if new.
-            sync_dir(&full_dir)?;
-            if let Some(project_dir) = full_dir.parent() {
-                sync_dir(project_dir)?;
-            }
-            sync_dir(&config.root)?;
-            let (min, max) = time_range(&sorted);
-            files.push(EventFile {
-                path: format!("{dir}/{name}"),
-                project_id: project,
-                date,
-                row_count: sorted.num_rows() as u64,
-                byte_size,
-                min_timestamp: min / 1000,
-                max_timestamp: max / 1000,
-                max_queue_offset: max_offset,
-                created_at: Utc::now(),
-            });
+            files.push(write_file(
+                config,
+                project,
+                &date,
+                &sort_for_pruning(&day)?,
+                max_offset,
+            )?);
         }
     }
     Ok(files)
+}
+
+/// Writes one sorted batch as `project=<id>/date=<day>/<uuid>.parquet`, durably (file
+/// and directory entries fsync'd), and returns its catalog entry.
+fn write_file(
+    config: &EventStoreConfig,
+    project: ProjectId,
+    date: &str,
+    sorted: &RecordBatch,
+    max_offset: u64,
+) -> Result<EventFile, EventStoreError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
+        .build();
+    let dir = format!("project={project}/date={date}");
+    let name = format!("{}.parquet", uuid::Uuid::now_v7());
+    let full_dir = config.root.join(&dir);
+    std::fs::create_dir_all(&full_dir)?;
+    let tmp = full_dir.join(format!("{name}.tmp"));
+    let mut writer = ArrowWriter::try_new(File::create(&tmp)?, event_schema(), Some(properties))?;
+    writer.write(sorted)?;
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    let byte_size = file.metadata()?.len();
+    std::fs::rename(&tmp, full_dir.join(&name))?;
+    // The file's entry, and the partition directories' own entries if new.
+    sync_dir(&full_dir)?;
+    if let Some(project_dir) = full_dir.parent() {
+        sync_dir(project_dir)?;
+    }
+    sync_dir(&config.root)?;
+    let (min, max) = time_range(sorted);
+    Ok(EventFile {
+        path: format!("{dir}/{name}"),
+        project_id: project,
+        date: date.to_string(),
+        row_count: sorted.num_rows() as u64,
+        byte_size,
+        min_timestamp: min / 1000,
+        max_timestamp: max / 1000,
+        max_queue_offset: max_offset,
+        created_at: Utc::now(),
+    })
+}
+
+/// All rows of the Parquet files at `paths`, as one batch of the event schema.
+fn read_files(paths: &[PathBuf]) -> Result<RecordBatch, EventStoreError> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut batches = Vec::new();
+    for path in paths {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
+        for batch in reader {
+            batches.push(batch?);
+        }
+    }
+    Ok(concat_batches(&event_schema(), &batches)?)
 }
 
 /// The first timestamp column of `batch` (`timestamp` in the full schema).
@@ -588,5 +739,67 @@ mod tests {
         assert!(!partition.join("orphan.parquet").exists());
         assert_eq!(count(&store, a).await, 18);
         assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_small_files_of_a_day_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
+                .await
+                .unwrap();
+        let config = EventStoreConfig {
+            retire_grace: Duration::ZERO,
+            ..EventStoreConfig::new(dir.path().join("events"))
+        };
+        let store = EventStore::open(config, catalog.clone()).unwrap();
+        let (a, b) = (ProjectId::new(), ProjectId::new());
+        for round in 0..5u64 {
+            let mut batch = events(a, 10, 0);
+            for e in &mut batch {
+                e.message_id = format!("{}-{round}", e.message_id);
+            }
+            store.append(batch, round).unwrap();
+            store.append(events(b, 2, 0), round).unwrap();
+            store.flush().await.unwrap();
+        }
+        assert_eq!(catalog.list_event_files(Some(a)).await.unwrap().len(), 5);
+        let done = store.compact().await.unwrap();
+        assert_eq!(
+            done,
+            Compaction {
+                files_in: 10,
+                files_out: 2,
+                rows: 60
+            }
+        );
+        let files = catalog.list_event_files(Some(a)).await.unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].row_count, 50);
+        assert_eq!(files[0].max_queue_offset, 4);
+        assert_eq!(count(&store, a).await, 50);
+        assert_eq!(count(&store, b).await, 10);
+        // Only the merged files remain on disk.
+        assert_eq!(store.remove_uncatalogued_files().await.unwrap(), 0);
+        assert_eq!(walk_parquet(&dir.path().join("events")), 2);
+        assert_eq!(
+            store.compact().await.unwrap(),
+            Compaction::default(),
+            "nothing left to merge"
+        );
+    }
+
+    fn walk_parquet(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    walk_parquet(&p)
+                } else {
+                    usize::from(p.extension().is_some_and(|e| e == "parquet"))
+                }
+            })
+            .sum()
     }
 }

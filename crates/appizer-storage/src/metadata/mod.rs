@@ -171,6 +171,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Adds files to the event catalog (after they are durable on disk).
     async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError>;
 
+    /// Replaces catalogued files by others in one transaction (compaction). Fails with
+    /// [`StoreError::Conflict`], changing nothing, if a file to remove is not listed.
+    async fn replace_event_files(
+        &self,
+        added: &[EventFile],
+        removed: &[String],
+    ) -> Result<(), StoreError>;
+
     /// The catalogued files of a project, or of every project.
     async fn list_event_files(
         &self,

@@ -566,7 +566,26 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError> {
+        self.replace_event_files(files, &[]).await
+    }
+
+    async fn replace_event_files(
+        &self,
+        files: &[EventFile],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        for path in removed {
+            let done = sqlx::query("DELETE FROM event_files WHERE path = $1")
+                .bind(path)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "event file {path} is not in the catalog"
+                )));
+            }
+        }
         for f in files {
             sqlx::query(
                 "INSERT INTO event_files (path, project_id, date, row_count, byte_size, \
