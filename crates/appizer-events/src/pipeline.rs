@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use appizer_core::event::Event;
 use appizer_storage::events::EventStore;
-use appizer_storage::queue::{EventQueue, QueueError};
+use appizer_storage::queue::{EventQueue, QueueError, Record};
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
@@ -70,8 +70,10 @@ pub struct Pipeline {
     queue: Arc<dyn EventQueue>,
     store: Arc<EventStore>,
     config: PipelineConfig,
-    /// Worker-side state: the duplicate window and the user-agent cache.
-    work: Mutex<(Dedup, UserAgents)>,
+    /// The duplicate window, consulted in record order.
+    dedup: Mutex<Dedup>,
+    /// One user-agent cache per decoding lane (a lane per core).
+    agents: Vec<Mutex<UserAgents>>,
     live: broadcast::Sender<Arc<Event>>,
     counters: Counters,
 }
@@ -106,7 +108,12 @@ impl Pipeline {
         Ok(Arc::new(Self {
             queue,
             store,
-            work: Mutex::new((dedup, UserAgents::default())),
+            dedup: Mutex::new(dedup),
+            agents: (0..std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 8))
+                .map(|_| Mutex::new(UserAgents::default()))
+                .collect(),
             live,
             counters: Counters::default(),
             config,
@@ -143,16 +150,25 @@ impl Pipeline {
             shutdown.clone(),
         )));
         let mut last_prune = std::time::Instant::now();
+        let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let records = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = reader.next_batch(self.config.batch_records, Duration::from_millis(100)) => r?,
             };
-            for record in records {
-                self.process(record.offset, &record.payload)?;
+            for (offset, events) in on_worker_threads(|| self.prepare(&records)) {
+                self.process(offset, events)?;
             }
-            if self.store.should_flush() {
-                self.flush_and_commit().await;
+            // Flushes run beside the consumer, one at a time: writing Parquet takes long
+            // enough that waiting for it would stall every later event.
+            let idle = flushing
+                .as_ref()
+                .is_none_or(|f: &tokio::task::JoinHandle<()>| f.is_finished());
+            if idle && self.store.should_flush() {
+                let pipeline = self.clone();
+                flushing = Some(tokio::spawn(
+                    async move { pipeline.flush_and_commit().await },
+                ));
             }
             let stats = self.queue.stats();
             metrics::gauge!(m::QUEUE_DEPTH_RECORDS).set(stats.depth() as f64);
@@ -163,43 +179,88 @@ impl Pipeline {
                 last_prune = std::time::Instant::now();
             }
         }
+        if let Some(f) = flushing {
+            let _ = f.await;
+        }
         self.flush_and_commit().await;
         Ok(())
     }
 
-    fn process(&self, offset: u64, payload: &[u8]) -> Result<(), PipelineError> {
-        let events = match decode_record(payload) {
+    /// Decodes and enriches records, one lane per core; results in record order
+    /// (`None` for a record that cannot be decoded).
+    fn prepare(&self, records: &[Record]) -> Vec<(u64, Option<Vec<Event>>)> {
+        let lanes = self.agents.len();
+        if lanes < 2 || records.len() < 2 {
+            return records
+                .iter()
+                .map(|r| (r.offset, self.prepare_one(0, r)))
+                .collect();
+        }
+        let chunk = records.len().div_ceil(lanes);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = records
+                .chunks(chunk)
+                .enumerate()
+                .map(|(lane, part)| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|r| (r.offset, self.prepare_one(lane, r)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("a decoding lane panicked"))
+                .collect()
+        })
+    }
+
+    fn prepare_one(&self, lane: usize, record: &Record) -> Option<Vec<Event>> {
+        let mut events = match decode_record(&record.payload) {
             Ok(events) => events,
             Err(e) => {
                 // Written by this server, checksummed: only a bug gets here. Skip it
                 // rather than stall every later event.
-                tracing::error!(offset, error = %e, "undecodable queue record skipped");
+                tracing::error!(offset = record.offset, error = %e, "undecodable queue record skipped");
                 metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "undecodable").increment(1);
-                self.store.note_offset(offset);
-                return Ok(());
+                return None;
             }
         };
-        let mut kept = Vec::with_capacity(events.len());
-        {
-            let mut work = self.work.lock();
-            let (dedup, user_agents) = &mut *work;
-            for mut event in events {
-                if !dedup.first_sighting(
-                    event.project_id,
-                    &event.message_id,
-                    event.received_at.timestamp_millis(),
-                ) {
-                    metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "duplicate")
-                        .increment(1);
-                    continue;
-                }
-                user_agents.enrich(&mut event);
-                if let Some(geoip) = &self.config.geoip {
-                    geoip.enrich(&mut event);
-                }
-                kept.push(event);
+        let mut agents = self.agents[lane].lock();
+        for event in &mut events {
+            agents.enrich(event);
+            if let Some(geoip) = &self.config.geoip {
+                geoip.enrich(event);
             }
         }
+        Some(events)
+    }
+
+    /// Drops duplicates, then buffers, counts and publishes the events of one record.
+    fn process(&self, offset: u64, events: Option<Vec<Event>>) -> Result<(), PipelineError> {
+        let Some(events) = events else {
+            self.store.note_offset(offset);
+            return Ok(());
+        };
+        let kept: Vec<Event> = {
+            let mut dedup = self.dedup.lock();
+            events
+                .into_iter()
+                .filter(|event| {
+                    let first = dedup.first_sighting(
+                        event.project_id,
+                        &event.message_id,
+                        event.received_at.timestamp_millis(),
+                    );
+                    if !first {
+                        metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "duplicate")
+                            .increment(1);
+                    }
+                    first
+                })
+                .collect()
+        };
         if kept.is_empty() {
             self.store.note_offset(offset);
             return Ok(());
@@ -256,6 +317,15 @@ async fn compact_periodically(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "event file compaction failed; retried next time"),
         }
+    }
+}
+
+/// Runs blocking work from a worker task: on a multi-threaded runtime other tasks move
+/// to another worker meanwhile.
+fn on_worker_threads<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

@@ -97,7 +97,9 @@ pub struct EventStore {
     /// Events not yet in Parquet. During a flush, the batches being written stay in
     /// `flushing` (still queried) until their catalog entries exist.
     buffer: RwLock<Buffer>,
-    flushing: RwLock<BTreeMap<ProjectId, ProjectBuffer>>,
+    /// With the highest queue offset they hold: once a catalogued file carries that
+    /// offset, they are in the files and a query must not read them twice.
+    flushing: RwLock<Option<(u64, BTreeMap<ProjectId, ProjectBuffer>)>>,
     flush_lock: tokio::sync::Mutex<()>,
     compact_lock: tokio::sync::Mutex<()>,
     /// Changes whenever the data changes (appends, flushes); keys result caches.
@@ -136,7 +138,7 @@ impl EventStore {
             config,
             catalog,
             buffer: RwLock::new(Buffer::default()),
-            flushing: RwLock::new(BTreeMap::new()),
+            flushing: RwLock::new(None),
             flush_lock: tokio::sync::Mutex::new(()),
             compact_lock: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
@@ -249,11 +251,20 @@ impl EventStore {
         let taken = {
             let mut buffer = self.buffer.write();
             let taken = std::mem::take(&mut *buffer);
-            *self.flushing.write() = taken.projects.clone();
+            if let Some(offset) = taken.max_offset {
+                *self.flushing.write() = Some((offset, taken.projects.clone()));
+            }
             taken
         };
         let Some(max_offset) = taken.max_offset else {
             return Ok(None);
+        };
+        let take_back = || {
+            self.flushing
+                .write()
+                .take()
+                .map(|(_, projects)| projects)
+                .unwrap_or_default()
         };
         let config = self.config.clone();
         let written =
@@ -263,7 +274,7 @@ impl EventStore {
         let files = match written {
             Ok(files) => files,
             Err(e) => {
-                self.restore(std::mem::take(&mut *self.flushing.write()), max_offset);
+                self.restore(take_back(), max_offset);
                 return Err(e);
             }
         };
@@ -272,10 +283,10 @@ impl EventStore {
             for f in &files {
                 let _ = std::fs::remove_file(self.config.root.join(&f.path));
             }
-            self.restore(std::mem::take(&mut *self.flushing.write()), max_offset);
+            self.restore(take_back(), max_offset);
             return Err(e.into());
         }
-        self.flushing.write().clear();
+        *self.flushing.write() = None;
         self.version.fetch_add(1, Ordering::Release);
         Ok(Some(max_offset))
     }
@@ -449,20 +460,29 @@ impl EventStore {
             from.map_or(i64::MIN, |t| t.timestamp_millis()),
             to.map_or(i64::MAX, |t| t.timestamp_millis()),
         );
-        let files: Vec<String> = self
-            .catalog
-            .list_event_files(Some(project))
-            .await?
+        // Memory first, buffer and flushing slot together (a flush moves rows from one
+        // to the other under the buffer lock); then the catalog. Rows of a flush that
+        // got catalogued in between are read from its files only.
+        let (mut batches, flushing) = {
+            let buffer = self.buffer.read();
+            let flushing = self.flushing.read().as_ref().map(|(offset, projects)| {
+                let batches = projects.get(&project).map(|p| p.batches.clone());
+                (*offset, batches.unwrap_or_default())
+            });
+            let own = buffer.projects.get(&project).map(|p| p.batches.clone());
+            (own.unwrap_or_default(), flushing)
+        };
+        let catalogued = self.catalog.list_event_files(Some(project)).await?;
+        if let Some((offset, flushing_batches)) = flushing {
+            if !catalogued.iter().any(|f| f.max_queue_offset >= offset) {
+                batches.extend(flushing_batches);
+            }
+        }
+        let files: Vec<String> = catalogued
             .into_iter()
             .filter(|f| f.max_timestamp >= from_ms && f.min_timestamp <= to_ms)
             .map(|f| self.config.root.join(&f.path).display().to_string())
             .collect();
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        for source in [&*self.flushing.read(), &self.buffer.read().projects] {
-            if let Some(p) = source.get(&project) {
-                batches.extend(p.batches.iter().cloned());
-            }
-        }
         let memory = ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
         if files.is_empty() {
             return Ok(memory);
