@@ -3,6 +3,7 @@
 //! `compression=lz64` (lz-string base64). Decompressed size is bounded, so a small
 //! compressed body cannot expand without limit.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use base64::Engine;
@@ -23,17 +24,18 @@ pub struct Encoding<'a> {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The JSON bytes carried by `body`, at most `limit` bytes once decoded.
-pub fn decode_body(
-    body: &[u8],
+pub fn decode_body<'a>(
+    body: &'a [u8],
     encoding: &Encoding<'_>,
     limit: usize,
-) -> Result<Vec<u8>, CaptureError> {
+) -> Result<Cow<'a, [u8]>, CaptureError> {
     let is_form = encoding.content_type.is_some_and(|t| {
         t.trim_start()
             .starts_with("application/x-www-form-urlencoded")
     });
     let mut compression = encoding.compression.map(str::to_ascii_lowercase);
-    let mut payload: Vec<u8> = body.to_vec();
+    // Plain JSON, the common case, is returned without a copy.
+    let mut payload: Cow<'a, [u8]> = Cow::Borrowed(body);
 
     if is_form || (body.starts_with(b"data=") && !body.starts_with(b"data={")) {
         let mut data = None;
@@ -48,11 +50,11 @@ pub fn decode_body(
         }
         let data =
             data.ok_or_else(|| CaptureError::malformed("data", "form body has no `data` field"))?;
-        payload = if compression.as_deref() == Some("lz64") {
+        payload = Cow::Owned(if compression.as_deref() == Some("lz64") {
             data.into_bytes()
         } else {
             decode_base64(data.trim())?
-        };
+        });
     }
 
     if compression.as_deref() == Some("lz64") {
@@ -65,7 +67,7 @@ pub fn decode_body(
         if json.len() > limit {
             return Err(CaptureError::TooLarge { limit });
         }
-        return Ok(json.into_bytes());
+        return Ok(Cow::Owned(json.into_bytes()));
     }
 
     let gzip = encoding
@@ -74,9 +76,11 @@ pub fn decode_body(
         || matches!(compression.as_deref(), Some("gzip-js" | "gzip"))
         || payload.starts_with(&GZIP_MAGIC);
     if gzip {
-        payload = gunzip(&payload, limit)?;
+        payload = Cow::Owned(gunzip(&payload, limit)?);
     } else if compression.as_deref() == Some("base64") {
-        payload = decode_base64(std::str::from_utf8(&payload).unwrap_or("").trim())?;
+        payload = Cow::Owned(decode_base64(
+            std::str::from_utf8(&payload).unwrap_or("").trim(),
+        )?);
     }
     if payload.len() > limit {
         return Err(CaptureError::TooLarge { limit });
