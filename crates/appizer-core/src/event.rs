@@ -121,6 +121,40 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of `message_type` named `event` by `distinct_id` at `at`, with a new
+    /// message id, empty properties, traits and context, and no other ids. Callers set
+    /// the rest with struct update syntax.
+    pub fn new(
+        project_id: ProjectId,
+        message_type: MessageType,
+        event: impl Into<String>,
+        distinct_id: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let empty = || serde_json::Value::Object(Default::default());
+        Self {
+            project_id,
+            message_id: uuid::Uuid::now_v7().to_string(),
+            message_type,
+            event: event.into(),
+            distinct_id: distinct_id.into(),
+            user_id: None,
+            anonymous_id: None,
+            name: None,
+            group_id: None,
+            previous_id: None,
+            properties: empty(),
+            traits: empty(),
+            context: empty(),
+            original_timestamp: None,
+            sent_at: None,
+            timestamp: at,
+            received_at: at,
+            ip: None,
+            dialect: Dialect::Segment,
+        }
+    }
+
     /// The timestamp corrected for client clock skew: with `sent_at`,
     /// `received_at - (sent_at - timestamp)`; without it, the client's timestamp; without
     /// either, `received_at`.
@@ -180,25 +214,9 @@ mod tests {
     fn event() -> Event {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         Event {
-            project_id: ProjectId::new(),
             message_id: "m".into(),
-            message_type: MessageType::Track,
-            event: "Signed Up".into(),
-            distinct_id: "u".into(),
             user_id: Some("u".into()),
-            anonymous_id: None,
-            name: None,
-            group_id: None,
-            previous_id: None,
-            properties: serde_json::json!({}),
-            traits: serde_json::json!({}),
-            context: serde_json::json!({}),
-            original_timestamp: None,
-            sent_at: None,
-            timestamp: at,
-            received_at: at,
-            ip: None,
-            dialect: Dialect::Segment,
+            ..Event::new(ProjectId::new(), MessageType::Track, "Signed Up", "u", at)
         }
     }
 

@@ -103,31 +103,20 @@ impl UserAgents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appizer_core::event::{Dialect, MessageType};
+    use appizer_core::event::MessageType;
     use appizer_core::ProjectId;
 
     fn event(context: Value) -> Event {
-        let now = chrono::Utc::now();
         Event {
-            project_id: ProjectId::new(),
-            message_id: "m".into(),
-            message_type: MessageType::Page,
-            event: "$pageview".into(),
-            distinct_id: "d".into(),
-            user_id: None,
             anonymous_id: Some("d".into()),
-            name: None,
-            group_id: None,
-            previous_id: None,
-            properties: json!({}),
-            traits: json!({}),
             context,
-            original_timestamp: None,
-            sent_at: None,
-            timestamp: now,
-            received_at: now,
-            ip: None,
-            dialect: Dialect::Segment,
+            ..Event::new(
+                ProjectId::new(),
+                MessageType::Page,
+                "$pageview",
+                "d",
+                chrono::Utc::now(),
+            )
         }
     }
 

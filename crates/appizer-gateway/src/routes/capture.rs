@@ -174,38 +174,28 @@ async fn accept(
     };
     let json = decode_body(&raw, &encoding, limit).map_err(capture_error)?;
 
-    let started = Instant::now();
+    let received_by = |principal: &Principal| Received {
+        project_id: principal
+            .project_id()
+            .expect("write keys belong to a project"),
+        received_at,
+        ip: ip.map(|i| i.to_string()),
+    };
     let (principal, decoded) = match dialect {
         Dialect::Segment => {
             let envelope = segment::envelope(&json, message_type).map_err(capture_error)?;
             let key = write_key_from_basic(&parts.headers).or(envelope.write_key.clone());
             let principal = authenticate(state, key.as_deref()).await?;
-            let received = Received {
-                project_id: principal
-                    .project_id()
-                    .expect("write keys belong to a project"),
-                received_at,
-                ip: ip.map(|i| i.to_string()),
-            };
-            (
-                principal,
-                segment::decode(&envelope, message_type, &received),
-            )
+            let decoded = segment::decode(&envelope, message_type, &received_by(&principal));
+            (principal, decoded)
         }
         Dialect::Posthog => {
             let envelope = posthog::envelope(&json).map_err(capture_error)?;
             let principal = authenticate(state, envelope.api_key.as_deref()).await?;
-            let received = Received {
-                project_id: principal
-                    .project_id()
-                    .expect("write keys belong to a project"),
-                received_at,
-                ip: ip.map(|i| i.to_string()),
-            };
-            (principal, posthog::decode(&envelope, &received))
+            let decoded = posthog::decode(&envelope, &received_by(&principal));
+            (principal, decoded)
         }
     };
-    tracing::trace!(elapsed_us = started.elapsed().as_micros() as u64, "decoded");
     enqueue(state, &principal, dialect, decoded).await
 }
 

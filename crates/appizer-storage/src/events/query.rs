@@ -174,31 +174,16 @@ mod tests {
     use super::*;
     use crate::events::store::EventStoreConfig;
     use crate::open_metadata_store;
-    use appizer_core::event::{Dialect, Event, MessageType};
+    use appizer_core::event::{Event, MessageType};
     use serde_json::json;
 
     fn event(project: ProjectId, i: i64, name: &str, who: &str, props: serde_json::Value) -> Event {
         let at = DateTime::from_timestamp(1_795_000_000 + i, 0).unwrap();
         Event {
-            project_id: project,
             message_id: format!("m{i:03}"),
-            message_type: MessageType::Track,
-            event: name.into(),
-            distinct_id: who.into(),
             user_id: Some(who.into()),
-            anonymous_id: None,
-            name: None,
-            group_id: None,
-            previous_id: None,
             properties: props,
-            traits: json!({}),
-            context: json!({}),
-            original_timestamp: None,
-            sent_at: None,
-            timestamp: at,
-            received_at: at,
-            ip: None,
-            dialect: Dialect::Segment,
+            ..Event::new(project, MessageType::Track, name, who, at)
         }
     }
 

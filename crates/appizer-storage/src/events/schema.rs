@@ -255,7 +255,7 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<StoredEvent>, ArrowErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appizer_core::event::{Dialect, MessageType};
+    use appizer_core::event::MessageType;
     use appizer_core::ProjectId;
     use serde_json::json;
 
@@ -264,26 +264,16 @@ mod tests {
         (0..n)
             .map(|i| {
                 let at = DateTime::from_timestamp(1_795_000_000 + i as i64, 123_000).unwrap();
+                let name = if i % 2 == 0 { "Signed Up" } else { "Clicked" };
+                let who = format!("u{}", i % 3);
                 Event {
-                    project_id,
                     message_id: format!("m{i}"),
-                    message_type: MessageType::Track,
-                    event: if i % 2 == 0 { "Signed Up" } else { "Clicked" }.into(),
-                    distinct_id: format!("u{}", i % 3),
-                    user_id: Some(format!("u{}", i % 3)),
-                    anonymous_id: None,
-                    name: None,
-                    group_id: None,
-                    previous_id: None,
+                    user_id: Some(who.clone()),
                     properties: json!({"i": i, "plan": "pro"}),
-                    traits: json!({}),
                     context: json!({"browser": {"name": "Firefox"}}),
                     original_timestamp: Some(at),
-                    sent_at: None,
-                    timestamp: at,
-                    received_at: at,
                     ip: Some("203.0.113.1".into()),
-                    dialect: Dialect::Segment,
+                    ..Event::new(project_id, MessageType::Track, name, who, at)
                 }
             })
             .collect()

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,9 +101,7 @@ pub struct EventStore {
     flushing: RwLock<Option<(u64, BTreeMap<ProjectId, ProjectBuffer>)>>,
     flush_lock: tokio::sync::Mutex<()>,
     compact_lock: tokio::sync::Mutex<()>,
-    /// Changes whenever the data changes (appends, flushes); keys result caches.
-    version: AtomicU64,
-    /// Files compaction replaced, with when, awaiting deletion.
+    /// Files compaction replaced, with when, awaiting deletion by a later pass.
     retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
 }
 
@@ -141,13 +138,8 @@ impl EventStore {
             flushing: RwLock::new(None),
             flush_lock: tokio::sync::Mutex::new(()),
             compact_lock: tokio::sync::Mutex::new(()),
-            version: AtomicU64::new(0),
             retired: parking_lot::Mutex::new(Vec::new()),
         })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.config.root
     }
 
     /// Removes files under the root that the catalog does not list: the `.tmp` of an
@@ -214,7 +206,6 @@ impl EventStore {
         buffer.oldest.get_or_insert_with(Instant::now);
         buffer.max_offset = Some(buffer.max_offset.map_or(max_offset, |m| m.max(max_offset)));
         drop(buffer);
-        self.version.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -229,10 +220,6 @@ impl EventStore {
     /// Rows waiting in memory.
     pub fn buffered_rows(&self) -> usize {
         self.buffer.read().rows
-    }
-
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
     }
 
     /// Whether the buffer is big or old enough to flush.
@@ -287,7 +274,6 @@ impl EventStore {
             return Err(e.into());
         }
         *self.flushing.write() = None;
-        self.version.fetch_add(1, Ordering::Release);
         Ok(Some(max_offset))
     }
 
@@ -298,7 +284,6 @@ impl EventStore {
         // Flushes may go on meanwhile: they only add files, and the catalog swap fails
         // (changing nothing) if a file to replace is gone.
         let _one_at_a_time = self.compact_lock.lock().await;
-        self.delete_retired(false)?;
         let target = self.config.compact_target_rows;
         let mut partitions: BTreeMap<(ProjectId, String), Vec<EventFile>> = BTreeMap::new();
         for f in self.catalog.list_event_files(None).await? {
@@ -360,21 +345,19 @@ impl EventStore {
                 done.files_in += group.len();
                 done.files_out += 1;
                 done.rows += merged.row_count;
-                self.version.fetch_add(1, Ordering::Release);
             }
         }
-        self.delete_retired(false)?;
+        self.delete_retired()?;
         Ok(done)
     }
 
-    /// Deletes replaced files whose grace period is over (all of them with `all`).
-    pub fn delete_retired(&self, all: bool) -> Result<(), EventStoreError> {
+    /// Deletes replaced files whose grace period is over.
+    fn delete_retired(&self) -> Result<(), EventStoreError> {
         let grace = self.config.retire_grace;
         let due: Vec<PathBuf> = {
             let mut retired = self.retired.lock();
-            let (due, keep): (Vec<_>, Vec<_>) = retired
-                .drain(..)
-                .partition(|(at, _)| all || at.elapsed() >= grace);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|(at, _)| at.elapsed() >= grace);
             *retired = keep;
             due.into_iter().map(|(_, p)| p).collect()
         };
@@ -651,7 +634,7 @@ fn sort_for_pruning(batch: &RecordBatch) -> Result<RecordBatch, EventStoreError>
 mod tests {
     use super::*;
     use crate::open_metadata_store;
-    use appizer_core::event::{Dialect, MessageType};
+    use appizer_core::event::MessageType;
     use datafusion::prelude::{col, lit};
     use serde_json::json;
 
@@ -662,25 +645,16 @@ mod tests {
                     DateTime::from_timestamp(1_795_000_000 + day_offset * 86_400 + i as i64, 0)
                         .unwrap();
                 Event {
-                    project_id: project,
                     message_id: format!("m{day_offset}-{i}"),
-                    message_type: MessageType::Track,
-                    event: ["b", "a", "c"][i % 3].into(),
-                    distinct_id: format!("u{i}"),
-                    user_id: None,
                     anonymous_id: Some(format!("u{i}")),
-                    name: None,
-                    group_id: None,
-                    previous_id: None,
                     properties: json!({"i": i}),
-                    traits: json!({}),
-                    context: json!({}),
-                    original_timestamp: None,
-                    sent_at: None,
-                    timestamp: at,
-                    received_at: at,
-                    ip: None,
-                    dialect: Dialect::Segment,
+                    ..Event::new(
+                        project,
+                        MessageType::Track,
+                        ["b", "a", "c"][i % 3],
+                        format!("u{i}"),
+                        at,
+                    )
                 }
             })
             .collect()
