@@ -120,7 +120,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn init_command(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = appizer::open_store(&config).await?;
-    match initialize(store.as_ref()).await {
+    let outcome = initialize(store.as_ref()).await;
+    // Closing the last connection checkpoints SQLite's write-ahead log into the
+    // database file, so the process leaves one complete file behind.
+    store.close().await;
+    match outcome {
         Ok(output) if json => {
             println!("{}", serde_json::to_string(&output)?);
             Ok(ExitCode::SUCCESS)

@@ -37,6 +37,10 @@ fn init_json_prints_one_object_and_a_second_init_changes_nothing() {
     assert!(json["write_key"].as_str().unwrap().starts_with("apz_wk_"));
     let db = data.join("metadata.db");
     assert!(db.exists());
+    assert!(
+        !data.join("metadata.db-wal").exists(),
+        "init leaves one complete database file, its log checkpointed"
+    );
     let before = std::fs::read(&db).unwrap();
 
     let again = appizer()

@@ -261,6 +261,14 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn close(&self) {
+        if self.backend == Backend::Sqlite {
+            // Fold the write-ahead log into the database file, so what is on disk
+            // after close is one complete file whatever happens to the connections.
+            // Best effort: a failure leaves the log, which SQLite replays on open.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await;
+        }
         self.pool.close().await;
     }
 
