@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrganizationId, ProjectId};
+use crate::json::JsonObject;
 
 /// Largest message, serialized, in bytes (Segment's documented limit).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -98,12 +99,12 @@ pub struct Event {
     pub group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<String>,
-    /// Event properties (a JSON object).
-    pub properties: serde_json::Value,
-    /// Identify / group traits (a JSON object; empty for other types).
-    pub traits: serde_json::Value,
+    /// Event properties.
+    pub properties: JsonObject,
+    /// Identify / group traits (empty for other types).
+    pub traits: JsonObject,
     /// Client context: library, ip, userAgent, locale, app, device, os, page...
-    pub context: serde_json::Value,
+    pub context: JsonObject,
     /// When the event happened, as the client said (before skew correction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_timestamp: Option<DateTime<Utc>>,
@@ -131,7 +132,6 @@ impl Event {
         distinct_id: impl Into<String>,
         at: DateTime<Utc>,
     ) -> Self {
-        let empty = || serde_json::Value::Object(Default::default());
         Self {
             project_id,
             message_id: uuid::Uuid::now_v7().to_string(),
@@ -143,9 +143,9 @@ impl Event {
             name: None,
             group_id: None,
             previous_id: None,
-            properties: empty(),
-            traits: empty(),
-            context: empty(),
+            properties: JsonObject::empty(),
+            traits: JsonObject::empty(),
+            context: JsonObject::empty(),
             original_timestamp: None,
             sent_at: None,
             timestamp: at,

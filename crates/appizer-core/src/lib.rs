@@ -5,6 +5,7 @@ pub mod config;
 pub mod error_code;
 pub mod event;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod role;
 pub mod secret;

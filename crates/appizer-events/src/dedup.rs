@@ -2,20 +2,50 @@
 //! 64-bit hashes of (project, message id); at 10 million ids in the window, the chance
 //! that any two distinct ids collide is about 3 in a million. The set lives in memory
 //! and is rebuilt at start from the Parquet files of the window, so it survives restarts.
+//!
+//! The ids are kept in two generations of plain hash sets (8 bytes a slot, no
+//! timestamps): `current` takes new ids; once it is a window old it becomes `previous`
+//! and the old `previous` is dropped whole. An id is therefore remembered for at least
+//! one window and at most two, and expiry costs nothing per id.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use appizer_core::ProjectId;
 
-/// Seen message ids with the time they were received.
+/// Keys are already uniform hashes: the table uses them as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than lose it.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// Seen message ids, in two generations.
 #[derive(Debug)]
 pub struct Dedup {
     window_ms: i64,
-    seen: HashMap<u64, i64>,
-    next_sweep_len: usize,
+    /// Ids first seen since `current_since_ms`.
+    current: IdSet,
+    current_since_ms: Option<i64>,
+    /// Ids of the generation before, all seen less than two windows ago.
+    previous: IdSet,
 }
 
 fn key(project: ProjectId, message_id: &str) -> u64 {
@@ -29,45 +59,55 @@ fn key(project: ProjectId, message_id: &str) -> u64 {
 impl Dedup {
     pub fn new(window: Duration) -> Self {
         Self {
-            window_ms: window.as_millis() as i64,
-            seen: HashMap::new(),
-            next_sweep_len: 1 << 16,
+            window_ms: window.as_millis().max(1) as i64,
+            current: IdSet::default(),
+            current_since_ms: None,
+            previous: IdSet::default(),
         }
     }
 
-    /// Records the id; `true` when it was not seen within the window before `at_ms`.
+    /// Records the id; `true` when it was not seen before `at_ms` within the window
+    /// (ids are remembered for at least one window, at most two).
     pub fn first_sighting(&mut self, project: ProjectId, message_id: &str, at_ms: i64) -> bool {
-        if self.seen.len() >= self.next_sweep_len {
-            let horizon = at_ms - self.window_ms;
-            self.seen.retain(|_, seen| *seen >= horizon);
-            self.next_sweep_len = (self.seen.len() * 2).max(1 << 16);
+        let since = *self.current_since_ms.get_or_insert(at_ms);
+        let age = at_ms - since;
+        if age >= 2 * self.window_ms {
+            // Idle for two windows: nothing held is recent enough to matter.
+            self.previous = IdSet::default();
+            self.current = IdSet::default();
+            self.current_since_ms = Some(at_ms);
+        } else if age >= self.window_ms {
+            self.previous = std::mem::take(&mut self.current);
+            self.current_since_ms = Some(at_ms);
         }
-        // The window counts from the first sighting.
-        match self.seen.entry(key(project, message_id)) {
-            Entry::Occupied(seen) if at_ms - *seen.get() <= self.window_ms => false,
-            Entry::Occupied(mut expired) => {
-                expired.insert(at_ms);
-                true
-            }
-            Entry::Vacant(new) => {
-                new.insert(at_ms);
-                true
-            }
+        let key = key(project, message_id);
+        if self.previous.contains(&key) {
+            return false;
         }
+        self.current.insert(key)
     }
 
+    /// Ids held (both generations).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.current.len() + self.previous.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
+    }
+
+    /// Bytes the sets' tables take (slots plus control bytes), for the memory figures.
+    pub fn table_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<u64>() + 1;
+        (self.current.capacity() + self.previous.capacity()) * slot
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: i64 = 86_400_000;
 
     #[test]
     fn ids_are_dropped_within_the_window_per_project() {
@@ -76,24 +116,53 @@ mod tests {
         assert!(d.first_sighting(a, "m1", 0));
         assert!(!d.first_sighting(a, "m1", 1_000));
         assert!(d.first_sighting(b, "m1", 1_000), "projects are apart");
+        assert!(!d.first_sighting(a, "m1", DAY), "a full window later");
         assert!(
-            !d.first_sighting(a, "m1", 86_400_000),
-            "the window counts from the first"
+            !d.first_sighting(a, "m1", DAY + 1),
+            "still held by the previous generation"
         );
         assert!(
-            d.first_sighting(a, "m1", 86_400_001),
-            "past the window it is new again"
+            d.first_sighting(a, "m1", 2 * DAY + 2),
+            "two windows after the generation began it is new again"
         );
     }
 
     #[test]
-    fn old_ids_are_swept_as_the_set_grows() {
+    fn every_id_is_remembered_for_at_least_a_window() {
+        let mut d = Dedup::new(Duration::from_millis(1_000));
+        let p = ProjectId::new();
+        // One id every 7 ms over 10 windows; each is checked again 999 ms after it came.
+        for i in 0..1_430 {
+            let at = i * 7;
+            assert!(d.first_sighting(p, &format!("m{i}"), at));
+            if at >= 999 {
+                let earlier = (at - 999 + 6) / 7;
+                assert!(
+                    !d.first_sighting(p, &format!("m{earlier}"), at),
+                    "m{earlier} forgotten at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn old_generations_are_dropped_whole() {
         let mut d = Dedup::new(Duration::from_millis(10));
         let p = ProjectId::new();
-        for i in 0..(1 << 16) {
+        for i in 0..1_000 {
             d.first_sighting(p, &i.to_string(), 0);
         }
-        d.first_sighting(p, "late", 1_000);
+        assert_eq!(d.len(), 1_000);
+        d.first_sighting(p, "next", 10);
+        assert_eq!(
+            d.len(),
+            1_001,
+            "the first generation is now the previous one"
+        );
+        d.first_sighting(p, "later", 20);
+        assert_eq!(d.len(), 2, "a generation two windows old is gone");
+        d.first_sighting(p, "much later", 1_000);
         assert_eq!(d.len(), 1);
+        assert!(d.table_bytes() > 0);
     }
 }

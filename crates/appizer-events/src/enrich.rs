@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use appizer_core::event::Event;
+use appizer_core::json::{object_fields, raw_string};
 use serde_json::{json, Value};
 
 /// Distinct user agents remembered; past this the cache starts over.
@@ -71,32 +72,40 @@ impl UserAgents {
     /// `$user_agent` (PostHog) and fills `context.browser`, `context.os` and
     /// `context.device.type` when the client did not set them.
     pub fn enrich(&mut self, event: &mut Event) {
-        let agent = event
-            .context
-            .get("userAgent")
-            .or_else(|| event.properties.get("$raw_user_agent"))
-            .or_else(|| event.properties.get("$user_agent"))
-            .and_then(Value::as_str);
+        let [agent, browser, os, device] =
+            event
+                .context
+                .fields(["userAgent", "browser", "os", "device"]);
+        let agent = agent.and_then(raw_string).or_else(|| {
+            let [raw, plain] = event.properties.fields(["$raw_user_agent", "$user_agent"]);
+            raw.and_then(raw_string)
+                .or_else(|| plain.and_then(raw_string))
+        });
         let Some(agent) = agent else { return };
-        let parsed = self.parse(agent);
-        let Value::Object(context) = &mut event.context else {
-            return;
-        };
-        if let Some((name, version)) = parsed.browser {
-            context
-                .entry("browser")
-                .or_insert_with(|| json!({"name": name, "version": version}));
+        let (has_browser, has_os) = (browser.is_some(), os.is_some());
+        // `device` present: only a missing `type` inside it is filled (rare; via the tree).
+        let device = device.map(|d| object_fields(d.get(), ["type"])[0].is_some());
+        let parsed = self.parse(&agent);
+        let mut added = Vec::with_capacity(3);
+        if let (Some((name, version)), false) = (parsed.browser, has_browser) {
+            added.push(("browser", json!({"name": name, "version": version})));
         }
-        if let Some((name, version)) = parsed.os {
-            context
-                .entry("os")
-                .or_insert_with(|| json!({"name": name, "version": version}));
+        if let (Some((name, version)), false) = (parsed.os, has_os) {
+            added.push(("os", json!({"name": name, "version": version})));
         }
+        let context = &mut event.context;
         if let Some(kind) = parsed.device_type {
-            if let Value::Object(device) = context.entry("device").or_insert_with(|| json!({})) {
-                device.entry("type").or_insert_with(|| kind.into());
+            match device {
+                None => added.push(("device", json!({"type": kind}))),
+                Some(false) => context.update(|c| {
+                    if let Some(Value::Object(d)) = c.get_mut("device") {
+                        d.entry("type").or_insert_with(|| kind.into());
+                    }
+                }),
+                Some(true) => {}
             }
         }
+        context.prepend(&added);
     }
 }
 
@@ -109,7 +118,7 @@ mod tests {
     fn event(context: Value) -> Event {
         Event {
             anonymous_id: Some("d".into()),
-            context,
+            context: context.try_into().unwrap(),
             ..Event::new(
                 ProjectId::new(),
                 MessageType::Page,
@@ -129,25 +138,33 @@ mod tests {
             // The second time from the cache, with the same result.
             let mut e = event(json!({"userAgent": firefox}));
             agents.enrich(&mut e);
-            assert_eq!(e.context["browser"]["name"], "Firefox");
-            assert_eq!(e.context["browser"]["version"], "120.0");
-            assert_eq!(e.context["os"]["name"], "Windows 10");
-            assert_eq!(e.context["device"]["type"], "desktop");
+            assert_eq!(e.context.to_value()["browser"]["name"], "Firefox");
+            assert_eq!(e.context.to_value()["browser"]["version"], "120.0");
+            assert_eq!(e.context.to_value()["os"]["name"], "Windows 10");
+            assert_eq!(e.context.to_value()["device"]["type"], "desktop");
         }
         assert_eq!(agents.cache.len(), 1);
 
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
         let mut e = event(json!({"userAgent": iphone, "os": {"name": "iOS", "version": "17.0.1"}}));
         agents.enrich(&mut e);
-        assert_eq!(e.context["device"]["type"], "mobile");
+        assert_eq!(e.context.to_value()["device"]["type"], "mobile");
         assert_eq!(
-            e.context["os"]["version"], "17.0.1",
+            e.context.to_value()["os"]["version"],
+            "17.0.1",
             "the client's own value is kept"
         );
 
         let mut e = event(json!({}));
         agents.enrich(&mut e);
         assert_eq!(e.context, json!({}));
+
+        let mut e = event(json!({"userAgent": firefox, "device": {"model": "X"}}));
+        agents.enrich(&mut e);
+        assert_eq!(
+            e.context.to_value()["device"],
+            json!({"model": "X", "type": "desktop"})
+        );
     }
 
     #[test]

@@ -85,14 +85,13 @@ impl GeoIp {
         let Some(ip) = event.ip.as_deref().and_then(|ip| ip.parse().ok()) else {
             return;
         };
-        let Value::Object(context) = &mut event.context else {
-            return;
-        };
-        if context.contains_key("location") {
+        if event.context.fields(["location"])[0].is_some() {
             return;
         }
         if let Some(location) = self.locate(ip) {
-            context.insert("location".into(), Value::Object(location));
+            event
+                .context
+                .prepend(&[("location", Value::Object(location))]);
         }
     }
 }

@@ -12,6 +12,10 @@ pub const QUEUE_DEPTH_RECORDS: &str = "appizer_queue_depth_records";
 pub const QUEUE_DISK_BYTES: &str = "appizer_queue_disk_bytes";
 /// Events buffered in memory, not yet in Parquet.
 pub const BUFFERED_EVENTS: &str = "appizer_events_buffered_events";
+/// Message ids held by the duplicate window.
+pub const DEDUP_IDS: &str = "appizer_ingest_dedup_ids";
+/// Bytes of the duplicate window's tables.
+pub const DEDUP_TABLE_BYTES: &str = "appizer_ingest_dedup_table_bytes";
 /// Failed flushes to Parquet (retried).
 pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
 /// Ingestion warnings not stored because the writer was behind or the store failed.

@@ -174,6 +174,11 @@ impl Pipeline {
             metrics::gauge!(m::QUEUE_DEPTH_RECORDS).set(stats.depth() as f64);
             metrics::gauge!(m::QUEUE_DISK_BYTES).set(stats.disk_bytes as f64);
             metrics::gauge!(m::BUFFERED_EVENTS).set(self.store.buffered_rows() as f64);
+            {
+                let dedup = self.dedup.lock();
+                metrics::gauge!(m::DEDUP_IDS).set(dedup.len() as f64);
+                metrics::gauge!(m::DEDUP_TABLE_BYTES).set(dedup.table_bytes() as f64);
+            }
             if last_prune.elapsed() > Duration::from_secs(60) {
                 self.counters.prune(Utc::now().timestamp_millis());
                 last_prune = std::time::Instant::now();

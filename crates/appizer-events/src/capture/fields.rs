@@ -2,7 +2,9 @@
 //! timestamps as ISO-8601 text or epoch milliseconds, objects that may be `null`.
 
 use appizer_core::event::MAX_ID_BYTES;
+use appizer_core::json::JsonObject;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// A rule a field broke: `(field, reason)`.
@@ -15,7 +17,12 @@ fn broke(field: &str, reason: impl Into<String>) -> FieldError {
 /// An id field: a non-blank string or a number, at most [`MAX_ID_BYTES`]. Absent or
 /// `null` is `None`.
 pub fn id(message: &Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
-    let text = match message.get(field) {
+    id_value(message.get(field), field)
+}
+
+/// [`id`] of a value already at hand.
+pub fn id_value(value: Option<&Value>, field: &str) -> Result<Option<String>, FieldError> {
+    let text = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => s.trim().to_string(),
         Some(Value::Number(n)) => n.to_string(),
@@ -35,7 +42,12 @@ pub fn id(message: &Map<String, Value>, field: &str) -> Result<Option<String>, F
 
 /// A required non-empty string of at most [`MAX_ID_BYTES`] (event names).
 pub fn name(message: &Map<String, Value>, field: &str) -> Result<String, FieldError> {
-    match message.get(field) {
+    name_value(message.get(field), field)
+}
+
+/// [`name`] of a value already at hand.
+pub fn name_value(value: Option<&Value>, field: &str) -> Result<String, FieldError> {
+    match value {
         Some(Value::String(s)) if !s.trim().is_empty() => {
             if s.len() > MAX_ID_BYTES {
                 Err(broke(
@@ -59,6 +71,14 @@ pub fn take_object(message: &mut Map<String, Value>, field: &str) -> Result<Valu
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(v @ Value::Object(_)) => Ok(v),
         Some(_) => Err(broke(field, "must be an object")),
+    }
+}
+
+/// An object field kept as text; absent or `null` is an empty object.
+pub fn raw_object(raw: Option<&RawValue>, field: &str) -> Result<JsonObject, FieldError> {
+    match raw {
+        None => Ok(JsonObject::empty()),
+        Some(raw) => JsonObject::from_raw(raw).ok_or_else(|| broke(field, "must be an object")),
     }
 }
 

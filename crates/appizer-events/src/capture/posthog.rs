@@ -5,6 +5,7 @@
 //! events of a request must carry the same key.
 
 use appizer_core::event::{Dialect, Event, MessageType, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
+use appizer_core::json::JsonObject;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -188,9 +189,9 @@ fn decode_event(
         name: None,
         group_id: None,
         previous_id: alias,
-        properties,
-        traits: Value::Object(Map::new()),
-        context: Value::Object(context),
+        properties: JsonObject::from_map(props),
+        traits: JsonObject::empty(),
+        context: JsonObject::from_map(&context),
         original_timestamp,
         sent_at,
         timestamp: received.received_at,
@@ -247,7 +248,10 @@ mod tests {
             chrono::Duration::seconds(1)
         );
         assert_eq!(e[1].anonymous_id.as_deref(), Some("d1"));
-        assert_eq!(e[1].properties["$set"], json!({"email": "user@x"}));
+        assert_eq!(
+            e[1].properties.to_value()["$set"],
+            json!({"email": "user@x"})
+        );
         assert_eq!(e[2].distinct_id, "user@x");
         assert_eq!(e[2].previous_id.as_deref(), Some("u-42"));
 

@@ -102,6 +102,30 @@ pub fn decode(
     )
 }
 
+/// The fields of a Segment message this server reads; object fields stay text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Message<'a> {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    event: Option<Value>,
+    user_id: Option<Value>,
+    anonymous_id: Option<Value>,
+    message_id: Option<Value>,
+    group_id: Option<Value>,
+    previous_id: Option<Value>,
+    name: Option<Value>,
+    timestamp: Option<Value>,
+    original_timestamp: Option<Value>,
+    sent_at: Option<Value>,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow)]
+    traits: Option<&'a RawValue>,
+    #[serde(borrow)]
+    context: Option<&'a RawValue>,
+}
+
 fn decode_message(
     raw: &RawValue,
     envelope: &Envelope<'_>,
@@ -118,15 +142,23 @@ fn decode_message(
             &format!("a message is at most {MAX_MESSAGE_BYTES} bytes"),
         ));
     }
-    let mut message: Map<String, Value> = serde_json::from_str(raw.get())
-        .map_err(|_| fail(&None, "message", "a message must be a JSON object"))?;
-    let message_id = fields::id(&message, "messageId").ok().flatten();
+    let message: Message = serde_json::from_str(raw.get()).map_err(|e| {
+        let reason = if raw.get().starts_with('{') {
+            format!("a message must be a JSON object without repeated keys: {e}")
+        } else {
+            "a message must be a JSON object".to_string()
+        };
+        fail(&None, "message", &reason)
+    })?;
+    let message_id = fields::id_value(message.message_id.as_ref(), "messageId")
+        .ok()
+        .flatten();
     let with_id = |e: FieldError| (message_id.clone(), e);
 
     let message_type = match route_type {
         Some(t) => t,
         None => {
-            let text = message.get("type").and_then(Value::as_str).unwrap_or("");
+            let text = message.kind.as_ref().and_then(Value::as_str).unwrap_or("");
             MessageType::parse(text).ok_or_else(|| {
                 fail(
                     &message_id,
@@ -136,21 +168,25 @@ fn decode_message(
             })?
         }
     };
-    let user_id = fields::id(&message, "userId").map_err(with_id)?;
-    let anonymous_id = fields::id(&message, "anonymousId").map_err(with_id)?;
+    let user_id = fields::id_value(message.user_id.as_ref(), "userId").map_err(with_id)?;
+    let anonymous_id =
+        fields::id_value(message.anonymous_id.as_ref(), "anonymousId").map_err(with_id)?;
     let distinct_id = user_id
         .clone()
         .or_else(|| anonymous_id.clone())
         .ok_or_else(|| fail(&message_id, "userId", "userId or anonymousId is required"))?;
     let event = match message_type {
-        MessageType::Track => fields::name(&message, "event").map_err(with_id)?,
+        MessageType::Track => {
+            fields::name_value(message.event.as_ref(), "event").map_err(with_id)?
+        }
         other => other.implied_event().to_string(),
     };
-    let group_id = fields::id(&message, "groupId").map_err(with_id)?;
+    let group_id = fields::id_value(message.group_id.as_ref(), "groupId").map_err(with_id)?;
     if message_type == MessageType::Group && group_id.is_none() {
         return Err(fail(&message_id, "groupId", "is required for group"));
     }
-    let previous_id = fields::id(&message, "previousId").map_err(with_id)?;
+    let previous_id =
+        fields::id_value(message.previous_id.as_ref(), "previousId").map_err(with_id)?;
     if message_type == MessageType::Alias && (previous_id.is_none() || user_id.is_none()) {
         let field = if previous_id.is_none() {
             "previousId"
@@ -163,35 +199,36 @@ fn decode_message(
             "previousId and userId are required for alias",
         ));
     }
-    let name = match message.get("name") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+    let name = match message.name {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     };
     let original_timestamp = fields::timestamp(
         message
-            .get("timestamp")
-            .or_else(|| message.get("originalTimestamp")),
+            .timestamp
+            .as_ref()
+            .or(message.original_timestamp.as_ref()),
         "timestamp",
     )
     .map_err(with_id)?;
     let sent_at = fields::timestamp(
-        message.get("sentAt").or(envelope.sent_at.as_ref()),
+        message.sent_at.as_ref().or(envelope.sent_at.as_ref()),
         "sentAt",
     )
     .map_err(with_id)?;
-    let properties = fields::take_object(&mut message, "properties").map_err(with_id)?;
-    let traits = fields::take_object(&mut message, "traits").map_err(with_id)?;
-    let mut context = fields::take_object(&mut message, "context").map_err(with_id)?;
-    if let (Some(batch_context), Value::Object(own)) = (&envelope.context, &mut context) {
-        for (key, value) in batch_context {
-            own.entry(key.clone()).or_insert_with(|| value.clone());
-        }
+    let properties = fields::raw_object(message.properties, "properties").map_err(with_id)?;
+    let traits = fields::raw_object(message.traits, "traits").map_err(with_id)?;
+    let mut context = fields::raw_object(message.context, "context").map_err(with_id)?;
+    if let Some(batch_context) = &envelope.context {
+        context.update(|own| {
+            for (key, value) in batch_context {
+                own.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        });
     }
     let ip = context
-        .get("ip")
-        .and_then(Value::as_str)
+        .str_field("ip")
         .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-        .map(str::to_string)
         .or_else(|| received.ip.clone());
 
     let mut event = Event {
@@ -280,10 +317,14 @@ mod tests {
         assert_eq!(track.message_id, "m1");
         assert_eq!(track.properties, json!({"total": 12.5}));
         assert_eq!(
-            track.context["locale"], "en-GB",
+            track.context.to_value()["locale"],
+            "en-GB",
             "the message's own context wins"
         );
-        assert_eq!(track.context["library"]["name"], "analytics-python");
+        assert_eq!(
+            track.context.to_value()["library"]["name"],
+            "analytics-python"
+        );
         assert_eq!(track.ip.as_deref(), Some("203.0.113.9"));
         // 10 s before sending, whatever the client's clock said.
         assert_eq!(

@@ -182,7 +182,7 @@ mod tests {
         Event {
             message_id: format!("m{i:03}"),
             user_id: Some(who.into()),
-            properties: props,
+            properties: props.try_into().unwrap(),
             ..Event::new(project, MessageType::Track, name, who, at)
         }
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use appizer_core::event::Event;
+use appizer_core::json::{object_fields, raw_string};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
@@ -14,6 +15,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// Columns holding text, in schema order after the timestamps.
 const TEXT_COLUMNS: [(&str, bool); 21] = [
@@ -72,11 +74,28 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn string_of(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => "{}".to_string(),
-        other => other.to_string(),
-    }
+/// `context.browser.name`, `os.name`, `device.type`, `location.country` and
+/// `location.city`.
+fn context_columns(e: &Event) -> [Option<String>; 5] {
+    let [browser, os, device, location] = e.context.fields(["browser", "os", "device", "location"]);
+    let inner = |raw: Option<&RawValue>, key: &str| {
+        raw.and_then(|r| object_fields(r.get(), [key])[0])
+            .and_then(raw_string)
+    };
+    let (country, city) = match location {
+        Some(l) => {
+            let [country, city] = object_fields(l.get(), ["country", "city"]);
+            (country.and_then(raw_string), city.and_then(raw_string))
+        }
+        None => (None, None),
+    };
+    [
+        inner(browser, "name"),
+        inner(os, "name"),
+        inner(device, "type"),
+        country,
+        city,
+    ]
 }
 
 /// One record batch holding `events`, in order.
@@ -89,46 +108,59 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         }
         Arc::new(b.finish())
     };
-    let text = |get: &dyn Fn(&Event) -> Option<String>| -> ArrayRef {
+    let text = |get: &dyn Fn(&Event) -> Option<&str>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 16);
         for e in events {
             b.append_option(get(e));
         }
         Arc::new(b.finish())
     };
-    let context_text = |e: &Event, path: &[&str]| -> Option<String> {
-        let mut v = &e.context;
-        for key in path {
-            v = v.get(key)?;
+    // The enrichment columns, from one scan of each context.
+    let derived: Vec<[Option<String>; 5]> = events.iter().map(context_columns).collect();
+    let derived_text = |i: usize| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
+        for d in &derived {
+            b.append_option(d[i].as_deref());
         }
-        v.as_str().map(str::to_string)
+        Arc::new(b.finish())
     };
+    let project_id = events.first().map(|e| e.project_id.to_string());
     let columns: Vec<ArrayRef> = vec![
         time(&|e| Some(e.timestamp)),
         time(&|e| Some(e.received_at)),
         time(&|e| e.original_timestamp),
         time(&|e| e.sent_at),
-        text(&|e| Some(e.project_id.to_string())),
-        text(&|e| Some(e.message_id.clone())),
-        text(&|e| Some(e.message_type.as_str().to_string())),
-        text(&|e| Some(e.event.clone())),
-        text(&|e| Some(e.distinct_id.clone())),
+        {
+            // One project per batch is the common case: format its id once.
+            let mut b = StringBuilder::with_capacity(n, n * 36);
+            for e in events {
+                match &project_id {
+                    Some(id) if events[0].project_id == e.project_id => b.append_value(id),
+                    _ => b.append_value(e.project_id.to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        },
+        text(&|e| Some(&e.message_id)),
+        text(&|e| Some(e.message_type.as_str())),
+        text(&|e| Some(&e.event)),
+        text(&|e| Some(&e.distinct_id)),
         text(&|_| None),
-        text(&|e| e.user_id.clone()),
-        text(&|e| e.anonymous_id.clone()),
-        text(&|e| e.name.clone()),
-        text(&|e| e.group_id.clone()),
-        text(&|e| e.previous_id.clone()),
-        text(&|e| e.ip.clone()),
-        text(&|e| Some(e.dialect.as_str().to_string())),
-        text(&|e| context_text(e, &["browser", "name"])),
-        text(&|e| context_text(e, &["os", "name"])),
-        text(&|e| context_text(e, &["device", "type"])),
-        text(&|e| context_text(e, &["location", "country"])),
-        text(&|e| context_text(e, &["location", "city"])),
-        text(&|e| Some(string_of(&e.properties))),
-        text(&|e| Some(string_of(&e.traits))),
-        text(&|e| Some(string_of(&e.context))),
+        text(&|e| e.user_id.as_deref()),
+        text(&|e| e.anonymous_id.as_deref()),
+        text(&|e| e.name.as_deref()),
+        text(&|e| e.group_id.as_deref()),
+        text(&|e| e.previous_id.as_deref()),
+        text(&|e| e.ip.as_deref()),
+        text(&|e| Some(e.dialect.as_str())),
+        derived_text(0),
+        derived_text(1),
+        derived_text(2),
+        derived_text(3),
+        derived_text(4),
+        text(&|e| Some(e.properties.as_str())),
+        text(&|e| Some(e.traits.as_str())),
+        text(&|e| Some(e.context.as_str())),
     ];
     RecordBatch::try_new(event_schema(), columns)
 }
@@ -269,8 +301,10 @@ mod tests {
                 Event {
                     message_id: format!("m{i}"),
                     user_id: Some(who.clone()),
-                    properties: json!({"i": i, "plan": "pro"}),
-                    context: json!({"browser": {"name": "Firefox"}}),
+                    properties: json!({"i": i, "plan": "pro"}).try_into().unwrap(),
+                    context: json!({"browser": {"name": "Firefox"}, "location": {"city": "Lyon"}})
+                        .try_into()
+                        .unwrap(),
                     original_timestamp: Some(at),
                     ip: Some("203.0.113.1".into()),
                     ..Event::new(project_id, MessageType::Track, name, who, at)
@@ -290,8 +324,8 @@ mod tests {
             assert_eq!(s.message_id, e.message_id);
             assert_eq!(s.event, e.event);
             assert_eq!(s.timestamp, e.timestamp);
-            assert_eq!(s.properties, e.properties);
-            assert_eq!(s.context, e.context);
+            assert_eq!(e.properties, s.properties);
+            assert_eq!(e.context, s.context);
             assert_eq!(s.original_timestamp, e.original_timestamp);
             assert_eq!(s.sent_at, None);
         }

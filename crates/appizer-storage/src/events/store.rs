@@ -647,7 +647,7 @@ mod tests {
                 Event {
                     message_id: format!("m{day_offset}-{i}"),
                     anonymous_id: Some(format!("u{i}")),
-                    properties: json!({"i": i}),
+                    properties: json!({"i": i}).try_into().unwrap(),
                     ..Event::new(
                         project,
                         MessageType::Track,

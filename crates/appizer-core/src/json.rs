@@ -1,0 +1,300 @@
+//! [`JsonObject`]: a JSON object kept as its text. Events carry their properties,
+//! traits and context this way from the edge to the Parquet files, so a message is
+//! parsed into a tree only where something needs the tree; reading a few fields is a
+//! scan ([`object_fields`]) and adding an absent key is a splice.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The text of a JSON object (never another kind of value).
+#[derive(Clone)]
+pub struct JsonObject(Box<RawValue>);
+
+impl JsonObject {
+    /// `{}`.
+    pub fn empty() -> Self {
+        Self(RawValue::from_string("{}".into()).expect("valid JSON"))
+    }
+
+    /// The object `raw` holds; `null` is the empty object; anything else is `None`.
+    pub fn from_raw(raw: &RawValue) -> Option<Self> {
+        match raw.get().as_bytes().first() {
+            Some(b'{') => Some(Self(raw.to_owned())),
+            _ if raw.get() == "null" => Some(Self::empty()),
+            _ => None,
+        }
+    }
+
+    pub fn from_map(map: &Map<String, Value>) -> Self {
+        Self(serde_json::value::to_raw_value(map).expect("a map serializes"))
+    }
+
+    /// The object as a tree.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).expect("a JsonObject holds an object")
+    }
+
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.to_map())
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The raw values of the top-level keys in `wanted`, in that order.
+    pub fn fields<const N: usize>(&self, wanted: [&str; N]) -> [Option<&RawValue>; N] {
+        object_fields(self.as_str(), wanted)
+    }
+
+    /// A top-level string field.
+    pub fn str_field(&self, key: &str) -> Option<String> {
+        let [raw] = self.fields([key]);
+        raw_string(raw?)
+    }
+
+    /// Adds `key: value` unless the object has the key; returns whether it was added.
+    pub fn insert_if_absent(&mut self, key: &str, value: &Value) -> bool {
+        if self.fields([key])[0].is_some() {
+            return false;
+        }
+        self.prepend(&[(key, value.clone())]);
+        true
+    }
+
+    /// Adds the entries at the front of the object, in one splice. The caller knows the
+    /// keys are absent (a repeated key would shadow the first).
+    pub fn prepend(&mut self, entries: &[(&str, Value)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let text = self.as_str();
+        let body = text[1..].trim_start();
+        let mut out = String::with_capacity(text.len() + 64 * entries.len());
+        out.push('{');
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(key).expect("a key serializes"));
+            out.push(':');
+            out.push_str(&serde_json::to_string(value).expect("a value serializes"));
+        }
+        if !body.starts_with('}') {
+            out.push(',');
+        }
+        out.push_str(body);
+        self.0 = RawValue::from_string(out).expect("spliced JSON stays valid");
+    }
+
+    /// Rewrites the object through its tree (for changes a splice cannot make).
+    pub fn update(&mut self, change: impl FnOnce(&mut Map<String, Value>)) {
+        let mut map = self.to_map();
+        change(&mut map);
+        *self = Self::from_map(&map);
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl fmt::Debug for JsonObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for JsonObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Equal objects, whatever their spacing or key order.
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() || self.to_map() == other.to_map()
+    }
+}
+
+impl PartialEq<Value> for JsonObject {
+    fn eq(&self, other: &Value) -> bool {
+        other.as_object() == Some(&self.to_map())
+    }
+}
+
+impl From<Map<String, Value>> for JsonObject {
+    fn from(map: Map<String, Value>) -> Self {
+        Self::from_map(&map)
+    }
+}
+
+impl TryFrom<Value> for JsonObject {
+    type Error = Value;
+
+    fn try_from(value: Value) -> Result<Self, Value> {
+        match value {
+            Value::Object(map) => Ok(Self::from_map(&map)),
+            Value::Null => Ok(Self::empty()),
+            other => Err(other),
+        }
+    }
+}
+
+impl Serialize for JsonObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Self::from_raw(&raw).ok_or_else(|| de::Error::custom("expected a JSON object"))
+    }
+}
+
+/// The string a raw JSON value holds (`None` for other kinds).
+pub fn raw_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// The raw values of the top-level keys in `wanted` of the JSON object `text` (`None`
+/// for absent keys, or all `None` if `text` is not an object), in one scan that builds
+/// nothing for the other keys. A repeated key: the last one counts, as in a map.
+pub fn object_fields<'a, const N: usize>(
+    text: &'a str,
+    wanted: [&str; N],
+) -> [Option<&'a RawValue>; N] {
+    let mut found = [None; N];
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let scan = FieldScan {
+        wanted: &wanted,
+        found: &mut found,
+    };
+    if deserializer.deserialize_map(scan).is_err() {
+        return [None; N];
+    }
+    found
+}
+
+struct FieldScan<'w, 'a, const N: usize> {
+    wanted: &'w [&'w str; N],
+    found: &'w mut [Option<&'a RawValue>; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for FieldScan<'_, 'de, N> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(index) = map.next_key_seed(KeyIndex(self.wanted))? {
+            match index {
+                Some(i) => self.found[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes a key into its position in the wanted list, without keeping it.
+struct KeyIndex<'w, const N: usize>(&'w [&'w str; N]);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for KeyIndex<'_, N> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for KeyIndex<'_, N> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|w| *w == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(v: Value) -> JsonObject {
+        JsonObject::try_from(v).unwrap()
+    }
+
+    #[test]
+    fn fields_are_read_in_one_scan() {
+        let o: JsonObject =
+            serde_json::from_str(r#"{"a": 1, "b\u0021": {"x": [1, 2]}, "c": "t", "a": 2}"#)
+                .unwrap();
+        let [a, b, c, d] = o.fields(["a", "b!", "c", "d"]);
+        assert_eq!(a.unwrap().get(), "2", "the last of a repeated key");
+        assert_eq!(b.unwrap().get(), r#"{"x": [1, 2]}"#);
+        assert_eq!(raw_string(c.unwrap()).as_deref(), Some("t"));
+        assert!(d.is_none());
+        assert_eq!(o.str_field("c").as_deref(), Some("t"));
+        assert_eq!(o.str_field("a"), None, "not a string");
+        assert!(object_fields("[1]", ["a"])[0].is_none());
+    }
+
+    #[test]
+    fn only_objects_are_accepted() {
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        assert!(JsonObject::from_raw(&raw("{}")).is_some());
+        assert_eq!(JsonObject::from_raw(&raw("null")).unwrap(), json!({}));
+        assert!(JsonObject::from_raw(&raw("[1]")).is_none());
+        assert!(JsonObject::from_raw(&raw("\"{}\"")).is_none());
+        assert!(serde_json::from_str::<JsonObject>("5").is_err());
+        assert!(JsonObject::try_from(json!([1])).is_err());
+    }
+
+    #[test]
+    fn absent_keys_are_spliced_in_and_present_ones_kept() {
+        let mut o = object(json!({"a": 1}));
+        assert!(o.insert_if_absent("b", &json!({"name": "x\"y"})));
+        assert!(!o.insert_if_absent("a", &json!(5)));
+        assert_eq!(o, json!({"a": 1, "b": {"name": "x\"y"}}));
+        let mut empty: JsonObject = serde_json::from_str("{ }").unwrap();
+        assert!(empty.insert_if_absent("k", &json!(true)));
+        assert_eq!(empty.as_str(), r#"{"k":true}"#);
+        empty.prepend(&[("x", json!(1)), ("y", json!([]))]);
+        assert_eq!(empty.as_str(), r#"{"x":1,"y":[],"k":true}"#);
+        o.update(|m| {
+            m.remove("a");
+        });
+        assert_eq!(o, json!({"b": {"name": "x\"y"}}));
+    }
+
+    #[test]
+    fn serializes_as_the_object_it_holds() {
+        let o = object(json!({"n": 1.5, "s": "é"}));
+        let text = serde_json::to_string(&json!({"p": o.to_value()})).unwrap();
+        #[derive(Deserialize, Serialize)]
+        struct Holder {
+            p: JsonObject,
+        }
+        let holder: Holder = serde_json::from_str(&text).unwrap();
+        assert_eq!(holder.p, o);
+        assert_eq!(serde_json::to_string(&holder).unwrap(), text);
+    }
+}
