@@ -11,4 +11,5 @@ pub mod enrich;
 pub mod geoip;
 pub mod metrics;
 pub mod pipeline;
+pub mod record;
 pub mod warnings;

@@ -20,16 +20,7 @@ use crate::dedup::Dedup;
 use crate::enrich::UserAgents;
 use crate::geoip::GeoIp;
 use crate::metrics as m;
-
-/// Serializes the events of one accepted request into a queue record.
-pub fn encode_record(events: &[Event]) -> Vec<u8> {
-    serde_json::to_vec(events).expect("events serialize")
-}
-
-/// The events of a queue record.
-pub fn decode_record(payload: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
-    serde_json::from_slice(payload)
-}
+use crate::record::decode_record;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

@@ -2,7 +2,10 @@
 //! message; `/v1/batch` and `/v1/import` carry `{"batch":[...], "context", "integrations",
 //! "sentAt"}` whose batch-level context applies to every message.
 
+use std::collections::HashMap;
+
 use appizer_core::event::{Dialect, Event, MessageType, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -23,7 +26,7 @@ pub struct Envelope<'a> {
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
-    batch: Option<&'a RawValue>,
+    batch: Option<Vec<&'a RawValue>>,
     #[serde(default, rename = "writeKey")]
     write_key: Option<Value>,
     #[serde(default)]
@@ -58,12 +61,17 @@ pub fn envelope(
             sent_at: None,
         });
     }
-    let body: BatchBody = serde_json::from_slice(json).map_err(not_json)?;
     let not_array = || CaptureError::malformed("batch", "`batch` must be an array of messages");
-    let messages: Vec<&RawValue> = body
-        .batch
-        .ok_or_else(not_array)
-        .and_then(|raw| serde_json::from_str(raw.get()).map_err(|_| not_array()))?;
+    // One scan when the body is well formed; a second, to name the fault, when not.
+    let body: BatchBody = match serde_json::from_slice::<BatchBody>(json) {
+        Ok(body) => body,
+        Err(_) => {
+            // An object whose only fault can be `batch`, or not an object at all.
+            serde_json::from_slice::<HashMap<String, IgnoredAny>>(json).map_err(not_json)?;
+            return Err(not_array());
+        }
+    };
+    let messages = body.batch.ok_or_else(not_array)?;
     if messages.len() > MAX_BATCH_MESSAGES {
         return Err(CaptureError::malformed(
             "batch",

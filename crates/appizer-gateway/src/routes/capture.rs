@@ -15,7 +15,7 @@ use appizer_core::ErrorCode;
 use appizer_events::capture::body::{decode_body, Encoding};
 use appizer_events::capture::{posthog, segment, CaptureError, Decoded, Received};
 use appizer_events::metrics as event_metrics;
-use appizer_events::pipeline::encode_record;
+use appizer_events::record::encode_record;
 use appizer_storage::queue::QueueError;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
