@@ -10,9 +10,7 @@ use appizer_core::event::Event;
 use appizer_core::ProjectId;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondArray};
-use datafusion::arrow::compute::{
-    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
-};
+use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -318,12 +316,18 @@ impl EventStore {
                 let date_for_write = date.clone();
                 let merged =
                     tokio::task::spawn_blocking(move || -> Result<EventFile, EventStoreError> {
-                        let batch = read_files(&inputs)?;
+                        let batches = read_files(&inputs)?;
+                        // One partition: every row belongs to its day.
+                        let order: Vec<(usize, usize)> = sorted_days(&batches)
+                            .into_iter()
+                            .flat_map(|(_, rows)| rows)
+                            .collect();
                         write_file(
                             &config,
                             project,
                             &date_for_write,
-                            &sort_for_pruning(&batch)?,
+                            &batches,
+                            &order,
                             max_offset,
                         )
                     })
@@ -483,19 +487,18 @@ fn write_files(
     projects: BTreeMap<ProjectId, ProjectBuffer>,
     max_offset: u64,
 ) -> Result<Vec<EventFile>, EventStoreError> {
-    let schema = event_schema();
     let mut files = Vec::new();
     for (project, buffer) in projects {
         if buffer.batches.is_empty() {
             continue;
         }
-        let all = concat_batches(&schema, &buffer.batches)?;
-        for (date, day) in split_by_day(&all)? {
+        for (date, order) in sorted_days(&buffer.batches) {
             files.push(write_file(
                 config,
                 project,
                 &date,
-                &sort_for_pruning(&day)?,
+                &buffer.batches,
+                &order,
                 max_offset,
             )?);
         }
@@ -503,13 +506,18 @@ fn write_files(
     Ok(files)
 }
 
-/// Writes one sorted batch as `project=<id>/date=<day>/<uuid>.parquet`, durably (file
-/// and directory entries fsync'd), and returns its catalog entry.
+/// Rows copied into the writer at a time: the sorted copy of a flush never exceeds this.
+const WRITE_CHUNK_ROWS: usize = 8 * 1024;
+
+/// Writes the rows of `batches` named by `order` (batch, row), in that order, as
+/// `project=<id>/date=<day>/<uuid>.parquet`, durably (file and directory entries
+/// fsync'd), and returns its catalog entry.
 fn write_file(
     config: &EventStoreConfig,
     project: ProjectId,
     date: &str,
-    sorted: &RecordBatch,
+    batches: &[RecordBatch],
+    order: &[(usize, usize)],
     max_offset: u64,
 ) -> Result<EventFile, EventStoreError> {
     let properties = WriterProperties::builder()
@@ -523,7 +531,14 @@ fn write_file(
     std::fs::create_dir_all(&full_dir)?;
     let tmp = full_dir.join(format!("{name}.tmp"));
     let mut writer = ArrowWriter::try_new(File::create(&tmp)?, event_schema(), Some(properties))?;
-    writer.write(sorted)?;
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for chunk in order.chunks(WRITE_CHUNK_ROWS) {
+        let sorted = interleave_record_batch(&sources, chunk)?;
+        let (lo, hi) = time_range(&sorted);
+        (min, max) = (min.min(lo), max.max(hi));
+        writer.write(&sorted)?;
+    }
     let file = writer.into_inner()?;
     file.sync_all()?;
     let byte_size = file.metadata()?.len();
@@ -534,12 +549,14 @@ fn write_file(
         sync_dir(project_dir)?;
     }
     sync_dir(&config.root)?;
-    let (min, max) = time_range(sorted);
+    if order.is_empty() {
+        (min, max) = (0, 0);
+    }
     Ok(EventFile {
         path: format!("{dir}/{name}"),
         project_id: project,
         date: date.to_string(),
-        row_count: sorted.num_rows() as u64,
+        row_count: order.len() as u64,
         byte_size,
         min_timestamp: min / 1000,
         max_timestamp: max / 1000,
@@ -548,8 +565,8 @@ fn write_file(
     })
 }
 
-/// All rows of the Parquet files at `paths`, as one batch of the event schema.
-fn read_files(paths: &[PathBuf]) -> Result<RecordBatch, EventStoreError> {
+/// All rows of the Parquet files at `paths`, as batches of the event schema.
+fn read_files(paths: &[PathBuf]) -> Result<Vec<RecordBatch>, EventStoreError> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut batches = Vec::new();
     for path in paths {
@@ -558,7 +575,7 @@ fn read_files(paths: &[PathBuf]) -> Result<RecordBatch, EventStoreError> {
             batches.push(batch?);
         }
     }
-    Ok(concat_batches(&event_schema(), &batches)?)
+    Ok(batches)
 }
 
 /// The first timestamp column of `batch` (`timestamp` in the full schema).
@@ -590,44 +607,46 @@ fn time_range(batch: &RecordBatch) -> (i64, i64) {
     )
 }
 
-/// Splits rows by the UTC day of their timestamp.
-fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, EventStoreError> {
-    let ts = timestamps(batch);
-    let mut days: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for i in 0..ts.len() {
-        let day = DateTime::from_timestamp_micros(ts.value(i))
-            .unwrap_or_default()
-            .format("%Y-%m-%d")
-            .to_string();
-        days.entry(day).or_default().push(i as u32);
-    }
-    if days.len() == 1 {
-        let (day, _) = days.into_iter().next().expect("one day");
-        return Ok(vec![(day, batch.clone())]);
-    }
-    days.into_iter()
-        .map(|(day, rows)| {
-            let indices = datafusion::arrow::array::UInt32Array::from(rows);
-            Ok((day, take_record_batch(batch, &indices)?))
+/// The rows of `batches` as (batch, row) pairs, grouped by the UTC day of their
+/// timestamp and, within a day, sorted by event name then time so row groups and pages
+/// prune well on both.
+fn sorted_days(batches: &[RecordBatch]) -> Vec<(String, Vec<(usize, usize)>)> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let columns: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let events = b
+                .column_by_name("event")
+                .expect("event column")
+                .as_string::<i32>();
+            (events, timestamps(b).values())
         })
-        .collect()
-}
-
-/// Sorts rows by event name then time, so row groups and pages prune well on both.
-fn sort_for_pruning(batch: &RecordBatch) -> Result<RecordBatch, EventStoreError> {
-    let event = batch.column_by_name("event").expect("event column").clone();
-    let columns = [
-        SortColumn {
-            values: event,
-            options: None,
-        },
-        SortColumn {
-            values: batch.column(0).clone(),
-            options: None,
-        },
-    ];
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+        .collect();
+    let mut rows: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .collect();
+    let key = |&(b, r): &(usize, usize)| {
+        let (events, times) = &columns[b];
+        (times[r].div_euclid(DAY_MICROS), events.value(r), times[r])
+    };
+    rows.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
+    let mut days: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    let mut current = None;
+    for row in rows {
+        let day = key(&row).0;
+        if current != Some(day) {
+            current = Some(day);
+            let date = DateTime::from_timestamp_micros(day * DAY_MICROS)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string();
+            days.push((date, Vec::new()));
+        }
+        days.last_mut().expect("a day").1.push(row);
+    }
+    days
 }
 
 #[cfg(test)]
@@ -664,6 +683,41 @@ mod tests {
         let ctx = SessionContext::new();
         let df = store.events(&ctx, project, None, None).await.unwrap();
         df.count().await.unwrap()
+    }
+
+    #[test]
+    fn rows_are_grouped_by_day_and_sorted_by_event_then_time() {
+        let p = ProjectId::new();
+        // Two buffered batches, each spanning two days, events b, a, c in turn.
+        let first = [events(p, 5, 0), events(p, 2, 1)].concat();
+        let second = [events(p, 4, 1), events(p, 3, 0)].concat();
+        let batches = vec![
+            events_to_batch(&first).unwrap(),
+            events_to_batch(&second).unwrap(),
+        ];
+        let days = sorted_days(&batches);
+        assert_eq!(days.len(), 2);
+        assert_eq!(days[0].0, "2026-11-18");
+        assert_eq!(days[1].0, "2026-11-19");
+        assert_eq!((days[0].1.len(), days[1].1.len()), (8, 6));
+        for (_, rows) in &days {
+            let keys: Vec<(String, i64)> = rows
+                .iter()
+                .map(|&(b, r)| {
+                    let events = batches[b]
+                        .column_by_name("event")
+                        .unwrap()
+                        .as_string::<i32>();
+                    (
+                        events.value(r).to_string(),
+                        timestamps(&batches[b]).value(r),
+                    )
+                })
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted);
+        }
     }
 
     #[tokio::test]
