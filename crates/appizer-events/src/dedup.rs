@@ -3,10 +3,13 @@
 //! that any two distinct ids collide is about 3 in a million. The set lives in memory
 //! and is rebuilt at start from the Parquet files of the window, so it survives restarts.
 //!
-//! The ids are kept in two generations of plain hash sets (8 bytes a slot, no
-//! timestamps): `current` takes new ids; once it is a window old it becomes `previous`
-//! and the old `previous` is dropped whole. An id is therefore remembered for at least
-//! one window and at most two, and expiry costs nothing per id.
+//! The ids are kept in generations of plain hash sets (8 bytes a slot, no timestamps).
+//! `current` takes new ids; it is sealed once it is a window old, or once it is full at
+//! [`SEAL_MIN_IDS`] ids or more (sealing instead of growing avoids the transient double
+//! table of a resize, and keeps each table dense). A sealed generation is dropped whole
+//! when its newest id is a window old. An id is therefore remembered for at least one
+//! window and at most two; expiry costs nothing per id, and a lookup probes each
+//! generation (one per ~3.7 million ids of the window).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
@@ -37,15 +40,26 @@ impl Hasher for PassThrough {
 
 type IdSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
 
-/// Seen message ids, in two generations.
+/// Below this many ids the current generation grows rather than being sealed.
+pub const SEAL_MIN_IDS: usize = 2_000_000;
+
+#[derive(Debug)]
+struct Sealed {
+    ids: IdSet,
+    newest_ms: i64,
+}
+
+/// Seen message ids, in generations.
 #[derive(Debug)]
 pub struct Dedup {
     window_ms: i64,
     /// Ids first seen since `current_since_ms`.
     current: IdSet,
     current_since_ms: Option<i64>,
-    /// Ids of the generation before, all seen less than two windows ago.
-    previous: IdSet,
+    current_newest_ms: i64,
+    /// Older generations, oldest first; each holds an id seen less than a window ago.
+    sealed: Vec<Sealed>,
+    seal_min_ids: usize,
 }
 
 fn key(project: ProjectId, message_id: &str) -> u64 {
@@ -58,11 +72,17 @@ fn key(project: ProjectId, message_id: &str) -> u64 {
 
 impl Dedup {
     pub fn new(window: Duration) -> Self {
+        Self::with_seal_min(window, SEAL_MIN_IDS)
+    }
+
+    fn with_seal_min(window: Duration, seal_min_ids: usize) -> Self {
         Self {
+            seal_min_ids,
             window_ms: window.as_millis().max(1) as i64,
             current: IdSet::default(),
             current_since_ms: None,
-            previous: IdSet::default(),
+            current_newest_ms: i64::MIN,
+            sealed: Vec::new(),
         }
     }
 
@@ -70,36 +90,59 @@ impl Dedup {
     /// (ids are remembered for at least one window, at most two).
     pub fn first_sighting(&mut self, project: ProjectId, message_id: &str, at_ms: i64) -> bool {
         let since = *self.current_since_ms.get_or_insert(at_ms);
-        let age = at_ms - since;
-        if age >= 2 * self.window_ms {
-            // Idle for two windows: nothing held is recent enough to matter.
-            self.previous = IdSet::default();
-            self.current = IdSet::default();
+        let full = self.current.len() >= self.seal_min_ids
+            && self.current.len() == self.current.capacity();
+        if at_ms - since >= self.window_ms || full {
+            let ids = std::mem::take(&mut self.current);
+            if !ids.is_empty() {
+                self.sealed.push(Sealed {
+                    ids,
+                    newest_ms: self.current_newest_ms,
+                });
+            }
             self.current_since_ms = Some(at_ms);
-        } else if age >= self.window_ms {
-            self.previous = std::mem::take(&mut self.current);
-            self.current_since_ms = Some(at_ms);
+            self.current_newest_ms = i64::MIN;
+        }
+        let window = self.window_ms;
+        if self
+            .sealed
+            .first()
+            .is_some_and(|g| at_ms - g.newest_ms > window)
+        {
+            self.sealed.retain(|g| at_ms - g.newest_ms <= window);
         }
         let key = key(project, message_id);
-        if self.previous.contains(&key) {
+        if self.sealed.iter().any(|g| g.ids.contains(&key)) {
             return false;
         }
+        self.current_newest_ms = self.current_newest_ms.max(at_ms);
         self.current.insert(key)
     }
 
-    /// Ids held (both generations).
+    /// Ids held (every generation).
     pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.current.len() + self.sealed.iter().map(|g| g.ids.len()).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Generations held (the current one included).
+    pub fn generations(&self) -> usize {
+        1 + self.sealed.len()
+    }
+
     /// Bytes the sets' tables take (slots plus control bytes), for the memory figures.
     pub fn table_bytes(&self) -> usize {
         let slot = std::mem::size_of::<u64>() + 1;
-        (self.current.capacity() + self.previous.capacity()) * slot
+        // A table's buckets are the power of two at or above 8/7 of its capacity.
+        let buckets = |ids: &IdSet| match ids.capacity() {
+            0 => 0,
+            c => (c * 8 / 7).next_power_of_two(),
+        };
+        let sealed: usize = self.sealed.iter().map(|g| buckets(&g.ids)).sum();
+        (buckets(&self.current) + sealed) * slot
     }
 }
 
@@ -119,7 +162,7 @@ mod tests {
         assert!(!d.first_sighting(a, "m1", DAY), "a full window later");
         assert!(
             !d.first_sighting(a, "m1", DAY + 1),
-            "still held by the previous generation"
+            "still held by the sealed generation"
         );
         assert!(
             d.first_sighting(a, "m1", 2 * DAY + 2),
@@ -157,12 +200,28 @@ mod tests {
         assert_eq!(
             d.len(),
             1_001,
-            "the first generation is now the previous one"
+            "the first generation is sealed, not dropped"
         );
         d.first_sighting(p, "later", 20);
         assert_eq!(d.len(), 2, "a generation two windows old is gone");
         d.first_sighting(p, "much later", 1_000);
         assert_eq!(d.len(), 1);
         assert!(d.table_bytes() > 0);
+    }
+
+    #[test]
+    fn a_full_generation_is_sealed_instead_of_grown() {
+        let mut d = Dedup::with_seal_min(Duration::from_secs(86_400), 1_000);
+        let p = ProjectId::new();
+        for i in 0..10_000 {
+            assert!(d.first_sighting(p, &format!("m{i}"), i));
+        }
+        assert!(d.generations() > 2, "{} generations", d.generations());
+        assert_eq!(d.len(), 10_000);
+        for i in (0..10_000).step_by(7) {
+            assert!(!d.first_sighting(p, &format!("m{i}"), 10_000));
+        }
+        // Dense tables: no more than 8/7 of a slot per id, rounded to powers of two.
+        assert!(d.table_bytes() <= 10_000 * 9 * 2, "{}", d.table_bytes());
     }
 }
