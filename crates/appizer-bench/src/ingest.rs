@@ -375,12 +375,14 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         us(latency.percentile(99.0)),
         latency.len()
     );
-    match peak_rss {
-        Some(bytes) => println!(
-            "  (f) server peak RSS                {:>12.1} MB",
-            bytes as f64 / 1e6
+    let peak_rss_run = peak_rss_bytes(pid);
+    match (peak_rss, peak_rss_run) {
+        (Some(bytes), Some(run)) => println!(
+            "  (f) server peak RSS                {:>12.1} MB   (while ingesting (a)/(d); {:.1} MB over the whole run)",
+            bytes as f64 / 1e6,
+            run as f64 / 1e6
         ),
-        None => println!("  (f) server peak RSS                unavailable (no /proc)"),
+        _ => println!("  (f) server peak RSS                unavailable (no /proc)"),
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Default for IngestConfig {
             trusted_proxies: Vec::new(),
             queue_max_disk_bytes: 10 << 30,
             queue_segment_bytes: 64 << 20,
-            flush_rows: 100_000,
+            flush_rows: 50_000,
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
             geoip_database: None,
