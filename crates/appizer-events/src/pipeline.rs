@@ -143,6 +143,12 @@ impl Pipeline {
         let mut last_prune = std::time::Instant::now();
         let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
+            if self.store.is_full() {
+                // Back-pressure: the queue holds the rest durably meanwhile.
+                if let Some(f) = flushing.take() {
+                    let _ = f.await;
+                }
+            }
             let records = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = reader.next_batch(self.config.batch_records, Duration::from_millis(100)) => r?,

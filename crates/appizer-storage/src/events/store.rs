@@ -221,6 +221,13 @@ impl EventStore {
     }
 
     /// Whether the buffer is big or old enough to flush.
+    /// Whether the buffer holds twice the flush size: the consumer should wait for the
+    /// running flush before buffering more, so memory stays bounded when writing
+    /// Parquet is slower than ingestion.
+    pub fn is_full(&self) -> bool {
+        self.buffer.read().rows >= 2 * self.config.flush_rows
+    }
+
     pub fn should_flush(&self) -> bool {
         let buffer = self.buffer.read();
         buffer.rows >= self.config.flush_rows
@@ -787,6 +794,29 @@ mod tests {
         assert!(!partition.join("orphan.parquet").exists());
         assert_eq!(count(&store, a).await, 18);
         assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
+    }
+
+    #[tokio::test]
+    async fn the_buffer_says_when_to_flush_and_when_it_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
+                .await
+                .unwrap();
+        let config = EventStoreConfig {
+            flush_rows: 10,
+            ..EventStoreConfig::new(dir.path().join("events"))
+        };
+        let store = EventStore::open(config, catalog).unwrap();
+        let p = ProjectId::new();
+        store.append(events(p, 9, 0), 0).unwrap();
+        assert!(!store.should_flush() && !store.is_full());
+        store.append(events(p, 10, 1), 1).unwrap();
+        assert!(store.should_flush() && !store.is_full());
+        store.append(events(p, 1, 2), 2).unwrap();
+        assert!(store.is_full(), "twice the flush size");
+        store.flush().await.unwrap();
+        assert!(!store.should_flush() && !store.is_full());
     }
 
     #[tokio::test]
