@@ -41,17 +41,18 @@ impl MessageType {
         }
     }
 
+    /// Every type, in a fixed order (the queue record stores a type as its position).
+    pub const ALL: [MessageType; 6] = [
+        MessageType::Track,
+        MessageType::Identify,
+        MessageType::Page,
+        MessageType::Screen,
+        MessageType::Group,
+        MessageType::Alias,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            MessageType::Track,
-            MessageType::Identify,
-            MessageType::Page,
-            MessageType::Screen,
-            MessageType::Group,
-            MessageType::Alias,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     /// The event name a message of this type gets when it has none of its own.

@@ -79,17 +79,8 @@ pub fn decode_record(payload: &[u8]) -> Result<Vec<Event>, RecordError> {
     }
 }
 
-const MESSAGE_TYPES: [MessageType; 6] = [
-    MessageType::Track,
-    MessageType::Identify,
-    MessageType::Page,
-    MessageType::Screen,
-    MessageType::Group,
-    MessageType::Alias,
-];
-
 fn message_type_code(t: MessageType) -> u8 {
-    MESSAGE_TYPES
+    MessageType::ALL
         .iter()
         .position(|m| *m == t)
         .expect("every type is listed") as u8
@@ -207,7 +198,7 @@ impl<'a> Reader<'a> {
     fn event(&mut self) -> Result<Event, RecordError> {
         let project = uuid::Uuid::from_slice(self.take(16)?).expect("16 bytes");
         let message_id = self.string()?;
-        let message_type = *MESSAGE_TYPES
+        let message_type = *MessageType::ALL
             .get(self.byte()? as usize)
             .ok_or_else(|| RecordError("bad message type".into()))?;
         Ok(Event {

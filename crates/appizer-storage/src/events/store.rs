@@ -686,6 +686,13 @@ mod tests {
             .collect()
     }
 
+    /// A SQLite metadata store in `dir`, the file catalog of the tests.
+    async fn sqlite_catalog(dir: &Path) -> Arc<dyn MetadataStore> {
+        open_metadata_store(&format!("sqlite://{}", dir.join("m.db").display()))
+            .await
+            .unwrap()
+    }
+
     async fn count(store: &EventStore, project: ProjectId) -> usize {
         let ctx = SessionContext::new();
         let df = store.events(&ctx, project, None, None).await.unwrap();
@@ -730,10 +737,7 @@ mod tests {
     #[tokio::test]
     async fn buffered_events_are_queryable_then_flushed_to_partitioned_parquet() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog =
-            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
-                .await
-                .unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
         let store = EventStore::open(
             EventStoreConfig::new(dir.path().join("events")),
             catalog.clone(),
@@ -799,10 +803,7 @@ mod tests {
     #[tokio::test]
     async fn the_buffer_says_when_to_flush_and_when_it_is_full() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog =
-            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
-                .await
-                .unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
         let config = EventStoreConfig {
             flush_rows: 10,
             ..EventStoreConfig::new(dir.path().join("events"))
@@ -822,10 +823,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_merges_small_files_of_a_day_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog =
-            open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display()))
-                .await
-                .unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
         let config = EventStoreConfig {
             retire_grace: Duration::ZERO,
             ..EventStoreConfig::new(dir.path().join("events"))
