@@ -31,8 +31,29 @@ pub struct Config {
     pub tls: TlsConfig,
     pub rate_limit: RateLimitConfig,
     pub ingest: IngestConfig,
+    pub users: UsersConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    /// Distinct ids the identity cache holds per generation; it holds up to twice this
+    /// (about 100 bytes per id).
+    pub identity_cache_entries: usize,
+    /// An identify or alias that would give a person more distinct ids is refused
+    /// (with an ingestion warning).
+    pub max_distinct_ids_per_person: usize,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        Self {
+            identity_cache_entries: 1_000_000,
+            max_distinct_ids_per_person: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +115,10 @@ pub struct IngestConfig {
     /// A MaxMind-format City database (GeoIP2 / GeoLite2 `.mmdb`): events get
     /// `context.location` (country, region, city) from the client IP.
     pub geoip_database: Option<PathBuf>,
+    /// Niceness added to the threads that decode, enrich and write events to Parquet
+    /// (0 to 19; 0 runs them at the gateway's priority). When the CPU is short, request
+    /// handling goes first and acknowledged events wait, durable, in the queue.
+    pub worker_nice: i32,
 }
 
 impl Default for IngestConfig {
@@ -107,6 +132,7 @@ impl Default for IngestConfig {
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
             geoip_database: None,
+            worker_nice: 10,
         }
     }
 }
@@ -146,6 +172,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             ingest: IngestConfig::default(),
+            users: UsersConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -304,6 +331,15 @@ impl Config {
         }
         if self.ingest.dedup_window_hours < 24 {
             return invalid("ingest.dedup_window_hours", "must be at least 24");
+        }
+        if self.users.identity_cache_entries == 0 || self.users.max_distinct_ids_per_person < 2 {
+            return invalid(
+                "users",
+                "identity_cache_entries must be at least 1 and max_distinct_ids_per_person at least 2",
+            );
+        }
+        if !(0..=19).contains(&self.ingest.worker_nice) {
+            return invalid("ingest.worker_nice", "must be between 0 and 19");
         }
         if self.ingest.max_body_bytes < 1024 {
             return invalid("ingest.max_body_bytes", "must be at least 1024");
@@ -479,6 +515,15 @@ flush_interval_ms = {flush_interval_ms}
 dedup_window_hours = {dedup_window_hours}
 # A MaxMind-format City database (.mmdb); events then get context.location from the IP.
 # geoip_database = "/var/lib/GeoIP/GeoLite2-City.mmdb"
+# Niceness added to the threads that decode events and write Parquet (0-19): when the
+# CPU is short, requests are answered first and events wait, durable, in the queue.
+worker_nice = {worker_nice}
+
+[users]
+# Distinct ids cached for identity resolution, per generation (up to twice this are held).
+identity_cache_entries = {identity_cache_entries}
+# An identify or alias giving a person more distinct ids than this is refused.
+max_distinct_ids_per_person = {max_distinct_ids_per_person}
 
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
@@ -509,6 +554,9 @@ format = "text"
         flush_rows = d.ingest.flush_rows,
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,
+        worker_nice = d.ingest.worker_nice,
+        identity_cache_entries = d.users.identity_cache_entries,
+        max_distinct_ids_per_person = d.users.max_distinct_ids_per_person,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,
@@ -589,6 +637,9 @@ mod tests {
         let err =
             Config::load(None, dir.path(), [("APPIZER_DATABASE_URL", "mysql://x")]).unwrap_err();
         assert!(err.to_string().contains("database_url"), "{err}");
+        let err =
+            Config::load(None, dir.path(), [("APPIZER_INGEST__WORKER_NICE", "20")]).unwrap_err();
+        assert!(err.to_string().contains("ingest.worker_nice"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrganizationId, ProjectId};
-use crate::json::JsonObject;
+use crate::json::{object_fields, raw_string, JsonObject};
+use serde_json::value::RawValue;
 
 /// Largest message, serialized, in bytes (Segment's documented limit).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -116,6 +117,10 @@ pub struct Event {
     pub timestamp: DateTime<Utc>,
     /// When the server accepted the request.
     pub received_at: DateTime<Utc>,
+    /// The person the distinct id belonged to when the workers processed the event
+    /// (none for a placeholder id, or before identity resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<crate::ids::PersonId>,
     /// The client's IP address, as the gateway saw it (socket or trusted proxy header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -151,9 +156,36 @@ impl Event {
             sent_at: None,
             timestamp: at,
             received_at: at,
+            person_id: None,
             ip: None,
             dialect: Dialect::Segment,
         }
+    }
+
+    /// `context.browser.name`, `os.name`, `device.type`, `location.country` and
+    /// `location.city`, read in one scan of the context: the enrichment the workers
+    /// add, kept in columns of their own.
+    pub fn context_columns(&self) -> [Option<String>; 5] {
+        let [browser, os, device, location] =
+            self.context.fields(["browser", "os", "device", "location"]);
+        let inner = |raw: Option<&RawValue>, key: &str| {
+            raw.and_then(|r| object_fields(r.get(), [key])[0])
+                .and_then(raw_string)
+        };
+        let (country, city) = match location {
+            Some(l) => {
+                let [country, city] = object_fields(l.get(), ["country", "city"]);
+                (country.and_then(raw_string), city.and_then(raw_string))
+            }
+            None => (None, None),
+        };
+        [
+            inner(browser, "name"),
+            inner(os, "name"),
+            inner(device, "type"),
+            country,
+            city,
+        ]
     }
 
     /// The timestamp corrected for client clock skew: with `sent_at`,

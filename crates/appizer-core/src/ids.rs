@@ -71,6 +71,14 @@ typed_id!(
     /// An API key (secret or write key). Not the key itself: keys are stored hashed.
     KeyId
 );
+typed_id!(
+    /// A person: one real user, known by one or more distinct ids.
+    PersonId
+);
+typed_id!(
+    /// One merge of a person into another, as written in the merge log.
+    MergeId
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,11 @@ pub mod event;
 pub mod ids;
 pub mod json;
 pub mod keys;
+pub mod person;
 pub mod role;
 pub mod secret;
 pub mod tenancy;
 
 pub use error_code::ErrorCode;
-pub use ids::{KeyId, OrganizationId, ProjectId};
+pub use ids::{KeyId, MergeId, OrganizationId, PersonId, ProjectId};
 pub use role::{Permission, Role};

@@ -39,8 +39,10 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match permission {
-            ProjectRead | EventsRead => true,
-            ProjectWrite | KeysManage | AuditRead | OrganizationManage => self == Role::Admin,
+            ProjectRead | EventsRead | PersonsRead => true,
+            ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite => {
+                self == Role::Admin
+            }
         }
     }
 }
@@ -78,6 +80,10 @@ pub enum Permission {
     AuditRead,
     /// Read a project's events, live stream, counters and ingestion warnings.
     EventsRead,
+    /// Read persons, their distinct ids and merge log.
+    PersonsRead,
+    /// Create, update, merge, split and delete persons and their distinct ids.
+    PersonsWrite,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

@@ -20,3 +20,9 @@ pub const DEDUP_TABLE_BYTES: &str = "appizer_ingest_dedup_table_bytes";
 pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
 /// Ingestion warnings not stored because the writer was behind or the store failed.
 pub const WARNINGS_DISCARDED_TOTAL: &str = "appizer_ingest_warnings_discarded_total";
+/// Persons merged by identify, alias and merge events.
+pub const PERSON_MERGES_TOTAL: &str = "appizer_persons_merges_total";
+/// Distinct ids held by the identity resolution cache.
+pub const IDENTITY_CACHE_IDS: &str = "appizer_persons_cache_ids";
+/// Estimated bytes of the identity resolution cache.
+pub const IDENTITY_CACHE_BYTES: &str = "appizer_persons_cache_bytes";

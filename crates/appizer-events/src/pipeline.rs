@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
-use appizer_storage::events::EventStore;
+use appizer_storage::background::Background;
+use appizer_core::person::PersonDelta;
+use appizer_core::{PersonId, ProjectId};
+use appizer_storage::events::{EventStore, Taken};
+use appizer_users::Identity;
 use appizer_storage::queue::{EventQueue, QueueError, Record};
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -21,6 +25,7 @@ use crate::enrich::UserAgents;
 use crate::geoip::GeoIp;
 use crate::metrics as m;
 use crate::record::decode_record;
+use crate::warnings::WarningSink;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -34,6 +39,13 @@ pub struct PipelineConfig {
     pub geoip: Option<Arc<GeoIp>>,
     /// How often small Parquet files are compacted.
     pub compaction_interval: Duration,
+    /// Where records are decoded, enriched and buffered (CPU-heavy work that can wait
+    /// while the gateway is busy).
+    pub background: Background,
+    /// Identity resolution and person updates; without it events get no person.
+    pub identity: Option<Arc<Identity>>,
+    /// Where warnings about events' ids go.
+    pub warnings: Option<WarningSink>,
 }
 
 impl Default for PipelineConfig {
@@ -44,6 +56,9 @@ impl Default for PipelineConfig {
             live_buffer: 4_096,
             geoip: None,
             compaction_interval: Duration::from_secs(300),
+            background: Background::blocking(),
+            identity: None,
+            warnings: None,
         }
     }
 }
@@ -54,6 +69,8 @@ pub enum PipelineError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Store(#[from] appizer_storage::events::EventStoreError),
+    #[error(transparent)]
+    Persons(#[from] appizer_storage::StoreError),
 }
 
 /// The workers' shared state: what the API reads (live stream, counters) lives here.
@@ -67,6 +84,8 @@ pub struct Pipeline {
     agents: Vec<Mutex<UserAgents>>,
     live: broadcast::Sender<Arc<Event>>,
     counters: Counters,
+    /// One past the offset of the last queue record buffered (or dropped).
+    processed_end: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -107,6 +126,7 @@ impl Pipeline {
                 .collect(),
             live,
             counters: Counters::default(),
+            processed_end: std::sync::atomic::AtomicU64::new(0),
             config,
         }))
     }
@@ -119,6 +139,13 @@ impl Pipeline {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// One past the offset of the last queue record whose events are buffered (and so
+    /// visible to queries) or were dropped.
+    pub fn processed_end(&self) -> u64 {
+        self.processed_end
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn store(&self) -> &Arc<EventStore> {
@@ -134,6 +161,11 @@ impl Pipeline {
             .committed
             .max(flushed.map_or(0, |o| o + 1));
         let mut reader = self.queue.reader(start)?;
+        // Person updates of records up to here are in the person store already.
+        let applied = match &self.config.identity {
+            Some(identity) => identity.store().applied_offset().await?,
+            None => None,
+        };
         // Stopped when this run ends, however it ends.
         let _compaction = AbortOnDrop(tokio::spawn(compact_periodically(
             self.store.clone(),
@@ -153,9 +185,35 @@ impl Pipeline {
                 _ = shutdown.cancelled() => break,
                 r = reader.next_batch(self.config.batch_records, Duration::from_millis(100)) => r?,
             };
-            for (offset, events) in on_worker_threads(|| self.prepare(&records)) {
-                self.process(offset, events)?;
+            let pipeline = self.clone();
+            let mut screened = self
+                .config
+                .background
+                .run(move || pipeline.screen(pipeline.prepare(&records)))
+                .await;
+            if let Some(identity) = &self.config.identity {
+                if !self
+                    .resolve(identity, &mut screened, applied, &shutdown)
+                    .await
+                {
+                    // Shutting down: these records were not buffered, so the queue offset
+                    // stays below them and they are read again at the next start.
+                    break;
+                }
             }
+            let pipeline = self.clone();
+            self.config
+                .background
+                .run(move || -> Result<(), PipelineError> {
+                    for (offset, events) in screened {
+                        pipeline.process(offset, events)?;
+                        pipeline
+                            .processed_end
+                            .fetch_max(offset + 1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                    Ok(())
+                })
+                .await?;
             // Flushes run beside the consumer, one at a time: writing Parquet takes long
             // enough that waiting for it would stall every later event.
             let idle = flushing
@@ -163,9 +221,10 @@ impl Pipeline {
                 .is_none_or(|f: &tokio::task::JoinHandle<()>| f.is_finished());
             if idle && self.store.should_flush() {
                 let pipeline = self.clone();
-                flushing = Some(tokio::spawn(
-                    async move { pipeline.flush_and_commit().await },
-                ));
+                let taken = self.take_for_flush();
+                flushing = Some(tokio::spawn(async move {
+                    pipeline.flush_and_commit(taken).await
+                }));
             }
             let stats = self.queue.stats();
             metrics::gauge!(m::QUEUE_DEPTH_RECORDS).set(stats.depth() as f64);
@@ -184,7 +243,8 @@ impl Pipeline {
         if let Some(f) = flushing {
             let _ = f.await;
         }
-        self.flush_and_commit().await;
+        let taken = self.take_for_flush();
+        self.flush_and_commit(taken).await;
         Ok(())
     }
 
@@ -239,34 +299,83 @@ impl Pipeline {
         Some(events)
     }
 
-    /// Drops duplicates, then buffers, counts and publishes the events of one record.
-    fn process(&self, offset: u64, events: Option<Vec<Event>>) -> Result<(), PipelineError> {
-        let Some(events) = events else {
-            self.store.note_offset(offset);
-            return Ok(());
-        };
-        let kept: Vec<Event> = {
-            let mut dedup = self.dedup.lock();
-            events
-                .into_iter()
-                .filter(|event| {
-                    let first = dedup.first_sighting(
-                        event.project_id,
-                        &event.message_id,
-                        event.received_at.timestamp_millis(),
-                    );
-                    if !first {
-                        metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "duplicate")
-                            .increment(1);
+    /// Drops duplicates, in record order.
+    fn screen(
+        &self,
+        records: Vec<(u64, Option<Vec<Event>>)>,
+    ) -> Vec<(u64, Option<Vec<Event>>)> {
+        let mut dedup = self.dedup.lock();
+        records
+            .into_iter()
+            .map(|(offset, events)| {
+                let kept = events.map(|events| {
+                    events
+                        .into_iter()
+                        .filter(|event| {
+                            let first = dedup.first_sighting(
+                                event.project_id,
+                                &event.message_id,
+                                event.received_at.timestamp_millis(),
+                            );
+                            if !first {
+                                metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "duplicate")
+                                    .increment(1);
+                            }
+                            first
+                        })
+                        .collect::<Vec<_>>()
+                });
+                (offset, kept)
+            })
+            .collect()
+    }
+
+    /// Resolves persons, retrying while the person store is unreachable (the records
+    /// wait in memory; the queue holds everything after them). `false` if shutdown
+    /// came first.
+    async fn resolve(
+        &self,
+        identity: &Identity,
+        records: &mut [(u64, Option<Vec<Event>>)],
+        applied: Option<u64>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        loop {
+            match identity.resolve(records, applied).await {
+                Ok(resolution) => {
+                    if resolution.suppressed > 0 {
+                        metrics::counter!(m::EVENTS_DROPPED_TOTAL, "reason" => "suppressed")
+                            .increment(resolution.suppressed);
                     }
-                    first
-                })
-                .collect()
-        };
-        if kept.is_empty() {
-            self.store.note_offset(offset);
-            return Ok(());
+                    metrics::counter!(m::PERSON_MERGES_TOTAL).increment(resolution.merges);
+                    if let Some(sink) = &self.config.warnings {
+                        sink.record_identity(resolution.warnings).await;
+                    }
+                    let cache = identity.cache_stats();
+                    metrics::gauge!(m::IDENTITY_CACHE_IDS).set(cache.entries as f64);
+                    metrics::gauge!(m::IDENTITY_CACHE_BYTES).set(cache.bytes as f64);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "identity resolution failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
         }
+    }
+
+    /// Buffers, counts and publishes the events of one record.
+    fn process(&self, offset: u64, events: Option<Vec<Event>>) -> Result<(), PipelineError> {
+        let kept = match events {
+            Some(events) if !events.is_empty() => events,
+            _ => {
+                self.store.note_offset(offset);
+                return Ok(());
+            }
+        };
         metrics::counter!(m::EVENTS_STORED_TOTAL).increment(kept.len() as u64);
         for event in &kept {
             self.counters.record(
@@ -282,14 +391,45 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn flush_and_commit(&self) {
-        match self.store.flush().await {
-            Ok(Some(offset)) => {
+    /// Takes the buffer and the person updates of the same events, together.
+    fn take_for_flush(&self) -> Option<(Taken, Vec<(ProjectId, PersonId, PersonDelta)>)> {
+        let taken = self.store.take_for_flush()?;
+        let deltas = self
+            .config
+            .identity
+            .as_ref()
+            .map(|identity| identity.take_deltas())
+            .unwrap_or_default();
+        Some((taken, deltas))
+    }
+
+    /// Applies the person updates, then writes the Parquet files, then commits the queue
+    /// offset: a crash in between replays the events, and the updates recorded as
+    /// applied are not gathered again.
+    async fn flush_and_commit(
+        &self,
+        taken: Option<(Taken, Vec<(ProjectId, PersonId, PersonDelta)>)>,
+    ) {
+        let Some((taken, deltas)) = taken else { return };
+        if let (Some(identity), false) = (&self.config.identity, deltas.is_empty()) {
+            if let Err(e) = identity
+                .store()
+                .apply_deltas(&deltas, Some(taken.max_offset()))
+                .await
+            {
+                metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
+                tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
+                identity.restore_deltas(deltas);
+                self.store.untake(taken);
+                return;
+            }
+        }
+        match self.store.write_taken(taken).await {
+            Ok(offset) => {
                 if let Err(e) = self.queue.commit(offset + 1).await {
                     tracing::warn!(offset, error = %e, "queue commit failed; will retry with the next flush");
                 }
             }
-            Ok(None) => {}
             Err(e) => {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 tracing::error!(error = %e, "event flush failed; events stay buffered and are retried");
@@ -319,15 +459,6 @@ async fn compact_periodically(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "event file compaction failed; retried next time"),
         }
-    }
-}
-
-/// Runs blocking work from a worker task: on a multi-threaded runtime other tasks move
-/// to another worker meanwhile.
-fn on_worker_threads<R>(work: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
-        _ => work(),
     }
 }
 

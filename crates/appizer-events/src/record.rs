@@ -219,6 +219,7 @@ impl<'a> Reader<'a> {
             sent_at: self.opt_time()?,
             timestamp: self.time()?,
             received_at: self.time()?,
+            person_id: None,
             ip: self.opt_string()?,
             dialect: match self.byte()? {
                 0 => Dialect::Segment,

@@ -3,12 +3,14 @@
 //! or down) further warnings are counted and dropped: a warning is advice, and
 //! ingestion never waits for it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::{Dialect, NewIngestionWarning};
 use appizer_core::{OrganizationId, ProjectId};
 use appizer_storage::MetadataStore;
+use appizer_users::IdentityWarning;
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +22,18 @@ use crate::metrics as m;
 pub const PENDING_WARNINGS: usize = 10_000;
 
 /// The sending side, held by the gateway.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WarningSink {
     tx: mpsc::Sender<NewIngestionWarning>,
+    store: Arc<dyn MetadataStore>,
+    /// The organisation of each project the workers warned about.
+    organizations: Arc<parking_lot::Mutex<HashMap<ProjectId, OrganizationId>>>,
+}
+
+impl std::fmt::Debug for WarningSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarningSink").finish_non_exhaustive()
+    }
 }
 
 impl WarningSink {
@@ -32,8 +43,50 @@ impl WarningSink {
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(PENDING_WARNINGS);
-        let task = tokio::spawn(write_warnings(store, rx, shutdown));
-        (Self { tx }, task)
+        let task = tokio::spawn(write_warnings(store.clone(), rx, shutdown));
+        (
+            Self {
+                tx,
+                store,
+                organizations: Arc::default(),
+            },
+            task,
+        )
+    }
+
+    /// Queues warnings about kept events' ids (placeholders, refused merges); they are
+    /// not counted as dropped events. Never waits for the writer.
+    pub async fn record_identity(&self, warnings: Vec<IdentityWarning>) {
+        let at = Utc::now();
+        for w in warnings {
+            let known = self.organizations.lock().get(&w.project_id).copied();
+            let organization_id = match known {
+                Some(org) => org,
+                None => match self.store.project_organization(w.project_id).await {
+                    Ok(Some(org)) => {
+                        self.organizations.lock().insert(w.project_id, org);
+                        org
+                    }
+                    // A deleted project, or the store is down: the warning is advice.
+                    _ => {
+                        metrics::counter!(m::WARNINGS_DISCARDED_TOTAL).increment(1);
+                        continue;
+                    }
+                },
+            };
+            let entry = NewIngestionWarning {
+                organization_id,
+                project_id: w.project_id,
+                message_id: Some(w.message_id),
+                field: w.field,
+                reason: w.reason,
+                dialect: w.dialect,
+                at,
+            };
+            if self.tx.try_send(entry).is_err() {
+                metrics::counter!(m::WARNINGS_DISCARDED_TOTAL).increment(1);
+            }
+        }
     }
 
     /// Queues the warnings of one request; never waits.

@@ -82,6 +82,56 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/ingestion-warnings",
         Permission::EventsRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/persons",
+        Permission::PersonsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/persons",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/persons/{person_id}",
+        Permission::PersonsRead,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/persons/{person_id}",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/distinct-ids/{distinct_id}",
+        Permission::PersonsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids/{distinct_id}",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/persons/{person_id}/merge",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/persons/{person_id}/split",
+        Permission::PersonsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/persons/{person_id}/merges",
+        Permission::PersonsRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

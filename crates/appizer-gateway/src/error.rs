@@ -99,6 +99,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            StoreError::NotFound(message) => ApiError::new(ErrorCode::NotFound, message),
             StoreError::AlreadyInitialized => {
                 ApiError::new(ErrorCode::Conflict, "already initialised")
             }

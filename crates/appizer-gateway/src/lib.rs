@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
-use routes::{audit, capture, events, keys, ops, projects};
+use routes::{audit, capture, events, keys, ops, persons, projects};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -77,6 +77,14 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::live))
         .routes(routes!(events::counts))
         .routes(routes!(events::warnings))
+        .routes(routes!(persons::list, persons::upsert))
+        .routes(routes!(persons::get, persons::delete))
+        .routes(routes!(persons::by_distinct_id))
+        .routes(routes!(persons::add_distinct_id))
+        .routes(routes!(persons::remove_distinct_id))
+        .routes(routes!(persons::merge))
+        .routes(routes!(persons::split))
+        .routes(routes!(persons::merges))
 }
 
 /// The OpenAPI document of every route the gateway serves.

@@ -31,6 +31,9 @@ pub struct EventServices {
     /// Live stream, counters and the event store.
     pub pipeline: Arc<Pipeline>,
     pub warnings: WarningSink,
+    /// Identity resolution of the workers: the persons API forgets cached ids whose
+    /// person it changes.
+    pub identity: Arc<appizer_users::Identity>,
     /// Cancelled when the server starts shutting down: long-lived answers (live
     /// streams) end so connections can drain.
     pub closing: tokio_util::sync::CancellationToken,

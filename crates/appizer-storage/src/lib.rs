@@ -3,8 +3,10 @@
 //! write-ahead log of events); the Parquet event store
 //! queried with DataFusion.
 
+pub mod background;
 pub mod events;
 pub mod metadata;
+pub mod persons;
 pub mod queue;
 
 pub use metadata::{open_metadata_store, Backend, MetadataStore, StoreError};

@@ -7,7 +7,10 @@
 //! (`CI=true`), so the suite can never silently shrink there. To start PostgreSQL on a
 //! Debian machine: `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.
 
-use std::sync::Arc;
+#[macro_use]
+mod common;
+
+use common::{postgres_store, sqlite_store};
 
 use appizer_core::event::{Dialect, NewIngestionWarning};
 use appizer_core::keys::{generate_key, KeyKind};
@@ -16,55 +19,8 @@ use appizer_core::tenancy::{
 };
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
 use appizer_storage::metadata::{AuditScope, Bootstrap, EventFile, KeyScope};
-use appizer_storage::{open_metadata_store, MetadataStore, StoreError};
+use appizer_storage::{MetadataStore, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
-
-/// A store plus whatever keeps it alive (a temp dir).
-struct Fixture {
-    store: Arc<dyn MetadataStore>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn sqlite_store() -> Option<Fixture> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
-    Some(Fixture {
-        store: open_metadata_store(&url).await.unwrap(),
-        _dir: Some(dir),
-    })
-}
-
-async fn postgres_store() -> Option<Fixture> {
-    let Ok(base) = std::env::var("APPIZER_TEST_POSTGRES_URL") else {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-            panic!("APPIZER_TEST_POSTGRES_URL must be set under CI");
-        }
-        eprintln!("skipped: set APPIZER_TEST_POSTGRES_URL to run the PostgreSQL cases");
-        return None;
-    };
-    // A fresh schema per test keeps parallel tests apart.
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = open_pg_admin(&base).await;
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    Some(Fixture {
-        store: open_metadata_store(&url).await.unwrap(),
-        _dir: None,
-    })
-}
-
-async fn open_pg_admin(url: &str) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .expect("connect to APPIZER_TEST_POSTGRES_URL")
-}
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
@@ -550,6 +506,7 @@ mod cases {
             max_timestamp: 2_000,
             max_queue_offset: offset,
             created_at: t(offset as i64),
+            persons_folded_at: None,
         };
         let files = [
             file(w.project.id, "2026-11-25", 7),
@@ -574,6 +531,7 @@ mod cases {
         let merged = EventFile {
             path: "project=x/date=2026-11-25/merged.parquet".into(),
             row_count: 20,
+            persons_folded_at: Some(t(30)),
             ..merged
         };
         store
@@ -606,27 +564,6 @@ mod cases {
             Err(StoreError::Unavailable(_))
         ));
     }
-}
-
-macro_rules! metadata_conformance_suite {
-    ($backend:ident, $open:path, [$($case:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some(fixture) = $open().await else { return };
-                    super::cases::$case(&*fixture.store).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_backends {
-    ($($case:ident),* $(,)?) => {
-        metadata_conformance_suite!(sqlite, super::sqlite_store, [$($case),*]);
-        metadata_conformance_suite!(postgres, super::postgres_store, [$($case),*]);
-    };
 }
 
 all_backends!(

@@ -19,9 +19,11 @@ use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::EventServices;
 use appizer_gateway::AppState;
+use appizer_storage::background::Background;
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::queue::{DurableLog, EventQueue, LogConfig};
 use appizer_storage::{open_metadata_store, MetadataStore};
+use appizer_users::{Identity, IdentityConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -59,11 +61,14 @@ impl App {
             })
             .context("cannot open the event queue")?,
         );
+        let background = Background::per_core("appizer-worker", ingest.worker_nice)
+            .context("cannot start the background threads")?;
         let events = Arc::new(
             EventStore::open(
                 EventStoreConfig {
                     flush_rows: ingest.flush_rows,
                     flush_age: Duration::from_millis(ingest.flush_interval_ms),
+                    background: background.clone(),
                     ..EventStoreConfig::new(config.data_dir.join("events"))
                 },
                 store.clone(),
@@ -74,19 +79,29 @@ impl App {
             Some(path) => Some(Arc::new(GeoIp::open(path)?)),
             None => None,
         };
+        let workers = CancellationToken::new();
+        let (warnings, warning_task) = WarningSink::start(store.clone(), workers.clone());
+        let identity = Arc::new(Identity::new(
+            store.persons(),
+            IdentityConfig {
+                cache_entries: config.users.identity_cache_entries,
+                max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,
+            },
+        ));
         let pipeline = Pipeline::new(
             queue.clone(),
             events,
             PipelineConfig {
                 dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
                 geoip,
+                background,
+                identity: Some(identity.clone()),
+                warnings: Some(warnings.clone()),
                 ..PipelineConfig::default()
             },
         )
         .await
         .context("cannot start the ingestion workers")?;
-        let workers = CancellationToken::new();
-        let (warnings, warning_task) = WarningSink::start(store.clone(), workers.clone());
         let worker_task = tokio::spawn({
             let (pipeline, workers) = (pipeline.clone(), workers.clone());
             async move {
@@ -108,6 +123,7 @@ impl App {
                 queue,
                 pipeline,
                 warnings,
+                identity,
                 closing: CancellationToken::new(),
             },
         );

@@ -196,6 +196,7 @@ fn decode_event(
         sent_at,
         timestamp: received.received_at,
         received_at: received.received_at,
+        person_id: None,
         ip,
         dialect: Dialect::Posthog,
     };

@@ -259,6 +259,7 @@ fn decode_message(
         sent_at,
         timestamp: received.received_at,
         received_at: received.received_at,
+        person_id: None,
         ip,
         dialect: Dialect::Segment,
     };

@@ -119,8 +119,11 @@ pub async fn list(
     ApiPath(project_id): ApiPath<ProjectId>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<EventPage>> {
-    let filter = event_filter(query.as_deref())?;
+    let mut filter = event_filter(query.as_deref())?;
     let project = caller.project(&state, project_id).await?;
+    filter.overrides = Some(std::sync::Arc::new(
+        state.store.persons().overrides(project.id).await?,
+    ));
     let (events, next) = list_events(state.events.pipeline.store(), project.id, &filter)
         .await
         .map_err(|e| {

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod events;
 pub mod keys;
 pub mod ops;
+pub mod persons;
 pub mod projects;
 
 use appizer_core::tenancy::{Actor, NewAuditEntry, Project};

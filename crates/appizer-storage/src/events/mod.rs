@@ -10,4 +10,4 @@ mod store;
 
 pub use query::{list_events, Cursor, EventFilter};
 pub use schema::{batch_to_events, event_schema, events_to_batch, StoredEvent};
-pub use store::{Compaction, EventStore, EventStoreConfig, EventStoreError};
+pub use store::{Compaction, EventStore, EventStoreConfig, EventStoreError, Taken};

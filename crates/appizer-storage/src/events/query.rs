@@ -13,6 +13,8 @@ use datafusion::prelude::{col, lit, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use super::schema::{batch_to_events, StoredEvent};
+use crate::persons::PersonOverrides;
+use appizer_core::PersonId;
 use super::store::{EventStore, EventStoreError};
 
 /// What to list.
@@ -30,6 +32,11 @@ pub struct EventFilter {
     /// Continue after this position (from a previous page).
     pub cursor: Option<Cursor>,
     pub limit: usize,
+    /// Only the events of this person (after merges and splits).
+    pub person: Option<PersonId>,
+    /// Merges, splits and deletions since the events were stored: events show the
+    /// person they belong to now, and those of deleted persons are left out.
+    pub overrides: Option<Arc<PersonOverrides>>,
 }
 
 /// A position in the newest-first order: (timestamp, message id).
@@ -98,6 +105,38 @@ pub fn json_text_udf() -> ScalarUDF {
     )
 }
 
+/// `effective_person(person_id, distinct_id)`: the person an event belongs to now under
+/// `overrides` (NULL for a deleted person; the stored id when nothing changed).
+pub fn effective_person_udf(overrides: Arc<PersonOverrides>) -> ScalarUDF {
+    create_udf(
+        "effective_person",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (persons, ids) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let mut out = StringBuilder::with_capacity(persons.len(), persons.len() * 36);
+            for i in 0..persons.len() {
+                if persons.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let stored = persons.value(i);
+                match stored.parse::<PersonId>() {
+                    Ok(p) => match overrides.effective(p, ids.value(i)) {
+                        Some(now) if now == p => out.append_value(stored),
+                        Some(now) => out.append_value(now.to_string()),
+                        None => out.append_null(),
+                    },
+                    Err(_) => out.append_value(stored),
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        }),
+    )
+}
+
 /// One page of events, newest first, and the cursor of the next page if there is one.
 pub async fn list_events(
     store: &EventStore,
@@ -134,6 +173,26 @@ pub async fn list_events(
                 .eq(lit(value.clone())),
         );
     }
+    let overrides = filter.overrides.clone().filter(|o| !o.is_empty());
+    match (&overrides, filter.person) {
+        (Some(o), person) => {
+            let effective = effective_person_udf(o.clone())
+                .call(vec![col("person_id"), col("distinct_id")]);
+            // Events without a person stay; those of deleted persons go.
+            predicates.push(col("person_id").is_null().or(effective.clone().is_not_null()));
+            if let Some(p) = person {
+                let stored: Vec<Expr> = o
+                    .stored_ids_of(p)
+                    .iter()
+                    .map(|id| lit(id.to_string()))
+                    .collect();
+                predicates.push(col("person_id").in_list(stored, false));
+                predicates.push(effective.eq(lit(p.to_string())));
+            }
+        }
+        (None, Some(p)) => predicates.push(col("person_id").eq(lit(p.to_string()))),
+        (None, None) => {}
+    }
     if let Some(c) = &filter.cursor {
         let at = ts_lit(c.timestamp_us);
         predicates.push(
@@ -156,6 +215,13 @@ pub async fn list_events(
     let mut events = Vec::new();
     for batch in &batches {
         events.extend(batch_to_events(batch)?);
+    }
+    if let Some(o) = &overrides {
+        for e in &mut events {
+            if let Some(stored) = e.person_id.as_deref().and_then(|p| p.parse().ok()) {
+                e.person_id = o.effective(stored, &e.distinct_id).map(|p| p.to_string());
+            }
+        }
     }
     let next = if events.len() > filter.limit {
         events.truncate(filter.limit);

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use appizer_core::event::Event;
-use appizer_core::json::{object_fields, raw_string};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
@@ -15,7 +14,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 /// Columns holding text, in schema order after the timestamps.
 const TEXT_COLUMNS: [(&str, bool); 21] = [
@@ -74,30 +72,6 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-/// `context.browser.name`, `os.name`, `device.type`, `location.country` and
-/// `location.city`.
-fn context_columns(e: &Event) -> [Option<String>; 5] {
-    let [browser, os, device, location] = e.context.fields(["browser", "os", "device", "location"]);
-    let inner = |raw: Option<&RawValue>, key: &str| {
-        raw.and_then(|r| object_fields(r.get(), [key])[0])
-            .and_then(raw_string)
-    };
-    let (country, city) = match location {
-        Some(l) => {
-            let [country, city] = object_fields(l.get(), ["country", "city"]);
-            (country.and_then(raw_string), city.and_then(raw_string))
-        }
-        None => (None, None),
-    };
-    [
-        inner(browser, "name"),
-        inner(os, "name"),
-        inner(device, "type"),
-        country,
-        city,
-    ]
-}
-
 /// One record batch holding `events`, in order.
 pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
     let n = events.len();
@@ -116,7 +90,7 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         Arc::new(b.finish())
     };
     // The enrichment columns, from one scan of each context.
-    let derived: Vec<[Option<String>; 5]> = events.iter().map(context_columns).collect();
+    let derived: Vec<[Option<String>; 5]> = events.iter().map(Event::context_columns).collect();
     let derived_text = |i: usize| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 8);
         for d in &derived {
@@ -145,7 +119,13 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         text(&|e| Some(e.message_type.as_str())),
         text(&|e| Some(&e.event)),
         text(&|e| Some(&e.distinct_id)),
-        text(&|_| None),
+        {
+            let mut b = StringBuilder::with_capacity(n, n * 36);
+            for e in events {
+                b.append_option(e.person_id.map(|p| p.to_string()));
+            }
+            Arc::new(b.finish())
+        },
         text(&|e| e.user_id.as_deref()),
         text(&|e| e.anonymous_id.as_deref()),
         text(&|e| e.name.as_deref()),

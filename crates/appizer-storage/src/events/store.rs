@@ -21,7 +21,9 @@ use parking_lot::RwLock;
 
 use super::schema::{event_schema, events_to_batch};
 use crate::metadata::{EventFile, MetadataStore};
+use crate::persons::PersonOverrides;
 
+use crate::background::Background;
 use crate::StoreError;
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,8 @@ pub struct EventStoreConfig {
     /// Files replaced by compaction are deleted this long after, so queries that
     /// listed them just before finish reading.
     pub retire_grace: Duration,
+    /// Where Parquet files are written and compacted.
+    pub background: Background,
 }
 
 impl EventStoreConfig {
@@ -54,6 +58,7 @@ impl EventStoreConfig {
             compact_target_rows: 1_000_000,
             compact_min_files: 4,
             retire_grace: Duration::from_secs(60),
+            background: Background::blocking(),
         }
     }
 }
@@ -72,8 +77,22 @@ pub enum EventStoreError {
     Catalog(#[from] StoreError),
 }
 
+/// Rows taken from the buffer for a flush, up to a queue offset.
+#[derive(Debug)]
+pub struct Taken {
+    projects: BTreeMap<ProjectId, ProjectBuffer>,
+    max_offset: u64,
+}
+
+impl Taken {
+    /// The highest queue offset whose events the rows hold.
+    pub fn max_offset(&self) -> u64 {
+        self.max_offset
+    }
+}
+
 /// Buffered batches of one project.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 struct ProjectBuffer {
     batches: Vec<RecordBatch>,
 }
@@ -240,17 +259,41 @@ impl EventStore {
     /// offset now durable in files (`None` if nothing was buffered).
     pub async fn flush(&self) -> Result<Option<u64>, EventStoreError> {
         let _one_at_a_time = self.flush_lock.lock().await;
-        let taken = {
-            let mut buffer = self.buffer.write();
-            let taken = std::mem::take(&mut *buffer);
-            if let Some(offset) = taken.max_offset {
-                *self.flushing.write() = Some((offset, taken.projects.clone()));
-            }
-            taken
-        };
-        let Some(max_offset) = taken.max_offset else {
-            return Ok(None);
-        };
+        match self.take_for_flush() {
+            Some(taken) => self.write_taken(taken).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes what is buffered for a flush; the rows stay queryable until their files are
+    /// catalogued. `None` if nothing is buffered or a flush is still writing. Pass the
+    /// result to [`write_taken`](Self::write_taken).
+    pub fn take_for_flush(&self) -> Option<Taken> {
+        let mut buffer = self.buffer.write();
+        let mut flushing = self.flushing.write();
+        if flushing.is_some() {
+            return None;
+        }
+        let max_offset = buffer.max_offset?;
+        let taken = std::mem::take(&mut *buffer);
+        *flushing = Some((max_offset, taken.projects.clone()));
+        Some(Taken {
+            projects: taken.projects,
+            max_offset,
+        })
+    }
+
+    /// Gives rows taken for a flush back to the buffer (the flush is not going ahead).
+    pub fn untake(&self, taken: Taken) {
+        *self.flushing.write() = None;
+        self.restore(taken.projects, taken.max_offset);
+    }
+
+    /// Writes rows taken for a flush to Parquet files and catalogues them; returns the
+    /// highest queue offset now durable in files. On failure the rows go back to the
+    /// buffer.
+    pub async fn write_taken(&self, taken: Taken) -> Result<u64, EventStoreError> {
+        let max_offset = taken.max_offset;
         let take_back = || {
             self.flushing
                 .write()
@@ -259,10 +302,11 @@ impl EventStore {
                 .unwrap_or_default()
         };
         let config = self.config.clone();
-        let written =
-            tokio::task::spawn_blocking(move || write_files(&config, taken.projects, max_offset))
-                .await
-                .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))?;
+        let written = self
+            .config
+            .background
+            .run(move || write_files(&config, taken.projects, max_offset))
+            .await;
         let files = match written {
             Ok(files) => files,
             Err(e) => {
@@ -279,84 +323,108 @@ impl EventStore {
             return Err(e.into());
         }
         *self.flushing.write() = None;
-        Ok(Some(max_offset))
+        Ok(max_offset)
     }
 
     /// Merges the small files of each project-day into files of up to
-    /// `compact_target_rows` rows (sorted like every file), swaps them in the catalog in
-    /// one transaction, and deletes replaced files after the grace period.
+    /// `compact_target_rows` rows (sorted like every file), and rewrites files that
+    /// predate a person merge, split or deletion with the person ids of now (dropping
+    /// the events of deleted persons); swaps them in the catalog in one transaction
+    /// each, and deletes replaced files after the grace period.
     pub async fn compact(&self) -> Result<Compaction, EventStoreError> {
         // Flushes may go on meanwhile: they only add files, and the catalog swap fails
         // (changing nothing) if a file to replace is gone.
         let _one_at_a_time = self.compact_lock.lock().await;
         let target = self.config.compact_target_rows;
+        // Taken before the overrides are read: a change after it is folded next time.
+        let snapshot = Utc::now();
+        let overrides = self.catalog.persons().all_overrides().await?;
+        let stale = |f: &EventFile| {
+            overrides.get(&f.project_id).is_some_and(|o| {
+                !o.is_empty()
+                    && f.persons_folded_at
+                        .is_none_or(|t| t.timestamp_millis() <= o.changed_at_ms)
+            })
+        };
         let mut partitions: BTreeMap<(ProjectId, String), Vec<EventFile>> = BTreeMap::new();
+        let mut groups: Vec<(ProjectId, String, Vec<EventFile>)> = Vec::new();
         for f in self.catalog.list_event_files(None).await? {
             if f.row_count < target / 2 {
                 partitions
                     .entry((f.project_id, f.date.clone()))
                     .or_default()
                     .push(f);
+            } else if stale(&f) {
+                groups.push((f.project_id, f.date.clone(), vec![f]));
             }
         }
-        let mut done = Compaction::default();
         for ((project, date), small) in partitions {
             if small.len() < self.config.compact_min_files {
+                // Too few to merge; rewritten alone if persons changed since.
+                for f in small.into_iter().filter(|f| stale(f)) {
+                    groups.push((project, date.clone(), vec![f]));
+                }
                 continue;
             }
             // Groups of consecutive files up to the target size.
-            let mut groups: Vec<Vec<EventFile>> = vec![Vec::new()];
+            let mut current: Vec<EventFile> = Vec::new();
             let mut rows = 0;
             for f in small {
-                if rows + f.row_count > target && !groups.last().expect("a group").is_empty() {
-                    groups.push(Vec::new());
+                if rows + f.row_count > target && !current.is_empty() {
+                    groups.push((project, date.clone(), std::mem::take(&mut current)));
                     rows = 0;
                 }
                 rows += f.row_count;
-                groups.last_mut().expect("a group").push(f);
+                current.push(f);
             }
-            for group in groups.into_iter().filter(|g| g.len() > 1) {
-                let config = self.config.clone();
-                let inputs: Vec<PathBuf> =
-                    group.iter().map(|f| config.root.join(&f.path)).collect();
-                let max_offset = group.iter().map(|f| f.max_queue_offset).max().unwrap_or(0);
-                let date_for_write = date.clone();
-                let merged =
-                    tokio::task::spawn_blocking(move || -> Result<EventFile, EventStoreError> {
-                        let batches = read_files(&inputs)?;
-                        // One partition: every row belongs to its day.
-                        let order: Vec<(usize, usize)> = sorted_days(&batches)
-                            .into_iter()
-                            .flat_map(|(_, rows)| rows)
-                            .collect();
-                        write_file(
-                            &config,
-                            project,
-                            &date_for_write,
-                            &batches,
-                            &order,
-                            max_offset,
-                        )
-                    })
-                    .await
-                    .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))??;
-                let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
-                if let Err(e) = self
-                    .catalog
-                    .replace_event_files(std::slice::from_ref(&merged), &removed)
-                    .await
-                {
-                    let _ = std::fs::remove_file(self.config.root.join(&merged.path));
-                    return Err(e.into());
+            groups.push((project, date.clone(), current));
+        }
+        let mut done = Compaction::default();
+        for (project, date, group) in groups {
+            if group.len() < 2 && !group.iter().any(|f| stale(f)) {
+                continue;
+            }
+            let config = self.config.clone();
+            let inputs: Vec<PathBuf> = group.iter().map(|f| config.root.join(&f.path)).collect();
+            let max_offset = group.iter().map(|f| f.max_queue_offset).max().unwrap_or(0);
+            let fold = overrides.get(&project).cloned().filter(|o| !o.is_empty());
+            let merged = self
+                .config
+                .background
+                .clone()
+                .run(move || -> Result<Option<EventFile>, EventStoreError> {
+                    let mut batches = read_files(&inputs)?;
+                    if let Some(fold) = &fold {
+                        batches = fold_persons(batches, fold)?;
+                    }
+                    // One partition: every row belongs to its day.
+                    let order: Vec<(usize, usize)> = sorted_days(&batches)
+                        .into_iter()
+                        .flat_map(|(_, rows)| rows)
+                        .collect();
+                    if order.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut file = write_file(&config, project, &date, &batches, &order, max_offset)?;
+                    file.persons_folded_at = Some(snapshot);
+                    Ok(Some(file))
+                })
+                .await?;
+            let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+            let added: Vec<EventFile> = merged.into_iter().collect();
+            if let Err(e) = self.catalog.replace_event_files(&added, &removed).await {
+                for f in &added {
+                    let _ = std::fs::remove_file(self.config.root.join(&f.path));
                 }
-                let now = Instant::now();
-                self.retired
-                    .lock()
-                    .extend(removed.iter().map(|p| (now, self.config.root.join(p))));
-                done.files_in += group.len();
-                done.files_out += 1;
-                done.rows += merged.row_count;
+                return Err(e.into());
             }
+            let now = Instant::now();
+            self.retired
+                .lock()
+                .extend(removed.iter().map(|p| (now, self.config.root.join(p))));
+            done.files_in += group.len();
+            done.files_out += added.len();
+            done.rows += added.iter().map(|f| f.row_count).sum::<u64>();
         }
         self.delete_retired()?;
         Ok(done)
@@ -569,7 +637,59 @@ fn write_file(
         max_timestamp: max / 1000,
         max_queue_offset: max_offset,
         created_at: Utc::now(),
+        persons_folded_at: None,
     })
+}
+
+/// The rows of `batches` with the person ids of now under `overrides`, without the
+/// events of deleted persons.
+fn fold_persons(
+    batches: Vec<RecordBatch>,
+    overrides: &PersonOverrides,
+) -> Result<Vec<RecordBatch>, EventStoreError> {
+    use datafusion::arrow::array::{BooleanBuilder, StringBuilder};
+    use datafusion::arrow::compute::filter_record_batch;
+    let schema = event_schema();
+    let person_col = schema.index_of("person_id")?;
+    let distinct_col = schema.index_of("distinct_id")?;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let persons = batch.column(person_col).as_string::<i32>();
+        let ids = batch.column(distinct_col).as_string::<i32>();
+        let mut folded = StringBuilder::with_capacity(batch.num_rows(), batch.num_rows() * 36);
+        let mut keep = BooleanBuilder::with_capacity(batch.num_rows());
+        let mut changed = false;
+        for i in 0..batch.num_rows() {
+            let stored = (!persons.is_null(i)).then(|| persons.value(i));
+            match stored.and_then(|p| p.parse::<appizer_core::PersonId>().ok()) {
+                Some(p) => match overrides.effective(p, ids.value(i)) {
+                    Some(now) => {
+                        changed |= now != p;
+                        folded.append_value(now.to_string());
+                        keep.append_value(true);
+                    }
+                    None => {
+                        changed = true;
+                        folded.append_null();
+                        keep.append_value(false);
+                    }
+                },
+                None => {
+                    folded.append_option(stored);
+                    keep.append_value(true);
+                }
+            }
+        }
+        if !changed {
+            out.push(batch);
+            continue;
+        }
+        let mut columns = batch.columns().to_vec();
+        columns[person_col] = Arc::new(folded.finish());
+        let rewritten = RecordBatch::try_new(batch.schema(), columns)?;
+        out.push(filter_record_batch(&rewritten, &keep.finish())?);
+    }
+    Ok(out)
 }
 
 /// All rows of the Parquet files at `paths`, as batches of the event schema.

@@ -8,6 +8,8 @@ pub enum StoreError {
     Setup(String),
     #[error("the metadata store is already initialised")]
     AlreadyInitialized,
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("stored data is not valid: {0}")]

@@ -86,11 +86,23 @@ pub struct EventFile {
     /// The highest queue offset whose events the file holds.
     pub max_queue_offset: u64,
     pub created_at: DateTime<Utc>,
+    /// When compaction last rewrote the file with the person overrides (merges,
+    /// splits, deletions) of that moment; `None` for a file as flushed.
+    pub persons_folded_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// The person store, on the same database.
+    fn persons(&self) -> Arc<dyn crate::persons::PersonStore>;
+
+    /// The organisation that owns `project` (the workers know only the project).
+    async fn project_organization(
+        &self,
+        project: ProjectId,
+    ) -> Result<Option<OrganizationId>, StoreError>;
 
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -184,6 +196,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         &self,
         project: Option<ProjectId>,
     ) -> Result<Vec<EventFile>, StoreError>;
+
+    /// Writes one audit entry (for actions whose data lives outside this store's
+    /// transactions, such as person changes).
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
 
     /// Newest first; entries with `id < before` when given; at most `limit`.
     async fn list_audit(

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use appizer_core::event::{Dialect, IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::keys::KeyKind;
@@ -16,6 +17,8 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
+use crate::persons::{PersonStore, SqlPersonStore};
+
 use super::{
     redact_url, AuditScope, Backend, Bootstrap, EventFile, KeyScope, MetadataStore, StoreError,
 };
@@ -25,6 +28,7 @@ use super::{
 pub struct SqlMetadataStore {
     pool: AnyPool,
     backend: Backend,
+    persons: Arc<SqlPersonStore>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -63,7 +67,11 @@ impl SqlMetadataStore {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
+            pool,
+            backend,
+        })
     }
 }
 
@@ -251,6 +259,27 @@ async fn insert_audit(conn: &mut AnyConnection, a: &NewAuditEntry) -> Result<(),
 
 #[async_trait]
 impl MetadataStore for SqlMetadataStore {
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, entry).await
+    }
+
+    fn persons(&self) -> Arc<dyn PersonStore> {
+        self.persons.clone()
+    }
+
+    async fn project_organization(
+        &self,
+        project: ProjectId,
+    ) -> Result<Option<OrganizationId>, StoreError> {
+        let org: Option<String> =
+            sqlx::query_scalar("SELECT organization_id FROM projects WHERE id = $1")
+                .bind(project.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        org.map(|o| parse_id(&o, "organization id")).transpose()
+    }
+
     fn backend(&self) -> Backend {
         self.backend
     }
@@ -597,8 +626,8 @@ impl MetadataStore for SqlMetadataStore {
         for f in files {
             sqlx::query(
                 "INSERT INTO event_files (path, project_id, date, row_count, byte_size, \
-                 min_timestamp, max_timestamp, max_queue_offset, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 min_timestamp, max_timestamp, max_queue_offset, created_at, persons_folded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&f.path)
             .bind(f.project_id.to_string())
@@ -609,6 +638,7 @@ impl MetadataStore for SqlMetadataStore {
             .bind(f.max_timestamp)
             .bind(f.max_queue_offset as i64)
             .bind(millis(f.created_at))
+            .bind(f.persons_folded_at.map(millis))
             .execute(&mut *tx)
             .await?;
         }
@@ -621,7 +651,7 @@ impl MetadataStore for SqlMetadataStore {
         project: Option<ProjectId>,
     ) -> Result<Vec<EventFile>, StoreError> {
         const COLUMNS: &str = "path, project_id, date, row_count, byte_size, min_timestamp, \
-             max_timestamp, max_queue_offset, created_at";
+             max_timestamp, max_queue_offset, created_at, persons_folded_at";
         let rows = match project {
             Some(p) => {
                 sqlx::query(&format!(
@@ -651,6 +681,10 @@ impl MetadataStore for SqlMetadataStore {
                     max_timestamp: row.try_get("max_timestamp")?,
                     max_queue_offset: row.try_get::<i64, _>("max_queue_offset")? as u64,
                     created_at: from_millis(row.try_get("created_at")?)?,
+                    persons_folded_at: row
+                        .try_get::<Option<i64>, _>("persons_folded_at")?
+                        .map(from_millis)
+                        .transpose()?,
                 })
             })
             .collect()

@@ -1,0 +1,247 @@
+//! The person store: persons, their distinct ids, merges and their log, the overrides
+//! queries apply to events stored before a merge, deletions and suppressed ids. One
+//! trait; one SQL implementation for SQLite and PostgreSQL (`sql.rs`), run against the
+//! same conformance suite (`tests/person_conformance.rs`).
+
+mod sql;
+
+use std::collections::{HashMap, HashSet};
+
+use appizer_core::person::{MergeReason, MergeRecord, Person, PersonDelta};
+use appizer_core::{MergeId, PersonId, ProjectId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use sql::SqlPersonStore;
+
+use crate::StoreError;
+
+/// A distinct id that had no person, with the person proposed for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPerson {
+    pub distinct_id: String,
+    pub person_id: PersonId,
+    pub is_identified: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// Which persons a listing returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersonFilter {
+    /// Every `(key, value)` must equal the person's property.
+    pub properties: Vec<(String, Value)>,
+    /// A distinct id containing this text (case-insensitive).
+    pub distinct_id_contains: Option<String>,
+    /// Persons after this one in id order (the page cursor).
+    pub after: Option<PersonId>,
+    pub limit: u32,
+}
+
+/// How a person's events are found again after merges, splits and deletions: an
+/// event stored with person `p` and distinct id `d` belongs to
+/// `by_pair[(p, d)]`, else `by_person[p]`, else `p`; it is hidden when that person is
+/// deleted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersonOverrides {
+    pub by_person: HashMap<PersonId, PersonId>,
+    pub by_pair: HashMap<(PersonId, String), PersonId>,
+    pub deleted: HashSet<PersonId>,
+    /// When any of these last changed (ms since the epoch): files folded since then
+    /// need no rewrite.
+    pub changed_at_ms: i64,
+}
+
+impl PersonOverrides {
+    /// The person an event stored with `person` and `distinct_id` belongs to now;
+    /// `None` if that person was deleted.
+    pub fn effective(&self, person: PersonId, distinct_id: &str) -> Option<PersonId> {
+        let now = self
+            .by_pair
+            .get(&(person, distinct_id.to_string()))
+            .or_else(|| self.by_person.get(&person))
+            .copied()
+            .unwrap_or(person);
+        (!self.deleted.contains(&now)).then_some(now)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_person.is_empty() && self.by_pair.is_empty() && self.deleted.is_empty()
+    }
+
+    /// The stored person ids whose events may belong to `person` now.
+    pub fn stored_ids_of(&self, person: PersonId) -> Vec<PersonId> {
+        let mut ids = vec![person];
+        ids.extend(
+            self.by_person
+                .iter()
+                .filter(|(_, to)| **to == person)
+                .map(|(from, _)| *from),
+        );
+        ids.extend(
+            self.by_pair
+                .iter()
+                .filter(|(_, to)| **to == person)
+                .map(|((from, _), _)| *from),
+        );
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// What deleting a person did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    pub distinct_ids: Vec<String>,
+    pub suppressed: bool,
+}
+
+#[async_trait]
+pub trait PersonStore: Send + Sync + 'static {
+    /// The persons of those of `distinct_ids` that have one.
+    async fn lookup(
+        &self,
+        project: ProjectId,
+        distinct_ids: &[String],
+    ) -> Result<HashMap<String, PersonId>, StoreError>;
+
+    /// Creates the proposed persons whose distinct id still has none, in one
+    /// transaction, and returns the person each distinct id belongs to (the proposed
+    /// one, or the one created first elsewhere).
+    async fn create(
+        &self,
+        project: ProjectId,
+        new: &[NewPerson],
+    ) -> Result<HashMap<String, PersonId>, StoreError>;
+
+    /// Links `distinct_id` to `person` if the id has no person yet. Returns the person
+    /// the id belongs to afterwards.
+    async fn add_distinct_id(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PersonId, StoreError>;
+
+    async fn set_identified(&self, project: ProjectId, person: PersonId)
+        -> Result<(), StoreError>;
+
+    async fn get(&self, project: ProjectId, person: PersonId)
+        -> Result<Option<Person>, StoreError>;
+
+    /// The person's distinct ids, oldest first.
+    async fn distinct_ids(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Merges `source` into `target` in one transaction: the source's distinct ids move,
+    /// its properties, counts and seen times fold into the target (property writes by
+    /// event time), it is removed, and its events (and those of persons merged into it
+    /// before) belong to the target from now on. Logged with a snapshot of the source.
+    async fn merge(
+        &self,
+        project: ProjectId,
+        source: PersonId,
+        target: PersonId,
+        reason: MergeReason,
+        message_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<MergeRecord, StoreError>;
+
+    /// Undoes a merge: the source comes back as it was (same id), with the distinct ids
+    /// it brought that are still on the target, and its events, including those the
+    /// target received for those ids since. `None` if no such merge (or already undone).
+    async fn split(
+        &self,
+        project: ProjectId,
+        merge: MergeId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<MergeRecord>, StoreError>;
+
+    /// Merges into and out of `person`, newest first.
+    async fn merge_log(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<Vec<MergeRecord>, StoreError>;
+
+    /// Moves `distinct_id` off `person` onto a new person, with the events stored for it.
+    /// `None` if the id is not the person's.
+    async fn remove_distinct_id(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PersonId>, StoreError>;
+
+    /// Applies person updates in one transaction; from the workers, with the queue
+    /// offset their events reach, recorded in the same transaction. A delta for a
+    /// person merged away goes to the survivor; one for a deleted person is dropped.
+    async fn apply_deltas(
+        &self,
+        deltas: &[(ProjectId, PersonId, PersonDelta)],
+        offset: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// The highest queue offset whose person updates are applied.
+    async fn applied_offset(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Persons in id order.
+    async fn list(
+        &self,
+        project: ProjectId,
+        filter: &PersonFilter,
+    ) -> Result<Vec<Person>, StoreError>;
+
+    /// Deletes the person and its distinct ids; its events are hidden from now on. With
+    /// `suppress`, later events of those ids are to be dropped. `None` if not there.
+    async fn delete(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        suppress: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Deleted>, StoreError>;
+
+    /// Those of `distinct_ids` whose events are to be dropped.
+    async fn suppressed(
+        &self,
+        project: ProjectId,
+        distinct_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    /// The overrides queries of the project apply.
+    async fn overrides(&self, project: ProjectId) -> Result<PersonOverrides, StoreError>;
+
+    /// Overrides of every project (for compaction).
+    async fn all_overrides(&self) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_person_follows_pairs_then_persons_and_hides_deleted() {
+        let (a, b, c) = (PersonId::new(), PersonId::new(), PersonId::new());
+        let mut o = PersonOverrides::default();
+        o.by_person.insert(a, b);
+        o.by_pair.insert((b, "anon-1".into()), a);
+        assert_eq!(o.effective(a, "x"), Some(b));
+        assert_eq!(o.effective(b, "anon-1"), Some(a));
+        assert_eq!(o.effective(b, "user"), Some(b));
+        assert_eq!(o.effective(c, "c"), Some(c));
+        o.deleted.insert(b);
+        assert_eq!(o.effective(a, "x"), None);
+        let mut stored = o.stored_ids_of(a);
+        stored.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(stored, expected);
+    }
+}

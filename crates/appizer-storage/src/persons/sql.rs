@@ -1,0 +1,930 @@
+//! [`PersonStore`] over SQL, for SQLite and PostgreSQL, in the dialect both accept.
+//! Writes that read before they write run one at a time in this process (SQLite has one
+//! writer anyway); on PostgreSQL they also lock the rows they read, so several nodes
+//! can share the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use appizer_core::person::{MergeReason, MergeRecord, Person, PersonDelta, PersonProperties};
+use appizer_core::{MergeId, PersonId, ProjectId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use super::{Deleted, NewPerson, PersonFilter, PersonOverrides, PersonStore};
+use crate::metadata::Backend;
+use crate::StoreError;
+
+/// Ids per `IN (...)` list.
+const CHUNK: usize = 500;
+/// The `worker_offsets` row of applied person updates.
+const PERSON_UPDATES: &str = "person_updates";
+
+const PERSON_COLUMNS: &str = "id, project_id, is_identified, properties, property_writes, \
+     first_seen, last_seen, event_count, created_at";
+const MERGE_COLUMNS: &str = "id, project_id, source_person_id, target_person_id, distinct_ids, \
+     source_snapshot, reason, message_id, merged_at, split_at";
+
+#[derive(Debug, Clone)]
+pub struct SqlPersonStore {
+    pool: AnyPool,
+    backend: Backend,
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SqlPersonStore {
+    /// A person store over the metadata store's pool (its migrations create the tables).
+    pub fn new(pool: AnyPool, backend: Backend) -> Self {
+        Self {
+            pool,
+            backend,
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// `FOR UPDATE` where the backend has it.
+    fn lock(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("`{text}` is not a valid id")))
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn person_from_row(row: &AnyRow) -> Result<Person, StoreError> {
+    let properties = PersonProperties::from_json(
+        &row.try_get::<String, _>("properties")?,
+        &row.try_get::<String, _>("property_writes")?,
+    )
+    .map_err(|e| StoreError::Corrupt(format!("person properties: {e}")))?;
+    Ok(Person {
+        id: id(&row.try_get::<String, _>("id")?)?,
+        project_id: id(&row.try_get::<String, _>("project_id")?)?,
+        is_identified: row.try_get::<i64, _>("is_identified")? != 0,
+        properties,
+        first_seen: row
+            .try_get::<Option<i64>, _>("first_seen")?
+            .map(time)
+            .transpose()?,
+        last_seen: row
+            .try_get::<Option<i64>, _>("last_seen")?
+            .map(time)
+            .transpose()?,
+        event_count: row.try_get::<i64, _>("event_count")?.max(0) as u64,
+        created_at: time(row.try_get("created_at")?)?,
+    })
+}
+
+fn snapshot_json(p: &Person) -> String {
+    json!({
+        "id": p.id.to_string(),
+        "project_id": p.project_id.to_string(),
+        "is_identified": p.is_identified,
+        "properties": p.properties.values_json(),
+        "property_writes": p.properties.writes_json(),
+        "first_seen": p.first_seen.map(millis),
+        "last_seen": p.last_seen.map(millis),
+        "event_count": p.event_count,
+        "created_at": millis(p.created_at),
+    })
+    .to_string()
+}
+
+fn snapshot_from_json(text: &str) -> Result<Person, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("merge snapshot: {what}"));
+    let v: Value = serde_json::from_str(text).map_err(|_| corrupt("not JSON"))?;
+    let s = |k: &str| v[k].as_str().ok_or_else(|| corrupt(k));
+    let ms = |k: &str| v[k].as_i64().map(time).transpose();
+    Ok(Person {
+        id: id(s("id")?)?,
+        project_id: id(s("project_id")?)?,
+        is_identified: v["is_identified"].as_bool().unwrap_or(false),
+        properties: PersonProperties::from_json(s("properties")?, s("property_writes")?)
+            .map_err(|_| corrupt("properties"))?,
+        first_seen: ms("first_seen")?,
+        last_seen: ms("last_seen")?,
+        event_count: v["event_count"].as_u64().unwrap_or(0),
+        created_at: ms("created_at")?.ok_or_else(|| corrupt("created_at"))?,
+    })
+}
+
+fn merge_from_row(row: &AnyRow) -> Result<MergeRecord, StoreError> {
+    let reason: String = row.try_get("reason")?;
+    Ok(MergeRecord {
+        id: id(&row.try_get::<String, _>("id")?)?,
+        project_id: id(&row.try_get::<String, _>("project_id")?)?,
+        source: id(&row.try_get::<String, _>("source_person_id")?)?,
+        target: id(&row.try_get::<String, _>("target_person_id")?)?,
+        distinct_ids: serde_json::from_str(&row.try_get::<String, _>("distinct_ids")?)
+            .map_err(|e| StoreError::Corrupt(format!("merge distinct ids: {e}")))?,
+        source_snapshot: snapshot_from_json(&row.try_get::<String, _>("source_snapshot")?)?,
+        reason: MergeReason::parse(&reason)
+            .ok_or_else(|| StoreError::Corrupt(format!("merge reason `{reason}`")))?,
+        message_id: row.try_get("message_id")?,
+        merged_at: time(row.try_get("merged_at")?)?,
+        split_at: row
+            .try_get::<Option<i64>, _>("split_at")?
+            .map(time)
+            .transpose()?,
+    })
+}
+
+async fn fetch_person(
+    tx: &mut Transaction<'_, Any>,
+    project: ProjectId,
+    person: PersonId,
+    lock: &str,
+) -> Result<Option<Person>, StoreError> {
+    sqlx::query(&format!(
+        "SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1 AND id = $2{lock}"
+    ))
+    .bind(project.to_string())
+    .bind(person.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|r| person_from_row(&r))
+    .transpose()
+}
+
+async fn insert_person(tx: &mut Transaction<'_, Any>, p: &Person) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO persons ({PERSON_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(p.id.to_string())
+    .bind(p.project_id.to_string())
+    .bind(p.is_identified as i64)
+    .bind(p.properties.values_json())
+    .bind(p.properties.writes_json())
+    .bind(p.first_seen.map(millis))
+    .bind(p.last_seen.map(millis))
+    .bind(p.event_count as i64)
+    .bind(millis(p.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn update_person(tx: &mut Transaction<'_, Any>, p: &Person) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE persons SET is_identified = $3, properties = $4, property_writes = $5, \
+         first_seen = $6, last_seen = $7, event_count = $8 WHERE project_id = $1 AND id = $2",
+    )
+    .bind(p.project_id.to_string())
+    .bind(p.id.to_string())
+    .bind(p.is_identified as i64)
+    .bind(p.properties.values_json())
+    .bind(p.properties.writes_json())
+    .bind(p.first_seen.map(millis))
+    .bind(p.last_seen.map(millis))
+    .bind(p.event_count as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn ids_of(
+    tx: &mut Transaction<'_, Any>,
+    project: ProjectId,
+    person: PersonId,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT distinct_id FROM person_distinct_ids WHERE project_id = $1 AND person_id = $2 \
+         ORDER BY created_at, distinct_id",
+    )
+    .bind(project.to_string())
+    .bind(person.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
+        .collect()
+}
+
+async fn set_override(
+    tx: &mut Transaction<'_, Any>,
+    project: ProjectId,
+    old: PersonId,
+    distinct_id: &str,
+    to: PersonId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO person_overrides (project_id, old_person_id, distinct_id, person_id, \
+         updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, old_person_id, \
+         distinct_id) DO UPDATE SET person_id = excluded.person_id, updated_at = excluded.updated_at",
+    )
+    .bind(project.to_string())
+    .bind(old.to_string())
+    .bind(distinct_id)
+    .bind(to.to_string())
+    .bind(millis(at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Where the events of `person` went: itself if it exists, else the person it was
+/// merged into (followed through a few hops), else `None` (deleted).
+async fn surviving(
+    tx: &mut Transaction<'_, Any>,
+    project: ProjectId,
+    mut person: PersonId,
+    lock: &str,
+) -> Result<Option<Person>, StoreError> {
+    for _ in 0..8 {
+        if let Some(p) = fetch_person(tx, project, person, lock).await? {
+            return Ok(Some(p));
+        }
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT person_id FROM person_overrides WHERE project_id = $1 AND \
+             old_person_id = $2 AND distinct_id = ''",
+        )
+        .bind(project.to_string())
+        .bind(person.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        match next {
+            Some(next) => person = id(&next)?,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+#[async_trait]
+impl PersonStore for SqlPersonStore {
+    async fn lookup(
+        &self,
+        project: ProjectId,
+        distinct_ids: &[String],
+    ) -> Result<HashMap<String, PersonId>, StoreError> {
+        let mut found = HashMap::with_capacity(distinct_ids.len());
+        for chunk in distinct_ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = $1 \
+                 AND distinct_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(project.to_string());
+            for d in chunk {
+                query = query.bind(d);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                found.insert(row.try_get(0)?, id(&row.try_get::<String, _>(1)?)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create(
+        &self,
+        project: ProjectId,
+        new: &[NewPerson],
+    ) -> Result<HashMap<String, PersonId>, StoreError> {
+        let mut out = HashMap::with_capacity(new.len());
+        if new.is_empty() {
+            return Ok(out);
+        }
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        // Rows per statement: three parameters each, well under every backend's limit.
+        for chunk in new.chunks(200) {
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
+                 VALUES {values} ON CONFLICT (project_id, distinct_id) DO NOTHING \
+                 RETURNING distinct_id, person_id"
+            );
+            let mut query =
+                sqlx::query_as::<_, (String, String)>(&sql).bind(project.to_string());
+            for n in chunk {
+                query = query
+                    .bind(&n.distinct_id)
+                    .bind(n.person_id.to_string())
+                    .bind(millis(n.at));
+            }
+            let linked: HashSet<(String, String)> =
+                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            let fresh: Vec<&NewPerson> = chunk
+                .iter()
+                .filter(|n| linked.contains(&(n.distinct_id.clone(), n.person_id.to_string())))
+                .collect();
+            if !fresh.is_empty() {
+                let values = (0..fresh.len())
+                    .map(|i| {
+                        let b = 2 + 3 * i;
+                        format!(
+                            "(${b}, $1, ${}, '{{}}', '{{}}', NULL, NULL, 0, ${})",
+                            b + 1,
+                            b + 2
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("INSERT INTO persons ({PERSON_COLUMNS}) VALUES {values}");
+                let mut query = sqlx::query(&sql).bind(project.to_string());
+                for n in &fresh {
+                    query = query
+                        .bind(n.person_id.to_string())
+                        .bind(n.is_identified as i64)
+                        .bind(millis(n.at));
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for n in fresh {
+                out.insert(n.distinct_id.clone(), n.person_id);
+            }
+        }
+        tx.commit().await?;
+        drop(_one_writer);
+        let lost: Vec<String> = new
+            .iter()
+            .filter(|n| !out.contains_key(&n.distinct_id))
+            .map(|n| n.distinct_id.clone())
+            .collect();
+        out.extend(self.lookup(project, &lost).await?);
+        Ok(out)
+    }
+
+    async fn add_distinct_id(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PersonId, StoreError> {
+        sqlx::query(
+            "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
+        )
+        .bind(project.to_string())
+        .bind(distinct_id)
+        .bind(person.to_string())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        let owner: String = sqlx::query_scalar(
+            "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2",
+        )
+        .bind(project.to_string())
+        .bind(distinct_id)
+        .fetch_one(&self.pool)
+        .await?;
+        id(&owner)
+    }
+
+    async fn set_identified(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE persons SET is_identified = 1 WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(person.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<Option<Person>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1 AND id = $2"
+        ))
+        .bind(project.to_string())
+        .bind(person.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| person_from_row(&r))
+        .transpose()
+    }
+
+    async fn distinct_ids(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids = ids_of(&mut tx, project, person).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn merge(
+        &self,
+        project: ProjectId,
+        source: PersonId,
+        target: PersonId,
+        reason: MergeReason,
+        message_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<MergeRecord, StoreError> {
+        if source == target {
+            return Err(StoreError::Conflict("a person cannot merge into itself".into()));
+        }
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let lock = self.lock();
+        let missing = |p: PersonId| StoreError::NotFound(format!("person {p}"));
+        let from = fetch_person(&mut tx, project, source, lock)
+            .await?
+            .ok_or_else(|| missing(source))?;
+        let mut into = fetch_person(&mut tx, project, target, lock)
+            .await?
+            .ok_or_else(|| missing(target))?;
+        let moved = ids_of(&mut tx, project, source).await?;
+        sqlx::query(
+            "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND person_id = $2",
+        )
+        .bind(project.to_string())
+        .bind(source.to_string())
+        .bind(target.to_string())
+        .execute(&mut *tx)
+        .await?;
+        PersonDelta {
+            first_seen_ms: from.first_seen.map(millis),
+            last_seen_ms: from.last_seen.map(millis),
+            events: from.event_count,
+            properties: from.properties.clone(),
+            identified: from.is_identified,
+        }
+        .apply_to(&mut into);
+        update_person(&mut tx, &into).await?;
+        sqlx::query("DELETE FROM persons WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(source.to_string())
+            .execute(&mut *tx)
+            .await?;
+        // Persons merged into the source before now lead to the target.
+        sqlx::query(
+            "UPDATE person_overrides SET person_id = $3, updated_at = $4 WHERE project_id = $1 \
+             AND person_id = $2",
+        )
+        .bind(project.to_string())
+        .bind(source.to_string())
+        .bind(target.to_string())
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        set_override(&mut tx, project, source, "", target, at).await?;
+        let record = MergeRecord {
+            id: MergeId::new(),
+            project_id: project,
+            source,
+            target,
+            distinct_ids: moved,
+            source_snapshot: from,
+            reason,
+            message_id: message_id.map(str::to_string),
+            merged_at: at,
+            split_at: None,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO person_merges ({MERGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, NULL)"
+        ))
+        .bind(record.id.to_string())
+        .bind(project.to_string())
+        .bind(source.to_string())
+        .bind(target.to_string())
+        .bind(serde_json::to_string(&record.distinct_ids).expect("strings serialize"))
+        .bind(snapshot_json(&record.source_snapshot))
+        .bind(reason.as_str())
+        .bind(message_id)
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn split(
+        &self,
+        project: ProjectId,
+        merge: MergeId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<MergeRecord>, StoreError> {
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let lock = self.lock();
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {MERGE_COLUMNS} FROM person_merges WHERE project_id = $1 AND id = $2 AND \
+             split_at IS NULL{lock}"
+        ))
+        .bind(project.to_string())
+        .bind(merge.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut record = merge_from_row(&row)?;
+        let source = record.source;
+        if fetch_person(&mut tx, project, source, lock).await?.is_some() {
+            return Err(StoreError::Conflict(format!("person {source} exists already")));
+        }
+        // The target may since have been merged on, or deleted.
+        let Some(mut target) = surviving(&mut tx, project, record.target, lock).await? else {
+            return Err(StoreError::NotFound(format!(
+                "person {} (the merge's target) was deleted",
+                record.target
+            )));
+        };
+        let on_target: HashSet<String> = ids_of(&mut tx, project, target.id)
+            .await?
+            .into_iter()
+            .collect();
+        let back: Vec<String> = record
+            .distinct_ids
+            .iter()
+            .filter(|d| on_target.contains(*d))
+            .cloned()
+            .collect();
+        let mut restored = record.source_snapshot.clone();
+        restored.id = source;
+        insert_person(&mut tx, &restored).await?;
+        for d in &back {
+            sqlx::query(
+                "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND \
+                 distinct_id = $2",
+            )
+            .bind(project.to_string())
+            .bind(d)
+            .bind(source.to_string())
+            .execute(&mut *tx)
+            .await?;
+            // Events the target received for this id since the merge.
+            set_override(&mut tx, project, target.id, d, source, at).await?;
+        }
+        sqlx::query(
+            "DELETE FROM person_overrides WHERE project_id = $1 AND old_person_id = $2 AND \
+             distinct_id = ''",
+        )
+        .bind(project.to_string())
+        .bind(source.to_string())
+        .execute(&mut *tx)
+        .await?;
+        // Persons merged into the source before this merge lead to it again.
+        let earlier: Vec<String> = sqlx::query_scalar(
+            "SELECT source_person_id FROM person_merges WHERE project_id = $1 AND \
+             target_person_id = $2 AND split_at IS NULL AND merged_at <= $3",
+        )
+        .bind(project.to_string())
+        .bind(source.to_string())
+        .bind(millis(record.merged_at))
+        .fetch_all(&mut *tx)
+        .await?;
+        for old in earlier {
+            sqlx::query(
+                "UPDATE person_overrides SET person_id = $3, updated_at = $4 WHERE \
+                 project_id = $1 AND old_person_id = $2 AND distinct_id = ''",
+            )
+            .bind(project.to_string())
+            .bind(old)
+            .bind(source.to_string())
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // What the source brought leaves the target; property values stay (they cannot
+        // be told apart once merged).
+        target.event_count = target
+            .event_count
+            .saturating_sub(record.source_snapshot.event_count);
+        update_person(&mut tx, &target).await?;
+        sqlx::query("UPDATE person_merges SET split_at = $3 WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(merge.to_string())
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        record.split_at = Some(at);
+        Ok(Some(record))
+    }
+
+    async fn merge_log(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<Vec<MergeRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MERGE_COLUMNS} FROM person_merges WHERE project_id = $1 AND \
+             (target_person_id = $2 OR source_person_id = $2) ORDER BY merged_at DESC, id DESC"
+        ))
+        .bind(project.to_string())
+        .bind(person.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(merge_from_row).collect()
+    }
+
+    async fn remove_distinct_id(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PersonId>, StoreError> {
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2{}",
+            self.lock()
+        ))
+        .bind(project.to_string())
+        .bind(distinct_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owner.as_deref() != Some(&person.to_string()) {
+            return Ok(None);
+        }
+        let split_off = PersonId::new();
+        insert_person(
+            &mut tx,
+            &Person {
+                id: split_off,
+                project_id: project,
+                is_identified: false,
+                properties: PersonProperties::default(),
+                first_seen: None,
+                last_seen: None,
+                event_count: 0,
+                created_at: at,
+            },
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND distinct_id = $2",
+        )
+        .bind(project.to_string())
+        .bind(distinct_id)
+        .bind(split_off.to_string())
+        .execute(&mut *tx)
+        .await?;
+        // The id's events, stored under the person or under persons merged into it.
+        let merged_in: Vec<String> = sqlx::query_scalar(
+            "SELECT old_person_id FROM person_overrides WHERE project_id = $1 AND person_id = $2 \
+             AND distinct_id = ''",
+        )
+        .bind(project.to_string())
+        .bind(person.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        set_override(&mut tx, project, person, distinct_id, split_off, at).await?;
+        for old in merged_in {
+            set_override(&mut tx, project, id(&old)?, distinct_id, split_off, at).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(split_off))
+    }
+
+    async fn apply_deltas(
+        &self,
+        deltas: &[(ProjectId, PersonId, PersonDelta)],
+        offset: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let lock = self.lock();
+        for (project, person, delta) in deltas {
+            if let Some(mut p) = surviving(&mut tx, *project, *person, lock).await? {
+                delta.apply_to(&mut p);
+                update_person(&mut tx, &p).await?;
+            }
+        }
+        if let Some(offset) = offset {
+            sqlx::query(
+                "INSERT INTO worker_offsets (name, queue_offset) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET queue_offset = excluded.queue_offset",
+            )
+            .bind(PERSON_UPDATES)
+            .bind(offset as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn applied_offset(&self) -> Result<Option<u64>, StoreError> {
+        let offset: Option<i64> =
+            sqlx::query_scalar("SELECT queue_offset FROM worker_offsets WHERE name = $1")
+                .bind(PERSON_UPDATES)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(offset.map(|o| o.max(0) as u64))
+    }
+
+    async fn list(
+        &self,
+        project: ProjectId,
+        filter: &PersonFilter,
+    ) -> Result<Vec<Person>, StoreError> {
+        let mut sql = format!("SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1");
+        let mut binds: Vec<String> = vec![project.to_string()];
+        if let Some(after) = filter.after {
+            binds.push(after.to_string());
+            sql.push_str(&format!(" AND id > ${}", binds.len()));
+        }
+        for (key, value) in &filter.properties {
+            // Compared as JSON text: "pro", 42, true.
+            match self.backend {
+                Backend::Sqlite => {
+                    binds.push(format!("$.\"{}\"", key.replace('"', "\\\"")));
+                    sql.push_str(&format!(" AND (properties -> ${})", binds.len()));
+                }
+                Backend::Postgres => {
+                    binds.push(key.clone());
+                    sql.push_str(&format!(" AND ((properties::jsonb -> ${})::text)", binds.len()));
+                }
+            }
+            binds.push(value.to_string());
+            sql.push_str(&format!(" = ${}", binds.len()));
+        }
+        if let Some(text) = &filter.distinct_id_contains {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            binds.push(format!("%{escaped}%"));
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM person_distinct_ids d WHERE d.project_id = persons.project_id \
+                 AND d.person_id = persons.id AND LOWER(d.distinct_id) LIKE ${} ESCAPE '\\')",
+                binds.len()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit.max(1)));
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(person_from_row).collect()
+    }
+
+    async fn delete(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        suppress: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Deleted>, StoreError> {
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        if fetch_person(&mut tx, project, person, self.lock())
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let ids = ids_of(&mut tx, project, person).await?;
+        for sql in [
+            "DELETE FROM person_distinct_ids WHERE project_id = $1 AND person_id = $2",
+            "DELETE FROM persons WHERE project_id = $1 AND id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(project.to_string())
+                .bind(person.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO deleted_persons (project_id, person_id, deleted_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (project_id, person_id) DO NOTHING",
+        )
+        .bind(project.to_string())
+        .bind(person.to_string())
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        if suppress {
+            for d in &ids {
+                sqlx::query(
+                    "INSERT INTO suppressed_distinct_ids (project_id, distinct_id, created_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (project_id, distinct_id) DO NOTHING",
+                )
+                .bind(project.to_string())
+                .bind(d)
+                .bind(millis(at))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(Deleted {
+            distinct_ids: ids,
+            suppressed: suppress,
+        }))
+    }
+
+    async fn suppressed(
+        &self,
+        project: ProjectId,
+        distinct_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in distinct_ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT distinct_id FROM suppressed_distinct_ids WHERE project_id = $1 AND \
+                 distinct_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(project.to_string());
+            for d in chunk {
+                query = query.bind(d);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                found.insert(row.try_get(0)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn overrides(&self, project: ProjectId) -> Result<PersonOverrides, StoreError> {
+        Ok(self
+            .load_overrides(Some(project))
+            .await?
+            .remove(&project)
+            .unwrap_or_default())
+    }
+
+    async fn all_overrides(&self) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError> {
+        self.load_overrides(None).await
+    }
+}
+
+impl SqlPersonStore {
+    async fn load_overrides(
+        &self,
+        project: Option<ProjectId>,
+    ) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError> {
+        let filter = if project.is_some() {
+            " WHERE project_id = $1"
+        } else {
+            ""
+        };
+        let mut out: HashMap<ProjectId, PersonOverrides> = HashMap::new();
+        let sql = format!(
+            "SELECT project_id, old_person_id, distinct_id, person_id, updated_at FROM \
+             person_overrides{filter}"
+        );
+        let mut query = sqlx::query_as::<_, (String, String, String, String, i64)>(&sql);
+        if let Some(p) = project {
+            query = query.bind(p.to_string());
+        }
+        for (p, old, distinct_id, to, at) in query.fetch_all(&self.pool).await? {
+            let entry = out.entry(id(&p)?).or_default();
+            entry.changed_at_ms = entry.changed_at_ms.max(at);
+            let (old, to): (PersonId, PersonId) = (id(&old)?, id(&to)?);
+            if distinct_id.is_empty() {
+                entry.by_person.insert(old, to);
+            } else {
+                entry.by_pair.insert((old, distinct_id), to);
+            }
+        }
+        let sql =
+            format!("SELECT project_id, person_id, deleted_at FROM deleted_persons{filter}");
+        let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
+        if let Some(p) = project {
+            query = query.bind(p.to_string());
+        }
+        for (p, person, at) in query.fetch_all(&self.pool).await? {
+            let entry = out.entry(id(&p)?).or_default();
+            entry.changed_at_ms = entry.changed_at_ms.max(at);
+            entry.deleted.insert(id(&person)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,335 @@
+//! One conformance suite for the person store on every backend (see `common` for how
+//! the PostgreSQL cases find their database).
+
+#[macro_use]
+mod common;
+
+use common::{postgres_store, sqlite_store};
+
+use appizer_core::person::{MergeReason, PersonDelta, PersonProperties};
+use appizer_core::{PersonId, ProjectId};
+use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
+use appizer_storage::{MetadataStore, StoreError};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+}
+
+/// Creates one person per distinct id; returns their ids in order.
+async fn people(
+    persons: &dyn PersonStore,
+    project: ProjectId,
+    ids: &[&str],
+    identified: bool,
+) -> Vec<PersonId> {
+    let new: Vec<NewPerson> = ids
+        .iter()
+        .map(|d| NewPerson {
+            distinct_id: d.to_string(),
+            person_id: PersonId::new(),
+            is_identified: identified,
+            at: t(0),
+        })
+        .collect();
+    let created = persons.create(project, &new).await.unwrap();
+    ids.iter().map(|d| created[*d]).collect()
+}
+
+fn delta(events: &[i64], set: &[(&str, serde_json::Value, i64)]) -> PersonDelta {
+    let mut d = PersonDelta::default();
+    for &at in events {
+        d.saw(at);
+    }
+    for (k, v, at) in set {
+        d.properties.set(k, v.clone(), *at);
+    }
+    d
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn a_distinct_id_gets_one_person_however_often_it_is_created(
+        store: &dyn MetadataStore,
+    ) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let first = people(&*persons, project, &["anon-1"], false).await[0];
+        let again = people(&*persons, project, &["anon-1"], false).await[0];
+        assert_eq!(first, again);
+        // Fifty concurrent creations of one new id: one person.
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let persons = persons.clone();
+                tokio::spawn(async move {
+                    people(&*persons, project, &["new-id"], false).await[0]
+                })
+            })
+            .collect();
+        let mut winners = std::collections::HashSet::new();
+        for task in tasks {
+            winners.insert(task.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1);
+        let all = persons
+            .list(project, &PersonFilter { limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        let found = persons
+            .lookup(project, &["anon-1".into(), "new-id".into(), "unknown".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["anon-1"], first);
+        // Another project sees none of it.
+        let other = ProjectId::new();
+        assert!(persons.lookup(other, &["anon-1".into()]).await.unwrap().is_empty());
+        assert_eq!(persons.get(other, first).await.unwrap(), None);
+    }
+
+    pub async fn merge_moves_ids_folds_properties_and_logs(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
+            unreachable!()
+        };
+        persons
+            .apply_deltas(
+                &[
+                    (project, anon, delta(&[100, 200], &[("plan", json!("free"), 100), ("ref", json!("ads"), 100)])),
+                    (project, user, delta(&[300], &[("plan", json!("pro"), 300)])),
+                ],
+                Some(7),
+            )
+            .await
+            .unwrap();
+        assert_eq!(persons.applied_offset().await.unwrap(), Some(7));
+        let record = persons
+            .merge(project, anon, user, MergeReason::Identify, Some("msg-1"), t(10))
+            .await
+            .unwrap();
+        assert_eq!(record.distinct_ids, vec!["anon".to_string()]);
+        assert_eq!(record.source_snapshot.event_count, 2);
+        assert_eq!(persons.get(project, anon).await.unwrap(), None);
+        let merged = persons.get(project, user).await.unwrap().unwrap();
+        assert_eq!(merged.event_count, 3);
+        assert_eq!(merged.properties.get("plan"), Some(&json!("pro")));
+        assert_eq!(merged.properties.get("ref"), Some(&json!("ads")));
+        assert_eq!(merged.first_seen, DateTime::from_timestamp_millis(100));
+        let mut ids = persons.distinct_ids(project, user).await.unwrap();
+        ids.sort();
+        assert_eq!(ids, vec!["anon".to_string(), "user".to_string()]);
+        let overrides = persons.overrides(project).await.unwrap();
+        assert_eq!(overrides.effective(anon, "anon"), Some(user));
+        let log = persons.merge_log(project, user).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].message_id.as_deref(), Some("msg-1"));
+        assert_eq!(log[0].reason, MergeReason::Identify);
+        // A delta for the merged-away person lands on the survivor.
+        persons
+            .apply_deltas(&[(project, anon, delta(&[400], &[]))], Some(8))
+            .await
+            .unwrap();
+        assert_eq!(persons.get(project, user).await.unwrap().unwrap().event_count, 4);
+        // Merging into a missing person changes nothing.
+        let err = persons
+            .merge(project, user, PersonId::new(), MergeReason::Api, None, t(11))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+        assert!(persons.get(project, user).await.unwrap().is_some());
+    }
+
+    pub async fn merge_chains_lead_to_the_last_survivor(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [a, b, c] = people(&*persons, project, &["a", "b", "c"], false).await[..] else {
+            unreachable!()
+        };
+        persons.merge(project, a, b, MergeReason::Alias, None, t(1)).await.unwrap();
+        persons.merge(project, b, c, MergeReason::Alias, None, t(2)).await.unwrap();
+        let o = persons.overrides(project).await.unwrap();
+        assert_eq!(o.effective(a, "a"), Some(c));
+        assert_eq!(o.effective(b, "b"), Some(c));
+        let mut stored = o.stored_ids_of(c);
+        stored.sort();
+        let mut expected = vec![a, b, c];
+        expected.sort();
+        assert_eq!(stored, expected);
+        assert_eq!(persons.distinct_ids(project, c).await.unwrap().len(), 3);
+    }
+
+    pub async fn split_restores_the_source_its_ids_and_its_events(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
+            unreachable!()
+        };
+        persons
+            .apply_deltas(&[(project, anon, delta(&[100], &[("color", json!("red"), 100)]))], Some(1))
+            .await
+            .unwrap();
+        let merge = persons
+            .merge(project, anon, user, MergeReason::Identify, None, t(5))
+            .await
+            .unwrap();
+        let undone = persons.split(project, merge.id, t(6)).await.unwrap().unwrap();
+        assert_eq!(undone.split_at, Some(t(6)));
+        let back = persons.get(project, anon).await.unwrap().unwrap();
+        assert_eq!(back.event_count, 1);
+        assert_eq!(back.properties.get("color"), Some(&json!("red")));
+        assert_eq!(persons.distinct_ids(project, anon).await.unwrap(), vec!["anon".to_string()]);
+        assert_eq!(persons.distinct_ids(project, user).await.unwrap(), vec!["user".to_string()]);
+        assert_eq!(persons.get(project, user).await.unwrap().unwrap().event_count, 0);
+        let o = persons.overrides(project).await.unwrap();
+        // Events stored before the merge, and those the user received for "anon" since.
+        assert_eq!(o.effective(anon, "anon"), Some(anon));
+        assert_eq!(o.effective(user, "anon"), Some(anon));
+        assert_eq!(o.effective(user, "user"), Some(user));
+        assert_eq!(persons.split(project, merge.id, t(7)).await.unwrap(), None);
+        let log = persons.merge_log(project, anon).await.unwrap();
+        assert_eq!(log[0].split_at, Some(t(6)));
+    }
+
+    pub async fn deltas_are_last_write_wins_by_event_time(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let p = people(&*persons, project, &["u"], true).await[0];
+        let mut late_old = PersonDelta::default();
+        late_old.properties.set("plan", json!("old"), 50);
+        late_old.properties.set_once("first", json!("late"), 60);
+        let mut newer = PersonDelta::default();
+        newer.properties.set("plan", json!("new"), 100);
+        newer.properties.set_once("first", json!("early"), 10);
+        newer.properties.unset("gone", 100);
+        persons.apply_deltas(&[(project, p, newer)], Some(1)).await.unwrap();
+        persons.apply_deltas(&[(project, p, late_old)], Some(2)).await.unwrap();
+        let got = persons.get(project, p).await.unwrap().unwrap();
+        assert_eq!(got.properties.get("plan"), Some(&json!("new")));
+        assert_eq!(got.properties.get("first"), Some(&json!("early")));
+        assert!(got.is_identified);
+        assert_eq!(persons.applied_offset().await.unwrap(), Some(2));
+        let mut expected = PersonProperties::default();
+        expected.set("plan", json!("new"), 100);
+        assert_eq!(got.properties.get("plan"), expected.get("plan"));
+    }
+
+    pub async fn listing_filters_by_property_and_id_and_pages(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let ids = people(&*persons, project, &["alice@x.io", "bob@y.io", "carol@x.io"], true).await;
+        let deltas: Vec<_> = ids
+            .iter()
+            .zip(["pro", "free", "pro"])
+            .map(|(p, plan)| (project, *p, delta(&[1], &[("plan", json!(plan), 1), ("seats", json!(3), 1)])))
+            .collect();
+        persons.apply_deltas(&deltas, None).await.unwrap();
+        let filter = |props: Vec<(&str, serde_json::Value)>, text: Option<&str>| PersonFilter {
+            properties: props.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            distinct_id_contains: text.map(str::to_string),
+            after: None,
+            limit: 10,
+        };
+        let pro = persons.list(project, &filter(vec![("plan", json!("pro"))], None)).await.unwrap();
+        assert_eq!(pro.iter().map(|p| p.id).collect::<Vec<_>>(), vec![ids[0], ids[2]]);
+        let numeric = persons.list(project, &filter(vec![("seats", json!(3))], None)).await.unwrap();
+        assert_eq!(numeric.len(), 3);
+        let x = persons.list(project, &filter(vec![("plan", json!("pro"))], Some("X.IO"))).await.unwrap();
+        assert_eq!(x.len(), 2);
+        let none = persons.list(project, &filter(vec![], Some("%"))).await.unwrap();
+        assert!(none.is_empty(), "LIKE wildcards in the search text are literal");
+        let first = persons.list(project, &PersonFilter { limit: 2, ..Default::default() }).await.unwrap();
+        let rest = persons
+            .list(project, &PersonFilter { limit: 2, after: Some(first[1].id), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(first.len() + rest.len(), 3);
+        assert_eq!(rest[0].id, ids[2]);
+    }
+
+    pub async fn delete_hides_events_and_can_suppress_ids(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
+            unreachable!()
+        };
+        persons.merge(project, a, b, MergeReason::Alias, None, t(1)).await.unwrap();
+        let deleted = persons.delete(project, b, true, t(2)).await.unwrap().unwrap();
+        assert_eq!(deleted.distinct_ids.len(), 2);
+        assert_eq!(persons.get(project, b).await.unwrap(), None);
+        assert!(persons.lookup(project, &["a".into(), "b".into()]).await.unwrap().is_empty());
+        let o = persons.overrides(project).await.unwrap();
+        assert_eq!(o.effective(a, "a"), None);
+        assert_eq!(o.effective(b, "b"), None);
+        let suppressed = persons
+            .suppressed(project, &["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap();
+        assert_eq!(suppressed.len(), 2);
+        assert_eq!(persons.delete(project, b, false, t(3)).await.unwrap(), None);
+        // Without suppression, the id comes back as a new, visible person.
+        let c = people(&*persons, project, &["c"], false).await[0];
+        persons.delete(project, c, false, t(4)).await.unwrap().unwrap();
+        assert!(persons.suppressed(project, &["c".into()]).await.unwrap().is_empty());
+        let again = people(&*persons, project, &["c"], false).await[0];
+        assert_ne!(again, c);
+        assert_eq!(persons.overrides(project).await.unwrap().effective(again, "c"), Some(again));
+        // A delta for a deleted person is dropped, the offset still recorded.
+        persons.apply_deltas(&[(project, b, delta(&[5], &[]))], Some(9)).await.unwrap();
+        assert_eq!(persons.applied_offset().await.unwrap(), Some(9));
+    }
+
+    pub async fn removing_an_id_moves_it_and_its_events_to_a_new_person(
+        store: &dyn MetadataStore,
+    ) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [phone, user] = people(&*persons, project, &["phone", "user"], false).await[..] else {
+            unreachable!()
+        };
+        persons.merge(project, phone, user, MergeReason::Identify, None, t(1)).await.unwrap();
+        assert_eq!(
+            persons.remove_distinct_id(project, phone, "user", t(2)).await.unwrap(),
+            None,
+            "not that person's id"
+        );
+        let moved = persons
+            .remove_distinct_id(project, user, "phone", t(2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(persons.lookup(project, &["phone".into()]).await.unwrap()["phone"], moved);
+        let o = persons.overrides(project).await.unwrap();
+        assert_eq!(o.effective(phone, "phone"), Some(moved));
+        assert_eq!(o.effective(user, "phone"), Some(moved));
+        assert_eq!(o.effective(user, "user"), Some(user));
+    }
+
+    pub async fn linking_an_id_keeps_its_first_owner(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
+            unreachable!()
+        };
+        assert_eq!(persons.add_distinct_id(project, a, "a-2", t(1)).await.unwrap(), a);
+        assert_eq!(persons.add_distinct_id(project, b, "a-2", t(1)).await.unwrap(), a);
+        persons.set_identified(project, b).await.unwrap();
+        assert!(persons.get(project, b).await.unwrap().unwrap().is_identified);
+        assert!(!persons.get(project, a).await.unwrap().unwrap().is_identified);
+    }
+}
+
+all_backends!(
+    a_distinct_id_gets_one_person_however_often_it_is_created,
+    merge_moves_ids_folds_properties_and_logs,
+    merge_chains_lead_to_the_last_survivor,
+    split_restores_the_source_its_ids_and_its_events,
+    deltas_are_last_write_wins_by_event_time,
+    listing_filters_by_property_and_id_and_pages,
+    delete_hides_events_and_can_suppress_ids,
+    removing_an_id_moves_it_and_its_events_to_a_new_person,
+    linking_an_id_keeps_its_first_owner,
+);

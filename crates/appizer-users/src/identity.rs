@@ -1,0 +1,749 @@
+//! [`Identity`]: identity resolution in the ingestion workers.
+//!
+//! For each batch of events, in queue order:
+//! 1. the distinct ids the cache lacks are looked up in one query per project, and those
+//!    with no person are checked against the suppressed ids (their events are dropped);
+//! 2. each event's link, if it has one, is applied at once: Segment `identify` with an
+//!    anonymous id (and any Segment message carrying both ids), PostHog `$identify`
+//!    (`$anon_distinct_id`): [`MergeReason::Identify`]; Segment `alias`, PostHog
+//!    `$create_alias`: [`MergeReason::Alias`]; `$merge_dangerously`. The guards: a
+//!    placeholder id is never linked; a person known by a user id is never merged into
+//!    another implicitly; a person holds at most `max_distinct_ids_per_person` ids.
+//!    A refused link is an ingestion warning; the event is kept;
+//! 3. the event gets the person of its distinct id, created (in one transaction per
+//!    batch) if the id is new; an event with a placeholder distinct id is kept without a
+//!    person and warned about;
+//! 4. what the event changes on its person (counts, first and last seen, `$set`,
+//!    `$set_once`, `$unset`, Segment traits, the latest and initial browser, OS,
+//!    device, location, app version, referrer and UTM) is added to the pending
+//!    updates, which the workers apply in one transaction per flush, before the
+//!    Parquet files, with the queue offset they reach.
+//!
+//! Links, creations and merges are written at once and are idempotent, so replaying
+//! events after a crash resolves them to the same persons; the pending updates of
+//! events at or below the recorded offset are not added twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use appizer_core::event::{Dialect, Event, MessageType};
+use appizer_core::json::raw_string;
+use appizer_core::person::{is_placeholder_id, MergeReason, PersonDelta};
+use appizer_core::{PersonId, ProjectId};
+use appizer_storage::persons::{NewPerson, PersonStore};
+use appizer_storage::StoreError;
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::cache::IdCache;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Distinct ids cached per generation (the cache holds up to twice this).
+    pub cache_entries: usize,
+    /// A link that would give a person more distinct ids than this is refused.
+    pub max_distinct_ids_per_person: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            cache_entries: 1_000_000,
+            max_distinct_ids_per_person: 1_000,
+        }
+    }
+}
+
+/// A problem with an event's ids, recorded as an ingestion warning. The event is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityWarning {
+    pub project_id: ProjectId,
+    pub message_id: String,
+    pub dialect: Dialect,
+    pub field: String,
+    pub reason: String,
+}
+
+/// What resolving one batch did besides setting person ids.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    pub warnings: Vec<IdentityWarning>,
+    /// Events dropped because their distinct id is suppressed.
+    pub suppressed: u64,
+    pub merges: u64,
+}
+
+/// Cache figures, for metrics and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+pub struct Identity {
+    store: Arc<dyn PersonStore>,
+    config: IdentityConfig,
+    cache: Mutex<IdCache>,
+    /// Persons known to be identified (cleared when it grows past the cache size).
+    identified: Mutex<HashSet<PersonId>>,
+    deltas: Mutex<HashMap<(ProjectId, PersonId), PersonDelta>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Persons created for new ids of a batch, written together.
+#[derive(Default)]
+struct Pending {
+    new: Vec<NewPerson>,
+    index: HashMap<(ProjectId, String), usize>,
+}
+
+impl Identity {
+    pub fn new(store: Arc<dyn PersonStore>, config: IdentityConfig) -> Self {
+        Self {
+            store,
+            config,
+            cache: Mutex::new(IdCache::new(config.cache_entries)),
+            identified: Mutex::new(HashSet::new()),
+            deltas: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn PersonStore> {
+        &self.store
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        let cache = self.cache.lock();
+        CacheStats {
+            entries: cache.len(),
+            bytes: cache.bytes(),
+            hits: cache.hits,
+            misses: cache.misses,
+        }
+    }
+
+    /// Forgets cached ids whose person changed outside the workers (API merges,
+    /// splits, deletions).
+    pub fn forget(&self, project: ProjectId, distinct_ids: &[String]) {
+        let mut cache = self.cache.lock();
+        for d in distinct_ids {
+            cache.remove(project, d);
+        }
+    }
+
+    /// Forgets every cached id of the project.
+    pub fn forget_project(&self, project: ProjectId) {
+        self.cache.lock().clear_project(project);
+    }
+
+    /// The person updates gathered since the last call.
+    pub fn take_deltas(&self) -> Vec<(ProjectId, PersonId, PersonDelta)> {
+        std::mem::take(&mut *self.deltas.lock())
+            .into_iter()
+            .map(|((project, person), delta)| (project, person, delta))
+            .collect()
+    }
+
+    /// Puts back updates that could not be applied, to go with the next ones.
+    pub fn restore_deltas(&self, deltas: Vec<(ProjectId, PersonId, PersonDelta)>) {
+        let mut pending = self.deltas.lock();
+        for (project, person, delta) in deltas {
+            pending.entry((project, person)).or_default().absorb(&delta);
+        }
+    }
+
+    /// Resolves the persons of a batch of queue records' events (see the module docs).
+    /// Events of suppressed ids are removed. Updates of records at or below
+    /// `applied_offset` are already in the store and are not gathered again.
+    pub async fn resolve(
+        &self,
+        records: &mut [(u64, Option<Vec<Event>>)],
+        applied_offset: Option<u64>,
+    ) -> Result<Resolution, StoreError> {
+        let mut out = Resolution::default();
+        let suppressed = self.prefetch(records).await?;
+        let mut pending = Pending::default();
+        let mut replaced: HashMap<PersonId, PersonId> = HashMap::new();
+        for (_, events) in records.iter_mut() {
+            let Some(events) = events else { continue };
+            let mut kept = Vec::with_capacity(events.len());
+            for mut e in events.drain(..) {
+                if !suppressed.is_empty()
+                    && suppressed.contains(&(e.project_id, e.distinct_id.clone()))
+                {
+                    out.suppressed += 1;
+                    continue;
+                }
+                if is_placeholder_id(&e.distinct_id) {
+                    out.warnings.push(warning(
+                        &e,
+                        "distinct_id",
+                        "is a placeholder id (such as \"anonymous\" or \"null\"); the event is \
+                         kept without a person",
+                    ));
+                    kept.push(e);
+                    continue;
+                }
+                if let Some((other, field, reason)) = link_of(&e) {
+                    replaced.extend(self.create_pending(&mut pending).await?);
+                    self.link(&e, &other, field, reason, &mut out).await?;
+                }
+                let person = self.person_for(&e, &mut pending);
+                if implies_identified(&e) {
+                    self.mark_identified(&e, person, &mut pending).await?;
+                }
+                e.person_id = Some(person);
+                kept.push(e);
+            }
+            *events = kept;
+        }
+        replaced.extend(self.create_pending(&mut pending).await?);
+        let mut deltas = self.deltas.lock();
+        for (offset, events) in records.iter_mut() {
+            let Some(events) = events else { continue };
+            let gather = applied_offset.is_none_or(|applied| *offset > applied);
+            for e in events.iter_mut() {
+                let Some(mut person) = e.person_id else {
+                    continue;
+                };
+                if let Some(actual) = replaced.get(&person) {
+                    person = *actual;
+                    e.person_id = Some(person);
+                }
+                if gather {
+                    add_event(deltas.entry((e.project_id, person)).or_default(), e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Looks up the ids the cache lacks; returns those of them that are suppressed.
+    async fn prefetch(
+        &self,
+        records: &[(u64, Option<Vec<Event>>)],
+    ) -> Result<HashSet<(ProjectId, String)>, StoreError> {
+        let mut wanted: HashMap<ProjectId, HashSet<String>> = HashMap::new();
+        {
+            let mut cache = self.cache.lock();
+            for e in records.iter().filter_map(|(_, e)| e.as_ref()).flatten() {
+                let other = link_of(e).map(|(other, _, _)| other);
+                for id in std::iter::once(e.distinct_id.as_str()).chain(other.as_deref()) {
+                    if !is_placeholder_id(id) && cache.get(e.project_id, id).is_none() {
+                        wanted.entry(e.project_id).or_default().insert(id.to_string());
+                    }
+                }
+            }
+        }
+        let mut suppressed = HashSet::new();
+        for (project, ids) in wanted {
+            let ids: Vec<String> = ids.into_iter().collect();
+            let found = self.store.lookup(project, &ids).await?;
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|d| !found.contains_key(*d))
+                .cloned()
+                .collect();
+            {
+                let mut cache = self.cache.lock();
+                for (d, p) in &found {
+                    cache.insert(project, d, *p);
+                }
+            }
+            if !unknown.is_empty() {
+                for d in self.store.suppressed(project, &unknown).await? {
+                    suppressed.insert((project, d));
+                }
+            }
+        }
+        Ok(suppressed)
+    }
+
+    /// The person of the event's distinct id: cached, or created with the batch.
+    fn person_for(&self, e: &Event, pending: &mut Pending) -> PersonId {
+        if let Some(p) = self.cache.lock().get(e.project_id, &e.distinct_id) {
+            return p;
+        }
+        let key = (e.project_id, e.distinct_id.clone());
+        if let Some(&i) = pending.index.get(&key) {
+            return pending.new[i].person_id;
+        }
+        let person = PersonId::new();
+        pending.index.insert(key, pending.new.len());
+        pending.new.push(NewPerson {
+            distinct_id: e.distinct_id.clone(),
+            person_id: person,
+            is_identified: false,
+            at: Utc::now(),
+        });
+        person
+    }
+
+    /// Writes the batch's new persons; returns proposed ids that lost to a person
+    /// created first elsewhere, with the winner.
+    async fn create_pending(
+        &self,
+        pending: &mut Pending,
+    ) -> Result<HashMap<PersonId, PersonId>, StoreError> {
+        let mut replaced = HashMap::new();
+        if pending.new.is_empty() {
+            return Ok(replaced);
+        }
+        let mut by_project: HashMap<ProjectId, Vec<NewPerson>> = HashMap::new();
+        for ((project, _), i) in pending.index.drain() {
+            by_project
+                .entry(project)
+                .or_default()
+                .push(pending.new[i].clone());
+        }
+        pending.new.clear();
+        for (project, new) in by_project {
+            let owners = self.store.create(project, &new).await?;
+            let mut cache = self.cache.lock();
+            let mut identified = self.identified.lock();
+            for n in &new {
+                let Some(&owner) = owners.get(&n.distinct_id) else {
+                    continue;
+                };
+                cache.insert(project, &n.distinct_id, owner);
+                if owner != n.person_id {
+                    replaced.insert(n.person_id, owner);
+                } else if n.is_identified {
+                    identified.insert(owner);
+                }
+            }
+        }
+        Ok(replaced)
+    }
+
+    async fn mark_identified(
+        &self,
+        e: &Event,
+        person: PersonId,
+        pending: &mut Pending,
+    ) -> Result<(), StoreError> {
+        let project = e.project_id;
+        if let Some(&i) = pending.index.get(&(project, e.distinct_id.clone())) {
+            pending.new[i].is_identified = true;
+            return Ok(());
+        }
+        if self.identified.lock().contains(&person) {
+            return Ok(());
+        }
+        self.store.set_identified(project, person).await?;
+        self.remember_identified(person);
+        Ok(())
+    }
+
+    fn remember_identified(&self, person: PersonId) {
+        let mut identified = self.identified.lock();
+        if identified.len() >= self.config.cache_entries {
+            identified.clear();
+        }
+        identified.insert(person);
+    }
+
+    async fn is_identified(&self, project: ProjectId, person: PersonId) -> Result<bool, StoreError> {
+        if self.identified.lock().contains(&person) {
+            return Ok(true);
+        }
+        let identified = self
+            .store
+            .get(project, person)
+            .await?
+            .is_some_and(|p| p.is_identified);
+        if identified {
+            self.remember_identified(person);
+        }
+        Ok(identified)
+    }
+
+    async fn known(&self, project: ProjectId, id: &str) -> Result<Option<PersonId>, StoreError> {
+        if let Some(p) = self.cache.lock().get(project, id) {
+            return Ok(Some(p));
+        }
+        let found = self.store.lookup(project, &[id.to_string()]).await?;
+        let person = found.get(id).copied();
+        if let Some(p) = person {
+            self.cache.lock().insert(project, id, p);
+        }
+        Ok(person)
+    }
+
+    async fn has_room(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        more: usize,
+    ) -> Result<bool, StoreError> {
+        let have = self.store.distinct_ids(project, person).await?.len();
+        Ok(have + more <= self.config.max_distinct_ids_per_person)
+    }
+
+    /// Links `other` to the event's distinct id under the guards.
+    async fn link(
+        &self,
+        e: &Event,
+        other: &str,
+        field: &str,
+        reason: MergeReason,
+        out: &mut Resolution,
+    ) -> Result<(), StoreError> {
+        let project = e.project_id;
+        let main = e.distinct_id.as_str();
+        if other == main {
+            return Ok(());
+        }
+        if is_placeholder_id(other) {
+            out.warnings.push(warning(
+                e,
+                field,
+                "is a placeholder id (such as \"anonymous\" or \"null\"); not linked",
+            ));
+            return Ok(());
+        }
+        let explicit = reason == MergeReason::MergeDangerously;
+        let now = Utc::now();
+        let full = |out: &mut Resolution| {
+            out.warnings.push(warning(
+                e,
+                field,
+                &format!(
+                    "not linked: the person would have more than {} distinct ids",
+                    self.config.max_distinct_ids_per_person
+                ),
+            ));
+        };
+        match (self.known(project, main).await?, self.known(project, other).await?) {
+            (None, None) => {
+                let person = PersonId::new();
+                let owners = self
+                    .store
+                    .create(
+                        project,
+                        &[NewPerson {
+                            distinct_id: main.to_string(),
+                            person_id: person,
+                            is_identified: true,
+                            at: now,
+                        }],
+                    )
+                    .await?;
+                let owner = owners.get(main).copied().unwrap_or(person);
+                let linked = self.store.add_distinct_id(project, owner, other, now).await?;
+                let mut cache = self.cache.lock();
+                cache.insert(project, main, owner);
+                cache.insert(project, other, linked);
+            }
+            (Some(pm), None) => {
+                if !self.has_room(project, pm, 1).await? {
+                    full(out);
+                    return Ok(());
+                }
+                let owner = self.store.add_distinct_id(project, pm, other, now).await?;
+                self.cache.lock().insert(project, other, owner);
+            }
+            (None, Some(po)) => {
+                // An alias names a new id of the same person; an identify with the id of
+                // someone identified is another user on a shared device.
+                if reason == MergeReason::Identify && self.is_identified(project, po).await? {
+                    out.warnings.push(warning(
+                        e,
+                        field,
+                        "not merged: that id belongs to a person identified as someone else",
+                    ));
+                    return Ok(());
+                }
+                if !self.has_room(project, po, 1).await? {
+                    full(out);
+                    return Ok(());
+                }
+                let owner = self.store.add_distinct_id(project, po, main, now).await?;
+                self.cache.lock().insert(project, main, owner);
+            }
+            (Some(pm), Some(po)) if pm == po => {}
+            (Some(pm), Some(po)) => {
+                if !explicit && self.is_identified(project, po).await? {
+                    out.warnings.push(warning(
+                        e,
+                        field,
+                        "not merged: both ids belong to identified persons (use \
+                         $merge_dangerously or the persons API to merge them)",
+                    ));
+                    return Ok(());
+                }
+                let incoming = self.store.distinct_ids(project, po).await?.len();
+                if !self.has_room(project, pm, incoming).await? {
+                    full(out);
+                    return Ok(());
+                }
+                let record = self
+                    .store
+                    .merge(project, po, pm, reason, Some(&e.message_id), now)
+                    .await?;
+                out.merges += 1;
+                let mut cache = self.cache.lock();
+                for d in &record.distinct_ids {
+                    cache.insert(project, d, pm);
+                }
+                drop(cache);
+                if record.source_snapshot.is_identified {
+                    self.store.set_identified(project, pm).await?;
+                    self.remember_identified(pm);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The id an event links to its distinct id, the field it came from, and why.
+fn link_of(e: &Event) -> Option<(String, &'static str, MergeReason)> {
+    match (e.message_type, e.dialect) {
+        (MessageType::Alias, Dialect::Segment) => e
+            .previous_id
+            .clone()
+            .map(|p| (p, "previousId", MergeReason::Alias)),
+        (MessageType::Alias, Dialect::Posthog) => e
+            .previous_id
+            .clone()
+            .map(|p| (p, "properties.alias", MergeReason::Alias)),
+        (MessageType::Identify, Dialect::Posthog) => e
+            .anonymous_id
+            .clone()
+            .map(|a| (a, "properties.$anon_distinct_id", MergeReason::Identify)),
+        (_, Dialect::Posthog) if e.event == "$merge_dangerously" => e
+            .properties
+            .str_field("alias")
+            .map(|a| (a, "properties.alias", MergeReason::MergeDangerously)),
+        // Any Segment message carrying both ids ties them (analytics.js sends both
+        // after `identify`).
+        (_, Dialect::Segment) => match (&e.user_id, &e.anonymous_id) {
+            (Some(_), Some(anon)) => Some((anon.clone(), "anonymousId", MergeReason::Identify)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the event names its person by an id the app chose.
+fn implies_identified(e: &Event) -> bool {
+    match e.dialect {
+        Dialect::Segment => e.user_id.is_some(),
+        Dialect::Posthog => matches!(e.message_type, MessageType::Identify | MessageType::Alias),
+    }
+}
+
+fn warning(e: &Event, field: &str, reason: &str) -> IdentityWarning {
+    IdentityWarning {
+        project_id: e.project_id,
+        message_id: e.message_id.clone(),
+        dialect: e.dialect,
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn object(raw: Option<&RawValue>) -> Option<Map<String, Value>> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// Adds what one event changes on its person.
+fn add_event(delta: &mut PersonDelta, e: &Event) {
+    let at = e.timestamp.timestamp_millis();
+    delta.saw(at);
+    delta.identified |= implies_identified(e);
+    let props = &mut delta.properties;
+    let mut latest = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            props.set(key, Value::String(v.clone()), at);
+            props.set_once(&format!("$initial_{}", key.trim_start_matches('$')), Value::String(v), at);
+        }
+    };
+    let [browser, os, device, country, city] = e.context_columns();
+    latest("$browser", browser);
+    latest("$os", os);
+    latest("$device_type", device);
+    latest("$country", country);
+    latest("$city", city);
+    let [set, set_once, unset, app_version, referrer, referring_domain, source, medium, campaign, term, content] =
+        e.properties.fields([
+            "$set",
+            "$set_once",
+            "$unset",
+            "$app_version",
+            "$referrer",
+            "$referring_domain",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "utm_term",
+            "utm_content",
+        ]);
+    match e.dialect {
+        Dialect::Posthog => {
+            latest("$app_version", app_version.and_then(raw_string));
+            latest(
+                "$referrer",
+                referrer.and_then(raw_string).filter(|r| r != "$direct"),
+            );
+            latest(
+                "$referring_domain",
+                referring_domain.and_then(raw_string).filter(|r| r != "$direct"),
+            );
+            for (key, value) in [
+                ("utm_source", source),
+                ("utm_medium", medium),
+                ("utm_campaign", campaign),
+                ("utm_term", term),
+                ("utm_content", content),
+            ] {
+                latest(key, value.and_then(raw_string));
+            }
+            let unset: Option<Value> = unset.and_then(|r| serde_json::from_str(r.get()).ok());
+            props.apply_update(
+                object(set).as_ref(),
+                object(set_once).as_ref(),
+                unset.as_ref(),
+                at,
+            );
+        }
+        Dialect::Segment => {
+            let [app, page, campaign] = e.context.fields(["app", "page", "campaign"]);
+            let inner = |raw: Option<&RawValue>, key: &str| {
+                raw.and_then(|r| appizer_core::json::object_fields(r.get(), [key])[0])
+                    .and_then(raw_string)
+            };
+            latest("$app_version", inner(app, "version"));
+            let referrer = inner(page, "referrer");
+            let domain = referrer.as_deref().and_then(referring_domain_of);
+            latest("$referrer", referrer);
+            latest("$referring_domain", domain);
+            for (key, field) in [
+                ("utm_source", "source"),
+                ("utm_medium", "medium"),
+                ("utm_campaign", "name"),
+                ("utm_term", "term"),
+                ("utm_content", "content"),
+            ] {
+                latest(key, inner(campaign, field));
+            }
+            if e.message_type == MessageType::Identify {
+                if let Ok(traits) = serde_json::from_str::<Map<String, Value>>(e.traits.as_str()) {
+                    props.apply_update(Some(&traits), None, None, at);
+                }
+            }
+        }
+    }
+}
+
+/// `https://www.example.com/a?b` -> `www.example.com`.
+fn referring_domain_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next()?;
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use serde_json::json;
+
+    fn event(dialect: Dialect, kind: MessageType, name: &str, who: &str) -> Event {
+        let at = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        Event {
+            dialect,
+            ..Event::new(ProjectId::new(), kind, name, who, at)
+        }
+    }
+
+    #[test]
+    fn links_come_from_identify_alias_and_both_segment_ids() {
+        let mut e = event(Dialect::Segment, MessageType::Identify, "$identify", "u1");
+        e.user_id = Some("u1".into());
+        e.anonymous_id = Some("a1".into());
+        assert_eq!(link_of(&e).unwrap().0, "a1");
+        let mut t = event(Dialect::Segment, MessageType::Track, "Clicked", "u1");
+        t.user_id = Some("u1".into());
+        assert!(link_of(&t).is_none());
+        t.anonymous_id = Some("a1".into());
+        assert_eq!(link_of(&t).unwrap().2, MergeReason::Identify);
+        let mut a = event(Dialect::Posthog, MessageType::Alias, "$create_alias", "u1");
+        a.previous_id = Some("x".into());
+        assert_eq!(link_of(&a).unwrap(), ("x".into(), "properties.alias", MergeReason::Alias));
+        let mut m = event(Dialect::Posthog, MessageType::Track, "$merge_dangerously", "u1");
+        m.properties = json!({"alias": "u2"}).try_into().unwrap();
+        assert_eq!(link_of(&m).unwrap().2, MergeReason::MergeDangerously);
+        let plain = event(Dialect::Posthog, MessageType::Track, "Clicked", "d");
+        assert!(link_of(&plain).is_none());
+    }
+
+    #[test]
+    fn an_event_sets_properties_and_latest_and_initial_context() {
+        let mut e = event(Dialect::Posthog, MessageType::Track, "Clicked", "d");
+        e.properties = json!({
+            "$set": {"plan": "pro"}, "$set_once": {"signup": "2026-01-01"}, "$unset": ["old"],
+            "$referrer": "https://news.example/a", "utm_source": "newsletter", "$app_version": "2.1"
+        })
+        .try_into()
+        .unwrap();
+        e.context = json!({"browser": {"name": "Firefox"}, "location": {"city": "Lyon"}})
+            .try_into()
+            .unwrap();
+        let mut d = PersonDelta::default();
+        add_event(&mut d, &e);
+        let p = &d.properties;
+        assert_eq!(p.get("plan"), Some(&json!("pro")));
+        assert_eq!(p.get("signup"), Some(&json!("2026-01-01")));
+        assert_eq!(p.get("$browser"), Some(&json!("Firefox")));
+        assert_eq!(p.get("$initial_browser"), Some(&json!("Firefox")));
+        assert_eq!(p.get("$city"), Some(&json!("Lyon")));
+        assert_eq!(p.get("utm_source"), Some(&json!("newsletter")));
+        assert_eq!(p.get("$initial_utm_source"), Some(&json!("newsletter")));
+        assert_eq!(p.get("$app_version"), Some(&json!("2.1")));
+        assert_eq!(d.events, 1);
+        assert!(!d.identified);
+    }
+
+    #[test]
+    fn segment_identify_traits_and_context_fill_the_profile() {
+        let mut e = event(Dialect::Segment, MessageType::Identify, "$identify", "u1");
+        e.user_id = Some("u1".into());
+        e.traits = json!({"email": "a@x.io", "plan": "team"}).try_into().unwrap();
+        e.context = json!({
+            "app": {"version": "5.0"},
+            "page": {"referrer": "https://www.Search.example/q?x=1"},
+            "campaign": {"source": "ads", "name": "autumn"}
+        })
+        .try_into()
+        .unwrap();
+        let mut d = PersonDelta::default();
+        add_event(&mut d, &e);
+        let p = &d.properties;
+        assert_eq!(p.get("email"), Some(&json!("a@x.io")));
+        assert_eq!(p.get("$app_version"), Some(&json!("5.0")));
+        assert_eq!(p.get("$referring_domain"), Some(&json!("www.search.example")));
+        assert_eq!(p.get("utm_campaign"), Some(&json!("autumn")));
+        assert!(d.identified);
+    }
+
+    #[test]
+    fn referring_domains_are_hosts() {
+        assert_eq!(referring_domain_of("https://a.b/c").as_deref(), Some("a.b"));
+        assert_eq!(referring_domain_of("http://u:p@Host.io?x").as_deref(), Some("host.io"));
+        assert_eq!(referring_domain_of("").as_deref(), None);
+    }
+}
