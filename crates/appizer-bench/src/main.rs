@@ -1,10 +1,11 @@
 //! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
 //! run and reports the ratio, so figures compare across machines.
 //!
-//! `cargo run --release -p appizer-bench -- gateway` and `-- ingest`: see
+//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest` and `-- identity`: see
 //! docs/benchmarks.md.
 
 mod gateway;
+mod identity;
 mod ingest;
 mod stats;
 
@@ -28,11 +29,15 @@ enum Bench {
     /// Durable ingestion through /v1/batch against the parse and HTTP ceilings,
     /// end-to-end throughput, single-event latency and peak memory.
     Ingest(ingest::Options),
+    /// Identity resolution in the workers with a million known persons (cold and warm
+    /// cache) against a plain map, the cache's memory, and person lookup latency.
+    Identity(identity::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Gateway(options) => gateway::run(options),
         Bench::Ingest(options) => ingest::run(options),
+        Bench::Identity(options) => identity::run(options),
     }
 }

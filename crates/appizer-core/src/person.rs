@@ -220,7 +220,10 @@ impl PersonDelta {
 
     /// Adds `other`'s changes to these.
     pub fn absorb(&mut self, other: &PersonDelta) {
-        for at in [other.first_seen_ms, other.last_seen_ms].into_iter().flatten() {
+        for at in [other.first_seen_ms, other.last_seen_ms]
+            .into_iter()
+            .flatten()
+        {
             self.first_seen_ms = Some(self.first_seen_ms.map_or(at, |t| t.min(at)));
             self.last_seen_ms = Some(self.last_seen_ms.map_or(at, |t| t.max(at)));
         }
@@ -243,6 +246,9 @@ impl PersonDelta {
         person.is_identified |= self.identified;
     }
 }
+
+/// Person updates of a batch of events, per (project, person).
+pub type PersonDeltas = Vec<(ProjectId, PersonId, PersonDelta)>;
 
 /// Why two persons were merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,7 +316,15 @@ mod tests {
 
     #[test]
     fn placeholders_are_recognized_whatever_their_case_and_padding() {
-        for id in ["", "  ", "Anonymous", "NULL", " undefined ", "[object Object]", "0"] {
+        for id in [
+            "",
+            "  ",
+            "Anonymous",
+            "NULL",
+            " undefined ",
+            "[object Object]",
+            "0",
+        ] {
             assert!(is_placeholder_id(id), "{id:?}");
         }
         for id in ["user-1", "anon-3f2", "00", "alice@example.com"] {
@@ -323,9 +337,15 @@ mod tests {
     fn set_is_last_write_wins_by_event_time_whatever_the_arrival_order() {
         let mut p = PersonProperties::default();
         assert!(p.set("plan", json!("pro"), 200));
-        assert!(!p.set("plan", json!("free"), 100), "a late, older event loses");
+        assert!(
+            !p.set("plan", json!("free"), 100),
+            "a late, older event loses"
+        );
         assert_eq!(p.get("plan"), Some(&json!("pro")));
-        assert!(p.set("plan", json!("team"), 200), "a tie goes to the later arrival");
+        assert!(
+            p.set("plan", json!("team"), 200),
+            "a tie goes to the later arrival"
+        );
         assert_eq!(p.get("plan"), Some(&json!("team")));
     }
 

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
+use appizer_core::person::PersonDeltas;
 use appizer_storage::background::Background;
-use appizer_core::person::PersonDelta;
-use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, Taken};
-use appizer_users::Identity;
 use appizer_storage::queue::{EventQueue, QueueError, Record};
+use appizer_users::Identity;
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
@@ -300,10 +299,7 @@ impl Pipeline {
     }
 
     /// Drops duplicates, in record order.
-    fn screen(
-        &self,
-        records: Vec<(u64, Option<Vec<Event>>)>,
-    ) -> Vec<(u64, Option<Vec<Event>>)> {
+    fn screen(&self, records: Vec<(u64, Option<Vec<Event>>)>) -> Vec<(u64, Option<Vec<Event>>)> {
         let mut dedup = self.dedup.lock();
         records
             .into_iter()
@@ -392,7 +388,7 @@ impl Pipeline {
     }
 
     /// Takes the buffer and the person updates of the same events, together.
-    fn take_for_flush(&self) -> Option<(Taken, Vec<(ProjectId, PersonId, PersonDelta)>)> {
+    fn take_for_flush(&self) -> Option<(Taken, PersonDeltas)> {
         let taken = self.store.take_for_flush()?;
         let deltas = self
             .config
@@ -406,20 +402,12 @@ impl Pipeline {
     /// Applies the person updates, then writes the Parquet files, then commits the queue
     /// offset: a crash in between replays the events, and the updates recorded as
     /// applied are not gathered again.
-    async fn flush_and_commit(
-        &self,
-        taken: Option<(Taken, Vec<(ProjectId, PersonId, PersonDelta)>)>,
-    ) {
+    async fn flush_and_commit(&self, taken: Option<(Taken, PersonDeltas)>) {
         let Some((taken, deltas)) = taken else { return };
         if let (Some(identity), false) = (&self.config.identity, deltas.is_empty()) {
-            if let Err(e) = identity
-                .store()
-                .apply_deltas(&deltas, Some(taken.max_offset()))
-                .await
-            {
+            if let Err(e) = identity.apply(&deltas, Some(taken.max_offset())).await {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
-                identity.restore_deltas(deltas);
                 self.store.untake(taken);
                 return;
             }

@@ -104,16 +104,9 @@ fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let target = (current_nice() + nice).min(19);
-        // SAFETY: gettid and setpriority only read their arguments.
-        let result = unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, target)
-        };
-        if result != 0 {
-            tracing::warn!(
-                nice,
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the priority of a background thread"
-            );
+        let me = Some(rustix::thread::gettid());
+        if let Err(error) = rustix::process::setpriority_process(me, target) {
+            tracing::warn!(nice, %error, "cannot lower the priority of a background thread");
         }
     }
 }
@@ -121,8 +114,7 @@ fn lower_priority(nice: i32) {
 /// The calling thread's niceness.
 #[cfg(target_os = "linux")]
 fn current_nice() -> i32 {
-    // SAFETY: as above.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -139,7 +131,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_the_work_reaches_the_caller_and_the_pool_survives() {
-        for pool in [Background::new("test-bg", 1, 0).unwrap(), Background::blocking()] {
+        for pool in [
+            Background::new("test-bg", 1, 0).unwrap(),
+            Background::blocking(),
+        ] {
             let caught = tokio::spawn({
                 let pool = pool.clone();
                 async move { pool.run(|| panic!("boom")).await }

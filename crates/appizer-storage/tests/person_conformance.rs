@@ -63,9 +63,7 @@ mod cases {
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let persons = persons.clone();
-                tokio::spawn(async move {
-                    people(&*persons, project, &["new-id"], false).await[0]
-                })
+                tokio::spawn(async move { people(&*persons, project, &["new-id"], false).await[0] })
             })
             .collect();
         let mut winners = std::collections::HashSet::new();
@@ -74,19 +72,32 @@ mod cases {
         }
         assert_eq!(winners.len(), 1);
         let all = persons
-            .list(project, &PersonFilter { limit: 100, ..Default::default() })
+            .list(
+                project,
+                &PersonFilter {
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(all.len(), 2);
         let found = persons
-            .lookup(project, &["anon-1".into(), "new-id".into(), "unknown".into()])
+            .lookup(
+                project,
+                &["anon-1".into(), "new-id".into(), "unknown".into()],
+            )
             .await
             .unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found["anon-1"], first);
         // Another project sees none of it.
         let other = ProjectId::new();
-        assert!(persons.lookup(other, &["anon-1".into()]).await.unwrap().is_empty());
+        assert!(persons
+            .lookup(other, &["anon-1".into()])
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(persons.get(other, first).await.unwrap(), None);
     }
 
@@ -99,7 +110,14 @@ mod cases {
         persons
             .apply_deltas(
                 &[
-                    (project, anon, delta(&[100, 200], &[("plan", json!("free"), 100), ("ref", json!("ads"), 100)])),
+                    (
+                        project,
+                        anon,
+                        delta(
+                            &[100, 200],
+                            &[("plan", json!("free"), 100), ("ref", json!("ads"), 100)],
+                        ),
+                    ),
                     (project, user, delta(&[300], &[("plan", json!("pro"), 300)])),
                 ],
                 Some(7),
@@ -108,7 +126,14 @@ mod cases {
             .unwrap();
         assert_eq!(persons.applied_offset().await.unwrap(), Some(7));
         let record = persons
-            .merge(project, anon, user, MergeReason::Identify, Some("msg-1"), t(10))
+            .merge(
+                project,
+                anon,
+                user,
+                MergeReason::Identify,
+                Some("msg-1"),
+                t(10),
+            )
             .await
             .unwrap();
         assert_eq!(record.distinct_ids, vec!["anon".to_string()]);
@@ -133,10 +158,25 @@ mod cases {
             .apply_deltas(&[(project, anon, delta(&[400], &[]))], Some(8))
             .await
             .unwrap();
-        assert_eq!(persons.get(project, user).await.unwrap().unwrap().event_count, 4);
+        assert_eq!(
+            persons
+                .get(project, user)
+                .await
+                .unwrap()
+                .unwrap()
+                .event_count,
+            4
+        );
         // Merging into a missing person changes nothing.
         let err = persons
-            .merge(project, user, PersonId::new(), MergeReason::Api, None, t(11))
+            .merge(
+                project,
+                user,
+                PersonId::new(),
+                MergeReason::Api,
+                None,
+                t(11),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -149,8 +189,14 @@ mod cases {
         let [a, b, c] = people(&*persons, project, &["a", "b", "c"], false).await[..] else {
             unreachable!()
         };
-        persons.merge(project, a, b, MergeReason::Alias, None, t(1)).await.unwrap();
-        persons.merge(project, b, c, MergeReason::Alias, None, t(2)).await.unwrap();
+        persons
+            .merge(project, a, b, MergeReason::Alias, None, t(1))
+            .await
+            .unwrap();
+        persons
+            .merge(project, b, c, MergeReason::Alias, None, t(2))
+            .await
+            .unwrap();
         let o = persons.overrides(project).await.unwrap();
         assert_eq!(o.effective(a, "a"), Some(c));
         assert_eq!(o.effective(b, "b"), Some(c));
@@ -169,21 +215,46 @@ mod cases {
             unreachable!()
         };
         persons
-            .apply_deltas(&[(project, anon, delta(&[100], &[("color", json!("red"), 100)]))], Some(1))
+            .apply_deltas(
+                &[(
+                    project,
+                    anon,
+                    delta(&[100], &[("color", json!("red"), 100)]),
+                )],
+                Some(1),
+            )
             .await
             .unwrap();
         let merge = persons
             .merge(project, anon, user, MergeReason::Identify, None, t(5))
             .await
             .unwrap();
-        let undone = persons.split(project, merge.id, t(6)).await.unwrap().unwrap();
+        let undone = persons
+            .split(project, merge.id, t(6))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(undone.split_at, Some(t(6)));
         let back = persons.get(project, anon).await.unwrap().unwrap();
         assert_eq!(back.event_count, 1);
         assert_eq!(back.properties.get("color"), Some(&json!("red")));
-        assert_eq!(persons.distinct_ids(project, anon).await.unwrap(), vec!["anon".to_string()]);
-        assert_eq!(persons.distinct_ids(project, user).await.unwrap(), vec!["user".to_string()]);
-        assert_eq!(persons.get(project, user).await.unwrap().unwrap().event_count, 0);
+        assert_eq!(
+            persons.distinct_ids(project, anon).await.unwrap(),
+            vec!["anon".to_string()]
+        );
+        assert_eq!(
+            persons.distinct_ids(project, user).await.unwrap(),
+            vec!["user".to_string()]
+        );
+        assert_eq!(
+            persons
+                .get(project, user)
+                .await
+                .unwrap()
+                .unwrap()
+                .event_count,
+            0
+        );
         let o = persons.overrides(project).await.unwrap();
         // Events stored before the merge, and those the user received for "anon" since.
         assert_eq!(o.effective(anon, "anon"), Some(anon));
@@ -205,8 +276,14 @@ mod cases {
         newer.properties.set("plan", json!("new"), 100);
         newer.properties.set_once("first", json!("early"), 10);
         newer.properties.unset("gone", 100);
-        persons.apply_deltas(&[(project, p, newer)], Some(1)).await.unwrap();
-        persons.apply_deltas(&[(project, p, late_old)], Some(2)).await.unwrap();
+        persons
+            .apply_deltas(&[(project, p, newer)], Some(1))
+            .await
+            .unwrap();
+        persons
+            .apply_deltas(&[(project, p, late_old)], Some(2))
+            .await
+            .unwrap();
         let got = persons.get(project, p).await.unwrap().unwrap();
         assert_eq!(got.properties.get("plan"), Some(&json!("new")));
         assert_eq!(got.properties.get("first"), Some(&json!("early")));
@@ -220,11 +297,23 @@ mod cases {
     pub async fn listing_filters_by_property_and_id_and_pages(store: &dyn MetadataStore) {
         let persons = store.persons();
         let project = ProjectId::new();
-        let ids = people(&*persons, project, &["alice@x.io", "bob@y.io", "carol@x.io"], true).await;
+        let ids = people(
+            &*persons,
+            project,
+            &["alice@x.io", "bob@y.io", "carol@x.io"],
+            true,
+        )
+        .await;
         let deltas: Vec<_> = ids
             .iter()
             .zip(["pro", "free", "pro"])
-            .map(|(p, plan)| (project, *p, delta(&[1], &[("plan", json!(plan), 1), ("seats", json!(3), 1)])))
+            .map(|(p, plan)| {
+                (
+                    project,
+                    *p,
+                    delta(&[1], &[("plan", json!(plan), 1), ("seats", json!(3), 1)]),
+                )
+            })
             .collect();
         persons.apply_deltas(&deltas, None).await.unwrap();
         let filter = |props: Vec<(&str, serde_json::Value)>, text: Option<&str>| PersonFilter {
@@ -233,17 +322,51 @@ mod cases {
             after: None,
             limit: 10,
         };
-        let pro = persons.list(project, &filter(vec![("plan", json!("pro"))], None)).await.unwrap();
-        assert_eq!(pro.iter().map(|p| p.id).collect::<Vec<_>>(), vec![ids[0], ids[2]]);
-        let numeric = persons.list(project, &filter(vec![("seats", json!(3))], None)).await.unwrap();
+        let pro = persons
+            .list(project, &filter(vec![("plan", json!("pro"))], None))
+            .await
+            .unwrap();
+        assert_eq!(
+            pro.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![ids[0], ids[2]]
+        );
+        let numeric = persons
+            .list(project, &filter(vec![("seats", json!(3))], None))
+            .await
+            .unwrap();
         assert_eq!(numeric.len(), 3);
-        let x = persons.list(project, &filter(vec![("plan", json!("pro"))], Some("X.IO"))).await.unwrap();
+        let x = persons
+            .list(project, &filter(vec![("plan", json!("pro"))], Some("X.IO")))
+            .await
+            .unwrap();
         assert_eq!(x.len(), 2);
-        let none = persons.list(project, &filter(vec![], Some("%"))).await.unwrap();
-        assert!(none.is_empty(), "LIKE wildcards in the search text are literal");
-        let first = persons.list(project, &PersonFilter { limit: 2, ..Default::default() }).await.unwrap();
+        let none = persons
+            .list(project, &filter(vec![], Some("%")))
+            .await
+            .unwrap();
+        assert!(
+            none.is_empty(),
+            "LIKE wildcards in the search text are literal"
+        );
+        let first = persons
+            .list(
+                project,
+                &PersonFilter {
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         let rest = persons
-            .list(project, &PersonFilter { limit: 2, after: Some(first[1].id), ..Default::default() })
+            .list(
+                project,
+                &PersonFilter {
+                    limit: 2,
+                    after: Some(first[1].id),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(first.len() + rest.len(), 3);
@@ -256,11 +379,22 @@ mod cases {
         let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
             unreachable!()
         };
-        persons.merge(project, a, b, MergeReason::Alias, None, t(1)).await.unwrap();
-        let deleted = persons.delete(project, b, true, t(2)).await.unwrap().unwrap();
+        persons
+            .merge(project, a, b, MergeReason::Alias, None, t(1))
+            .await
+            .unwrap();
+        let deleted = persons
+            .delete(project, b, true, t(2))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(deleted.distinct_ids.len(), 2);
         assert_eq!(persons.get(project, b).await.unwrap(), None);
-        assert!(persons.lookup(project, &["a".into(), "b".into()]).await.unwrap().is_empty());
+        assert!(persons
+            .lookup(project, &["a".into(), "b".into()])
+            .await
+            .unwrap()
+            .is_empty());
         let o = persons.overrides(project).await.unwrap();
         assert_eq!(o.effective(a, "a"), None);
         assert_eq!(o.effective(b, "b"), None);
@@ -272,27 +406,49 @@ mod cases {
         assert_eq!(persons.delete(project, b, false, t(3)).await.unwrap(), None);
         // Without suppression, the id comes back as a new, visible person.
         let c = people(&*persons, project, &["c"], false).await[0];
-        persons.delete(project, c, false, t(4)).await.unwrap().unwrap();
-        assert!(persons.suppressed(project, &["c".into()]).await.unwrap().is_empty());
+        persons
+            .delete(project, c, false, t(4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(persons
+            .suppressed(project, &["c".into()])
+            .await
+            .unwrap()
+            .is_empty());
         let again = people(&*persons, project, &["c"], false).await[0];
         assert_ne!(again, c);
-        assert_eq!(persons.overrides(project).await.unwrap().effective(again, "c"), Some(again));
+        assert_eq!(
+            persons
+                .overrides(project)
+                .await
+                .unwrap()
+                .effective(again, "c"),
+            Some(again)
+        );
         // A delta for a deleted person is dropped, the offset still recorded.
-        persons.apply_deltas(&[(project, b, delta(&[5], &[]))], Some(9)).await.unwrap();
+        persons
+            .apply_deltas(&[(project, b, delta(&[5], &[]))], Some(9))
+            .await
+            .unwrap();
         assert_eq!(persons.applied_offset().await.unwrap(), Some(9));
     }
 
-    pub async fn removing_an_id_moves_it_and_its_events_to_a_new_person(
-        store: &dyn MetadataStore,
-    ) {
+    pub async fn removing_an_id_moves_it_and_its_events_to_a_new_person(store: &dyn MetadataStore) {
         let persons = store.persons();
         let project = ProjectId::new();
         let [phone, user] = people(&*persons, project, &["phone", "user"], false).await[..] else {
             unreachable!()
         };
-        persons.merge(project, phone, user, MergeReason::Identify, None, t(1)).await.unwrap();
+        persons
+            .merge(project, phone, user, MergeReason::Identify, None, t(1))
+            .await
+            .unwrap();
         assert_eq!(
-            persons.remove_distinct_id(project, phone, "user", t(2)).await.unwrap(),
+            persons
+                .remove_distinct_id(project, phone, "user", t(2))
+                .await
+                .unwrap(),
             None,
             "not that person's id"
         );
@@ -301,7 +457,10 @@ mod cases {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(persons.lookup(project, &["phone".into()]).await.unwrap()["phone"], moved);
+        assert_eq!(
+            persons.lookup(project, &["phone".into()]).await.unwrap()["phone"],
+            moved
+        );
         let o = persons.overrides(project).await.unwrap();
         assert_eq!(o.effective(phone, "phone"), Some(moved));
         assert_eq!(o.effective(user, "phone"), Some(moved));
@@ -314,11 +473,37 @@ mod cases {
         let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
             unreachable!()
         };
-        assert_eq!(persons.add_distinct_id(project, a, "a-2", t(1)).await.unwrap(), a);
-        assert_eq!(persons.add_distinct_id(project, b, "a-2", t(1)).await.unwrap(), a);
+        assert_eq!(
+            persons
+                .add_distinct_id(project, a, "a-2", t(1))
+                .await
+                .unwrap(),
+            a
+        );
+        assert_eq!(
+            persons
+                .add_distinct_id(project, b, "a-2", t(1))
+                .await
+                .unwrap(),
+            a
+        );
         persons.set_identified(project, b).await.unwrap();
-        assert!(persons.get(project, b).await.unwrap().unwrap().is_identified);
-        assert!(!persons.get(project, a).await.unwrap().unwrap().is_identified);
+        assert!(
+            persons
+                .get(project, b)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_identified
+        );
+        assert!(
+            !persons
+                .get(project, a)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_identified
+        );
     }
 }
 

@@ -99,10 +99,7 @@ impl IdCache {
         for generation in [&mut self.young, &mut self.old] {
             if let Some(ids) = generation.map.remove(&project) {
                 generation.entries -= ids.len();
-                generation.bytes -= ids
-                    .keys()
-                    .map(|k| k.len() + ENTRY_OVERHEAD)
-                    .sum::<usize>();
+                generation.bytes -= ids.keys().map(|k| k.len() + ENTRY_OVERHEAD).sum::<usize>();
             }
         }
     }

@@ -28,9 +28,9 @@ use std::sync::Arc;
 
 use appizer_core::event::{Dialect, Event, MessageType};
 use appizer_core::json::raw_string;
-use appizer_core::person::{is_placeholder_id, MergeReason, PersonDelta};
+use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta};
 use appizer_core::{PersonId, ProjectId};
-use appizer_storage::persons::{NewPerson, PersonStore};
+use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
 use appizer_storage::StoreError;
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -91,6 +91,12 @@ pub struct Identity {
     /// Persons known to be identified (cleared when it grows past the cache size).
     identified: Mutex<HashSet<PersonId>>,
     deltas: Mutex<HashMap<(ProjectId, PersonId), PersonDelta>>,
+    /// Updates taken for a flush and not yet committed; reads still see them.
+    applying: Mutex<Option<HashMap<(ProjectId, PersonId), PersonDelta>>>,
+    /// Held for writing while updates are committed, for reading while a person is
+    /// read and overlaid with the updates not yet in the store: a reader never sees
+    /// an update twice or not at all.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -116,6 +122,8 @@ impl Identity {
             cache: Mutex::new(IdCache::new(config.cache_entries)),
             identified: Mutex::new(HashSet::new()),
             deltas: Mutex::new(HashMap::new()),
+            applying: Mutex::new(None),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -147,19 +155,104 @@ impl Identity {
         self.cache.lock().clear_project(project);
     }
 
-    /// The person updates gathered since the last call.
+    /// The person updates gathered since the last call, for a flush: pass them to
+    /// [`apply`](Self::apply). Until then reads still include them.
     pub fn take_deltas(&self) -> Vec<(ProjectId, PersonId, PersonDelta)> {
-        std::mem::take(&mut *self.deltas.lock())
-            .into_iter()
-            .map(|((project, person), delta)| (project, person, delta))
-            .collect()
+        let taken = std::mem::take(&mut *self.deltas.lock());
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let out = taken
+            .iter()
+            .map(|(&(project, person), delta)| (project, person, delta.clone()))
+            .collect();
+        let mut applying = self.applying.lock();
+        match applying.as_mut() {
+            Some(earlier) => {
+                for (key, delta) in taken {
+                    earlier.entry(key).or_default().absorb(&delta);
+                }
+            }
+            None => *applying = Some(taken),
+        }
+        out
     }
 
-    /// Puts back updates that could not be applied, to go with the next ones.
-    pub fn restore_deltas(&self, deltas: Vec<(ProjectId, PersonId, PersonDelta)>) {
-        let mut pending = self.deltas.lock();
-        for (project, person, delta) in deltas {
-            pending.entry((project, person)).or_default().absorb(&delta);
+    /// Commits updates from [`take_deltas`](Self::take_deltas) with the queue offset
+    /// their events reach. On failure they return to the pending ones, to go with the
+    /// next flush.
+    pub async fn apply(
+        &self,
+        deltas: &[(ProjectId, PersonId, PersonDelta)],
+        offset: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let _writing = self.gate.write().await;
+        let result = self.store.apply_deltas(deltas, offset).await;
+        let taken = self.applying.lock().take();
+        if result.is_err() {
+            let mut pending = self.deltas.lock();
+            for (key, delta) in taken.into_iter().flatten() {
+                pending.entry(key).or_default().absorb(&delta);
+            }
+        }
+        result
+    }
+
+    /// Applies updates made outside the workers (the API) at once, consistently with
+    /// reads.
+    pub async fn apply_now(
+        &self,
+        deltas: &[(ProjectId, PersonId, PersonDelta)],
+    ) -> Result<(), StoreError> {
+        let _writing = self.gate.write().await;
+        self.store.apply_deltas(deltas, None).await
+    }
+
+    /// A person as stored plus the updates the workers hold for it (and for persons
+    /// in `merged_in`, whose updates land on it), so a read right after an event
+    /// reflects it.
+    pub async fn read_person(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+        merged_in: &[PersonId],
+    ) -> Result<Option<Person>, StoreError> {
+        let _reading = self.gate.read().await;
+        let Some(mut found) = self.store.get(project, person).await? else {
+            return Ok(None);
+        };
+        self.overlay(&mut found, merged_in);
+        Ok(Some(found))
+    }
+
+    /// Persons as listed by the store, each with the updates the workers hold for it.
+    pub async fn list_persons(
+        &self,
+        project: ProjectId,
+        filter: &PersonFilter,
+    ) -> Result<Vec<Person>, StoreError> {
+        let _reading = self.gate.read().await;
+        let mut found = self.store.list(project, filter).await?;
+        for p in &mut found {
+            self.overlay(p, &[]);
+        }
+        Ok(found)
+    }
+
+    fn overlay(&self, person: &mut Person, merged_in: &[PersonId]) {
+        let keys: Vec<(ProjectId, PersonId)> = std::iter::once(person.id)
+            .chain(merged_in.iter().copied())
+            .map(|id| (person.project_id, id))
+            .collect();
+        let applying = self.applying.lock();
+        let pending = self.deltas.lock();
+        for key in &keys {
+            for held in [applying.as_ref().and_then(|a| a.get(key)), pending.get(key)]
+                .into_iter()
+                .flatten()
+            {
+                held.apply_to(person);
+            }
         }
     }
 
@@ -241,7 +334,10 @@ impl Identity {
                 let other = link_of(e).map(|(other, _, _)| other);
                 for id in std::iter::once(e.distinct_id.as_str()).chain(other.as_deref()) {
                     if !is_placeholder_id(id) && cache.get(e.project_id, id).is_none() {
-                        wanted.entry(e.project_id).or_default().insert(id.to_string());
+                        wanted
+                            .entry(e.project_id)
+                            .or_default()
+                            .insert(id.to_string());
                     }
                 }
             }
@@ -354,7 +450,11 @@ impl Identity {
         identified.insert(person);
     }
 
-    async fn is_identified(&self, project: ProjectId, person: PersonId) -> Result<bool, StoreError> {
+    async fn is_identified(
+        &self,
+        project: ProjectId,
+        person: PersonId,
+    ) -> Result<bool, StoreError> {
         if self.identified.lock().contains(&person) {
             return Ok(true);
         }
@@ -425,7 +525,10 @@ impl Identity {
                 ),
             ));
         };
-        match (self.known(project, main).await?, self.known(project, other).await?) {
+        match (
+            self.known(project, main).await?,
+            self.known(project, other).await?,
+        ) {
             (None, None) => {
                 let person = PersonId::new();
                 let owners = self
@@ -441,7 +544,10 @@ impl Identity {
                     )
                     .await?;
                 let owner = owners.get(main).copied().unwrap_or(person);
-                let linked = self.store.add_distinct_id(project, owner, other, now).await?;
+                let linked = self
+                    .store
+                    .add_distinct_id(project, owner, other, now)
+                    .await?;
                 let mut cache = self.cache.lock();
                 cache.insert(project, main, owner);
                 cache.insert(project, other, linked);
@@ -493,11 +599,12 @@ impl Identity {
                     .merge(project, po, pm, reason, Some(&e.message_id), now)
                     .await?;
                 out.merges += 1;
-                let mut cache = self.cache.lock();
-                for d in &record.distinct_ids {
-                    cache.insert(project, d, pm);
+                {
+                    let mut cache = self.cache.lock();
+                    for d in &record.distinct_ids {
+                        cache.insert(project, d, pm);
+                    }
                 }
-                drop(cache);
                 if record.source_snapshot.is_identified {
                     self.store.set_identified(project, pm).await?;
                     self.remember_identified(pm);
@@ -568,7 +675,11 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
     let mut latest = |key: &str, value: Option<String>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             props.set(key, Value::String(v.clone()), at);
-            props.set_once(&format!("$initial_{}", key.trim_start_matches('$')), Value::String(v), at);
+            props.set_once(
+                &format!("$initial_{}", key.trim_start_matches('$')),
+                Value::String(v),
+                at,
+            );
         }
     };
     let [browser, os, device, country, city] = e.context_columns();
@@ -600,7 +711,9 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
             );
             latest(
                 "$referring_domain",
-                referring_domain.and_then(raw_string).filter(|r| r != "$direct"),
+                referring_domain
+                    .and_then(raw_string)
+                    .filter(|r| r != "$direct"),
             );
             for (key, value) in [
                 ("utm_source", source),
@@ -683,8 +796,16 @@ mod tests {
         assert_eq!(link_of(&t).unwrap().2, MergeReason::Identify);
         let mut a = event(Dialect::Posthog, MessageType::Alias, "$create_alias", "u1");
         a.previous_id = Some("x".into());
-        assert_eq!(link_of(&a).unwrap(), ("x".into(), "properties.alias", MergeReason::Alias));
-        let mut m = event(Dialect::Posthog, MessageType::Track, "$merge_dangerously", "u1");
+        assert_eq!(
+            link_of(&a).unwrap(),
+            ("x".into(), "properties.alias", MergeReason::Alias)
+        );
+        let mut m = event(
+            Dialect::Posthog,
+            MessageType::Track,
+            "$merge_dangerously",
+            "u1",
+        );
         m.properties = json!({"alias": "u2"}).try_into().unwrap();
         assert_eq!(link_of(&m).unwrap().2, MergeReason::MergeDangerously);
         let plain = event(Dialect::Posthog, MessageType::Track, "Clicked", "d");
@@ -722,7 +843,9 @@ mod tests {
     fn segment_identify_traits_and_context_fill_the_profile() {
         let mut e = event(Dialect::Segment, MessageType::Identify, "$identify", "u1");
         e.user_id = Some("u1".into());
-        e.traits = json!({"email": "a@x.io", "plan": "team"}).try_into().unwrap();
+        e.traits = json!({"email": "a@x.io", "plan": "team"})
+            .try_into()
+            .unwrap();
         e.context = json!({
             "app": {"version": "5.0"},
             "page": {"referrer": "https://www.Search.example/q?x=1"},
@@ -735,15 +858,95 @@ mod tests {
         let p = &d.properties;
         assert_eq!(p.get("email"), Some(&json!("a@x.io")));
         assert_eq!(p.get("$app_version"), Some(&json!("5.0")));
-        assert_eq!(p.get("$referring_domain"), Some(&json!("www.search.example")));
+        assert_eq!(
+            p.get("$referring_domain"),
+            Some(&json!("www.search.example"))
+        );
         assert_eq!(p.get("utm_campaign"), Some(&json!("autumn")));
         assert!(d.identified);
+    }
+
+    async fn identity() -> (Identity, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let store = appizer_storage::open_metadata_store(&url).await.unwrap();
+        (
+            Identity::new(store.persons(), IdentityConfig::default()),
+            dir,
+        )
+    }
+
+    fn records(project: ProjectId, who: &[&str]) -> Vec<(u64, Option<Vec<Event>>)> {
+        who.iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let mut e = event(Dialect::Segment, MessageType::Track, "x", w);
+                e.project_id = project;
+                e.user_id = Some(w.to_string());
+                (i as u64, Some(vec![e]))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn updates_of_records_already_applied_are_not_gathered_again() {
+        let (identity, _dir) = identity().await;
+        let project = ProjectId::new();
+        let mut batch = records(project, &["u1", "u2", "u1"]);
+        identity.resolve(&mut batch, Some(1)).await.unwrap();
+        let deltas = identity.take_deltas();
+        // Only offset 2 is past the recorded offset.
+        assert_eq!(deltas.len(), 1);
+        assert_eq!(deltas[0].2.events, 1);
+        let persons: Vec<PersonId> = batch
+            .iter()
+            .map(|(_, e)| e.as_ref().unwrap()[0].person_id.unwrap())
+            .collect();
+        assert_eq!(persons[0], persons[2]);
+        assert_ne!(persons[0], persons[1]);
+        // A replay resolves to the same persons, from the store with a cold cache.
+        identity.forget_project(project);
+        let mut again = records(project, &["u1", "u2", "u1"]);
+        identity.resolve(&mut again, None).await.unwrap();
+        let replayed: Vec<PersonId> = again
+            .iter()
+            .map(|(_, e)| e.as_ref().unwrap()[0].person_id.unwrap())
+            .collect();
+        assert_eq!(replayed, persons);
+    }
+
+    #[tokio::test]
+    async fn reads_see_held_updates_once_before_and_after_they_are_applied() {
+        let (identity, _dir) = identity().await;
+        let project = ProjectId::new();
+        let mut batch = records(project, &["u1", "u1"]);
+        identity.resolve(&mut batch, None).await.unwrap();
+        let person = batch[0].1.as_ref().unwrap()[0].person_id.unwrap();
+        let count = |p: Option<Person>| p.unwrap().event_count;
+        assert_eq!(
+            count(identity.read_person(project, person, &[]).await.unwrap()),
+            2
+        );
+        let taken = identity.take_deltas();
+        assert_eq!(
+            count(identity.read_person(project, person, &[]).await.unwrap()),
+            2
+        );
+        identity.apply(&taken, Some(1)).await.unwrap();
+        assert_eq!(
+            count(identity.read_person(project, person, &[]).await.unwrap()),
+            2
+        );
+        assert_eq!(identity.store().applied_offset().await.unwrap(), Some(1));
     }
 
     #[test]
     fn referring_domains_are_hosts() {
         assert_eq!(referring_domain_of("https://a.b/c").as_deref(), Some("a.b"));
-        assert_eq!(referring_domain_of("http://u:p@Host.io?x").as_deref(), Some("host.io"));
+        assert_eq!(
+            referring_domain_of("http://u:p@Host.io?x").as_deref(),
+            Some("host.io")
+        );
         assert_eq!(referring_domain_of("").as_deref(), None);
     }
 }

@@ -77,8 +77,8 @@ impl World {
         })
     }
 
-    fn project(&self) -> &str {
-        &self.server.keys.project_id
+    fn project(&self) -> String {
+        self.server.keys.project_id.to_string()
     }
 
     fn admin(&self) -> &str {
@@ -212,9 +212,7 @@ impl World {
     }
 
     async fn warnings(&self) -> Vec<Value> {
-        let a = self
-            .call(Method::GET, "/ingestion-warnings", None)
-            .await;
+        let a = self.call(Method::GET, "/ingestion-warnings", None).await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
         a.body["warnings"].as_array().unwrap().clone()
     }
@@ -257,7 +255,8 @@ fn track(user: Option<&str>, anon: Option<&str>, name: &str, second: u32) -> Val
 }
 
 fn identify(user: &str, anon: Option<&str>, traits: Value, second: u32) -> Value {
-    let mut m = json!({"type": "identify", "userId": user, "traits": traits, "timestamp": at(second)});
+    let mut m =
+        json!({"type": "identify", "userId": user, "traits": traits, "timestamp": at(second)});
     if let Some(a) = anon {
         m["anonymousId"] = json!(a);
     }
@@ -272,14 +271,22 @@ mod scenarios {
     use super::*;
 
     pub async fn anonymous_browsing_then_identify(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             track(None, Some("a1"), "Viewed", 1),
             track(None, Some("a1"), "Viewed", 2),
             track(None, Some("a1"), "Added", 3),
         ])
         .await;
-        w.segment(vec![identify("u1", Some("a1"), json!({"email": "u1@x.io"}), 4)]).await;
+        w.segment(vec![identify(
+            "u1",
+            Some("a1"),
+            json!({"email": "u1@x.io"}),
+            4,
+        )])
+        .await;
         let p = w.expect(&[&["a1", "u1"]]).await;
         assert_eq!(p[0]["is_identified"], true);
         assert_eq!(p[0]["properties"]["email"], "u1@x.io");
@@ -288,31 +295,49 @@ mod scenarios {
     }
 
     pub async fn posthog_identify_merges_the_anonymous_person(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.posthog(vec![ph("$pageview", "d1", json!({}), 1), ph("clicked", "d1", json!({}), 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.posthog(vec![
+            ph("$pageview", "d1", json!({}), 1),
+            ph("clicked", "d1", json!({}), 2),
+        ])
+        .await;
         w.settle().await;
-        w.posthog(vec![ph("$identify", "u1", json!({"$anon_distinct_id": "d1", "$set": {"plan": "pro"}}), 3)])
-            .await;
+        w.posthog(vec![ph(
+            "$identify",
+            "u1",
+            json!({"$anon_distinct_id": "d1", "$set": {"plan": "pro"}}),
+            3,
+        )])
+        .await;
         let p = w.expect(&[&["d1", "u1"]]).await;
         assert_eq!(p[0]["properties"]["plan"], "pro");
         assert_eq!(p[0]["is_identified"], true);
     }
 
     pub async fn two_devices_one_user(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(None, Some("phone"), "Opened", 1)]).await;
-        w.segment(vec![track(None, Some("laptop"), "Opened", 2)]).await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![track(None, Some("phone"), "Opened", 1)])
+            .await;
+        w.segment(vec![track(None, Some("laptop"), "Opened", 2)])
+            .await;
         w.settle().await;
-        w.segment(vec![identify("u1", Some("phone"), json!({}), 3)]).await;
+        w.segment(vec![identify("u1", Some("phone"), json!({}), 3)])
+            .await;
         w.settle().await;
-        w.segment(vec![identify("u1", Some("laptop"), json!({}), 4)]).await;
+        w.segment(vec![identify("u1", Some("laptop"), json!({}), 4)])
+            .await;
         let p = w.expect(&[&["phone", "laptop", "u1"]]).await;
         assert_eq!(p[0]["event_count"], 4);
     }
 
     pub async fn a_second_user_on_the_same_device_is_not_merged(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             track(None, Some("shared"), "Viewed", 1),
             identify("alice", Some("shared"), json!({"name": "Alice"}), 2),
@@ -320,16 +345,27 @@ mod scenarios {
         .await;
         w.settle().await;
         // Bob logs in on the same browser without a reset: same anonymous id.
-        w.segment(vec![identify("bob", Some("shared"), json!({"name": "Bob"}), 3)]).await;
+        w.segment(vec![identify(
+            "bob",
+            Some("shared"),
+            json!({"name": "Bob"}),
+            3,
+        )])
+        .await;
         let p = w.expect(&[&["shared", "alice"], &["bob"]]).await;
         assert_eq!(p[0]["properties"]["name"], "Alice");
         assert_eq!(p[1]["properties"]["name"], "Bob");
         let warning = w.expect_warning("anonymousId").await;
-        assert!(warning["reason"].as_str().unwrap().contains("identified"), "{warning}");
+        assert!(
+            warning["reason"].as_str().unwrap().contains("identified"),
+            "{warning}"
+        );
     }
 
     pub async fn logout_with_a_reset_keeps_users_apart(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             track(None, Some("a1"), "Viewed", 1),
             identify("alice", Some("a1"), json!({}), 2),
@@ -341,19 +377,29 @@ mod scenarios {
     }
 
     pub async fn alias_chains_link_every_id(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(None, Some("anon"), "Viewed", 1)]).await;
-        w.segment(vec![json!({"type": "alias", "previousId": "anon", "userId": "u1", "timestamp": at(2)})])
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![track(None, Some("anon"), "Viewed", 1)])
             .await;
+        w.segment(vec![
+            json!({"type": "alias", "previousId": "anon", "userId": "u1", "timestamp": at(2)}),
+        ])
+        .await;
         w.settle().await;
-        w.segment(vec![json!({"type": "alias", "previousId": "u1", "userId": "u1@new.io", "timestamp": at(3)})])
+        w.segment(vec![
+            json!({"type": "alias", "previousId": "u1", "userId": "u1@new.io", "timestamp": at(3)}),
+        ])
+        .await;
+        w.segment(vec![track(Some("u1@new.io"), None, "Bought", 4)])
             .await;
-        w.segment(vec![track(Some("u1@new.io"), None, "Bought", 4)]).await;
         w.expect(&[&["anon", "u1", "u1@new.io"]]).await;
     }
 
     pub async fn posthog_create_alias_links_ids(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.posthog(vec![
             ph("$identify", "u1", json!({}), 1),
             ph("$create_alias", "u1", json!({"alias": "crm-42"}), 2),
@@ -365,9 +411,14 @@ mod scenarios {
     }
 
     pub async fn placeholder_distinct_ids_get_no_person(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.posthog(vec![ph("clicked", "undefined", json!({}), 1), ph("clicked", "real", json!({}), 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.posthog(vec![
+            ph("clicked", "undefined", json!({}), 1),
+            ph("clicked", "real", json!({}), 2),
+        ])
+        .await;
         w.expect(&[&["real"]]).await;
         let warning = w.expect_warning("distinct_id").await;
         assert!(warning["reason"].as_str().unwrap().contains("placeholder"));
@@ -375,7 +426,9 @@ mod scenarios {
     }
 
     pub async fn placeholder_anonymous_ids_are_not_linked(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             identify("u1", Some("null"), json!({}), 1),
             identify("u2", Some("NULL"), json!({}), 2),
@@ -386,17 +439,33 @@ mod scenarios {
     }
 
     pub async fn out_of_order_set_keeps_the_newest_value(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.posthog(vec![ph("upgraded", "u1", json!({"$set": {"plan": "team"}}), 20)]).await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.posthog(vec![ph(
+            "upgraded",
+            "u1",
+            json!({"$set": {"plan": "team"}}),
+            20,
+        )])
+        .await;
         w.settle().await;
         // Arrives later, happened earlier.
-        w.posthog(vec![ph("upgraded", "u1", json!({"$set": {"plan": "pro"}}), 10)]).await;
+        w.posthog(vec![ph(
+            "upgraded",
+            "u1",
+            json!({"$set": {"plan": "pro"}}),
+            10,
+        )])
+        .await;
         let p = w.expect(&[&["u1"]]).await;
         assert_eq!(p[0]["properties"]["plan"], "team");
     }
 
     pub async fn set_once_from_concurrent_batches_keeps_the_first(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         let key = w.server.keys.write_key.clone();
         let bodies: Vec<Value> = (0..8)
             .map(|i| {
@@ -420,70 +489,111 @@ mod scenarios {
     }
 
     pub async fn unset_is_not_undone_by_an_older_set(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.posthog(vec![
             ph("x", "u1", json!({"$set": {"coupon": "A"}}), 1),
             ph("x", "u1", json!({"$unset": ["coupon"]}), 5),
         ])
         .await;
         w.settle().await;
-        w.posthog(vec![ph("x", "u1", json!({"$set": {"coupon": "B"}}), 3)]).await;
+        w.posthog(vec![ph("x", "u1", json!({"$set": {"coupon": "B"}}), 3)])
+            .await;
         let p = w.expect(&[&["u1"]]).await;
         assert!(p[0]["properties"].get("coupon").is_none(), "{:?}", p[0]);
     }
 
     pub async fn segment_traits_are_last_write_wins(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![identify("u1", None, json!({"plan": "pro", "seats": 3}), 5)]).await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![identify(
+            "u1",
+            None,
+            json!({"plan": "pro", "seats": 3}),
+            5,
+        )])
+        .await;
         w.settle().await;
-        w.segment(vec![identify("u1", None, json!({"plan": "free"}), 2)]).await;
+        w.segment(vec![identify("u1", None, json!({"plan": "free"}), 2)])
+            .await;
         w.settle().await;
-        w.segment(vec![identify("u1", None, json!({"seats": 10}), 9)]).await;
+        w.segment(vec![identify("u1", None, json!({"seats": 10}), 9)])
+            .await;
         let p = w.expect(&[&["u1"]]).await;
         assert_eq!(p[0]["properties"]["plan"], "pro");
         assert_eq!(p[0]["properties"]["seats"], 10);
     }
 
     pub async fn delete_then_reingest_without_suppression(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(Some("gone"), None, "Viewed", 1), track(Some("gone"), None, "Viewed", 2)])
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![
+            track(Some("gone"), None, "Viewed", 1),
+            track(Some("gone"), None, "Viewed", 2),
+        ])
+        .await;
+        let first = w.expect(&[&["gone"]]).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let a = w
+            .call(Method::DELETE, &format!("/persons/{first}"), None)
             .await;
-        let first = w.expect(&[&["gone"]]).await[0]["id"].as_str().unwrap().to_string();
-        let a = w.call(Method::DELETE, &format!("/persons/{first}"), None).await;
         assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
         w.visible = 0;
         w.expect(&[]).await;
-        w.segment(vec![track(Some("gone"), None, "Came back", 3)]).await;
+        w.segment(vec![track(Some("gone"), None, "Came back", 3)])
+            .await;
         let again = w.expect(&[&["gone"]]).await;
         assert_ne!(again[0]["id"].as_str().unwrap(), first);
         assert_eq!(again[0]["event_count"], 1);
     }
 
     pub async fn delete_with_suppression_drops_later_events(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![identify("u1", Some("a1"), json!({}), 1)]).await;
-        let id = w.expect(&[&["a1", "u1"]]).await[0]["id"].as_str().unwrap().to_string();
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![identify("u1", Some("a1"), json!({}), 1)])
+            .await;
+        let id = w.expect(&[&["a1", "u1"]]).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let a = w
-            .call(Method::DELETE, &format!("/persons/{id}?suppress=true"), None)
+            .call(
+                Method::DELETE,
+                &format!("/persons/{id}?suppress=true"),
+                None,
+            )
             .await;
         assert_eq!(a.status, StatusCode::NO_CONTENT);
         w.visible = 0;
-        w.segment(vec![track(Some("u1"), None, "Still here", 2), track(None, Some("a1"), "Anon", 3)])
-            .await;
+        w.segment(vec![
+            track(Some("u1"), None, "Still here", 2),
+            track(None, Some("a1"), "Anon", 3),
+        ])
+        .await;
         w.visible = 0;
-        w.segment(vec![track(Some("other"), None, "Hello", 4)]).await;
+        w.segment(vec![track(Some("other"), None, "Hello", 4)])
+            .await;
         w.expect(&[&["other"]]).await;
         assert!(w.person("u1").await.is_none());
     }
 
     pub async fn one_new_id_in_fifty_concurrent_batches_is_one_person(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         let key = w.server.keys.write_key.clone();
         let http = w.api.http.clone();
         let url = w.server.url("/v1/batch");
         let sends = (0..50).map(|i| {
             let (http, url) = (http.clone(), url.clone());
-            let body = json!({"writeKey": key, "batch": [track(Some("fresh"), None, "Hit", i % 60)]});
+            let body =
+                json!({"writeKey": key, "batch": [track(Some("fresh"), None, "Hit", i % 60)]});
             async move { http.post(url).json(&body).send().await.unwrap().status() }
         });
         for status in futures_util::future::join_all(sends).await {
@@ -495,7 +605,9 @@ mod scenarios {
     }
 
     pub async fn merge_then_split_restores_both_persons(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             track(Some("a"), None, "A did", 1),
             track(Some("b"), None, "B did", 2),
@@ -505,16 +617,26 @@ mod scenarios {
         let p = w.expect(&[&["a"], &["b"]]).await;
         let (a, b_id) = (p[0]["id"].as_str().unwrap(), p[1]["id"].as_str().unwrap());
         let merged = w
-            .call(Method::POST, &format!("/persons/{b_id}/merge"), Some(json!({"source_person_id": a})))
+            .call(
+                Method::POST,
+                &format!("/persons/{b_id}/merge"),
+                Some(json!({"source_person_id": a})),
+            )
             .await;
         assert_eq!(merged.status, StatusCode::OK, "{:?}", merged.body);
         let one = w.expect(&[&["a", "b"]]).await;
         assert_eq!(one[0]["event_count"], 3);
         assert_eq!(one[0]["recent_events"].as_array().unwrap().len(), 3);
-        let log = w.call(Method::GET, &format!("/persons/{b_id}/merges"), None).await;
+        let log = w
+            .call(Method::GET, &format!("/persons/{b_id}/merges"), None)
+            .await;
         assert_eq!(log.body["merges"][0]["reason"], "api");
         let split = w
-            .call(Method::POST, &format!("/persons/{b_id}/split"), Some(json!({})))
+            .call(
+                Method::POST,
+                &format!("/persons/{b_id}/split"),
+                Some(json!({})),
+            )
             .await;
         assert_eq!(split.status, StatusCode::OK, "{:?}", split.body);
         assert_eq!(split.body["id"], a);
@@ -526,35 +648,63 @@ mod scenarios {
     }
 
     pub async fn identified_persons_are_never_merged_implicitly(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(Some("u1"), None, "x", 1), track(Some("u2"), None, "y", 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![
+            track(Some("u1"), None, "x", 1),
+            track(Some("u2"), None, "y", 2),
+        ])
+        .await;
         w.settle().await;
-        w.segment(vec![identify("u2", Some("u1"), json!({}), 3)]).await;
-        w.posthog(vec![ph("$create_alias", "u2", json!({"alias": "u1"}), 4)]).await;
+        w.segment(vec![identify("u2", Some("u1"), json!({}), 3)])
+            .await;
+        w.posthog(vec![ph("$create_alias", "u2", json!({"alias": "u1"}), 4)])
+            .await;
         w.expect(&[&["u1"], &["u2"]]).await;
         w.expect_warning("properties.alias").await;
     }
 
     pub async fn merge_dangerously_merges_identified_persons(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.posthog(vec![ph("$identify", "u1", json!({}), 1), ph("$identify", "u2", json!({}), 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.posthog(vec![
+            ph("$identify", "u1", json!({}), 1),
+            ph("$identify", "u2", json!({}), 2),
+        ])
+        .await;
         w.settle().await;
-        w.posthog(vec![ph("$merge_dangerously", "u2", json!({"alias": "u1"}), 3)]).await;
+        w.posthog(vec![ph(
+            "$merge_dangerously",
+            "u2",
+            json!({"alias": "u1"}),
+            3,
+        )])
+        .await;
         let p = w.expect(&[&["u1", "u2"]]).await;
         let log = w
-            .call(Method::GET, &format!("/persons/{}/merges", p[0]["id"].as_str().unwrap()), None)
+            .call(
+                Method::GET,
+                &format!("/persons/{}/merges", p[0]["id"].as_str().unwrap()),
+                None,
+            )
             .await;
         assert_eq!(log.body["merges"][0]["reason"], "merge_dangerously");
     }
 
     pub async fn past_events_count_the_merged_person_once(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(None, Some("anon"), "Viewed", 1), track(Some("user"), None, "Paid", 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![
+            track(None, Some("anon"), "Viewed", 1),
+            track(Some("user"), None, "Paid", 2),
+        ])
+        .await;
         w.settle().await;
-        w.segment(vec![identify("user", Some("anon"), json!({}), 3)]).await;
+        w.segment(vec![identify("user", Some("anon"), json!({}), 3)])
+            .await;
         w.expect(&[&["anon", "user"]]).await;
         let people: BTreeSet<String> = w
             .events()
@@ -562,26 +712,35 @@ mod scenarios {
             .iter()
             .map(|e| e["person_id"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(people.len(), 1, "one person across events stored before the merge");
+        assert_eq!(
+            people.len(),
+            1,
+            "one person across events stored before the merge"
+        );
     }
 
     pub async fn the_distinct_id_cap_refuses_more_links(b: Backend) {
-        let Some(mut w) = World::start(b, |c| c.users.max_distinct_ids_per_person = 3).await
-        else {
+        let Some(mut w) = World::start(b, |c| c.users.max_distinct_ids_per_person = 3).await else {
             return;
         };
         for (i, anon) in ["d1", "d2", "d3"].iter().enumerate() {
-            w.segment(vec![identify("u1", Some(anon), json!({}), i as u32 + 1)]).await;
+            w.segment(vec![identify("u1", Some(anon), json!({}), i as u32 + 1)])
+                .await;
             w.settle().await;
         }
         // d3 was refused, and the identify event is u1's: d3 has no person.
         w.expect(&[&["u1", "d1", "d2"]]).await;
         let warning = w.expect_warning("anonymousId").await;
-        assert!(warning["reason"].as_str().unwrap().contains("more than 3"), "{warning}");
+        assert!(
+            warning["reason"].as_str().unwrap().contains("more than 3"),
+            "{warning}"
+        );
     }
 
     pub async fn profiles_fill_themselves_in_from_events(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             json!({"type": "page", "userId": "u1", "name": "Home", "timestamp": at(1),
                 "context": {"page": {"referrer": "https://news.example/story"},
@@ -605,10 +764,16 @@ mod scenarios {
     }
 
     pub async fn server_side_identify_then_events_land_on_that_person(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         let created = w
-            .call(Method::POST, "/persons", Some(json!({"distinct_id": "crm-7",
-                "set": {"email": "c@x.io"}, "set_once": {"source": "crm"}})))
+            .call(
+                Method::POST,
+                "/persons",
+                Some(json!({"distinct_id": "crm-7",
+                "set": {"email": "c@x.io"}, "set_once": {"source": "crm"}})),
+            )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         assert_eq!(created.body["is_identified"], true);
@@ -616,34 +781,58 @@ mod scenarios {
             .call(Method::POST, "/persons", Some(json!({"distinct_id": "crm-7", "set": {"email": "d@x.io"}, "unset": ["source"]})))
             .await;
         assert_eq!(again.status, StatusCode::OK);
-        w.segment(vec![track(Some("crm-7"), None, "Logged in", 1)]).await;
+        w.segment(vec![track(Some("crm-7"), None, "Logged in", 1)])
+            .await;
         let p = w.expect(&[&["crm-7"]]).await;
         assert_eq!(p[0]["id"], created.body["id"]);
         assert_eq!(p[0]["properties"]["email"], "d@x.io");
         assert!(p[0]["properties"].get("source").is_none());
-        let bad = w.call(Method::POST, "/persons", Some(json!({"distinct_id": "anonymous"}))).await;
+        let bad = w
+            .call(
+                Method::POST,
+                "/persons",
+                Some(json!({"distinct_id": "anonymous"})),
+            )
+            .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         assert_eq!(bad.error_field(), "distinct_id");
     }
 
     pub async fn ids_can_be_added_and_removed_through_the_api(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
-        w.segment(vec![track(Some("u1"), None, "x", 1), track(Some("old-device"), None, "y", 2)])
-            .await;
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        w.segment(vec![
+            track(Some("u1"), None, "x", 1),
+            track(Some("old-device"), None, "y", 2),
+        ])
+        .await;
         let p = w.expect(&[&["u1"], &["old-device"]]).await;
         let id = p[0]["id"].as_str().unwrap();
         let added = w
-            .call(Method::POST, &format!("/persons/{id}/distinct-ids"), Some(json!({"distinct_id": "u1-alt"})))
+            .call(
+                Method::POST,
+                &format!("/persons/{id}/distinct-ids"),
+                Some(json!({"distinct_id": "u1-alt"})),
+            )
             .await;
         assert_eq!(added.status, StatusCode::OK, "{:?}", added.body);
         let taken = w
-            .call(Method::POST, &format!("/persons/{id}/distinct-ids"), Some(json!({"distinct_id": "old-device"})))
+            .call(
+                Method::POST,
+                &format!("/persons/{id}/distinct-ids"),
+                Some(json!({"distinct_id": "old-device"})),
+            )
             .await;
         assert_eq!(taken.status, StatusCode::CONFLICT);
         w.segment(vec![track(Some("u1-alt"), None, "z", 3)]).await;
         w.expect(&[&["u1", "u1-alt"], &["old-device"]]).await;
         let removed = w
-            .call(Method::DELETE, &format!("/persons/{id}/distinct-ids/u1-alt"), None)
+            .call(
+                Method::DELETE,
+                &format!("/persons/{id}/distinct-ids/u1-alt"),
+                None,
+            )
             .await;
         assert_eq!(removed.status, StatusCode::OK, "{:?}", removed.body);
         let split_off = w.expect(&[&["u1"], &["u1-alt"], &["old-device"]]).await;
@@ -651,28 +840,46 @@ mod scenarios {
     }
 
     pub async fn a_segment_message_with_both_ids_links_them(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![track(None, Some("a9"), "Viewed", 1)]).await;
         w.settle().await;
-        w.segment(vec![track(Some("u9"), Some("a9"), "Bought", 2)]).await;
+        w.segment(vec![track(Some("u9"), Some("a9"), "Bought", 2)])
+            .await;
         w.expect(&[&["a9", "u9"]]).await;
     }
 
     pub async fn posthog_identify_of_an_identified_anon_person_is_refused(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.posthog(vec![
             ph("$pageview", "device", json!({}), 1),
-            ph("$identify", "alice", json!({"$anon_distinct_id": "device"}), 2),
+            ph(
+                "$identify",
+                "alice",
+                json!({"$anon_distinct_id": "device"}),
+                2,
+            ),
         ])
         .await;
         w.settle().await;
-        w.posthog(vec![ph("$identify", "bob", json!({"$anon_distinct_id": "device"}), 3)]).await;
+        w.posthog(vec![ph(
+            "$identify",
+            "bob",
+            json!({"$anon_distinct_id": "device"}),
+            3,
+        )])
+        .await;
         w.expect(&[&["device", "alice"], &["bob"]]).await;
         w.expect_warning("properties.$anon_distinct_id").await;
     }
 
     pub async fn persons_list_filters_and_pages(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             identify("ann@x.io", None, json!({"plan": "pro", "seats": 2}), 1),
             identify("bo@y.io", None, json!({"plan": "free"}), 2),
@@ -680,14 +887,37 @@ mod scenarios {
         ])
         .await;
         w.expect(&[&["ann@x.io"], &["bo@y.io"], &["cy@x.io"]]).await;
-        let pro = w.call(Method::GET, "/persons?property.plan=pro", None).await;
-        assert_eq!(pro.body["persons"].as_array().unwrap().len(), 2);
-        let seats = w.call(Method::GET, "/persons?property.seats=2&search=ANN", None).await;
+        // Property filters run in the store: they see updates once the workers flush.
+        let started = Instant::now();
+        loop {
+            let pro = w
+                .call(Method::GET, "/persons?property.plan=pro", None)
+                .await;
+            let n = pro.body["persons"].as_array().unwrap().len();
+            if n == 2 {
+                break;
+            }
+            assert!(
+                n < 2 && started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                pro.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seats = w
+            .call(Method::GET, "/persons?property.seats=2&search=ANN", None)
+            .await;
         assert_eq!(seats.body["persons"].as_array().unwrap().len(), 1);
         let page = w.call(Method::GET, "/persons?limit=2", None).await;
         assert_eq!(page.body["persons"].as_array().unwrap().len(), 2);
         let cursor = page.body["next_cursor"].as_str().unwrap();
-        let rest = w.call(Method::GET, &format!("/persons?limit=2&cursor={cursor}"), None).await;
+        let rest = w
+            .call(
+                Method::GET,
+                &format!("/persons?limit=2&cursor={cursor}"),
+                None,
+            )
+            .await;
         assert_eq!(rest.body["persons"].as_array().unwrap().len(), 1);
         assert!(rest.body.get("next_cursor").is_none());
         let bad = w.call(Method::GET, "/persons?colour=red", None).await;
@@ -696,7 +926,9 @@ mod scenarios {
     }
 
     pub async fn compaction_folds_merges_and_deletions_into_the_files(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![
             track(None, Some("anon"), "Viewed", 1),
             track(Some("user"), None, "Paid", 2),
@@ -706,10 +938,13 @@ mod scenarios {
         w.settle().await;
         let store = w.server.state.events.pipeline.store().clone();
         store.flush().await.unwrap();
-        w.segment(vec![identify("user", Some("anon"), json!({}), 4)]).await;
+        w.segment(vec![identify("user", Some("anon"), json!({}), 4)])
+            .await;
         let p = w.expect(&[&["anon", "user"], &["leaver"]]).await;
         let leaver = p[1]["id"].as_str().unwrap();
-        let a = w.call(Method::DELETE, &format!("/persons/{leaver}"), None).await;
+        let a = w
+            .call(Method::DELETE, &format!("/persons/{leaver}"), None)
+            .await;
         assert_eq!(a.status, StatusCode::NO_CONTENT);
         w.visible -= 1;
         w.settle().await;
@@ -728,7 +963,11 @@ mod scenarios {
         )
         .await
         .unwrap();
-        assert_eq!(rows.len(), 3, "the deleted person's event is gone from the files");
+        assert_eq!(
+            rows.len(),
+            3,
+            "the deleted person's event is gone from the files"
+        );
         let user = p[0]["id"].as_str().unwrap();
         for r in &rows {
             assert_eq!(r.person_id.as_deref(), Some(user), "{r:?}");
@@ -738,10 +977,15 @@ mod scenarios {
     }
 
     pub async fn a_viewer_reads_persons_but_cannot_change_them(b: Backend) {
-        let Some(mut w) = World::start(b, |_| {}).await else { return };
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
         w.segment(vec![track(Some("u1"), None, "x", 1)]).await;
-        let id = w.expect(&[&["u1"]]).await[0]["id"].as_str().unwrap().to_string();
-        let project = w.project().to_string();
+        let id = w.expect(&[&["u1"]]).await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let project = w.project();
         let (_, viewer) = w.api.create_key(w.admin(), &project, "viewer").await;
         let read = w
             .api
@@ -750,7 +994,12 @@ mod scenarios {
         assert_eq!(read.status, StatusCode::OK);
         let delete = w
             .api
-            .call(Method::DELETE, &format!("/api/v1/projects/{project}/persons/{id}"), &viewer, None)
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/projects/{project}/persons/{id}"),
+                &viewer,
+                None,
+            )
             .await;
         assert_eq!(delete.status, StatusCode::FORBIDDEN);
     }

@@ -192,22 +192,75 @@ async fn missing_and_unknown_keys_are_401() {
 }
 
 /// Example path and body for each route of the access table, in `project`, aimed at a
-/// key that exists (`key_id`) so allowed requests succeed or fail only on content.
-fn example_request(
+/// key that exists (`key_id`) and, for person routes, at persons the organisation admin
+/// key (`admin`) creates for the request, so allowed requests succeed or fail only on
+/// content.
+async fn example_request(
+    api: &Client,
+    admin: &str,
     method: &Method,
     template: &str,
     project: &str,
     key_id: &str,
 ) -> (String, Option<serde_json::Value>) {
-    let path = template
+    let unique = || format!("id-{}", uuid::Uuid::now_v7().simple());
+    let persons = format!("/api/v1/projects/{project}/persons");
+    let new_person = |distinct_id: String| {
+        let persons = persons.clone();
+        async move {
+            let a = api
+                .post(&persons, admin, json!({ "distinct_id": distinct_id }))
+                .await;
+            assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+            a.body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let mut path = template
         .replace("{project_id}", project)
         .replace("{key_id}", key_id);
-    let body = match (method.as_str(), template) {
+    let mut body = match (method.as_str(), template) {
         ("POST", "/api/v1/projects") => Some(json!({"name": "p"})),
+        ("POST", t) if t.ends_with("/persons") => Some(json!({"distinct_id": unique()})),
+        ("POST", t) if t.ends_with("/distinct-ids") => Some(json!({"distinct_id": unique()})),
+        ("POST", t) if t.ends_with("/split") => Some(json!({})),
         ("POST", _) => Some(json!({"name": "k", "role": "viewer"})),
         ("PATCH", _) => Some(json!({"name": "renamed"})),
         _ => None,
     };
+    if template.contains("{person_id}") || template.contains("{distinct_id}") {
+        let (first, second) = (unique(), unique());
+        let person = new_person(first.clone()).await;
+        let linked = api
+            .post(
+                &format!("{persons}/{person}/distinct-ids"),
+                admin,
+                json!({ "distinct_id": second }),
+            )
+            .await;
+        assert_eq!(linked.status, StatusCode::OK, "{:?}", linked.body);
+        let other = new_person(unique()).await;
+        if template.ends_with("/merge") {
+            body = Some(json!({ "source_person_id": other }));
+        }
+        if template.ends_with("/split") {
+            let merged = api
+                .post(
+                    &format!("{persons}/{person}/merge"),
+                    admin,
+                    json!({ "source_person_id": other }),
+                )
+                .await;
+            assert_eq!(merged.status, StatusCode::OK, "{:?}", merged.body);
+        }
+        let distinct_id = if template.starts_with("/api/v1/projects/{project_id}/distinct-ids") {
+            first
+        } else {
+            second
+        };
+        path = path
+            .replace("{person_id}", &person)
+            .replace("{distinct_id}", &distinct_id);
+    }
     (path, body)
 }
 
@@ -229,7 +282,8 @@ async fn every_route_answers_every_role_as_the_access_table_says() {
         let (_, key) = api.create_key(admin, &project, role.as_str()).await;
         let (victim, _) = api.create_key(admin, &project, "viewer").await;
         for (method, template, permission) in routes_deleting_the_project_last() {
-            let (path, body) = example_request(method, template, &project, &victim);
+            let (path, body) =
+                example_request(&api, admin, method, template, &project, &victim).await;
             let answer = api.call(method.clone(), &path, &key, body).await;
             let allowed = role.grants(*permission) && !permission.needs_organization_key();
             if allowed {
@@ -255,7 +309,7 @@ async fn every_route_answers_every_role_as_the_access_table_says() {
     let project = api.create_project(admin, "org admin project").await;
     let (victim, _) = api.create_key(admin, &project, "viewer").await;
     for (method, template, _) in routes_deleting_the_project_last() {
-        let (path, body) = example_request(method, template, &project, &victim);
+        let (path, body) = example_request(&api, admin, method, template, &project, &victim).await;
         let answer = api.call(method.clone(), &path, admin, body).await;
         assert!(
             answer.status.is_success(),
@@ -276,7 +330,7 @@ async fn a_key_of_project_a_gets_404_for_everything_of_project_b() {
     let (_, a_admin) = api.create_key(admin, &a, "admin").await;
     let (b_key, _) = api.create_key(admin, &b, "viewer").await;
     for (method, template, _) in ACCESS_TABLE.iter().filter(|r| r.1.contains("{project_id}")) {
-        let (path, body) = example_request(method, template, &b, &b_key);
+        let (path, body) = example_request(&api, admin, method, template, &b, &b_key).await;
         let answer = api.call(method.clone(), &path, &a_admin, body).await;
         assert_eq!(
             answer.status,

@@ -214,7 +214,10 @@ fn person_filter(query: Option<&str>) -> Result<PersonFilter, ApiError> {
                     .ok()
                     .filter(|n| (1..=MAX_PERSONS_PAGE).contains(n))
                     .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("must be between 1 and {MAX_PERSONS_PAGE}"))
+                        ApiError::invalid(
+                            "limit",
+                            format!("must be between 1 and {MAX_PERSONS_PAGE}"),
+                        )
                     })?
             }
             "cursor" => {
@@ -247,15 +250,27 @@ async fn view(
     project: ProjectId,
     person: Person,
 ) -> Result<PersonView, ApiError> {
-    let ids = state.store.persons().distinct_ids(project, person.id).await?;
+    let ids = state
+        .store
+        .persons()
+        .distinct_ids(project, person.id)
+        .await?;
     Ok(PersonView::new(person, ids))
 }
 
+/// The person with the updates the workers hold for it (visible at once, like events).
 async fn existing(state: &AppState, project: ProjectId, id: PersonId) -> Result<Person, ApiError> {
-    state
+    // Updates held for persons merged into this one land on it too.
+    let merged_in: Vec<PersonId> = state
         .store
         .persons()
-        .get(project, id)
+        .overrides(project)
+        .await?
+        .merged_into(id);
+    state
+        .events
+        .identity
+        .read_person(project, id, &merged_in)
         .await?
         .ok_or_else(|| ApiError::not_found("person"))
 }
@@ -276,7 +291,7 @@ async fn audit(
 }
 
 /// List a project's persons in creation order, with filters.
-#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons", tag = "persons",
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons", tag = "persons", operation_id = "list_persons",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), PersonQuery),
     responses((status = 200, body = PersonPage), (status = 400, body = ErrorBody),
@@ -291,7 +306,11 @@ pub async fn list(
     let project = caller.project(&state, project_id).await?;
     let limit = filter.limit;
     filter.limit = limit + 1;
-    let mut found = state.store.persons().list(project.id, &filter).await?;
+    let mut found = state
+        .events
+        .identity
+        .list_persons(project.id, &filter)
+        .await?;
     let next_cursor = if found.len() > limit as usize {
         found.truncate(limit as usize);
         found.last().map(|p| p.id.to_string())
@@ -309,7 +328,7 @@ pub async fn list(
 }
 
 /// Server-side identify: create or update the person of a user id.
-#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons", tag = "persons",
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons", tag = "persons", operation_id = "upsert_person",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid)),
     request_body = UpsertPerson,
@@ -354,15 +373,21 @@ pub async fn upsert(
         unset.as_ref(),
         now.timestamp_millis(),
     );
-    persons
-        .apply_deltas(&[(project.id, owner, delta)], None)
+    state
+        .events
+        .identity
+        .apply_now(&[(project.id, owner, delta)])
         .await?;
     let created = owner == proposed;
     audit(
         &state,
         &caller,
         project.id,
-        if created { "person.create" } else { "person.update" },
+        if created {
+            "person.create"
+        } else {
+            "person.update"
+        },
         owner,
         serde_json::json!({ "distinct_id": body.distinct_id }),
     )
@@ -377,7 +402,7 @@ pub async fn upsert(
 }
 
 /// One person: ids, properties, first and last seen, recent events.
-#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons/{person_id}", tag = "persons",
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons/{person_id}", tag = "persons", operation_id = "get_person",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
@@ -415,7 +440,7 @@ async fn with_events(
 }
 
 /// The person a distinct id belongs to.
-#[utoipa::path(get, path = "/api/v1/projects/{project_id}/distinct-ids/{distinct_id}", tag = "persons",
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/distinct-ids/{distinct_id}", tag = "persons", operation_id = "get_person_by_distinct_id",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("distinct_id" = String, Path)),
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
@@ -439,7 +464,7 @@ pub async fn by_distinct_id(
 
 /// Delete a person, its distinct ids and its events (hidden at once, removed from the
 /// files by the next compaction).
-#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/persons/{person_id}", tag = "persons",
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/persons/{person_id}", tag = "persons", operation_id = "delete_person",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid), DeleteQuery),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -474,7 +499,7 @@ pub async fn delete(
 
 /// Link another distinct id to the person (alias). 409 if it belongs to someone else:
 /// merge the persons instead.
-#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids", tag = "persons",
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids", tag = "persons", operation_id = "add_person_distinct_id",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
     request_body = AddDistinctId,
@@ -524,7 +549,7 @@ pub async fn add_distinct_id(
 }
 
 /// Move a distinct id off the person, with its events, onto a new person.
-#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids/{distinct_id}", tag = "persons",
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/persons/{person_id}/distinct-ids/{distinct_id}", tag = "persons", operation_id = "remove_person_distinct_id",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid),
         ("distinct_id" = String, Path)),
@@ -566,7 +591,7 @@ pub async fn remove_distinct_id(
 }
 
 /// Merge another person into this one (identified persons too).
-#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/merge", tag = "persons",
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/merge", tag = "persons", operation_id = "merge_persons",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
     request_body = MergeRequest,
@@ -608,7 +633,10 @@ pub async fn merge(
             Utc::now(),
         )
         .await?;
-    state.events.identity.forget(project.id, &record.distinct_ids);
+    state
+        .events
+        .identity
+        .forget(project.id, &record.distinct_ids);
     audit(
         &state,
         &caller,
@@ -623,7 +651,7 @@ pub async fn merge(
 }
 
 /// Undo a merge into this person: the merged person comes back with its ids and events.
-#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/split", tag = "persons",
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/persons/{person_id}/split", tag = "persons", operation_id = "split_person",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
     request_body = SplitRequest,
@@ -651,7 +679,10 @@ pub async fn split(
         .split(project.id, merge.id, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("merge"))?;
-    state.events.identity.forget(project.id, &record.distinct_ids);
+    state
+        .events
+        .identity
+        .forget(project.id, &record.distinct_ids);
     audit(
         &state,
         &caller,
@@ -666,7 +697,7 @@ pub async fn split(
 }
 
 /// Merges into and out of the person, newest first.
-#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons/{person_id}/merges", tag = "persons",
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/persons/{person_id}/merges", tag = "persons", operation_id = "list_person_merges",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
     responses((status = 200, body = MergeLog), (status = 404, body = ErrorBody)))]

@@ -13,9 +13,9 @@ use datafusion::prelude::{col, lit, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use super::schema::{batch_to_events, StoredEvent};
+use super::store::{EventStore, EventStoreError};
 use crate::persons::PersonOverrides;
 use appizer_core::PersonId;
-use super::store::{EventStore, EventStoreError};
 
 /// What to list.
 #[derive(Debug, Clone, Default)]
@@ -176,10 +176,14 @@ pub async fn list_events(
     let overrides = filter.overrides.clone().filter(|o| !o.is_empty());
     match (&overrides, filter.person) {
         (Some(o), person) => {
-            let effective = effective_person_udf(o.clone())
-                .call(vec![col("person_id"), col("distinct_id")]);
+            let effective =
+                effective_person_udf(o.clone()).call(vec![col("person_id"), col("distinct_id")]);
             // Events without a person stay; those of deleted persons go.
-            predicates.push(col("person_id").is_null().or(effective.clone().is_not_null()));
+            predicates.push(
+                col("person_id")
+                    .is_null()
+                    .or(effective.clone().is_not_null()),
+            );
             if let Some(p) = person {
                 let stored: Vec<Expr> = o
                     .stored_ids_of(p)

@@ -381,7 +381,7 @@ impl EventStore {
         }
         let mut done = Compaction::default();
         for (project, date, group) in groups {
-            if group.len() < 2 && !group.iter().any(|f| stale(f)) {
+            if group.len() < 2 && !group.iter().any(&stale) {
                 continue;
             }
             let config = self.config.clone();
@@ -405,7 +405,8 @@ impl EventStore {
                     if order.is_empty() {
                         return Ok(None);
                     }
-                    let mut file = write_file(&config, project, &date, &batches, &order, max_offset)?;
+                    let mut file =
+                        write_file(&config, project, &date, &batches, &order, max_offset)?;
                     file.persons_folded_at = Some(snapshot);
                     Ok(Some(file))
                 })

@@ -69,6 +69,15 @@ impl PersonOverrides {
         self.by_person.is_empty() && self.by_pair.is_empty() && self.deleted.is_empty()
     }
 
+    /// The persons merged into `person` (whose updates land on it).
+    pub fn merged_into(&self, person: PersonId) -> Vec<PersonId> {
+        self.by_person
+            .iter()
+            .filter(|(_, to)| **to == person)
+            .map(|(from, _)| *from)
+            .collect()
+    }
+
     /// The stored person ids whose events may belong to `person` now.
     pub fn stored_ids_of(&self, person: PersonId) -> Vec<PersonId> {
         let mut ids = vec![person];
@@ -125,8 +134,7 @@ pub trait PersonStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<PersonId, StoreError>;
 
-    async fn set_identified(&self, project: ProjectId, person: PersonId)
-        -> Result<(), StoreError>;
+    async fn set_identified(&self, project: ProjectId, person: PersonId) -> Result<(), StoreError>;
 
     async fn get(&self, project: ProjectId, person: PersonId)
         -> Result<Option<Person>, StoreError>;

@@ -322,8 +322,7 @@ impl PersonStore for SqlPersonStore {
                  VALUES {values} ON CONFLICT (project_id, distinct_id) DO NOTHING \
                  RETURNING distinct_id, person_id"
             );
-            let mut query =
-                sqlx::query_as::<_, (String, String)>(&sql).bind(project.to_string());
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql).bind(project.to_string());
             for n in chunk {
                 query = query
                     .bind(&n.distinct_id)
@@ -400,11 +399,7 @@ impl PersonStore for SqlPersonStore {
         id(&owner)
     }
 
-    async fn set_identified(
-        &self,
-        project: ProjectId,
-        person: PersonId,
-    ) -> Result<(), StoreError> {
+    async fn set_identified(&self, project: ProjectId, person: PersonId) -> Result<(), StoreError> {
         sqlx::query("UPDATE persons SET is_identified = 1 WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
             .bind(person.to_string())
@@ -450,7 +445,9 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
     ) -> Result<MergeRecord, StoreError> {
         if source == target {
-            return Err(StoreError::Conflict("a person cannot merge into itself".into()));
+            return Err(StoreError::Conflict(
+                "a person cannot merge into itself".into(),
+            ));
         }
         let _one_writer = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -550,8 +547,13 @@ impl PersonStore for SqlPersonStore {
         };
         let mut record = merge_from_row(&row)?;
         let source = record.source;
-        if fetch_person(&mut tx, project, source, lock).await?.is_some() {
-            return Err(StoreError::Conflict(format!("person {source} exists already")));
+        if fetch_person(&mut tx, project, source, lock)
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict(format!(
+                "person {source} exists already"
+            )));
         }
         // The target may since have been merged on, or deleted.
         let Some(mut target) = surviving(&mut tx, project, record.target, lock).await? else {
@@ -766,7 +768,10 @@ impl PersonStore for SqlPersonStore {
                 }
                 Backend::Postgres => {
                     binds.push(key.clone());
-                    sql.push_str(&format!(" AND ((properties::jsonb -> ${})::text)", binds.len()));
+                    sql.push_str(&format!(
+                        " AND ((properties::jsonb -> ${})::text)",
+                        binds.len()
+                    ));
                 }
             }
             binds.push(value.to_string());
@@ -914,8 +919,7 @@ impl SqlPersonStore {
                 entry.by_pair.insert((old, distinct_id), to);
             }
         }
-        let sql =
-            format!("SELECT project_id, person_id, deleted_at FROM deleted_persons{filter}");
+        let sql = format!("SELECT project_id, person_id, deleted_at FROM deleted_persons{filter}");
         let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
         if let Some(p) = project {
             query = query.bind(p.to_string());

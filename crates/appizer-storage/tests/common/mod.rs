@@ -54,7 +54,6 @@ async fn open_pg_admin(url: &str) -> sqlx::AnyPool {
         .expect("connect to APPIZER_TEST_POSTGRES_URL")
 }
 
-
 /// Instantiates `cases::<name>(&dyn MetadataStore)` once per backend.
 macro_rules! conformance_suite {
     ($backend:ident, $open:path, [$($case:ident),* $(,)?]) => {
@@ -76,4 +75,3 @@ macro_rules! all_backends {
         conformance_suite!(postgres, super::postgres_store, [$($case),*]);
     };
 }
-
