@@ -11,6 +11,10 @@ mod stats;
 
 use clap::{Parser, Subcommand};
 
+/// The server's allocator, so in-process measurements match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "appizer-bench",

@@ -82,10 +82,29 @@ impl PersonProperties {
             Some(&(t, Write::Set | Write::Unset)) => at_ms >= t,
         };
         if apply {
-            self.values.insert(key.to_string(), value);
-            self.writes.insert(key.to_string(), (at_ms, Write::Set));
+            self.record(key, Some(value), at_ms, Write::Set);
         }
         apply
+    }
+
+    /// Stores a write, allocating the key only the first time it is seen.
+    fn record(&mut self, key: &str, value: Option<Value>, at_ms: i64, write: Write) {
+        match self.writes.get_mut(key) {
+            Some(slot) => *slot = (at_ms, write),
+            None => {
+                self.writes.insert(key.to_string(), (at_ms, write));
+            }
+        }
+        match (value, self.values.get_mut(key)) {
+            (Some(v), Some(slot)) => *slot = v,
+            (Some(v), None) => {
+                self.values.insert(key.to_string(), v);
+            }
+            (None, Some(_)) => {
+                self.values.remove(key);
+            }
+            (None, None) => {}
+        }
     }
 
     /// `$set_once` at event time `at_ms`.
@@ -98,8 +117,7 @@ impl PersonProperties {
             Some(&(t, Write::Unset)) => at_ms > t,
         };
         if apply {
-            self.values.insert(key.to_string(), value);
-            self.writes.insert(key.to_string(), (at_ms, Write::SetOnce));
+            self.record(key, Some(value), at_ms, Write::SetOnce);
         }
         apply
     }
@@ -111,8 +129,7 @@ impl PersonProperties {
             Some(&(t, _)) => at_ms >= t,
         };
         if apply {
-            self.values.remove(key);
-            self.writes.insert(key.to_string(), (at_ms, Write::Unset));
+            self.record(key, None, at_ms, Write::Unset);
         }
         apply
     }
@@ -207,6 +224,8 @@ pub struct PersonDelta {
     pub last_seen_ms: Option<i64>,
     pub events: u64,
     pub properties: PersonProperties,
+    /// The profile properties the events keep current, gathered compactly.
+    pub profile: Profile,
     pub identified: bool,
 }
 
@@ -229,6 +248,7 @@ impl PersonDelta {
         }
         self.events += other.events;
         self.properties.merge_from(&other.properties);
+        self.profile.absorb(&other.profile);
         self.identified |= other.identified;
     }
 
@@ -242,8 +262,116 @@ impl PersonDelta {
             person.last_seen = Some(person.last_seen.map_or(last, |t| t.max(last)));
         }
         person.event_count += self.events;
+        self.profile.write_into(&mut person.properties);
         person.properties.merge_from(&self.properties);
         person.is_identified |= self.identified;
+    }
+}
+
+/// The profile properties every event updates: (latest value, initial value).
+pub const PROFILE_KEYS: [(&str, &str); 13] = [
+    ("$browser", "$initial_browser"),
+    ("$os", "$initial_os"),
+    ("$device_type", "$initial_device_type"),
+    ("$country", "$initial_country"),
+    ("$city", "$initial_city"),
+    ("$app_version", "$initial_app_version"),
+    ("$referrer", "$initial_referrer"),
+    ("$referring_domain", "$initial_referring_domain"),
+    ("utm_source", "$initial_utm_source"),
+    ("utm_medium", "$initial_utm_medium"),
+    ("utm_campaign", "$initial_utm_campaign"),
+    ("utm_term", "$initial_utm_term"),
+    ("utm_content", "$initial_utm_content"),
+];
+
+/// Which of [`PROFILE_KEYS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum ProfileKey {
+    Browser,
+    Os,
+    DeviceType,
+    Country,
+    City,
+    AppVersion,
+    Referrer,
+    ReferringDomain,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+    UtmTerm,
+    UtmContent,
+}
+
+impl ProfileKey {
+    pub const UTM: [ProfileKey; 5] = [
+        ProfileKey::UtmSource,
+        ProfileKey::UtmMedium,
+        ProfileKey::UtmCampaign,
+        ProfileKey::UtmTerm,
+        ProfileKey::UtmContent,
+    ];
+}
+
+type Seen = Option<(i64, Box<str>)>;
+
+/// The latest and the initial value of each profile key over some events: the same
+/// result as `$set` of the latest and `$set_once` of the initial key for every event,
+/// kept without a map or an allocation per event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    latest: [Seen; PROFILE_KEYS.len()],
+    initial: [Seen; PROFILE_KEYS.len()],
+}
+
+impl Profile {
+    /// An event at `at_ms` had `value` for `key`.
+    pub fn see(&mut self, key: ProfileKey, value: &str, at_ms: i64) {
+        if value.is_empty() {
+            return;
+        }
+        let i = key as usize;
+        // Last write wins (a tie goes to the later arrival); the earliest stays initial.
+        Self::keep(&mut self.latest[i], value, at_ms, |new, old| new >= old);
+        Self::keep(&mut self.initial[i], value, at_ms, |new, old| new < old);
+    }
+
+    fn keep(slot: &mut Seen, value: &str, at_ms: i64, wins: impl Fn(i64, i64) -> bool) {
+        match slot {
+            Some((t, v)) if wins(at_ms, *t) => {
+                *t = at_ms;
+                if **v != *value {
+                    *v = value.into();
+                }
+            }
+            Some(_) => {}
+            None => *slot = Some((at_ms, value.into())),
+        }
+    }
+
+    pub fn absorb(&mut self, other: &Profile) {
+        for i in 0..PROFILE_KEYS.len() {
+            if let Some((t, v)) = &other.latest[i] {
+                Self::keep(&mut self.latest[i], v, *t, |new, old| new >= old);
+            }
+            if let Some((t, v)) = &other.initial[i] {
+                Self::keep(&mut self.initial[i], v, *t, |new, old| new < old);
+            }
+        }
+    }
+
+    /// Writes these into `properties`: `$set` of each latest value, `$set_once` of each
+    /// initial one, at their event times.
+    pub fn write_into(&self, properties: &mut PersonProperties) {
+        for (i, (latest, initial)) in PROFILE_KEYS.iter().enumerate() {
+            if let Some((t, v)) = &self.latest[i] {
+                properties.set(latest, Value::String(v.to_string()), *t);
+            }
+            if let Some((t, v)) = &self.initial[i] {
+                properties.set_once(initial, Value::String(v.to_string()), *t);
+            }
+        }
     }
 }
 
@@ -425,6 +553,37 @@ mod tests {
         }
         stored.merge_from(&delta);
         assert_eq!(stored.values(), one_by_one.values());
+    }
+
+    #[test]
+    fn a_profile_equals_setting_latest_and_initial_values_event_by_event() {
+        let seen = [
+            ("Firefox", 20),
+            ("Chrome", 30),
+            ("Safari", 10),
+            ("Edge", 30),
+        ];
+        let mut one_by_one = PersonProperties::default();
+        let mut profile = Profile::default();
+        for (browser, at) in seen {
+            one_by_one.set("$browser", json!(browser), at);
+            one_by_one.set_once("$initial_browser", json!(browser), at);
+            profile.see(ProfileKey::Browser, browser, at);
+        }
+        let mut written = PersonProperties::default();
+        profile.write_into(&mut written);
+        assert_eq!(written.values(), one_by_one.values());
+        assert_eq!(written.get("$browser"), Some(&json!("Edge")));
+        assert_eq!(written.get("$initial_browser"), Some(&json!("Safari")));
+        let mut halves = Profile::default();
+        halves.see(ProfileKey::Browser, "Chrome", 30);
+        let mut other = Profile::default();
+        other.see(ProfileKey::Browser, "Safari", 10);
+        halves.absorb(&other);
+        let mut merged = PersonProperties::default();
+        halves.write_into(&mut merged);
+        assert_eq!(merged.get("$initial_browser"), Some(&json!("Safari")));
+        assert_eq!(merged.get("$browser"), Some(&json!("Chrome")));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use appizer_core::event::{Dialect, Event, MessageType};
 use appizer_core::json::raw_string;
-use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta};
+use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta, ProfileKey};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
 use appizer_storage::StoreError;
@@ -294,7 +294,7 @@ impl Identity {
                 }
                 let person = self.person_for(&e, &mut pending);
                 if implies_identified(&e) {
-                    self.mark_identified(&e, person, &mut pending).await?;
+                    self.mark_identified(&e, person, &mut pending);
                 }
                 e.person_id = Some(person);
                 kept.push(e);
@@ -423,23 +423,19 @@ impl Identity {
         Ok(replaced)
     }
 
-    async fn mark_identified(
-        &self,
-        e: &Event,
-        person: PersonId,
-        pending: &mut Pending,
-    ) -> Result<(), StoreError> {
-        let project = e.project_id;
-        if let Some(&i) = pending.index.get(&(project, e.distinct_id.clone())) {
-            pending.new[i].is_identified = true;
-            return Ok(());
-        }
+    /// Notes that the event names its person by a user id. The store learns it with
+    /// the person's updates at the next flush (`PersonDelta::identified`); until then
+    /// the workers' guards read it here.
+    fn mark_identified(&self, e: &Event, person: PersonId, pending: &mut Pending) {
         if self.identified.lock().contains(&person) {
-            return Ok(());
+            return;
         }
-        self.store.set_identified(project, person).await?;
+        if !pending.new.is_empty() {
+            if let Some(&i) = pending.index.get(&(e.project_id, e.distinct_id.clone())) {
+                pending.new[i].is_identified = true;
+            }
+        }
         self.remember_identified(person);
-        Ok(())
     }
 
     fn remember_identified(&self, person: PersonId) {
@@ -671,59 +667,62 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
     let at = e.timestamp.timestamp_millis();
     delta.saw(at);
     delta.identified |= implies_identified(e);
-    let props = &mut delta.properties;
-    let mut latest = |key: &str, value: Option<String>| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            props.set(key, Value::String(v.clone()), at);
-            props.set_once(
-                &format!("$initial_{}", key.trim_start_matches('$')),
-                Value::String(v),
-                at,
-            );
+    let profile = &mut delta.profile;
+    let mut latest = |key: ProfileKey, value: Option<String>| {
+        if let Some(v) = value {
+            profile.see(key, &v, at);
         }
     };
-    let [browser, os, device, country, city] = e.context_columns();
-    latest("$browser", browser);
-    latest("$os", os);
-    latest("$device_type", device);
-    latest("$country", country);
-    latest("$city", city);
-    let [set, set_once, unset, app_version, referrer, referring_domain, source, medium, campaign, term, content] =
-        e.properties.fields([
-            "$set",
-            "$set_once",
-            "$unset",
-            "$app_version",
-            "$referrer",
-            "$referring_domain",
-            "utm_source",
-            "utm_medium",
-            "utm_campaign",
-            "utm_term",
-            "utm_content",
-        ]);
+    // One scan of the context for everything the profile takes from it.
+    let [browser, os, device, location, app, page, campaign] = e.context.fields([
+        "browser", "os", "device", "location", "app", "page", "campaign",
+    ]);
+    let inner = |raw: Option<&RawValue>, key: &str| {
+        raw.and_then(|r| appizer_core::json::object_fields(r.get(), [key])[0])
+            .and_then(raw_string)
+    };
+    latest(ProfileKey::Browser, inner(browser, "name"));
+    latest(ProfileKey::Os, inner(os, "name"));
+    latest(ProfileKey::DeviceType, inner(device, "type"));
+    if let Some(l) = location {
+        let [country, city] = appizer_core::json::object_fields(l.get(), ["country", "city"]);
+        latest(ProfileKey::Country, country.and_then(raw_string));
+        latest(ProfileKey::City, city.and_then(raw_string));
+    }
     match e.dialect {
         Dialect::Posthog => {
-            latest("$app_version", app_version.and_then(raw_string));
+            let [set, set_once, unset, app_version, referrer, referring_domain, source, medium, campaign, term, content] =
+                e.properties.fields([
+                    "$set",
+                    "$set_once",
+                    "$unset",
+                    "$app_version",
+                    "$referrer",
+                    "$referring_domain",
+                    "utm_source",
+                    "utm_medium",
+                    "utm_campaign",
+                    "utm_term",
+                    "utm_content",
+                ]);
+            latest(ProfileKey::AppVersion, app_version.and_then(raw_string));
             latest(
-                "$referrer",
+                ProfileKey::Referrer,
                 referrer.and_then(raw_string).filter(|r| r != "$direct"),
             );
             latest(
-                "$referring_domain",
+                ProfileKey::ReferringDomain,
                 referring_domain
                     .and_then(raw_string)
                     .filter(|r| r != "$direct"),
             );
-            for (key, value) in [
-                ("utm_source", source),
-                ("utm_medium", medium),
-                ("utm_campaign", campaign),
-                ("utm_term", term),
-                ("utm_content", content),
-            ] {
+            for (key, value) in ProfileKey::UTM
+                .into_iter()
+                .zip([source, medium, campaign, term, content])
+            {
                 latest(key, value.and_then(raw_string));
             }
+            let props = &mut delta.properties;
             let unset: Option<Value> = unset.and_then(|r| serde_json::from_str(r.get()).ok());
             props.apply_update(
                 object(set).as_ref(),
@@ -733,28 +732,22 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
             );
         }
         Dialect::Segment => {
-            let [app, page, campaign] = e.context.fields(["app", "page", "campaign"]);
-            let inner = |raw: Option<&RawValue>, key: &str| {
-                raw.and_then(|r| appizer_core::json::object_fields(r.get(), [key])[0])
-                    .and_then(raw_string)
-            };
-            latest("$app_version", inner(app, "version"));
+            latest(ProfileKey::AppVersion, inner(app, "version"));
             let referrer = inner(page, "referrer");
             let domain = referrer.as_deref().and_then(referring_domain_of);
-            latest("$referrer", referrer);
-            latest("$referring_domain", domain);
-            for (key, field) in [
-                ("utm_source", "source"),
-                ("utm_medium", "medium"),
-                ("utm_campaign", "name"),
-                ("utm_term", "term"),
-                ("utm_content", "content"),
-            ] {
-                latest(key, inner(campaign, field));
+            latest(ProfileKey::Referrer, referrer);
+            latest(ProfileKey::ReferringDomain, domain);
+            if campaign.is_some() {
+                for (key, field) in ProfileKey::UTM
+                    .into_iter()
+                    .zip(["source", "medium", "name", "term", "content"])
+                {
+                    latest(key, inner(campaign, field));
+                }
             }
             if e.message_type == MessageType::Identify {
                 if let Ok(traits) = serde_json::from_str::<Map<String, Value>>(e.traits.as_str()) {
-                    props.apply_update(Some(&traits), None, None, at);
+                    delta.properties.apply_update(Some(&traits), None, None, at);
                 }
             }
         }
@@ -826,7 +819,10 @@ mod tests {
             .unwrap();
         let mut d = PersonDelta::default();
         add_event(&mut d, &e);
-        let p = &d.properties;
+        let mut all = appizer_core::person::PersonProperties::default();
+        d.profile.write_into(&mut all);
+        all.merge_from(&d.properties);
+        let p = &all;
         assert_eq!(p.get("plan"), Some(&json!("pro")));
         assert_eq!(p.get("signup"), Some(&json!("2026-01-01")));
         assert_eq!(p.get("$browser"), Some(&json!("Firefox")));
@@ -855,7 +851,10 @@ mod tests {
         .unwrap();
         let mut d = PersonDelta::default();
         add_event(&mut d, &e);
-        let p = &d.properties;
+        let mut all = appizer_core::person::PersonProperties::default();
+        d.profile.write_into(&mut all);
+        all.merge_from(&d.properties);
+        let p = &all;
         assert_eq!(p.get("email"), Some(&json!("a@x.io")));
         assert_eq!(p.get("$app_version"), Some(&json!("5.0")));
         assert_eq!(

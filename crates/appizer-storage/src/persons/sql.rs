@@ -18,8 +18,11 @@ use super::{Deleted, NewPerson, PersonFilter, PersonOverrides, PersonStore};
 use crate::metadata::Backend;
 use crate::StoreError;
 
-/// Ids per `IN (...)` list.
-const CHUNK: usize = 500;
+/// Ids per `IN (...)` list. Kept small: sqlx's SQLite driver looks up each bound
+/// parameter by name, so a statement's cost grows with the square of its parameters.
+const CHUNK: usize = 100;
+/// Rows per multi-row `INSERT`, for the same reason.
+const ROWS: usize = 32;
 /// The `worker_offsets` row of applied person updates.
 const PERSON_UPDATES: &str = "person_updates";
 
@@ -206,6 +209,54 @@ async fn update_person(tx: &mut Transaction<'_, Any>, p: &Person) -> Result<(), 
     Ok(())
 }
 
+/// Writes persons that exist already, several per statement.
+async fn upsert_persons<'a>(
+    tx: &mut Transaction<'_, Any>,
+    persons: impl Iterator<Item = &'a Person>,
+) -> Result<(), StoreError> {
+    let persons: Vec<&Person> = persons.collect();
+    for chunk in persons.chunks(ROWS) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let b = 1 + 9 * i;
+                format!(
+                    "(${b}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO persons ({PERSON_COLUMNS}) VALUES {values} ON CONFLICT (id) DO UPDATE \
+             SET is_identified = excluded.is_identified, properties = excluded.properties, \
+             property_writes = excluded.property_writes, first_seen = excluded.first_seen, \
+             last_seen = excluded.last_seen, event_count = excluded.event_count"
+        );
+        let mut query = sqlx::query(&sql);
+        for p in chunk {
+            query = query
+                .bind(p.id.to_string())
+                .bind(p.project_id.to_string())
+                .bind(p.is_identified as i64)
+                .bind(p.properties.values_json())
+                .bind(p.properties.writes_json())
+                .bind(p.first_seen.map(millis))
+                .bind(p.last_seen.map(millis))
+                .bind(p.event_count as i64)
+                .bind(millis(p.created_at));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn ids_of(
     tx: &mut Transaction<'_, Any>,
     project: ProjectId,
@@ -311,8 +362,7 @@ impl PersonStore for SqlPersonStore {
         }
         let _one_writer = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
-        // Rows per statement: three parameters each, well under every backend's limit.
-        for chunk in new.chunks(200) {
+        for chunk in new.chunks(ROWS) {
             let values = (0..chunk.len())
                 .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
                 .collect::<Vec<_>>()
@@ -474,6 +524,7 @@ impl PersonStore for SqlPersonStore {
             events: from.event_count,
             properties: from.properties.clone(),
             identified: from.is_identified,
+            ..PersonDelta::default()
         }
         .apply_to(&mut into);
         update_person(&mut tx, &into).await?;
@@ -719,11 +770,44 @@ impl PersonStore for SqlPersonStore {
         let _one_writer = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
         let lock = self.lock();
-        for (project, person, delta) in deltas {
-            if let Some(mut p) = surviving(&mut tx, *project, *person, lock).await? {
-                delta.apply_to(&mut p);
-                update_person(&mut tx, &p).await?;
+        // Read and written a chunk at a time: one query each way per chunk.
+        for chunk in deltas.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {PERSON_COLUMNS} FROM persons WHERE id IN ({}){lock}",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for (_, person, _) in chunk {
+                query = query.bind(person.to_string());
             }
+            let mut found: HashMap<PersonId, Person> = HashMap::with_capacity(chunk.len());
+            for row in query.fetch_all(&mut *tx).await? {
+                let p = person_from_row(&row)?;
+                found.insert(p.id, p);
+            }
+            let mut changed: Vec<PersonId> = Vec::with_capacity(chunk.len());
+            for (project, person, delta) in chunk {
+                let target = match found.get(person) {
+                    Some(p) if p.project_id == *project => *person,
+                    Some(_) => continue,
+                    // Merged away (or deleted) since: follow the merges.
+                    None => match surviving(&mut tx, *project, *person, lock).await? {
+                        Some(p) => {
+                            let id = p.id;
+                            found.entry(id).or_insert(p);
+                            id
+                        }
+                        None => continue,
+                    },
+                };
+                if let Some(p) = found.get_mut(&target) {
+                    delta.apply_to(p);
+                    changed.push(target);
+                }
+            }
+            changed.sort();
+            changed.dedup();
+            upsert_persons(&mut tx, changed.iter().filter_map(|id| found.get(id))).await?;
         }
         if let Some(offset) = offset {
             sqlx::query(
