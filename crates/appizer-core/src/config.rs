@@ -116,8 +116,9 @@ pub struct IngestConfig {
     /// `context.location` (country, region, city) from the client IP.
     pub geoip_database: Option<PathBuf>,
     /// Niceness added to the threads that decode, enrich and write events to Parquet
-    /// (0 to 19; 0 runs them at the gateway's priority). When the CPU is short, request
-    /// handling goes first and acknowledged events wait, durable, in the queue.
+    /// (0 to 19; 0, the default, runs them at the gateway's priority). Above 0, when the
+    /// CPU is short, request handling goes first and acknowledged events wait, durable,
+    /// in the queue.
     pub worker_nice: i32,
 }
 
@@ -132,7 +133,7 @@ impl Default for IngestConfig {
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
             geoip_database: None,
-            worker_nice: 10,
+            worker_nice: 0,
         }
     }
 }
@@ -515,8 +516,8 @@ flush_interval_ms = {flush_interval_ms}
 dedup_window_hours = {dedup_window_hours}
 # A MaxMind-format City database (.mmdb); events then get context.location from the IP.
 # geoip_database = "/var/lib/GeoIP/GeoLite2-City.mmdb"
-# Niceness added to the threads that decode events and write Parquet (0-19): when the
-# CPU is short, requests are answered first and events wait, durable, in the queue.
+# Niceness added to the threads that decode events and write Parquet (0-19). Above 0,
+# when the CPU is short, requests are answered first and events wait in the queue.
 worker_nice = {worker_nice}
 
 [users]
