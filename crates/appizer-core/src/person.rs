@@ -8,6 +8,7 @@
 //!   arriving later does not bring the key back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -314,7 +315,8 @@ impl ProfileKey {
     ];
 }
 
-type Seen = Option<(i64, Box<str>)>;
+/// A value and the event time it was seen at; latest and initial share one allocation.
+type Seen = Option<(i64, Arc<str>)>;
 
 /// The latest and the initial value of each profile key over some events: the same
 /// result as `$set` of the latest and `$set_once` of the initial key for every event,
@@ -332,31 +334,63 @@ impl Profile {
             return;
         }
         let i = key as usize;
+        let mut shared: Option<Arc<str>> = None;
+        let mut text = || shared.get_or_insert_with(|| Arc::from(value)).clone();
         // Last write wins (a tie goes to the later arrival); the earliest stays initial.
-        Self::keep(&mut self.latest[i], value, at_ms, |new, old| new >= old);
-        Self::keep(&mut self.initial[i], value, at_ms, |new, old| new < old);
+        Self::keep(
+            &mut self.latest[i],
+            value,
+            at_ms,
+            |new, old| new >= old,
+            &mut text,
+        );
+        Self::keep(
+            &mut self.initial[i],
+            value,
+            at_ms,
+            |new, old| new < old,
+            &mut text,
+        );
     }
 
-    fn keep(slot: &mut Seen, value: &str, at_ms: i64, wins: impl Fn(i64, i64) -> bool) {
+    fn keep(
+        slot: &mut Seen,
+        value: &str,
+        at_ms: i64,
+        wins: impl Fn(i64, i64) -> bool,
+        text: &mut impl FnMut() -> Arc<str>,
+    ) {
         match slot {
             Some((t, v)) if wins(at_ms, *t) => {
                 *t = at_ms;
                 if **v != *value {
-                    *v = value.into();
+                    *v = text();
                 }
             }
             Some(_) => {}
-            None => *slot = Some((at_ms, value.into())),
+            None => *slot = Some((at_ms, text())),
         }
     }
 
     pub fn absorb(&mut self, other: &Profile) {
         for i in 0..PROFILE_KEYS.len() {
             if let Some((t, v)) = &other.latest[i] {
-                Self::keep(&mut self.latest[i], v, *t, |new, old| new >= old);
+                Self::keep(
+                    &mut self.latest[i],
+                    v,
+                    *t,
+                    |new, old| new >= old,
+                    &mut || v.clone(),
+                );
             }
             if let Some((t, v)) = &other.initial[i] {
-                Self::keep(&mut self.initial[i], v, *t, |new, old| new < old);
+                Self::keep(
+                    &mut self.initial[i],
+                    v,
+                    *t,
+                    |new, old| new < old,
+                    &mut || v.clone(),
+                );
             }
         }
     }
