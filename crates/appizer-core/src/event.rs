@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrganizationId, ProjectId};
-use crate::json::{object_fields, raw_string, JsonObject};
-use serde_json::value::RawValue;
+use crate::json::{nested_string, object_fields, raw_string, JsonObject};
 
 /// Largest message, serialized, in bytes (Segment's documented limit).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -168,10 +167,6 @@ impl Event {
     pub fn context_columns(&self) -> [Option<String>; 5] {
         let [browser, os, device, location] =
             self.context.fields(["browser", "os", "device", "location"]);
-        let inner = |raw: Option<&RawValue>, key: &str| {
-            raw.and_then(|r| object_fields(r.get(), [key])[0])
-                .and_then(raw_string)
-        };
         let (country, city) = match location {
             Some(l) => {
                 let [country, city] = object_fields(l.get(), ["country", "city"]);
@@ -180,9 +175,9 @@ impl Event {
             None => (None, None),
         };
         [
-            inner(browser, "name"),
-            inner(os, "name"),
-            inner(device, "type"),
+            nested_string(browser, "name"),
+            nested_string(os, "name"),
+            nested_string(device, "type"),
             country,
             city,
         ]

@@ -56,6 +56,13 @@ impl JsonObject {
         &self.0
     }
 
+    /// The string at `key` of a raw JSON object, if it is an object holding a string there.
+    pub fn nested_string(object: Option<&RawValue>, key: &str) -> Option<String> {
+        object
+            .and_then(|o| object_fields(o.get(), [key])[0])
+            .and_then(raw_string)
+    }
+
     /// The raw values of the top-level keys in `wanted`, in that order.
     pub fn fields<const N: usize>(&self, wanted: [&str; N]) -> [Option<&RawValue>; N] {
         object_fields(self.as_str(), wanted)
@@ -179,6 +186,13 @@ impl<'de> Deserialize<'de> for JsonObject {
 /// The string a raw JSON value holds (`None` for other kinds).
 pub fn raw_string(raw: &RawValue) -> Option<String> {
     serde_json::from_str(raw.get()).ok()
+}
+
+/// The string at `key` of a raw JSON object, if it is an object holding a string there.
+pub fn nested_string(object: Option<&RawValue>, key: &str) -> Option<String> {
+    object
+        .and_then(|o| object_fields(o.get(), [key])[0])
+        .and_then(raw_string)
 }
 
 /// The raw values of the top-level keys in `wanted` of the JSON object `text` (`None`

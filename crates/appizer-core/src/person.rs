@@ -217,6 +217,27 @@ pub struct Person {
     pub created_at: DateTime<Utc>,
 }
 
+impl Person {
+    /// A person with no properties and no events yet.
+    pub fn new(
+        id: PersonId,
+        project_id: ProjectId,
+        is_identified: bool,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            project_id,
+            is_identified,
+            properties: PersonProperties::default(),
+            first_seen: None,
+            last_seen: None,
+            event_count: 0,
+            created_at: at,
+        }
+    }
+}
+
 /// What a batch of events changes on one person: applied at once, in one transaction
 /// with the rest of the batch, after the events are processed.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use appizer_core::event::{Dialect, Event, MessageType};
-use appizer_core::json::raw_string;
+use appizer_core::json::{nested_string, raw_string};
 use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta, ProfileKey};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
@@ -677,13 +677,9 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
     let [browser, os, device, location, app, page, campaign] = e.context.fields([
         "browser", "os", "device", "location", "app", "page", "campaign",
     ]);
-    let inner = |raw: Option<&RawValue>, key: &str| {
-        raw.and_then(|r| appizer_core::json::object_fields(r.get(), [key])[0])
-            .and_then(raw_string)
-    };
-    latest(ProfileKey::Browser, inner(browser, "name"));
-    latest(ProfileKey::Os, inner(os, "name"));
-    latest(ProfileKey::DeviceType, inner(device, "type"));
+    latest(ProfileKey::Browser, nested_string(browser, "name"));
+    latest(ProfileKey::Os, nested_string(os, "name"));
+    latest(ProfileKey::DeviceType, nested_string(device, "type"));
     if let Some(l) = location {
         let [country, city] = appizer_core::json::object_fields(l.get(), ["country", "city"]);
         latest(ProfileKey::Country, country.and_then(raw_string));
@@ -732,8 +728,8 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
             );
         }
         Dialect::Segment => {
-            latest(ProfileKey::AppVersion, inner(app, "version"));
-            let referrer = inner(page, "referrer");
+            latest(ProfileKey::AppVersion, nested_string(app, "version"));
+            let referrer = nested_string(page, "referrer");
             let domain = referrer.as_deref().and_then(referring_domain_of);
             latest(ProfileKey::Referrer, referrer);
             latest(ProfileKey::ReferringDomain, domain);
@@ -742,7 +738,7 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
                     .into_iter()
                     .zip(["source", "medium", "name", "term", "content"])
                 {
-                    latest(key, inner(campaign, field));
+                    latest(key, nested_string(campaign, field));
                 }
             }
             if e.message_type == MessageType::Identify {
@@ -774,6 +770,13 @@ mod tests {
             dialect,
             ..Event::new(ProjectId::new(), kind, name, who, at)
         }
+    }
+
+    /// A new person after `delta`.
+    fn applied(delta: &PersonDelta) -> Person {
+        let mut person = Person::new(PersonId::new(), ProjectId::new(), false, Utc::now());
+        delta.apply_to(&mut person);
+        person
     }
 
     #[test]
@@ -819,10 +822,8 @@ mod tests {
             .unwrap();
         let mut d = PersonDelta::default();
         add_event(&mut d, &e);
-        let mut all = appizer_core::person::PersonProperties::default();
-        d.profile.write_into(&mut all);
-        all.merge_from(&d.properties);
-        let p = &all;
+        let person = applied(&d);
+        let p = &person.properties;
         assert_eq!(p.get("plan"), Some(&json!("pro")));
         assert_eq!(p.get("signup"), Some(&json!("2026-01-01")));
         assert_eq!(p.get("$browser"), Some(&json!("Firefox")));
@@ -851,10 +852,8 @@ mod tests {
         .unwrap();
         let mut d = PersonDelta::default();
         add_event(&mut d, &e);
-        let mut all = appizer_core::person::PersonProperties::default();
-        d.profile.write_into(&mut all);
-        all.merge_from(&d.properties);
-        let p = &all;
+        let person = applied(&d);
+        let p = &person.properties;
         assert_eq!(p.get("email"), Some(&json!("a@x.io")));
         assert_eq!(p.get("$app_version"), Some(&json!("5.0")));
         assert_eq!(

@@ -275,14 +275,24 @@ async fn existing(state: &AppState, project: ProjectId, id: PersonId) -> Result<
         .ok_or_else(|| ApiError::not_found("person"))
 }
 
-async fn audit(
+/// The person `id` as answered after a change.
+async fn shown(state: &AppState, project: ProjectId, id: PersonId) -> ApiResult<Json<PersonView>> {
+    let person = existing(state, project, id).await?;
+    Ok(Json(view(state, project, person).await?))
+}
+
+/// After a change: the workers' cache forgets the ids whose person changed, and the
+/// change goes to the audit log.
+async fn changed(
     state: &AppState,
     caller: &Caller,
     project: ProjectId,
+    forget: &[String],
     action: &str,
     target: impl ToString,
     details: Value,
 ) -> Result<(), ApiError> {
+    state.events.identity.forget(project, forget);
     state
         .store
         .record_audit(&caller.audit(Some(project), action, "person", target, details))
@@ -379,10 +389,11 @@ pub async fn upsert(
         .apply_now(&[(project.id, owner, delta)])
         .await?;
     let created = owner == proposed;
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        &[],
         if created {
             "person.create"
         } else {
@@ -392,13 +403,12 @@ pub async fn upsert(
         serde_json::json!({ "distinct_id": body.distinct_id }),
     )
     .await?;
-    let person = existing(&state, project.id, owner).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&state, project.id, person).await?)))
+    Ok((status, shown(&state, project.id, owner).await?))
 }
 
 /// One person: ids, properties, first and last seen, recent events.
@@ -481,14 +491,11 @@ pub async fn delete(
         .delete(project.id, person_id, query.suppress, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("person"))?;
-    state
-        .events
-        .identity
-        .forget(project.id, &deleted.distinct_ids);
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        &deleted.distinct_ids,
         "person.delete",
         person_id,
         serde_json::json!({ "distinct_ids": deleted.distinct_ids, "suppress": query.suppress }),
@@ -532,14 +539,11 @@ pub async fn add_distinct_id(
             format!("distinct id belongs to person {owner}; merge the persons instead"),
         ));
     }
-    state
-        .events
-        .identity
-        .forget(project.id, std::slice::from_ref(&body.distinct_id));
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        std::slice::from_ref(&body.distinct_id),
         "person.add_distinct_id",
         person_id,
         serde_json::json!({ "distinct_id": body.distinct_id }),
@@ -573,21 +577,17 @@ pub async fn remove_distinct_id(
         .remove_distinct_id(project.id, person_id, &distinct_id, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("distinct id of this person"))?;
-    state
-        .events
-        .identity
-        .forget(project.id, std::slice::from_ref(&distinct_id));
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        std::slice::from_ref(&distinct_id),
         "person.remove_distinct_id",
         person_id,
         serde_json::json!({ "distinct_id": distinct_id, "new_person_id": moved.to_string() }),
     )
     .await?;
-    let person = existing(&state, project.id, moved).await?;
-    Ok(Json(view(&state, project.id, person).await?))
+    shown(&state, project.id, moved).await
 }
 
 /// Merge another person into this one (identified persons too).
@@ -633,21 +633,17 @@ pub async fn merge(
             Utc::now(),
         )
         .await?;
-    state
-        .events
-        .identity
-        .forget(project.id, &record.distinct_ids);
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        &record.distinct_ids,
         "person.merge",
         person_id,
         serde_json::json!({ "merge_id": record.id.to_string(), "source_person_id": record.source.to_string() }),
     )
     .await?;
-    let person = existing(&state, project.id, person_id).await?;
-    Ok(Json(view(&state, project.id, person).await?))
+    shown(&state, project.id, person_id).await
 }
 
 /// Undo a merge into this person: the merged person comes back with its ids and events.
@@ -666,34 +662,30 @@ pub async fn split(
     let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     let log = persons.merge_log(project.id, person_id).await?;
-    let merge = match body.merge_id {
-        Some(id) => log
-            .into_iter()
-            .find(|m| m.id == id && m.target == person_id && m.split_at.is_none()),
-        None => log
-            .into_iter()
-            .find(|m| m.target == person_id && m.split_at.is_none()),
-    }
-    .ok_or_else(|| ApiError::not_found("merge into this person not yet undone"))?;
+    // The log is newest first: without an id, the newest merge not yet undone.
+    let merge = log
+        .into_iter()
+        .find(|m| {
+            m.target == person_id
+                && m.split_at.is_none()
+                && body.merge_id.is_none_or(|id| m.id == id)
+        })
+        .ok_or_else(|| ApiError::not_found("merge into this person not yet undone"))?;
     let record = persons
         .split(project.id, merge.id, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("merge"))?;
-    state
-        .events
-        .identity
-        .forget(project.id, &record.distinct_ids);
-    audit(
+    changed(
         &state,
         &caller,
         project.id,
+        &record.distinct_ids,
         "person.split",
         person_id,
         serde_json::json!({ "merge_id": record.id.to_string(), "restored_person_id": record.source.to_string() }),
     )
     .await?;
-    let restored = existing(&state, project.id, record.source).await?;
-    Ok(Json(view(&state, project.id, restored).await?))
+    shown(&state, project.id, record.source).await
 }
 
 /// Merges into and out of the person, newest first.

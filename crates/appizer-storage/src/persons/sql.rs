@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::{Deleted, NewPerson, PersonFilter, PersonOverrides, PersonStore};
 use crate::metadata::Backend;
@@ -156,8 +156,8 @@ fn merge_from_row(row: &AnyRow) -> Result<MergeRecord, StoreError> {
     })
 }
 
-async fn fetch_person(
-    tx: &mut Transaction<'_, Any>,
+async fn fetch_person<'e>(
+    db: impl Executor<'e, Database = Any>,
     project: ProjectId,
     person: PersonId,
     lock: &str,
@@ -167,54 +167,17 @@ async fn fetch_person(
     ))
     .bind(project.to_string())
     .bind(person.to_string())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(db)
     .await?
     .map(|r| person_from_row(&r))
     .transpose()
 }
 
-async fn insert_person(tx: &mut Transaction<'_, Any>, p: &Person) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO persons ({PERSON_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-    ))
-    .bind(p.id.to_string())
-    .bind(p.project_id.to_string())
-    .bind(p.is_identified as i64)
-    .bind(p.properties.values_json())
-    .bind(p.properties.writes_json())
-    .bind(p.first_seen.map(millis))
-    .bind(p.last_seen.map(millis))
-    .bind(p.event_count as i64)
-    .bind(millis(p.created_at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn update_person(tx: &mut Transaction<'_, Any>, p: &Person) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE persons SET is_identified = $3, properties = $4, property_writes = $5, \
-         first_seen = $6, last_seen = $7, event_count = $8 WHERE project_id = $1 AND id = $2",
-    )
-    .bind(p.project_id.to_string())
-    .bind(p.id.to_string())
-    .bind(p.is_identified as i64)
-    .bind(p.properties.values_json())
-    .bind(p.properties.writes_json())
-    .bind(p.first_seen.map(millis))
-    .bind(p.last_seen.map(millis))
-    .bind(p.event_count as i64)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Writes persons that exist already, several per statement.
-async fn upsert_persons<'a>(
+/// Writes whole person rows, new or existing, several per statement.
+async fn write_persons(
     tx: &mut Transaction<'_, Any>,
-    persons: impl Iterator<Item = &'a Person>,
+    persons: &[&Person],
 ) -> Result<(), StoreError> {
-    let persons: Vec<&Person> = persons.collect();
     for chunk in persons.chunks(ROWS) {
         let values = (0..chunk.len())
             .map(|i| {
@@ -257,8 +220,8 @@ async fn upsert_persons<'a>(
     Ok(())
 }
 
-async fn ids_of(
-    tx: &mut Transaction<'_, Any>,
+async fn ids_of<'e>(
+    db: impl Executor<'e, Database = Any>,
     project: ProjectId,
     person: PersonId,
 ) -> Result<Vec<String>, StoreError> {
@@ -268,7 +231,7 @@ async fn ids_of(
     )
     .bind(project.to_string())
     .bind(person.to_string())
-    .fetch_all(&mut **tx)
+    .fetch_all(db)
     .await?;
     rows.iter()
         .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
@@ -307,7 +270,7 @@ async fn surviving(
     lock: &str,
 ) -> Result<Option<Person>, StoreError> {
     for _ in 0..8 {
-        if let Some(p) = fetch_person(tx, project, person, lock).await? {
+        if let Some(p) = fetch_person(&mut **tx, project, person, lock).await? {
             return Ok(Some(p));
         }
         let next: Option<String> = sqlx::query_scalar(
@@ -463,15 +426,7 @@ impl PersonStore for SqlPersonStore {
         project: ProjectId,
         person: PersonId,
     ) -> Result<Option<Person>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1 AND id = $2"
-        ))
-        .bind(project.to_string())
-        .bind(person.to_string())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| person_from_row(&r))
-        .transpose()
+        fetch_person(&self.pool, project, person, "").await
     }
 
     async fn distinct_ids(
@@ -479,10 +434,7 @@ impl PersonStore for SqlPersonStore {
         project: ProjectId,
         person: PersonId,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let ids = ids_of(&mut tx, project, person).await?;
-        tx.commit().await?;
-        Ok(ids)
+        ids_of(&self.pool, project, person).await
     }
 
     async fn merge(
@@ -503,13 +455,13 @@ impl PersonStore for SqlPersonStore {
         let mut tx = self.pool.begin().await?;
         let lock = self.lock();
         let missing = |p: PersonId| StoreError::NotFound(format!("person {p}"));
-        let from = fetch_person(&mut tx, project, source, lock)
+        let from = fetch_person(&mut *tx, project, source, lock)
             .await?
             .ok_or_else(|| missing(source))?;
-        let mut into = fetch_person(&mut tx, project, target, lock)
+        let mut into = fetch_person(&mut *tx, project, target, lock)
             .await?
             .ok_or_else(|| missing(target))?;
-        let moved = ids_of(&mut tx, project, source).await?;
+        let moved = ids_of(&mut *tx, project, source).await?;
         sqlx::query(
             "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND person_id = $2",
         )
@@ -527,7 +479,7 @@ impl PersonStore for SqlPersonStore {
             ..PersonDelta::default()
         }
         .apply_to(&mut into);
-        update_person(&mut tx, &into).await?;
+        write_persons(&mut tx, &[&into]).await?;
         sqlx::query("DELETE FROM persons WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
             .bind(source.to_string())
@@ -598,7 +550,7 @@ impl PersonStore for SqlPersonStore {
         };
         let mut record = merge_from_row(&row)?;
         let source = record.source;
-        if fetch_person(&mut tx, project, source, lock)
+        if fetch_person(&mut *tx, project, source, lock)
             .await?
             .is_some()
         {
@@ -613,7 +565,7 @@ impl PersonStore for SqlPersonStore {
                 record.target
             )));
         };
-        let on_target: HashSet<String> = ids_of(&mut tx, project, target.id)
+        let on_target: HashSet<String> = ids_of(&mut *tx, project, target.id)
             .await?
             .into_iter()
             .collect();
@@ -625,7 +577,7 @@ impl PersonStore for SqlPersonStore {
             .collect();
         let mut restored = record.source_snapshot.clone();
         restored.id = source;
-        insert_person(&mut tx, &restored).await?;
+        write_persons(&mut tx, &[&restored]).await?;
         for d in &back {
             sqlx::query(
                 "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND \
@@ -674,7 +626,7 @@ impl PersonStore for SqlPersonStore {
         target.event_count = target
             .event_count
             .saturating_sub(record.source_snapshot.event_count);
-        update_person(&mut tx, &target).await?;
+        write_persons(&mut tx, &[&target]).await?;
         sqlx::query("UPDATE person_merges SET split_at = $3 WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
             .bind(merge.to_string())
@@ -723,20 +675,7 @@ impl PersonStore for SqlPersonStore {
             return Ok(None);
         }
         let split_off = PersonId::new();
-        insert_person(
-            &mut tx,
-            &Person {
-                id: split_off,
-                project_id: project,
-                is_identified: false,
-                properties: PersonProperties::default(),
-                first_seen: None,
-                last_seen: None,
-                event_count: 0,
-                created_at: at,
-            },
-        )
-        .await?;
+        write_persons(&mut tx, &[&Person::new(split_off, project, false, at)]).await?;
         sqlx::query(
             "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND distinct_id = $2",
         )
@@ -807,7 +746,8 @@ impl PersonStore for SqlPersonStore {
             }
             changed.sort();
             changed.dedup();
-            upsert_persons(&mut tx, changed.iter().filter_map(|id| found.get(id))).await?;
+            let changed: Vec<&Person> = changed.iter().filter_map(|id| found.get(id)).collect();
+            write_persons(&mut tx, &changed).await?;
         }
         if let Some(offset) = offset {
             sqlx::query(
@@ -892,13 +832,13 @@ impl PersonStore for SqlPersonStore {
     ) -> Result<Option<Deleted>, StoreError> {
         let _one_writer = self.writes.lock().await;
         let mut tx = self.pool.begin().await?;
-        if fetch_person(&mut tx, project, person, self.lock())
+        if fetch_person(&mut *tx, project, person, self.lock())
             .await?
             .is_none()
         {
             return Ok(None);
         }
-        let ids = ids_of(&mut tx, project, person).await?;
+        let ids = ids_of(&mut *tx, project, person).await?;
         for sql in [
             "DELETE FROM person_distinct_ids WHERE project_id = $1 AND person_id = $2",
             "DELETE FROM persons WHERE project_id = $1 AND id = $2",
