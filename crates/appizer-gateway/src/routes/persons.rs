@@ -10,7 +10,7 @@ use std::sync::Arc;
 use appizer_core::person::{is_placeholder_id, MergeReason, MergeRecord, Person, PersonDelta};
 use appizer_core::{MergeId, PersonId, ProjectId};
 use appizer_storage::events::{list_events, EventFilter, StoredEvent};
-use appizer_storage::persons::{NewPerson, PersonFilter};
+use appizer_storage::persons::{NewPerson, PersonFilter, PersonOverrides};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -260,17 +260,22 @@ async fn view(
 
 /// The person with the updates the workers hold for it (visible at once, like events).
 async fn existing(state: &AppState, project: ProjectId, id: PersonId) -> Result<Person, ApiError> {
-    // Updates held for persons merged into this one land on it too.
-    let merged_in: Vec<PersonId> = state
-        .store
-        .persons()
-        .overrides(project)
-        .await?
-        .merged_into(id);
+    let overrides = state.store.persons().overrides(project).await?;
+    read(state, project, id, &overrides).await
+}
+
+/// The person `id` under `overrides`: updates held for persons merged into it land on
+/// it too.
+async fn read(
+    state: &AppState,
+    project: ProjectId,
+    id: PersonId,
+    overrides: &PersonOverrides,
+) -> Result<Person, ApiError> {
     state
         .events
         .identity
-        .read_person(project, id, &merged_in)
+        .read_person(project, id, &overrides.merged_into(id))
         .await?
         .ok_or_else(|| ApiError::not_found("person"))
 }
@@ -422,16 +427,17 @@ pub async fn get(
     ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
 ) -> ApiResult<Json<PersonView>> {
     let project = caller.project(&state, project_id).await?;
-    let person = existing(&state, project.id, person_id).await?;
-    Ok(Json(with_events(&state, project.id, person).await?))
+    Ok(Json(with_events(&state, project.id, person_id).await?))
 }
 
+/// The person `id` with its recent events; the overrides are read once for both.
 async fn with_events(
     state: &AppState,
     project: ProjectId,
-    person: Person,
+    id: PersonId,
 ) -> Result<PersonView, ApiError> {
     let overrides = Arc::new(state.store.persons().overrides(project).await?);
+    let person = read(state, project, id, &overrides).await?;
     let filter = EventFilter {
         limit: RECENT_EVENTS,
         person: Some(person.id),
@@ -468,8 +474,7 @@ pub async fn by_distinct_id(
         .get(&distinct_id)
         .copied()
         .ok_or_else(|| ApiError::not_found("distinct id"))?;
-    let person = existing(&state, project.id, id).await?;
-    Ok(Json(with_events(&state, project.id, person).await?))
+    Ok(Json(with_events(&state, project.id, id).await?))
 }
 
 /// Delete a person, its distinct ids and its events (hidden at once, removed from the
