@@ -1,3 +1,217 @@
-//! Analytics engine: trends, funnels, retention, custom metrics and segments over the
-//! event store with DataFusion. Not built yet; its place in the design is described in
-//! `ARCHITECTURE.md`.
+//! Analytics engine: trends, funnels, retention, stickiness and lifecycle over the event
+//! store (Parquet files and the in-memory buffer, through DataFusion) and the person
+//! store, plus read-only SQL for analysts.
+//!
+//! Every query is a JSON object ([`model`]) compiled to a DataFusion plan built from
+//! expressions (never from user text pasted into SQL), scoped to one project by the
+//! files and buffer it reads, evaluated in the project's time zone ([`time`]), with
+//! person merges, splits and deletions applied ([`scope::Scope::actor`]). Plans filter,
+//! bucket and aggregate; what needs each person's ordered events (funnels) or set of
+//! active periods (retention, stickiness, lifecycle) streams the reduced rows into Rust.
+//! Each query runs under a memory pool and a time limit from [`AnalyticsConfig`].
+
+pub mod activity;
+pub mod formula;
+pub mod funnel;
+pub mod model;
+pub mod retention;
+pub mod scope;
+pub mod sql;
+pub mod time;
+pub mod trends;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appizer_core::config::AnalyticsConfig;
+use appizer_core::ProjectId;
+use appizer_storage::events::{EventStore, EventStoreError};
+use appizer_storage::persons::PersonStore;
+use appizer_storage::StoreError;
+use chrono::{DateTime, Utc};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The query is malformed: `field` names the part at fault, `rule` what it breaks.
+    #[error("{field}: {rule}")]
+    Invalid { field: String, rule: String },
+    /// The query went past its memory or time limit.
+    #[error("query limit reached: {0}")]
+    Limit(String),
+    #[error("person store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event store: {0}")]
+    Events(EventStoreError),
+    #[error("query engine: {0}")]
+    Engine(DataFusionError),
+}
+
+impl AnalyticsError {
+    pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl From<DataFusionError> for AnalyticsError {
+    fn from(e: DataFusionError) -> Self {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(what) => Self::Limit(format!(
+                "memory: {what}; narrow the query or raise analytics.query_memory_mb"
+            )),
+            _ => Self::Engine(e),
+        }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for AnalyticsError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+impl From<EventStoreError> for AnalyticsError {
+    fn from(e: EventStoreError) -> Self {
+        match e {
+            EventStoreError::Query(e) => e.into(),
+            other => Self::Events(other),
+        }
+    }
+}
+
+pub type Result<T, E = AnalyticsError> = std::result::Result<T, E>;
+
+/// The project a query reads, with its time zone (IANA name).
+#[derive(Debug, Clone)]
+pub struct QueryProject {
+    pub id: ProjectId,
+    pub timezone: String,
+}
+
+/// Answers analytics queries for every project.
+pub struct Engine {
+    events: Arc<EventStore>,
+    persons: Arc<dyn PersonStore>,
+    config: AnalyticsConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(
+        events: Arc<EventStore>,
+        persons: Arc<dyn PersonStore>,
+        config: AnalyticsConfig,
+    ) -> Self {
+        Self {
+            events,
+            persons,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &AnalyticsConfig {
+        &self.config
+    }
+
+    /// A DataFusion session holding at most `query_memory_mb` for its operators.
+    pub(crate) fn session(&self) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.query_memory_mb.max(1) << 20, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_batch_size(8192);
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+
+    /// Runs `work` under the query time limit.
+    async fn limited<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = Duration::from_millis(self.config.query_timeout_ms.max(1));
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(AnalyticsError::Limit(format!(
+                "time: the query ran past {} ms (analytics.query_timeout_ms)",
+                limit.as_millis()
+            ))),
+        }
+    }
+
+    pub async fn trends(
+        &self,
+        project: &QueryProject,
+        query: &TrendsQuery,
+        now: DateTime<Utc>,
+    ) -> Result<TrendsResult> {
+        self.limited(trends::run(self, project, query, now)).await
+    }
+
+    pub async fn funnel(
+        &self,
+        project: &QueryProject,
+        query: &FunnelQuery,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelResult> {
+        self.limited(funnel::run(self, project, query, now)).await
+    }
+
+    pub async fn retention(
+        &self,
+        project: &QueryProject,
+        query: &RetentionQuery,
+        now: DateTime<Utc>,
+    ) -> Result<RetentionResult> {
+        self.limited(retention::run(self, project, query, now))
+            .await
+    }
+
+    pub async fn stickiness(
+        &self,
+        project: &QueryProject,
+        query: &StickinessQuery,
+        now: DateTime<Utc>,
+    ) -> Result<StickinessResult> {
+        self.limited(activity::stickiness(self, project, query, now))
+            .await
+    }
+
+    pub async fn lifecycle(
+        &self,
+        project: &QueryProject,
+        query: &LifecycleQuery,
+        now: DateTime<Utc>,
+    ) -> Result<LifecycleResult> {
+        self.limited(activity::lifecycle(self, project, query, now))
+            .await
+    }
+
+    /// Read-only SQL over the project's `events` and `persons`.
+    pub async fn sql(&self, project: &QueryProject, text: &str) -> Result<sql::SqlResult> {
+        self.limited(sql::run(self, project, text)).await
+    }
+
+    /// The optimized plan of an SQL query or of a trends query.
+    pub async fn explain(
+        &self,
+        project: &QueryProject,
+        request: &sql::ExplainRequest,
+        now: DateTime<Utc>,
+    ) -> Result<sql::ExplainResult> {
+        self.limited(sql::explain(self, project, request, now))
+            .await
+    }
+}

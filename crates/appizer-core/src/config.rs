@@ -32,6 +32,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub ingest: IngestConfig,
     pub users: UsersConfig,
+    pub analytics: AnalyticsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -52,6 +53,28 @@ impl Default for UsersConfig {
         Self {
             identity_cache_entries: 1_000_000,
             max_distinct_ids_per_person: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Memory one query may hold for sorting, grouping and joining (MiB); past it the
+    /// query fails with 422 rather than the server growing.
+    pub query_memory_mb: usize,
+    /// Longest a query may run (ms); past it the query is cancelled with 422.
+    pub query_timeout_ms: u64,
+    /// Rows an SQL query may return.
+    pub sql_max_rows: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            query_memory_mb: 1024,
+            query_timeout_ms: 30_000,
+            sql_max_rows: 10_000,
         }
     }
 }
@@ -174,6 +197,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             ingest: IngestConfig::default(),
             users: UsersConfig::default(),
+            analytics: AnalyticsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }

@@ -74,8 +74,9 @@ fn ts_lit(us: i64) -> Expr {
 }
 
 /// `json_text(json, key)`: the value at `key` of a JSON object as text (strings
-/// unquoted, numbers and booleans as written, objects and arrays as JSON); NULL when
-/// absent.
+/// unquoted, numbers and booleans as serde_json writes them, objects and arrays as
+/// compact JSON); NULL when absent or null. One scan of each object, building nothing
+/// for the other keys.
 pub fn json_text_udf() -> ScalarUDF {
     create_udf(
         "json_text",
@@ -83,26 +84,59 @@ pub fn json_text_udf() -> ScalarUDF {
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let (docs, keys) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let docs = args[0].clone().into_array(1)?;
+            let docs = docs.as_string::<i32>();
+            let constant_key = match &args[1] {
+                ColumnarValue::Scalar(ScalarValue::Utf8(key)) => Some(key.clone()),
+                _ => None,
+            };
+            let keys = match constant_key {
+                Some(_) => None,
+                None => Some(args[1].clone().into_array(docs.len())?),
+            };
             let mut out = StringBuilder::with_capacity(docs.len(), docs.len() * 8);
             for i in 0..docs.len() {
-                if docs.is_null(i) || keys.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                let value = serde_json::from_str::<serde_json::Value>(docs.value(i))
-                    .ok()
-                    .and_then(|doc| doc.get(keys.value(i)).cloned());
-                match value {
-                    None | Some(serde_json::Value::Null) => out.append_null(),
-                    Some(serde_json::Value::String(s)) => out.append_value(s),
-                    Some(other) => out.append_value(other.to_string()),
+                let key = match (&constant_key, &keys) {
+                    (Some(k), _) => k.as_deref(),
+                    (None, Some(keys)) => {
+                        let keys = keys.as_string::<i32>();
+                        (!keys.is_null(i)).then(|| keys.value(i))
+                    }
+                    (None, None) => None,
+                };
+                match key.filter(|_| !docs.is_null(i)) {
+                    Some(key) => out.append_option(json_field_text(docs.value(i), key).as_deref()),
+                    None => out.append_null(),
                 }
             }
             Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
         }),
     )
+}
+
+/// The text `json_text` gives for `key` of the JSON object `doc`.
+pub fn json_field_text(doc: &str, key: &str) -> Option<String> {
+    let raw = appizer_core::json::object_fields(doc, [key])[0]?.get();
+    match raw.as_bytes().first()? {
+        b'n' => None,
+        b't' | b'f' => Some(raw.to_string()),
+        b'"' => match raw[1..raw.len() - 1].contains('\\') {
+            false => Some(raw[1..raw.len() - 1].to_string()),
+            true => serde_json::from_str::<String>(raw).ok(),
+        },
+        _ => serde_json::from_str::<serde_json::Value>(raw)
+            .ok()
+            .map(|v| v.to_string()),
+    }
+}
+
+/// The text of a JSON value as `json_text` gives it (`None` for null).
+pub fn json_value_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// `effective_person(person_id, distinct_id)`: the person an event belongs to now under
@@ -254,6 +288,35 @@ mod tests {
             user_id: Some(who.into()),
             properties: props.try_into().unwrap(),
             ..Event::new(project, MessageType::Track, name, who, at)
+        }
+    }
+
+    #[test]
+    fn json_text_reads_one_field_as_text() {
+        let doc = r#"{"s": "a\"b", "plain": "x y", "n": 1.50, "i": 42, "b": true, "z": null,
+            "o": {"k": [1, 2]}, "n": 2.5}"#;
+        let text = |key| json_field_text(doc, key);
+        assert_eq!(text("s").as_deref(), Some("a\"b"));
+        assert_eq!(text("plain").as_deref(), Some("x y"));
+        assert_eq!(
+            text("n").as_deref(),
+            Some("2.5"),
+            "the last of a repeated key"
+        );
+        assert_eq!(text("i").as_deref(), Some("42"));
+        assert_eq!(text("b").as_deref(), Some("true"));
+        assert_eq!(text("o").as_deref(), Some(r#"{"k":[1,2]}"#));
+        assert_eq!(text("z"), None);
+        assert_eq!(text("missing"), None);
+        assert_eq!(json_field_text("not json", "s"), None);
+        for (value, expected) in [
+            (json!("a\"b"), Some("a\"b")),
+            (json!(42), Some("42")),
+            (json!(true), Some("true")),
+            (json!({"k": [1, 2]}), Some(r#"{"k":[1,2]}"#)),
+            (json!(null), None),
+        ] {
+            assert_eq!(json_value_text(&value).as_deref(), expected);
         }
     }
 

@@ -206,6 +206,13 @@ pub trait PersonStore: Send + Sync + 'static {
         filter: &PersonFilter,
     ) -> Result<Vec<Person>, StoreError>;
 
+    /// Every person of the project with its properties as a JSON object's text, in
+    /// id order (for analytics: person-property filters and breakdowns).
+    async fn property_table(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<(PersonId, String)>, StoreError>;
+
     /// Deletes the person and its distinct ids; its events are hidden from now on. With
     /// `suppress`, later events of those ids are to be dropped. `None` if not there.
     async fn delete(

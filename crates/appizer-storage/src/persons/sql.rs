@@ -823,6 +823,25 @@ impl PersonStore for SqlPersonStore {
         rows.iter().map(person_from_row).collect()
     }
 
+    async fn property_table(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<(PersonId, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, properties FROM persons WHERE project_id = $1 ORDER BY id")
+                .bind(project.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    id(&r.try_get::<String, _>("id")?)?,
+                    r.try_get("properties")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn delete(
         &self,
         project: ProjectId,

@@ -1,0 +1,292 @@
+//! Which persons were active in which buckets: stickiness (in how many intervals of the
+//! range each person did the event) and lifecycle (new, returning, resurrecting and
+//! dormant persons per interval). Plans reduce events to distinct (person, bucket)
+//! pairs and each person's first such event; Rust classifies them.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, min};
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{col, lit, DataFrame};
+use futures_util::StreamExt;
+
+use crate::model::*;
+use crate::scope::{check_event_name, micros_expr, Scope};
+use crate::time::{back, bucket_from_micros, local_to_utc, resolve_range, Frame};
+use crate::{AnalyticsError, Engine, QueryProject, Result};
+
+/// Persons interned to small numbers while rows stream in.
+#[derive(Debug, Default)]
+pub(crate) struct Actors {
+    index: HashMap<String, u32>,
+    pub ids: Vec<String>,
+}
+
+impl Actors {
+    pub fn intern(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = self.ids.len() as u32;
+        self.index.insert(id.to_string(), i);
+        self.ids.push(id.to_string());
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Streams `df`'s `actor` (text) and `key` (Int64) columns into `each(actor, key)`.
+pub(crate) async fn stream_pairs(
+    df: DataFrame,
+    actors: &mut Actors,
+    mut each: impl FnMut(u32, i64),
+) -> Result<()> {
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let actor = datafusion::arrow::compute::cast(column(&batch, "actor")?, &DataType::Utf8)?;
+        let actor = actor.as_string::<i32>();
+        let key = datafusion::arrow::compute::cast(column(&batch, "key")?, &DataType::Int64)?;
+        let key = key.as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            if actor.is_null(i) || key.is_null(i) {
+                continue;
+            }
+            each(actors.intern(actor.value(i)), key.value(i));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn column<'b>(
+    batch: &'b datafusion::arrow::array::RecordBatch,
+    name: &str,
+) -> Result<&'b datafusion::arrow::array::ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        AnalyticsError::Engine(datafusion::error::DataFusionError::Internal(format!(
+            "no column {name}"
+        )))
+    })
+}
+
+/// Distinct (person, local bucket) pairs of the events matching `condition` in
+/// `[from, to)`.
+pub(crate) async fn active_buckets(
+    scope: &Scope<'_>,
+    condition: Option<Expr>,
+    frame: &Frame,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    actors: &mut Actors,
+) -> Result<Vec<(u32, chrono::NaiveDateTime)>> {
+    let mut df = scope.events(from, to).await?;
+    let mut keep = scope.actor().is_not_null();
+    if let Some(c) = condition {
+        keep = keep.and(c);
+    }
+    df = df.filter(keep)?.aggregate(
+        vec![
+            scope.actor().alias("actor"),
+            frame.bucket_expr(from, to).alias("key"),
+        ],
+        vec![],
+    )?;
+    let mut out = Vec::new();
+    stream_pairs(df, actors, |a, us| out.push((a, bucket_from_micros(us)))).await?;
+    Ok(out)
+}
+
+/// Each person's first event matching `condition` before `to` (microseconds).
+pub(crate) async fn first_times(
+    scope: &Scope<'_>,
+    condition: Option<Expr>,
+    to: DateTime<Utc>,
+    actors: &mut Actors,
+) -> Result<HashMap<u32, i64>> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let mut keep = scope.actor().is_not_null();
+    if let Some(c) = condition {
+        keep = keep.and(c);
+    }
+    let df = scope.events(epoch, to).await?.filter(keep)?.aggregate(
+        vec![scope.actor().alias("actor")],
+        vec![min(micros_expr()).alias("key")],
+    )?;
+    let mut out = HashMap::new();
+    stream_pairs(df, actors, |a, us| {
+        out.insert(a, us);
+    })
+    .await?;
+    Ok(out)
+}
+
+/// The condition of a series or lifecycle event: its name, its own conditions and the
+/// query's.
+pub(crate) async fn event_condition(
+    scope: &Scope<'_>,
+    event: Option<&str>,
+    own: &[PropertyFilter],
+    own_field: &str,
+    global: &[PropertyFilter],
+) -> Result<Option<Expr>> {
+    let mut parts: Vec<Expr> = Vec::new();
+    parts.extend(scope.event_is(event));
+    parts.extend(scope.conditions(own, own_field).await?);
+    parts.extend(scope.conditions(global, "properties").await?);
+    Ok(parts.into_iter().reduce(Expr::and))
+}
+
+pub(crate) async fn stickiness(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &StickinessQuery,
+    now: DateTime<Utc>,
+) -> Result<StickinessResult> {
+    if q.series.is_empty() || q.series.len() > MAX_SERIES {
+        return Err(AnalyticsError::invalid(
+            "series",
+            format!("must hold 1 to {MAX_SERIES} series"),
+        ));
+    }
+    let scope = Scope::new(engine, project, now).await?;
+    let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
+    let frame = Frame::new(scope.tz, q.interval, from, to)?;
+    let mut results = Vec::new();
+    for (i, s) in q.series.iter().enumerate() {
+        let field = format!("series[{i}]");
+        if let Some(name) = &s.event {
+            check_event_name(name, &format!("{field}.event"))?;
+        }
+        if s.math != Math::Total || s.math_property.is_some() {
+            return Err(AnalyticsError::invalid(
+                format!("{field}.math"),
+                "stickiness counts persons per number of active intervals; leave math out",
+            ));
+        }
+        let condition = event_condition(
+            &scope,
+            s.event.as_deref(),
+            &s.properties,
+            &format!("{field}.properties"),
+            &q.properties,
+        )
+        .await?;
+        let mut keep = scope.actor().is_not_null();
+        if let Some(c) = condition {
+            keep = keep.and(c);
+        }
+        let df = scope
+            .events(from, to)
+            .await?
+            .filter(keep)?
+            .aggregate(
+                vec![scope.actor().alias("actor")],
+                vec![count_distinct(frame.bucket_expr(from, to)).alias("k")],
+            )?
+            .aggregate(vec![col("k")], vec![count(lit(1)).alias("n")])?;
+        let mut persons = vec![0u64; frame.buckets.len()];
+        for b in df.collect().await? {
+            let k = datafusion::arrow::compute::cast(column(&b, "k")?, &DataType::Int64)?;
+            let n = datafusion::arrow::compute::cast(column(&b, "n")?, &DataType::Int64)?;
+            let (k, n) = (k.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
+            for r in 0..b.num_rows() {
+                let days = k.value(r) as usize;
+                if (1..=persons.len()).contains(&days) {
+                    persons[days - 1] += n.value(r) as u64;
+                }
+            }
+        }
+        results.push(StickinessSeries {
+            series: ((b'A' + (i % 26) as u8) as char).to_string(),
+            label: s
+                .label
+                .clone()
+                .or_else(|| s.event.clone())
+                .unwrap_or_else(|| "All events".into()),
+            persons,
+        });
+    }
+    Ok(StickinessResult {
+        interval: q.interval,
+        intervals: frame.buckets.len(),
+        results,
+    })
+}
+
+pub(crate) async fn lifecycle(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &LifecycleQuery,
+    now: DateTime<Utc>,
+) -> Result<LifecycleResult> {
+    if let Some(name) = &q.event {
+        check_event_name(name, "event")?;
+    }
+    let scope = Scope::new(engine, project, now).await?;
+    let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
+    let frame = Frame::new(scope.tz, q.interval, from, to)?;
+    // One bucket before the range, to tell returning from resurrecting in the first.
+    let before = back(frame.buckets[0], q.interval, 1);
+    let scan_from = local_to_utc(scope.tz, before);
+    let wide = Frame::new(scope.tz, q.interval, scan_from, to)?;
+    let condition = event_condition(&scope, q.event.as_deref(), &[], "", &q.properties).await?;
+    let mut actors = Actors::default();
+    let pairs =
+        active_buckets(&scope, condition.clone(), &wide, scan_from, to, &mut actors).await?;
+    let first = first_times(&scope, condition, to, &mut actors).await?;
+    let n = wide.buckets.len();
+    let mut active: Vec<Vec<bool>> = vec![Vec::new(); actors.len()];
+    for (a, bucket) in pairs {
+        if let Some(i) = wide.index_of(bucket) {
+            let row = &mut active[a as usize];
+            row.resize(n, false);
+            row[i] = true;
+        }
+    }
+    let buckets = frame.buckets.len();
+    let (mut new, mut returning, mut resurrecting, mut dormant) = (
+        vec![0i64; buckets],
+        vec![0i64; buckets],
+        vec![0i64; buckets],
+        vec![0i64; buckets],
+    );
+    // `wide` holds `frame`'s buckets shifted by one.
+    for (a, row) in active.iter().enumerate() {
+        if row.is_empty() {
+            continue;
+        }
+        let first_bucket = first
+            .get(&(a as u32))
+            .and_then(|us| DateTime::from_timestamp_micros(*us))
+            .map(|t| wide.bucket_of(t));
+        for i in 0..buckets {
+            let (now_active, was_active) = (row[i + 1], row[i]);
+            if now_active {
+                if first_bucket == Some(wide.buckets[i + 1]) {
+                    new[i] += 1;
+                } else if was_active {
+                    returning[i] += 1;
+                } else {
+                    resurrecting[i] += 1;
+                }
+            } else if was_active {
+                dormant[i] -= 1;
+            }
+        }
+    }
+    Ok(LifecycleResult {
+        interval: q.interval,
+        timezone: scope.tz.name().to_string(),
+        buckets: frame.labels(),
+        new,
+        returning,
+        resurrecting,
+        dormant,
+    })
+}

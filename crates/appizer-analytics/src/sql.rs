@@ -1,0 +1,231 @@
+//! Read-only SQL for analysts, and `explain`.
+//!
+//! A session gets two tables and nothing else: `events`, the project's events (files
+//! and buffer) with `person_id` the person each belongs to now and deleted persons'
+//! events left out, and `persons` (`id`, `properties` as JSON text). The project scope
+//! is in the plan of `events` itself, so no SQL can reach another project's rows.
+//! One statement, a query, is accepted: DataFusion refuses DDL, DML and other
+//! statements (`SQLOptions`), and no table function or file URL is enabled. `json_text`
+//! reads a property: `json_text(properties, 'plan')`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::{col, DataFrame, Expr};
+use datafusion::sql::parser::{DFParser, Statement};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::model::TrendsQuery;
+use crate::scope::Scope;
+use crate::time::{resolve_range, Frame};
+use crate::{AnalyticsError, Engine, QueryProject, Result};
+
+/// Longest SQL text, in bytes.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqlRequest {
+    /// One SELECT (or WITH ... SELECT) over `events` and `persons`.
+    pub query: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlColumn {
+    pub name: String,
+    /// The Arrow type, as DataFusion names it (`Int64`, `Utf8`, ...).
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlResult {
+    pub columns: Vec<SqlColumn>,
+    /// One object per row, keyed by column name.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Map<String, Value>>,
+    /// More rows existed than `analytics.sql_max_rows`; only that many are here.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// An SQL query to explain...
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// ...or a trends query (the plan of its first series).
+    #[serde(default)]
+    pub trends: Option<TrendsQuery>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExplainResult {
+    /// The logical plan after optimization (pushed-down filters and projections).
+    pub logical_plan: String,
+    /// The physical plan: file scans with their pruning predicates.
+    pub physical_plan: String,
+}
+
+/// Registers `events`, `persons` and `json_text` in the scope's session.
+async fn register(scope: &Scope<'_>) -> Result<()> {
+    let events = scope
+        .events(DateTime::<Utc>::UNIX_EPOCH, far_future())
+        .await?;
+    let names: Vec<String> = events
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let columns: Vec<Expr> = names
+        .iter()
+        .map(|name| match name.as_str() {
+            "person_id" => scope.actor().alias("person_id"),
+            other => col(other),
+        })
+        .collect();
+    let events = events.select(columns)?;
+    scope.ctx.register_table("events", events.into_view())?;
+    let rows = scope.engine.persons.property_table(scope.project).await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("properties", DataType::Utf8, false),
+    ]));
+    let ids: StringArray = rows.iter().map(|(id, _)| Some(id.to_string())).collect();
+    let props: StringArray = rows.iter().map(|(_, p)| Some(p.as_str())).collect();
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(props)])?;
+    scope.ctx.register_table(
+        "persons",
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+    )?;
+    scope
+        .ctx
+        .register_udf(appizer_storage::events::query::json_text_udf());
+    Ok(())
+}
+
+fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).expect("year 9999")
+}
+
+/// The one query in `text`, planned; anything else is refused.
+async fn plan(scope: &Scope<'_>, text: &str, field: &str) -> Result<DataFrame> {
+    if text.trim().is_empty() || text.len() > MAX_SQL_BYTES {
+        return Err(AnalyticsError::invalid(
+            field,
+            format!("must be 1 to {MAX_SQL_BYTES} bytes of SQL"),
+        ));
+    }
+    let statements = DFParser::parse_sql(text)
+        .map_err(|e| AnalyticsError::invalid(field, format!("is not valid SQL: {e}")))?;
+    let only_query = statements.len() == 1
+        && matches!(
+            statements.front(),
+            Some(Statement::Statement(s)) if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_))
+        );
+    if !only_query {
+        return Err(AnalyticsError::invalid(
+            field,
+            "must be exactly one read-only query (SELECT or WITH ... SELECT)",
+        ));
+    }
+    register(scope).await?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    scope
+        .ctx
+        .sql_with_options(text, options)
+        .await
+        .map_err(|e| match e {
+            datafusion::error::DataFusionError::Plan(message)
+            | datafusion::error::DataFusionError::SQL(_, Some(message)) => {
+                AnalyticsError::invalid(field, message)
+            }
+            other => match AnalyticsError::from(other) {
+                AnalyticsError::Engine(e) => AnalyticsError::invalid(field, e.to_string()),
+                limit => limit,
+            },
+        })
+}
+
+pub(crate) async fn run(engine: &Engine, project: &QueryProject, text: &str) -> Result<SqlResult> {
+    let scope = Scope::new(engine, project, Utc::now()).await?;
+    let df = plan(&scope, text, "query").await?;
+    let max = engine.config.sql_max_rows.max(1);
+    let columns = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| SqlColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+        })
+        .collect();
+    let batches = df.limit(0, Some(max + 1))?.collect().await?;
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs)?;
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    let mut rows: Vec<Map<String, Value>> = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            AnalyticsError::Engine(datafusion::error::DataFusionError::External(Box::new(e)))
+        })?
+    };
+    let truncated = rows.len() > max;
+    rows.truncate(max);
+    Ok(SqlResult {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
+pub(crate) async fn explain(
+    engine: &Engine,
+    project: &QueryProject,
+    request: &ExplainRequest,
+    now: DateTime<Utc>,
+) -> Result<ExplainResult> {
+    let scope = Scope::new(engine, project, now).await?;
+    let df = match (&request.sql, &request.trends) {
+        (Some(sql), None) => plan(&scope, sql, "sql").await?,
+        (None, Some(q)) => {
+            if q.series.is_empty() {
+                return Err(AnalyticsError::invalid(
+                    "trends.series",
+                    "must hold a series",
+                ));
+            }
+            let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
+            let frame = Frame::new(scope.tz, q.interval, from, to)?;
+            crate::trends::series_plan(&scope, q, &frame).await?
+        }
+        _ => {
+            return Err(AnalyticsError::invalid(
+                "sql",
+                "give exactly one of `sql` and `trends`",
+            ))
+        }
+    };
+    let logical = df.clone().into_optimized_plan()?;
+    let physical = df.create_physical_plan().await?;
+    let logical_plan = logical.display_indent().to_string();
+    let physical_plan = displayable(physical.as_ref()).indent(true).to_string();
+    Ok(ExplainResult {
+        logical_plan,
+        physical_plan,
+    })
+}

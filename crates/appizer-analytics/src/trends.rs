@@ -1,0 +1,464 @@
+//! Trends: per series, one aggregate plan grouped by local bucket (and breakdown value)
+//! with a grouping set for the whole range, so distinct persons over the range come
+//! from the same scan as the per-bucket values.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::functions::expr_fn::coalesce;
+use datafusion::functions_aggregate::expr_fn::{
+    array_agg, avg, count, count_distinct, max, median, min, sum,
+};
+use datafusion::logical_expr::{cast, when, Expr, GroupingSet};
+use datafusion::prelude::{col, lit, DataFrame};
+
+use crate::formula::Formula;
+use crate::model::*;
+use crate::scope::{check_event_name, numeric, Scope};
+use crate::time::{bucket_from_micros, resolve_range, Frame};
+use crate::{AnalyticsError, Engine, QueryProject, Result};
+
+pub(crate) async fn run(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &TrendsQuery,
+    now: DateTime<Utc>,
+) -> Result<TrendsResult> {
+    if q.series.is_empty() || q.series.len() > MAX_SERIES {
+        return Err(AnalyticsError::invalid(
+            "series",
+            format!("must hold 1 to {MAX_SERIES} series"),
+        ));
+    }
+    let scope = Scope::new(engine, project, now).await?;
+    let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
+    let frame = Frame::new(scope.tz, q.interval, from, to)?;
+    let formula = q
+        .formula
+        .as_deref()
+        .map(|f| Formula::parse(f, q.series.len()))
+        .transpose()?;
+    let results = evaluate(&scope, q, &frame, formula.as_ref()).await?;
+    let (previous, previous_buckets) = if q.compare {
+        let before = frame.previous()?;
+        let results = evaluate(&scope, q, &before, formula.as_ref()).await?;
+        (Some(results), Some(before.labels()))
+    } else {
+        (None, None)
+    };
+    Ok(TrendsResult {
+        interval: q.interval,
+        timezone: scope.tz.name().to_string(),
+        buckets: frame.labels(),
+        results,
+        previous,
+        previous_buckets,
+    })
+}
+
+/// The plan of one series (for `explain`): the aggregate over buckets.
+pub(crate) async fn series_plan(
+    scope: &Scope<'_>,
+    q: &TrendsQuery,
+    frame: &Frame,
+) -> Result<DataFrame> {
+    let global = scope.conditions(&q.properties, "properties").await?;
+    let prepared = prepare(scope, q, frame, 0, &q.series[0], global).await?;
+    prepared.aggregate()
+}
+
+/// Per-bucket values and the value over the range.
+type Values = (Vec<Option<f64>>, Option<f64>);
+
+/// (breakdown value, per-bucket values, aggregated).
+type BreakdownRow = (Option<String>, Vec<Option<f64>>, Option<f64>);
+
+/// One series' values per breakdown value, in breakdown order.
+struct SeriesValues {
+    label: String,
+    math: Math,
+    rows: Vec<BreakdownRow>,
+}
+
+async fn evaluate(
+    scope: &Scope<'_>,
+    q: &TrendsQuery,
+    frame: &Frame,
+    formula: Option<&Formula>,
+) -> Result<Vec<SeriesResult>> {
+    let global = scope.conditions(&q.properties, "properties").await?;
+    let mut all = Vec::with_capacity(q.series.len());
+    for (i, s) in q.series.iter().enumerate() {
+        let prepared = prepare(scope, q, frame, i, s, global.clone()).await?;
+        all.push(prepared.values(frame).await?);
+    }
+    match formula {
+        None => Ok(all
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                let label = s.label;
+                s.rows
+                    .into_iter()
+                    .map(move |(bd, data, aggregated)| SeriesResult {
+                        series: letter(i),
+                        label: label.clone(),
+                        breakdown_value: bd,
+                        data,
+                        aggregated,
+                    })
+            })
+            .collect()),
+        Some(f) => Ok(combine(f, q.formula.as_deref().unwrap_or(""), &all, frame)),
+    }
+}
+
+fn letter(i: usize) -> String {
+    ((b'A' + (i % 26) as u8) as char).to_string()
+}
+
+/// The formula per breakdown value (values missing from a series count as that
+/// series' empty value: 0 for counts and sums, undefined otherwise).
+fn combine(f: &Formula, text: &str, all: &[SeriesValues], frame: &Frame) -> Vec<SeriesResult> {
+    let mut keys: Vec<Option<String>> = Vec::new();
+    for s in all {
+        for (bd, _, _) in &s.rows {
+            if !keys.contains(bd) {
+                keys.push(bd.clone());
+            }
+        }
+    }
+    keys.into_iter()
+        .map(|key| {
+            let per_series: Vec<(Vec<Option<f64>>, Option<f64>)> = all
+                .iter()
+                .map(|s| {
+                    s.rows
+                        .iter()
+                        .find(|(bd, _, _)| *bd == key)
+                        .map(|(_, d, a)| (d.clone(), *a))
+                        .unwrap_or_else(|| {
+                            let empty = empty_value(s.math);
+                            (vec![empty; frame.buckets.len()], empty)
+                        })
+                })
+                .collect();
+            let data = (0..frame.buckets.len())
+                .map(|b| {
+                    let values: Vec<Option<f64>> = per_series.iter().map(|(d, _)| d[b]).collect();
+                    f.eval(&values)
+                })
+                .collect();
+            let aggregated: Vec<Option<f64>> = per_series.iter().map(|(_, a)| *a).collect();
+            SeriesResult {
+                series: "formula".into(),
+                label: text.to_string(),
+                breakdown_value: key,
+                data,
+                aggregated: f.eval(&aggregated),
+            }
+        })
+        .collect()
+}
+
+/// The value of a bucket without events.
+fn empty_value(math: Math) -> Option<f64> {
+    match math {
+        Math::Total | Math::UniquePersons | Math::Sum => Some(0.0),
+        _ => None,
+    }
+}
+
+/// A series ready to aggregate: its filtered events, bucket and breakdown expressions.
+struct Prepared<'s> {
+    scope: &'s Scope<'s>,
+    events: DataFrame,
+    math: Math,
+    value_input: Option<Expr>,
+    bucket: Expr,
+    breakdown: Option<Expr>,
+    /// Breakdown values in answer order (`$other` last when present).
+    order: Vec<String>,
+    label: String,
+}
+
+async fn prepare<'s>(
+    scope: &'s Scope<'s>,
+    q: &TrendsQuery,
+    frame: &Frame,
+    i: usize,
+    s: &Series,
+    global: Option<Expr>,
+) -> Result<Prepared<'s>> {
+    let field = format!("series[{i}]");
+    if let Some(name) = &s.event {
+        check_event_name(name, &format!("{field}.event"))?;
+    }
+    let value_input = match (s.math.needs_property(), &s.math_property) {
+        (true, Some(key)) => Some(numeric(
+            scope
+                .property(PropertyType::Event, key, &format!("{field}.math_property"))
+                .await?,
+        )),
+        (true, None) => {
+            return Err(AnalyticsError::invalid(
+                format!("{field}.math_property"),
+                "is required by this math",
+            ))
+        }
+        (false, _) => None,
+    };
+    let mut predicates: Vec<Expr> = Vec::new();
+    predicates.extend(scope.event_is(s.event.as_deref()));
+    predicates.extend(
+        scope
+            .conditions(&s.properties, &format!("{field}.properties"))
+            .await?,
+    );
+    predicates.extend(global);
+    if matches!(s.math, Math::UniquePersons | Math::AvgPerPerson) {
+        predicates.push(scope.actor().is_not_null());
+    }
+    if let Some(v) = &value_input {
+        predicates.push(v.clone().is_not_null());
+    }
+    let mut events = scope.events(frame.from, frame.to).await?;
+    if let Some(p) = predicates.into_iter().reduce(Expr::and) {
+        events = events.filter(p)?;
+    }
+    let (breakdown, order) = match &q.breakdown {
+        None => (None, Vec::new()),
+        Some(b) => {
+            let limit = b.limit.unwrap_or(DEFAULT_BREAKDOWN_LIMIT);
+            if limit == 0 || limit > MAX_BREAKDOWN_LIMIT {
+                return Err(AnalyticsError::invalid(
+                    "breakdown.limit",
+                    format!("must be 1 to {MAX_BREAKDOWN_LIMIT}"),
+                ));
+            }
+            let value = coalesce(vec![
+                scope.property(b.kind, &b.key, "breakdown").await?,
+                lit(BREAKDOWN_NONE),
+            ]);
+            let (top, more) = top_values(events.clone(), value.clone(), limit).await?;
+            let mut order = top.clone();
+            let mapped = if more {
+                order.push(BREAKDOWN_OTHER.to_string());
+                let list = top.into_iter().map(lit).collect();
+                when(value.clone().in_list(list, false), value).otherwise(lit(BREAKDOWN_OTHER))?
+            } else {
+                value
+            };
+            (Some(mapped), order)
+        }
+    };
+    Ok(Prepared {
+        scope,
+        events,
+        math: s.math,
+        value_input,
+        bucket: frame.bucket_expr(frame.from, frame.to),
+        breakdown,
+        order,
+        label: s
+            .label
+            .clone()
+            .or_else(|| s.event.clone())
+            .unwrap_or_else(|| "All events".into()),
+    })
+}
+
+/// The `limit` most frequent values of `value` (by events, then by value), and whether
+/// there are others.
+async fn top_values(events: DataFrame, value: Expr, limit: usize) -> Result<(Vec<String>, bool)> {
+    let batches = events
+        .aggregate(vec![value.alias("v")], vec![count(lit(1)).alias("n")])?
+        .sort(vec![
+            col("n").sort(false, false),
+            col("v").sort(true, false),
+        ])?
+        .limit(0, Some(limit + 1))?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let v = cast_column(b, "v", &DataType::Utf8)?;
+        let v = v.as_string::<i32>();
+        for i in 0..v.len() {
+            out.push(v.value(i).to_string());
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    Ok((out, more))
+}
+
+fn cast_column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
+        AnalyticsError::Engine(datafusion::error::DataFusionError::Internal(format!(
+            "no column {name}"
+        )))
+    })?;
+    Ok(datafusion::arrow::compute::cast(column, to)?)
+}
+
+/// The `q` quantile of each row's list of values, interpolated linearly between the
+/// closest ranks (as `percentile_cont` in SQL).
+fn quantiles(batch: &RecordBatch, q: f64) -> Result<datafusion::arrow::array::ArrayRef> {
+    let lists = cast_column(
+        batch,
+        "value",
+        &DataType::List(std::sync::Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Float64, true),
+        )),
+    )?;
+    let lists = lists.as_list::<i32>();
+    let mut out = datafusion::arrow::array::Float64Builder::with_capacity(lists.len());
+    for i in 0..lists.len() {
+        let mut values: Vec<f64> = if lists.is_null(i) {
+            Vec::new()
+        } else {
+            let v = lists.value(i);
+            v.as_primitive::<Float64Type>().iter().flatten().collect()
+        };
+        values.sort_by(f64::total_cmp);
+        out.append_option(quantile(&values, q));
+    }
+    Ok(std::sync::Arc::new(out.finish()))
+}
+
+/// The `q` quantile of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = q * last as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
+}
+
+impl Prepared<'_> {
+    fn value_expr(&self) -> Expr {
+        let x = || self.value_input.clone().unwrap_or_else(|| lit(0.0));
+        let value = match self.math {
+            Math::Total => count(lit(1)),
+            Math::UniquePersons => count_distinct(self.scope.actor()),
+            // Aggregated in two steps by `per_person`.
+            Math::AvgPerPerson => count(lit(1)),
+            Math::Sum => sum(x()),
+            Math::Avg => avg(x()),
+            Math::Min => min(x()),
+            Math::Max => max(x()),
+            Math::Median => median(x()),
+            // DataFusion's `percentile_cont` interpolates in fixed point; the values
+            // are gathered and interpolated exactly in `values`.
+            Math::P90 | Math::P95 | Math::P99 => return array_agg(x()).alias("value"),
+        };
+        cast(value, DataType::Float64).alias("value")
+    }
+
+    fn breakdown_expr(&self) -> Expr {
+        self.breakdown
+            .clone()
+            .unwrap_or_else(|| lit(datafusion::scalar::ScalarValue::Utf8(None)))
+            .alias("bd")
+    }
+
+    /// Values per (bucket, breakdown) and per breakdown over the range (bucket NULL).
+    fn aggregate(&self) -> Result<DataFrame> {
+        let bucket = self.bucket.clone().alias("bucket");
+        if self.math == Math::AvgPerPerson {
+            return self.per_person(Some(bucket));
+        }
+        let sets = GroupingSet::GroupingSets(vec![
+            vec![bucket, self.breakdown_expr()],
+            vec![self.breakdown_expr()],
+        ]);
+        Ok(self
+            .events
+            .clone()
+            .aggregate(vec![Expr::GroupingSet(sets)], vec![self.value_expr()])?)
+    }
+
+    /// Average events per person: counts per person, then their average.
+    fn per_person(&self, bucket: Option<Expr>) -> Result<DataFrame> {
+        let mut inner = vec![self.breakdown_expr(), self.scope.actor().alias("actor")];
+        let mut outer = vec![col("bd")];
+        if let Some(b) = bucket {
+            inner.push(b);
+            outer.push(col("bucket"));
+        }
+        Ok(self
+            .events
+            .clone()
+            .aggregate(inner, vec![count(lit(1)).alias("n")])?
+            .aggregate(
+                outer,
+                vec![cast(avg(col("n")), DataType::Float64).alias("value")],
+            )?)
+    }
+
+    async fn values(&self, frame: &Frame) -> Result<SeriesValues> {
+        let mut batches = self.aggregate()?.collect().await?;
+        if self.math == Math::AvgPerPerson {
+            batches.extend(self.per_person(None)?.collect().await?);
+        }
+        let empty = empty_value(self.math);
+        let keys: Vec<Option<String>> = if self.breakdown.is_some() {
+            self.order.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut rows: HashMap<Option<String>, Values> = keys
+            .iter()
+            .map(|k| (k.clone(), (vec![empty; frame.buckets.len()], empty)))
+            .collect();
+        for b in &batches {
+            let value = match self.math.quantile() {
+                Some(q) => quantiles(b, q)?,
+                None => cast_column(b, "value", &DataType::Float64)?,
+            };
+            let value = value.as_primitive::<Float64Type>();
+            let bd = cast_column(b, "bd", &DataType::Utf8)?;
+            let bd = bd.as_string::<i32>();
+            let bucket = match b.column_by_name("bucket") {
+                Some(_) => Some(cast_column(b, "bucket", &DataType::Int64)?),
+                None => None,
+            };
+            for i in 0..b.num_rows() {
+                let key = (!bd.is_null(i)).then(|| bd.value(i).to_string());
+                let Some(entry) = rows.get_mut(&key) else {
+                    continue;
+                };
+                let v = (!value.is_null(i)).then(|| value.value(i));
+                let at = bucket.as_ref().and_then(|c| {
+                    let c = c.as_primitive::<Int64Type>();
+                    (!c.is_null(i)).then(|| c.value(i))
+                });
+                match at {
+                    Some(us) => {
+                        if let Some(slot) = frame.index_of(bucket_from_micros(us)) {
+                            entry.0[slot] = v.or(empty);
+                        }
+                    }
+                    None => entry.1 = v.or(empty),
+                }
+            }
+        }
+        Ok(SeriesValues {
+            label: self.label.clone(),
+            math: self.math,
+            rows: keys
+                .into_iter()
+                .map(|k| {
+                    let (data, aggregated) = rows.remove(&k).unwrap_or_default();
+                    (k, data, aggregated)
+                })
+                .collect(),
+        })
+    }
+}
