@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Conflict,
     /// The key exceeded its rate limit.
     RateLimited,
+    /// A query went past its memory or time limit (`analytics.*`).
+    QueryLimitExceeded,
     /// A dependency (storage) is unavailable or the request timed out.
     Unavailable,
     /// A bug or an unexpected failure; details are in the server log.
@@ -33,7 +35,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidJson,
         ErrorCode::ValidationFailed,
         ErrorCode::PayloadTooLarge,
@@ -44,6 +46,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::RateLimited,
+        ErrorCode::QueryLimitExceeded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::QueryLimitExceeded => "query_limit_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
+            ErrorCode::QueryLimitExceeded => 422,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

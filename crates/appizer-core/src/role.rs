@@ -39,7 +39,7 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match permission {
-            ProjectRead | EventsRead | PersonsRead => true,
+            ProjectRead | EventsRead | PersonsRead | AnalyticsRead => true,
             ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite => {
                 self == Role::Admin
             }
@@ -84,6 +84,8 @@ pub enum Permission {
     PersonsRead,
     /// Create, update, merge, split and delete persons and their distinct ids.
     PersonsWrite,
+    /// Run analytics queries (trends, funnels, retention, stickiness, lifecycle, SQL).
+    AnalyticsRead,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

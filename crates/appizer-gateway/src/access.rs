@@ -132,6 +132,41 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/persons/{person_id}/merges",
         Permission::PersonsRead,
     ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/trends",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/funnels",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/retention",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/stickiness",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/lifecycle",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/sql",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/query/explain",
+        Permission::AnalyticsRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

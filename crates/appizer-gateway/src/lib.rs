@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
-use routes::{audit, capture, events, keys, ops, persons, projects};
+use routes::{audit, capture, events, keys, ops, persons, projects, query};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,6 +85,13 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(persons::merge))
         .routes(routes!(persons::split))
         .routes(routes!(persons::merges))
+        .routes(routes!(query::trends))
+        .routes(routes!(query::funnels))
+        .routes(routes!(query::retention))
+        .routes(routes!(query::stickiness))
+        .routes(routes!(query::lifecycle))
+        .routes(routes!(query::sql))
+        .routes(routes!(query::explain))
 }
 
 /// The OpenAPI document of every route the gateway serves.

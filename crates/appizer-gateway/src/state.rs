@@ -34,6 +34,8 @@ pub struct EventServices {
     /// Identity resolution of the workers: the persons API forgets cached ids whose
     /// person it changes.
     pub identity: Arc<appizer_users::Identity>,
+    /// Analytics queries over the event and person stores.
+    pub analytics: Arc<appizer_analytics::Engine>,
     /// Cancelled when the server starts shutting down: long-lived answers (live
     /// streams) end so connections can drain.
     pub closing: tokio_util::sync::CancellationToken,

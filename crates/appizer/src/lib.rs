@@ -116,6 +116,11 @@ impl App {
                 }
             }
         });
+        let analytics = Arc::new(appizer_analytics::Engine::new(
+            pipeline.store().clone(),
+            store.persons(),
+            config.analytics.clone(),
+        ));
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -124,6 +129,7 @@ impl App {
                 pipeline,
                 warnings,
                 identity,
+                analytics,
                 closing: CancellationToken::new(),
             },
         );

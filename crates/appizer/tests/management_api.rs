@@ -223,6 +223,22 @@ async fn example_request(
         ("POST", t) if t.ends_with("/persons") => Some(json!({"distinct_id": unique()})),
         ("POST", t) if t.ends_with("/distinct-ids") => Some(json!({"distinct_id": unique()})),
         ("POST", t) if t.ends_with("/split") => Some(json!({})),
+        ("POST", t) if t.ends_with("/query/trends") || t.ends_with("/query/stickiness") => {
+            Some(json!({"series": [{"event": "$pageview"}]}))
+        }
+        ("POST", t) if t.ends_with("/query/funnels") => {
+            Some(json!({"steps": [{"event": "a"}, {"event": "b"}]}))
+        }
+        ("POST", t) if t.ends_with("/query/retention") => Some(json!({
+            "start_event": {"event": "signup"}, "return_event": {"event": "$pageview"}
+        })),
+        ("POST", t) if t.ends_with("/query/lifecycle") => Some(json!({})),
+        ("POST", t) if t.ends_with("/query/sql") => {
+            Some(json!({"query": "SELECT count(*) AS n FROM events"}))
+        }
+        ("POST", t) if t.ends_with("/query/explain") => {
+            Some(json!({"sql": "SELECT event FROM events"}))
+        }
         ("POST", _) => Some(json!({"name": "k", "role": "viewer"})),
         ("PATCH", _) => Some(json!({"name": "renamed"})),
         _ => None,

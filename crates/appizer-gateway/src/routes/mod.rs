@@ -9,6 +9,7 @@ pub mod keys;
 pub mod ops;
 pub mod persons;
 pub mod projects;
+pub mod query;
 
 use appizer_core::tenancy::{Actor, NewAuditEntry, Project};
 use appizer_core::ProjectId;
