@@ -1,9 +1,10 @@
 //! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
 //! run and reports the ratio, so figures compare across machines.
 //!
-//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest` and `-- identity`: see
-//! docs/benchmarks.md.
+//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest`, `-- identity` and
+//! `-- analytics`: see docs/benchmarks.md.
 
+mod analytics;
 mod gateway;
 mod identity;
 mod ingest;
@@ -36,6 +37,9 @@ enum Bench {
     /// Identity resolution in the workers with a million known persons (cold and warm
     /// cache) against a plain map, the cache's memory, and person lookup latency.
     Identity(identity::Options),
+    /// Every analytics query kind over a generated dataset, in Appizer and in DuckDB on
+    /// the same Parquet files, answers compared.
+    Analytics(analytics::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Gateway(options) => gateway::run(options),
         Bench::Ingest(options) => ingest::run(options),
         Bench::Identity(options) => identity::run(options),
+        Bench::Analytics(options) => analytics::run(options),
     }
 }

@@ -1,0 +1,730 @@
+//! Analytics queries over a generated dataset, in Appizer and in DuckDB on the same
+//! Parquet files, with the answers compared.
+//!
+//! 1. A dataset is generated once into `--data` (reused by later runs with the same
+//!    sizes): `--persons` persons in the embedded person store and `--events` events
+//!    over 30 days written through the event store (one sorted Parquet file per day, as
+//!    compaction leaves them). Events come in sessions of 1 to 20 events a few seconds
+//!    apart; persons are drawn with a power law (a few very active, many occasional);
+//!    event names are skewed (the k-th of 30 names about 1/k as frequent); properties
+//!    carry a plan, an amount, a URL and a browser.
+//! 2. Each query kind runs in Appizer's engine in process (one untimed run, then
+//!    `--runs` timed) and the equivalent SQL runs in DuckDB (PyPI `duckdb`, through
+//!    `scripts/bench/duckdb_queries.py`, same threads, same files, same runs).
+//! 3. The answers of both are compared row by row; a mismatch fails the run.
+//! 4. Peak memory per query kind: the process's peak RSS is reset before the kind and
+//!    read after it (`/proc/self/clear_refs`, `VmHWM`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use appizer_analytics::{
+    Breakdown, DateRange, Engine, FunnelOrder, FunnelQuery, Interval, LifecycleQuery, Math,
+    PropertyType, QueryProject, RetentionQuery, RetentionType, Series, Step, StickinessQuery,
+    TrendsQuery, WindowUnit,
+};
+use appizer_core::config::AnalyticsConfig;
+use appizer_core::event::{Event, MessageType};
+use appizer_core::json::JsonObject;
+use appizer_core::{PersonId, ProjectId};
+use appizer_storage::events::{EventStore, EventStoreConfig};
+use appizer_storage::open_metadata_store;
+use appizer_storage::persons::NewPerson;
+use chrono::{DateTime, Duration as Span, Utc};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::stats::Samples;
+
+#[derive(Args)]
+pub struct Options {
+    #[arg(long, default_value_t = 10_000_000)]
+    events: usize,
+    #[arg(long, default_value_t = 100_000)]
+    persons: usize,
+    /// Timed runs per query kind and engine.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Where the dataset lives (generated if missing).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The Python with `duckdb` installed.
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+const DAYS: i64 = 30;
+const NAMES: [&str; 30] = [
+    "$pageview",
+    "view_item",
+    "$autocapture",
+    "search",
+    "add_to_cart",
+    "$screen",
+    "click_banner",
+    "signup",
+    "checkout",
+    "purchase",
+    "share",
+    "rate_item",
+    "open_app",
+    "push_opened",
+    "invite_sent",
+    "remove_from_cart",
+    "wishlist_add",
+    "coupon_applied",
+    "support_chat",
+    "settings_changed",
+    "logout",
+    "login",
+    "video_play",
+    "video_complete",
+    "comment",
+    "follow",
+    "unfollow",
+    "report",
+    "upgrade",
+    "downgrade",
+];
+const PLANS: [&str; 8] = [
+    "free",
+    "pro",
+    "team",
+    "enterprise",
+    "trial",
+    "student",
+    "nonprofit",
+    "legacy",
+];
+const BROWSERS: [&str; 5] = ["Chrome", "Safari", "Firefox", "Edge", "Samsung Internet"];
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-10-02T00:00:00Z")
+        .expect("valid")
+        .with_timezone(&Utc)
+}
+
+fn project() -> ProjectId {
+    "0193a000-0000-7000-8000-000000000001"
+        .parse()
+        .expect("a valid id")
+}
+
+/// Draws an event name index: the k-th name about 1/(k+1) as likely as the first.
+fn name_index(rng: &mut StdRng, cumulative: &[f64]) -> usize {
+    let x = rng.random::<f64>() * cumulative.last().copied().unwrap_or(1.0);
+    cumulative.partition_point(|c| *c < x).min(NAMES.len() - 1)
+}
+
+async fn generate(dir: &Path, events: usize, persons: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta =
+        open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
+    let store = meta.persons();
+    let project = project();
+    let ids: Vec<PersonId> = (0..persons).map(|_| PersonId::new()).collect();
+    for (chunk_no, chunk) in ids.chunks(1_000).enumerate() {
+        let new: Vec<NewPerson> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NewPerson {
+                distinct_id: format!("u{}", chunk_no * 1_000 + i),
+                person_id: *p,
+                is_identified: true,
+                at: start(),
+            })
+            .collect();
+        store.create(project, &new).await?;
+    }
+    let mut config = EventStoreConfig::new(dir.join("events"));
+    config.flush_rows = usize::MAX;
+    let events_store = EventStore::open(config, meta.clone())?;
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut cumulative = Vec::new();
+    let mut total = 0.0;
+    for k in 0..NAMES.len() {
+        total += 1.0 / (k + 1) as f64;
+        cumulative.push(total);
+    }
+    let per_day = events.div_ceil(DAYS as usize);
+    let mut written = 0usize;
+    let mut offset = 0u64;
+    for day in 0..DAYS {
+        let mut batch = Vec::with_capacity(per_day + 20);
+        let day_start = start() + Span::days(day);
+        while batch.len() < per_day && written + batch.len() < events {
+            // A power law over persons: low indexes are the most active.
+            let p = ((persons as f64) * rng.random::<f64>().powi(3)) as usize % persons;
+            let mut at = day_start + Span::microseconds(rng.random_range(0..86_400_000_000i64));
+            let length = rng.random_range(1..=20);
+            let browser = BROWSERS[rng.random_range(0..BROWSERS.len())];
+            for _ in 0..length {
+                let name = NAMES[name_index(&mut rng, &cumulative)];
+                let plan = PLANS[(rng.random::<f64>().powi(2) * PLANS.len() as f64) as usize];
+                let amount = rng.random_range(100..100_000) as f64 / 100.0;
+                let page = rng.random_range(0..5_000);
+                let properties = format!(
+                    r#"{{"plan":"{plan}","amount":{amount},"$current_url":"https://shop.example.com/p/{page}","$browser":"{browser}"}}"#
+                );
+                batch.push(Event {
+                    message_id: format!("{p}-{}", at.timestamp_micros()),
+                    properties: JsonObject::from_trusted_text(properties),
+                    person_id: Some(ids[p]),
+                    ..Event::new(project, MessageType::Track, name, format!("u{p}"), at)
+                });
+                at += Span::microseconds(rng.random_range(1_000_000..60_000_000));
+            }
+        }
+        written += batch.len();
+        offset += 1;
+        events_store.append(batch, offset)?;
+        events_store.flush().await?;
+        eprintln!("generated day {} ({written} events)", day + 1);
+    }
+    std::fs::write(dir.join("complete"), format!("{events} {persons}\n"))?;
+    Ok(())
+}
+
+fn range() -> DateRange {
+    DateRange {
+        from: Some("2026-10-02".into()),
+        to: Some("2026-10-31".into()),
+    }
+}
+
+/// One query kind: Appizer's run and its answer as rows of text, and DuckDB's SQL.
+struct Kind {
+    name: &'static str,
+    sql: String,
+}
+
+const F: &str = "TIMESTAMPTZ '2026-10-02 00:00:00+00'";
+const T: &str = "TIMESTAMPTZ '2026-11-01 00:00:00+00'";
+
+fn kinds() -> Vec<Kind> {
+    let day = "strftime(date_trunc('day', timestamp), '%Y-%m-%d')";
+    let within = format!("timestamp >= {F} AND timestamp < {T}");
+    vec![
+        Kind {
+            name: "trends_total",
+            sql: format!(
+                "SELECT {day} AS d, count(*) FROM ev WHERE event = '$pageview' AND {within} GROUP BY d ORDER BY d"
+            ),
+        },
+        Kind {
+            name: "trends_unique_persons",
+            sql: format!(
+                "SELECT {day} AS d, count(DISTINCT person_id) FROM ev WHERE {within} GROUP BY d ORDER BY d"
+            ),
+        },
+        Kind {
+            name: "trends_sum_property",
+            sql: format!(
+                "SELECT {day} AS d, round(sum(TRY_CAST(json_extract_string(properties, '$.amount') AS DOUBLE)), 2) \
+                 FROM ev WHERE event = 'purchase' AND {within} GROUP BY d ORDER BY d"
+            ),
+        },
+        Kind {
+            name: "trends_breakdown",
+            sql: format!(
+                "WITH e AS (SELECT {day} AS d, coalesce(json_extract_string(properties, '$.plan'), '$none') AS v \
+                   FROM ev WHERE event = 'view_item' AND {within}), \
+                 top AS (SELECT v FROM e GROUP BY v ORDER BY count(*) DESC, v LIMIT 5) \
+                 SELECT CASE WHEN v IN (SELECT v FROM top) THEN v ELSE '$other' END AS b, d, count(*) \
+                 FROM e GROUP BY b, d ORDER BY b, d"
+            ),
+        },
+        Kind {
+            name: "funnel",
+            sql: format!(
+                "WITH a AS (SELECT person_id p, timestamp t FROM ev WHERE event = '$pageview' AND {within}), \
+                 b AS (SELECT person_id p, timestamp t FROM ev WHERE event = 'add_to_cart' AND timestamp >= {F} AND timestamp < {T} + INTERVAL 1 DAY), \
+                 c AS (SELECT person_id p, timestamp t FROM ev WHERE event = 'purchase' AND timestamp >= {F} AND timestamp < {T} + INTERVAL 1 DAY), \
+                 ab AS (SELECT a.p, a.t AS t1, b.t AS t2 FROM a ASOF LEFT JOIN b ON a.p = b.p AND b.t > a.t), \
+                 abc AS (SELECT ab.p, t1, t2, c.t AS t3 FROM ab ASOF LEFT JOIN c ON ab.p = c.p AND c.t > ab.t2), \
+                 lv AS (SELECT p, max(1 + CASE WHEN t2 IS NOT NULL AND t2 - t1 <= INTERVAL 1 DAY THEN \
+                          1 + CASE WHEN t3 IS NOT NULL AND t3 - t1 <= INTERVAL 1 DAY THEN 1 ELSE 0 END ELSE 0 END) AS l FROM abc GROUP BY p) \
+                 SELECT count(*) FILTER (WHERE l >= 1), count(*) FILTER (WHERE l >= 2), count(*) FILTER (WHERE l >= 3) FROM lv"
+            ),
+        },
+        Kind {
+            name: "retention",
+            sql: format!(
+                "WITH s AS (SELECT DISTINCT person_id p, date_trunc('day', timestamp) d FROM ev WHERE event = 'view_item' AND {within}), \
+                 r AS (SELECT DISTINCT person_id p, date_trunc('day', timestamp) d FROM ev WHERE event = 'purchase' AND timestamp >= {F} AND timestamp < {T} + INTERVAL 8 DAY) \
+                 SELECT strftime(d, '%Y-%m-%d') AS c, 0 AS k, count(*) FROM s GROUP BY c \
+                 UNION ALL SELECT strftime(s.d, '%Y-%m-%d') AS c, datediff('day', s.d, r.d) AS k, count(*) FROM s JOIN r \
+                   ON s.p = r.p AND r.d > s.d AND r.d <= s.d + INTERVAL 7 DAY GROUP BY c, k ORDER BY c, k"
+            ),
+        },
+        Kind {
+            name: "stickiness",
+            sql: format!(
+                "SELECT k, count(*) FROM (SELECT person_id, count(DISTINCT date_trunc('day', timestamp)) AS k \
+                 FROM ev WHERE event = 'purchase' AND {within} GROUP BY person_id) GROUP BY k ORDER BY k"
+            ),
+        },
+        Kind {
+            name: "lifecycle",
+            sql: format!(
+                "WITH a AS (SELECT DISTINCT person_id p, date_trunc('day', timestamp) d FROM ev \
+                   WHERE event = 'purchase' AND timestamp >= {F} - INTERVAL 1 DAY AND timestamp < {T}), \
+                 f AS (SELECT person_id p, date_trunc('day', min(timestamp)) AS first FROM ev WHERE event = 'purchase' AND timestamp < {T} GROUP BY p), \
+                 cur AS (SELECT a.p, a.d, f.first, (prev.p IS NOT NULL) AS was FROM a JOIN f ON a.p = f.p \
+                   LEFT JOIN a prev ON prev.p = a.p AND prev.d = a.d - INTERVAL 1 DAY WHERE a.d >= {F}), \
+                 gone AS (SELECT a.d + INTERVAL 1 DAY AS d FROM a LEFT JOIN a nxt ON nxt.p = a.p AND nxt.d = a.d + INTERVAL 1 DAY \
+                   WHERE nxt.p IS NULL AND a.d + INTERVAL 1 DAY < {T}) \
+                 SELECT strftime(d, '%Y-%m-%d') AS day, \
+                   count(*) FILTER (WHERE first = d), count(*) FILTER (WHERE first <> d AND was), \
+                   count(*) FILTER (WHERE first <> d AND NOT was), 0 FROM cur GROUP BY day \
+                 UNION ALL SELECT strftime(d, '%Y-%m-%d') AS day, 0, 0, 0, -count(*) FROM gone GROUP BY day ORDER BY day"
+            ),
+        },
+    ]
+}
+
+/// Runs a kind in Appizer; its answer as rows of text in DuckDB's shape.
+async fn appizer(
+    engine: &Engine,
+    project: &QueryProject,
+    kind: &str,
+) -> anyhow::Result<Vec<Vec<String>>> {
+    let now = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")?.with_timezone(&Utc);
+    let series = |event: Option<&str>, math: Math, property: Option<&str>| Series {
+        event: event.map(Into::into),
+        math,
+        math_property: property.map(Into::into),
+        ..Default::default()
+    };
+    let trends = |s: Series, breakdown: Option<Breakdown>| TrendsQuery {
+        series: vec![s],
+        interval: Interval::Day,
+        date_range: range(),
+        breakdown,
+        ..Default::default()
+    };
+    let by_day = |r: appizer_analytics::TrendsResult, round: bool| -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for s in &r.results {
+            for (label, v) in r.buckets.iter().zip(&s.data) {
+                let v = v.unwrap_or(0.0);
+                if v == 0.0 {
+                    continue;
+                }
+                let text = if round {
+                    format!("{:.2}", (v * 100.0).round() / 100.0)
+                } else {
+                    format!("{v}")
+                };
+                let mut row = Vec::new();
+                row.extend(s.breakdown_value.clone());
+                row.extend([label.clone(), text]);
+                rows.push(row);
+            }
+        }
+        rows.sort();
+        rows
+    };
+    Ok(match kind {
+        "trends_total" => by_day(
+            engine
+                .trends(
+                    project,
+                    &trends(series(Some("$pageview"), Math::Total, None), None),
+                    now,
+                )
+                .await?,
+            false,
+        ),
+        "trends_unique_persons" => by_day(
+            engine
+                .trends(
+                    project,
+                    &trends(series(None, Math::UniquePersons, None), None),
+                    now,
+                )
+                .await?,
+            false,
+        ),
+        "trends_sum_property" => by_day(
+            engine
+                .trends(
+                    project,
+                    &trends(series(Some("purchase"), Math::Sum, Some("amount")), None),
+                    now,
+                )
+                .await?,
+            true,
+        ),
+        "trends_breakdown" => by_day(
+            engine
+                .trends(
+                    project,
+                    &trends(
+                        series(Some("view_item"), Math::Total, None),
+                        Some(Breakdown {
+                            key: "plan".into(),
+                            kind: PropertyType::Event,
+                            limit: Some(5),
+                        }),
+                    ),
+                    now,
+                )
+                .await?,
+            false,
+        ),
+        "funnel" => {
+            let step = |e: &str| Step {
+                event: e.into(),
+                ..Default::default()
+            };
+            let r = engine
+                .funnel(
+                    project,
+                    &FunnelQuery {
+                        steps: vec![step("$pageview"), step("add_to_cart"), step("purchase")],
+                        order: FunnelOrder::Ordered,
+                        window: Some(1),
+                        window_unit: WindowUnit::Day,
+                        date_range: range(),
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .await?;
+            vec![r.results[0]
+                .steps
+                .iter()
+                .map(|s| s.count.to_string())
+                .collect()]
+        }
+        "retention" => {
+            let r = engine
+                .retention(
+                    project,
+                    &RetentionQuery {
+                        start_event: Step {
+                            event: "view_item".into(),
+                            ..Default::default()
+                        },
+                        return_event: Step {
+                            event: "purchase".into(),
+                            ..Default::default()
+                        },
+                        retention_type: RetentionType::Recurring,
+                        period: Interval::Day,
+                        periods: Some(7),
+                        date_range: range(),
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .await?;
+            let mut rows = Vec::new();
+            for c in &r.cohorts {
+                for (k, v) in c.values.iter().enumerate() {
+                    if *v > 0 {
+                        rows.push(vec![c.period.clone(), k.to_string(), v.to_string()]);
+                    }
+                }
+            }
+            rows
+        }
+        "stickiness" => {
+            let r = engine
+                .stickiness(
+                    project,
+                    &StickinessQuery {
+                        series: vec![series(Some("purchase"), Math::Total, None)],
+                        date_range: range(),
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .await?;
+            r.results[0]
+                .persons
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| vec![(k + 1).to_string(), n.to_string()])
+                .collect()
+        }
+        "lifecycle" => {
+            let r = engine
+                .lifecycle(
+                    project,
+                    &LifecycleQuery {
+                        event: Some("purchase".into()),
+                        date_range: range(),
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .await?;
+            let mut rows = Vec::new();
+            for (i, day) in r.buckets.iter().enumerate() {
+                let (n, ret, res, dor) =
+                    (r.new[i], r.returning[i], r.resurrecting[i], r.dormant[i]);
+                if n + ret + res != 0 {
+                    rows.push(vec![
+                        day.clone(),
+                        n.to_string(),
+                        ret.to_string(),
+                        res.to_string(),
+                        "0".into(),
+                    ]);
+                }
+                if dor != 0 {
+                    rows.push(vec![
+                        day.clone(),
+                        "0".into(),
+                        "0".into(),
+                        "0".into(),
+                        dor.to_string(),
+                    ]);
+                }
+            }
+            rows
+        }
+        other => bail!("unknown kind {other}"),
+    })
+}
+
+/// DuckDB's rows in a comparable order and form.
+fn normalise(kind: &str, rows: &[Value]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .map(|cells| {
+                    cells
+                        .iter()
+                        .map(|c| c.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .filter(|r: &Vec<String>| {
+            !(kind.starts_with("trends") && r.last().is_some_and(|v| v == "0"))
+        })
+        .map(|mut r| {
+            if kind == "trends_sum_property" {
+                if let Some(v) = r.last_mut() {
+                    *v = format!("{:.2}", v.parse::<f64>().unwrap_or(0.0));
+                }
+            }
+            if kind == "trends_breakdown" {
+                // (b, d, n): Appizer's rows are (breakdown, day, value) too.
+            }
+            r
+        })
+        .collect();
+    if kind.starts_with("trends") {
+        for r in &mut out {
+            if let Some(v) = r.last_mut() {
+                if let Ok(n) = v.parse::<f64>() {
+                    if kind != "trends_sum_property" {
+                        *v = format!("{n}");
+                    }
+                }
+            }
+        }
+        out.sort();
+    }
+    if kind == "lifecycle" {
+        // Merge the two row kinds of a day as Appizer reports them.
+        let mut by_day: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for r in &out {
+            let e = by_day.entry(r[0].clone()).or_default();
+            for (i, slot) in e.iter_mut().enumerate() {
+                *slot += r[i + 1].parse::<i64>().unwrap_or(0);
+            }
+        }
+        out = Vec::new();
+        for (day, [n, ret, res, dor]) in by_day {
+            if n + ret + res != 0 {
+                out.push(vec![
+                    day.clone(),
+                    n.to_string(),
+                    ret.to_string(),
+                    res.to_string(),
+                    "0".into(),
+                ]);
+            }
+            if dor != 0 {
+                out.push(vec![
+                    day,
+                    "0".into(),
+                    "0".into(),
+                    "0".into(),
+                    dor.to_string(),
+                ]);
+            }
+        }
+    }
+    out
+}
+
+/// Resets the peak RSS to the current RSS (Linux).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: Options) -> anyhow::Result<()> {
+    let dir = options.data.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "appizer-analytics-{}-{}",
+            options.events, options.persons
+        ))
+    });
+    if !dir.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        generate(&dir, options.events, options.persons).await?;
+        println!(
+            "generated {} events, {} persons in {:.1} s into {}",
+            options.events,
+            options.persons,
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+    }
+    let meta =
+        open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
+    let events = Arc::new(EventStore::open(
+        EventStoreConfig::new(dir.join("events")),
+        meta.clone(),
+    )?);
+    let config = AnalyticsConfig::default();
+    let memory_limit = config.query_memory_mb;
+    let engine = Engine::new(events, meta.persons(), config);
+    let project = QueryProject {
+        id: project(),
+        timezone: "UTC".into(),
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "{} events, {} persons, 30 days; {} timed runs per kind; {threads} threads each; query memory limit {memory_limit} MiB",
+        options.events, options.persons, options.runs
+    );
+
+    let kinds = kinds();
+    let mut job = serde_json::json!({
+        "files": dir.join("events").join("project=*").join("date=*").join("*.parquet").display().to_string(),
+        "runs": options.runs,
+        "threads": threads,
+        "queries": {},
+    });
+    for k in &kinds {
+        job["queries"][k.name] = Value::String(k.sql.clone());
+    }
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/duckdb_queries.py");
+    let mut child = Command::new(&options.python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {} (needs PyPI duckdb)", options.python))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(job.to_string().as_bytes())?;
+    // DuckDB runs first, alone on the machine; then Appizer.
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("the DuckDB script failed");
+    }
+    let duck: Value = serde_json::from_slice(&output.stdout)?;
+
+    println!(
+        "\n| Query | Appizer p50 | Appizer p95 | DuckDB p50 | DuckDB p95 | Ratio (p50) | Peak RSS | Answers |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut mismatches = Vec::new();
+    for k in &kinds {
+        reset_peak_rss();
+        let answer = appizer(&engine, &project, k.name).await?;
+        let mut times = Vec::new();
+        for _ in 0..options.runs {
+            let started = Instant::now();
+            appizer(&engine, &project, k.name).await?;
+            times.push(started.elapsed());
+        }
+        let peak = peak_rss_bytes();
+        let ours = Samples::new(times);
+        let theirs = Samples::new(
+            duck[k.name]["ms"]
+                .as_array()
+                .context("DuckDB times")?
+                .iter()
+                .map(|v| Duration::from_secs_f64(v.as_f64().unwrap_or(0.0) / 1e3))
+                .collect(),
+        );
+        let expected = normalise(k.name, duck[k.name]["rows"].as_array().context("rows")?);
+        let same = answer == expected;
+        if !same {
+            mismatches.push((k.name, answer.clone(), expected.clone()));
+        }
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.0} MB | {} |",
+            k.name,
+            ms(ours.percentile(50.0)),
+            ms(ours.percentile(95.0)),
+            ms(theirs.percentile(50.0)),
+            ms(theirs.percentile(95.0)),
+            ours.percentile(50.0).as_secs_f64() / theirs.percentile(50.0).as_secs_f64(),
+            peak as f64 / 1e6,
+            if same {
+                format!("equal ({} rows)", answer.len())
+            } else {
+                "DIFFER".to_string()
+            }
+        );
+    }
+    println!(
+        "\nDuckDB process peak RSS: {:.0} MB",
+        duck["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    for (name, ours, theirs) in &mismatches {
+        eprintln!(
+            "{name}: Appizer {:?}\n  DuckDB {:?}",
+            &ours[..ours.len().min(5)],
+            &theirs[..theirs.len().min(5)]
+        );
+    }
+    if !mismatches.is_empty() {
+        bail!("{} query kinds answered differently", mismatches.len());
+    }
+    Ok(())
+}
