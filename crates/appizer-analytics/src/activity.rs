@@ -134,11 +134,12 @@ pub(crate) async fn event_condition(
     own: &[PropertyFilter],
     own_field: &str,
     global: &[PropertyFilter],
+    segments: &[String],
 ) -> Result<Option<Expr>> {
     let mut parts: Vec<Expr> = Vec::new();
     parts.extend(scope.event_is(event));
     parts.extend(scope.conditions(own, own_field).await?);
-    parts.extend(scope.conditions(global, "properties").await?);
+    parts.extend(scope.global(global, segments).await?);
     Ok(parts.into_iter().reduce(Expr::and))
 }
 
@@ -163,7 +164,7 @@ pub(crate) async fn stickiness(
         if let Some(name) = &s.event {
             check_event_name(name, &format!("{field}.event"))?;
         }
-        if s.math != Math::Total || s.math_property.is_some() {
+        if s.math != Math::Total || s.math_property.is_some() || s.metric_id.is_some() {
             return Err(AnalyticsError::invalid(
                 format!("{field}.math"),
                 "stickiness counts persons per number of active intervals; leave math out",
@@ -175,6 +176,7 @@ pub(crate) async fn stickiness(
             &s.properties,
             &format!("{field}.properties"),
             &q.properties,
+            &q.segments,
         )
         .await?;
         let mut keep = scope.actor().is_not_null();
@@ -235,7 +237,15 @@ pub(crate) async fn lifecycle(
     let before = back(frame.buckets[0], q.interval, 1);
     let scan_from = local_to_utc(scope.tz, before);
     let wide = Frame::new(scope.tz, q.interval, scan_from, to)?;
-    let condition = event_condition(&scope, q.event.as_deref(), &[], "", &q.properties).await?;
+    let condition = event_condition(
+        &scope,
+        q.event.as_deref(),
+        &[],
+        "",
+        &q.properties,
+        &q.segments,
+    )
+    .await?;
     let mut actors = Actors::default();
     let pairs =
         active_buckets(&scope, condition.clone(), &wide, scan_from, to, &mut actors).await?;

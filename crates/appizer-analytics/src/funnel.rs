@@ -102,7 +102,7 @@ pub(crate) async fn run(
     let scope = Scope::new(engine, project, now).await?;
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let scan_to = to + Duration::microseconds(window);
-    let global = scope.conditions(&q.properties, "properties").await?;
+    let global = scope.global(&q.properties, &q.segments).await?;
     let mut bits: Vec<(u32, Expr)> = Vec::new();
     for (i, s) in q.steps.iter().enumerate() {
         let mut parts = vec![scope.event_is(Some(&s.event)).expect("a name")];

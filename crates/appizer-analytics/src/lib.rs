@@ -15,6 +15,7 @@ pub mod formula;
 pub mod funnel;
 pub mod model;
 pub mod retention;
+pub mod saved;
 pub mod scope;
 pub mod sql;
 pub mod time;
@@ -28,7 +29,7 @@ use appizer_core::config::AnalyticsConfig;
 use appizer_core::ProjectId;
 use appizer_storage::events::{EventStore, EventStoreError};
 use appizer_storage::persons::PersonStore;
-use appizer_storage::StoreError;
+use appizer_storage::{MetadataStore, StoreError};
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -100,6 +101,8 @@ pub struct QueryProject {
 pub struct Engine {
     events: Arc<EventStore>,
     persons: Arc<dyn PersonStore>,
+    /// Saved metrics and segments.
+    meta: Arc<dyn MetadataStore>,
     config: AnalyticsConfig,
 }
 
@@ -114,12 +117,13 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub fn new(
         events: Arc<EventStore>,
-        persons: Arc<dyn PersonStore>,
+        meta: Arc<dyn MetadataStore>,
         config: AnalyticsConfig,
     ) -> Self {
         Self {
             events,
-            persons,
+            persons: meta.persons(),
+            meta,
             config,
         }
     }

@@ -168,9 +168,13 @@ pub struct Series {
     /// Conditions on this series' events only.
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
-    /// Shown with the results; defaults to the event name.
+    /// Shown with the results; defaults to the event name (the metric's name).
     #[serde(default)]
     pub label: Option<String>,
+    /// A saved metric (its id) in place of `event`, `math` and `properties`: one value
+    /// per interval from its series and formula.
+    #[serde(default)]
+    pub metric_id: Option<String>,
 }
 
 /// Split results by the value of a property: the `limit` most frequent values by event
@@ -200,6 +204,9 @@ pub struct TrendsQuery {
     /// Conditions on every series' events (event or person properties).
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
+    /// Only persons in every one of these segments (ids).
+    #[serde(default)]
+    pub segments: Vec<String>,
     #[serde(default)]
     pub breakdown: Option<Breakdown>,
     /// Arithmetic over the series named by letter in order: `A / B * 100`.
@@ -303,6 +310,9 @@ pub struct FunnelQuery {
     pub date_range: DateRange,
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
+    /// Only persons in every one of these segments (ids).
+    #[serde(default)]
+    pub segments: Vec<String>,
     #[serde(default)]
     pub exclusions: Vec<Exclusion>,
     /// By a property of the first step's event (or of the person).
@@ -382,6 +392,9 @@ pub struct RetentionQuery {
     pub date_range: DateRange,
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
+    /// Only persons in every one of these segments (ids).
+    #[serde(default)]
+    pub segments: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -412,6 +425,9 @@ pub struct StickinessQuery {
     pub date_range: DateRange,
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
+    /// Only persons in every one of these segments (ids).
+    #[serde(default)]
+    pub segments: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -442,6 +458,9 @@ pub struct LifecycleQuery {
     pub date_range: DateRange,
     #[serde(default)]
     pub properties: Vec<PropertyFilter>,
+    /// Only persons in every one of these segments (ids).
+    #[serde(default)]
+    pub segments: Vec<String>,
 }
 
 /// Per bucket: `new` (first such event ever), `returning` (active in the bucket and

@@ -46,7 +46,7 @@ pub(crate) async fn run(
     let scan_from = local_to_utc(scope.tz, cohorts.buckets[0]);
     let wide = Frame::new(scope.tz, q.period, scan_from, scan_to.max(to))?;
 
-    let global = scope.conditions(&q.properties, "properties").await?;
+    let global = scope.global(&q.properties, &q.segments).await?;
     let condition = |step: &Step, field: &'static str| {
         let scope = &scope;
         let global = global.clone();

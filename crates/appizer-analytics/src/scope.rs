@@ -109,13 +109,7 @@ impl<'e> Scope<'e> {
             let expr = match f.kind {
                 PropertyType::Event => condition.expr(event_property(&f.key)),
                 PropertyType::Person => {
-                    let persons = self.person_properties().await?;
-                    let matching: HashSet<String> = persons
-                        .iter()
-                        .filter(|(_, props)| condition.matches(props.get(&f.key)))
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    self.actor_in(matching)
+                    self.actor_in(self.persons_where(&f.key, &condition).await?)
                 }
             };
             all = Some(match all {
@@ -145,6 +139,63 @@ impl<'e> Scope<'e> {
                 Ok(self.actor_lookup(values))
             }
         }
+    }
+
+    /// Every person of the project (ids as text).
+    pub async fn person_ids(&self) -> Result<HashSet<String>> {
+        Ok(self.person_properties().await?.keys().cloned().collect())
+    }
+
+    /// The persons whose property `key` meets `condition`.
+    pub async fn persons_where(&self, key: &str, condition: &Condition) -> Result<HashSet<String>> {
+        Ok(self
+            .person_properties()
+            .await?
+            .iter()
+            .filter(|(_, props)| condition.matches(props.get(key)))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// A query's conditions on all its events: property conditions and segments.
+    pub async fn global(
+        &self,
+        properties: &[PropertyFilter],
+        segments: &[String],
+    ) -> Result<Option<Expr>> {
+        let a = self.conditions(properties, "properties").await?;
+        let b = self.in_segments(segments, "segments").await?;
+        Ok(match (a, b) {
+            (Some(a), Some(b)) => Some(a.and(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Only persons in every one of `segments` (stored members), as a condition.
+    pub async fn in_segments(&self, segments: &[String], field: &str) -> Result<Option<Expr>> {
+        if segments.len() > MAX_FILTERS {
+            return Err(AnalyticsError::invalid(
+                field,
+                format!("at most {MAX_FILTERS} segments"),
+            ));
+        }
+        let project = QueryProject {
+            id: self.project,
+            timezone: self.tz.name().to_string(),
+        };
+        let mut all: Option<Expr> = None;
+        for (i, id) in segments.iter().enumerate() {
+            let members = self
+                .engine
+                .stored_members(&project, id, &format!("{field}[{i}]"))
+                .await?;
+            let expr = self.actor_in(members);
+            all = Some(match all {
+                None => expr,
+                Some(a) => a.and(expr),
+            });
+        }
+        Ok(all)
     }
 
     async fn person_properties(&self) -> Result<Arc<HashMap<String, Map<String, Value>>>> {

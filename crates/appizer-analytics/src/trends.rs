@@ -64,7 +64,7 @@ pub(crate) async fn series_plan(
     q: &TrendsQuery,
     frame: &Frame,
 ) -> Result<DataFrame> {
-    let global = scope.conditions(&q.properties, "properties").await?;
+    let global = scope.global(&q.properties, &q.segments).await?;
     let prepared = prepare(scope, q, frame, 0, &q.series[0], global).await?;
     prepared.aggregate()
 }
@@ -78,8 +78,79 @@ type BreakdownRow = (Option<String>, Vec<Option<f64>>, Option<f64>);
 /// One series' values per breakdown value, in breakdown order.
 struct SeriesValues {
     label: String,
-    math: Math,
+    /// The value of a bucket without events.
+    empty: Option<f64>,
     rows: Vec<BreakdownRow>,
+}
+
+/// A saved metric as one series: its series and formula over the same buckets, with
+/// the query's conditions, segments and breakdown added.
+async fn metric_series(
+    scope: &Scope<'_>,
+    q: &TrendsQuery,
+    frame: &Frame,
+    i: usize,
+    s: &Series,
+    id: &str,
+) -> Result<SeriesValues> {
+    let field = format!("series[{i}]");
+    if s.event.is_some()
+        || s.math != Math::Total
+        || s.math_property.is_some()
+        || !s.properties.is_empty()
+    {
+        return Err(AnalyticsError::invalid(
+            format!("{field}.metric_id"),
+            "a metric series takes no event, math or properties of its own",
+        ));
+    }
+    let project = QueryProject {
+        id: scope.project,
+        timezone: scope.tz.name().to_string(),
+    };
+    let (name, metric) = scope
+        .engine
+        .metric(&project, id)
+        .await
+        .map_err(|e| match e {
+            AnalyticsError::Invalid { rule, .. } => {
+                AnalyticsError::invalid(format!("{field}.metric_id"), rule)
+            }
+            other => other,
+        })?;
+    metric.check()?;
+    let inner = TrendsQuery {
+        series: metric.series.clone(),
+        interval: q.interval,
+        date_range: q.date_range.clone(),
+        properties: metric
+            .properties
+            .iter()
+            .chain(&q.properties)
+            .cloned()
+            .collect(),
+        segments: q.segments.clone(),
+        breakdown: q.breakdown.clone(),
+        formula: metric.formula.clone(),
+        compare: false,
+    };
+    let formula = metric
+        .formula
+        .as_deref()
+        .map(|f| Formula::parse(f, inner.series.len()))
+        .transpose()?;
+    let results = Box::pin(evaluate(scope, &inner, frame, formula.as_ref())).await?;
+    Ok(SeriesValues {
+        label: s.label.clone().unwrap_or(name),
+        empty: match (&metric.formula, metric.series.first()) {
+            (None, Some(first)) => empty_value(first.math),
+            _ => None,
+        },
+        rows: results
+            .into_iter()
+            .map(|r| (r.breakdown_value, r.data, r.aggregated))
+            .collect(),
+    })
 }
 
 async fn evaluate(
@@ -88,9 +159,13 @@ async fn evaluate(
     frame: &Frame,
     formula: Option<&Formula>,
 ) -> Result<Vec<SeriesResult>> {
-    let global = scope.conditions(&q.properties, "properties").await?;
+    let global = scope.global(&q.properties, &q.segments).await?;
     let mut all = Vec::with_capacity(q.series.len());
     for (i, s) in q.series.iter().enumerate() {
+        if let Some(id) = &s.metric_id {
+            all.push(metric_series(scope, q, frame, i, s, id).await?);
+            continue;
+        }
         let prepared = prepare(scope, q, frame, i, s, global.clone()).await?;
         all.push(prepared.values(frame).await?);
     }
@@ -139,10 +214,7 @@ fn combine(f: &Formula, text: &str, all: &[SeriesValues], frame: &Frame) -> Vec<
                         .iter()
                         .find(|(bd, _, _)| *bd == key)
                         .map(|(_, d, a)| (d.clone(), *a))
-                        .unwrap_or_else(|| {
-                            let empty = empty_value(s.math);
-                            (vec![empty; frame.buckets.len()], empty)
-                        })
+                        .unwrap_or_else(|| (vec![s.empty; frame.buckets.len()], s.empty))
                 })
                 .collect();
             let data = (0..frame.buckets.len())
@@ -195,6 +267,12 @@ async fn prepare<'s>(
     let field = format!("series[{i}]");
     if let Some(name) = &s.event {
         check_event_name(name, &format!("{field}.event"))?;
+    }
+    if s.metric_id.is_some() {
+        return Err(AnalyticsError::invalid(
+            format!("{field}.metric_id"),
+            "a metric series has no plan of its own to explain",
+        ));
     }
     let value_input = match (s.math.needs_property(), &s.math_property) {
         (true, Some(key)) => Some(numeric(
@@ -451,7 +529,7 @@ impl Prepared<'_> {
         }
         Ok(SeriesValues {
             label: self.label.clone(),
-            math: self.math,
+            empty,
             rows: keys
                 .into_iter()
                 .map(|k| {

@@ -14,8 +14,8 @@ use appizer_core::event::{Event, MessageType};
 use appizer_core::person::MergeReason;
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, EventStoreConfig};
-use appizer_storage::open_metadata_store;
 use appizer_storage::persons::NewPerson;
+use appizer_storage::{open_metadata_store, MetadataStore};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use rand::rngs::StdRng;
@@ -41,6 +41,9 @@ struct Fact {
 struct World {
     _dir: tempfile::TempDir,
     engine: Engine,
+    meta: Arc<dyn MetadataStore>,
+    /// The persons that exist now (users, less the deleted one).
+    live: Vec<String>,
     project: QueryProject,
     facts: Vec<Fact>,
     /// Person properties by (final) person id.
@@ -227,10 +230,16 @@ async fn world() -> World {
         })
         .filter(|f| !f.hidden)
         .collect();
-    let engine = Engine::new(store, persons, AnalyticsConfig::default());
+    let live = (0..80)
+        .filter(|u| *u != 7)
+        .map(|u| person_of[&format!("user{u}")].to_string())
+        .collect();
+    let engine = Engine::new(store, meta.clone(), AnalyticsConfig::default());
     World {
         _dir: dir,
         engine,
+        meta,
+        live,
         project: QueryProject {
             id: project,
             timezone: TZ.into(),
@@ -887,5 +896,263 @@ async fn sql_reads_only_the_project_and_refuses_anything_but_a_query() {
     assert!(
         explained.physical_plan.contains("purchase"),
         "the event filter reaches the scan"
+    );
+}
+
+fn audit(project: ProjectId) -> appizer_core::tenancy::NewAuditEntry {
+    appizer_core::tenancy::NewAuditEntry {
+        organization_id: appizer_core::OrganizationId::new(),
+        project_id: Some(project),
+        actor: appizer_core::tenancy::Actor::Cli,
+        action: "test".into(),
+        target_type: "definition".into(),
+        target_id: String::new(),
+        details: json!({}),
+        request_id: None,
+        at: Utc::now(),
+    }
+}
+
+async fn save(
+    w: &World,
+    kind: appizer_core::definition::DefinitionKind,
+    name: &str,
+    body: Value,
+) -> appizer_core::definition::Definition {
+    let d = appizer_core::definition::Definition {
+        id: appizer_core::DefinitionId::new(),
+        project_id: w.project.id,
+        kind,
+        name: name.into(),
+        description: String::new(),
+        body,
+        member_count: None,
+        computed_at: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    w.meta
+        .create_definition(&d, &audit(w.project.id))
+        .await
+        .unwrap();
+    d
+}
+
+#[tokio::test]
+async fn segments_match_the_oracle_and_filter_queries() {
+    use appizer_analytics::saved::SegmentCondition;
+    use appizer_core::definition::DefinitionKind;
+    let w = world().await;
+    let condition: SegmentCondition = serde_json::from_value(json!({
+        "type": "or",
+        "conditions": [
+            {"type": "and", "conditions": [
+                {"type": "property", "key": "tier", "value": "gold"},
+                {"type": "performed", "event": "purchase", "min_count": 2, "days": 20}
+            ]},
+            {"type": "not_performed_since", "event": "$pageview", "since": "2026-11-05"}
+        ]
+    }))
+    .unwrap();
+    let since =
+        w.tz.with_ymd_and_hms(2026, 11, 5, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+    let window = w.now - Duration::days(20);
+    let expected: BTreeSet<String> = w
+        .live
+        .iter()
+        .filter(|p| {
+            let facts = || {
+                w.facts
+                    .iter()
+                    .filter(move |f| f.person.as_deref() == Some(p.as_str()))
+            };
+            let gold = w
+                .person_props
+                .get(*p)
+                .and_then(|props| props.get("tier"))
+                .is_some_and(|t| t == "gold");
+            let buys = facts()
+                .filter(|f| f.event == "purchase" && f.at >= window && f.at < w.now)
+                .count();
+            let viewed = facts().any(|f| f.event == "$pageview" && f.at >= since && f.at < w.now);
+            (gold && buys >= 2) || !viewed
+        })
+        .cloned()
+        .collect();
+    let got: BTreeSet<String> = w
+        .engine
+        .segment_members(&w.project, &condition, w.now)
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        !expected.is_empty() && expected.len() < w.live.len(),
+        "{}",
+        expected.len()
+    );
+
+    // Stored, then used as a filter (and inside another segment).
+    let segment = save(
+        &w,
+        DefinitionKind::Segment,
+        "buyers",
+        json!({"kind": "dynamic", "condition": condition}),
+    )
+    .await;
+    let n = w
+        .engine
+        .refresh_segment(&w.project, &segment, w.now)
+        .await
+        .unwrap();
+    assert_eq!(n, expected.len() as u64);
+    let q = TrendsQuery {
+        series: vec![Series {
+            math: Math::UniquePersons,
+            ..Default::default()
+        }],
+        date_range: range(),
+        segments: vec![segment.id.to_string()],
+        ..Default::default()
+    };
+    let r = w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    let active: HashSet<&String> = w
+        .facts
+        .iter()
+        .filter(|f| w.in_range(f))
+        .filter_map(|f| f.person.as_ref())
+        .filter(|p| expected.contains(*p))
+        .collect();
+    close(
+        r.results[0].aggregated,
+        Some(active.len() as f64),
+        "persons of the segment",
+    );
+    let nested: SegmentCondition = serde_json::from_value(json!({
+        "type": "and",
+        "conditions": [
+            {"type": "in_segment", "segment_id": segment.id.to_string()},
+            {"type": "property", "key": "age", "operator": "lt", "value": 50}
+        ]
+    }))
+    .unwrap();
+    let inner = w
+        .engine
+        .segment_members(&w.project, &nested, w.now)
+        .await
+        .unwrap();
+    let young = expected
+        .iter()
+        .filter(|p| {
+            w.person_props
+                .get(*p)
+                .and_then(|props| props.get("age"))
+                .and_then(Value::as_f64)
+                .is_some_and(|a| a < 50.0)
+        })
+        .count();
+    assert_eq!(inner.len(), young);
+    // A segment may not contain itself.
+    let looping = save(
+        &w,
+        DefinitionKind::Segment,
+        "loop",
+        json!({"kind": "dynamic", "condition": {"type": "property", "key": "tier", "operator": "is_set"}}),
+    )
+    .await;
+    let itself: SegmentCondition = serde_json::from_value(json!({
+        "type": "in_segment", "segment_id": looping.id.to_string()
+    }))
+    .unwrap();
+    let mut changed = looping.clone();
+    changed.body = json!({"kind": "dynamic", "condition": itself});
+    w.meta
+        .update_definition(&changed, &audit(w.project.id))
+        .await
+        .unwrap();
+    let e = w
+        .engine
+        .segment_members(&w.project, &itself, w.now)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("themselves"), "{e}");
+}
+
+#[tokio::test]
+async fn a_saved_metric_is_a_series_like_its_formula() {
+    use appizer_core::definition::DefinitionKind;
+    let w = world().await;
+    let metric = save(
+        &w,
+        DefinitionKind::Metric,
+        "purchases per view",
+        json!({
+            "series": [{"event": "purchase"}, {"event": "$pageview"}],
+            "formula": "A / B * 100",
+            "properties": [{"key": "plan", "operator": "is_not", "value": "free"}]
+        }),
+    )
+    .await;
+    let by_metric = w
+        .engine
+        .trends(
+            &w.project,
+            &TrendsQuery {
+                series: vec![
+                    Series {
+                        metric_id: Some(metric.id.to_string()),
+                        ..Default::default()
+                    },
+                    Series {
+                        event: Some("signup".into()),
+                        ..Default::default()
+                    },
+                ],
+                formula: Some("A + B".into()),
+                date_range: range(),
+                ..Default::default()
+            },
+            w.now,
+        )
+        .await
+        .unwrap();
+    for (i, day) in w.days().iter().enumerate() {
+        let count = |event: &str, paid: bool| {
+            w.facts
+                .iter()
+                .filter(|f| f.event == event && w.day(f.at) == *day)
+                .filter(|f| !paid || World::text(f, "plan").as_deref() != Some("free"))
+                .count() as f64
+        };
+        let (a, b) = (count("purchase", true), count("$pageview", true));
+        let expected = (b != 0.0).then(|| a / b * 100.0 + count("signup", false));
+        close(
+            by_metric.results[0].data[i],
+            expected,
+            &format!("metric + signups on {day}"),
+        );
+    }
+    let unknown = w
+        .engine
+        .trends(
+            &w.project,
+            &TrendsQuery {
+                series: vec![Series {
+                    metric_id: Some(appizer_core::DefinitionId::new().to_string()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            w.now,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().starts_with("series[0].metric_id"),
+        "{unknown}"
     );
 }

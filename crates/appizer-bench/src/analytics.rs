@@ -626,7 +626,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     )?);
     let config = AnalyticsConfig::default();
     let memory_limit = config.query_memory_mb;
-    let engine = Engine::new(events, meta.persons(), config);
+    let engine = Engine::new(events, meta, config);
     let project = QueryProject {
         id: project(),
         timezone: "UTC".into(),

@@ -67,6 +67,9 @@ pub struct AnalyticsConfig {
     pub query_timeout_ms: u64,
     /// Rows an SQL query may return.
     pub sql_max_rows: usize,
+    /// Dynamic segments are recomputed this often (seconds; 0 turns it off). They are
+    /// also recomputed when saved and on `POST .../segments/{id}/refresh`.
+    pub segment_refresh_secs: u64,
 }
 
 impl Default for AnalyticsConfig {
@@ -75,6 +78,7 @@ impl Default for AnalyticsConfig {
             query_memory_mb: 1024,
             query_timeout_ms: 30_000,
             sql_max_rows: 10_000,
+            segment_refresh_secs: 300,
         }
     }
 }

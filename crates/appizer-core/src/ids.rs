@@ -79,6 +79,10 @@ typed_id!(
     /// One merge of a person into another, as written in the merge log.
     MergeId
 );
+typed_id!(
+    /// A saved analytics definition: a custom metric or a segment.
+    DefinitionId
+);
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! layered configuration and the closed set of error codes every API answer uses.
 
 pub mod config;
+pub mod definition;
 pub mod error_code;
 pub mod event;
 pub mod ids;
@@ -13,5 +14,5 @@ pub mod secret;
 pub mod tenancy;
 
 pub use error_code::ErrorCode;
-pub use ids::{KeyId, MergeId, OrganizationId, PersonId, ProjectId};
+pub use ids::{DefinitionId, KeyId, MergeId, OrganizationId, PersonId, ProjectId};
 pub use role::{Permission, Role};

@@ -43,6 +43,8 @@ impl Role {
             ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite => {
                 self == Role::Admin
             }
+            MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
+            SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
         }
     }
 }
@@ -84,8 +86,13 @@ pub enum Permission {
     PersonsRead,
     /// Create, update, merge, split and delete persons and their distinct ids.
     PersonsWrite,
-    /// Run analytics queries (trends, funnels, retention, stickiness, lifecycle, SQL).
+    /// Run analytics queries (trends, funnels, retention, stickiness, lifecycle, SQL)
+    /// and read saved metrics and segments.
     AnalyticsRead,
+    /// Create, change and delete custom metrics.
+    MetricsWrite,
+    /// Create, change, refresh and delete segments.
+    SegmentsWrite,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

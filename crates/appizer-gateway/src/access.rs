@@ -167,6 +167,76 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/query/explain",
         Permission::AnalyticsRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/metrics",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/metrics",
+        Permission::MetricsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/metrics/{metric_id}",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}/metrics/{metric_id}",
+        Permission::MetricsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/metrics/{metric_id}",
+        Permission::MetricsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/metrics/{metric_id}/evaluate",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/segments",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/segments",
+        Permission::SegmentsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/segments/{segment_id}",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}/segments/{segment_id}",
+        Permission::SegmentsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/segments/{segment_id}",
+        Permission::SegmentsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/segments/{segment_id}/refresh",
+        Permission::SegmentsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/segments/{segment_id}/persons",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/segments/{segment_id}/persons/{person_id}",
+        Permission::AnalyticsRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
-use routes::{audit, capture, events, keys, ops, persons, projects, query};
+use routes::{audit, capture, events, keys, ops, persons, projects, query, saved};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -92,6 +92,22 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(query::lifecycle))
         .routes(routes!(query::sql))
         .routes(routes!(query::explain))
+        .routes(routes!(saved::list_metrics, saved::create_metric))
+        .routes(routes!(
+            saved::get_metric,
+            saved::update_metric,
+            saved::delete_metric
+        ))
+        .routes(routes!(saved::evaluate_metric))
+        .routes(routes!(saved::list_segments, saved::create_segment))
+        .routes(routes!(
+            saved::get_segment,
+            saved::update_segment,
+            saved::delete_segment
+        ))
+        .routes(routes!(saved::refresh_segment))
+        .routes(routes!(saved::segment_persons))
+        .routes(routes!(saved::segment_person))
 }
 
 /// The OpenAPI document of every route the gateway serves.

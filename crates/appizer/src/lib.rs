@@ -118,9 +118,28 @@ impl App {
         });
         let analytics = Arc::new(appizer_analytics::Engine::new(
             pipeline.store().clone(),
-            store.persons(),
+            store.clone(),
             config.analytics.clone(),
         ));
+        let refresh_every = Duration::from_secs(config.analytics.segment_refresh_secs);
+        let segments_task = tokio::spawn({
+            let (analytics, workers) = (analytics.clone(), workers.clone());
+            async move {
+                if refresh_every.is_zero() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        _ = workers.cancelled() => break,
+                        _ = tokio::time::sleep(refresh_every) => {}
+                    }
+                    match analytics.refresh_all_segments(chrono::Utc::now()).await {
+                        Ok(n) => tracing::debug!(segments = n, "dynamic segments refreshed"),
+                        Err(e) => tracing::warn!(error = %e, "refreshing segments failed"),
+                    }
+                }
+            }
+        });
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -136,7 +155,7 @@ impl App {
         Ok(Self {
             state,
             workers,
-            tasks: vec![worker_task, warning_task],
+            tasks: vec![worker_task, warning_task, segments_task],
         })
     }
 

@@ -246,3 +246,193 @@ async fn malformed_queries_name_the_field_and_limits_answer_422() {
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", a.body);
     assert_eq!(a.error_code(), "query_limit_exceeded");
 }
+
+#[tokio::test]
+async fn segments_and_metrics_are_saved_computed_and_listed() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let base = format!("/api/v1/projects/{project}");
+    let now = chrono::Utc::now().to_rfc3339();
+    let batch: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({"type": "identify", "userId": format!("user{i}"), "timestamp": now,
+                   "traits": {"plan": if i < 3 { "pro" } else { "free" }}})
+        })
+        .chain((0..5).map(|i| {
+            json!({"type": "track", "userId": format!("user{i}"), "event": "purchase",
+                   "timestamp": now, "properties": {"amount": i}})
+        }))
+        .collect();
+    send(&server, &api, batch).await;
+    // Person properties reach the person store with the workers' next flush.
+    let started = Instant::now();
+    loop {
+        let persons = api
+            .get(&format!("{base}/persons?property.plan=pro"), admin)
+            .await;
+        if persons.body["persons"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            persons.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let pro = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "Pro buyers", "condition": {"type": "and", "conditions": [
+                {"type": "property", "key": "plan", "value": "pro"},
+                {"type": "performed", "event": "purchase", "days": 7}
+            ]}}),
+        )
+        .await;
+    assert_eq!(pro.status, StatusCode::CREATED, "{:?}", pro.body);
+    assert_eq!(pro.body["member_count"], 3);
+    let id = pro.body["id"].as_str().unwrap().to_string();
+    let again = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "Pro buyers", "condition": {"type": "property", "key": "plan", "is_set": true}}),
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "unknown field: {:?}",
+        again.body
+    );
+    let again = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "Pro buyers", "condition": {"type": "property", "key": "plan", "operator": "is_set"}}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+
+    // Members, two per page, and one membership check.
+    let first = api
+        .get(&format!("{base}/segments/{id}/persons?limit=2"), admin)
+        .await;
+    assert_eq!(first.body["persons"].as_array().unwrap().len(), 2);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = api
+        .get(
+            &format!("{base}/segments/{id}/persons?limit=2&cursor={cursor}"),
+            admin,
+        )
+        .await;
+    assert_eq!(second.body["persons"].as_array().unwrap().len(), 1);
+    assert!(second.body.get("next_cursor").is_none());
+    let member = first.body["persons"][0].as_str().unwrap();
+    let check = api
+        .get(&format!("{base}/segments/{id}/persons/{member}"), admin)
+        .await;
+    assert_eq!(check.body["member"], true);
+
+    // A static segment from ids, one of them unknown.
+    let listed = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "VIP", "kind": "static", "distinct_ids": ["user0", "user4", "nobody"]}),
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::CREATED, "{:?}", listed.body);
+    assert_eq!(listed.body["member_count"], 2);
+    assert_eq!(listed.body["unknown_distinct_ids"], 1);
+    let bad = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "Odd", "kind": "static", "condition": {"type": "property", "key": "plan", "value": "pro"}}),
+        )
+        .await;
+    assert_eq!(bad.error_field(), "condition", "{:?}", bad.body);
+
+    // Changing the condition recomputes; the segment filters queries.
+    let changed = api
+        .call(
+            Method::PATCH,
+            &format!("{base}/segments/{id}"),
+            admin,
+            Some(json!({"condition": {"type": "property", "key": "plan", "value": "free"}})),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.body["member_count"], 2);
+    let trends = api
+        .post(
+            &format!("{base}/query/trends"),
+            admin,
+            json!({"series": [{"event": "purchase", "math": "sum", "math_property": "amount"}],
+                   "interval": "hour", "date_range": {"from": "-1d"}, "segments": [id]}),
+        )
+        .await;
+    assert_eq!(
+        trends.body["results"][0]["aggregated"], 7.0,
+        "{:?}",
+        trends.body
+    );
+
+    // A metric, evaluated alone.
+    let metric = api
+        .post(
+            &format!("{base}/metrics"),
+            admin,
+            json!({"name": "Revenue per buyer", "series": [
+                {"event": "purchase", "math": "sum", "math_property": "amount"},
+                {"event": "purchase", "math": "unique_persons"}
+            ], "formula": "A / B"}),
+        )
+        .await;
+    assert_eq!(metric.status, StatusCode::CREATED, "{:?}", metric.body);
+    let metric_id = metric.body["id"].as_str().unwrap();
+    let value = api
+        .post(
+            &format!("{base}/metrics/{metric_id}/evaluate"),
+            admin,
+            json!({"interval": "hour", "date_range": {"from": "-1d"}}),
+        )
+        .await;
+    assert_eq!(value.status, StatusCode::OK, "{:?}", value.body);
+    assert_eq!(
+        value.body["results"][0]["aggregated"], 2.0,
+        "(0+1+2+3+4)/5: {:?}",
+        value.body
+    );
+    let no_formula = api
+        .post(
+            &format!("{base}/metrics"),
+            admin,
+            json!({"name": "Two", "series": [{"event": "a"}, {"event": "b"}]}),
+        )
+        .await;
+    assert_eq!(no_formula.error_field(), "formula", "{:?}", no_formula.body);
+    let listed = api.get(&format!("{base}/metrics"), admin).await;
+    assert_eq!(listed.body["metrics"].as_array().unwrap().len(), 1);
+    let gone = api
+        .call(
+            Method::DELETE,
+            &format!("{base}/segments/{id}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let missing = api
+        .get(&format!("{base}/segments/{id}/persons"), admin)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}

@@ -239,10 +239,42 @@ async fn example_request(
         ("POST", t) if t.ends_with("/query/explain") => {
             Some(json!({"sql": "SELECT event FROM events"}))
         }
+        ("POST", t) if t.ends_with("/metrics") => {
+            Some(json!({"name": unique(), "series": [{"event": "x"}]}))
+        }
+        ("POST", t) if t.ends_with("/segments") => Some(json!({
+            "name": unique(),
+            "condition": {"type": "property", "key": "plan", "value": "pro"}
+        })),
+        ("POST", t) if t.ends_with("/evaluate") || t.ends_with("/refresh") => Some(json!({})),
         ("POST", _) => Some(json!({"name": "k", "role": "viewer"})),
         ("PATCH", _) => Some(json!({"name": "renamed"})),
         _ => None,
     };
+    for (placeholder, collection, body) in [
+        (
+            "{metric_id}",
+            "metrics",
+            json!({"name": unique(), "series": [{"event": "x"}]}),
+        ),
+        (
+            "{segment_id}",
+            "segments",
+            json!({"name": unique(), "condition": {"type": "property", "key": "plan", "value": "pro"}}),
+        ),
+    ] {
+        if template.contains(placeholder) {
+            let made = api
+                .post(
+                    &format!("/api/v1/projects/{project}/{collection}"),
+                    admin,
+                    body,
+                )
+                .await;
+            assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+            path = path.replace(placeholder, made.body["id"].as_str().unwrap());
+        }
+    }
     if template.contains("{person_id}") || template.contains("{distinct_id}") {
         let (first, second) = (unique(), unique());
         let person = new_person(first.clone()).await;

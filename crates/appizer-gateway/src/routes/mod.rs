@@ -10,6 +10,7 @@ pub mod ops;
 pub mod persons;
 pub mod projects;
 pub mod query;
+pub mod saved;
 
 use appizer_core::tenancy::{Actor, NewAuditEntry, Project};
 use appizer_core::ProjectId;

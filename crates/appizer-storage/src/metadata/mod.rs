@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use appizer_core::event::{IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Organization, Project};
-use appizer_core::{KeyId, OrganizationId, ProjectId};
+use appizer_core::{KeyId, OrganizationId, PersonId, ProjectId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -97,6 +97,73 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The person store, on the same database.
     fn persons(&self) -> Arc<dyn crate::persons::PersonStore>;
+
+    /// Saves a new definition, with its audit entry; [`StoreError::Conflict`] if the
+    /// project has one of that kind and name.
+    async fn create_definition(
+        &self,
+        definition: &appizer_core::definition::Definition,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// The project's definitions of `kind`, by name.
+    async fn list_definitions(
+        &self,
+        project: ProjectId,
+        kind: appizer_core::definition::DefinitionKind,
+    ) -> Result<Vec<appizer_core::definition::Definition>, StoreError>;
+
+    /// Every definition of `kind` in every project (for scheduled refreshes).
+    async fn all_definitions(
+        &self,
+        kind: appizer_core::definition::DefinitionKind,
+    ) -> Result<Vec<appizer_core::definition::Definition>, StoreError>;
+
+    async fn get_definition(
+        &self,
+        project: ProjectId,
+        kind: appizer_core::definition::DefinitionKind,
+        id: appizer_core::DefinitionId,
+    ) -> Result<Option<appizer_core::definition::Definition>, StoreError>;
+
+    /// Replaces name, description and body; `false` if it is not there.
+    async fn update_definition(
+        &self,
+        definition: &appizer_core::definition::Definition,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes a definition (and a segment's members); `false` if it is not there.
+    async fn delete_definition(
+        &self,
+        project: ProjectId,
+        kind: appizer_core::definition::DefinitionKind,
+        id: appizer_core::DefinitionId,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a segment's members in one transaction and records the count and time.
+    async fn replace_segment_members(
+        &self,
+        project: ProjectId,
+        segment: appizer_core::DefinitionId,
+        members: &[PersonId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// A segment's members in id order, after `after`, at most `limit`.
+    async fn segment_members(
+        &self,
+        segment: appizer_core::DefinitionId,
+        after: Option<PersonId>,
+        limit: u32,
+    ) -> Result<Vec<PersonId>, StoreError>;
+
+    async fn is_segment_member(
+        &self,
+        segment: appizer_core::DefinitionId,
+        person: PersonId,
+    ) -> Result<bool, StoreError>;
 
     /// The organisation that owns `project` (the workers know only the project).
     async fn project_organization(

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::event::{Dialect, IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::keys::KeyKind;
 use appizer_core::tenancy::{Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings};
-use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
+use appizer_core::{DefinitionId, KeyId, OrganizationId, PersonId, ProjectId, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -261,8 +262,243 @@ async fn insert_audit(conn: &mut AnyConnection, a: &NewAuditEntry) -> Result<(),
     Ok(())
 }
 
+const DEFINITION_COLUMNS: &str = "id, project_id, kind, name, description, body, member_count, \
+     computed_at, created_at, updated_at";
+
+fn definition_from_row(row: &AnyRow) -> Result<Definition, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let body: String = row.try_get("body")?;
+    Ok(Definition {
+        id: parse_id(&row.try_get::<String, _>("id")?, "definition id")?,
+        project_id: parse_id(&row.try_get::<String, _>("project_id")?, "project id")?,
+        kind: DefinitionKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("definition kind `{kind}`")))?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        body: serde_json::from_str(&body)
+            .map_err(|e| StoreError::Corrupt(format!("definition body: {e}")))?,
+        member_count: row
+            .try_get::<Option<i64>, _>("member_count")?
+            .map(|n| n.max(0) as u64),
+        computed_at: row
+            .try_get::<Option<i64>, _>("computed_at")?
+            .map(from_millis)
+            .transpose()?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+/// Members written per statement (sqlx binds SQLite parameters by name, so long
+/// statements cost more than their share).
+const MEMBER_ROWS: usize = 50;
+
 #[async_trait]
 impl MetadataStore for SqlMetadataStore {
+    async fn create_definition(
+        &self,
+        d: &Definition,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(d.id.to_string())
+        .bind(d.project_id.to_string())
+        .bind(d.kind.as_str())
+        .bind(&d.name)
+        .bind(&d.description)
+        .bind(d.body.to_string())
+        .bind(d.member_count.map(|n| n as i64))
+        .bind(d.computed_at.map(millis))
+        .bind(millis(d.created_at))
+        .bind(millis(d.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_definitions(
+        &self,
+        project: ProjectId,
+        kind: DefinitionKind,
+    ) -> Result<Vec<Definition>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE project_id = $1 AND kind = $2 ORDER BY name"
+        ))
+        .bind(project.to_string())
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(definition_from_row).collect()
+    }
+
+    async fn all_definitions(&self, kind: DefinitionKind) -> Result<Vec<Definition>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE kind = $1 ORDER BY id"
+        ))
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(definition_from_row).collect()
+    }
+
+    async fn get_definition(
+        &self,
+        project: ProjectId,
+        kind: DefinitionKind,
+        id: DefinitionId,
+    ) -> Result<Option<Definition>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE project_id = $1 AND kind = $2 AND id = $3"
+        ))
+        .bind(project.to_string())
+        .bind(kind.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(definition_from_row)
+        .transpose()
+    }
+
+    async fn update_definition(
+        &self,
+        d: &Definition,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE definitions SET name = $1, description = $2, body = $3, updated_at = $4 \
+             WHERE project_id = $5 AND kind = $6 AND id = $7",
+        )
+        .bind(&d.name)
+        .bind(&d.description)
+        .bind(d.body.to_string())
+        .bind(millis(d.updated_at))
+        .bind(d.project_id.to_string())
+        .bind(d.kind.as_str())
+        .bind(d.id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn delete_definition(
+        &self,
+        project: ProjectId,
+        kind: DefinitionKind,
+        id: DefinitionId,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done =
+            sqlx::query("DELETE FROM definitions WHERE project_id = $1 AND kind = $2 AND id = $3")
+                .bind(project.to_string())
+                .bind(kind.as_str())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+        if done {
+            sqlx::query("DELETE FROM segment_members WHERE segment_id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn replace_segment_members(
+        &self,
+        project: ProjectId,
+        segment: DefinitionId,
+        members: &[PersonId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query(
+            "UPDATE definitions SET member_count = $1, computed_at = $2 \
+             WHERE project_id = $3 AND kind = 'segment' AND id = $4",
+        )
+        .bind(members.len() as i64)
+        .bind(millis(at))
+        .bind(project.to_string())
+        .bind(segment.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Err(StoreError::NotFound(format!("segment {segment}")));
+        }
+        sqlx::query("DELETE FROM segment_members WHERE segment_id = $1")
+            .bind(segment.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let segment = segment.to_string();
+        for chunk in members.chunks(MEMBER_ROWS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${})", i + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO segment_members (segment_id, person_id) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&segment);
+            for p in chunk {
+                query = query.bind(p.to_string());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn segment_members(
+        &self,
+        segment: DefinitionId,
+        after: Option<PersonId>,
+        limit: u32,
+    ) -> Result<Vec<PersonId>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT person_id FROM segment_members WHERE segment_id = $1 AND person_id > $2 \
+             ORDER BY person_id LIMIT $3",
+        )
+        .bind(segment.to_string())
+        .bind(after.map(|p| p.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| parse_id(r, "person id")).collect()
+    }
+
+    async fn is_segment_member(
+        &self,
+        segment: DefinitionId,
+        person: PersonId,
+    ) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM segment_members WHERE segment_id = $1 AND person_id = $2")
+                .bind(segment.to_string())
+                .bind(person.to_string())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         insert_audit(&mut conn, entry).await

@@ -1,0 +1,779 @@
+//! Saved analytics definitions: custom metrics (`/api/v1/projects/{project_id}/metrics`,
+//! evaluable alone and usable as a trends series by `metric_id`) and segments
+//! (`.../segments`: dynamic from conditions, or static from a list of distinct ids),
+//! with member counts, paged member listing and membership checks. Changes are audited
+//! in the same transaction; a segment's members are computed when it is saved, on
+//! `refresh` and every `analytics.segment_refresh_secs`.
+
+use appizer_analytics::saved::{
+    MetricDefinition, SegmentBody, SegmentCondition, SegmentKind, MAX_STATIC_IDS,
+};
+use appizer_analytics::{
+    Breakdown, DateRange, Interval, PropertyFilter, QueryProject, Series, TrendsQuery, TrendsResult,
+};
+use appizer_core::definition::{Definition, DefinitionKind};
+use appizer_core::{DefinitionId, PersonId, ProjectId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{validate_name, Caller};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+pub const DEFAULT_MEMBERS_PAGE: u32 = 100;
+pub const MAX_MEMBERS_PAGE: u32 = 1_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DefinitionId,
+    pub name: String,
+    pub description: String,
+    #[serde(flatten)]
+    pub definition: MetricDefinition,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricList {
+    pub metrics: Vec<MetricView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMetric {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub series: Vec<Series>,
+    #[serde(default)]
+    pub formula: Option<String>,
+    #[serde(default)]
+    pub properties: Vec<PropertyFilter>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub series: Option<Vec<Series>>,
+    /// `""` removes the formula.
+    #[serde(default)]
+    pub formula: Option<String>,
+    #[serde(default)]
+    pub properties: Option<Vec<PropertyFilter>>,
+}
+
+/// How to evaluate a metric: like a trends query of that one series.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateMetric {
+    #[serde(default)]
+    pub interval: Interval,
+    #[serde(default)]
+    pub date_range: DateRange,
+    #[serde(default)]
+    pub properties: Vec<PropertyFilter>,
+    #[serde(default)]
+    pub segments: Vec<String>,
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
+    #[serde(default)]
+    pub compare: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DefinitionId,
+    pub name: String,
+    pub description: String,
+    pub kind: SegmentKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<SegmentCondition>,
+    /// Members at the last computation.
+    pub member_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentList {
+    pub segments: Vec<SegmentView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSegment {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub kind: SegmentKind,
+    /// The members of a dynamic segment.
+    #[serde(default)]
+    pub condition: Option<SegmentCondition>,
+    /// The members of a static segment: the persons of these distinct ids (unknown ids
+    /// are skipped and counted in `unknown_distinct_ids`).
+    #[serde(default)]
+    pub distinct_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Dynamic segments only.
+    #[serde(default)]
+    pub condition: Option<SegmentCondition>,
+    /// Static segments only: replaces the members.
+    #[serde(default)]
+    pub distinct_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentSaved {
+    #[serde(flatten)]
+    pub segment: SegmentView,
+    /// Distinct ids of a static upload that have no person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_distinct_ids: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberPage {
+    /// Person ids, in id order.
+    #[schema(value_type = Vec<String>)]
+    pub persons: Vec<PersonId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Membership {
+    pub member: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MemberQuery {
+    /// Persons per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+fn description(text: Option<String>) -> Result<String, ApiError> {
+    let text = text.unwrap_or_default();
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+async fn query_project(
+    state: &AppState,
+    caller: &Caller,
+    id: ProjectId,
+) -> Result<QueryProject, ApiError> {
+    let project = caller.project(state, id).await?;
+    Ok(QueryProject {
+        id: project.id,
+        timezone: project.timezone,
+    })
+}
+
+async fn definition(
+    state: &AppState,
+    project: ProjectId,
+    kind: DefinitionKind,
+    id: DefinitionId,
+) -> Result<Definition, ApiError> {
+    state
+        .store
+        .get_definition(project, kind, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(kind.as_str()))
+}
+
+fn metric_view(d: Definition) -> Result<MetricView, ApiError> {
+    Ok(MetricView {
+        definition: MetricDefinition::from_definition(&d)?,
+        id: d.id,
+        name: d.name,
+        description: d.description,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    })
+}
+
+fn segment_view(d: Definition) -> Result<SegmentView, ApiError> {
+    let body = SegmentBody::from_definition(&d)?;
+    Ok(SegmentView {
+        id: d.id,
+        name: d.name,
+        description: d.description,
+        kind: body.kind,
+        condition: body.condition,
+        member_count: d.member_count.unwrap_or(0),
+        computed_at: d.computed_at,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/metrics", tag = "analytics", operation_id = "list_metrics",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = MetricList), (status = 404, body = ErrorBody)))]
+pub async fn list_metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(project_id): ApiPath<ProjectId>,
+) -> ApiResult<Json<MetricList>> {
+    let project = caller.project(&state, project_id).await?;
+    let metrics = state
+        .store
+        .list_definitions(project.id, DefinitionKind::Metric)
+        .await?
+        .into_iter()
+        .map(metric_view)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(MetricList { metrics }))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/metrics", tag = "analytics", operation_id = "create_metric",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    request_body = NewMetric,
+    responses((status = 201, body = MetricView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_metric(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(project_id): ApiPath<ProjectId>,
+    ApiJson(body): ApiJson<NewMetric>,
+) -> ApiResult<(StatusCode, Json<MetricView>)> {
+    let name = validate_name("name", &body.name)?;
+    let description = description(body.description)?;
+    let metric = MetricDefinition {
+        series: body.series,
+        formula: body.formula,
+        properties: body.properties,
+    };
+    metric.check()?;
+    let project = caller.project(&state, project_id).await?;
+    let now = Utc::now();
+    let d = Definition {
+        id: DefinitionId::new(),
+        project_id: project.id,
+        kind: DefinitionKind::Metric,
+        name,
+        description,
+        body: serde_json::to_value(&metric).map_err(|_| ApiError::internal())?,
+        member_count: None,
+        computed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = caller.audit(
+        Some(project.id),
+        "metric.create",
+        "metric",
+        d.id,
+        json!({"name": d.name}),
+    );
+    state.store.create_definition(&d, &audit).await?;
+    Ok((StatusCode::CREATED, Json(metric_view(d)?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/metrics/{metric_id}", tag = "analytics", operation_id = "get_metric",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("metric_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = MetricView), (status = 404, body = ErrorBody)))]
+pub async fn get_metric(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+) -> ApiResult<Json<MetricView>> {
+    let project = caller.project(&state, project_id).await?;
+    let d = definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
+    Ok(Json(metric_view(d)?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{project_id}/metrics/{metric_id}", tag = "analytics", operation_id = "update_metric",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("metric_id" = String, Path, format = Uuid)),
+    request_body = MetricChange,
+    responses((status = 200, body = MetricView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update_metric(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    ApiJson(body): ApiJson<MetricChange>,
+) -> ApiResult<Json<MetricView>> {
+    let project = caller.project(&state, project_id).await?;
+    let mut d = definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
+    let mut metric = MetricDefinition::from_definition(&d)?;
+    if let Some(name) = body.name {
+        d.name = validate_name("name", &name)?;
+    }
+    if body.description.is_some() {
+        d.description = description(body.description)?;
+    }
+    if let Some(series) = body.series {
+        metric.series = series;
+    }
+    if let Some(formula) = body.formula {
+        metric.formula = (!formula.trim().is_empty()).then_some(formula);
+    }
+    if let Some(properties) = body.properties {
+        metric.properties = properties;
+    }
+    metric.check()?;
+    d.body = serde_json::to_value(&metric).map_err(|_| ApiError::internal())?;
+    d.updated_at = Utc::now();
+    let audit = caller.audit(
+        Some(project.id),
+        "metric.update",
+        "metric",
+        d.id,
+        json!({"name": d.name}),
+    );
+    if !state.store.update_definition(&d, &audit).await? {
+        return Err(ApiError::not_found("metric"));
+    }
+    Ok(Json(metric_view(d)?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/metrics/{metric_id}", tag = "analytics", operation_id = "delete_metric",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("metric_id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_metric(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+) -> ApiResult<StatusCode> {
+    delete(
+        &state,
+        &caller,
+        project_id,
+        DefinitionKind::Metric,
+        metric_id,
+    )
+    .await
+}
+
+async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    project_id: ProjectId,
+    kind: DefinitionKind,
+    id: DefinitionId,
+) -> ApiResult<StatusCode> {
+    let project = caller.project(state, project_id).await?;
+    let audit = caller.audit(
+        Some(project.id),
+        &format!("{}.delete", kind.as_str()),
+        kind.as_str(),
+        id,
+        json!({}),
+    );
+    if !state
+        .store
+        .delete_definition(project.id, kind, id, &audit)
+        .await?
+    {
+        return Err(ApiError::not_found(kind.as_str()));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/metrics/{metric_id}/evaluate", tag = "analytics", operation_id = "evaluate_metric",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("metric_id" = String, Path, format = Uuid)),
+    request_body = EvaluateMetric,
+    responses((status = 200, body = TrendsResult), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn evaluate_metric(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    ApiJson(body): ApiJson<EvaluateMetric>,
+) -> ApiResult<Json<TrendsResult>> {
+    let project = query_project(&state, &caller, project_id).await?;
+    definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
+    let query = TrendsQuery {
+        series: vec![Series {
+            metric_id: Some(metric_id.to_string()),
+            ..Default::default()
+        }],
+        interval: body.interval,
+        date_range: body.date_range,
+        properties: body.properties,
+        segments: body.segments,
+        breakdown: body.breakdown,
+        formula: None,
+        compare: body.compare,
+    };
+    Ok(Json(
+        state
+            .events
+            .analytics
+            .trends(&project, &query, Utc::now())
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/segments", tag = "analytics", operation_id = "list_segments",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = SegmentList), (status = 404, body = ErrorBody)))]
+pub async fn list_segments(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(project_id): ApiPath<ProjectId>,
+) -> ApiResult<Json<SegmentList>> {
+    let project = caller.project(&state, project_id).await?;
+    let segments = state
+        .store
+        .list_definitions(project.id, DefinitionKind::Segment)
+        .await?
+        .into_iter()
+        .map(segment_view)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(SegmentList { segments }))
+}
+
+/// Computes the members of `d` (dynamic: from its condition; static: the persons of
+/// `distinct_ids`) and stores them; returns the segment as saved and the unknown ids.
+async fn compute(
+    state: &AppState,
+    project: &QueryProject,
+    d: Definition,
+    distinct_ids: Option<Vec<String>>,
+) -> Result<SegmentSaved, ApiError> {
+    let now = Utc::now();
+    let body = SegmentBody::from_definition(&d)?;
+    let (count, unknown) = match body.kind {
+        SegmentKind::Dynamic => (
+            state
+                .events
+                .analytics
+                .refresh_segment(project, &d, now)
+                .await?,
+            None,
+        ),
+        SegmentKind::Static => {
+            let mut ids = distinct_ids.unwrap_or_default();
+            ids.sort();
+            ids.dedup();
+            let (mut persons, mut known) = (Vec::new(), 0usize);
+            let persons_store = state.store.persons();
+            for chunk in ids.chunks(1_000) {
+                let found = persons_store.lookup(project.id, chunk).await?;
+                known += found.len();
+                persons.extend(found.into_values());
+            }
+            persons.sort();
+            persons.dedup();
+            state
+                .store
+                .replace_segment_members(project.id, d.id, &persons, now)
+                .await?;
+            (persons.len() as u64, Some((ids.len() - known) as u64))
+        }
+    };
+    let mut view = segment_view(d)?;
+    view.member_count = count;
+    view.computed_at = Some(now);
+    Ok(SegmentSaved {
+        segment: view,
+        unknown_distinct_ids: unknown,
+    })
+}
+
+fn check_segment(
+    kind: SegmentKind,
+    condition: &Option<SegmentCondition>,
+    distinct_ids: &Option<Vec<String>>,
+) -> Result<(), ApiError> {
+    match kind {
+        SegmentKind::Dynamic => {
+            if condition.is_none() {
+                return Err(ApiError::invalid(
+                    "condition",
+                    "is required for a dynamic segment",
+                ));
+            }
+            if distinct_ids.is_some() {
+                return Err(ApiError::invalid(
+                    "distinct_ids",
+                    "belongs to static segments; a dynamic segment has a condition",
+                ));
+            }
+        }
+        SegmentKind::Static => {
+            if condition.is_some() {
+                return Err(ApiError::invalid(
+                    "condition",
+                    "belongs to dynamic segments; a static segment has distinct_ids",
+                ));
+            }
+            if distinct_ids
+                .as_ref()
+                .is_some_and(|ids| ids.len() > MAX_STATIC_IDS)
+            {
+                return Err(ApiError::invalid(
+                    "distinct_ids",
+                    format!("at most {MAX_STATIC_IDS} per upload"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/segments", tag = "analytics", operation_id = "create_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    request_body = NewSegment,
+    responses((status = 201, body = SegmentSaved), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(project_id): ApiPath<ProjectId>,
+    ApiJson(body): ApiJson<NewSegment>,
+) -> ApiResult<(StatusCode, Json<SegmentSaved>)> {
+    let name = validate_name("name", &body.name)?;
+    let description = description(body.description)?;
+    check_segment(body.kind, &body.condition, &body.distinct_ids)?;
+    let project = query_project(&state, &caller, project_id).await?;
+    // A condition is checked by computing it before anything is saved.
+    if let Some(c) = &body.condition {
+        state
+            .events
+            .analytics
+            .segment_members(&project, c, Utc::now())
+            .await?;
+    }
+    let now = Utc::now();
+    let d = Definition {
+        id: DefinitionId::new(),
+        project_id: project.id,
+        kind: DefinitionKind::Segment,
+        name,
+        description,
+        body: serde_json::to_value(SegmentBody {
+            kind: body.kind,
+            condition: body.condition,
+        })
+        .map_err(|_| ApiError::internal())?,
+        member_count: None,
+        computed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = caller.audit(
+        Some(project.id),
+        "segment.create",
+        "segment",
+        d.id,
+        json!({"name": d.name}),
+    );
+    state.store.create_definition(&d, &audit).await?;
+    let saved = compute(&state, &project, d, body.distinct_ids).await?;
+    Ok((StatusCode::CREATED, Json(saved)))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/segments/{segment_id}", tag = "analytics", operation_id = "get_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)))]
+pub async fn get_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+) -> ApiResult<Json<SegmentView>> {
+    let project = caller.project(&state, project_id).await?;
+    let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    Ok(Json(segment_view(d)?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{project_id}/segments/{segment_id}", tag = "analytics", operation_id = "update_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid)),
+    request_body = SegmentChange,
+    responses((status = 200, body = SegmentSaved), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    ApiJson(body): ApiJson<SegmentChange>,
+) -> ApiResult<Json<SegmentSaved>> {
+    let project = query_project(&state, &caller, project_id).await?;
+    let mut d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    let mut segment = SegmentBody::from_definition(&d)?;
+    if let Some(name) = body.name {
+        d.name = validate_name("name", &name)?;
+    }
+    if body.description.is_some() {
+        d.description = description(body.description)?;
+    }
+    let condition = body.condition.or(segment.condition.clone());
+    let changes_condition = segment.kind == SegmentKind::Dynamic;
+    check_segment(
+        segment.kind,
+        &if changes_condition {
+            condition.clone()
+        } else {
+            None
+        },
+        &body.distinct_ids,
+    )?;
+    if let (true, Some(c)) = (changes_condition, &condition) {
+        state
+            .events
+            .analytics
+            .segment_members(&project, c, Utc::now())
+            .await?;
+        segment.condition = Some(c.clone());
+    }
+    d.body = serde_json::to_value(&segment).map_err(|_| ApiError::internal())?;
+    d.updated_at = Utc::now();
+    let audit = caller.audit(
+        Some(project.id),
+        "segment.update",
+        "segment",
+        d.id,
+        json!({"name": d.name}),
+    );
+    if !state.store.update_definition(&d, &audit).await? {
+        return Err(ApiError::not_found("segment"));
+    }
+    if segment.kind == SegmentKind::Static && body.distinct_ids.is_none() {
+        return Ok(Json(SegmentSaved {
+            segment: segment_view(d)?,
+            unknown_distinct_ids: None,
+        }));
+    }
+    Ok(Json(compute(&state, &project, d, body.distinct_ids).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/segments/{segment_id}", tag = "analytics", operation_id = "delete_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+) -> ApiResult<StatusCode> {
+    delete(
+        &state,
+        &caller,
+        project_id,
+        DefinitionKind::Segment,
+        segment_id,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/segments/{segment_id}/refresh", tag = "analytics", operation_id = "refresh_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn refresh_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+) -> ApiResult<Json<SegmentView>> {
+    let project = query_project(&state, &caller, project_id).await?;
+    let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    state
+        .events
+        .analytics
+        .refresh_segment(&project, &d, Utc::now())
+        .await?;
+    let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    Ok(Json(segment_view(d)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/segments/{segment_id}/persons", tag = "analytics", operation_id = "list_segment_persons",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid), MemberQuery),
+    responses((status = 200, body = MemberPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn segment_persons(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    ApiQuery(query): ApiQuery<MemberQuery>,
+) -> ApiResult<Json<MemberPage>> {
+    let limit = query.limit.unwrap_or(DEFAULT_MEMBERS_PAGE);
+    if !(1..=MAX_MEMBERS_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_MEMBERS_PAGE}"),
+        ));
+    }
+    let after = query
+        .cursor
+        .map(|c| {
+            c.parse::<PersonId>()
+                .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let project = caller.project(&state, project_id).await?;
+    let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    let mut persons = state.store.segment_members(d.id, after, limit + 1).await?;
+    let next_cursor = (persons.len() > limit as usize).then(|| {
+        persons.truncate(limit as usize);
+        persons.last().map(ToString::to_string).unwrap_or_default()
+    });
+    Ok(Json(MemberPage {
+        persons,
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/segments/{segment_id}/persons/{person_id}", tag = "analytics", operation_id = "is_segment_person",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("segment_id" = String, Path, format = Uuid), ("person_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = Membership), (status = 404, body = ErrorBody)))]
+pub async fn segment_person(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((project_id, segment_id, person_id)): ApiPath<(ProjectId, DefinitionId, PersonId)>,
+) -> ApiResult<Json<Membership>> {
+    let project = caller.project(&state, project_id).await?;
+    let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
+    Ok(Json(Membership {
+        member: state.store.is_segment_member(d.id, person_id).await?,
+    }))
+}
