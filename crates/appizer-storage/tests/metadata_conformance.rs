@@ -556,6 +556,159 @@ mod cases {
         );
     }
 
+    pub async fn definitions_and_segment_members_round_trip(store: &dyn MetadataStore) {
+        use appizer_core::definition::{Definition, DefinitionKind};
+        use appizer_core::{DefinitionId, PersonId};
+        let w = bootstrap(store).await;
+        let p = w.project.id;
+        let metric = Definition {
+            id: DefinitionId::new(),
+            project_id: p,
+            kind: DefinitionKind::Metric,
+            name: "Revenue".into(),
+            description: "sum of amounts".into(),
+            body: serde_json::json!({"series": [{"event": "purchase"}]}),
+            member_count: None,
+            computed_at: None,
+            created_at: t(10),
+            updated_at: t(10),
+        };
+        store
+            .create_definition(&metric, &audit(w.org, Some(p), "metric.create", 10))
+            .await
+            .unwrap();
+        let twin = Definition {
+            id: DefinitionId::new(),
+            ..metric.clone()
+        };
+        assert!(matches!(
+            store
+                .create_definition(&twin, &audit(w.org, Some(p), "metric.create", 11))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // The same name is free for a segment.
+        let segment = Definition {
+            id: DefinitionId::new(),
+            kind: DefinitionKind::Segment,
+            body: serde_json::json!({"kind": "static"}),
+            ..metric.clone()
+        };
+        store
+            .create_definition(&segment, &audit(w.org, Some(p), "segment.create", 12))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_definitions(p, DefinitionKind::Metric)
+                .await
+                .unwrap(),
+            vec![metric.clone()]
+        );
+        let other = ProjectId::new();
+        assert!(store
+            .get_definition(other, DefinitionKind::Metric, metric.id)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .get_definition(p, DefinitionKind::Segment, metric.id)
+            .await
+            .unwrap()
+            .is_none());
+
+        let changed = Definition {
+            name: "Revenue (net)".into(),
+            body: serde_json::json!({"series": [{"event": "refund"}]}),
+            updated_at: t(20),
+            ..metric.clone()
+        };
+        assert!(store
+            .update_definition(&changed, &audit(w.org, Some(p), "metric.update", 20))
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .get_definition(p, DefinitionKind::Metric, metric.id)
+                .await
+                .unwrap(),
+            Some(changed.clone())
+        );
+
+        let mut members: Vec<PersonId> = (0..230).map(|_| PersonId::new()).collect();
+        members.sort();
+        store
+            .replace_segment_members(p, segment.id, &members, t(30))
+            .await
+            .unwrap();
+        store
+            .replace_segment_members(p, segment.id, &members[..120], t(31))
+            .await
+            .unwrap();
+        let page = store.segment_members(segment.id, None, 100).await.unwrap();
+        assert_eq!(page, members[..100]);
+        let rest = store
+            .segment_members(segment.id, Some(page[99]), 100)
+            .await
+            .unwrap();
+        assert_eq!(rest, members[100..120]);
+        assert!(store
+            .is_segment_member(segment.id, members[0])
+            .await
+            .unwrap());
+        assert!(!store
+            .is_segment_member(segment.id, members[200])
+            .await
+            .unwrap());
+        let saved = store
+            .get_definition(p, DefinitionKind::Segment, segment.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (saved.member_count, saved.computed_at),
+            (Some(120), Some(t(31)))
+        );
+        assert!(matches!(
+            store
+                .replace_segment_members(other, segment.id, &members, t(32))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            store
+                .all_definitions(DefinitionKind::Segment)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        assert!(store
+            .delete_definition(
+                p,
+                DefinitionKind::Segment,
+                segment.id,
+                &audit(w.org, Some(p), "segment.delete", 40)
+            )
+            .await
+            .unwrap());
+        assert!(store
+            .segment_members(segment.id, None, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!store
+            .delete_definition(
+                p,
+                DefinitionKind::Segment,
+                segment.id,
+                &audit(w.org, Some(p), "segment.delete", 41)
+            )
+            .await
+            .unwrap());
+    }
+
     pub async fn ping_answers_until_closed(store: &dyn MetadataStore) {
         store.ping().await.unwrap();
         store.close().await;
@@ -575,5 +728,6 @@ all_backends!(
     audit_log_pages_newest_first_and_filters_by_project,
     ingestion_warnings_are_scoped_and_paged,
     event_files_are_catalogued_per_project,
+    definitions_and_segment_members_round_trip,
     ping_answers_until_closed,
 );
