@@ -46,12 +46,8 @@ struct Outcome {
     breakdown: u32,
 }
 
-pub(crate) async fn run(
-    engine: &Engine,
-    project: &QueryProject,
-    q: &FunnelQuery,
-    now: DateTime<Utc>,
-) -> Result<FunnelResult> {
+/// Checks a funnel query; returns its window (us), breakdown limit and persons limit.
+fn check(q: &FunnelQuery) -> Result<(i64, usize, usize)> {
     let n = q.steps.len();
     if !(MIN_FUNNEL_STEPS..=MAX_FUNNEL_STEPS).contains(&n) {
         return Err(AnalyticsError::invalid(
@@ -99,6 +95,78 @@ pub(crate) async fn run(
         None => 0,
     };
 
+    Ok((window, breakdown_limit, persons_limit))
+}
+
+/// The persons who reached step `step - 1` (0-based) of the funnel but not `step`,
+/// in id order (for a segment of those who dropped there).
+pub(crate) async fn dropped(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &FunnelQuery,
+    step: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<appizer_core::PersonId>> {
+    let (window, _, _) = check(q)?;
+    if step == 0 || step >= q.steps.len() {
+        return Err(AnalyticsError::invalid(
+            "step",
+            format!(
+                "must be 1 to {} (a step after the first)",
+                q.steps.len() - 1
+            ),
+        ));
+    }
+    let (actors, _, outcomes) = walk(engine, project, q, now, window).await?;
+    let mut out: Vec<appizer_core::PersonId> = outcomes
+        .iter()
+        .filter(|(_, o)| o.reached == step)
+        .filter_map(|(a, _)| actors.ids[*a as usize].parse().ok())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) async fn run(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &FunnelQuery,
+    now: DateTime<Utc>,
+) -> Result<FunnelResult> {
+    let (window, breakdown_limit, persons_limit) = check(q)?;
+    let (actors, values, outcomes) = walk(engine, project, q, now, window).await?;
+    let labels: Vec<(String, String)> = q
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.event.clone(),
+                s.label.clone().unwrap_or_else(|| s.event.clone()),
+            )
+        })
+        .collect();
+    summarize(
+        q,
+        window,
+        breakdown_limit,
+        persons_limit,
+        &labels,
+        &actors,
+        &values,
+        &outcomes,
+    )
+}
+
+/// Persons of the funnel with what each reached: the interned persons and breakdown
+/// values, and one outcome per person in the funnel.
+async fn walk(
+    engine: &Engine,
+    project: &QueryProject,
+    q: &FunnelQuery,
+    now: DateTime<Utc>,
+    window: i64,
+) -> Result<(Actors, Actors, Vec<(u32, Outcome)>)> {
+    let n = q.steps.len();
     let scope = Scope::new(engine, project, now).await?;
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let scan_to = to + Duration::microseconds(window);
@@ -195,21 +263,24 @@ pub(crate) async fn run(
             outcomes.push((a as u32, o));
         }
     }
+    Ok((actors, values, outcomes))
+}
 
-    let labels: Vec<(String, String)> = q
-        .steps
-        .iter()
-        .map(|s| {
-            (
-                s.event.clone(),
-                s.label.clone().unwrap_or_else(|| s.event.clone()),
-            )
-        })
-        .collect();
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    q: &FunnelQuery,
+    window: i64,
+    breakdown_limit: usize,
+    persons_limit: usize,
+    labels: &[(String, String)],
+    actors: &Actors,
+    values: &Actors,
+    outcomes: &[(u32, Outcome)],
+) -> Result<FunnelResult> {
     let results = if q.breakdown.is_some() {
         // Values by persons entering the funnel, then by value.
         let mut entered: HashMap<u32, u64> = HashMap::new();
-        for (_, o) in &outcomes {
+        for (_, o) in outcomes {
             *entered.entry(o.breakdown).or_default() += 1;
         }
         let mut order: Vec<(u32, u64)> = entered.into_iter().collect();
@@ -227,7 +298,7 @@ pub(crate) async fn run(
             .map(|v| (values.ids[*v as usize].clone(), Vec::new()))
             .collect();
         let mut other = Vec::new();
-        for entry in &outcomes {
+        for entry in outcomes {
             match top.iter().position(|v| *v == entry.1.breakdown) {
                 Some(i) => groups[i].1.push(entry),
                 None => other.push(entry),
@@ -240,14 +311,14 @@ pub(crate) async fn run(
             .into_iter()
             .map(|(value, members)| FunnelBreakdownResult {
                 breakdown_value: Some(value),
-                steps: steps(&members, &labels, &actors, persons_limit),
+                steps: steps(&members, labels, actors, persons_limit),
             })
             .collect()
     } else {
         let members: Vec<&(u32, Outcome)> = outcomes.iter().collect();
         vec![FunnelBreakdownResult {
             breakdown_value: None,
-            steps: steps(&members, &labels, &actors, persons_limit),
+            steps: steps(&members, labels, actors, persons_limit),
         }]
     };
     Ok(FunnelResult {

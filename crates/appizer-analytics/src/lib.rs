@@ -173,6 +173,18 @@ impl Engine {
         self.limited(funnel::run(self, project, query, now)).await
     }
 
+    /// The persons who reached the step before `step` (0-based) but not `step`.
+    pub async fn funnel_dropped(
+        &self,
+        project: &QueryProject,
+        query: &FunnelQuery,
+        step: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<appizer_core::PersonId>> {
+        self.limited(funnel::dropped(self, project, query, step, now))
+            .await
+    }
+
     pub async fn retention(
         &self,
         project: &QueryProject,

@@ -691,6 +691,12 @@ async fn funnels_match_the_oracle_in_every_order() {
             assert!(expected[2] > 0, "the data converts: {expected:?}");
             let last = &r.results[0].steps[2];
             assert_eq!(last.dropped, expected[1] - expected[2]);
+            let dropped = w
+                .engine
+                .funnel_dropped(&w.project, &q, 2, w.now)
+                .await
+                .unwrap();
+            assert_eq!(dropped.len() as u64, last.dropped);
             assert!(last.median_seconds.is_some());
             assert!(last.persons.as_ref().unwrap().len() <= 5);
         }

@@ -352,6 +352,33 @@ async fn segments_and_metrics_are_saved_computed_and_listed() {
     assert_eq!(listed.status, StatusCode::CREATED, "{:?}", listed.body);
     assert_eq!(listed.body["member_count"], 2);
     assert_eq!(listed.body["unknown_distinct_ids"], 1);
+    // Those who bought and never came back for a refund, from a funnel.
+    let dropped = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "No refund", "kind": "static", "funnel_dropped": {"step": 1, "funnel": {
+                "steps": [{"event": "purchase"}, {"event": "refund"}], "date_range": {"from": "-1d"}
+            }}}),
+        )
+        .await;
+    assert_eq!(dropped.status, StatusCode::CREATED, "{:?}", dropped.body);
+    assert_eq!(dropped.body["member_count"], 5);
+    let bad_step = api
+        .post(
+            &format!("{base}/segments"),
+            admin,
+            json!({"name": "Step 0", "kind": "static", "funnel_dropped": {"step": 0, "funnel": {
+                "steps": [{"event": "purchase"}, {"event": "refund"}]
+            }}}),
+        )
+        .await;
+    assert_eq!(
+        bad_step.error_field(),
+        "funnel_dropped.step",
+        "{:?}",
+        bad_step.body
+    );
     let bad = api
         .post(
             &format!("{base}/segments"),

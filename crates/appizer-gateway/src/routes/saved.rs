@@ -9,7 +9,8 @@ use appizer_analytics::saved::{
     MetricDefinition, SegmentBody, SegmentCondition, SegmentKind, MAX_STATIC_IDS,
 };
 use appizer_analytics::{
-    Breakdown, DateRange, Interval, PropertyFilter, QueryProject, Series, TrendsQuery, TrendsResult,
+    Breakdown, DateRange, FunnelQuery, Interval, PropertyFilter, QueryProject, Series, TrendsQuery,
+    TrendsResult,
 };
 use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::{DefinitionId, PersonId, ProjectId};
@@ -132,6 +133,18 @@ pub struct NewSegment {
     /// are skipped and counted in `unknown_distinct_ids`).
     #[serde(default)]
     pub distinct_ids: Option<Vec<String>>,
+    /// The members of a static segment: the persons who dropped out of a funnel at a
+    /// step (reached the step before, not this one).
+    #[serde(default)]
+    pub funnel_dropped: Option<FunnelDropped>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelDropped {
+    pub funnel: FunnelQuery,
+    /// The step (0-based, after the first) the persons did not reach.
+    pub step: usize,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -476,6 +489,7 @@ async fn compute(
     project: &QueryProject,
     d: Definition,
     distinct_ids: Option<Vec<String>>,
+    funnel: Option<FunnelDropped>,
 ) -> Result<SegmentSaved, ApiError> {
     let now = Utc::now();
     let body = SegmentBody::from_definition(&d)?;
@@ -488,6 +502,25 @@ async fn compute(
                 .await?,
             None,
         ),
+        SegmentKind::Static if funnel.is_some() => {
+            let FunnelDropped { funnel, step } = funnel.expect("checked");
+            let persons = state
+                .events
+                .analytics
+                .funnel_dropped(project, &funnel, step, now)
+                .await
+                .map_err(|e| match e {
+                    appizer_analytics::AnalyticsError::Invalid { field, rule } => {
+                        ApiError::invalid(format!("funnel_dropped.{field}"), rule)
+                    }
+                    other => other.into(),
+                })?;
+            state
+                .store
+                .replace_segment_members(project.id, d.id, &persons, now)
+                .await?;
+            (persons.len() as u64, None)
+        }
         SegmentKind::Static => {
             let mut ids = distinct_ids.unwrap_or_default();
             ids.sort();
@@ -521,7 +554,14 @@ fn check_segment(
     kind: SegmentKind,
     condition: &Option<SegmentCondition>,
     distinct_ids: &Option<Vec<String>>,
+    funnel: bool,
 ) -> Result<(), ApiError> {
+    if funnel && (kind == SegmentKind::Dynamic || distinct_ids.is_some()) {
+        return Err(ApiError::invalid(
+            "funnel_dropped",
+            "makes a static segment, in place of distinct_ids",
+        ));
+    }
     match kind {
         SegmentKind::Dynamic => {
             if condition.is_none() {
@@ -572,7 +612,12 @@ pub async fn create_segment(
 ) -> ApiResult<(StatusCode, Json<SegmentSaved>)> {
     let name = validate_name("name", &body.name)?;
     let description = description(body.description)?;
-    check_segment(body.kind, &body.condition, &body.distinct_ids)?;
+    check_segment(
+        body.kind,
+        &body.condition,
+        &body.distinct_ids,
+        body.funnel_dropped.is_some(),
+    )?;
     let project = query_project(&state, &caller, project_id).await?;
     // A condition is checked by computing it before anything is saved.
     if let Some(c) = &body.condition {
@@ -607,7 +652,7 @@ pub async fn create_segment(
         json!({"name": d.name}),
     );
     state.store.create_definition(&d, &audit).await?;
-    let saved = compute(&state, &project, d, body.distinct_ids).await?;
+    let saved = compute(&state, &project, d, body.distinct_ids, body.funnel_dropped).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -656,6 +701,7 @@ pub async fn update_segment(
             None
         },
         &body.distinct_ids,
+        false,
     )?;
     if let (true, Some(c)) = (changes_condition, &condition) {
         state
@@ -683,7 +729,9 @@ pub async fn update_segment(
             unknown_distinct_ids: None,
         }));
     }
-    Ok(Json(compute(&state, &project, d, body.distinct_ids).await?))
+    Ok(Json(
+        compute(&state, &project, d, body.distinct_ids, None).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project_id}/segments/{segment_id}", tag = "analytics", operation_id = "delete_segment",
