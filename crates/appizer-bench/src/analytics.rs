@@ -58,6 +58,9 @@ pub struct Options {
     /// The Python with `duckdb` installed.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Persons of the second project, where a segment is recomputed (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    segment_persons: usize,
 }
 
 const DAYS: i64 = 30;
@@ -115,6 +118,64 @@ fn project() -> ProjectId {
     "0193a000-0000-7000-8000-000000000001"
         .parse()
         .expect("a valid id")
+}
+
+/// The project of the segment benchmark.
+fn segment_project() -> ProjectId {
+    "0193a000-0000-7000-8000-000000000002"
+        .parse()
+        .expect("a valid id")
+}
+
+/// A second project of `persons` persons (a plan property each) and two events per
+/// 5 persons over 30 days.
+async fn generate_segment_project(dir: &Path, persons: usize) -> anyhow::Result<()> {
+    let meta =
+        open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
+    let store = meta.persons();
+    let project = segment_project();
+    let ids: Vec<PersonId> = (0..persons).map(|_| PersonId::new()).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    for (chunk_no, chunk) in ids.chunks(5_000).enumerate() {
+        let new: Vec<NewPerson> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NewPerson {
+                distinct_id: format!("s{}", chunk_no * 5_000 + i),
+                person_id: *p,
+                is_identified: true,
+                at: start(),
+            })
+            .collect();
+        store.create(project, &new).await?;
+        let deltas: Vec<_> = chunk
+            .iter()
+            .map(|p| {
+                let mut delta = appizer_core::person::PersonDelta::default();
+                let plan = PLANS[(rng.random::<f64>().powi(2) * PLANS.len() as f64) as usize];
+                delta.properties.set("plan", serde_json::json!(plan), 0);
+                (project, *p, delta)
+            })
+            .collect();
+        store.apply_deltas(&deltas, None).await?;
+    }
+    let mut config = EventStoreConfig::new(dir.join("events"));
+    config.flush_rows = usize::MAX;
+    let events = EventStore::open(config, meta.clone())?;
+    let mut batch = Vec::new();
+    for i in 0..(persons * 2 / 5) {
+        let p = rng.random_range(0..persons);
+        let at = start() + Span::microseconds(rng.random_range(0..DAYS * 86_400_000_000));
+        let name = if i % 3 == 0 { "purchase" } else { "$pageview" };
+        batch.push(Event {
+            message_id: format!("s{i}"),
+            person_id: Some(ids[p]),
+            ..Event::new(project, MessageType::Track, name, format!("s{p}"), at)
+        });
+    }
+    events.append(batch, 1_000)?;
+    events.flush().await?;
+    Ok(())
 }
 
 /// Draws an event name index: the k-th name about 1/(k+1) as likely as the first.
@@ -618,6 +679,19 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    if options.segment_persons > 0 && !dir.join("segment-complete").exists() {
+        let started = Instant::now();
+        generate_segment_project(&dir, options.segment_persons).await?;
+        std::fs::write(
+            dir.join("segment-complete"),
+            format!("{}\n", options.segment_persons),
+        )?;
+        println!(
+            "generated the segment project ({} persons) in {:.1} s",
+            options.segment_persons,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let meta =
         open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
     let events = Arc::new(EventStore::open(
@@ -626,7 +700,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     )?);
     let config = AnalyticsConfig::default();
     let memory_limit = config.query_memory_mb;
-    let engine = Engine::new(events, meta, config);
+    let engine = Engine::new(events, meta.clone(), config);
     let project = QueryProject {
         id: project(),
         timezone: "UTC".into(),
@@ -639,7 +713,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
 
     let kinds = kinds();
     let mut job = serde_json::json!({
-        "files": dir.join("events").join("project=*").join("date=*").join("*.parquet").display().to_string(),
+        "files": dir.join("events").join(format!("project={}", project.id)).join("date=*").join("*.parquet").display().to_string(),
         "runs": options.runs,
         "threads": threads,
         "queries": {},
@@ -712,6 +786,9 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
             }
         );
     }
+    if options.segment_persons > 0 {
+        segment(&engine, &meta, options.runs.min(3)).await?;
+    }
     println!(
         "\nDuckDB process peak RSS: {:.0} MB",
         duck["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6
@@ -726,5 +803,82 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     if !mismatches.is_empty() {
         bail!("{} query kinds answered differently", mismatches.len());
     }
+    Ok(())
+}
+
+/// Recomputes a segment over the second project's persons (evaluation and storing its
+/// members), timed; baseline: reading the persons' properties alone.
+async fn segment(
+    engine: &Engine,
+    meta: &Arc<dyn appizer_storage::MetadataStore>,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use appizer_analytics::saved::SegmentCondition;
+    let project = QueryProject {
+        id: segment_project(),
+        timezone: "UTC".into(),
+    };
+    let condition: SegmentCondition = serde_json::from_value(serde_json::json!({
+        "type": "or", "conditions": [
+            {"type": "and", "conditions": [
+                {"type": "property", "key": "plan", "value": "pro"},
+                {"type": "performed", "event": "purchase", "days": 30}
+            ]},
+            {"type": "property", "key": "plan", "value": "enterprise"}
+        ]
+    }))?;
+    let now = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")?.with_timezone(&Utc);
+    let definition = appizer_core::definition::Definition {
+        id: appizer_core::DefinitionId::new(),
+        project_id: project.id,
+        kind: appizer_core::definition::DefinitionKind::Segment,
+        name: format!("bench {}", Utc::now().timestamp_micros()),
+        description: String::new(),
+        body: serde_json::json!({"kind": "dynamic", "condition": condition}),
+        member_count: None,
+        computed_at: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    let org = appizer_core::OrganizationId::new();
+    let audit = appizer_core::tenancy::NewAuditEntry {
+        organization_id: org,
+        project_id: Some(project.id),
+        actor: appizer_core::tenancy::Actor::Cli,
+        action: "segment.create".into(),
+        target_type: "segment".into(),
+        target_id: definition.id.to_string(),
+        details: serde_json::json!({}),
+        request_id: None,
+        at: Utc::now(),
+    };
+    meta.create_definition(&definition, &audit).await?;
+    let mut baseline = Vec::new();
+    let mut times = Vec::new();
+    let mut members = 0;
+    reset_peak_rss();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let rows = meta.persons().property_table(project.id).await?;
+        baseline.push(started.elapsed());
+        drop(rows);
+        let started = Instant::now();
+        members = engine.refresh_segment(&project, &definition, now).await?;
+        times.push(started.elapsed());
+    }
+    let peak = peak_rss_bytes();
+    let (ours, floor) = (Samples::new(times), Samples::new(baseline));
+    println!(
+        "\nSegment over {} persons ({members} members): recomputed and stored in {:.2} s (p50 of {}), \
+         reading the persons alone {:.2} s; ratio {:.2}; peak RSS {:.0} MB",
+        meta.persons().property_table(project.id).await?.len(),
+        ours.percentile(50.0).as_secs_f64(),
+        ours.len(),
+        floor.percentile(50.0).as_secs_f64(),
+        ours.percentile(50.0).as_secs_f64() / floor.percentile(50.0).as_secs_f64(),
+        peak as f64 / 1e6
+    );
+    meta.delete_definition(project.id, definition.kind, definition.id, &audit)
+        .await?;
     Ok(())
 }
