@@ -14,6 +14,7 @@ pub mod activity;
 pub mod formula;
 pub mod funnel;
 pub mod model;
+pub mod pool;
 pub mod retention;
 pub mod saved;
 pub mod scope;
@@ -32,10 +33,12 @@ use appizer_storage::persons::PersonStore;
 use appizer_storage::{MetadataStore, StoreError};
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use model::*;
+pub use pool::PeakPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
@@ -90,6 +93,21 @@ impl From<EventStoreError> for AnalyticsError {
 
 pub type Result<T, E = AnalyticsError> = std::result::Result<T, E>;
 
+/// File caches every session of an engine shares.
+fn shared_caches() -> CacheManagerConfig {
+    let config = CacheManagerConfig::default();
+    match CacheManager::try_new(&config) {
+        Ok(manager) => config
+            .clone()
+            .with_file_metadata_cache(Some(manager.get_file_metadata_cache()))
+            .with_file_statistics_cache(manager.get_file_statistic_cache()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no shared Parquet metadata cache");
+            config
+        }
+    }
+}
+
 /// The project a query reads, with its time zone (IANA name).
 #[derive(Debug, Clone)]
 pub struct QueryProject {
@@ -104,6 +122,10 @@ pub struct Engine {
     /// Saved metrics and segments.
     meta: Arc<dyn MetadataStore>,
     config: AnalyticsConfig,
+    last_peak: std::sync::atomic::AtomicUsize,
+    /// Parquet footers, page indexes and file statistics, kept across queries (files
+    /// never change once written: a rewrite is a new file).
+    caches: CacheManagerConfig,
 }
 
 impl std::fmt::Debug for Engine {
@@ -125,6 +147,8 @@ impl Engine {
             persons: meta.persons(),
             meta,
             config,
+            last_peak: std::sync::atomic::AtomicUsize::new(0),
+            caches: shared_caches(),
         }
     }
 
@@ -132,15 +156,34 @@ impl Engine {
         &self.config
     }
 
-    /// A DataFusion session holding at most `query_memory_mb` for its operators.
-    pub(crate) fn session(&self) -> Result<SessionContext> {
+    /// A DataFusion session whose operators hold at most `query_memory_mb`, and the
+    /// pool that counts what they hold.
+    pub(crate) fn session(&self) -> Result<(SessionContext, Arc<PeakPool>)> {
+        let pool = Arc::new(PeakPool::new(self.config.query_memory_mb.max(1) << 20));
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.config.query_memory_mb.max(1) << 20, 1.0)
+            .with_memory_pool(pool.clone())
+            .with_cache_manager(self.caches.clone())
             .build_arc()?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_batch_size(8192);
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        // Late materialisation: columns of rows a filter drops are not decoded.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+        Ok((SessionContext::new_with_config_rt(config, runtime), pool))
+    }
+
+    /// The most memory the operators of the last finished query held at once, in
+    /// bytes (also exported as `appizer_query_memory_peak_bytes`).
+    pub fn last_query_peak_bytes(&self) -> usize {
+        self.last_peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_peak(&self, bytes: usize) {
+        self.last_peak
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        metrics::histogram!("appizer_query_memory_peak_bytes").record(bytes as f64);
     }
 
     /// Runs `work` under the query time limit.

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use appizer_core::ProjectId;
-use appizer_storage::events::query::{effective_person_udf, json_text_udf, json_value_text};
+use appizer_storage::events::query::{
+    effective_person_udf, json_field_text, json_text_udf, json_value_text,
+};
 use appizer_storage::persons::PersonOverrides;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -18,7 +20,7 @@ use datafusion::functions::expr_fn::{lower, strpos};
 use datafusion::logical_expr::{cast, create_udf, try_cast, ColumnarValue, Volatility};
 use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::model::{Operator, PropertyFilter, PropertyType, MAX_FILTERS};
@@ -34,8 +36,16 @@ pub struct Scope<'e> {
     pub tz: Tz,
     pub now: DateTime<Utc>,
     overrides: Arc<PersonOverrides>,
-    persons: OnceCell<Arc<HashMap<String, Map<String, Value>>>>,
+    /// Every person of the project: id and properties (JSON text), loaded on demand.
+    persons: OnceCell<Arc<Vec<(String, String)>>>,
     udfs: AtomicUsize,
+    pool: Arc<crate::PeakPool>,
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        self.engine.record_peak(self.pool.peak());
+    }
 }
 
 impl<'e> Scope<'e> {
@@ -45,9 +55,11 @@ impl<'e> Scope<'e> {
         now: DateTime<Utc>,
     ) -> Result<Scope<'e>> {
         let overrides = engine.persons.overrides(project.id).await?;
+        let (ctx, pool) = engine.session()?;
         Ok(Self {
             engine,
-            ctx: engine.session()?,
+            ctx,
+            pool,
             project: project.id,
             tz: crate::time::zone(&project.timezone),
             now,
@@ -130,10 +142,7 @@ impl<'e> Scope<'e> {
                 let values: HashMap<String, String> = persons
                     .iter()
                     .filter_map(|(id, props)| {
-                        props
-                            .get(key)
-                            .and_then(json_value_text)
-                            .map(|v| (id.clone(), v))
+                        json_field_text(props, key).map(|v| (id.clone(), v))
                     })
                     .collect();
                 Ok(self.actor_lookup(values))
@@ -143,7 +152,12 @@ impl<'e> Scope<'e> {
 
     /// Every person of the project (ids as text).
     pub async fn person_ids(&self) -> Result<HashSet<String>> {
-        Ok(self.person_properties().await?.keys().cloned().collect())
+        Ok(self
+            .person_properties()
+            .await?
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     /// The persons whose property `key` meets `condition`.
@@ -152,7 +166,7 @@ impl<'e> Scope<'e> {
             .person_properties()
             .await?
             .iter()
-            .filter(|(_, props)| condition.matches(props.get(key)))
+            .filter(|(_, props)| condition.matches_text(json_field_text(props, key).as_deref()))
             .map(|(id, _)| id.clone())
             .collect())
     }
@@ -198,17 +212,15 @@ impl<'e> Scope<'e> {
         Ok(all)
     }
 
-    async fn person_properties(&self) -> Result<Arc<HashMap<String, Map<String, Value>>>> {
+    async fn person_properties(&self) -> Result<Arc<Vec<(String, String)>>> {
         self.persons
             .get_or_try_init(|| async {
                 let rows = self.engine.persons.property_table(self.project).await?;
-                let mut map = HashMap::with_capacity(rows.len());
-                for (id, text) in rows {
-                    let props =
-                        serde_json::from_str::<Map<String, Value>>(&text).unwrap_or_default();
-                    map.insert(id.to_string(), props);
-                }
-                Ok::<_, AnalyticsError>(Arc::new(map))
+                Ok::<_, AnalyticsError>(Arc::new(
+                    rows.into_iter()
+                        .map(|(id, text)| (id.to_string(), text))
+                        .collect(),
+                ))
             })
             .await
             .cloned()
@@ -386,7 +398,12 @@ impl Condition {
 
     /// The condition on a JSON value (a person's property).
     pub fn matches(&self, value: Option<&Value>) -> bool {
-        let text = value.and_then(json_value_text);
+        self.matches_text(value.and_then(json_value_text).as_deref())
+    }
+
+    /// The condition on a property's text, as `json_text` gives it.
+    pub fn matches_text(&self, text: Option<&str>) -> bool {
+        let text = text.map(str::to_string);
         let number = || text.as_deref().and_then(|t| t.trim().parse::<f64>().ok());
         let n = self.number.unwrap_or_default();
         let contains = |t: &str| t.to_lowercase().contains(&self.texts[0]);
