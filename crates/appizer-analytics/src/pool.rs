@@ -29,7 +29,8 @@ impl PeakPool {
     }
 
     fn note(&self) {
-        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+        self.peak
+            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
     }
 }
 
@@ -85,9 +86,9 @@ mod tests {
     fn the_pool_refuses_past_its_limit_and_remembers_its_peak() {
         let concrete = Arc::new(PeakPool::new(1_000));
         let pool: Arc<dyn MemoryPool> = concrete.clone();
-        let mut a = MemoryConsumer::new("a").register(&pool);
+        let a = MemoryConsumer::new("a").register(&pool);
         a.try_grow(600).unwrap();
-        let mut b = MemoryConsumer::new("b").register(&pool);
+        let b = MemoryConsumer::new("b").register(&pool);
         assert!(b.try_grow(500).is_err(), "600 + 500 is past 1000");
         b.try_grow(300).unwrap();
         a.shrink(600);

@@ -141,9 +141,7 @@ impl<'e> Scope<'e> {
                 let persons = self.person_properties().await?;
                 let values: HashMap<String, String> = persons
                     .iter()
-                    .filter_map(|(id, props)| {
-                        json_field_text(props, key).map(|v| (id.clone(), v))
-                    })
+                    .filter_map(|(id, props)| json_field_text(props, key).map(|v| (id.clone(), v)))
                     .collect();
                 Ok(self.actor_lookup(values))
             }

@@ -229,11 +229,28 @@ pub fn local_micros_expr(tz: Tz, lo: DateTime<Utc>, hi: DateTime<Utc>) -> Expr {
 /// (what [`Frame::bucket_of`] gives, as `and_utc().timestamp_micros()`). Exact for
 /// timestamps in `[lo, hi)`.
 pub fn local_bucket_expr(tz: Tz, interval: Interval, lo: DateTime<Utc>, hi: DateTime<Utc>) -> Expr {
-    let local = cast(
-        local_micros_expr(tz, lo, hi),
-        DataType::Timestamp(TimeUnit::Microsecond, None),
-    );
-    cast(date_trunc(lit(interval.as_str()), local), DataType::Int64)
+    let local = local_micros_expr(tz, lo, hi);
+    // Fixed-length units are integer arithmetic on local microseconds (Euclidean
+    // remainder, so times before 1970 round down too); weeks start on Monday, and
+    // 1970-01-01 was a Thursday, three days after one. Months need the calendar.
+    let minute = 60_000_000i64;
+    let (unit, shift) = match interval {
+        Interval::Minute => (minute, 0),
+        Interval::Hour => (60 * minute, 0),
+        Interval::Day => (1_440 * minute, 0),
+        Interval::Week => (7 * 1_440 * minute, 3 * 1_440 * minute),
+        Interval::Month => {
+            let local = cast(local, DataType::Timestamp(TimeUnit::Microsecond, None));
+            return cast(date_trunc(lit("month"), local), DataType::Int64);
+        }
+    };
+    let shifted = if shift == 0 {
+        local.clone()
+    } else {
+        local.clone() + lit(shift)
+    };
+    let remainder = ((shifted % lit(unit)) + lit(unit)) % lit(unit);
+    local - remainder
 }
 
 /// The naive local time of a bucket key from [`local_bucket_expr`].

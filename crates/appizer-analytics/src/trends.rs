@@ -253,6 +253,9 @@ struct Prepared<'s> {
     breakdown: Option<Expr>,
     /// Breakdown values in answer order (`$other` last when present).
     order: Vec<String>,
+    /// Counts broken down by raw value: keep the `limit` largest, fold the rest into
+    /// `$other` (sums of counts are counts).
+    fold_top: Option<usize>,
     label: String,
 }
 
@@ -320,6 +323,20 @@ async fn prepare<'s>(
                 scope.property(b.kind, &b.key, "breakdown").await?,
                 lit(BREAKDOWN_NONE),
             ]);
+            if s.math == Math::Total {
+                // Counts rank the values themselves: one pass, folded in `values`.
+                return Ok(Prepared {
+                    scope,
+                    events,
+                    math: s.math,
+                    value_input,
+                    bucket: frame.bucket_expr(frame.from, frame.to),
+                    breakdown: Some(value),
+                    order: Vec::new(),
+                    fold_top: Some(limit),
+                    label: label(s),
+                });
+            }
             let (top, more) = top_values(events.clone(), value.clone(), limit).await?;
             let mut order = top.clone();
             let mapped = if more {
@@ -340,12 +357,40 @@ async fn prepare<'s>(
         bucket: frame.bucket_expr(frame.from, frame.to),
         breakdown,
         order,
-        label: s
-            .label
-            .clone()
-            .or_else(|| s.event.clone())
-            .unwrap_or_else(|| "All events".into()),
+        fold_top: None,
+        label: label(s),
     })
+}
+
+fn label(s: &Series) -> String {
+    s.label
+        .clone()
+        .or_else(|| s.event.clone())
+        .unwrap_or_else(|| "All events".into())
+}
+
+/// Counts per breakdown value: the `limit` largest (then by value) in that order, and
+/// the sum of the others as `$other`.
+fn fold(rows: HashMap<Option<String>, Values>, limit: usize, buckets: usize) -> Vec<BreakdownRow> {
+    let mut ranked: Vec<(Option<String>, Values)> = rows.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        let (x, y) = (a.1 .1.unwrap_or(0.0), b.1 .1.unwrap_or(0.0));
+        y.total_cmp(&x).then_with(|| a.0.cmp(&b.0))
+    });
+    let rest = ranked.split_off(ranked.len().min(limit));
+    let mut out: Vec<BreakdownRow> = ranked.into_iter().map(|(k, (d, a))| (k, d, a)).collect();
+    if !rest.is_empty() {
+        let mut data = vec![Some(0.0); buckets];
+        let mut total = 0.0;
+        for (_, (d, a)) in rest {
+            for (slot, v) in data.iter_mut().zip(d) {
+                *slot = Some(slot.unwrap_or(0.0) + v.unwrap_or(0.0));
+            }
+            total += a.unwrap_or(0.0);
+        }
+        out.push((Some(BREAKDOWN_OTHER.to_string()), data, Some(total)));
+    }
+    out
 }
 
 /// The `limit` most frequent values of `value` (by events, then by value), and whether
@@ -495,6 +540,7 @@ impl Prepared<'_> {
             .iter()
             .map(|k| (k.clone(), (vec![empty; frame.buckets.len()], empty)))
             .collect();
+        let folding = self.fold_top.is_some();
         for b in &batches {
             let value = match self.math.quantile() {
                 Some(q) => quantiles(b, q)?,
@@ -509,6 +555,9 @@ impl Prepared<'_> {
             };
             for i in 0..b.num_rows() {
                 let key = (!bd.is_null(i)).then(|| bd.value(i).to_string());
+                if folding && !rows.contains_key(&key) {
+                    rows.insert(key.clone(), (vec![empty; frame.buckets.len()], empty));
+                }
                 let Some(entry) = rows.get_mut(&key) else {
                     continue;
                 };
@@ -526,6 +575,13 @@ impl Prepared<'_> {
                     None => entry.1 = v.or(empty),
                 }
             }
+        }
+        if let Some(limit) = self.fold_top {
+            return Ok(SeriesValues {
+                label: self.label.clone(),
+                empty,
+                rows: fold(rows, limit, frame.buckets.len()),
+            });
         }
         Ok(SeriesValues {
             label: self.label.clone(),

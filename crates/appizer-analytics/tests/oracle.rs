@@ -404,74 +404,77 @@ async fn trends_match_the_oracle_for_every_math() {
 #[tokio::test]
 async fn trends_breakdowns_filters_formulas_and_comparison_match_the_oracle() {
     let w = world().await;
-    // Breakdown by an event property, top 2 and the rest as `$other`.
-    let q = TrendsQuery {
-        series: vec![Series {
-            event: Some("$pageview".into()),
-            math: Math::UniquePersons,
+    // Breakdown by an event property, top 2 and the rest as `$other` (persons need a
+    // second pass for `$other`; counts fold in one).
+    for math in [Math::UniquePersons, Math::Total] {
+        let q = TrendsQuery {
+            series: vec![Series {
+                event: Some("$pageview".into()),
+                math,
+                ..Default::default()
+            }],
+            date_range: range(),
+            breakdown: Some(Breakdown {
+                key: "plan".into(),
+                kind: PropertyType::Event,
+                limit: Some(2),
+            }),
             ..Default::default()
-        }],
-        date_range: range(),
-        breakdown: Some(Breakdown {
-            key: "plan".into(),
-            kind: PropertyType::Event,
-            limit: Some(2),
-        }),
-        ..Default::default()
-    };
-    let r = w.engine.trends(&w.project, &q, w.now).await.unwrap();
-    let views: Vec<&Fact> = w
-        .facts
-        .iter()
-        .filter(|f| f.event == "$pageview" && w.in_range(f))
-        .collect();
-    let value = |f: &Fact| World::text(f, "plan").unwrap_or_else(|| BREAKDOWN_NONE.into());
-    let mut by_count: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &views {
-        *by_count.entry(value(f)).or_default() += 1;
-    }
-    let mut ranked: Vec<(String, usize)> = by_count.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let top: Vec<String> = ranked.iter().take(2).map(|(v, _)| v.clone()).collect();
-    let got: Vec<String> = r
-        .results
-        .iter()
-        .map(|s| s.breakdown_value.clone().unwrap())
-        .collect();
-    assert_eq!(
-        got,
-        [top[0].clone(), top[1].clone(), BREAKDOWN_OTHER.into()]
-    );
-    for s in &r.results {
-        let bd = s.breakdown_value.as_deref().unwrap();
-        let members: Vec<&Fact> = views
+        };
+        let r = w.engine.trends(&w.project, &q, w.now).await.unwrap();
+        let views: Vec<&Fact> = w
+            .facts
             .iter()
-            .copied()
-            .filter(|f| {
-                let v = value(f);
-                if bd == BREAKDOWN_OTHER {
-                    !top.contains(&v)
-                } else {
-                    v == bd
-                }
-            })
+            .filter(|f| f.event == "$pageview" && w.in_range(f))
             .collect();
-        close(
-            s.aggregated,
-            math_of(&members, Math::UniquePersons),
-            &format!("persons with plan {bd}"),
+        let value = |f: &Fact| World::text(f, "plan").unwrap_or_else(|| BREAKDOWN_NONE.into());
+        let mut by_count: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &views {
+            *by_count.entry(value(f)).or_default() += 1;
+        }
+        let mut ranked: Vec<(String, usize)> = by_count.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = ranked.iter().take(2).map(|(v, _)| v.clone()).collect();
+        let got: Vec<String> = r
+            .results
+            .iter()
+            .map(|s| s.breakdown_value.clone().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [top[0].clone(), top[1].clone(), BREAKDOWN_OTHER.into()]
         );
-        for (i, day) in w.days().iter().enumerate() {
-            let of_day: Vec<&Fact> = members
+        for s in &r.results {
+            let bd = s.breakdown_value.as_deref().unwrap();
+            let members: Vec<&Fact> = views
                 .iter()
                 .copied()
-                .filter(|f| w.day(f.at) == *day)
+                .filter(|f| {
+                    let v = value(f);
+                    if bd == BREAKDOWN_OTHER {
+                        !top.contains(&v)
+                    } else {
+                        v == bd
+                    }
+                })
                 .collect();
             close(
-                s.data[i],
-                math_of(&of_day, Math::UniquePersons),
-                &format!("{bd} {day}"),
+                s.aggregated,
+                math_of(&members, math),
+                &format!("persons with plan {bd}"),
             );
+            for (i, day) in w.days().iter().enumerate() {
+                let of_day: Vec<&Fact> = members
+                    .iter()
+                    .copied()
+                    .filter(|f| w.day(f.at) == *day)
+                    .collect();
+                close(
+                    s.data[i],
+                    math_of(&of_day, math).or(Some(0.0)),
+                    &format!("{bd} {day}"),
+                );
+            }
         }
     }
 
