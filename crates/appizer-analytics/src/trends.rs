@@ -302,9 +302,7 @@ async fn prepare<'s>(
     if matches!(s.math, Math::UniquePersons | Math::AvgPerPerson) {
         predicates.push(scope.actor().is_not_null());
     }
-    if let Some(v) = &value_input {
-        predicates.push(v.clone().is_not_null());
-    }
+    // Events without a number are skipped by the aggregates themselves (nulls).
     let mut events = scope.events(frame.from, frame.to).await?;
     if let Some(p) = predicates.into_iter().reduce(Expr::and) {
         events = events.filter(p)?;
