@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct, min};
+use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{col, lit, DataFrame};
 use futures_util::StreamExt;
@@ -187,10 +187,16 @@ pub(crate) async fn stickiness(
             .events(from, to)
             .await?
             .filter(keep)?
+            // Distinct (person, bucket) pairs, then buckets per person: grouping
+            // twice instead of a distinct set per person.
             .aggregate(
-                vec![scope.actor().alias("actor")],
-                vec![count_distinct(frame.bucket_expr(from, to)).alias("k")],
+                vec![
+                    scope.actor().alias("actor"),
+                    frame.bucket_expr(from, to).alias("bucket"),
+                ],
+                vec![],
             )?
+            .aggregate(vec![col("actor")], vec![count(lit(1)).alias("k")])?
             .aggregate(vec![col("k")], vec![count(lit(1)).alias("n")])?;
         let mut persons = vec![0u64; frame.buckets.len()];
         for b in df.collect().await? {

@@ -86,10 +86,12 @@ pub(crate) async fn run(
             }
         }
     }
-    let mut returned: HashMap<u32, HashSet<usize>> = HashMap::new();
+    // Per person, the periods (indexes of `wide`) with a return event, as bits.
+    let words = wide.buckets.len().div_ceil(64);
+    let mut returned: HashMap<u32, Vec<u64>> = HashMap::new();
     for (a, bucket) in active_buckets(&scope, back, &wide, scan_from, scan_to, &mut actors).await? {
         if let Some(i) = wide.index_of(bucket) {
-            returned.entry(a).or_default().insert(i);
+            returned.entry(a).or_insert_with(|| vec![0; words])[i / 64] |= 1 << (i % 64);
         }
     }
     let begun = |i: usize| {
@@ -101,16 +103,16 @@ pub(crate) async fn run(
         .iter()
         .enumerate()
         .map(|(c, persons)| {
+            let begun_periods = (1..=periods).take_while(|k| begun(c + k)).count();
             let mut values = vec![persons.len() as u64];
-            for k in 1..=periods {
-                if !begun(c + k) {
-                    break;
+            values.resize(1 + begun_periods, 0);
+            for bits in persons.iter().filter_map(|a| returned.get(a)) {
+                for k in 1..=begun_periods {
+                    let i = c + k;
+                    if bits[i / 64] >> (i % 64) & 1 == 1 {
+                        values[k] += 1;
+                    }
                 }
-                let back = persons
-                    .iter()
-                    .filter(|a| returned.get(a).is_some_and(|set| set.contains(&(c + k))))
-                    .count();
-                values.push(back as u64);
             }
             RetentionCohort {
                 period: label(cohorts.buckets[c], q.period),
