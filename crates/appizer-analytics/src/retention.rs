@@ -107,10 +107,10 @@ pub(crate) async fn run(
             let mut values = vec![persons.len() as u64];
             values.resize(1 + begun_periods, 0);
             for bits in persons.iter().filter_map(|a| returned.get(a)) {
-                for k in 1..=begun_periods {
+                for (k, count) in values.iter_mut().enumerate().skip(1) {
                     let i = c + k;
                     if bits[i / 64] >> (i % 64) & 1 == 1 {
-                        values[k] += 1;
+                        *count += 1;
                     }
                 }
             }
