@@ -149,12 +149,7 @@ pub(crate) async fn stickiness(
     q: &StickinessQuery,
     now: DateTime<Utc>,
 ) -> Result<StickinessResult> {
-    if q.series.is_empty() || q.series.len() > MAX_SERIES {
-        return Err(AnalyticsError::invalid(
-            "series",
-            format!("must hold 1 to {MAX_SERIES} series"),
-        ));
-    }
+    check_series_count(&q.series)?;
     let scope = Scope::new(engine, project, now).await?;
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let frame = Frame::new(scope.tz, q.interval, from, to)?;

@@ -82,16 +82,7 @@ fn check(q: &FunnelQuery) -> Result<(i64, usize, usize)> {
         ));
     }
     let breakdown_limit = match &q.breakdown {
-        Some(b) => {
-            let limit = b.limit.unwrap_or(DEFAULT_BREAKDOWN_LIMIT);
-            if limit == 0 || limit > MAX_BREAKDOWN_LIMIT {
-                return Err(AnalyticsError::invalid(
-                    "breakdown.limit",
-                    format!("must be 1 to {MAX_BREAKDOWN_LIMIT}"),
-                ));
-            }
-            limit
-        }
+        Some(b) => b.checked_limit()?,
         None => 0,
     };
 

@@ -190,6 +190,31 @@ pub struct Breakdown {
     pub limit: Option<usize>,
 }
 
+impl Breakdown {
+    /// The number of values kept (the rest are `$other`), checked.
+    pub fn checked_limit(&self) -> Result<usize, crate::AnalyticsError> {
+        let limit = self.limit.unwrap_or(DEFAULT_BREAKDOWN_LIMIT);
+        if limit == 0 || limit > MAX_BREAKDOWN_LIMIT {
+            return Err(crate::AnalyticsError::invalid(
+                "breakdown.limit",
+                format!("must be 1 to {MAX_BREAKDOWN_LIMIT}"),
+            ));
+        }
+        Ok(limit)
+    }
+}
+
+/// Refuses an empty list of series or one longer than [`MAX_SERIES`].
+pub fn check_series_count(series: &[Series]) -> Result<(), crate::AnalyticsError> {
+    if series.is_empty() || series.len() > MAX_SERIES {
+        return Err(crate::AnalyticsError::invalid(
+            "series",
+            format!("must hold 1 to {MAX_SERIES} series"),
+        ));
+    }
+    Ok(())
+}
+
 pub const BREAKDOWN_OTHER: &str = "$other";
 pub const BREAKDOWN_NONE: &str = "$none";
 

@@ -36,12 +36,7 @@ pub struct MetricDefinition {
 impl MetricDefinition {
     /// Checks the parts that need no data: series count, no nested metrics, formula.
     pub fn check(&self) -> Result<()> {
-        if self.series.is_empty() || self.series.len() > MAX_SERIES {
-            return Err(AnalyticsError::invalid(
-                "series",
-                format!("must hold 1 to {MAX_SERIES} series"),
-            ));
-        }
+        check_series_count(&self.series)?;
         for (i, s) in self.series.iter().enumerate() {
             if s.metric_id.is_some() {
                 return Err(AnalyticsError::invalid(

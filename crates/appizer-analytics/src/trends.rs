@@ -26,12 +26,7 @@ pub(crate) async fn run(
     q: &TrendsQuery,
     now: DateTime<Utc>,
 ) -> Result<TrendsResult> {
-    if q.series.is_empty() || q.series.len() > MAX_SERIES {
-        return Err(AnalyticsError::invalid(
-            "series",
-            format!("must hold 1 to {MAX_SERIES} series"),
-        ));
-    }
+    check_series_count(&q.series)?;
     let scope = Scope::new(engine, project, now).await?;
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let frame = Frame::new(scope.tz, q.interval, from, to)?;
@@ -310,13 +305,7 @@ async fn prepare<'s>(
     let (breakdown, order) = match &q.breakdown {
         None => (None, Vec::new()),
         Some(b) => {
-            let limit = b.limit.unwrap_or(DEFAULT_BREAKDOWN_LIMIT);
-            if limit == 0 || limit > MAX_BREAKDOWN_LIMIT {
-                return Err(AnalyticsError::invalid(
-                    "breakdown.limit",
-                    format!("must be 1 to {MAX_BREAKDOWN_LIMIT}"),
-                ));
-            }
+            let limit = b.checked_limit()?;
             let value = coalesce(vec![
                 scope.property(b.kind, &b.key, "breakdown").await?,
                 lit(BREAKDOWN_NONE),

@@ -22,16 +22,7 @@ async fn send(server: &TestServer, api: &Client, batch: Vec<Value>) {
         .await
         .unwrap();
     assert_eq!(a.status(), StatusCode::OK);
-    let events = &server.state.events;
-    let end = events.queue.stats().end;
-    let started = Instant::now();
-    while events.pipeline.processed_end() < end {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "workers did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::settle(server).await;
 }
 
 fn track(id: &str, event: &str, at: &str, props: Value) -> Value {

@@ -116,16 +116,7 @@ impl World {
 
     /// Waits until the workers have processed everything acknowledged so far.
     async fn settle(&self) {
-        let events = &self.server.state.events;
-        let end = events.queue.stats().end;
-        let started = Instant::now();
-        while events.pipeline.processed_end() < end {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "workers did not catch up"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        common::settle(&self.server).await
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {

@@ -148,3 +148,17 @@ pub fn appizer() -> std::process::Command {
     }
     cmd
 }
+
+/// Waits until the server's workers have processed everything acknowledged so far.
+pub async fn settle(server: &TestServer) {
+    let events = &server.state.events;
+    let end = events.queue.stats().end;
+    let started = std::time::Instant::now();
+    while events.pipeline.processed_end() < end {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "workers did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
