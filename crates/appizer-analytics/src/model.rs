@@ -69,10 +69,11 @@ pub enum Operator {
     /// Equals the value (or one of the values of an array).
     #[default]
     Exact,
-    /// Set and different from the value (or from every value of an array).
+    /// Different from the value (or from every value of an array), or not set.
     IsNot,
     /// Contains the text, case-insensitively.
     Contains,
+    /// Does not contain the text, or is not set.
     NotContains,
     /// Numeric comparisons; values that are not numbers never match.
     Gt,
