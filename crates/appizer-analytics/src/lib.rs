@@ -126,6 +126,21 @@ pub struct Engine {
     /// Parquet footers, page indexes and file statistics, kept across queries (files
     /// never change once written: a rewrite is a new file).
     caches: CacheManagerConfig,
+    results: ResultCache,
+}
+
+/// A cached answer, of whichever result type its query kind has.
+type Answer = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Recent answers by query and data version, oldest evicted first.
+#[derive(Default)]
+struct ResultCache {
+    entries: parking_lot::Mutex<(
+        std::collections::HashMap<String, Answer>,
+        std::collections::VecDeque<String>,
+    )>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,6 +164,7 @@ impl Engine {
             config,
             last_peak: std::sync::atomic::AtomicUsize::new(0),
             caches: shared_caches(),
+            results: ResultCache::default(),
         }
     }
 
@@ -198,13 +214,77 @@ impl Engine {
         }
     }
 
+    /// The answer of `work` for `query`, from the cache when nothing it reads changed
+    /// (events, persons, definitions) within the same minute.
+    async fn cached<T: Clone + Send + Sync + 'static>(
+        &self,
+        kind: &str,
+        project: &QueryProject,
+        query: &impl serde::Serialize,
+        now: DateTime<Utc>,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        use std::sync::atomic::Ordering;
+        let capacity = self.config.result_cache_entries;
+        if capacity == 0 {
+            return self.limited(work).await;
+        }
+        // Versions are read before the work: a change during it makes a new key.
+        let key = format!(
+            "{kind}|{}|{}|{}|{}|{}|{}|{}",
+            project.id,
+            project.timezone,
+            self.events.version(),
+            self.persons.version(),
+            self.meta.definitions_version(),
+            now.timestamp().div_euclid(60),
+            serde_json::to_string(query).unwrap_or_default()
+        );
+        let found = self.results.entries.lock().0.get(&key).cloned();
+        if let Some(answer) = found.and_then(|a| a.downcast::<T>().ok()) {
+            self.results.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("appizer_query_cache_hits_total").increment(1);
+            return Ok((*answer).clone());
+        }
+        self.results.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("appizer_query_cache_misses_total").increment(1);
+        let answer = self.limited(work).await?;
+        let mut entries = self.results.entries.lock();
+        let (map, order) = &mut *entries;
+        if map.insert(key.clone(), Arc::new(answer.clone())).is_none() {
+            order.push_back(key);
+        }
+        while order.len() > capacity {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Answers served from the cache, and computed, so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.results.hits.load(Ordering::Relaxed),
+            self.results.misses.load(Ordering::Relaxed),
+        )
+    }
+
     pub async fn trends(
         &self,
         project: &QueryProject,
         query: &TrendsQuery,
         now: DateTime<Utc>,
     ) -> Result<TrendsResult> {
-        self.limited(trends::run(self, project, query, now)).await
+        self.cached(
+            "trends",
+            project,
+            query,
+            now,
+            trends::run(self, project, query, now),
+        )
+        .await
     }
 
     pub async fn funnel(
@@ -213,7 +293,14 @@ impl Engine {
         query: &FunnelQuery,
         now: DateTime<Utc>,
     ) -> Result<FunnelResult> {
-        self.limited(funnel::run(self, project, query, now)).await
+        self.cached(
+            "funnel",
+            project,
+            query,
+            now,
+            funnel::run(self, project, query, now),
+        )
+        .await
     }
 
     /// The persons who reached the step before `step` (0-based) but not `step`.
@@ -244,8 +331,14 @@ impl Engine {
         query: &StickinessQuery,
         now: DateTime<Utc>,
     ) -> Result<StickinessResult> {
-        self.limited(activity::stickiness(self, project, query, now))
-            .await
+        self.cached(
+            "stickiness",
+            project,
+            query,
+            now,
+            activity::stickiness(self, project, query, now),
+        )
+        .await
     }
 
     pub async fn lifecycle(
@@ -254,8 +347,14 @@ impl Engine {
         query: &LifecycleQuery,
         now: DateTime<Utc>,
     ) -> Result<LifecycleResult> {
-        self.limited(activity::lifecycle(self, project, query, now))
-            .await
+        self.cached(
+            "lifecycle",
+            project,
+            query,
+            now,
+            activity::lifecycle(self, project, query, now),
+        )
+        .await
     }
 
     /// Read-only SQL over the project's `events` and `persons`.

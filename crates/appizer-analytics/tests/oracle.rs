@@ -41,6 +41,7 @@ struct Fact {
 struct World {
     _dir: tempfile::TempDir,
     engine: Engine,
+    store: Arc<EventStore>,
     meta: Arc<dyn MetadataStore>,
     /// The persons that exist now (users, less the deleted one).
     live: Vec<String>,
@@ -234,10 +235,11 @@ async fn world() -> World {
         .filter(|u| *u != 7)
         .map(|u| person_of[&format!("user{u}")].to_string())
         .collect();
-    let engine = Engine::new(store, meta.clone(), AnalyticsConfig::default());
+    let engine = Engine::new(store.clone(), meta.clone(), AnalyticsConfig::default());
     World {
         _dir: dir,
         engine,
+        store,
         meta,
         live,
         project: QueryProject {
@@ -1290,4 +1292,64 @@ async fn funnel_exclusions_and_breakdowns_match_the_oracle() {
     // The exclusion changes the answer for this data.
     let without = oracle_ordered(&w, &steps, Duration::days(2), ("no such event", 0, 2));
     assert_ne!(without, by_plan);
+}
+
+#[tokio::test]
+async fn repeated_queries_come_from_the_cache_until_the_data_changes() {
+    use appizer_core::definition::DefinitionKind;
+    let w = world().await;
+    let q = TrendsQuery {
+        series: vec![Series {
+            event: Some("purchase".into()),
+            ..Default::default()
+        }],
+        date_range: range(),
+        ..Default::default()
+    };
+    let first = w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    let again = w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    assert_eq!(w.engine.cache_stats(), (1, 1));
+    assert_eq!(first.results[0].aggregated, again.results[0].aggregated);
+
+    // A new event: computed again, and counted.
+    let at = utc("2026-10-30T12:00:00Z");
+    let late = Event {
+        message_id: "late".into(),
+        ..Event::new(w.project.id, MessageType::Track, "purchase", "someone", at)
+    };
+    w.store.append(vec![late], 99).unwrap();
+    let after = w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    assert_eq!(w.engine.cache_stats(), (1, 2));
+    assert_eq!(
+        after.results[0].aggregated,
+        first.results[0].aggregated.map(|n| n + 1.0)
+    );
+
+    // A person change, a definition change and another minute each compute again.
+    w.meta
+        .persons()
+        .set_identified(w.project.id, w.live[0].parse().unwrap())
+        .await
+        .unwrap();
+    w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    save(
+        &w,
+        DefinitionKind::Metric,
+        "m",
+        json!({"series": [{"event": "x"}]}),
+    )
+    .await;
+    w.engine.trends(&w.project, &q, w.now).await.unwrap();
+    w.engine
+        .trends(&w.project, &q, w.now + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(w.engine.cache_stats(), (1, 5));
+    // A different query is a different answer.
+    let other = TrendsQuery {
+        interval: Interval::Week,
+        ..q.clone()
+    };
+    w.engine.trends(&w.project, &other, w.now).await.unwrap();
+    assert_eq!(w.engine.cache_stats(), (1, 6));
 }

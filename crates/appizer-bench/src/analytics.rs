@@ -699,7 +699,11 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
         EventStoreConfig::new(dir.join("events")),
         meta.clone(),
     )?);
-    let config = AnalyticsConfig::default();
+    // Every timed run computes its answer: the result cache would serve the repeats.
+    let config = AnalyticsConfig {
+        result_cache_entries: 0,
+        ..AnalyticsConfig::default()
+    };
     let memory_limit = config.query_memory_mb;
     let engine = Engine::new(events, meta.clone(), config);
     let project = QueryProject {

@@ -70,6 +70,10 @@ pub struct AnalyticsConfig {
     /// Dynamic segments are recomputed this often (seconds; 0 turns it off). They are
     /// also recomputed when saved and on `POST .../segments/{id}/refresh`.
     pub segment_refresh_secs: u64,
+    /// Answers kept for repeated queries (0 turns the cache off). An answer is reused
+    /// while no event, person or definition changed through this node, within the same
+    /// minute; with several nodes writing, turn it off.
+    pub result_cache_entries: usize,
 }
 
 impl Default for AnalyticsConfig {
@@ -79,6 +83,7 @@ impl Default for AnalyticsConfig {
             query_timeout_ms: 30_000,
             sql_max_rows: 10_000,
             segment_refresh_secs: 300,
+            result_cache_entries: 256,
         }
     }
 }

@@ -120,6 +120,8 @@ pub struct EventStore {
     compact_lock: tokio::sync::Mutex<()>,
     /// Files compaction replaced, with when, awaiting deletion by a later pass.
     retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
+    /// Bumped after every change of what a query reads (see [`EventStore::version`]).
+    version: std::sync::atomic::AtomicU64,
 }
 
 /// What one compaction pass did.
@@ -156,6 +158,7 @@ impl EventStore {
             flush_lock: tokio::sync::Mutex::new(()),
             compact_lock: tokio::sync::Mutex::new(()),
             retired: parking_lot::Mutex::new(Vec::new()),
+            version: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -223,7 +226,16 @@ impl EventStore {
         buffer.oldest.get_or_insert_with(Instant::now);
         buffer.max_offset = Some(buffer.max_offset.map_or(max_offset, |m| m.max(max_offset)));
         drop(buffer);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// A number that changes whenever events are added. Flushes and compaction move
+    /// rows without changing what a query answers (merges and deletions they fold in
+    /// are already applied by every query), so they leave it as it is.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Marks queue records up to `offset` as buffered even if they held no event (all

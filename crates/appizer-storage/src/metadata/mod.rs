@@ -98,6 +98,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The person store, on the same database.
     fn persons(&self) -> Arc<dyn crate::persons::PersonStore>;
 
+    /// A number that changes after every write of definitions or segment members
+    /// through this store (on this node): answers using them are cached under it.
+    fn definitions_version(&self) -> u64;
+
     /// Saves a new definition, with its audit entry; [`StoreError::Conflict`] if the
     /// project has one of that kind and name.
     async fn create_definition(

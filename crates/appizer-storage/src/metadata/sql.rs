@@ -30,6 +30,7 @@ pub struct SqlMetadataStore {
     pool: AnyPool,
     backend: Backend,
     persons: Arc<SqlPersonStore>,
+    definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -70,6 +71,7 @@ impl SqlMetadataStore {
         }
         Ok(Self {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
+            definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             pool,
             backend,
         })
@@ -293,8 +295,20 @@ fn definition_from_row(row: &AnyRow) -> Result<Definition, StoreError> {
 /// statements cost more than their share).
 const MEMBER_ROWS: usize = 50;
 
+impl SqlMetadataStore {
+    fn definitions_changed(&self) {
+        self.definitions_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
 #[async_trait]
 impl MetadataStore for SqlMetadataStore {
+    fn definitions_version(&self) -> u64 {
+        self.definitions_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn create_definition(
         &self,
         d: &Definition,
@@ -318,6 +332,7 @@ impl MetadataStore for SqlMetadataStore {
         .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
+        self.definitions_changed();
         Ok(())
     }
 
@@ -390,6 +405,7 @@ impl MetadataStore for SqlMetadataStore {
             insert_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
+        self.definitions_changed();
         Ok(done)
     }
 
@@ -418,6 +434,7 @@ impl MetadataStore for SqlMetadataStore {
             insert_audit(&mut tx, audit).await?;
         }
         tx.commit().await?;
+        self.definitions_changed();
         Ok(done)
     }
 
@@ -463,6 +480,7 @@ impl MetadataStore for SqlMetadataStore {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.definitions_changed();
         Ok(())
     }
 

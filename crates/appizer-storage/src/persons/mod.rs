@@ -206,6 +206,10 @@ pub trait PersonStore: Send + Sync + 'static {
         filter: &PersonFilter,
     ) -> Result<Vec<Person>, StoreError>;
 
+    /// A number that changes after every write through this store (on this node):
+    /// answers computed from persons are cached under it.
+    fn version(&self) -> u64;
+
     /// Every person of the project with its properties as a JSON object's text, in
     /// id order (for analytics: person-property filters and breakdowns).
     async fn property_table(

@@ -36,6 +36,8 @@ pub struct SqlPersonStore {
     pool: AnyPool,
     backend: Backend,
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped after every write of this node (see [`PersonStore::version`]).
+    version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqlPersonStore {
@@ -45,7 +47,13 @@ impl SqlPersonStore {
             pool,
             backend,
             writes: Arc::new(tokio::sync::Mutex::new(())),
+            version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    fn changed(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// `FOR UPDATE` where the backend has it.
@@ -375,6 +383,7 @@ impl PersonStore for SqlPersonStore {
             }
         }
         tx.commit().await?;
+        self.changed();
         drop(_one_writer);
         let lost: Vec<String> = new
             .iter()
@@ -402,6 +411,7 @@ impl PersonStore for SqlPersonStore {
         .bind(millis(at))
         .execute(&self.pool)
         .await?;
+        self.changed();
         let owner: String = sqlx::query_scalar(
             "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2",
         )
@@ -418,6 +428,7 @@ impl PersonStore for SqlPersonStore {
             .bind(person.to_string())
             .execute(&self.pool)
             .await?;
+        self.changed();
         Ok(())
     }
 
@@ -525,6 +536,7 @@ impl PersonStore for SqlPersonStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(record)
     }
 
@@ -634,6 +646,7 @@ impl PersonStore for SqlPersonStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.changed();
         record.split_at = Some(at);
         Ok(Some(record))
     }
@@ -698,6 +711,7 @@ impl PersonStore for SqlPersonStore {
             set_override(&mut tx, project, id(&old)?, distinct_id, split_off, at).await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(Some(split_off))
     }
 
@@ -760,6 +774,7 @@ impl PersonStore for SqlPersonStore {
             .await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -821,6 +836,10 @@ impl PersonStore for SqlPersonStore {
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(person_from_row).collect()
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn property_table(
@@ -891,6 +910,7 @@ impl PersonStore for SqlPersonStore {
             }
         }
         tx.commit().await?;
+        self.changed();
         Ok(Some(Deleted {
             distinct_ids: ids,
             suppressed: suppress,
