@@ -322,20 +322,21 @@ fn summarize(
 /// The window in microseconds.
 fn window(q: &FunnelQuery) -> Result<i64> {
     let count = i64::from(q.window.unwrap_or(DEFAULT_WINDOW_DAYS));
-    let unit = match q.window_unit {
-        WindowUnit::Minute => Duration::minutes(1),
-        WindowUnit::Hour => Duration::hours(1),
-        WindowUnit::Day => Duration::days(1),
-        WindowUnit::Week => Duration::weeks(1),
+    let unit_seconds: i64 = match q.window_unit {
+        WindowUnit::Minute => 60,
+        WindowUnit::Hour => 3_600,
+        WindowUnit::Day => 86_400,
+        WindowUnit::Week => 7 * 86_400,
     };
-    let total = unit * count as i32;
-    if count == 0 || total > Duration::days(MAX_WINDOW_DAYS) {
+    // Both factors are below 2^33, so the product cannot overflow.
+    let seconds = count * unit_seconds;
+    if count == 0 || seconds > MAX_WINDOW_DAYS * 86_400 {
         return Err(AnalyticsError::invalid(
             "window",
             format!("must be at least 1 and at most {MAX_WINDOW_DAYS} days"),
         ));
     }
-    Ok(total.num_microseconds().expect("at most a year"))
+    Ok(seconds * 1_000_000)
 }
 
 /// The best attempt of one person, if any.
@@ -508,5 +509,33 @@ pub fn median(sorted: &[f64]) -> Option<f64> {
         0 => None,
         n if n % 2 == 1 => Some(sorted[n / 2]),
         n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_bounded_without_overflow() {
+        let q = |window, unit| FunnelQuery {
+            window: Some(window),
+            window_unit: unit,
+            ..Default::default()
+        };
+        assert_eq!(window(&q(2, WindowUnit::Hour)).unwrap(), 7_200_000_000);
+        assert_eq!(
+            window(&q(366, WindowUnit::Day)).unwrap(),
+            366 * 86_400_000_000
+        );
+        for (w, unit) in [
+            (0, WindowUnit::Day),
+            (367, WindowUnit::Day),
+            (u32::MAX, WindowUnit::Minute),
+            (u32::MAX, WindowUnit::Week),
+        ] {
+            let e = window(&q(w, unit)).unwrap_err();
+            assert!(e.to_string().starts_with("window"), "{w} {unit:?}: {e}");
+        }
     }
 }
