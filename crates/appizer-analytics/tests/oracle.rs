@@ -595,8 +595,9 @@ async fn trends_breakdowns_filters_formulas_and_comparison_match_the_oracle() {
     close(r.results[0].aggregated, Some(current), "all events");
 }
 
-/// The oracle's funnel: every start, greedy steps, the best attempt.
-fn oracle_funnel(w: &World, steps: &[&str], order: FunnelOrder, window: Duration) -> Vec<u64> {
+/// The end of the funnels' range, and each person's events from its start to the end
+/// plus the window, by time.
+fn funnel_events(w: &World, window: Duration) -> (DateTime<Utc>, BTreeMap<&str, Vec<&Fact>>) {
     let from =
         w.tz.with_ymd_and_hms(2026, 10, 26, 0, 0, 0)
             .unwrap()
@@ -613,9 +614,17 @@ fn oracle_funnel(w: &World, steps: &[&str], order: FunnelOrder, window: Duration
             }
         }
     }
+    for events in by_person.values_mut() {
+        events.sort_by_key(|f| f.at);
+    }
+    (to, by_person)
+}
+
+/// The oracle's funnel: every start, greedy steps, the best attempt.
+fn oracle_funnel(w: &World, steps: &[&str], order: FunnelOrder, window: Duration) -> Vec<u64> {
+    let (to, by_person) = funnel_events(w, window);
     let mut counts = vec![0u64; steps.len()];
-    for (_, mut evs) in by_person {
-        evs.sort_by_key(|f| f.at);
+    for (_, evs) in by_person {
         let mut best = 0;
         for (s, start) in evs.iter().enumerate() {
             if start.at >= to {
@@ -1176,25 +1185,9 @@ fn oracle_ordered(
     window: Duration,
     exclusion: (&str, usize, usize),
 ) -> BTreeMap<String, Vec<u64>> {
-    let from =
-        w.tz.with_ymd_and_hms(2026, 10, 26, 0, 0, 0)
-            .unwrap()
-            .with_timezone(&Utc);
-    let to =
-        w.tz.with_ymd_and_hms(2026, 11, 9, 0, 0, 0)
-            .unwrap()
-            .with_timezone(&Utc);
-    let mut by_person: BTreeMap<&str, Vec<&Fact>> = BTreeMap::new();
-    for f in &w.facts {
-        if let Some(p) = &f.person {
-            if f.at >= from && f.at < to + window {
-                by_person.entry(p).or_default().push(f);
-            }
-        }
-    }
+    let (to, by_person) = funnel_events(w, window);
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (_, mut evs) in by_person {
-        evs.sort_by_key(|f| f.at);
+    for (_, evs) in by_person {
         let mut best: Option<(usize, String)> = None;
         for (s, start) in evs.iter().enumerate() {
             if start.at >= to || start.event != steps[0] {
