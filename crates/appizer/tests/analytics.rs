@@ -370,6 +370,15 @@ async fn segments_and_metrics_are_saved_computed_and_listed() {
         "{:?}",
         bad_step.body
     );
+    // A segment whose members cannot be computed is not saved.
+    let saved = api.get(&format!("{base}/segments"), admin).await;
+    let names: Vec<&str> = saved.body["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"Step 0"), "{names:?}");
     let bad = api
         .post(
             &format!("{base}/segments"),

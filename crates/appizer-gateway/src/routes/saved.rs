@@ -482,32 +482,29 @@ pub async fn list_segments(
     Ok(Json(SegmentList { segments }))
 }
 
-/// Computes the members of `d` (dynamic: from its condition; static: the persons of
-/// `distinct_ids`) and stores them; returns the segment as saved and the unknown ids.
-async fn compute(
+/// What a segment's members come from.
+enum Source {
+    Condition(SegmentCondition),
+    DistinctIds(Vec<String>),
+    Funnel(FunnelDropped),
+}
+
+/// A segment's members, computed before anything is saved (so a condition or funnel
+/// that fails saves nothing), and how many uploaded distinct ids have no person.
+async fn members(
     state: &AppState,
     project: &QueryProject,
-    d: Definition,
-    distinct_ids: Option<Vec<String>>,
-    funnel: Option<FunnelDropped>,
-) -> Result<SegmentSaved, ApiError> {
-    let now = Utc::now();
-    let body = SegmentBody::from_definition(&d)?;
-    let (count, unknown) = match body.kind {
-        SegmentKind::Dynamic => (
-            state
-                .events
-                .analytics
-                .refresh_segment(project, &d, now)
-                .await?,
+    source: Source,
+) -> Result<(Vec<PersonId>, Option<u64>), ApiError> {
+    let analytics = &state.events.analytics;
+    match source {
+        Source::Condition(c) => Ok((
+            analytics.segment_members(project, &c, Utc::now()).await?,
             None,
-        ),
-        SegmentKind::Static if funnel.is_some() => {
-            let FunnelDropped { funnel, step } = funnel.expect("checked");
-            let persons = state
-                .events
-                .analytics
-                .funnel_dropped(project, &funnel, step, now)
+        )),
+        Source::Funnel(FunnelDropped { funnel, step }) => {
+            let persons = analytics
+                .funnel_dropped(project, &funnel, step, Utc::now())
                 .await
                 .map_err(|e| match e {
                     appizer_analytics::AnalyticsError::Invalid { field, rule } => {
@@ -515,14 +512,9 @@ async fn compute(
                     }
                     other => other.into(),
                 })?;
-            state
-                .store
-                .replace_segment_members(project.id, d.id, &persons, now)
-                .await?;
-            (persons.len() as u64, None)
+            Ok((persons, None))
         }
-        SegmentKind::Static => {
-            let mut ids = distinct_ids.unwrap_or_default();
+        Source::DistinctIds(mut ids) => {
             ids.sort();
             ids.dedup();
             let (mut persons, mut known) = (Vec::new(), 0usize);
@@ -534,15 +526,25 @@ async fn compute(
             }
             persons.sort();
             persons.dedup();
-            state
-                .store
-                .replace_segment_members(project.id, d.id, &persons, now)
-                .await?;
-            (persons.len() as u64, Some((ids.len() - known) as u64))
+            Ok((persons, Some((ids.len() - known) as u64)))
         }
-    };
+    }
+}
+
+/// Stores the members of the saved segment `d`; returns it as saved.
+async fn store_members(
+    state: &AppState,
+    project: &QueryProject,
+    d: Definition,
+    (persons, unknown): (Vec<PersonId>, Option<u64>),
+) -> Result<SegmentSaved, ApiError> {
+    let now = Utc::now();
+    state
+        .store
+        .replace_segment_members(project.id, d.id, &persons, now)
+        .await?;
     let mut view = segment_view(d)?;
-    view.member_count = count;
+    view.member_count = persons.len() as u64;
     view.computed_at = Some(now);
     Ok(SegmentSaved {
         segment: view,
@@ -619,14 +621,12 @@ pub async fn create_segment(
         body.funnel_dropped.is_some(),
     )?;
     let project = query_project(&state, &caller, project_id).await?;
-    // A condition is checked by computing it before anything is saved.
-    if let Some(c) = &body.condition {
-        state
-            .events
-            .analytics
-            .segment_members(&project, c, Utc::now())
-            .await?;
-    }
+    let source = match (&body.condition, body.funnel_dropped, body.distinct_ids) {
+        (Some(c), _, _) => Source::Condition(c.clone()),
+        (None, Some(funnel), _) => Source::Funnel(funnel),
+        (None, None, ids) => Source::DistinctIds(ids.unwrap_or_default()),
+    };
+    let computed = members(&state, &project, source).await?;
     let now = Utc::now();
     let d = Definition {
         id: DefinitionId::new(),
@@ -652,7 +652,7 @@ pub async fn create_segment(
         json!({"name": d.name}),
     );
     state.store.create_definition(&d, &audit).await?;
-    let saved = compute(&state, &project, d, body.distinct_ids, body.funnel_dropped).await?;
+    let saved = store_members(&state, &project, d, computed).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -703,14 +703,18 @@ pub async fn update_segment(
         &body.distinct_ids,
         false,
     )?;
-    if let (true, Some(c)) = (changes_condition, &condition) {
-        state
-            .events
-            .analytics
-            .segment_members(&project, c, Utc::now())
-            .await?;
-        segment.condition = Some(c.clone());
-    }
+    let source = match (changes_condition, condition, body.distinct_ids) {
+        (true, Some(c), _) => {
+            segment.condition = Some(c.clone());
+            Some(Source::Condition(c))
+        }
+        (false, _, Some(ids)) => Some(Source::DistinctIds(ids)),
+        _ => None,
+    };
+    let computed = match source {
+        Some(source) => Some(members(&state, &project, source).await?),
+        None => None,
+    };
     d.body = serde_json::to_value(&segment).map_err(|_| ApiError::internal())?;
     d.updated_at = Utc::now();
     let audit = caller.audit(
@@ -723,15 +727,13 @@ pub async fn update_segment(
     if !state.store.update_definition(&d, &audit).await? {
         return Err(ApiError::not_found("segment"));
     }
-    if segment.kind == SegmentKind::Static && body.distinct_ids.is_none() {
-        return Ok(Json(SegmentSaved {
+    match computed {
+        Some(computed) => Ok(Json(store_members(&state, &project, d, computed).await?)),
+        None => Ok(Json(SegmentSaved {
             segment: segment_view(d)?,
             unknown_distinct_ids: None,
-        }));
+        })),
     }
-    Ok(Json(
-        compute(&state, &project, d, body.distinct_ids, None).await?,
-    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project_id}/segments/{segment_id}", tag = "analytics", operation_id = "delete_segment",
