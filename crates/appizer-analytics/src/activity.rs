@@ -50,9 +50,9 @@ pub(crate) async fn stream_pairs(
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let actor = datafusion::arrow::compute::cast(column(&batch, "actor")?, &DataType::Utf8)?;
+        let actor = cast_column(&batch, "actor", &DataType::Utf8)?;
         let actor = actor.as_string::<i32>();
-        let key = datafusion::arrow::compute::cast(column(&batch, "key")?, &DataType::Int64)?;
+        let key = cast_column(&batch, "key", &DataType::Int64)?;
         let key = key.as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
             if actor.is_null(i) || key.is_null(i) {
@@ -64,15 +64,19 @@ pub(crate) async fn stream_pairs(
     Ok(())
 }
 
-pub(crate) fn column<'b>(
-    batch: &'b datafusion::arrow::array::RecordBatch,
+/// Column `name` of `batch` cast to `to` (plans name their outputs; the types Arrow
+/// reads back may be views or other widths).
+pub(crate) fn cast_column(
+    batch: &datafusion::arrow::array::RecordBatch,
     name: &str,
-) -> Result<&'b datafusion::arrow::array::ArrayRef> {
-    batch.column_by_name(name).ok_or_else(|| {
+    to: &DataType,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
         AnalyticsError::Engine(datafusion::error::DataFusionError::Internal(format!(
             "no column {name}"
         )))
-    })
+    })?;
+    Ok(datafusion::arrow::compute::cast(column, to)?)
 }
 
 /// Distinct (person, local bucket) pairs of the events matching `condition` in
@@ -195,8 +199,8 @@ pub(crate) async fn stickiness(
             .aggregate(vec![col("k")], vec![count(lit(1)).alias("n")])?;
         let mut persons = vec![0u64; frame.buckets.len()];
         for b in df.collect().await? {
-            let k = datafusion::arrow::compute::cast(column(&b, "k")?, &DataType::Int64)?;
-            let n = datafusion::arrow::compute::cast(column(&b, "n")?, &DataType::Int64)?;
+            let k = cast_column(&b, "k", &DataType::Int64)?;
+            let n = cast_column(&b, "n", &DataType::Int64)?;
             let (k, n) = (k.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
             for r in 0..b.num_rows() {
                 let days = k.value(r) as usize;

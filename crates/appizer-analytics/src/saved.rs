@@ -336,13 +336,10 @@ fn evaluate<'a>(
                         "segments cannot contain themselves",
                     ));
                 }
-                let project = QueryProject {
-                    id: scope.project,
-                    timezone: scope.tz.name().to_string(),
-                };
+                let project = &scope.query_project;
                 let d = scope
                     .engine
-                    .definition(&project, DefinitionKind::Segment, segment_id, &f)
+                    .definition(project, DefinitionKind::Segment, segment_id, &f)
                     .await?;
                 let body = SegmentBody::from_definition(&d)?;
                 match (body.kind, &body.condition) {
@@ -352,7 +349,7 @@ fn evaluate<'a>(
                         stack.pop();
                         set
                     }
-                    _ => scope.engine.stored_members(&project, segment_id, &f).await,
+                    _ => scope.engine.stored_members(project, segment_id, &f).await,
                 }
             }
         }

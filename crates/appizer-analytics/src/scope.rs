@@ -32,6 +32,8 @@ pub const MAX_KEY_BYTES: usize = 400;
 pub struct Scope<'e> {
     pub engine: &'e Engine,
     pub ctx: SessionContext,
+    /// The project as the query named it (id and time zone).
+    pub query_project: QueryProject,
     pub project: ProjectId,
     pub tz: Tz,
     pub now: DateTime<Utc>,
@@ -60,6 +62,7 @@ impl<'e> Scope<'e> {
             engine,
             ctx,
             pool,
+            query_project: project.clone(),
             project: project.id,
             tz: crate::time::zone(&project.timezone),
             now,
@@ -191,15 +194,11 @@ impl<'e> Scope<'e> {
                 format!("at most {MAX_FILTERS} segments"),
             ));
         }
-        let project = QueryProject {
-            id: self.project,
-            timezone: self.tz.name().to_string(),
-        };
         let mut all: Option<Expr> = None;
         for (i, id) in segments.iter().enumerate() {
             let members = self
                 .engine
-                .stored_members(&project, id, &format!("{field}[{i}]"))
+                .stored_members(&self.query_project, id, &format!("{field}[{i}]"))
                 .await?;
             let expr = self.actor_in(members);
             all = Some(match all {

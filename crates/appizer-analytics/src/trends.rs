@@ -14,6 +14,7 @@ use datafusion::functions_aggregate::expr_fn::{
 use datafusion::logical_expr::{cast, when, Expr, GroupingSet};
 use datafusion::prelude::{col, lit, DataFrame};
 
+use crate::activity::cast_column;
 use crate::formula::Formula;
 use crate::model::*;
 use crate::scope::{check_event_name, numeric, Scope};
@@ -99,13 +100,9 @@ async fn metric_series(
             "a metric series takes no event, math or properties of its own",
         ));
     }
-    let project = QueryProject {
-        id: scope.project,
-        timezone: scope.tz.name().to_string(),
-    };
     let (name, metric) = scope
         .engine
-        .metric(&project, id)
+        .metric(&scope.query_project, id)
         .await
         .map_err(|e| match e {
             AnalyticsError::Invalid { rule, .. } => {
@@ -403,19 +400,6 @@ async fn top_values(events: DataFrame, value: Expr, limit: usize) -> Result<(Vec
     let more = out.len() > limit;
     out.truncate(limit);
     Ok((out, more))
-}
-
-fn cast_column(
-    batch: &RecordBatch,
-    name: &str,
-    to: &DataType,
-) -> Result<datafusion::arrow::array::ArrayRef> {
-    let column = batch.column_by_name(name).ok_or_else(|| {
-        AnalyticsError::Engine(datafusion::error::DataFusionError::Internal(format!(
-            "no column {name}"
-        )))
-    })?;
-    Ok(datafusion::arrow::compute::cast(column, to)?)
 }
 
 /// The `q` quantile of each row's list of values, interpolated linearly between the
