@@ -60,9 +60,36 @@ pub(crate) async fn series_plan(
     q: &TrendsQuery,
     frame: &Frame,
 ) -> Result<DataFrame> {
-    let global = scope.global(&q.properties, &q.segments).await?;
-    let prepared = prepare(scope, q, frame, 0, &q.series[0], global).await?;
+    let shared = Shared::of(scope, q).await?;
+    let prepared = prepare(scope, frame, 0, &q.series[0], &shared).await?;
     prepared.aggregate()
+}
+
+/// What every series of a query shares, built once: the conditions on all events, and
+/// the breakdown value with its limit.
+struct Shared {
+    global: Option<Expr>,
+    breakdown: Option<(Expr, usize)>,
+}
+
+impl Shared {
+    async fn of(scope: &Scope<'_>, q: &TrendsQuery) -> Result<Self> {
+        let breakdown = match &q.breakdown {
+            None => None,
+            Some(b) => {
+                let limit = b.checked_limit()?;
+                let value = coalesce(vec![
+                    scope.property(b.kind, &b.key, "breakdown").await?,
+                    lit(BREAKDOWN_NONE),
+                ]);
+                Some((value, limit))
+            }
+        };
+        Ok(Self {
+            global: scope.global(&q.properties, &q.segments).await?,
+            breakdown,
+        })
+    }
 }
 
 /// Per-bucket values and the value over the range.
@@ -151,14 +178,14 @@ async fn evaluate(
     frame: &Frame,
     formula: Option<&Formula>,
 ) -> Result<Vec<SeriesResult>> {
-    let global = scope.global(&q.properties, &q.segments).await?;
+    let shared = Shared::of(scope, q).await?;
     let mut all = Vec::with_capacity(q.series.len());
     for (i, s) in q.series.iter().enumerate() {
         if let Some(id) = &s.metric_id {
             all.push(metric_series(scope, q, frame, i, s, id).await?);
             continue;
         }
-        let prepared = prepare(scope, q, frame, i, s, global.clone()).await?;
+        let prepared = prepare(scope, frame, i, s, &shared).await?;
         all.push(prepared.values(frame).await?);
     }
     match formula {
@@ -253,11 +280,10 @@ struct Prepared<'s> {
 
 async fn prepare<'s>(
     scope: &'s Scope<'s>,
-    q: &TrendsQuery,
     frame: &Frame,
     i: usize,
     s: &Series,
-    global: Option<Expr>,
+    shared: &Shared,
 ) -> Result<Prepared<'s>> {
     let field = format!("series[{i}]");
     if let Some(name) = &s.event {
@@ -290,7 +316,7 @@ async fn prepare<'s>(
             .conditions(&s.properties, &format!("{field}.properties"))
             .await?,
     );
-    predicates.extend(global);
+    predicates.extend(shared.global.clone());
     if matches!(s.math, Math::UniquePersons | Math::AvgPerPerson) {
         predicates.push(scope.actor().is_not_null());
     }
@@ -299,14 +325,10 @@ async fn prepare<'s>(
     if let Some(p) = predicates.into_iter().reduce(Expr::and) {
         events = events.filter(p)?;
     }
-    let (breakdown, order) = match &q.breakdown {
+    let (breakdown, order) = match &shared.breakdown {
         None => (None, Vec::new()),
-        Some(b) => {
-            let limit = b.checked_limit()?;
-            let value = coalesce(vec![
-                scope.property(b.kind, &b.key, "breakdown").await?,
-                lit(BREAKDOWN_NONE),
-            ]);
+        Some((value, limit)) => {
+            let (value, limit) = (value.clone(), *limit);
             if s.math == Math::Total {
                 // Counts rank the values themselves: one pass, folded in `values`.
                 return Ok(Prepared {
