@@ -345,9 +345,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         )
         .await?;
         let max = probe as f64 / secs;
+        let before = track_durations(&server).await?;
         let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds).await?;
-        anyhow::Ok((max, latency))
+        let served = track_durations(&server).await?.since(&before);
+        anyhow::Ok((max, (latency, served)))
     })?;
+    let (latency, served) = latency;
 
     println!(
         "  (a) durable through /v1/batch      {:>12.0} events/s",
@@ -375,6 +378,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         us(latency.percentile(99.0)),
         latency.len()
     );
+    println!(
+        "      in the server (request in to answer out): {:.2}% within 1 ms, {:.2}% within 5 ms",
+        served.share_within(0.001) * 100.0,
+        served.share_within(0.005) * 100.0
+    );
     let peak_rss_run = peak_rss_bytes(pid);
     match (peak_rss, peak_rss_run) {
         (Some(bytes), Some(run)) => println!(
@@ -401,22 +409,26 @@ async fn open_loop(
     let url = format!("{}/v1/track", server.url);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * seconds as f64) as u64;
+    // Bodies are made before the clock starts, so the dispatcher only sends.
+    let bodies: Vec<Vec<u8>> = (0..total)
+        .map(|n| {
+            // The single-message route takes the message itself.
+            let batch: Value =
+                serde_json::from_slice(&template.render(9_000_000_000 + n)).expect("valid");
+            serde_json::to_vec(&batch["batch"][0]).expect("serializes")
+        })
+        .collect();
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
-    let body_of = |n: u64| -> Vec<u8> {
-        // The single-message route takes the message itself.
-        let batch: Value = serde_json::from_slice(&template.render(n)).expect("valid");
-        serde_json::to_vec(&batch["batch"][0]).expect("serializes")
-    };
     let mut tasks = Vec::with_capacity(total as usize);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for n in 0..total {
+    for body in bodies {
         ticker.tick().await;
         let request = client
             .post(&url)
             .basic_auth(&server.write_key, Some(""))
             .header("content-type", "application/json")
-            .body(body_of(9_000_000_000 + n));
+            .body(body);
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
             let response = request.send().await?;
@@ -431,4 +443,67 @@ async fn open_loop(
         samples.push(t.await??);
     }
     Ok(Samples::new(samples))
+}
+
+/// The server's own histogram of `/v1/track` handling times (from `/metrics`): bucket
+/// upper bounds in seconds and cumulative counts.
+struct Durations(Vec<(f64, u64)>);
+
+impl Durations {
+    /// The requests counted between `earlier` and this reading.
+    fn since(&self, earlier: &Durations) -> Durations {
+        Durations(
+            self.0
+                .iter()
+                .map(|&(le, n)| {
+                    let before = earlier.0.iter().find(|(l, _)| *l == le).map_or(0, |e| e.1);
+                    (le, n - before)
+                })
+                .collect(),
+        )
+    }
+
+    /// The share of requests answered within `seconds` (a bucket bound).
+    fn share_within(&self, seconds: f64) -> f64 {
+        let total = self.0.iter().map(|e| e.1).max().unwrap_or(0);
+        let within = self
+            .0
+            .iter()
+            .find(|(le, _)| (*le - seconds).abs() < 1e-9)
+            .map_or(0, |e| e.1);
+        if total == 0 {
+            0.0
+        } else {
+            within as f64 / total as f64
+        }
+    }
+}
+
+async fn track_durations(server: &Server) -> anyhow::Result<Durations> {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await?
+        .text()
+        .await?;
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("appizer_http_request_duration_seconds_bucket{") else {
+            continue;
+        };
+        if !rest.contains("route=\"/v1/track\"") {
+            continue;
+        }
+        let le = rest
+            .split("le=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("+Inf");
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        let count: u64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+        buckets.push((le, count));
+    }
+    Ok(Durations(buckets))
 }

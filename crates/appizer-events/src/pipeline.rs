@@ -26,6 +26,10 @@ use crate::metrics as m;
 use crate::record::decode_record;
 use crate::warnings::WarningSink;
 
+/// A step whose records hold less than this is decoded on one thread: starting the
+/// lanes costs more than they save (a step of single-event requests).
+const PARALLEL_DECODE_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// Queue records read per step.
@@ -203,15 +207,7 @@ impl Pipeline {
             let pipeline = self.clone();
             self.config
                 .background
-                .run(move || -> Result<(), PipelineError> {
-                    for (offset, events) in screened {
-                        pipeline.process(offset, events)?;
-                        pipeline
-                            .processed_end
-                            .fetch_max(offset + 1, std::sync::atomic::Ordering::AcqRel);
-                    }
-                    Ok(())
-                })
+                .run(move || pipeline.process(screened))
                 .await?;
             // Flushes run beside the consumer, one at a time: writing Parquet takes long
             // enough that waiting for it would stall every later event.
@@ -251,7 +247,8 @@ impl Pipeline {
     /// (`None` for a record that cannot be decoded).
     fn prepare(&self, records: &[Record]) -> Vec<(u64, Option<Vec<Event>>)> {
         let lanes = self.agents.len();
-        if lanes < 2 || records.len() < 2 {
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        if lanes < 2 || records.len() < 2 || bytes < PARALLEL_DECODE_BYTES {
             return records
                 .iter()
                 .map(|r| (r.offset, self.prepare_one(0, r)))
@@ -363,27 +360,37 @@ impl Pipeline {
         }
     }
 
-    /// Buffers, counts and publishes the events of one record.
-    fn process(&self, offset: u64, events: Option<Vec<Event>>) -> Result<(), PipelineError> {
-        let kept = match events {
-            Some(events) if !events.is_empty() => events,
-            _ => {
-                self.store.note_offset(offset);
-                return Ok(());
-            }
+    /// Buffers, counts and publishes the events of one step's records, as one batch
+    /// per project: a step of many small records (single-event requests) would
+    /// otherwise leave a batch per record in the buffer for every query and flush to
+    /// go through.
+    fn process(&self, records: Vec<(u64, Option<Vec<Event>>)>) -> Result<(), PipelineError> {
+        let Some(last) = records.last().map(|(offset, _)| *offset) else {
+            return Ok(());
         };
-        metrics::counter!(m::EVENTS_STORED_TOTAL).increment(kept.len() as u64);
-        for event in &kept {
-            self.counters.record(
-                event.project_id,
-                &event.event,
-                event.timestamp.timestamp_millis(),
-            );
-            if self.live.receiver_count() > 0 {
-                let _ = self.live.send(Arc::new(event.clone()));
+        let kept: Vec<Event> = records
+            .into_iter()
+            .flat_map(|(_, events)| events.unwrap_or_default())
+            .collect();
+        if kept.is_empty() {
+            self.store.note_offset(last);
+        } else {
+            metrics::counter!(m::EVENTS_STORED_TOTAL).increment(kept.len() as u64);
+            let live = self.live.receiver_count() > 0;
+            for event in &kept {
+                self.counters.record(
+                    event.project_id,
+                    &event.event,
+                    event.timestamp.timestamp_millis(),
+                );
+                if live {
+                    let _ = self.live.send(Arc::new(event.clone()));
+                }
             }
+            self.store.append(kept, last)?;
         }
-        self.store.append(kept, offset)?;
+        self.processed_end
+            .fetch_max(last + 1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
