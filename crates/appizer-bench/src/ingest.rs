@@ -442,6 +442,19 @@ async fn open_loop(
     for t in tasks {
         samples.push(t.await??);
     }
+    if std::env::var("DIAG").is_ok() {
+        let per = (rate / 4.0) as usize;
+        for (i, w) in samples.chunks(per).enumerate() {
+            let mut w = w.to_vec();
+            w.sort();
+            eprintln!(
+                "diag window {i}: p50 {:?} p99 {:?} max {:?}",
+                w[w.len() / 2],
+                w[w.len() * 99 / 100],
+                w[w.len() - 1]
+            );
+        }
+    }
     Ok(Samples::new(samples))
 }
 

@@ -4,6 +4,7 @@
 //! bounded cache; revoking a key through this node evicts it at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,8 @@ struct CachedLookup {
     /// `None`: no usable key has this hash (unknown or revoked).
     principal: Option<Principal>,
     fetched: Instant,
+    /// A request is reading this key again; others keep the answer meanwhile.
+    refreshing: bool,
 }
 
 /// Key lookups by hash, kept for `auth.key_cache_ttl_ms`, at most
@@ -64,6 +67,8 @@ pub struct KeyCache {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<HashMap<String, CachedLookup>>,
+    /// Bumped by every eviction, so a read that raced one is not cached.
+    evictions: AtomicU64,
 }
 
 impl KeyCache {
@@ -72,10 +77,15 @@ impl KeyCache {
             ttl: Duration::from_millis(config.key_cache_ttl_ms),
             capacity: config.key_cache_capacity.max(1),
             entries: Mutex::new(HashMap::new()),
+            evictions: AtomicU64::new(0),
         }
     }
 
     /// The usable (unrevoked) key whose plaintext is `plaintext`.
+    ///
+    /// When a lookup expires, the first request to see it reads the key again while
+    /// the others keep the expired answer (for at most one more TTL): under load, an
+    /// expiry would otherwise send every request in flight to the store at once.
     pub async fn lookup(
         &self,
         store: &dyn MetadataStore,
@@ -83,13 +93,52 @@ impl KeyCache {
     ) -> Result<Option<Principal>, StoreError> {
         let hash = hash_key(plaintext);
         let now = Instant::now();
-        if let Some(hit) = self.entries.lock().get(&hash) {
-            if now.duration_since(hit.fetched) < self.ttl {
-                return Ok(hit.principal.clone());
+        match self.cached(&hash, now) {
+            Ok(answer) => Ok(answer),
+            Err(evictions) => {
+                let loaded = load_principal(store, &hash).await;
+                self.remember(hash, loaded, evictions, now)
             }
         }
-        let principal = load_principal(store, &hash).await?;
+    }
+
+    /// The cached answer, or (to read the key) the eviction count to pass to
+    /// [`remember`](Self::remember); marks an expired entry as being read again.
+    fn cached(&self, hash: &str, now: Instant) -> Result<Option<Principal>, u64> {
         let mut entries = self.entries.lock();
+        if let Some(hit) = entries.get_mut(hash) {
+            let age = now.duration_since(hit.fetched);
+            if age < self.ttl || (hit.refreshing && age < 2 * self.ttl) {
+                return Ok(hit.principal.clone());
+            }
+            hit.refreshing = true;
+        }
+        Err(self.evictions.load(Ordering::Acquire))
+    }
+
+    /// Caches what was read (unless an eviction ran since `evictions` was taken: the
+    /// read may predate a revocation, so it answers its own request only).
+    fn remember(
+        &self,
+        hash: String,
+        loaded: Result<Option<Principal>, StoreError>,
+        evictions: u64,
+        now: Instant,
+    ) -> Result<Option<Principal>, StoreError> {
+        let mut entries = self.entries.lock();
+        let principal = match loaded {
+            Ok(principal) => principal,
+            Err(e) => {
+                if let Some(hit) = entries.get_mut(&hash) {
+                    hit.refreshing = false;
+                }
+                return Err(e);
+            }
+        };
+        if self.evictions.load(Ordering::Acquire) != evictions {
+            entries.remove(&hash);
+            return Ok(principal);
+        }
         if entries.len() >= self.capacity {
             entries.retain(|_, e| now.duration_since(e.fetched) < self.ttl);
             if entries.len() >= self.capacity {
@@ -101,6 +150,7 @@ impl KeyCache {
             CachedLookup {
                 principal: principal.clone(),
                 fetched: now,
+                refreshing: false,
             },
         );
         Ok(principal)
@@ -108,12 +158,16 @@ impl KeyCache {
 
     /// Forgets the lookup of one key (after revocation).
     pub fn evict_key(&self, key_hash: &str) {
-        self.entries.lock().remove(key_hash);
+        let mut entries = self.entries.lock();
+        self.evictions.fetch_add(1, Ordering::AcqRel);
+        entries.remove(key_hash);
     }
 
     /// Forgets the lookups of a project's keys (after its settings change or it is deleted).
     pub fn evict_project(&self, project: ProjectId) {
-        self.entries.lock().retain(|_, e| {
+        let mut entries = self.entries.lock();
+        self.evictions.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|_, e| {
             e.principal
                 .as_ref()
                 .is_none_or(|p| p.project_id() != Some(project))
@@ -253,6 +307,98 @@ pub async fn authenticate_write_key(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    fn cache(ttl_ms: u64) -> KeyCache {
+        KeyCache::new(&AuthConfig {
+            key_cache_ttl_ms: ttl_ms,
+            key_cache_capacity: 100,
+        })
+    }
+
+    fn principal(name: &str) -> Principal {
+        let organization_id = OrganizationId::new();
+        Principal {
+            key: Arc::new(ApiKey {
+                id: KeyId::new(),
+                organization_id,
+                project_id: None,
+                kind: KeyKind::Secret,
+                role: Some(Role::Admin),
+                name: name.to_string(),
+                display_prefix: String::new(),
+                key_hash: String::new(),
+                created_at: chrono::Utc::now(),
+                created_by: None,
+                revoked_at: None,
+            }),
+            rate_limit: RateLimitOverride::default(),
+        }
+    }
+
+    fn name(answer: Result<Option<Principal>, u64>) -> Option<String> {
+        answer.ok().flatten().map(|p| p.key.name.clone())
+    }
+
+    #[test]
+    fn an_expired_lookup_is_read_again_by_one_request_while_the_others_keep_it() {
+        let keys = cache(1_000);
+        let t0 = Instant::now();
+        let ev = keys.cached("h", t0).expect_err("empty cache: read the key");
+        keys.remember("h".into(), Ok(Some(principal("old"))), ev, t0)
+            .unwrap();
+        assert_eq!(
+            name(keys.cached("h", t0 + Duration::from_millis(999))).as_deref(),
+            Some("old")
+        );
+
+        // Expired: the first request reads again, the others keep the old answer.
+        let later = t0 + Duration::from_millis(1_500);
+        let ev = keys
+            .cached("h", later)
+            .expect_err("expired: this request reads");
+        assert_eq!(name(keys.cached("h", later)).as_deref(), Some("old"));
+        keys.remember("h".into(), Ok(Some(principal("new"))), ev, later)
+            .unwrap();
+        assert_eq!(name(keys.cached("h", later)).as_deref(), Some("new"));
+
+        // A read that never finishes stops covering for the others after one more TTL.
+        let stuck = later + Duration::from_millis(1_200);
+        keys.cached("h", stuck).expect_err("expired: read again");
+        assert!(keys.cached("h", stuck + Duration::from_millis(100)).is_ok());
+        assert!(keys
+            .cached("h", later + Duration::from_millis(2_000))
+            .is_err());
+    }
+
+    #[test]
+    fn a_failed_read_lets_the_next_request_try_again() {
+        let keys = cache(1_000);
+        let t0 = Instant::now();
+        keys.remember("h".into(), Ok(Some(principal("old"))), 0, t0)
+            .unwrap();
+        let later = t0 + Duration::from_millis(1_500);
+        let ev = keys.cached("h", later).unwrap_err();
+        let failed = keys.remember("h".into(), Err(StoreError::Setup("down".into())), ev, later);
+        assert!(failed.is_err());
+        assert!(
+            keys.cached("h", later).is_err(),
+            "no read is in flight any more"
+        );
+    }
+
+    #[test]
+    fn a_read_that_raced_an_eviction_is_not_cached() {
+        let keys = cache(1_000);
+        let t0 = Instant::now();
+        let ev = keys.cached("h", t0).unwrap_err();
+        // The key is revoked (and evicted) while this read is in flight.
+        keys.evict_key("h");
+        let answer = keys
+            .remember("h".into(), Ok(Some(principal("stale"))), ev, t0)
+            .unwrap();
+        assert!(answer.is_some(), "the read answers its own request");
+        assert!(keys.cached("h", t0).is_err(), "but is not cached");
+    }
 
     fn headers(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
