@@ -39,6 +39,9 @@ pub struct Options {
     /// Seconds of each single-request measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Print (e)'s latency per quarter second of the open loop.
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// Digits of the request number inside each message id.
@@ -346,7 +349,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .await?;
         let max = probe as f64 / secs;
         let before = track_durations(&server).await?;
-        let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds).await?;
+        let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds, o.timeline).await?;
         let served = track_durations(&server).await?.since(&before);
         anyhow::Ok((max, (latency, served)))
     })?;
@@ -402,6 +405,7 @@ async fn open_loop(
     template: Arc<Template>,
     rate: f64,
     seconds: u64,
+    timeline: bool,
 ) -> anyhow::Result<Samples> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
@@ -442,16 +446,15 @@ async fn open_loop(
     for t in tasks {
         samples.push(t.await??);
     }
-    if std::env::var("DIAG").is_ok() {
-        let per = (rate / 4.0) as usize;
-        for (i, w) in samples.chunks(per).enumerate() {
-            let mut w = w.to_vec();
-            w.sort();
-            eprintln!(
-                "diag window {i}: p50 {:?} p99 {:?} max {:?}",
-                w[w.len() / 2],
-                w[w.len() * 99 / 100],
-                w[w.len() - 1]
+    if timeline {
+        // Requests in dispatch order, a quarter of a second of them per line.
+        for (i, window) in samples.chunks(((rate / 4.0) as usize).max(1)).enumerate() {
+            let window = Samples::new(window.to_vec());
+            println!(
+                "      {:>5.2} s: p50 {}  p99 {}",
+                i as f64 / 4.0,
+                us(window.percentile(50.0)),
+                us(window.percentile(99.0))
             );
         }
     }
