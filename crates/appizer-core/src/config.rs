@@ -174,7 +174,9 @@ impl Default for IngestConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// How long a key lookup is cached. Revocation through this node takes effect at
-    /// once; through another node (shared PostgreSQL), within this time.
+    /// once; through another node (shared PostgreSQL), within this time plus one read
+    /// of the key (at most twice this time): when a lookup expires, one request reads
+    /// the key again while the others keep the expired answer.
     pub key_cache_ttl_ms: u64,
     /// Cached key lookups at most (known and unknown keys).
     pub key_cache_capacity: usize,
@@ -561,7 +563,7 @@ max_distinct_ids_per_person = {max_distinct_ids_per_person}
 
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
-# through another node sharing PostgreSQL within this time.
+# through another node sharing PostgreSQL within this time plus one read of the key.
 key_cache_ttl_ms = {key_cache_ttl_ms}
 key_cache_capacity = {key_cache_capacity}
 
