@@ -335,7 +335,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     // (e) Single /v1/track: maximum rate (closed loop), then half of it open loop.
     let single = Arc::new(Template::new(1));
-    let (max_single, latency) = runtime.block_on(async {
+    let (max_single, latency, served) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
         let probe = 20_000u64;
         let secs = blast(
@@ -351,9 +351,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let before = track_durations(&server).await?;
         let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds, o.timeline).await?;
         let served = track_durations(&server).await?.since(&before);
-        anyhow::Ok((max, (latency, served)))
+        anyhow::Ok((max, latency, served))
     })?;
-    let (latency, served) = latency;
 
     println!(
         "  (a) durable through /v1/batch      {:>12.0} events/s",
