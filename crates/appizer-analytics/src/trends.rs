@@ -1,6 +1,7 @@
 //! Trends: per series, one aggregate plan grouped by local bucket (and breakdown value)
 //! with a grouping set for the whole range, so distinct persons over the range come
-//! from the same scan as the per-bucket values.
+//! from the same scan as the per-bucket values. Counts, sums, minima and maxima over
+//! the range are combined from the buckets instead, without the second grouping.
 
 use std::collections::HashMap;
 
@@ -262,6 +263,25 @@ fn empty_value(math: Math) -> Option<f64> {
     }
 }
 
+/// Whether the value over the range follows from the buckets' values (counts and sums
+/// add up, minima and maxima compare), so the plan need not aggregate twice.
+fn combinable(math: Math) -> bool {
+    matches!(math, Math::Total | Math::Sum | Math::Min | Math::Max)
+}
+
+/// The value over two sets of events from the value over each (a combinable math;
+/// `None` for a set without a value).
+fn combine_values(math: Math, a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(match math {
+            Math::Min => a.min(b),
+            Math::Max => a.max(b),
+            _ => a + b,
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A series ready to aggregate: its filtered events, bucket and breakdown expressions.
 struct Prepared<'s> {
     scope: &'s Scope<'s>,
@@ -484,11 +504,19 @@ impl Prepared<'_> {
             .alias("bd")
     }
 
-    /// Values per (bucket, breakdown) and per breakdown over the range (bucket NULL).
+    /// Values per (bucket, breakdown) and, unless the buckets' values combine into it,
+    /// per breakdown over the range (bucket NULL).
     fn aggregate(&self) -> Result<DataFrame> {
         let bucket = self.bucket.clone().alias("bucket");
         if self.math == Math::AvgPerPerson {
             return self.per_person(Some(bucket));
+        }
+        if combinable(self.math) {
+            // The value over the range is combined from the buckets' in `values`.
+            return Ok(self
+                .events
+                .clone()
+                .aggregate(vec![bucket, self.breakdown_expr()], vec![self.value_expr()])?);
         }
         let sets = GroupingSet::GroupingSets(vec![
             vec![bucket, self.breakdown_expr()],
@@ -564,6 +592,9 @@ impl Prepared<'_> {
                         if let Some(slot) = frame.index_of(bucket_from_micros(us)) {
                             entry.0[slot] = v.or(empty);
                         }
+                        if combinable(self.math) {
+                            entry.1 = combine_values(self.math, entry.1, v);
+                        }
                     }
                     None => entry.1 = v.or(empty),
                 }
@@ -587,5 +618,29 @@ impl Prepared<'_> {
                 })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_values_combine_into_the_range_value() {
+        let fold = |math, values: &[Option<f64>]| {
+            values
+                .iter()
+                .fold(empty_value(math), |a, v| combine_values(math, a, *v))
+        };
+        let buckets = [Some(3.0), None, Some(-1.5), Some(7.0)];
+        assert_eq!(fold(Math::Total, &buckets), Some(8.5));
+        assert_eq!(fold(Math::Sum, &buckets), Some(8.5));
+        assert_eq!(fold(Math::Min, &buckets), Some(-1.5));
+        assert_eq!(fold(Math::Max, &buckets), Some(7.0));
+        // No bucket with a value: a count or sum is 0, a minimum or maximum has none.
+        assert_eq!(fold(Math::Sum, &[None, None]), Some(0.0));
+        assert_eq!(fold(Math::Min, &[None, None]), None);
+        assert!(combinable(Math::Max) && !combinable(Math::UniquePersons));
+        assert!(!combinable(Math::Avg) && !combinable(Math::Median));
     }
 }

@@ -62,6 +62,9 @@ pub struct Options {
     /// Persons of the second project, where a segment is recomputed (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     segment_persons: usize,
+    /// Only these query kinds (comma-separated names, e.g. `trends_total,retention`).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
 }
 
 const DAYS: i64 = 30;
@@ -716,7 +719,13 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
         options.events, options.persons, options.runs
     );
 
-    let kinds = kinds();
+    let kinds: Vec<Kind> = kinds()
+        .into_iter()
+        .filter(|k| options.kinds.is_empty() || options.kinds.iter().any(|n| n == k.name))
+        .collect();
+    if kinds.is_empty() {
+        bail!("no query kind is named {:?}", options.kinds);
+    }
     let mut job = serde_json::json!({
         "files": dir.join("events").join(format!("project={}", project.id)).join("date=*").join("*.parquet").display().to_string(),
         "runs": options.runs,
