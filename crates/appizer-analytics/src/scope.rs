@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use appizer_core::ProjectId;
 use appizer_storage::events::query::{
-    effective_person_udf, json_field_text, json_text_udf, json_value_text,
+    effective_person_udf, json_field_text, json_number_udf, json_text_udf, json_value_text,
 };
 use appizer_storage::persons::PersonOverrides;
 use chrono::{DateTime, Utc};
@@ -281,6 +281,13 @@ pub fn ts(at: DateTime<Utc>) -> Expr {
 /// `json_text(properties, key)`.
 pub fn event_property(key: &str) -> Expr {
     json_text_udf().call(vec![col("properties"), lit(key.to_string())])
+}
+
+/// An event property as a number (NULL when absent or not a number); the same as
+/// `numeric(event_property(key))`, without writing numbers out as text first.
+pub fn event_number(key: &str, field: &str) -> Result<Expr> {
+    check_key(key, field)?;
+    Ok(json_number_udf().call(vec![col("properties"), lit(key.to_string())]))
 }
 
 /// A property as a number (NULL when absent or not a number).

@@ -18,7 +18,7 @@ use datafusion::prelude::{col, lit, DataFrame};
 use crate::activity::cast_column;
 use crate::formula::Formula;
 use crate::model::*;
-use crate::scope::{check_event_name, numeric, Scope};
+use crate::scope::{check_event_name, event_number, Scope};
 use crate::time::{bucket_from_micros, resolve_range, Frame};
 use crate::{AnalyticsError, Engine, QueryProject, Result};
 
@@ -316,11 +316,7 @@ async fn prepare<'s>(
         ));
     }
     let value_input = match (s.math.needs_property(), &s.math_property) {
-        (true, Some(key)) => Some(numeric(
-            scope
-                .property(PropertyType::Event, key, &format!("{field}.math_property"))
-                .await?,
-        )),
+        (true, Some(key)) => Some(event_number(key, &format!("{field}.math_property"))?),
         (true, None) => {
             return Err(AnalyticsError::invalid(
                 format!("{field}.math_property"),

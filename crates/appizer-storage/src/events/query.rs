@@ -6,8 +6,8 @@ use std::sync::Arc;
 use appizer_core::ProjectId;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
 use datafusion::prelude::{col, lit, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -84,34 +84,72 @@ pub fn json_text_udf() -> ScalarUDF {
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let docs = args[0].clone().into_array(1)?;
-            let docs = docs.as_string::<i32>();
-            let constant_key = match &args[1] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(key)) => Some(key.clone()),
-                _ => None,
-            };
-            let keys = match constant_key {
-                Some(_) => None,
-                None => Some(args[1].clone().into_array(docs.len())?),
-            };
-            let mut out = StringBuilder::with_capacity(docs.len(), docs.len() * 8);
-            for i in 0..docs.len() {
-                let key = match (&constant_key, &keys) {
-                    (Some(k), _) => k.as_deref(),
-                    (None, Some(keys)) => {
-                        let keys = keys.as_string::<i32>();
-                        (!keys.is_null(i)).then(|| keys.value(i))
-                    }
-                    (None, None) => None,
-                };
-                match key.filter(|_| !docs.is_null(i)) {
-                    Some(key) => out.append_option(json_field_text(docs.value(i), key).as_deref()),
-                    None => out.append_null(),
-                }
-            }
+            let mut out = StringBuilder::new();
+            each_field(args, |doc_key| match doc_key {
+                Some((doc, key)) => out.append_option(json_field_text(doc, key).as_deref()),
+                None => out.append_null(),
+            })?;
             Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
         }),
     )
+}
+
+/// `json_number(json, key)`: the value at `key` as a number, as
+/// `TRY_CAST(json_text(json, key) AS DOUBLE)` gives it (numbers, and strings that
+/// spell one; NULL otherwise), without writing numbers out as text first.
+pub fn json_number_udf() -> ScalarUDF {
+    create_udf(
+        "json_number",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let mut out = Float64Builder::new();
+            each_field(args, |doc_key| {
+                out.append_option(doc_key.and_then(|(doc, key)| json_field_number(doc, key)))
+            })?;
+            Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        }),
+    )
+}
+
+/// Calls `each` with every row's (document, key) of a `(json, key)` call, `None` where
+/// either is NULL.
+fn each_field(
+    args: &[ColumnarValue],
+    mut each: impl FnMut(Option<(&str, &str)>),
+) -> datafusion::error::Result<()> {
+    let docs = args[0].clone().into_array(1)?;
+    let docs = docs.as_string::<i32>();
+    // The key is a constant in every plan built here; a column is read row by row.
+    let (constant, keys) = match &args[1] {
+        ColumnarValue::Scalar(ScalarValue::Utf8(key)) => (key.as_deref(), None),
+        other => (None, Some(other.clone().into_array(docs.len())?)),
+    };
+    for i in 0..docs.len() {
+        let key = match &keys {
+            None => constant,
+            Some(keys) => {
+                let keys = keys.as_string::<i32>();
+                (!keys.is_null(i)).then(|| keys.value(i))
+            }
+        };
+        each(key.filter(|_| !docs.is_null(i)).map(|k| (docs.value(i), k)));
+    }
+    Ok(())
+}
+
+/// The number `json_number` gives for `key` of the JSON object `doc`.
+pub fn json_field_number(doc: &str, key: &str) -> Option<f64> {
+    let raw = appizer_core::json::object_fields(doc, [key])[0]?.get();
+    match raw.as_bytes().first()? {
+        b'-' | b'0'..=b'9' => serde_json::from_str::<f64>(raw).ok(),
+        b'"' => {
+            let text = json_field_text(doc, key)?;
+            <Float64Type as datafusion::arrow::compute::kernels::cast_utils::Parser>::parse(&text)
+        }
+        _ => None,
+    }
 }
 
 /// The text `json_text` gives for `key` of the JSON object `doc`.
@@ -289,6 +327,24 @@ mod tests {
             properties: props.try_into().unwrap(),
             ..Event::new(project, MessageType::Track, name, who, at)
         }
+    }
+
+    #[test]
+    fn json_number_is_the_text_cast_to_a_number() {
+        let doc = r#"{"int":42,"neg":-1.5,"exp":2.5e3,"big":18446744073709551617,"s":"12.25","bad":"12 apples","t":true,"n":null,"o":{"a":1},"esc":"\u0031\u0030"}"#;
+        for key in [
+            "int", "neg", "exp", "big", "s", "bad", "t", "n", "o", "esc", "absent",
+        ] {
+            let by_text = json_field_text(doc, key).and_then(|t| {
+                <Float64Type as datafusion::arrow::compute::kernels::cast_utils::Parser>::parse(&t)
+            });
+            assert_eq!(json_field_number(doc, key), by_text, "{key}");
+        }
+        assert_eq!(json_field_number(doc, "exp"), Some(2500.0));
+        assert_eq!(json_field_number(doc, "s"), Some(12.25));
+        assert_eq!(json_field_number(doc, "esc"), Some(10.0));
+        assert_eq!(json_field_number(doc, "t"), None);
+        assert_eq!(json_field_number(doc, "bad"), None);
     }
 
     #[test]
