@@ -30,6 +30,7 @@ use appizer_analytics::{
     TrendsQuery, WindowUnit,
 };
 use appizer_core::config::AnalyticsConfig;
+use appizer_core::config::ParquetCompression;
 use appizer_core::event::{Event, MessageType};
 use appizer_core::json::JsonObject;
 use appizer_core::{PersonId, ProjectId};
@@ -62,9 +63,24 @@ pub struct Options {
     /// Persons of the second project, where a segment is recomputed (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     segment_persons: usize,
+    /// Codec of the generated event files (`zstd`, `lz4_raw`, `snappy`); a dataset
+    /// kept with `--data` keeps the codec it was generated with.
+    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
+    compression: ParquetCompression,
     /// Only these query kinds (comma-separated names, e.g. `trends_total,retention`).
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
+}
+
+fn parse_compression(name: &str) -> Result<ParquetCompression, String> {
+    [
+        ParquetCompression::Zstd,
+        ParquetCompression::Lz4Raw,
+        ParquetCompression::Snappy,
+    ]
+    .into_iter()
+    .find(|c| c.name() == name)
+    .ok_or_else(|| format!("`{name}`: expected zstd, lz4_raw or snappy"))
 }
 
 const DAYS: i64 = 30;
@@ -188,7 +204,12 @@ fn name_index(rng: &mut StdRng, cumulative: &[f64]) -> usize {
     cumulative.partition_point(|c| *c < x).min(NAMES.len() - 1)
 }
 
-async fn generate(dir: &Path, events: usize, persons: usize) -> anyhow::Result<()> {
+async fn generate(
+    dir: &Path,
+    events: usize,
+    persons: usize,
+    compression: ParquetCompression,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta =
         open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
@@ -210,6 +231,7 @@ async fn generate(dir: &Path, events: usize, persons: usize) -> anyhow::Result<(
     }
     let mut config = EventStoreConfig::new(dir.join("events"));
     config.flush_rows = usize::MAX;
+    config.compression = compression;
     let events_store = EventStore::open(config, meta.clone())?;
     let mut rng = StdRng::seed_from_u64(42);
     let mut cumulative = Vec::new();
@@ -674,7 +696,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     if !dir.join("complete").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
-        generate(&dir, options.events, options.persons).await?;
+        generate(&dir, options.events, options.persons, options.compression).await?;
         println!(
             "generated {} events, {} persons in {:.1} s into {}",
             options.events,

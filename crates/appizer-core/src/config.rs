@@ -152,6 +152,32 @@ pub struct IngestConfig {
     /// CPU is short, request handling goes first and acknowledged events wait, durable,
     /// in the queue.
     pub worker_nice: i32,
+    /// Codec of the Parquet event files: `zstd` (the default: smallest files),
+    /// `lz4_raw` or `snappy` (about 37 % larger files that decode faster, so scans are
+    /// quicker). Files already written keep theirs; every reader reads them all.
+    pub parquet_compression: ParquetCompression,
+}
+
+/// Codecs the event store writes Parquet files with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    /// Zstandard, level 1.
+    #[default]
+    Zstd,
+    Lz4Raw,
+    Snappy,
+}
+
+impl ParquetCompression {
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Lz4Raw => "lz4_raw",
+            Self::Snappy => "snappy",
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -166,6 +192,7 @@ impl Default for IngestConfig {
             dedup_window_hours: 24,
             geoip_database: None,
             worker_nice: 0,
+            parquet_compression: ParquetCompression::Zstd,
         }
     }
 }
@@ -554,6 +581,9 @@ dedup_window_hours = {dedup_window_hours}
 # Niceness added to the threads that decode events and write Parquet (0-19). Above 0,
 # when the CPU is short, requests are answered first and events wait in the queue.
 worker_nice = {worker_nice}
+# Codec of the Parquet event files: "zstd" (smallest), "lz4_raw" or "snappy" (about 37%
+# larger, faster to scan). Files already written keep theirs.
+parquet_compression = "{parquet_compression}"
 
 [users]
 # Distinct ids cached for identity resolution, per generation (up to twice this are held).
@@ -591,6 +621,7 @@ format = "text"
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,
         worker_nice = d.ingest.worker_nice,
+        parquet_compression = d.ingest.parquet_compression.name(),
         identity_cache_entries = d.users.identity_cache_entries,
         max_distinct_ids_per_person = d.users.max_distinct_ids_per_person,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
@@ -676,6 +707,26 @@ mod tests {
         let err =
             Config::load(None, dir.path(), [("APPIZER_INGEST__WORKER_NICE", "20")]).unwrap_err();
         assert!(err.to_string().contains("ingest.worker_nice"), "{err}");
+        let err = Config::load(
+            None,
+            dir.path(),
+            [("APPIZER_INGEST__PARQUET_COMPRESSION", "gzip")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("ingest.parquet_compression"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            dir.path(),
+            [("APPIZER_INGEST__PARQUET_COMPRESSION", "lz4_raw")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.ingest.parquet_compression,
+            ParquetCompression::Lz4Raw
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl App {
                     flush_rows: ingest.flush_rows,
                     flush_age: Duration::from_millis(ingest.flush_interval_ms),
                     background: background.clone(),
+                    compression: ingest.parquet_compression,
                     ..EventStoreConfig::new(config.data_dir.join("events"))
                 },
                 store.clone(),

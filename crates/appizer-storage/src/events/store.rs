@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use appizer_core::config::ParquetCompression;
 use appizer_core::event::Event;
 use appizer_core::ProjectId;
 use chrono::{DateTime, Utc};
@@ -46,6 +47,8 @@ pub struct EventStoreConfig {
     pub retire_grace: Duration,
     /// Where Parquet files are written and compacted.
     pub background: Background,
+    /// Codec of the files written (flushes and compaction).
+    pub compression: ParquetCompression,
 }
 
 impl EventStoreConfig {
@@ -58,6 +61,7 @@ impl EventStoreConfig {
             compact_target_rows: 1_000_000,
             compact_min_files: 4,
             retire_grace: Duration::from_secs(60),
+            compression: ParquetCompression::Zstd,
             background: Background::blocking(),
         }
     }
@@ -609,7 +613,11 @@ fn write_file(
     max_offset: u64,
 ) -> Result<EventFile, EventStoreError> {
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_compression(match config.compression {
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1)?),
+            ParquetCompression::Lz4Raw => Compression::LZ4_RAW,
+            ParquetCompression::Snappy => Compression::SNAPPY,
+        })
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
         .build();
@@ -864,6 +872,42 @@ mod tests {
             let mut sorted = keys.clone();
             sorted.sort();
             assert_eq!(keys, sorted);
+        }
+    }
+
+    #[tokio::test]
+    async fn files_are_written_with_the_configured_codec_and_read_whatever_theirs() {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
+        let p = ProjectId::new();
+        let codecs = [
+            (ParquetCompression::Zstd, "ZSTD"),
+            (ParquetCompression::Lz4Raw, "LZ4_RAW"),
+            (ParquetCompression::Snappy, "SNAPPY"),
+        ];
+        for (i, (codec, _)) in codecs.iter().enumerate() {
+            let store = EventStore::open(
+                EventStoreConfig {
+                    compression: *codec,
+                    ..EventStoreConfig::new(dir.path().join("events"))
+                },
+                catalog.clone(),
+            )
+            .unwrap();
+            store.append(events(p, 10, i as i64), i as u64).unwrap();
+            store.flush().await.unwrap();
+            assert_eq!(count(&store, p).await, 10 * (i + 1), "every file is read");
+        }
+        let mut files = catalog.list_event_files(Some(p)).await.unwrap();
+        files.sort_by(|a, b| a.date.cmp(&b.date));
+        for (file, (_, name)) in files.iter().zip(codecs) {
+            let reader = SerializedFileReader::new(
+                File::open(dir.path().join("events").join(&file.path)).unwrap(),
+            )
+            .unwrap();
+            let codec = reader.metadata().row_group(0).column(0).compression();
+            assert!(codec.to_string().starts_with(name), "{codec} for {name}");
         }
     }
 
