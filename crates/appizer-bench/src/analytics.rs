@@ -65,22 +65,11 @@ pub struct Options {
     segment_persons: usize,
     /// Codec of the generated event files (`zstd`, `lz4_raw`, `snappy`); a dataset
     /// kept with `--data` keeps the codec it was generated with.
-    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
+    #[arg(long, default_value = "zstd")]
     compression: ParquetCompression,
     /// Only these query kinds (comma-separated names, e.g. `trends_total,retention`).
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
-}
-
-fn parse_compression(name: &str) -> Result<ParquetCompression, String> {
-    [
-        ParquetCompression::Zstd,
-        ParquetCompression::Lz4Raw,
-        ParquetCompression::Snappy,
-    ]
-    .into_iter()
-    .find(|c| c.name() == name)
-    .ok_or_else(|| format!("`{name}`: expected zstd, lz4_raw or snappy"))
 }
 
 const DAYS: i64 = 30;

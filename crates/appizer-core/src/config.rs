@@ -170,6 +170,8 @@ pub enum ParquetCompression {
 }
 
 impl ParquetCompression {
+    pub const ALL: [Self; 3] = [Self::Zstd, Self::Lz4Raw, Self::Snappy];
+
     /// The name used in the config file.
     pub fn name(self) -> &'static str {
         match self {
@@ -177,6 +179,17 @@ impl ParquetCompression {
             Self::Lz4Raw => "lz4_raw",
             Self::Snappy => "snappy",
         }
+    }
+}
+
+impl std::str::FromStr for ParquetCompression {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| format!("`{name}`: expected zstd, lz4_raw or snappy"))
     }
 }
 
@@ -727,6 +740,10 @@ mod tests {
             config.ingest.parquet_compression,
             ParquetCompression::Lz4Raw
         );
+        for codec in ParquetCompression::ALL {
+            assert_eq!(codec.name().parse::<ParquetCompression>(), Ok(codec));
+        }
+        assert!("gzip".parse::<ParquetCompression>().is_err());
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn json_field_number(doc: &str, key: &str) -> Option<f64> {
     match raw.as_bytes().first()? {
         b'-' | b'0'..=b'9' => serde_json::from_str::<f64>(raw).ok(),
         b'"' => {
-            let text = json_field_text(doc, key)?;
+            let text = raw_text(raw)?;
             <Float64Type as datafusion::arrow::compute::kernels::cast_utils::Parser>::parse(&text)
         }
         _ => None,
@@ -154,7 +154,11 @@ pub fn json_field_number(doc: &str, key: &str) -> Option<f64> {
 
 /// The text `json_text` gives for `key` of the JSON object `doc`.
 pub fn json_field_text(doc: &str, key: &str) -> Option<String> {
-    let raw = appizer_core::json::object_fields(doc, [key])[0]?.get();
+    raw_text(appizer_core::json::object_fields(doc, [key])[0]?.get())
+}
+
+/// The text `json_text` gives for one raw JSON value.
+fn raw_text(raw: &str) -> Option<String> {
     match raw.as_bytes().first()? {
         b'n' => None,
         b't' | b'f' => Some(raw.to_string()),
