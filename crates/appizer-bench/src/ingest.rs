@@ -10,7 +10,8 @@
 //! (d) end-to-end events/s: from the first request until the last event is counted
 //!     by the API (stored and queryable);
 //! (e) p50/p99 of single-event `/v1/track` requests sent open-loop at half the maximum
-//!     single-request rate (itself measured first);
+//!     single-request rate (itself measured first), over the same number of connections,
+//!     each latency counted from the request's scheduled time;
 //! (f) the server's peak RSS (VmHWM).
 
 use std::path::PathBuf;
@@ -349,7 +350,15 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .await?;
         let max = probe as f64 / secs;
         let before = track_durations(&server).await?;
-        let latency = open_loop(&server, single.clone(), max / 2.0, o.seconds, o.timeline).await?;
+        let latency = open_loop(
+            &server,
+            single.clone(),
+            max / 2.0,
+            o.seconds,
+            o.connections,
+            o.timeline,
+        )
+        .await?;
         let served = track_durations(&server).await?.since(&before);
         anyhow::Ok((max, latency, served))
     })?;
@@ -397,56 +406,78 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Single-event requests at `rate` per second for `seconds`, open loop; latency from
-/// dispatch.
+/// Single-event requests at `rate` per second for `seconds`, open loop over a fixed set
+/// of `connections` (each sends every `connections`-th request of the schedule, one at
+/// a time, as wrk2 does). A request that waits for its connection's previous answer is
+/// timed from when the schedule wanted it sent: a stall delays the requests due meanwhile
+/// and they count it (no coordinated omission), while the client never opens more
+/// connections than it was given.
 async fn open_loop(
     server: &Server,
     template: Arc<Template>,
     rate: f64,
     seconds: u64,
+    connections: usize,
     timeline: bool,
 ) -> anyhow::Result<Samples> {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(connections)
         .build()?;
     let url = format!("{}/v1/track", server.url);
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let total = (rate * seconds as f64) as u64;
-    // Bodies are made before the clock starts, so the dispatcher only sends.
-    let bodies: Vec<Vec<u8>> = (0..total)
-        .map(|n| {
-            // The single-message route takes the message itself.
-            let batch: Value =
-                serde_json::from_slice(&template.render(9_000_000_000 + n)).expect("valid");
-            serde_json::to_vec(&batch["batch"][0]).expect("serializes")
-        })
-        .collect();
-    let start = tokio::time::Instant::now() + Duration::from_millis(20);
-    let mut tasks = Vec::with_capacity(total as usize);
-    let mut ticker = tokio::time::interval_at(start, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for body in bodies {
-        ticker.tick().await;
-        let request = client
-            .post(&url)
-            .basic_auth(&server.write_key, Some(""))
-            .header("content-type", "application/json")
-            .body(body);
+    let total = (rate * seconds as f64) as usize;
+    let connections = connections.clamp(1, total.max(1));
+    // Bodies are made before the clock starts, so the senders only send.
+    let mut bodies: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); connections];
+    for n in 0..total {
+        // The single-message route takes the message itself.
+        let batch: Value =
+            serde_json::from_slice(&template.render(9_000_000_000 + n as u64)).expect("valid");
+        let body = serde_json::to_vec(&batch["batch"][0]).expect("serializes");
+        bodies[n % connections].push((n, body));
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(connections);
+    for share in bodies {
+        let (client, url, key) = (client.clone(), url.clone(), server.write_key.clone());
         tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let response = request.send().await?;
-            let status = response.status();
-            response.bytes().await?;
-            anyhow::ensure!(status.is_success(), "answered {status}");
-            anyhow::Ok(sent.elapsed())
+            let mut latencies = Vec::with_capacity(share.len());
+            let mut free_at = tokio::time::Instant::now();
+            for (n, body) in share {
+                let due = start + interval.mul_f64(n as f64);
+                tokio::time::sleep_until(due).await;
+                // Late because the previous answer came after `due`: the server's delay,
+                // counted from `due`. Otherwise from now (the timer's own lateness, up to
+                // a millisecond, is the client's).
+                let from = if free_at > due {
+                    due
+                } else {
+                    tokio::time::Instant::now()
+                };
+                let response = client
+                    .post(&url)
+                    .basic_auth(&key, Some(""))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                response.bytes().await?;
+                anyhow::ensure!(status.is_success(), "answered {status}");
+                free_at = tokio::time::Instant::now();
+                latencies.push((n, free_at - from));
+            }
+            anyhow::Ok(latencies)
         }));
     }
-    let mut samples = Vec::with_capacity(tasks.len());
+    let mut samples = vec![Duration::ZERO; total];
     for t in tasks {
-        samples.push(t.await??);
+        for (n, latency) in t.await?? {
+            samples[n] = latency;
+        }
     }
     if timeline {
-        // Requests in dispatch order, a quarter of a second of them per line.
+        // Requests in schedule order, a quarter of a second of them per line.
         for (i, window) in samples.chunks(((rate / 4.0) as usize).max(1)).enumerate() {
             let window = Samples::new(window.to_vec());
             println!(
