@@ -224,6 +224,22 @@ async fn blast(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Waits until the API counts `events` events (at most 10 minutes).
+async fn wait_until_stored(server: &Server, events: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stored = stored_count(server, &client).await?;
+        if stored >= events {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {stored} of {events} events stored after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn stored_count(server: &Server, client: &reqwest::Client) -> anyhow::Result<u64> {
     let url = format!(
         "{}/api/v1/projects/{}/events/counts?last=24h",
@@ -317,18 +333,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.connections,
         )
         .await?;
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let stored = stored_count(&server, &client).await?;
-            if stored >= events {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("only {stored} of {events} events stored after 10 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_stored(&server, events).await?;
         let e2e = started.elapsed().as_secs_f64();
         anyhow::Ok((events as f64 / secs, events as f64 / e2e))
     })?;
@@ -349,6 +354,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         )
         .await?;
         let max = probe as f64 / secs;
+        // The open loop measures the steady state, not the drain of the probe's backlog.
+        wait_until_stored(&server, events + probe).await?;
         let before = track_durations(&server).await?;
         let latency = open_loop(
             &server,

@@ -148,9 +148,10 @@ pub struct IngestConfig {
     /// `context.location` (country, region, city) from the client IP.
     pub geoip_database: Option<PathBuf>,
     /// Niceness added to the threads that decode, enrich and write events to Parquet
-    /// (0 to 19; 0, the default, runs them at the gateway's priority). Above 0, when the
-    /// CPU is short, request handling goes first and acknowledged events wait, durable,
-    /// in the queue.
+    /// (0 to 19; 19 by default). Above 0, when the CPU is short, request handling goes
+    /// first and acknowledged events wait, durable, in the queue (bounded by
+    /// `queue_max_disk_bytes`); when it is idle they get every core. 0 runs them at the
+    /// gateway's priority.
     pub worker_nice: i32,
     /// Codec of the Parquet event files: `zstd` (the default: smallest files),
     /// `lz4_raw` or `snappy` (about 37 % larger files that decode faster, so scans are
@@ -204,7 +205,7 @@ impl Default for IngestConfig {
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
             geoip_database: None,
-            worker_nice: 0,
+            worker_nice: 19,
             parquet_compression: ParquetCompression::Zstd,
         }
     }
@@ -325,6 +326,9 @@ impl Config {
         };
         config.log.level = "warn".into();
         config.ingest.flush_interval_ms = 500;
+        // Tests run side by side on a busy machine and wait for their events to be
+        // visible: their workers keep the test's priority.
+        config.ingest.worker_nice = 0;
         config
     }
 
@@ -592,7 +596,8 @@ dedup_window_hours = {dedup_window_hours}
 # A MaxMind-format City database (.mmdb); events then get context.location from the IP.
 # geoip_database = "/var/lib/GeoIP/GeoLite2-City.mmdb"
 # Niceness added to the threads that decode events and write Parquet (0-19). Above 0,
-# when the CPU is short, requests are answered first and events wait in the queue.
+# when the CPU is short, requests are answered first and events wait in the queue; 0
+# gives them the same priority as request handling.
 worker_nice = {worker_nice}
 # Codec of the Parquet event files: "zstd" (smallest), "lz4_raw" or "snappy" (about 37%
 # larger, faster to scan). Files already written keep theirs.
