@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, ArrayAccessor, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::Expr;
@@ -18,10 +18,13 @@ use crate::scope::{check_event_name, micros_expr, Scope};
 use crate::time::{back, bucket_from_micros, local_to_utc, resolve_range, Frame};
 use crate::{AnalyticsError, Engine, QueryProject, Result};
 
-/// Persons interned to small numbers while rows stream in.
+/// Persons interned to small numbers while rows stream in: numbered from 0 in the order
+/// they first appear, so per-person state can live in a `Vec` indexed by the number.
+/// Every streamed row is looked up here, so the map hashes with foldhash (the ids are
+/// the store's, not attacker-chosen keys of a long-lived table).
 #[derive(Debug, Default)]
 pub(crate) struct Actors {
-    index: HashMap<String, u32>,
+    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     pub ids: Vec<String>,
 }
 
@@ -31,7 +34,7 @@ impl Actors {
             return i;
         }
         let i = self.ids.len() as u32;
-        self.index.insert(id.to_string(), i);
+        self.index.insert(id.into(), i);
         self.ids.push(id.to_string());
         i
     }
@@ -50,18 +53,37 @@ pub(crate) async fn stream_pairs(
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let actor = cast_column(&batch, "actor", &DataType::Utf8)?;
-        let actor = actor.as_string::<i32>();
         let key = cast_column(&batch, "key", &DataType::Int64)?;
         let key = key.as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            if actor.is_null(i) || key.is_null(i) {
-                continue;
+        // Parquet strings arrive as views: read them as they are rather than copy
+        // every id into a plain string array first.
+        let actor = batch.column_by_name("actor");
+        match actor.map(|a| a.data_type()) {
+            Some(DataType::Utf8View) => {
+                let actor = actor.expect("matched").as_string_view();
+                pairs_of(actor, key, actors, &mut each);
             }
-            each(actors.intern(actor.value(i)), key.value(i));
+            _ => {
+                let actor = cast_column(&batch, "actor", &DataType::Utf8)?;
+                pairs_of(actor.as_string::<i32>(), key, actors, &mut each);
+            }
         }
     }
     Ok(())
+}
+
+fn pairs_of<'a>(
+    actor: impl ArrayAccessor<Item = &'a str>,
+    key: &datafusion::arrow::array::Int64Array,
+    actors: &mut Actors,
+    each: &mut impl FnMut(u32, i64),
+) {
+    for i in 0..key.len() {
+        if actor.is_null(i) || key.is_null(i) {
+            continue;
+        }
+        each(actors.intern(actor.value(i)), key.value(i));
+    }
 }
 
 /// Column `name` of `batch` cast to `to` (plans name their outputs; the types Arrow
@@ -304,4 +326,50 @@ pub(crate) async fn lifecycle(
         resurrecting,
         dormant,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray, StringViewArray};
+
+    #[test]
+    fn actors_are_numbered_in_order_of_first_appearance() {
+        let mut actors = Actors::default();
+        assert_eq!(actors.intern("b"), 0);
+        assert_eq!(actors.intern("a"), 1);
+        assert_eq!(actors.intern("b"), 0);
+        assert_eq!(actors.len(), 2);
+        assert_eq!(actors.ids, ["b", "a"]);
+    }
+
+    #[test]
+    fn pairs_skip_nulls_alike_from_views_and_plain_strings() {
+        let key = Int64Array::from(vec![Some(1), Some(2), None, Some(4)]);
+        let ids = [Some("p1"), None, Some("p2"), Some("p1")];
+        let read = |view: bool| {
+            let mut actors = Actors::default();
+            let mut out = Vec::new();
+            let mut each = |a: u32, k: i64| out.push((a, k));
+            if view {
+                pairs_of(
+                    &StringViewArray::from(ids.to_vec()),
+                    &key,
+                    &mut actors,
+                    &mut each,
+                );
+            } else {
+                pairs_of(
+                    &StringArray::from(ids.to_vec()),
+                    &key,
+                    &mut actors,
+                    &mut each,
+                );
+            }
+            (out, actors.ids)
+        };
+        let expected = (vec![(0, 1), (0, 4)], vec!["p1".to_string()]);
+        assert_eq!(read(true), expected);
+        assert_eq!(read(false), expected);
+    }
 }

@@ -1,8 +1,6 @@
 //! Retention: cohorts of persons by the period of their start event (the first ever, or
 //! each one), and per later period how many of them did the return event.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 
 use crate::activity::{active_buckets, first_times, Actors};
@@ -62,8 +60,8 @@ pub(crate) async fn run(
     let back = condition(&q.return_event, "return_event.properties").await?;
 
     let mut actors = Actors::default();
-    // Each person's cohorts, as indexes of `wide` (which starts with `cohorts`).
-    let mut members: Vec<HashSet<u32>> = vec![HashSet::new(); cohorts.buckets.len()];
+    // The persons of each cohort (an index of `wide`, which starts with `cohorts`).
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); cohorts.buckets.len()];
     match q.retention_type {
         RetentionType::FirstTime => {
             for (a, us) in first_times(&scope, start, to, &mut actors).await? {
@@ -72,7 +70,7 @@ pub(crate) async fn run(
                     continue;
                 }
                 if let Some(i) = cohorts.index_of(cohorts.bucket_of(at)) {
-                    members[i].insert(a);
+                    members[i].push(a);
                 }
             }
         }
@@ -81,17 +79,23 @@ pub(crate) async fn run(
                 active_buckets(&scope, start, &cohorts, from, to, &mut actors).await?
             {
                 if let Some(i) = cohorts.index_of(bucket) {
-                    members[i].insert(a);
+                    members[i].push(a);
                 }
             }
         }
     }
-    // Per person, the periods (indexes of `wide`) with a return event, as bits.
+    for persons in &mut members {
+        persons.sort_unstable();
+        persons.dedup();
+    }
+    // Per person (by interned number), the periods (indexes of `wide`) with a return
+    // event, as bits: `words` words a person.
     let words = wide.buckets.len().div_ceil(64);
-    let mut returned: HashMap<u32, Vec<u64>> = HashMap::new();
-    for (a, bucket) in active_buckets(&scope, back, &wide, scan_from, scan_to, &mut actors).await? {
+    let pairs = active_buckets(&scope, back, &wide, scan_from, scan_to, &mut actors).await?;
+    let mut returned = vec![0u64; actors.len() * words];
+    for (a, bucket) in pairs {
         if let Some(i) = wide.index_of(bucket) {
-            returned.entry(a).or_insert_with(|| vec![0; words])[i / 64] |= 1 << (i % 64);
+            returned[a as usize * words + i / 64] |= 1 << (i % 64);
         }
     }
     let begun = |i: usize| {
@@ -106,7 +110,8 @@ pub(crate) async fn run(
             let begun_periods = (1..=periods).take_while(|k| begun(c + k)).count();
             let mut values = vec![persons.len() as u64];
             values.resize(1 + begun_periods, 0);
-            for bits in persons.iter().filter_map(|a| returned.get(a)) {
+            for &a in persons {
+                let bits = &returned[a as usize * words..(a as usize + 1) * words];
                 for (k, count) in values.iter_mut().enumerate().skip(1) {
                     let i = c + k;
                     if bits[i / 64] >> (i % 64) & 1 == 1 {
