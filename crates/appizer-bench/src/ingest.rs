@@ -50,13 +50,13 @@ const SLOT: usize = 10;
 
 /// A batch body whose message ids contain a `SLOT`-digit request number, rewritten per
 /// request so every event is unique without building JSON on the client.
-struct Template {
+pub(crate) struct Template {
     body: Vec<u8>,
     slots: Vec<usize>,
 }
 
 impl Template {
-    fn new(batch: usize) -> Self {
+    pub(crate) fn new(batch: usize) -> Self {
         let mut body = String::from(r#"{"batch":["#);
         let mut slots = Vec::new();
         for i in 0..batch {
@@ -80,7 +80,7 @@ impl Template {
         }
     }
 
-    fn render(&self, request: u64) -> Vec<u8> {
+    pub(crate) fn render(&self, request: u64) -> Vec<u8> {
         let mut body = self.body.clone();
         let digits = format!("{request:0width$}", width = SLOT);
         for &at in &self.slots {

@@ -1,10 +1,11 @@
 //! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
 //! run and reports the ratio, so figures compare across machines.
 //!
-//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest`, `-- identity` and
-//! `-- analytics`: see docs/benchmarks.md.
+//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest`, `-- capture`,
+//! `-- identity` and `-- analytics`: see docs/benchmarks.md.
 
 mod analytics;
+mod capture;
 mod gateway;
 mod identity;
 mod ingest;
@@ -34,6 +35,9 @@ enum Bench {
     /// Durable ingestion through /v1/batch against the parse and HTTP ceilings,
     /// end-to-end throughput, single-event latency and peak memory.
     Ingest(ingest::Options),
+    /// The gateway's CPU for a Segment batch (envelope, decoding, validation, queue
+    /// record) on one thread, against parsing the same bodies into JSON values.
+    Capture(capture::Options),
     /// Identity resolution in the workers with a million known persons (cold and warm
     /// cache) against a plain map, the cache's memory, and person lookup latency.
     Identity(identity::Options),
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Gateway(options) => gateway::run(options),
         Bench::Ingest(options) => ingest::run(options),
+        Bench::Capture(options) => capture::run(options),
         Bench::Identity(options) => identity::run(options),
         Bench::Analytics(options) => analytics::run(options),
     }
