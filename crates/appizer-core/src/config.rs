@@ -153,6 +153,11 @@ pub struct IngestConfig {
     /// `queue_max_disk_bytes`); when it is idle they get every core. 0 runs them at the
     /// gateway's priority.
     pub worker_nice: i32,
+    /// On Linux, also run those threads under the `SCHED_IDLE` policy (the default):
+    /// they use only CPU no other thread wants and give a core back as soon as a request
+    /// thread wakes, where a nice thread may keep it for the rest of its time slice
+    /// (milliseconds). Niceness then no longer orders them against request handling.
+    pub worker_sched_idle: bool,
     /// Codec of the Parquet event files: `zstd` (the default: smallest files),
     /// `lz4_raw` or `snappy` (about 37 % larger files that decode faster, so scans are
     /// quicker). Files already written keep theirs; every reader reads them all.
@@ -206,6 +211,7 @@ impl Default for IngestConfig {
             dedup_window_hours: 24,
             geoip_database: None,
             worker_nice: 19,
+            worker_sched_idle: true,
             parquet_compression: ParquetCompression::Zstd,
         }
     }
@@ -329,6 +335,7 @@ impl Config {
         // Tests run side by side on a busy machine and wait for their events to be
         // visible: their workers keep the test's priority.
         config.ingest.worker_nice = 0;
+        config.ingest.worker_sched_idle = false;
         config
     }
 
@@ -599,6 +606,9 @@ dedup_window_hours = {dedup_window_hours}
 # when the CPU is short, requests are answered first and events wait in the queue; 0
 # gives them the same priority as request handling.
 worker_nice = {worker_nice}
+# Linux: run them under SCHED_IDLE as well, so a waking request thread takes their core
+# at once (true), or only by niceness (false).
+worker_sched_idle = {worker_sched_idle}
 # Codec of the Parquet event files: "zstd" (smallest), "lz4_raw" or "snappy" (about 37%
 # larger, faster to scan). Files already written keep theirs.
 parquet_compression = "{parquet_compression}"
@@ -639,6 +649,7 @@ format = "text"
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,
         worker_nice = d.ingest.worker_nice,
+        worker_sched_idle = d.ingest.worker_sched_idle,
         parquet_compression = d.ingest.parquet_compression.name(),
         identity_cache_entries = d.users.identity_cache_entries,
         max_distinct_ids_per_person = d.users.max_distinct_ids_per_person,

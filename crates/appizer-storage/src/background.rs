@@ -3,6 +3,11 @@
 //! than request handling. When both want the CPU, the gateway keeps answering quickly and
 //! acknowledged events wait, durable, in the queue; when the gateway is idle the
 //! background threads get every core.
+//!
+//! Two ways down: a niceness, and on Linux the `SCHED_IDLE` policy. A nice thread that
+//! has just been given a core may keep it for its time slice (milliseconds) before a
+//! woken request thread gets it; a `SCHED_IDLE` thread is preempted as soon as any
+//! normal thread becomes runnable.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -14,21 +19,31 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Background {
     /// `None`: tokio's blocking threads, at the process's priority.
     jobs: Option<mpsc::Sender<Job>>,
-    nice: i32,
+    priority: Priority,
+}
+
+/// How far below the caller the pool's threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Priority {
+    /// Steps nicer than the caller (0 keeps its niceness; niceness stops at 19).
+    pub nice: i32,
+    /// Linux `SCHED_IDLE`: the threads run only on cores no normal thread wants, and
+    /// yield at once when one does. Elsewhere only `nice` applies.
+    pub idle: bool,
 }
 
 impl std::fmt::Debug for Background {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Background")
-            .field("nice", &self.nice)
+            .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
 }
 
 impl Background {
-    /// Starts `threads` threads named `name`, `nice` steps nicer than the caller (0
-    /// keeps its priority; niceness stops at 19). Threads they start inherit the niceness.
-    pub fn new(name: &str, threads: usize, nice: i32) -> std::io::Result<Self> {
+    /// Starts `threads` threads named `name` at `priority`. Threads they start inherit
+    /// it.
+    pub fn new(name: &str, threads: usize, priority: Priority) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
@@ -36,7 +51,7 @@ impl Background {
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    lower_priority(priority);
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match queue.lock() {
@@ -52,7 +67,7 @@ impl Background {
         }
         Ok(Self {
             jobs: Some(jobs),
-            nice,
+            priority,
         })
     }
 
@@ -61,14 +76,14 @@ impl Background {
     pub fn blocking() -> Self {
         Self {
             jobs: None,
-            nice: 0,
+            priority: Priority::default(),
         }
     }
 
     /// A pool sized to the machine's cores.
-    pub fn per_core(name: &str, nice: i32) -> std::io::Result<Self> {
+    pub fn per_core(name: &str, priority: Priority) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::new(name, cores, nice)
+        Self::new(name, cores, priority)
     }
 
     /// Runs `work` on a pool thread and waits for its result without blocking the
@@ -96,18 +111,44 @@ impl Background {
     }
 }
 
-/// Adds `nice` to the calling thread's niceness (Linux keeps niceness per thread).
-fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
+/// Lowers the calling thread to `priority` (Linux keeps both per thread). A failure
+/// is logged: the work still runs, at the caller's priority.
+fn lower_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
     {
-        let target = (current_nice() + nice).min(19);
-        let me = Some(rustix::thread::gettid());
-        if let Err(error) = rustix::process::setpriority_process(me, target) {
-            tracing::warn!(nice, %error, "cannot lower the priority of a background thread");
+        let base = current_nice();
+        if priority.idle {
+            enter_sched_idle();
         }
+        // Also puts back the niceness should entering SCHED_IDLE have reset it.
+        let target = (base + priority.nice.max(0)).min(19);
+        if current_nice() != target {
+            let me = Some(rustix::thread::gettid());
+            if let Err(error) = rustix::process::setpriority_process(me, target) {
+                tracing::warn!(nice = priority.nice, %error, "cannot lower the niceness of a background thread");
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
+}
+
+#[cfg(target_os = "linux")]
+fn enter_sched_idle() {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    // The call sets the policy, then the niceness to 0, which an unprivileged thread
+    // above 0 may not do: what counts is the policy afterwards.
+    let outcome = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        idle,
+    );
+    if thread_schedule_policy().ok() != Some(idle) {
+        tracing::warn!(?outcome, "cannot put a background thread under SCHED_IDLE");
     }
 }
 
@@ -123,7 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_work_and_returns_its_result_on_many_threads() {
-        let pool = Background::new("test-bg", 2, 0).unwrap();
+        let pool = Background::new("test-bg", 2, Priority::default()).unwrap();
         let results =
             futures_util::future::join_all((0..20u64).map(|i| pool.run(move || i * i))).await;
         assert_eq!(results, (0..20u64).map(|i| i * i).collect::<Vec<_>>());
@@ -132,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_the_work_reaches_the_caller_and_the_pool_survives() {
         for pool in [
-            Background::new("test-bg", 1, 0).unwrap(),
+            Background::new("test-bg", 1, Priority::default()).unwrap(),
             Background::blocking(),
         ] {
             let caught = tokio::spawn({
@@ -149,7 +190,15 @@ mod tests {
     #[tokio::test]
     async fn threads_run_at_the_requested_niceness_and_their_children_inherit_it() {
         let base = current_nice();
-        let pool = Background::new("test-bg", 1, 5).unwrap();
+        let pool = Background::new(
+            "test-bg",
+            1,
+            Priority {
+                nice: 5,
+                idle: false,
+            },
+        )
+        .unwrap();
         let (own, child) = pool
             .run(|| {
                 let child = std::thread::spawn(current_nice).join().unwrap();
@@ -160,6 +209,39 @@ mod tests {
         assert_eq!(own, expected);
         assert_eq!(child, expected);
         // The caller's own thread is untouched.
+        assert_eq!(current_nice(), base);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn idle_threads_run_under_sched_idle_keep_their_niceness_and_pass_both_on() {
+        use thread_priority::unix::{
+            thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+        };
+        let base = current_nice();
+        let pool = Background::new(
+            "test-bg",
+            1,
+            Priority {
+                nice: 3,
+                idle: true,
+            },
+        )
+        .unwrap();
+        let policy = || thread_schedule_policy().unwrap();
+        let (own, child) = pool
+            .run(move || {
+                let child = std::thread::spawn(move || (policy(), current_nice()))
+                    .join()
+                    .unwrap();
+                ((policy(), current_nice()), child)
+            })
+            .await;
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let nice = (base + 3).min(19);
+        assert_eq!(own, (idle, nice));
+        assert_eq!(child, (idle, nice));
+        assert_ne!(policy(), idle, "the caller's own thread is untouched");
         assert_eq!(current_nice(), base);
     }
 }

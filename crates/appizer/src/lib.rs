@@ -19,7 +19,7 @@ use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::EventServices;
 use appizer_gateway::AppState;
-use appizer_storage::background::Background;
+use appizer_storage::background::{Background, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::queue::{DurableLog, EventQueue, LogConfig};
 use appizer_storage::{open_metadata_store, MetadataStore};
@@ -61,7 +61,11 @@ impl App {
             })
             .context("cannot open the event queue")?,
         );
-        let background = Background::per_core("appizer-worker", ingest.worker_nice)
+        let priority = Priority {
+            nice: ingest.worker_nice,
+            idle: ingest.worker_sched_idle,
+        };
+        let background = Background::per_core("appizer-worker", priority)
             .context("cannot start the background threads")?;
         let events = Arc::new(
             EventStore::open(
