@@ -134,9 +134,11 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// The durable queue refuses new events (503) while it holds more than this.
+    /// The durable queue refuses new events (503) while its records take more than this
+    /// (the disk also holds the current segment's unwritten rest and up to two spare
+    /// segments: at most three times `queue_segment_bytes` more).
     pub queue_max_disk_bytes: u64,
-    /// Size at which a queue segment file is closed.
+    /// Size of a queue segment file: allocated in full when it starts, closed when full.
     pub queue_segment_bytes: u64,
     /// Buffered events that trigger a flush to Parquet.
     pub flush_rows: usize,

@@ -1,9 +1,26 @@
 //! The embedded durable log: a directory of segment files, each named by the offset of
-//! its first record, each record `[u32 length][u32 CRC-32C of payload][payload]`
-//! (little-endian). One writer thread appends and fsyncs: every append waiting while
-//! an fsync runs goes into the next one (group commit), so throughput grows with
-//! concurrency while each caller still waits for its own durability. On open, a torn
-//! or corrupt tail of the last segment (never acknowledged) is cut off. The committed
+//! its first record (`<offset>.seg`). Each record is `[u32 length][u32 CRC-32C][payload]`
+//! (little-endian, length at least 1). The CRC covers the length and the payload and
+//! continues the CRC of the record before it; the first record's continues a CRC of the
+//! segment's base offset. A record therefore checks only at its own place in its own
+//! segment, which is what lets segment files be reused.
+//!
+//! One writer thread appends and fsyncs: every append waiting while an fsync runs goes
+//! into the next one (group commit), so throughput grows with concurrency while each
+//! caller still waits for its own durability.
+//!
+//! Segment files are allocated at full size when they start, and records overwrite
+//! what is there: an fsync then writes the records alone, with no change of file size or
+//! block allocation to record. A segment whose records are all committed becomes a
+//! spare (`<offset>.spare`, at most [`MAX_SPARES`]) that the next segment reuses;
+//! beyond that it is deleted a few megabytes at a time, as a large delete on a disk
+//! that discards freed blocks stalls the fsyncs queued behind it.
+//!
+//! On open, the last segment is read up to its first record that does not check (a
+//! zero length in unwritten space, an older segment's bytes in a reused file, or the
+//! torn write of a crash, never acknowledged); the writer goes on from there. Segments
+//! of the earlier format (`<offset>.log`: each CRC over the payload alone, files grown
+//! by appending) are still read; writing resumes in a new segment. The committed
 //! consumer offset lives in `consumer.offset`, replaced atomically.
 
 use std::fs::{self, File, OpenOptions};
@@ -20,15 +37,25 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{EventQueue, QueueError, QueueReader, QueueStats, Record};
 
 const HEADER_BYTES: u64 = 8;
-const SEGMENT_SUFFIX: &str = ".log";
+const SEGMENT_SUFFIX: &str = ".seg";
+/// Segments of the earlier format, read but no longer written.
+const LEGACY_SUFFIX: &str = ".log";
+const SPARE_SUFFIX: &str = ".spare";
 const OFFSET_FILE: &str = "consumer.offset";
+/// Committed segments kept for reuse instead of deleted.
+pub const MAX_SPARES: usize = 2;
+/// Segments are deleted by cutting this much off at a time, then unlinking.
+const DELETE_STEP: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub dir: PathBuf,
-    /// A segment that reaches this size is closed and a new one started.
+    /// A segment that reaches this size is closed and a new one started; each is
+    /// allocated at this size when it starts.
     pub segment_bytes: u64,
-    /// Appends fail with [`QueueError::Full`] while the log holds more than this.
+    /// Appends fail with [`QueueError::Full`] while the log's records take more than
+    /// this. On top of it the disk holds the unwritten rest of the current segment and
+    /// up to [`MAX_SPARES`] spare segments.
     pub max_disk_bytes: u64,
     /// Largest record.
     pub max_record_bytes: usize,
@@ -52,11 +79,44 @@ impl LogConfig {
 struct Segment {
     base: u64,
     path: PathBuf,
+    /// Written in the earlier format (`.log`).
+    legacy: bool,
+}
+
+impl Segment {
+    fn check(&self) -> Check {
+        if self.legacy {
+            Check::Plain
+        } else {
+            Check::Chained(chain_seed(self.base))
+        }
+    }
+}
+
+/// How the records of a segment are checked, as it is read from its start.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// Earlier format: each CRC covers its payload.
+    Plain,
+    /// Each CRC covers the length and payload and continues the CRC held here (the
+    /// previous record's, or the segment's seed).
+    Chained(u32),
+}
+
+fn chain_seed(base: u64) -> u32 {
+    crc32c::crc32c(&base.to_le_bytes())
+}
+
+fn chained_crc(previous: u32, payload: &[u8]) -> u32 {
+    let with_length = crc32c::crc32c_append(previous, &(payload.len() as u32).to_le_bytes());
+    crc32c::crc32c_append(with_length, payload)
 }
 
 struct Shared {
     config: LogConfig,
     segments: Mutex<Vec<Segment>>,
+    /// Committed segment files waiting to be reused.
+    spares: Mutex<Vec<PathBuf>>,
     disk_bytes: AtomicU64,
     committed: AtomicU64,
     commit_lock: tokio::sync::Mutex<()>,
@@ -88,9 +148,71 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads one record at the reader's position: `Ok(None)` at a clean end, `Err` with the
-/// reason at a torn or corrupt record.
-fn read_record(reader: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, String> {
+/// Allocates `file`'s blocks up to `len` (growing it to `len`), so writes below `len`
+/// change neither its size nor its allocation. Where the file system cannot, the file
+/// only grows.
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Starts the segment file for `base`: a spare renamed, else a new file, allocated at
+/// `len` and durable with its name.
+fn start_segment(shared: &Shared, base: u64) -> std::io::Result<(File, PathBuf)> {
+    let dir = &shared.config.dir;
+    let len = shared.config.segment_bytes;
+    let path = segment_path(dir, base);
+    let spare = shared.spares.lock().pop();
+    let file = match spare {
+        Some(spare) => {
+            fs::rename(&spare, &path)?;
+            let file = OpenOptions::new().write(true).open(&path)?;
+            if file.metadata()?.len() > len {
+                file.set_len(len)?;
+            }
+            file
+        }
+        None => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?,
+    };
+    preallocate(&file, len)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+/// Deletes `path` a few megabytes at a time.
+fn delete_gradually(path: &Path) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    while len > DELETE_STEP {
+        len -= DELETE_STEP;
+        file.set_len(len)?;
+    }
+    drop(file);
+    fs::remove_file(path)
+}
+
+/// Reads one record at the reader's position: `Ok(None)` at a clean end (the end of
+/// the file, or a zero length in a segment's unwritten space), `Err` with the reason at
+/// a record that does not check.
+fn read_record(
+    reader: &mut impl Read,
+    max: usize,
+    check: &mut Check,
+) -> Result<Option<Vec<u8>>, String> {
     let mut header = [0u8; HEADER_BYTES as usize];
     let mut filled = 0;
     while filled < header.len() {
@@ -103,6 +225,9 @@ fn read_record(reader: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, St
     }
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 && matches!(check, Check::Chained(_)) {
+        return Ok(None);
+    }
     if len > max {
         return Err(format!("record length {len} exceeds {max}"));
     }
@@ -110,84 +235,127 @@ fn read_record(reader: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, St
     reader
         .read_exact(&mut payload)
         .map_err(|_| "torn record payload".to_string())?;
-    if crc32c::crc32c(&payload) != crc {
-        return Err("checksum mismatch".into());
+    match check {
+        Check::Plain if crc32c::crc32c(&payload) == crc => {}
+        Check::Chained(previous) if chained_crc(*previous, &payload) == crc => {
+            *previous = crc;
+        }
+        _ => return Err("checksum mismatch".into()),
     }
     Ok(Some(payload))
 }
 
 impl DurableLog {
-    /// Opens (creating) the log in `config.dir`, repairing a torn tail.
+    /// Opens (creating) the log in `config.dir`; the writer goes on after the last
+    /// record that checks.
     pub fn open(config: LogConfig) -> Result<Self, QueueError> {
         fs::create_dir_all(&config.dir)?;
-        let mut bases: Vec<u64> = fs::read_dir(&config.dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()
-            })
-            .collect();
-        bases.sort_unstable();
-        if bases.is_empty() {
-            File::create(segment_path(&config.dir, 0))?.sync_all()?;
-            sync_dir(&config.dir)?;
-            bases.push(0);
-        }
-        let segments: Vec<Segment> = bases
-            .iter()
-            .map(|&base| Segment {
-                base,
-                path: segment_path(&config.dir, base),
-            })
-            .collect();
-
-        // Validate the last segment and cut a torn tail; count its records.
-        let last = segments.last().expect("one segment").clone();
-        let mut reader = BufReader::new(File::open(&last.path)?);
-        let (mut records, mut valid_len) = (0u64, 0u64);
-        loop {
-            match read_record(&mut reader, config.max_record_bytes) {
-                Ok(Some(payload)) => {
-                    records += 1;
-                    valid_len += HEADER_BYTES + payload.len() as u64;
-                }
-                Ok(None) => break,
-                Err(reason) => {
-                    tracing::warn!(segment = %last.path.display(), valid_len, reason, "cutting the unacknowledged tail of the queue log");
-                    break;
-                }
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut spares: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&config.dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let base = |suffix: &str| name.strip_suffix(suffix)?.parse::<u64>().ok();
+            if let Some(base) = base(SEGMENT_SUFFIX) {
+                segments.push(Segment {
+                    base,
+                    path: entry.path(),
+                    legacy: false,
+                });
+            } else if let Some(base) = base(LEGACY_SUFFIX) {
+                segments.push(Segment {
+                    base,
+                    path: entry.path(),
+                    legacy: true,
+                });
+            } else if base(SPARE_SUFFIX).is_some() {
+                spares.push(entry.path());
             }
         }
-        let file = OpenOptions::new().write(true).open(&last.path)?;
-        if file.metadata()?.len() != valid_len {
-            file.set_len(valid_len)?;
-            file.sync_all()?;
+        segments.sort_by_key(|s| s.base);
+        spares.sort();
+        for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
+            delete_gradually(&extra)?;
         }
-        let end = last.base + records;
+
+        // Find the end of the last segment.
+        let (mut end, mut valid_len, mut chain) = (0u64, 0u64, None);
+        if let Some(last) = segments.last() {
+            let mut reader = BufReader::new(File::open(&last.path)?);
+            let mut check = last.check();
+            let mut records = 0u64;
+            loop {
+                match read_record(&mut reader, config.max_record_bytes, &mut check) {
+                    Ok(Some(payload)) => {
+                        records += 1;
+                        valid_len += HEADER_BYTES + payload.len() as u64;
+                    }
+                    Ok(None) => break,
+                    Err(reason) => {
+                        // Also how a reused segment's older bytes end it.
+                        tracing::debug!(segment = %last.path.display(), valid_len, reason, "end of the queue log");
+                        break;
+                    }
+                }
+            }
+            end = last.base + records;
+            if let Check::Chained(c) = check {
+                chain = Some(c);
+            }
+        }
         let committed = read_offset(&config.dir)?.min(end);
-        let disk_bytes = segments
-            .iter()
-            .map(|s| fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
-            .sum();
+        let mut disk_bytes = 0;
+        for (i, segment) in segments.iter().enumerate() {
+            disk_bytes += if i + 1 == segments.len() {
+                valid_len
+            } else {
+                fs::metadata(&segment.path)?.len()
+            };
+        }
 
         let (durable_tx, durable_rx) = watch::channel(end);
         let (appends_tx, appends_rx) = mpsc::channel(config.max_pending_appends.max(1));
         let shared = Arc::new(Shared {
             config,
-            segments: Mutex::new(segments),
+            segments: Mutex::new(Vec::new()),
+            spares: Mutex::new(spares),
             disk_bytes: AtomicU64::new(disk_bytes),
             committed: AtomicU64::new(committed),
             commit_lock: tokio::sync::Mutex::new(()),
             durable_end: durable_rx,
         });
+        // Writing goes on in the last segment, unless there is none or it has the
+        // earlier format; an empty one of those is replaced.
+        let (file, chain) = match (segments.last(), chain) {
+            (Some(last), Some(chain)) => {
+                let mut file = OpenOptions::new().write(true).open(&last.path)?;
+                file.seek(SeekFrom::Start(valid_len))?;
+                (file, chain)
+            }
+            (last, _) => {
+                if let Some(last) = last.filter(|l| l.base == end) {
+                    fs::remove_file(&last.path)?;
+                    segments.pop();
+                }
+                let (file, path) = start_segment(&shared, end)?;
+                segments.push(Segment {
+                    base: end,
+                    path,
+                    legacy: false,
+                });
+                valid_len = 0;
+                (file, chain_seed(end))
+            }
+        };
+        *shared.segments.lock() = segments;
         let writer = Writer {
             shared: shared.clone(),
-            file: BufWriter::with_capacity(
-                1 << 20,
-                OpenOptions::new().append(true).open(&last.path)?,
-            ),
+            file: BufWriter::with_capacity(1 << 20, file),
             segment_len: valid_len,
             next: end,
+            chain,
             durable: durable_tx,
             failed: None,
         };
@@ -217,6 +385,8 @@ struct Writer {
     file: BufWriter<File>,
     segment_len: u64,
     next: u64,
+    /// CRC of the last record written (or the segment's seed).
+    chain: u32,
     durable: watch::Sender<u64>,
     /// After an I/O error the log refuses appends: what was written is uncertain.
     failed: Option<String>,
@@ -245,6 +415,10 @@ impl Writer {
         for (payload, reply) in batch.drain(..) {
             if let Some(reason) = &self.failed {
                 let _ = reply.send(Err(QueueError::Io(std::io::Error::other(reason.clone()))));
+                continue;
+            }
+            if payload.is_empty() {
+                let _ = reply.send(Err(QueueError::EmptyRecord));
                 continue;
             }
             if payload.len() > config.max_record_bytes {
@@ -298,26 +472,23 @@ impl Writer {
     }
 
     fn write_record(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let crc = chained_crc(self.chain, payload);
         self.file.write_all(&(payload.len() as u32).to_le_bytes())?;
-        self.file
-            .write_all(&crc32c::crc32c(payload).to_le_bytes())?;
-        self.file.write_all(payload)
+        self.file.write_all(&crc.to_le_bytes())?;
+        self.file.write_all(payload)?;
+        self.chain = crc;
+        Ok(())
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
-        let dir = &self.shared.config.dir;
-        let path = segment_path(dir, self.next);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        let (file, path) = start_segment(&self.shared, self.next)?;
         self.file = BufWriter::with_capacity(1 << 20, file);
         self.segment_len = 0;
+        self.chain = chain_seed(self.next);
         self.shared.segments.lock().push(Segment {
             base: self.next,
             path,
+            legacy: false,
         });
         Ok(())
     }
@@ -373,7 +544,13 @@ impl EventQueue for DurableLog {
             };
             for segment in removable {
                 let size = fs::metadata(&segment.path).map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&segment.path)?;
+                if shared.spares.lock().len() < MAX_SPARES {
+                    let spare = dir.join(format!("{:020}{SPARE_SUFFIX}", segment.base));
+                    fs::rename(&segment.path, &spare)?;
+                    shared.spares.lock().push(spare);
+                } else {
+                    delete_gradually(&segment.path)?;
+                }
                 shared.disk_bytes.fetch_sub(size, Ordering::Relaxed);
             }
             Ok(())
@@ -393,10 +570,13 @@ impl EventQueue for DurableLog {
 
 struct OpenSegment {
     reader: BufReader<File>,
+    check: Check,
     /// Offset of the segment's first record.
     base: u64,
     /// Offset of the record at the reader's position.
     at: u64,
+    /// Byte position of that record in the file.
+    position: u64,
     /// First offset of the next segment, if one exists.
     next_base: Option<u64>,
 }
@@ -420,20 +600,23 @@ impl LogReader {
             })?;
         let segment = &segments[index];
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&segment.path)?);
-        reader.seek(SeekFrom::Start(0))?;
-        let mut at = segment.base;
+        let mut check = segment.check();
+        let (mut at, mut position) = (segment.base, 0);
         while at < self.next {
-            read_record(&mut reader, self.shared.config.max_record_bytes)
+            let payload = read_record(&mut reader, self.shared.config.max_record_bytes, &mut check)
                 .map_err(QueueError::Corrupt)?
                 .ok_or_else(|| {
                     QueueError::Corrupt(format!("offset {} is past the log", self.next))
                 })?;
             at += 1;
+            position += HEADER_BYTES + payload.len() as u64;
         }
         self.open = Some(OpenSegment {
             reader,
+            check,
             base: segment.base,
             at,
+            position,
             next_base: segments.get(index + 1).map(|s| s.base),
         });
         Ok(())
@@ -456,9 +639,22 @@ impl LogReader {
             if open.next_base == Some(open.at) {
                 continue;
             }
-            let payload = read_record(&mut open.reader, self.shared.config.max_record_bytes)
-                .map_err(QueueError::Corrupt)?
-                .ok_or_else(|| QueueError::Corrupt(format!("record {} is missing", open.at)))?;
+            let max_bytes = self.shared.config.max_record_bytes;
+            let payload = match read_record(&mut open.reader, max_bytes, &mut open.check) {
+                Ok(Some(payload)) => payload,
+                _ => {
+                    // The record is durable, so what was read is not it: the buffer was
+                    // filled ahead, from the segment's unwritten space, before the
+                    // record was written there. Read it from the file again.
+                    open.reader.seek(SeekFrom::Start(open.position))?;
+                    read_record(&mut open.reader, max_bytes, &mut open.check)
+                        .map_err(QueueError::Corrupt)?
+                        .ok_or_else(|| {
+                            QueueError::Corrupt(format!("record {} is missing", open.at))
+                        })?
+                }
+            };
+            open.position += HEADER_BYTES + payload.len() as u64;
             out.push(Record {
                 offset: open.at,
                 payload,
@@ -587,36 +783,134 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_torn_tail_is_cut_and_a_corrupt_record_is_not_served() {
+    async fn a_torn_tail_is_overwritten_and_a_corrupt_record_is_not_served() {
         let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::new(dir.path())
+        };
         {
-            let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+            let log = DurableLog::open(cfg.clone()).unwrap();
             for i in 0..3u8 {
                 log.append(vec![i; 10]).await.unwrap();
             }
         }
         let path = segment_path(dir.path(), 0);
-        // A crash mid-write leaves half a record behind.
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[10, 0, 0, 0, 1, 2]).unwrap();
-        drop(file);
-        let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            4096,
+            "allocated in full"
+        );
+        // A crash mid-write leaves half a record behind, then a whole one that was
+        // never acknowledged (written out of order).
+        let mut bytes = fs::read(&path).unwrap();
+        let torn_at = 3 * 18;
+        bytes[torn_at..torn_at + 6].copy_from_slice(&[10, 0, 0, 0, 1, 2]);
+        let crc = chained_crc(chain_seed(0), &[7; 10]);
+        let whole = [&10u32.to_le_bytes()[..], &crc.to_le_bytes(), &[7; 10]].concat();
+        bytes[torn_at + 18..torn_at + 36].copy_from_slice(&whole);
+        fs::write(&path, &bytes).unwrap();
+
+        let log = DurableLog::open(cfg.clone()).unwrap();
         assert_eq!(log.stats().end, 3);
-        assert_eq!(fs::metadata(&path).unwrap().len(), 3 * 18);
+        assert_eq!(log.stats().disk_bytes, 3 * 18);
         assert_eq!(log.append(vec![9; 10]).await.unwrap(), 3);
-        assert_eq!(read_all(&log, 0).await.len(), 4);
+        let records = read_all(&log, 0).await;
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3].payload, vec![9; 10]);
+        drop(log);
+        // The stray record after the new one does not continue its chain.
+        let log = DurableLog::open(cfg.clone()).unwrap();
+        assert_eq!(log.stats().end, 4);
         drop(log);
 
         // Flip a payload byte of record 1: the checksum catches it on open.
         let mut bytes = fs::read(&path).unwrap();
         bytes[18 + 8] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
-        let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+        let log = DurableLog::open(cfg).unwrap();
         assert_eq!(
             log.stats().end,
             1,
             "everything from the corrupt record on is cut"
         );
+        assert!(matches!(
+            log.append(Vec::new()).await,
+            Err(QueueError::EmptyRecord)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_segments_are_reused_and_their_old_records_never_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 256,
+            ..LogConfig::new(dir.path())
+        };
+        let files = |suffix: &str| {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(suffix)
+                })
+                .count()
+        };
+        let log = DurableLog::open(cfg.clone()).unwrap();
+        // 40-byte records (48 on disk): a segment rolls after 6.
+        let record = |i: u64| format!("{i:040}").into_bytes();
+        for i in 0..30 {
+            log.append(record(i)).await.unwrap();
+        }
+        log.commit(30).await.unwrap();
+        assert_eq!(files(SPARE_SUFFIX), MAX_SPARES, "kept for reuse");
+        assert_eq!(files(SEGMENT_SUFFIX), 1);
+        // The next segments take the spares: the files hold older records behind the
+        // new ones, which must not be read as if they followed them.
+        for i in 30..45 {
+            log.append(record(i)).await.unwrap();
+        }
+        assert_eq!(files(SPARE_SUFFIX), 0);
+        let read: Vec<u64> = read_all(&log, 30).await.iter().map(|r| r.offset).collect();
+        assert_eq!(read, (30..45).collect::<Vec<_>>());
+        drop(log);
+        let log = DurableLog::open(cfg).unwrap();
+        assert_eq!(log.stats().end, 45);
+        let records = read_all(&log, 30).await;
+        assert!(records.iter().all(|r| r.payload == record(r.offset)));
+        assert_eq!(records.len(), 15);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segments_of_the_earlier_format_are_read_and_writing_goes_on_in_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two records the way the earlier format wrote them: CRC over the payload only,
+        // the file ending at the last record.
+        let mut legacy = Vec::new();
+        for payload in [&b"first"[..], b"second"] {
+            legacy.extend((payload.len() as u32).to_le_bytes());
+            legacy.extend(crc32c::crc32c(payload).to_le_bytes());
+            legacy.extend(payload);
+        }
+        fs::write(dir.path().join(format!("{:020}.log", 0)), &legacy).unwrap();
+        let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+        assert_eq!(log.stats().end, 2);
+        assert_eq!(log.append(b"third".to_vec()).await.unwrap(), 2);
+        assert!(segment_path(dir.path(), 2).exists());
+        let payloads: Vec<Vec<u8>> = read_all(&log, 0)
+            .await
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(payloads, [&b"first"[..], b"second", b"third"]);
+        drop(log);
+        let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+        assert_eq!(log.stats().end, 3);
+        log.commit(3).await.unwrap();
+        assert!(!dir.path().join(format!("{:020}.log", 0)).exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

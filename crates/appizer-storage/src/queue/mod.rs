@@ -43,6 +43,8 @@ pub enum QueueError {
     Full { budget_bytes: u64 },
     #[error("a record of {size} bytes exceeds the limit of {limit}")]
     RecordTooLarge { size: usize, limit: usize },
+    #[error("an empty record cannot be queued")]
+    EmptyRecord,
     #[error("queue I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("queue data is corrupt: {0}")]
