@@ -10,8 +10,9 @@
 //! (d) end-to-end events/s: from the first request until the last event is counted
 //!     by the API (stored and queryable);
 //! (e) p50/p99 of single-event `/v1/track` requests sent open-loop at half the maximum
-//!     single-request rate (itself measured first), over the same number of connections,
-//!     each latency counted from the request's scheduled time;
+//!     single-request rate (itself measured first), over the same number of keep-alive
+//!     connections, opened before the clock starts, each latency counted from the
+//!     request's scheduled time;
 //! (f) the server's peak RSS (VmHWM).
 
 use std::path::PathBuf;
@@ -356,9 +357,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let max = probe as f64 / secs;
         // The open loop measures the steady state, not the drain of the probe's backlog.
         wait_until_stored(&server, events + probe).await?;
+        let client = warm_connections(&server, &single, o.connections).await?;
         let before = track_durations(&server).await?;
         let latency = open_loop(
             &server,
+            client,
             single.clone(),
             max / 2.0,
             o.seconds,
@@ -421,15 +424,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 /// connections than it was given.
 async fn open_loop(
     server: &Server,
+    client: reqwest::Client,
     template: Arc<Template>,
     rate: f64,
     seconds: u64,
     connections: usize,
     timeline: bool,
 ) -> anyhow::Result<Samples> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()?;
     let url = format!("{}/v1/track", server.url);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * seconds as f64) as usize;
@@ -496,6 +497,42 @@ async fn open_loop(
         }
     }
     Ok(Samples::new(samples))
+}
+
+/// A client holding `connections` open keep-alive connections to the server, each
+/// used once, so the open loop measures requests on established connections (as client
+/// libraries send them) rather than TCP handshakes at its start.
+async fn warm_connections(
+    server: &Server,
+    template: &Template,
+    connections: usize,
+) -> anyhow::Result<reqwest::Client> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    let url = format!("{}/v1/track", server.url);
+    let mut warming = tokio::task::JoinSet::new();
+    for i in 0..connections {
+        let batch: Value =
+            serde_json::from_slice(&template.render(8_000_000_000 + i as u64)).expect("valid");
+        let body = serde_json::to_vec(&batch["batch"][0]).expect("serializes");
+        let request = client
+            .post(&url)
+            .basic_auth(&server.write_key, Some(""))
+            .header("content-type", "application/json")
+            .body(body);
+        warming.spawn(async move {
+            let response = request.send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            anyhow::ensure!(status.is_success(), "answered {status}");
+            anyhow::Ok(())
+        });
+    }
+    while let Some(outcome) = warming.join_next().await {
+        outcome??;
+    }
+    Ok(client)
 }
 
 /// The server's own histogram of `/v1/track` handling times (from `/metrics`): bucket
