@@ -301,8 +301,17 @@ impl DurableLog {
                 }
             }
             end = last.base + records;
-            if let Check::Chained(c) = check {
-                chain = Some(c);
+            match check {
+                Check::Chained(c) => chain = Some(c),
+                // An earlier-format segment is only read from now on: cut its torn
+                // tail, so its length is its records' as the old writer left them.
+                Check::Plain => {
+                    let file = OpenOptions::new().write(true).open(&last.path)?;
+                    if file.metadata()?.len() > valid_len {
+                        file.set_len(valid_len)?;
+                        file.sync_all()?;
+                    }
+                }
             }
         }
         let committed = read_offset(&config.dir)?.min(end);
@@ -481,6 +490,13 @@ impl Writer {
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
+        // A closed segment's file is as long as its records (the disk budget and
+        // reclaiming count it so): cut what is left of an allocation made for a larger
+        // `segment_bytes` before a restart.
+        let closing = self.file.get_ref();
+        if closing.metadata()?.len() > self.segment_len {
+            closing.set_len(self.segment_len)?;
+        }
         let (file, path) = start_segment(&self.shared, self.next)?;
         self.file = BufWriter::with_capacity(1 << 20, file);
         self.segment_len = 0;
@@ -551,7 +567,11 @@ impl EventQueue for DurableLog {
                 } else {
                     delete_gradually(&segment.path)?;
                 }
-                shared.disk_bytes.fetch_sub(size, Ordering::Relaxed);
+                let _ = shared
+                    .disk_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(size))
+                    });
             }
             Ok(())
         })
@@ -895,9 +915,15 @@ mod tests {
             legacy.extend(crc32c::crc32c(payload).to_le_bytes());
             legacy.extend(payload);
         }
-        fs::write(dir.path().join(format!("{:020}.log", 0)), &legacy).unwrap();
+        let records_len = legacy.len() as u64;
+        // And half a record a crash left behind.
+        legacy.extend([10, 0, 0, 0, 1, 2]);
+        let legacy_path = dir.path().join(format!("{:020}.log", 0));
+        fs::write(&legacy_path, &legacy).unwrap();
         let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
         assert_eq!(log.stats().end, 2);
+        assert_eq!(fs::metadata(&legacy_path).unwrap().len(), records_len);
+        assert_eq!(log.stats().disk_bytes, records_len);
         assert_eq!(log.append(b"third".to_vec()).await.unwrap(), 2);
         assert!(segment_path(dir.path(), 2).exists());
         let payloads: Vec<Vec<u8>> = read_all(&log, 0)
@@ -910,7 +936,35 @@ mod tests {
         let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
         assert_eq!(log.stats().end, 3);
         log.commit(3).await.unwrap();
-        assert!(!dir.path().join(format!("{:020}.log", 0)).exists());
+        assert!(!legacy_path.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_smaller_segment_size_after_a_restart_keeps_the_disk_count_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::new(dir.path())
+        };
+        let log = DurableLog::open(big.clone()).unwrap();
+        log.append(vec![1; 100]).await.unwrap();
+        drop(log);
+        // The segment was allocated at 64 KiB; it now closes at 256 bytes.
+        let log = DurableLog::open(LogConfig {
+            segment_bytes: 256,
+            ..big
+        })
+        .unwrap();
+        for _ in 0..5 {
+            log.append(vec![2; 100]).await.unwrap();
+        }
+        assert_eq!(log.stats().disk_bytes, 6 * 108);
+        assert_eq!(
+            fs::metadata(segment_path(dir.path(), 0)).unwrap().len(),
+            3 * 108
+        );
+        log.commit(6).await.unwrap();
+        assert_eq!(log.stats().disk_bytes, 0, "{:?}", log.stats());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
