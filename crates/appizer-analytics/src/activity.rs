@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayAccessor, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::functions_aggregate::expr_fn::{count, min};
-use datafusion::logical_expr::Expr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Builder};
+use datafusion::functions_aggregate::expr_fn::{bit_or, count, min};
+use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
 use datafusion::prelude::{col, lit, DataFrame};
 use futures_util::StreamExt;
 
@@ -204,30 +207,53 @@ pub(crate) async fn stickiness(
         if let Some(c) = condition {
             keep = keep.and(c);
         }
-        let df = scope
-            .events(from, to)
-            .await?
-            .filter(keep)?
+        let events = scope.events(from, to).await?.filter(keep)?;
+        let mut persons = vec![0u64; frame.buckets.len()];
+        if frame.buckets.len() <= 64 {
+            // One grouping: each person's buckets as the bits of one number.
+            let bit = bucket_bit_udf(&frame).call(vec![frame.bucket_expr(from, to)]);
+            let df = events
+                .aggregate(
+                    vec![scope.actor().alias("actor")],
+                    vec![bit_or(bit).alias("mask")],
+                )?
+                .select(vec![col("mask")])?;
+            for b in df.collect().await? {
+                let mask = cast_column(&b, "mask", &DataType::Int64)?;
+                let mask = mask.as_primitive::<Int64Type>();
+                for r in 0..b.num_rows() {
+                    let days = if mask.is_null(r) {
+                        0
+                    } else {
+                        (mask.value(r) as u64).count_ones() as usize
+                    };
+                    if (1..=persons.len()).contains(&days) {
+                        persons[days - 1] += 1;
+                    }
+                }
+            }
+        } else {
             // Distinct (person, bucket) pairs, then buckets per person: grouping
             // twice instead of a distinct set per person.
-            .aggregate(
-                vec![
-                    scope.actor().alias("actor"),
-                    frame.bucket_expr(from, to).alias("bucket"),
-                ],
-                vec![],
-            )?
-            .aggregate(vec![col("actor")], vec![count(lit(1)).alias("k")])?
-            .aggregate(vec![col("k")], vec![count(lit(1)).alias("n")])?;
-        let mut persons = vec![0u64; frame.buckets.len()];
-        for b in df.collect().await? {
-            let k = cast_column(&b, "k", &DataType::Int64)?;
-            let n = cast_column(&b, "n", &DataType::Int64)?;
-            let (k, n) = (k.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
-            for r in 0..b.num_rows() {
-                let days = k.value(r) as usize;
-                if (1..=persons.len()).contains(&days) {
-                    persons[days - 1] += n.value(r) as u64;
+            let df = events
+                .aggregate(
+                    vec![
+                        scope.actor().alias("actor"),
+                        frame.bucket_expr(from, to).alias("bucket"),
+                    ],
+                    vec![],
+                )?
+                .aggregate(vec![col("actor")], vec![count(lit(1)).alias("k")])?
+                .aggregate(vec![col("k")], vec![count(lit(1)).alias("n")])?;
+            for b in df.collect().await? {
+                let k = cast_column(&b, "k", &DataType::Int64)?;
+                let n = cast_column(&b, "n", &DataType::Int64)?;
+                let (k, n) = (k.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
+                for r in 0..b.num_rows() {
+                    let days = k.value(r) as usize;
+                    if (1..=persons.len()).contains(&days) {
+                        persons[days - 1] += n.value(r) as u64;
+                    }
                 }
             }
         }
@@ -246,6 +272,36 @@ pub(crate) async fn stickiness(
         intervals: frame.buckets.len(),
         results,
     })
+}
+
+/// `1 << i` for a bucket start (as [`Frame::bucket_expr`] gives it) that is bucket `i`
+/// of `frame` (at most 64 buckets), null for any other value.
+fn bucket_bit_udf(frame: &Frame) -> ScalarUDF {
+    let starts: Vec<i64> = frame
+        .buckets
+        .iter()
+        .map(|b| b.and_utc().timestamp_micros())
+        .collect();
+    create_udf(
+        "bucket_bit",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let values = args[0].clone().into_array(1)?;
+            let values = datafusion::arrow::compute::cast(&values, &DataType::Int64)?;
+            let values = values.as_primitive::<Int64Type>();
+            let mut out = Int64Builder::with_capacity(values.len());
+            for i in 0..values.len() {
+                let index = (!values.is_null(i))
+                    .then(|| starts.binary_search(&values.value(i)).ok())
+                    .flatten()
+                    .filter(|&index| index < 64);
+                out.append_option(index.map(|index| (1u64 << index) as i64));
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        }),
+    )
 }
 
 pub(crate) async fn lifecycle(

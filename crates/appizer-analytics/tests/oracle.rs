@@ -16,7 +16,7 @@ use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::persons::NewPerson;
 use appizer_storage::{open_metadata_store, MetadataStore};
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -799,6 +799,27 @@ async fn retention_stickiness_and_lifecycle_match_the_oracle() {
         if n > 0 {
             expected[n - 1] += 1;
         }
+    }
+    assert_eq!(r.results[0].persons, expected);
+
+    // By local hour: more intervals than the bits of one number, counted the other way.
+    let q = StickinessQuery {
+        interval: Interval::Hour,
+        ..q
+    };
+    let r = w.engine.stickiness(&w.project, &q, w.now).await.unwrap();
+    assert!(r.intervals > 64, "{} intervals", r.intervals);
+    let mut hours: BTreeMap<&str, BTreeSet<NaiveDateTime>> = BTreeMap::new();
+    for f in &w.facts {
+        if let (Some(p), "view_item", true) = (&f.person, f.event.as_str(), w.in_range(f)) {
+            let local = f.at.with_timezone(&w.tz).naive_local();
+            let hour = local.date().and_hms_opt(local.hour(), 0, 0).unwrap();
+            hours.entry(p).or_default().insert(hour);
+        }
+    }
+    let mut expected = vec![0u64; r.intervals];
+    for active in hours.values() {
+        expected[active.len() - 1] += 1;
     }
     assert_eq!(r.results[0].persons, expected);
 
