@@ -1,16 +1,15 @@
 //! Which persons were active in which buckets: stickiness (in how many intervals of the
 //! range each person did the event) and lifecycle (new, returning, resurrecting and
 //! dormant persons per interval). Plans reduce events to distinct (person, bucket)
-//! pairs and each person's first such event; Rust classifies them.
+//! pairs (for stickiness over at most 64 intervals, to one bit mask per person) and
+//! each person's first such event; Rust classifies them.
 
 use std::collections::HashMap;
-
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayAccessor, AsArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Builder};
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, Int64Builder};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions_aggregate::expr_fn::{bit_or, count, min};
 use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
 use datafusion::prelude::{col, lit, DataFrame};
