@@ -67,6 +67,22 @@ pub fn encode_record(events: &[Event]) -> Vec<u8> {
     out
 }
 
+/// The events of one accepted request as queue records of at most `max_bytes` each:
+/// one record unless the queue's record limit is smaller (JetStream's `max_payload`),
+/// then as many as it takes, each holding whole events. A request stored in several
+/// records is safe to retry after a partial failure: the workers drop the events of
+/// the records that did land by their message ids.
+pub fn encode_records(events: &[Event], max_bytes: usize) -> Vec<Vec<u8>> {
+    let record = encode_record(events);
+    if record.len() <= max_bytes || events.len() <= 1 {
+        return vec![record];
+    }
+    let (first, second) = events.split_at(events.len() / 2);
+    let mut out = encode_records(first, max_bytes);
+    out.extend(encode_records(second, max_bytes));
+    out
+}
+
 /// The events of a queue record.
 pub fn decode_record(payload: &[u8]) -> Result<Vec<Event>, RecordError> {
     match payload.first() {
@@ -273,6 +289,27 @@ mod tests {
         assert_eq!(record[0], TAG_V1);
         assert_eq!(decode_record(&record).unwrap(), events);
         assert!(decode_record(&encode_record(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_request_over_the_record_limit_is_split_into_records_of_whole_events() {
+        let many: Vec<Event> = (0..40).flat_map(|_| events()).collect();
+        let whole = encode_record(&many);
+        assert_eq!(encode_records(&many, whole.len()), vec![whole.clone()]);
+
+        let limit = whole.len() / 5;
+        let records = encode_records(&many, limit);
+        assert!(records.len() >= 5, "{} records", records.len());
+        assert!(records.iter().all(|r| r.len() <= limit));
+        let back: Vec<Event> = records
+            .iter()
+            .flat_map(|r| decode_record(r).unwrap())
+            .collect();
+        assert_eq!(back, many, "every event once, in order");
+
+        // One event over the limit still goes as one record: the queue refuses it.
+        let one = &many[..1];
+        assert_eq!(encode_records(one, 10), vec![encode_record(one)]);
     }
 
     #[test]

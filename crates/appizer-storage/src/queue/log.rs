@@ -122,6 +122,8 @@ struct Shared {
     commit_lock: tokio::sync::Mutex<()>,
     /// Offset the next record gets; published after each fsync.
     durable_end: watch::Receiver<u64>,
+    /// Why the writer refuses appends, after an I/O error.
+    failed: Mutex<Option<String>>,
 }
 
 type Append = (Vec<u8>, oneshot::Sender<Result<u64, QueueError>>);
@@ -334,6 +336,7 @@ impl DurableLog {
             committed: AtomicU64::new(committed),
             commit_lock: tokio::sync::Mutex::new(()),
             durable_end: durable_rx,
+            failed: Mutex::new(None),
         });
         // Writing goes on in the last segment, unless there is none or it has the
         // earlier format; an empty one of those is replaced.
@@ -512,6 +515,7 @@ impl Writer {
     fn fail(&mut self, e: std::io::Error) {
         tracing::error!(error = %e, "queue log write failed; refusing further appends");
         self.failed = Some(e.to_string());
+        *self.shared.failed.lock() = Some(e.to_string());
     }
 }
 
@@ -577,6 +581,20 @@ impl EventQueue for DurableLog {
         })
         .await
         .map_err(|e| QueueError::Io(std::io::Error::other(e)))?
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.shared.config.max_record_bytes
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Err(QueueError::Io(std::io::Error::other(reason)));
+        }
+        if self.appends.is_closed() {
+            return Err(QueueError::Closed);
+        }
+        Ok(())
     }
 
     fn stats(&self) -> QueueStats {

@@ -2,15 +2,18 @@
 //! `append` returns only once the record is durable (fsync'd), so an acknowledged
 //! request survives a crash; consumers commit the offset below which everything is
 //! safely stored elsewhere, and space below it is reclaimed. Embedded backend: a
-//! segmented append-only log ([`log::DurableLog`]).
+//! segmented append-only log ([`log::DurableLog`]); scale-out backend: a NATS JetStream
+//! stream ([`nats::NatsQueue`]). `tests/queue_conformance.rs` runs one suite on both.
 
 pub mod log;
+pub mod nats;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use log::{DurableLog, LogConfig};
+pub use nats::{NatsConfig, NatsQueue};
 
 /// A record read back: its offset and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub enum QueueError {
     Corrupt(String),
     #[error("the queue is closed")]
     Closed,
+    #[error("the queue server is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[async_trait]
@@ -65,6 +70,13 @@ pub trait EventQueue: Send + Sync + 'static {
     async fn commit(&self, offset: u64) -> Result<(), QueueError>;
 
     fn stats(&self) -> QueueStats;
+
+    /// Largest record `append` takes; a request's events that do not fit in one go in
+    /// several records.
+    fn max_record_bytes(&self) -> usize;
+
+    /// Whether the queue can take appends now (for readiness checks).
+    async fn ping(&self) -> Result<(), QueueError>;
 }
 
 #[async_trait]

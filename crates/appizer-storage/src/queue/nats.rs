@@ -1,0 +1,346 @@
+//! The queue on NATS JetStream, for nodes that share one queue. Records are the
+//! messages of one stream (file storage, `replicas` copies, discard-new at the disk
+//! budget); an append returns once JetStream has acknowledged the message stored. A
+//! record's offset is its stream sequence minus one. A commit purges the stream below
+//! the offset, so the stream's first sequence is where the committed offset is kept and
+//! a restart, on any node, resumes from it.
+//!
+//! JetStream stores an acknowledged message on every replica, but a single server
+//! syncs its files to disk only every `sync_interval` (2 minutes by default): for
+//! durability against power loss, run three replicas or set `sync_interval: always`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+
+use super::{EventQueue, QueueError, QueueReader, QueueStats, Record};
+
+/// Where the queue lives and how it is kept.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://host:port` (several comma-separated for a cluster; `tls://` for TLS).
+    pub url: String,
+    /// The JetStream stream; created when missing, its limits updated when present.
+    pub stream: String,
+    /// Copies JetStream keeps of each record (1, or 3 on a cluster).
+    pub replicas: usize,
+    /// Appends are refused (`QueueError::Full`) while the stream holds this many bytes.
+    pub max_disk_bytes: u64,
+    /// How long opening waits for the server, and each request for its answer.
+    pub timeout: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>, stream: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream: stream.into(),
+            replicas: 1,
+            max_disk_bytes: 10 << 30,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The one subject the stream holds.
+    pub fn subject(&self) -> String {
+        format!("appizer.queue.{}", self.stream)
+    }
+}
+
+/// Records a consumer asks the server for at once: bounds what a reader holds in
+/// memory to this many records (each at most the server's `max_payload`).
+const PULL_BATCH: i64 = 128;
+
+/// Bytes JetStream stores per message beyond its payload (subject, sequence, time,
+/// checksum), to estimate `disk_bytes` between refreshes.
+const MESSAGE_OVERHEAD: u64 = 64;
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+/// The JetStream queue. See the module documentation.
+pub struct NatsQueue {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    stream: stream::Stream<()>,
+    stream_name: String,
+    subject: String,
+    max_record_bytes: usize,
+    budget_bytes: u64,
+    /// One past the highest offset this node has seen (appended or read).
+    end: Arc<AtomicU64>,
+    committed: AtomicU64,
+    disk_bytes: AtomicU64,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for NatsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsQueue")
+            .field("subject", &self.subject)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl NatsQueue {
+    /// Connects, and creates the stream or brings its limits to the config.
+    pub async fn open(config: NatsConfig) -> Result<Self, QueueError> {
+        if config.stream.is_empty()
+            || !config
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(QueueError::Unavailable(format!(
+                "stream name `{}`: use letters, digits, `_` and `-`",
+                config.stream
+            )));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("appizer")
+            .connection_timeout(config.timeout)
+            .request_timeout(Some(config.timeout))
+            .connect(config.url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let context = jetstream::new(client.clone());
+        let subject = config.subject();
+        let max_payload = client.server_info().max_payload;
+        let info = context
+            .create_or_update_stream(stream::Config {
+                name: config.stream.clone(),
+                subjects: vec![subject.clone()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                discard: stream::DiscardPolicy::New,
+                max_bytes: i64::try_from(config.max_disk_bytes).unwrap_or(i64::MAX),
+                num_replicas: config.replicas.max(1),
+                description: Some("Appizer event queue".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let stream = context
+            .get_stream_no_info(&config.stream)
+            .await
+            .map_err(unavailable)?;
+        let state = &info.state;
+        Ok(Self {
+            client,
+            context,
+            stream,
+            stream_name: config.stream,
+            subject,
+            // A record travels without headers; the server counts the payload alone.
+            max_record_bytes: max_payload,
+            budget_bytes: config.max_disk_bytes,
+            end: Arc::new(AtomicU64::new(state.last_sequence)),
+            committed: AtomicU64::new(committed_from(state)),
+            disk_bytes: AtomicU64::new(state.bytes),
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Deletes the stream and every record in it (tests and decommissioning).
+    pub async fn delete(self) -> Result<(), QueueError> {
+        self.context
+            .delete_stream(&self.stream_name)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn refresh(&self) -> Result<(), QueueError> {
+        let info = self.stream.get_info().await.map_err(unavailable)?;
+        self.end
+            .fetch_max(info.state.last_sequence, Ordering::AcqRel);
+        self.committed
+            .fetch_max(committed_from(&info.state), Ordering::AcqRel);
+        self.disk_bytes.store(info.state.bytes, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The committed offset a stream's state stands for: everything below its first
+/// sequence was purged, so processed.
+fn committed_from(state: &stream::State) -> u64 {
+    if state.messages == 0 {
+        state.last_sequence
+    } else {
+        state.first_sequence.saturating_sub(1)
+    }
+}
+
+/// Whether JetStream refused a message for the stream's byte limit.
+fn is_over_budget(e: &jetstream::context::PublishError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(api) = s.downcast_ref::<jetstream::Error>() {
+            return api.to_string().contains("maximum bytes exceeded")
+                || api.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED;
+        }
+        source = s.source();
+    }
+    false
+}
+
+#[async_trait]
+impl EventQueue for NatsQueue {
+    async fn append(&self, payload: Vec<u8>) -> Result<u64, QueueError> {
+        if payload.is_empty() {
+            return Err(QueueError::EmptyRecord);
+        }
+        if payload.len() > self.max_record_bytes {
+            return Err(QueueError::RecordTooLarge {
+                size: payload.len(),
+                limit: self.max_record_bytes,
+            });
+        }
+        let size = payload.len() as u64;
+        let full = |e: &jetstream::context::PublishError| {
+            is_over_budget(e).then_some(QueueError::Full {
+                budget_bytes: self.budget_bytes,
+            })
+        };
+        let ack = self
+            .context
+            .publish(self.subject.clone(), payload.into())
+            .await
+            .map_err(|e| full(&e).unwrap_or_else(|| unavailable(e)))?
+            .await
+            .map_err(|e| full(&e).unwrap_or_else(|| unavailable(e)))?;
+        self.end.fetch_max(ack.sequence, Ordering::AcqRel);
+        self.disk_bytes
+            .fetch_add(size + MESSAGE_OVERHEAD, Ordering::Relaxed);
+        Ok(ack.sequence - 1)
+    }
+
+    fn reader(&self, offset: u64) -> Result<Box<dyn QueueReader>, QueueError> {
+        Ok(Box::new(NatsReader {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            end: self.end.clone(),
+            next: offset,
+            messages: None,
+        }))
+    }
+
+    async fn commit(&self, offset: u64) -> Result<(), QueueError> {
+        let _guard = self.commit_lock.lock().await;
+        let offset = offset.min(self.end.load(Ordering::Acquire));
+        if offset <= self.committed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Purges every sequence below `offset + 1`, that is every offset below `offset`.
+        self.stream
+            .purge()
+            .sequence(offset + 1)
+            .await
+            .map_err(unavailable)?;
+        self.committed.fetch_max(offset, Ordering::AcqRel);
+        self.refresh().await
+    }
+
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            end: self.end.load(Ordering::Acquire),
+            committed: self.committed.load(Ordering::Acquire),
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.client.flush().await.map_err(unavailable)
+    }
+}
+
+/// Reads the stream in order through an ordered consumer: an ephemeral consumer the
+/// client recreates from the next sequence whenever it misses one.
+struct NatsReader {
+    stream: stream::Stream<()>,
+    subject: String,
+    end: Arc<AtomicU64>,
+    next: u64,
+    messages: Option<consumer::pull::Ordered>,
+}
+
+impl NatsReader {
+    async fn messages(&mut self) -> Result<&mut consumer::pull::Ordered, QueueError> {
+        if self.messages.is_none() {
+            let consumer = self
+                .stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: self.subject.clone(),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: self.next + 1,
+                    },
+                    max_batch: PULL_BATCH,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            self.messages = Some(consumer.messages().await.map_err(unavailable)?);
+        }
+        Ok(self.messages.as_mut().expect("just set"))
+    }
+
+    /// The delivered messages as records, leaving out any below the reader's offset.
+    fn records(&mut self, delivered: Vec<jetstream::Message>) -> Result<Vec<Record>, QueueError> {
+        let mut out = Vec::with_capacity(delivered.len());
+        let mut next = self.next;
+        for message in delivered {
+            let offset = message.info().map_err(unavailable)?.stream_sequence - 1;
+            if offset >= next {
+                next = offset + 1;
+                out.push(Record {
+                    offset,
+                    payload: message.message.payload.to_vec(),
+                });
+            }
+        }
+        self.next = next;
+        self.end.fetch_max(next, Ordering::AcqRel);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl QueueReader for NatsReader {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError> {
+        let batch = self.read(max, wait).await;
+        if batch.is_err() {
+            // The next call starts a new consumer at the first record not returned.
+            self.messages = None;
+        }
+        batch
+    }
+}
+
+impl NatsReader {
+    async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError> {
+        let messages = self.messages().await?;
+        let first = match tokio::time::timeout(wait, messages.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(QueueError::Closed),
+            Ok(Some(m)) => m.map_err(unavailable)?,
+        };
+        let mut delivered = vec![first];
+        while delivered.len() < max {
+            match messages.next().now_or_never() {
+                Some(Some(m)) => delivered.push(m.map_err(unavailable)?),
+                Some(None) | None => break,
+            }
+        }
+        self.records(delivered)
+    }
+}
