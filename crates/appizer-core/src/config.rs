@@ -134,8 +134,16 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The durable queue: empty = the embedded log in `data_dir/queue`;
+    /// `nats://HOST:PORT` (comma-separated for a cluster) = a NATS JetStream stream,
+    /// shared by every node pointed at it.
+    pub queue_url: SecretString,
+    /// The JetStream stream's name (letters, digits, `_`, `-`); created when missing.
+    pub queue_stream: String,
+    /// Copies JetStream keeps of each record: 1, or 3 on a cluster.
+    pub queue_replicas: usize,
     /// The durable queue refuses new events (503) while its records take more than this
-    /// (the disk also holds the current segment's unwritten rest and up to two spare
+    /// (the embedded log's disk also holds the current segment's unwritten rest and up to two spare
     /// segments: at most three times `queue_segment_bytes` more).
     pub queue_max_disk_bytes: u64,
     /// Size of a queue segment file: allocated in full when it starts, closed when full.
@@ -206,6 +214,9 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: crate::event::MAX_BATCH_BYTES,
             trusted_proxies: Vec::new(),
+            queue_url: SecretString::default(),
+            queue_stream: "APPIZER_EVENTS".into(),
+            queue_replicas: 1,
             queue_max_disk_bytes: 10 << 30,
             queue_segment_bytes: 64 << 20,
             flush_rows: 50_000,
@@ -448,6 +459,31 @@ impl Config {
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return invalid("tls", "cert_path and key_path must be set together");
         }
+        let queue_url = self.ingest.queue_url.expose();
+        if !(queue_url.is_empty()
+            || ["nats://", "tls://"]
+                .iter()
+                .any(|scheme| queue_url.starts_with(scheme)))
+        {
+            return invalid(
+                "ingest.queue_url",
+                "must be empty (the embedded log) or nats://HOST:PORT",
+            );
+        }
+        let stream = &self.ingest.queue_stream;
+        if stream.is_empty()
+            || !stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return invalid(
+                "ingest.queue_stream",
+                "must be letters, digits, `_` and `-` only",
+            );
+        }
+        if !(1..=5).contains(&self.ingest.queue_replicas) {
+            return invalid("ingest.queue_replicas", "must be between 1 and 5");
+        }
         let url = self.database_url.expose();
         let known = ["sqlite:", "postgres://", "postgresql://"];
         if !(url.is_empty() || known.iter().any(|scheme| url.starts_with(scheme))) {
@@ -594,6 +630,11 @@ ingest_burst = {ingest_burst}
 max_body_bytes = {ingest_max_body_bytes}
 # Peers whose X-Forwarded-For header is believed for the client IP, e.g. ["10.0.0.5"].
 trusted_proxies = []
+# The durable event queue: empty = the embedded log under data_dir; "nats://HOST:4222"
+# = a NATS JetStream stream shared by every node (see README, "Scaling out").
+queue_url = ""
+queue_stream = "{queue_stream}"
+queue_replicas = {queue_replicas}
 # The durable event queue refuses new events (503 + Retry-After) past this many bytes.
 queue_max_disk_bytes = {queue_max_disk_bytes}
 queue_segment_bytes = {queue_segment_bytes}
@@ -645,6 +686,8 @@ format = "text"
         ingest_per_second = d.rate_limit.ingest_per_second,
         ingest_burst = d.rate_limit.ingest_burst,
         ingest_max_body_bytes = d.ingest.max_body_bytes,
+        queue_stream = d.ingest.queue_stream,
+        queue_replicas = d.ingest.queue_replicas,
         queue_max_disk_bytes = d.ingest.queue_max_disk_bytes,
         queue_segment_bytes = d.ingest.queue_segment_bytes,
         flush_rows = d.ingest.flush_rows,
@@ -762,6 +805,40 @@ mod tests {
             assert_eq!(codec.name().parse::<ParquetCompression>(), Ok(codec));
         }
         assert!("gzip".parse::<ParquetCompression>().is_err());
+        for (key, value, named) in [
+            (
+                "APPIZER_INGEST__QUEUE_URL",
+                "kafka://x:9092",
+                "ingest.queue_url",
+            ),
+            (
+                "APPIZER_INGEST__QUEUE_STREAM",
+                "events.v1",
+                "ingest.queue_stream",
+            ),
+            (
+                "APPIZER_INGEST__QUEUE_REPLICAS",
+                "0",
+                "ingest.queue_replicas",
+            ),
+        ] {
+            let err = Config::load(None, dir.path(), [(key, value)]).unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let config = Config::load(
+            None,
+            dir.path(),
+            [("APPIZER_INGEST__QUEUE_URL", "nats://user:pw@10.0.0.7:4222")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.ingest.queue_url.expose(),
+            "nats://user:pw@10.0.0.7:4222"
+        );
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "the URL is a secret"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use appizer_gateway::state::EventServices;
 use appizer_gateway::AppState;
 use appizer_storage::background::{Background, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
-use appizer_storage::queue::{DurableLog, EventQueue, LogConfig};
+use appizer_storage::queue::{DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue};
 use appizer_storage::{open_metadata_store, MetadataStore};
 use appizer_users::{Identity, IdentityConfig};
 use tokio::net::TcpListener;
@@ -40,6 +40,30 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore
         .context("cannot open the metadata store")
 }
 
+/// Opens the durable event queue the config names: the embedded log under `data_dir`,
+/// or the NATS JetStream stream of `ingest.queue_url`.
+pub async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn EventQueue>> {
+    let ingest = &config.ingest;
+    if ingest.queue_url.is_empty() {
+        let log = DurableLog::open(LogConfig {
+            segment_bytes: ingest.queue_segment_bytes,
+            max_disk_bytes: ingest.queue_max_disk_bytes,
+            ..LogConfig::new(config.data_dir.join("queue"))
+        })
+        .context("cannot open the event queue")?;
+        return Ok(Arc::new(log));
+    }
+    let nats = NatsQueue::open(NatsConfig {
+        replicas: ingest.queue_replicas,
+        max_disk_bytes: ingest.queue_max_disk_bytes,
+        ..NatsConfig::new(ingest.queue_url.expose(), &ingest.queue_stream)
+    })
+    .await
+    .context("cannot open the NATS JetStream event queue")?;
+    tracing::info!(stream = %ingest.queue_stream, "event queue on NATS JetStream");
+    Ok(Arc::new(nats))
+}
+
 /// Every component of a running server: the gateway's state and the background tasks
 /// (ingestion workers, warning writer) it relies on.
 pub struct App {
@@ -53,14 +77,7 @@ impl App {
     /// ingestion workers.
     pub async fn open(config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
         let ingest = &config.ingest;
-        let queue: Arc<dyn EventQueue> = Arc::new(
-            DurableLog::open(LogConfig {
-                segment_bytes: ingest.queue_segment_bytes,
-                max_disk_bytes: ingest.queue_max_disk_bytes,
-                ..LogConfig::new(config.data_dir.join("queue"))
-            })
-            .context("cannot open the event queue")?,
-        );
+        let queue = open_queue(&config).await?;
         let priority = Priority {
             nice: ingest.worker_nice,
             idle: ingest.worker_sched_idle,

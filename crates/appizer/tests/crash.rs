@@ -1,7 +1,8 @@
 //! Crash safety: the server runs as a child process while several clients send
 //! batches; it is killed with SIGKILL mid-stream and restarted, five times. Every
 //! acknowledged event must be stored exactly once afterwards (unacknowledged ones may or
-//! may not be, but never twice), including batches the clients resend as retries.
+//! may not be, but never twice), including batches the clients resend as retries. Run
+//! with each queue backend: the embedded log, and a NATS JetStream stream.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use appizer_storage::queue::{EventQueue, NatsConfig, NatsQueue};
 use common::appizer;
 use serde_json::{json, Value};
 
@@ -19,9 +21,18 @@ const CYCLES: usize = 5;
 const CLIENTS: usize = 4;
 const BATCH: usize = 20;
 
+/// A queue on NATS JetStream: its server and stream.
+type Nats = Option<(String, String)>;
+
 /// Starts `appizer serve` on `data` and returns the child and its URL.
-fn serve(data: &Path) -> (Child, String) {
-    let mut child = appizer()
+fn serve(data: &Path, nats: &Nats) -> (Child, String) {
+    let mut command = appizer();
+    if let Some((url, stream)) = nats {
+        command
+            .env("APPIZER_INGEST__QUEUE_URL", url)
+            .env("APPIZER_INGEST__QUEUE_STREAM", stream);
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         // Flush often, so kills land between file writes, catalog entries and commits.
@@ -52,6 +63,29 @@ fn batch(ids: &[String]) -> Value {
 
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
+    kill_and_restart(&None);
+}
+
+#[test]
+fn acknowledged_events_survive_sigkill_exactly_once_with_the_queue_on_jetstream() {
+    let Some(url) = common::nats_url() else {
+        return;
+    };
+    let stream = common::test_stream();
+    kill_and_restart(&Some((url.clone(), stream.clone())));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // The records went through the stream, and the clean stop committed them all.
+        let queue = NatsQueue::open(NatsConfig::new(&url, &stream))
+            .await
+            .unwrap();
+        let stats = queue.stats();
+        assert!(stats.end > 0, "{stats:?}");
+        assert_eq!(stats.committed, stats.end, "{stats:?}");
+        queue.delete().await.unwrap();
+    });
+}
+
+fn kill_and_restart(nats: &Nats) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let init = appizer()
@@ -69,7 +103,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut sent_requests = 0usize;
     for cycle in 0..CYCLES {
-        let (mut child, url) = serve(&data);
+        let (mut child, url) = serve(&data, nats);
         let (requests, _) = runtime.block_on(async {
             let http = reqwest::Client::new();
             let stop = tokio_util::sync::CancellationToken::new();
@@ -138,7 +172,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     );
 
     // A last clean start: replay what the queue holds, then read everything back.
-    let (mut child, url) = serve(&data);
+    let (mut child, url) = serve(&data, nats);
     let acked = acked.lock().unwrap().clone();
     let stored = runtime.block_on(async {
         let http = reqwest::Client::new();

@@ -571,3 +571,84 @@ async fn location_comes_from_the_client_ip_with_a_geoip_database() {
         .expect("refused");
     assert!(format!("{err:#}").contains("missing.mmdb"), "{err:#}");
 }
+
+#[tokio::test]
+async fn with_the_queue_on_jetstream_a_request_larger_than_a_message_lands_whole() {
+    let Some(url) = common::nats_url() else {
+        return;
+    };
+    let stream = common::test_stream();
+    let server = TestServer::start_with(|c| {
+        c.ingest.queue_url = appizer_core::secret::SecretString::new(url.as_str());
+        c.ingest.queue_stream = stream.clone();
+        // Larger than a JetStream message (1 MB by default), so it goes as several.
+        c.ingest.max_body_bytes = 4 << 20;
+    })
+    .await;
+    let api = Client::new(&server);
+    let ready = api.get("/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+
+    let padding = "x".repeat(1_000);
+    let batch: Vec<Value> = (0..2_000)
+        .map(|i| {
+            json!({"type": "track", "event": "Big", "userId": format!("u{i}"),
+                        "messageId": format!("big-{i}"), "properties": {"i": i, "pad": padding}})
+        })
+        .collect();
+    let answer = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(&server.keys.write_key, Some(""))
+            .json(&json!({ "batch": batch }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+
+    // Every event once, in full, read back through the API.
+    let mut seen = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    while seen.len() < 2_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} of 2000 events visible",
+            seen.len()
+        );
+        seen.clear();
+        let mut cursor = String::new();
+        loop {
+            let page = api
+                .get(
+                    &format!(
+                        "/api/v1/projects/{}/events?limit=1000&event=Big{cursor}",
+                        server.keys.project_id
+                    ),
+                    &server.keys.admin_key,
+                )
+                .await;
+            for e in page.body["events"].as_array().unwrap() {
+                assert_eq!(e["properties"]["pad"], padding.as_str());
+                assert!(seen.insert(e["message_id"].as_str().unwrap().to_string()));
+            }
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+
+    // The request went through the stream as several records, all committed on stop.
+    use appizer_storage::queue::{EventQueue, NatsConfig, NatsQueue};
+    let queue = NatsQueue::open(NatsConfig::new(&url, &stream))
+        .await
+        .unwrap();
+    let stats = queue.stats();
+    assert!(stats.end >= 3, "{stats:?}");
+    assert_eq!(stats.committed, stats.end);
+    queue.delete().await.unwrap();
+}

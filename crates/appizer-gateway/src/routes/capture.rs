@@ -15,7 +15,7 @@ use appizer_core::ErrorCode;
 use appizer_events::capture::body::{decode_body, Encoding};
 use appizer_events::capture::{posthog, segment, CaptureError, Decoded, Received};
 use appizer_events::metrics as event_metrics;
-use appizer_events::record::encode_record;
+use appizer_events::record::encode_records;
 use appizer_storage::queue::QueueError;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -264,12 +264,15 @@ async fn enqueue(
         return Ok(());
     }
     let count = decoded.events.len() as u64;
-    match state
-        .events
-        .queue
-        .append(encode_record(&decoded.events))
-        .await
-    {
+    let queue = &state.events.queue;
+    let mut appended = Ok(0);
+    for record in encode_records(&decoded.events, queue.max_record_bytes()) {
+        appended = queue.append(record).await;
+        if appended.is_err() {
+            break;
+        }
+    }
+    match appended {
         Ok(_) => {
             metrics::counter!(event_metrics::EVENTS_ACCEPTED_TOTAL).increment(count);
             Ok(())

@@ -25,20 +25,25 @@ pub async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The process can serve: its storage answers.
+/// The process can serve: its metadata store answers and its event queue takes appends.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(Status { status: "ready" }).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::new(ErrorCode::Unavailable, "metadata store is not reachable")
-                .with_field("metadata_store")
-                .with_retry_after(1)
-                .into_response()
-        }
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed: metadata store");
+        return ApiError::new(ErrorCode::Unavailable, "metadata store is not reachable")
+            .with_field("metadata_store")
+            .with_retry_after(1)
+            .into_response();
     }
+    if let Err(e) = state.events.queue.ping().await {
+        tracing::warn!(error = %e, "readiness check failed: event queue");
+        return ApiError::new(ErrorCode::Unavailable, "event queue is not reachable")
+            .with_field("event_queue")
+            .with_retry_after(1)
+            .into_response();
+    }
+    Json(Status { status: "ready" }).into_response()
 }
 
 /// Prometheus metrics.

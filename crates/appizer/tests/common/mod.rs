@@ -162,3 +162,26 @@ pub async fn settle(server: &TestServer) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// The NATS server for the JetStream cases: `APPIZER_TEST_NATS_URL`
+/// (e.g. `nats://127.0.0.1:4222`, started with `-js`). Without it the cases are skipped
+/// locally and fail under CI (`CI=true`). To start NATS on a Debian machine:
+/// `start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server --
+/// -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server`.
+pub fn nats_url() -> Option<String> {
+    match std::env::var("APPIZER_TEST_NATS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+            panic!("APPIZER_TEST_NATS_URL must be set under CI")
+        }
+        Err(_) => {
+            eprintln!("skipped: set APPIZER_TEST_NATS_URL to run the NATS JetStream cases");
+            None
+        }
+    }
+}
+
+/// A fresh JetStream stream name for one test.
+pub fn test_stream() -> String {
+    format!("APPIZER_TEST_{}", uuid::Uuid::new_v4().simple())
+}
