@@ -44,6 +44,11 @@ pub struct Options {
     /// Print (e)'s latency per quarter second of the open loop.
     #[arg(long)]
     timeline: bool,
+    /// Run the server with its queue on this NATS JetStream server (e.g.
+    /// `nats://127.0.0.1:4222`), in a stream of its own deleted afterwards, instead of
+    /// the embedded log. (f) is then the Appizer server's memory alone.
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 /// Digits of the request number inside each message id.
@@ -119,7 +124,7 @@ fn appizer_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn start_server() -> anyhow::Result<Server> {
+fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
@@ -132,7 +137,13 @@ fn start_server() -> anyhow::Result<Server> {
         bail!("init failed: {}", String::from_utf8_lossy(&init.stderr));
     }
     let keys: Value = serde_json::from_slice(&init.stdout)?;
-    let mut child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    if let Some((url, stream)) = nats {
+        command
+            .env("APPIZER_INGEST__QUEUE_URL", url)
+            .env("APPIZER_INGEST__QUEUE_STREAM", stream);
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("APPIZER_RATE_LIMIT__INGEST_PER_SECOND", "1000000")
@@ -320,7 +331,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     })?;
 
     // (a) and (d): durable acknowledgements, then until everything is queryable.
-    let server = start_server()?;
+    let stream = format!("APPIZER_BENCH_{}", std::process::id());
+    let nats = o.nats.as_deref().map(|url| (url, stream.as_str()));
+    if let Some((url, _)) = nats {
+        println!("  queue: NATS JetStream at {url}, stream {stream}");
+    }
+    let server = start_server(nats)?;
     let pid = server.child.id();
     let (ack_rate, e2e_rate) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
@@ -412,6 +428,16 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             run as f64 / 1e6
         ),
         _ => println!("  (f) server peak RSS                unavailable (no /proc)"),
+    }
+    if let Some((url, stream)) = nats {
+        drop(server);
+        runtime.block_on(async {
+            use appizer_storage::queue::{NatsConfig, NatsQueue};
+            NatsQueue::open(NatsConfig::new(url, stream))
+                .await?
+                .delete()
+                .await
+        })?;
     }
     Ok(())
 }
