@@ -72,6 +72,12 @@ impl<'e> Scope<'e> {
         })
     }
 
+    /// Whether no person of the project was deleted: then every stored event counts,
+    /// and counts need not look at person ids.
+    pub fn without_deletions(&self) -> bool {
+        self.overrides.deleted.is_empty()
+    }
+
     /// The person an event belongs to now, as text (NULL for events without one).
     pub fn actor(&self) -> Expr {
         if self.overrides.is_empty() {

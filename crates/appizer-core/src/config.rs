@@ -74,6 +74,11 @@ pub struct AnalyticsConfig {
     /// while no event, person or definition changed through this node, within the same
     /// minute; with several nodes writing, turn it off.
     pub result_cache_entries: usize,
+    /// Counts of events (trends series with math `total` and no property, segment or
+    /// breakdown condition, over a range of whole quarter hours) come from the counts
+    /// per event name and quarter hour each Parquet file keeps in its footer, plus the
+    /// buffered rows, instead of a scan. Off: every query scans.
+    pub rollups: bool,
 }
 
 impl Default for AnalyticsConfig {
@@ -84,6 +89,7 @@ impl Default for AnalyticsConfig {
             sql_max_rows: 10_000,
             segment_refresh_secs: 300,
             result_cache_entries: 256,
+            rollups: true,
         }
     }
 }

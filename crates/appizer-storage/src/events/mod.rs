@@ -3,11 +3,14 @@
 //! `project=<id>/date=<yyyy-mm-dd>/<uuid>.parquet`, each catalogued in the metadata
 //! store with the highest queue offset it holds. Queries read the catalogued files of a
 //! project (pruned by time range from the catalog) unioned with its buffered batches.
+//! Each file's footer also holds its event counts per name and quarter hour
+//! ([`rollup`]), so counts over aligned ranges need no scan.
 
 pub mod query;
+pub mod rollup;
 pub mod schema;
 mod store;
 
 pub use query::{list_events, Cursor, EventFilter};
 pub use schema::{batch_to_events, event_schema, events_to_batch, StoredEvent};
-pub use store::{Compaction, EventStore, EventStoreConfig, EventStoreError, Taken};
+pub use store::{Compaction, Counts, EventStore, EventStoreConfig, EventStoreError, Taken};

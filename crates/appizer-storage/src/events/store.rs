@@ -20,6 +20,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use parking_lot::RwLock;
 
+use super::rollup::Rollup;
 use super::schema::{event_schema, events_to_batch};
 use crate::metadata::{EventFile, MetadataStore};
 use crate::persons::PersonOverrides;
@@ -126,6 +127,17 @@ pub struct EventStore {
     retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
     /// Bumped after every change of what a query reads (see [`EventStore::version`]).
     version: std::sync::atomic::AtomicU64,
+    /// The rollups of files read so far, by path (`None`: the file has none). Files
+    /// never change once written, so an entry stays true while its file is catalogued.
+    rollups: parking_lot::Mutex<std::collections::HashMap<String, Option<Arc<Rollup>>>>,
+}
+
+/// What a count over a time range reads instead of the events: the rollups of the
+/// catalogued files in range, and the buffered rows (see [`EventStore::counts`]).
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub files: Vec<Arc<Rollup>>,
+    pub buffered: Vec<RecordBatch>,
 }
 
 /// What one compaction pass did.
@@ -163,6 +175,7 @@ impl EventStore {
             compact_lock: tokio::sync::Mutex::new(()),
             retired: parking_lot::Mutex::new(Vec::new()),
             version: std::sync::atomic::AtomicU64::new(0),
+            rollups: parking_lot::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -525,23 +538,21 @@ impl EventStore {
         Ok(out)
     }
 
-    /// A DataFrame over the project's events whose timestamps may fall in
-    /// `[from, to)`: catalogued files pruned by their time range, plus buffered rows.
-    pub async fn events(
+    /// The project's buffered batches and its catalogued files whose time range meets
+    /// `[from, to)`, as of one moment: memory first, buffer and flushing slot together
+    /// (a flush moves rows from one to the other under the buffer lock); then the
+    /// catalog. Rows of a flush that got catalogued in between are read from its files
+    /// only.
+    async fn snapshot(
         &self,
-        ctx: &SessionContext,
         project: ProjectId,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
-    ) -> Result<DataFrame, EventStoreError> {
-        let schema = event_schema();
+    ) -> Result<(Vec<RecordBatch>, Vec<EventFile>), EventStoreError> {
         let (from_ms, to_ms) = (
             from.map_or(i64::MIN, |t| t.timestamp_millis()),
             to.map_or(i64::MAX, |t| t.timestamp_millis()),
         );
-        // Memory first, buffer and flushing slot together (a flush moves rows from one
-        // to the other under the buffer lock); then the catalog. Rows of a flush that
-        // got catalogued in between are read from its files only.
         let (mut batches, flushing) = {
             let buffer = self.buffer.read();
             let flushing = self.flushing.read().as_ref().map(|(offset, projects)| {
@@ -557,9 +568,26 @@ impl EventStore {
                 batches.extend(flushing_batches);
             }
         }
-        let files: Vec<String> = catalogued
+        let files = catalogued
             .into_iter()
             .filter(|f| f.max_timestamp >= from_ms && f.min_timestamp <= to_ms)
+            .collect();
+        Ok((batches, files))
+    }
+
+    /// A DataFrame over the project's events whose timestamps may fall in
+    /// `[from, to)`: catalogued files pruned by their time range, plus buffered rows.
+    pub async fn events(
+        &self,
+        ctx: &SessionContext,
+        project: ProjectId,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<DataFrame, EventStoreError> {
+        let schema = event_schema();
+        let (batches, files) = self.snapshot(project, from, to).await?;
+        let files: Vec<String> = files
+            .into_iter()
             .map(|f| self.config.root.join(&f.path).display().to_string())
             .collect();
         let memory = ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
@@ -570,6 +598,63 @@ impl EventStore {
             .read_parquet(files, ParquetReadOptions::default().schema(&schema))
             .await?;
         Ok(stored.union(memory)?)
+    }
+
+    /// What counting the project's events in `[from, to)` needs: the rollups of the
+    /// files in range and the buffered rows, from the same moment as [`Self::events`]
+    /// would read. `None` when a file in range has no rollup (written by an earlier
+    /// version), or one that does not add up to the file's rows.
+    pub async fn counts(
+        &self,
+        project: ProjectId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Counts>, EventStoreError> {
+        let (buffered, files) = self.snapshot(project, Some(from), Some(to)).await?;
+        let missing: Vec<EventFile> = {
+            let known = self.rollups.lock();
+            files
+                .iter()
+                .filter(|f| !known.contains_key(&f.path))
+                .cloned()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let root = self.config.root.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                missing
+                    .into_iter()
+                    .map(|f| {
+                        let rollup = Rollup::read(&root.join(&f.path))?
+                            .filter(|r| r.total() == f.row_count)
+                            .map(Arc::new);
+                        Ok((f.path, rollup))
+                    })
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))??;
+            let mut known = self.rollups.lock();
+            // Forget files no longer catalogued (replaced by compaction) now and then.
+            if known.len() > 4 * files.len().max(256) {
+                let listed: std::collections::HashSet<&str> =
+                    files.iter().map(|f| f.path.as_str()).collect();
+                known.retain(|path, _| listed.contains(path.as_str()));
+            }
+            known.extend(read);
+        }
+        let known = self.rollups.lock();
+        let mut rollups = Vec::with_capacity(files.len());
+        for f in &files {
+            match known.get(&f.path) {
+                Some(Some(rollup)) => rollups.push(rollup.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Counts {
+            files: rollups,
+            buffered,
+        }))
     }
 }
 
@@ -629,12 +714,15 @@ fn write_file(
     let mut writer = ArrowWriter::try_new(File::create(&tmp)?, event_schema(), Some(properties))?;
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let (mut min, mut max) = (i64::MAX, i64::MIN);
+    let mut rollup = Rollup::default();
     for chunk in order.chunks(WRITE_CHUNK_ROWS) {
         let sorted = interleave_record_batch(&sources, chunk)?;
         let (lo, hi) = time_range(&sorted);
         (min, max) = (min.min(lo), max.max(hi));
+        rollup.add_batch(&sorted);
         writer.write(&sorted)?;
     }
+    writer.append_key_value_metadata(rollup.to_metadata());
     let file = writer.into_inner()?;
     file.sync_all()?;
     let byte_size = file.metadata()?.len();
@@ -1040,6 +1128,109 @@ mod tests {
             Compaction::default(),
             "nothing left to merge"
         );
+    }
+
+    /// Events per name from [`EventStore::counts`] over `[from, to)`.
+    async fn counted(
+        store: &EventStore,
+        project: ProjectId,
+        from: i64,
+        to: i64,
+    ) -> Option<BTreeMap<String, u64>> {
+        let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let counts = store.counts(project, at(from), at(to)).await.unwrap()?;
+        let mut out = BTreeMap::new();
+        for rollup in &counts.files {
+            for name in ["a", "b", "c"] {
+                *out.entry(name.to_string()).or_default() +=
+                    rollup.slots(Some(name)).map(|(_, c)| c).sum::<u64>();
+            }
+        }
+        for batch in &counts.buffered {
+            let names = batch.column_by_name("event").unwrap().as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                *out.entry(names.value(i).to_string()).or_default() += 1;
+            }
+        }
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn counts_come_from_the_files_rollups_and_the_buffer_through_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
+        let config = EventStoreConfig {
+            retire_grace: Duration::ZERO,
+            ..EventStoreConfig::new(dir.path().join("events"))
+        };
+        let store = EventStore::open(config, catalog.clone()).unwrap();
+        let p = ProjectId::new();
+        let day = 1_795_000_000 - 1_795_000_000 % 86_400;
+        for round in 0..4u64 {
+            let mut batch = events(p, 30, 0);
+            for e in &mut batch {
+                e.message_id = format!("{}-{round}", e.message_id);
+            }
+            store.append(batch, round).unwrap();
+            store.flush().await.unwrap();
+        }
+        store.append(events(p, 6, 1), 4).unwrap();
+        let want = |n: u64, m: u64| {
+            BTreeMap::from([
+                ("a".into(), n + m),
+                ("b".into(), n + m),
+                ("c".into(), n + m),
+            ])
+        };
+        // 4 files of 30 events (10 per name), 6 buffered the next day (2 per name).
+        assert_eq!(
+            counted(&store, p, day, day + 2 * 86_400).await,
+            Some(want(40, 2))
+        );
+        // A range without the buffered day still hands over the buffer (the caller
+        // filters rows by time); files outside the range are left out.
+        assert_eq!(
+            counted(&store, p, day + 86_400, day + 2 * 86_400).await,
+            Some(want(0, 2))
+        );
+
+        store.compact().await.unwrap();
+        let files = catalog.list_event_files(Some(p)).await.unwrap();
+        assert_eq!(files.len(), 1, "compacted into one");
+        assert_eq!(
+            counted(&store, p, day, day + 2 * 86_400).await,
+            Some(want(40, 2))
+        );
+
+        // A file without a rollup (an earlier version's) makes counting fall back.
+        let path = dir.path().join("events").join(&files[0].path);
+        let copy = std::fs::read(&path).unwrap();
+        let batches: Vec<RecordBatch> =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                std::fs::File::open(&path).unwrap(),
+                1024,
+            )
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let fresh = EventStore::open(
+            EventStoreConfig::new(dir.path().join("events")),
+            catalog.clone(),
+        )
+        .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), event_schema(), None).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+        writer.close().unwrap();
+        assert_eq!(counted(&fresh, p, day, day + 2 * 86_400).await, None);
+        assert_eq!(
+            count(&fresh, p).await,
+            120,
+            "the events are all there to scan"
+        );
+        std::fs::write(&path, copy).unwrap();
     }
 
     fn walk_parquet(dir: &Path) -> usize {
