@@ -294,6 +294,13 @@ fn kinds() -> Vec<Kind> {
                 "SELECT {day} AS d, count(*) FROM ev WHERE event = '$pageview' AND {within} GROUP BY d ORDER BY d"
             ),
         },
+        // The same count with `analytics.rollups` off: a scan of the files.
+        Kind {
+            name: "trends_total_scan",
+            sql: format!(
+                "SELECT {day} AS d, count(*) FROM ev WHERE event = '$pageview' AND {within} GROUP BY d ORDER BY d"
+            ),
+        },
         Kind {
             name: "trends_unique_persons",
             sql: format!(
@@ -409,7 +416,7 @@ async fn appizer(
         rows
     };
     Ok(match kind {
-        "trends_total" => by_day(
+        "trends_total" | "trends_total_scan" => by_day(
             engine
                 .trends(
                     project,
@@ -719,6 +726,14 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
         ..AnalyticsConfig::default()
     };
     let memory_limit = config.query_memory_mb;
+    let scan_engine = Engine::new(
+        events.clone(),
+        meta.clone(),
+        AnalyticsConfig {
+            rollups: false,
+            ..config.clone()
+        },
+    );
     let engine = Engine::new(events, meta.clone(), config);
     let project = QueryProject {
         id: project(),
@@ -773,12 +788,17 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     let mut mismatches = Vec::new();
     reset_peak_rss();
     for k in &kinds {
-        let answer = appizer(&engine, &project, k.name).await?;
+        let engine = if k.name.ends_with("_scan") {
+            &scan_engine
+        } else {
+            &engine
+        };
+        let answer = appizer(engine, &project, k.name).await?;
         let mut peak = engine.last_query_peak_bytes();
         let mut times = Vec::new();
         for _ in 0..options.runs {
             let started = Instant::now();
-            appizer(&engine, &project, k.name).await?;
+            appizer(engine, &project, k.name).await?;
             times.push(started.elapsed());
             peak = peak.max(engine.last_query_peak_bytes());
         }
