@@ -637,7 +637,7 @@ max_body_bytes = {ingest_max_body_bytes}
 # Peers whose X-Forwarded-For header is believed for the client IP, e.g. ["10.0.0.5"].
 trusted_proxies = []
 # The durable event queue: empty = the embedded log under data_dir; "nats://HOST:4222"
-# = a NATS JetStream stream shared by every node (see README, "Scaling out").
+# = a NATS JetStream stream shared by every node (see README, "Configure it").
 queue_url = ""
 queue_stream = "{queue_stream}"
 queue_replicas = {queue_replicas}
