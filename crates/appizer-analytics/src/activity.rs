@@ -28,6 +28,8 @@ use crate::{AnalyticsError, Engine, QueryProject, Result};
 pub(crate) struct Actors {
     index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     pub ids: Vec<String>,
+    /// About what the two hold: each id twice, plus a map entry and a `String`.
+    bytes: usize,
 }
 
 impl Actors {
@@ -38,7 +40,13 @@ impl Actors {
         let i = self.ids.len() as u32;
         self.index.insert(id.into(), i);
         self.ids.push(id.to_string());
+        self.bytes += 2 * id.len() + 64;
         i
+    }
+
+    /// About the bytes the interned ids take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -46,15 +54,20 @@ impl Actors {
     }
 }
 
-/// Streams `df`'s `actor` (text) and `key` (Int64) columns into `each(actor, key)`.
+/// Streams `df`'s `actor` (text) and `key` (Int64) columns into `each(actor, key)`,
+/// charging the scope's pool with the new ids and `per_pair` bytes a row for what
+/// `each` keeps.
 pub(crate) async fn stream_pairs(
+    scope: &Scope<'_>,
     df: DataFrame,
     actors: &mut Actors,
+    per_pair: usize,
     mut each: impl FnMut(u32, i64),
 ) -> Result<()> {
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        let interned = actors.bytes();
         let key = cast_column(&batch, "key", &DataType::Int64)?;
         let key = key.as_primitive::<Int64Type>();
         // Parquet strings arrive as views: read them as they are rather than copy
@@ -70,6 +83,7 @@ pub(crate) async fn stream_pairs(
                 pairs_of(actor.as_string::<i32>(), key, actors, &mut each);
             }
         }
+        scope.hold(actors.bytes() - interned + batch.num_rows() * per_pair)?;
     }
     Ok(())
 }
@@ -126,7 +140,11 @@ pub(crate) async fn active_buckets(
         vec![],
     )?;
     let mut out = Vec::new();
-    stream_pairs(df, actors, |a, us| out.push((a, bucket_from_micros(us)))).await?;
+    let per_pair = std::mem::size_of::<(u32, chrono::NaiveDateTime)>();
+    stream_pairs(scope, df, actors, per_pair, |a, us| {
+        out.push((a, bucket_from_micros(us)))
+    })
+    .await?;
     Ok(out)
 }
 
@@ -147,7 +165,8 @@ pub(crate) async fn first_times(
         vec![min(micros_expr()).alias("key")],
     )?;
     let mut out = HashMap::new();
-    stream_pairs(df, actors, |a, us| {
+    // A map entry: key, value and about as much again of table.
+    stream_pairs(scope, df, actors, 24, |a, us| {
         out.insert(a, us);
     })
     .await?;

@@ -234,6 +234,8 @@ async fn walk(
         let mask = mask.as_primitive::<Int64Type>();
         let bd = cast_column(&batch, "bd", &DataType::Utf8)?;
         let bd = bd.as_string::<i32>();
+        let interned = actors.bytes() + values.bytes();
+        let people = rows.len();
         for r in 0..batch.num_rows() {
             let a = actors.intern(actor.value(r)) as usize;
             if a == rows.len() {
@@ -245,6 +247,11 @@ async fn walk(
                 breakdown: values.intern(bd.value(r)),
             });
         }
+        scope.hold(
+            actors.bytes() + values.bytes() - interned
+                + (rows.len() - people) * std::mem::size_of::<Vec<Row>>()
+                + batch.num_rows() * std::mem::size_of::<Row>(),
+        )?;
     }
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     let mut outcomes: Vec<(u32, Outcome)> = Vec::new();

@@ -380,7 +380,11 @@ async fn performed(
         )?;
     let mut actors = Actors::default();
     let mut counts = Vec::new();
-    stream_pairs(df, &mut actors, |a, n| counts.push((a, n.max(0) as u64))).await?;
+    let per_pair = std::mem::size_of::<(u32, u64)>();
+    stream_pairs(scope, df, &mut actors, per_pair, |a, n| {
+        counts.push((a, n.max(0) as u64))
+    })
+    .await?;
     Ok(counts
         .into_iter()
         .map(|(a, n)| (actors.ids[a as usize].clone(), n))

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::functions::expr_fn::{lower, strpos};
 use datafusion::logical_expr::{cast, create_udf, try_cast, ColumnarValue, Volatility};
 use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
@@ -42,6 +43,9 @@ pub struct Scope<'e> {
     persons: OnceCell<Arc<Vec<(String, String)>>>,
     udfs: AtomicUsize,
     pool: Arc<crate::PeakPool>,
+    /// What the query's own structures (persons interned, rows gathered per person,
+    /// person properties) hold, charged to the same pool as the plan's operators.
+    held: parking_lot::Mutex<MemoryReservation>,
 }
 
 impl Drop for Scope<'_> {
@@ -58,7 +62,10 @@ impl<'e> Scope<'e> {
     ) -> Result<Scope<'e>> {
         let overrides = engine.persons.overrides(project.id).await?;
         let (ctx, pool) = engine.session()?;
+        let held = MemoryConsumer::new("query structures")
+            .register(&(pool.clone() as Arc<dyn MemoryPool>));
         Ok(Self {
+            held: parking_lot::Mutex::new(held),
             engine,
             ctx,
             pool,
@@ -70,6 +77,13 @@ impl<'e> Scope<'e> {
             persons: OnceCell::new(),
             udfs: AtomicUsize::new(0),
         })
+    }
+
+    /// Charges `bytes` more of the query's own structures to its memory pool, for the
+    /// rest of the query: past `analytics.query_memory_mb` the query fails with a
+    /// limit error.
+    pub fn hold(&self, bytes: usize) -> Result<()> {
+        Ok(self.held.lock().try_grow(bytes)?)
     }
 
     /// Whether no person of the project was deleted: then every stored event counts,
@@ -219,6 +233,7 @@ impl<'e> Scope<'e> {
         self.persons
             .get_or_try_init(|| async {
                 let rows = self.engine.persons.property_table(self.project).await?;
+                self.hold(rows.iter().map(|(_, text)| 72 + text.len()).sum())?;
                 Ok::<_, AnalyticsError>(Arc::new(
                     rows.into_iter()
                         .map(|(id, text)| (id.to_string(), text))

@@ -817,6 +817,18 @@ async fn funnels_match_the_oracle_in_every_order() {
                 ..Default::default()
             };
             let r = w.engine.funnel(&w.project, &q, w.now).await.unwrap();
+            // The rows gathered per person count in the query's memory (24 bytes each).
+            let gathered = w
+                .facts
+                .iter()
+                .filter(|f| f.person.is_some() && steps.contains(&f.event.as_str()))
+                .filter(|f| w.in_range(f))
+                .count();
+            assert!(
+                w.engine.last_query_peak_bytes() >= 24 * gathered,
+                "{} bytes held for {gathered} rows",
+                w.engine.last_query_peak_bytes()
+            );
             let got: Vec<u64> = r.results[0].steps.iter().map(|s| s.count).collect();
             let expected = oracle_funnel(&w, &steps, order, span);
             assert_eq!(got, expected, "{order:?} within {window} {unit:?}");
