@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{
     array_agg, avg, count, count_distinct, max, median, min, sum,
@@ -269,29 +269,9 @@ async fn counted(
             data[b] += n;
         }
     };
-    for rollup in &counts.files {
+    for rollup in counts.files.iter().map(|r| &**r).chain([&counts.buffered]) {
         for (slot, n) in rollup.slots(s.event.as_deref()) {
             add(slot, n);
-        }
-    }
-    for batch in &counts.buffered {
-        let (Some(names), Some(times)) = (
-            batch.column_by_name("event"),
-            batch.column_by_name("timestamp"),
-        ) else {
-            continue;
-        };
-        let (names, times) = (
-            names.as_string::<i32>(),
-            times.as_primitive::<TimestampMicrosecondType>(),
-        );
-        for row in 0..batch.num_rows() {
-            if s.event
-                .as_deref()
-                .is_none_or(|want| names.value(row) == want)
-            {
-                add(times.value(row).div_euclid(slot_us), 1);
-            }
         }
     }
     // The ends of the range inside a quarter hour: scanned.

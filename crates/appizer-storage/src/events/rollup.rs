@@ -37,7 +37,8 @@ impl Rollup {
         };
         let events = events.as_string::<i32>();
         let times = times.as_primitive::<TimestampMicrosecondType>();
-        // Rows come sorted by name: look the name up once per run.
+        // A file's rows come sorted by name: look the name up once per run (buffered
+        // rows, in arrival order, make shorter runs).
         let mut i = 0;
         while i < batch.num_rows() {
             let name = events.value(i);

@@ -133,11 +133,11 @@ pub struct EventStore {
 }
 
 /// What a count over a time range reads instead of the events: the rollups of the
-/// catalogued files in range, and the buffered rows (see [`EventStore::counts`]).
+/// catalogued files in range, and one of the buffered rows (see [`EventStore::counts`]).
 #[derive(Debug, Default)]
 pub struct Counts {
     pub files: Vec<Arc<Rollup>>,
-    pub buffered: Vec<RecordBatch>,
+    pub buffered: Rollup,
 }
 
 /// What one compaction pass did.
@@ -651,9 +651,13 @@ impl EventStore {
                 _ => return Ok(None),
             }
         }
+        let mut rollup = Rollup::default();
+        for batch in &buffered {
+            rollup.add_batch(batch);
+        }
         Ok(Some(Counts {
             files: rollups,
-            buffered,
+            buffered: rollup,
         }))
     }
 }
@@ -1140,16 +1144,10 @@ mod tests {
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
         let counts = store.counts(project, at(from), at(to)).await.unwrap()?;
         let mut out = BTreeMap::new();
-        for rollup in &counts.files {
+        for rollup in counts.files.iter().map(|r| &**r).chain([&counts.buffered]) {
             for name in ["a", "b", "c"] {
                 *out.entry(name.to_string()).or_default() +=
                     rollup.slots(Some(name)).map(|(_, c)| c).sum::<u64>();
-            }
-        }
-        for batch in &counts.buffered {
-            let names = batch.column_by_name("event").unwrap().as_string::<i32>();
-            for i in 0..batch.num_rows() {
-                *out.entry(names.value(i).to_string()).or_default() += 1;
             }
         }
         Some(out)
