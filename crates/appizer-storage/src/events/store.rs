@@ -926,6 +926,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A store in `dir` whose compaction deletes replaced files at its next pass.
+    async fn compacting_store(dir: &Path) -> (EventStore, Arc<dyn MetadataStore>) {
+        let catalog = sqlite_catalog(dir).await;
+        let config = EventStoreConfig {
+            retire_grace: Duration::ZERO,
+            ..EventStoreConfig::new(dir.join("events"))
+        };
+        (EventStore::open(config, catalog.clone()).unwrap(), catalog)
+    }
+
     async fn count(store: &EventStore, project: ProjectId) -> usize {
         let ctx = SessionContext::new();
         let df = store.events(&ctx, project, None, None).await.unwrap();
@@ -1092,12 +1102,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_merges_small_files_of_a_day_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = sqlite_catalog(dir.path()).await;
-        let config = EventStoreConfig {
-            retire_grace: Duration::ZERO,
-            ..EventStoreConfig::new(dir.path().join("events"))
-        };
-        let store = EventStore::open(config, catalog.clone()).unwrap();
+        let (store, catalog) = compacting_store(dir.path()).await;
         let (a, b) = (ProjectId::new(), ProjectId::new());
         for round in 0..5u64 {
             let mut batch = events(a, 10, 0);
@@ -1156,12 +1161,7 @@ mod tests {
     #[tokio::test]
     async fn counts_come_from_the_files_rollups_and_the_buffer_through_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = sqlite_catalog(dir.path()).await;
-        let config = EventStoreConfig {
-            retire_grace: Duration::ZERO,
-            ..EventStoreConfig::new(dir.path().join("events"))
-        };
-        let store = EventStore::open(config, catalog.clone()).unwrap();
+        let (store, catalog) = compacting_store(dir.path()).await;
         let p = ProjectId::new();
         let day = 1_795_000_000 - 1_795_000_000 % 86_400;
         for round in 0..4u64 {
