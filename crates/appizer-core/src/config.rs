@@ -180,6 +180,15 @@ pub struct IngestConfig {
     pub parquet_compression: ParquetCompression,
 }
 
+/// Whether `name` can name the queue's JetStream stream: letters, digits, `_` and `-`
+/// (JetStream forbids dots, wildcards and spaces; the subject is built from it).
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Codecs the event store writes Parquet files with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -476,12 +485,7 @@ impl Config {
                 "must be empty (the embedded log) or nats://HOST:PORT",
             );
         }
-        let stream = &self.ingest.queue_stream;
-        if stream.is_empty()
-            || !stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !is_stream_name(&self.ingest.queue_stream) {
             return invalid(
                 "ingest.queue_stream",
                 "must be letters, digits, `_` and `-` only",

@@ -635,7 +635,8 @@ impl EventStore {
             .await
             .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))??;
             let mut known = self.rollups.lock();
-            // Forget files no longer catalogued (replaced by compaction) now and then.
+            // Bounded: past a few times this query's files, keep only those (files
+            // replaced by compaction go; others in use are read again when asked).
             if known.len() > 4 * files.len().max(256) {
                 let listed: std::collections::HashSet<&str> =
                     files.iter().map(|f| f.path.as_str()).collect();

@@ -91,12 +91,7 @@ impl std::fmt::Debug for NatsQueue {
 impl NatsQueue {
     /// Connects, and creates the stream or brings its limits to the config.
     pub async fn open(config: NatsConfig) -> Result<Self, QueueError> {
-        if config.stream.is_empty()
-            || !config
-                .stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !appizer_core::config::is_stream_name(&config.stream) {
             return Err(QueueError::Unavailable(format!(
                 "stream name `{}`: use letters, digits, `_` and `-`",
                 config.stream
