@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use crate::model::TrendsQuery;
 use crate::scope::Scope;
 use crate::time::{resolve_range, Frame};
+use crate::trends::FromRollups;
 use crate::{AnalyticsError, Engine, QueryProject, Result};
 
 /// Longest SQL text, in bytes.
@@ -68,10 +69,27 @@ pub struct ExplainRequest {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExplainResult {
+    /// `scan` (the plans below answer) or `rollups` (a trends series of plain event
+    /// counts, added up from the files' per-quarter-hour counts; see `rollups`).
+    pub answered_from: String,
+    /// With `answered_from = rollups`: what is read instead of the events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollups: Option<ExplainRollups>,
     /// The logical plan after optimization (pushed-down filters and projections).
+    /// With rollups: the scan of the range's parts outside whole quarter hours, empty
+    /// when there are none.
     pub logical_plan: String,
     /// The physical plan: file scans with their pruning predicates.
     pub physical_plan: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExplainRollups {
+    /// Parquet files whose rollups are added up (the buffered rows are one more).
+    pub files: usize,
+    /// The whole quarter hours counted from rollups: `[from, to)`.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 /// Registers `events`, `persons` and `json_text` in the scope's session.
@@ -200,18 +218,30 @@ pub(crate) async fn explain(
     now: DateTime<Utc>,
 ) -> Result<ExplainResult> {
     let scope = Scope::new(engine, project, now).await?;
+    let mut rollups = None;
     let df = match (&request.sql, &request.trends) {
-        (Some(sql), None) => plan(&scope, sql, "sql").await?,
+        (Some(sql), None) => Some(plan(&scope, sql, "sql").await?),
         (None, Some(q)) => {
-            if q.series.is_empty() {
+            let Some(first) = q.series.first() else {
                 return Err(AnalyticsError::invalid(
                     "trends.series",
                     "must hold a series",
                 ));
-            }
+            };
             let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
             let frame = Frame::new(scope.tz, q.interval, from, to)?;
-            crate::trends::series_plan(&scope, q, &frame).await?
+            match FromRollups::of(&scope, q, &frame, 0, first).await? {
+                Some(r) => {
+                    let (from, to) = r.covered();
+                    rollups = Some(ExplainRollups {
+                        files: r.files(),
+                        from,
+                        to,
+                    });
+                    r.edges(&scope, &frame, first).await?
+                }
+                None => Some(crate::trends::series_plan(&scope, q, &frame).await?),
+            }
         }
         _ => {
             return Err(AnalyticsError::invalid(
@@ -220,11 +250,20 @@ pub(crate) async fn explain(
             ))
         }
     };
-    let logical = df.clone().into_optimized_plan()?;
-    let physical = df.create_physical_plan().await?;
-    let logical_plan = logical.display_indent().to_string();
-    let physical_plan = displayable(physical.as_ref()).indent(true).to_string();
+    let (logical_plan, physical_plan) = match df {
+        None => (String::new(), String::new()),
+        Some(df) => {
+            let logical = df.clone().into_optimized_plan()?;
+            let physical = df.create_physical_plan().await?;
+            (
+                logical.display_indent().to_string(),
+                displayable(physical.as_ref()).indent(true).to_string(),
+            )
+        }
+    };
     Ok(ExplainResult {
+        answered_from: if rollups.is_some() { "rollups" } else { "scan" }.into(),
+        rollups,
         logical_plan,
         physical_plan,
     })

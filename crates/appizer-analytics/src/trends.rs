@@ -186,8 +186,8 @@ async fn evaluate(
             all.push(metric_series(scope, q, frame, i, s, id).await?);
             continue;
         }
-        if let Some(values) = counted(scope, q, frame, i, s).await? {
-            all.push(values);
+        if let Some(rollups) = FromRollups::of(scope, q, frame, i, s).await? {
+            all.push(rollups.values(scope, frame, s).await?);
             continue;
         }
         let prepared = prepare(scope, frame, i, s, &shared).await?;
@@ -214,95 +214,153 @@ async fn evaluate(
     }
 }
 
-/// A count of events without conditions from the files' rollups and the buffered rows
-/// (see `appizer_storage::events::rollup`) over the range's whole quarter hours, and
-/// from a scan over the parts of a quarter hour at its ends (a range ending now). `None`
-/// when the series or range does not allow it: another math, a condition, a breakdown,
-/// minutes, a range within one quarter hour, deleted persons (their events are left
-/// out, which only a scan does), or a file without a rollup.
-async fn counted(
-    scope: &Scope<'_>,
-    q: &TrendsQuery,
-    frame: &Frame,
-    i: usize,
-    s: &Series,
-) -> Result<Option<SeriesValues>> {
-    use appizer_storage::events::rollup::SLOT_SECONDS;
-    let slot_us = SLOT_SECONDS * 1_000_000;
-    let (from_us, to_us) = (frame.from.timestamp_micros(), frame.to.timestamp_micros());
-    let first_slot = from_us.div_euclid(slot_us) + i64::from(from_us.rem_euclid(slot_us) != 0);
-    let end_slot = to_us.div_euclid(slot_us);
-    if !scope.engine.config().rollups
-        || s.math != Math::Total
-        || s.math_property.is_some()
-        || !s.properties.is_empty()
-        || !q.properties.is_empty()
-        || !q.segments.is_empty()
-        || q.breakdown.is_some()
-        || frame.interval == Interval::Minute
-        || end_slot <= first_slot
-        || !scope.without_deletions()
-    {
-        return Ok(None);
+/// How a series of plain event counts is answered from the files' rollups and the
+/// buffered rows (see `appizer_storage::events::rollup`): whole quarter hours in
+/// `[lo, hi)` from the rollups, the parts of a quarter hour at the range's ends (a
+/// range ending now) from a scan.
+pub(crate) struct FromRollups {
+    first_slot: i64,
+    end_slot: i64,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+    counts: appizer_storage::events::Counts,
+}
+
+impl FromRollups {
+    /// The rollups of series `s`, or `None` when the series or range does not allow
+    /// them: another math, a condition, a breakdown, minutes, a range within one
+    /// quarter hour, deleted persons (their events are left out, which only a scan
+    /// does), `analytics.rollups` off, or a file in range without a rollup.
+    pub(crate) async fn of(
+        scope: &Scope<'_>,
+        q: &TrendsQuery,
+        frame: &Frame,
+        i: usize,
+        s: &Series,
+    ) -> Result<Option<FromRollups>> {
+        use appizer_storage::events::rollup::SLOT_SECONDS;
+        let slot_us = SLOT_SECONDS * 1_000_000;
+        let (from_us, to_us) = (frame.from.timestamp_micros(), frame.to.timestamp_micros());
+        let first_slot = from_us.div_euclid(slot_us) + i64::from(from_us.rem_euclid(slot_us) != 0);
+        let end_slot = to_us.div_euclid(slot_us);
+        if !scope.engine.config().rollups
+            || s.math != Math::Total
+            || s.math_property.is_some()
+            || s.metric_id.is_some()
+            || !s.properties.is_empty()
+            || !q.properties.is_empty()
+            || !q.segments.is_empty()
+            || q.breakdown.is_some()
+            || frame.interval == Interval::Minute
+            || end_slot <= first_slot
+            || !scope.without_deletions()
+        {
+            return Ok(None);
+        }
+        if let Some(name) = &s.event {
+            check_event_name(name, &format!("series[{i}].event"))?;
+        }
+        let (lo, hi) = (slot_time(first_slot), slot_time(end_slot));
+        Ok(scope
+            .engine
+            .events
+            .counts(scope.project, lo, hi)
+            .await?
+            .map(|counts| FromRollups {
+                first_slot,
+                end_slot,
+                lo,
+                hi,
+                counts,
+            }))
     }
-    if let Some(name) = &s.event {
-        check_event_name(name, &format!("series[{i}].event"))?;
+
+    /// How many files' rollups are read.
+    pub(crate) fn files(&self) -> usize {
+        self.counts.files.len()
     }
-    let slot_time = |slot: i64| {
-        DateTime::from_timestamp(slot * SLOT_SECONDS, 0).expect("a slot of a valid range")
-    };
-    let (lo, hi) = (slot_time(first_slot), slot_time(end_slot));
-    let Some(counts) = scope.engine.events.counts(scope.project, lo, hi).await? else {
-        return Ok(None);
-    };
-    let mut data = vec![0u64; frame.buckets.len()];
-    // Each quarter hour lies in one bucket: map each slot once.
-    let mut bucket_of_slot: HashMap<i64, Option<usize>> = HashMap::new();
-    let mut add = |slot: i64, n: u64| {
-        if slot < first_slot || slot >= end_slot {
-            return;
-        }
-        let bucket = *bucket_of_slot
-            .entry(slot)
-            .or_insert_with(|| frame.index_of(frame.bucket_of(slot_time(slot))));
-        if let Some(b) = bucket {
-            data[b] += n;
-        }
-    };
-    for rollup in counts.files.iter().map(|r| &**r).chain([&counts.buffered]) {
-        for (slot, n) in rollup.slots(s.event.as_deref()) {
-            add(slot, n);
-        }
+
+    /// The whole quarter hours counted from rollups.
+    pub(crate) fn covered(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        (self.lo, self.hi)
     }
-    // The ends of the range inside a quarter hour: scanned.
-    for (a, b) in [(frame.from, lo), (hi, frame.to)] {
-        if a >= b {
-            continue;
+
+    /// The timestamps of `s`'s events in the parts of the range outside whole quarter
+    /// hours, or `None` when it starts and ends on one.
+    pub(crate) async fn edges(
+        &self,
+        scope: &Scope<'_>,
+        frame: &Frame,
+        s: &Series,
+    ) -> Result<Option<DataFrame>> {
+        let mut plan: Option<DataFrame> = None;
+        for (a, b) in [(frame.from, self.lo), (self.hi, frame.to)] {
+            if a >= b {
+                continue;
+            }
+            let mut events = scope.events(a, b).await?;
+            if let Some(p) = scope.event_is(s.event.as_deref()) {
+                events = events.filter(p)?;
+            }
+            let times = events.select(vec![col("timestamp")])?;
+            plan = Some(match plan {
+                None => times,
+                Some(p) => p.union(times)?,
+            });
         }
-        let mut events = scope.events(a, b).await?;
-        if let Some(p) = scope.event_is(s.event.as_deref()) {
-            events = events.filter(p)?;
+        Ok(plan)
+    }
+
+    /// The series' counts per bucket.
+    async fn values(&self, scope: &Scope<'_>, frame: &Frame, s: &Series) -> Result<SeriesValues> {
+        let mut data = vec![0u64; frame.buckets.len()];
+        // Each quarter hour lies in one bucket: map each slot once.
+        let mut bucket_of_slot: HashMap<i64, Option<usize>> = HashMap::new();
+        let mut add = |slot: i64, n: u64| {
+            if slot < self.first_slot || slot >= self.end_slot {
+                return;
+            }
+            let bucket = *bucket_of_slot
+                .entry(slot)
+                .or_insert_with(|| frame.index_of(frame.bucket_of(slot_time(slot))));
+            if let Some(b) = bucket {
+                data[b] += n;
+            }
+        };
+        let files = self.counts.files.iter().map(|r| &**r);
+        for rollup in files.chain([&self.counts.buffered]) {
+            for (slot, n) in rollup.slots(s.event.as_deref()) {
+                add(slot, n);
+            }
         }
-        for batch in events.select(vec![col("timestamp")])?.collect().await? {
-            let times = cast_column(&batch, "timestamp", &DataType::Int64)?;
-            for us in times.as_primitive::<Int64Type>().iter().flatten() {
-                let at = DateTime::from_timestamp_micros(us).expect("a stored time");
-                if let Some(b) = frame.index_of(frame.bucket_of(at)) {
-                    data[b] += 1;
+        if let Some(edges) = self.edges(scope, frame, s).await? {
+            for batch in edges.collect().await? {
+                let times = cast_column(&batch, "timestamp", &DataType::Int64)?;
+                for us in times.as_primitive::<Int64Type>().iter().flatten() {
+                    let at = DateTime::from_timestamp_micros(us).expect("a stored time");
+                    if let Some(b) = frame.index_of(frame.bucket_of(at)) {
+                        data[b] += 1;
+                    }
                 }
             }
         }
+        let total: u64 = data.iter().sum();
+        Ok(SeriesValues {
+            label: label(s),
+            empty: empty_value(Math::Total),
+            rows: vec![(
+                None,
+                data.into_iter().map(|n| Some(n as f64)).collect(),
+                Some(total as f64),
+            )],
+        })
     }
-    let total: u64 = data.iter().sum();
-    Ok(Some(SeriesValues {
-        label: label(s),
-        empty: empty_value(Math::Total),
-        rows: vec![(
-            None,
-            data.into_iter().map(|n| Some(n as f64)).collect(),
-            Some(total as f64),
-        )],
-    }))
+}
+
+/// The start of quarter hour `slot` (counted from the epoch).
+fn slot_time(slot: i64) -> DateTime<Utc> {
+    use appizer_storage::events::rollup::SLOT_SECONDS;
+    DateTime::from_timestamp(slot * SLOT_SECONDS, 0).expect("a slot of a valid range")
 }
 
 fn letter(i: usize) -> String {

@@ -519,6 +519,60 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
             }
         }
     }
+    // `explain` tells which way a series is answered.
+    async fn explain(
+        engine: &Engine,
+        w: &World,
+        date_range: DateRange,
+        filtered: bool,
+    ) -> sql::ExplainResult {
+        let properties = if filtered {
+            vec![PropertyFilter {
+                key: "plan".into(),
+                kind: PropertyType::Event,
+                operator: Operator::Exact,
+                value: Some(json!("pro")),
+            }]
+        } else {
+            Vec::new()
+        };
+        let request = sql::ExplainRequest {
+            sql: None,
+            trends: Some(TrendsQuery {
+                series: vec![Series {
+                    event: Some("$pageview".into()),
+                    properties,
+                    ..Default::default()
+                }],
+                date_range,
+                ..Default::default()
+            }),
+        };
+        engine.explain(&w.project, &request, w.now).await.unwrap()
+    }
+    let whole_days = explain(&w.engine, &w, ranges[0].clone(), false).await;
+    assert_eq!(whole_days.answered_from, "rollups");
+    let rollups = whole_days.rollups.as_ref().expect("what the rollups cover");
+    assert!(rollups.files > 0, "{rollups:?}");
+    assert_eq!(rollups.from, utc("2026-10-26T04:00:00Z"), "New York midnight");
+    assert_eq!(rollups.to, utc("2026-11-09T05:00:00Z"), "after daylight saving");
+    assert_eq!(whole_days.physical_plan, "", "nothing is scanned");
+    let ragged = explain(&w.engine, &w, ranges[1].clone(), false).await;
+    assert_eq!(ragged.answered_from, "rollups");
+    let rollups = ragged.rollups.as_ref().expect("what the rollups cover");
+    assert_eq!(rollups.from, utc("2026-10-27T03:30:00Z"));
+    assert_eq!(rollups.to, utc("2026-11-05T10:00:00Z"));
+    assert!(
+        ragged.physical_plan.contains("DataSourceExec") && ragged.physical_plan.contains("Union"),
+        "both ends are scanned: {}",
+        ragged.physical_plan
+    );
+    for (engine, filtered) in [(&w.engine, true), (&scanning, false)] {
+        let scan = explain(engine, &w, ranges[0].clone(), filtered).await;
+        assert_eq!(scan.answered_from, "scan", "filtered {filtered}");
+        assert!(scan.rollups.is_none());
+        assert!(scan.physical_plan.contains("DataSourceExec"));
+    }
 }
 
 #[tokio::test]
