@@ -254,11 +254,10 @@ pub(crate) async fn explain(
         None => (String::new(), String::new()),
         Some(df) => {
             let logical = df.clone().into_optimized_plan()?;
+            let logical = logical.display_indent().to_string();
             let physical = df.create_physical_plan().await?;
-            (
-                logical.display_indent().to_string(),
-                displayable(physical.as_ref()).indent(true).to_string(),
-            )
+            let physical = displayable(physical.as_ref()).indent(true).to_string();
+            (logical, physical)
         }
     };
     Ok(ExplainResult {
