@@ -554,8 +554,16 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
     assert_eq!(whole_days.answered_from, "rollups");
     let rollups = whole_days.rollups.as_ref().expect("what the rollups cover");
     assert!(rollups.files > 0, "{rollups:?}");
-    assert_eq!(rollups.from, utc("2026-10-26T04:00:00Z"), "New York midnight");
-    assert_eq!(rollups.to, utc("2026-11-09T05:00:00Z"), "after daylight saving");
+    assert_eq!(
+        rollups.from,
+        utc("2026-10-26T04:00:00Z"),
+        "New York midnight"
+    );
+    assert_eq!(
+        rollups.to,
+        utc("2026-11-09T05:00:00Z"),
+        "after daylight saving"
+    );
     assert_eq!(whole_days.physical_plan, "", "nothing is scanned");
     let ragged = explain(&w.engine, &w, ranges[1].clone(), false).await;
     assert_eq!(ragged.answered_from, "rollups");

@@ -91,6 +91,7 @@ impl App {
                     flush_age: Duration::from_millis(ingest.flush_interval_ms),
                     background: background.clone(),
                     compression: ingest.parquet_compression,
+                    key_compression: ingest.parquet_key_compression,
                     ..EventStoreConfig::new(config.data_dir.join("events"))
                 },
                 store.clone(),

@@ -17,6 +17,7 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use parking_lot::RwLock;
 
@@ -48,9 +49,18 @@ pub struct EventStoreConfig {
     pub retire_grace: Duration,
     /// Where Parquet files are written and compacted.
     pub background: Background,
-    /// Codec of the files written (flushes and compaction).
+    /// Codec of the files written (flushes and compaction)...
     pub compression: ParquetCompression,
+    /// ...but for [`KEY_COLUMNS`], which nearly every query reads.
+    pub key_compression: ParquetCompression,
+    /// Most rows per data page. A selective query decodes whole pages of the columns
+    /// it reads; files sorted by event name and time keep its rows on few pages.
+    pub page_rows: usize,
 }
+
+/// The columns nearly every query reads (time, event name, the ids persons are
+/// counted by), written with [`EventStoreConfig::key_compression`].
+pub const KEY_COLUMNS: [&str; 4] = ["timestamp", "event", "distinct_id", "person_id"];
 
 impl EventStoreConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -63,6 +73,8 @@ impl EventStoreConfig {
             compact_min_files: 4,
             retire_grace: Duration::from_secs(60),
             compression: ParquetCompression::Zstd,
+            key_compression: ParquetCompression::Lz4Raw,
+            page_rows: 4096,
             background: Background::blocking(),
         }
     }
@@ -702,15 +714,23 @@ fn write_file(
     order: &[(usize, usize)],
     max_offset: u64,
 ) -> Result<EventFile, EventStoreError> {
-    let properties = WriterProperties::builder()
-        .set_compression(match config.compression {
+    let codec = |c: ParquetCompression| -> Result<Compression, EventStoreError> {
+        Ok(match c {
             ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1)?),
             ParquetCompression::Lz4Raw => Compression::LZ4_RAW,
             ParquetCompression::Snappy => Compression::SNAPPY,
         })
+    };
+    let mut properties = WriterProperties::builder()
+        .set_compression(codec(config.compression)?)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
-        .build();
+        .set_data_page_row_count_limit(config.page_rows.max(1));
+    for column in KEY_COLUMNS {
+        properties = properties
+            .set_column_compression(ColumnPath::from(column), codec(config.key_compression)?);
+    }
+    let properties = properties.build();
     let dir = format!("project={project}/date={date}");
     let name = format!("{}.parquet", uuid::Uuid::now_v7());
     let full_dir = config.root.join(&dir);
@@ -979,6 +999,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn data_pages_hold_at_most_the_configured_rows() {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        use datafusion::parquet::file::serialized_reader::ReadOptionsBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = sqlite_catalog(dir.path()).await;
+        let p = ProjectId::new();
+        let store = EventStore::open(
+            EventStoreConfig {
+                page_rows: 2048,
+                ..EventStoreConfig::new(dir.path().join("events"))
+            },
+            catalog.clone(),
+        )
+        .unwrap();
+        store.append(events(p, 10_000, 0), 0).unwrap();
+        store.flush().await.unwrap();
+        let files = catalog.list_event_files(Some(p)).await.unwrap();
+        assert_eq!(files.len(), 1);
+        let reader = SerializedFileReader::new_with_options(
+            File::open(dir.path().join("events").join(&files[0].path)).unwrap(),
+            ReadOptionsBuilder::new().with_page_index().build(),
+        )
+        .unwrap();
+        let pages = reader.metadata().offset_index().expect("a page index");
+        for (column, index) in pages[0].iter().enumerate() {
+            let starts: Vec<i64> = index
+                .page_locations()
+                .iter()
+                .map(|p| p.first_row_index)
+                .chain([10_000])
+                .collect();
+            assert!(starts.len() >= 6, "column {column}: {starts:?}");
+            for pair in starts.windows(2) {
+                assert!(pair[1] - pair[0] <= 2048, "column {column}: {starts:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn files_are_written_with_the_configured_codec_and_read_whatever_theirs() {
         use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
         let dir = tempfile::tempdir().unwrap();
@@ -989,10 +1048,13 @@ mod tests {
             (ParquetCompression::Lz4Raw, "LZ4_RAW"),
             (ParquetCompression::Snappy, "SNAPPY"),
         ];
+        // Each codec for the other columns, and the next one for the key columns.
+        let key = |i: usize| codecs[(i + 1) % codecs.len()];
         for (i, (codec, _)) in codecs.iter().enumerate() {
             let store = EventStore::open(
                 EventStoreConfig {
                     compression: *codec,
+                    key_compression: key(i).0,
                     ..EventStoreConfig::new(dir.path().join("events"))
                 },
                 catalog.clone(),
@@ -1004,13 +1066,25 @@ mod tests {
         }
         let mut files = catalog.list_event_files(Some(p)).await.unwrap();
         files.sort_by(|a, b| a.date.cmp(&b.date));
-        for (file, (_, name)) in files.iter().zip(codecs) {
+        for (i, (file, (_, name))) in files.iter().zip(codecs).enumerate() {
             let reader = SerializedFileReader::new(
                 File::open(dir.path().join("events").join(&file.path)).unwrap(),
             )
             .unwrap();
-            let codec = reader.metadata().row_group(0).column(0).compression();
-            assert!(codec.to_string().starts_with(name), "{codec} for {name}");
+            let row_group = reader.metadata().row_group(0);
+            for column in row_group.columns() {
+                let path = column.column_path().string();
+                let want = if KEY_COLUMNS.contains(&path.as_str()) {
+                    key(i).1
+                } else {
+                    name
+                };
+                let codec = column.compression();
+                assert!(
+                    codec.to_string().starts_with(want),
+                    "{path}: {codec} for {want}"
+                );
+            }
         }
     }
 
