@@ -64,9 +64,13 @@ pub struct Options {
     #[arg(long, default_value_t = 1_000_000)]
     segment_persons: usize,
     /// Codec of the generated event files (`zstd`, `lz4_raw`, `snappy`); a dataset
-    /// kept with `--data` keeps the codec it was generated with.
+    /// kept with `--data` keeps the codecs it was generated with.
     #[arg(long, default_value = "zstd")]
     compression: ParquetCompression,
+    /// Codec of their key columns (`timestamp`, `event`, `distinct_id`, `person_id`),
+    /// as `ingest.parquet_key_compression`.
+    #[arg(long, default_value = "lz4_raw")]
+    key_compression: ParquetCompression,
     /// Only these query kinds (comma-separated names, e.g. `trends_total,retention`).
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
@@ -197,7 +201,7 @@ async fn generate(
     dir: &Path,
     events: usize,
     persons: usize,
-    compression: ParquetCompression,
+    (compression, key_compression): (ParquetCompression, ParquetCompression),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta =
@@ -221,6 +225,7 @@ async fn generate(
     let mut config = EventStoreConfig::new(dir.join("events"));
     config.flush_rows = usize::MAX;
     config.compression = compression;
+    config.key_compression = key_compression;
     let events_store = EventStore::open(config, meta.clone())?;
     let mut rng = StdRng::seed_from_u64(42);
     let mut cumulative = Vec::new();
@@ -692,7 +697,8 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     if !dir.join("complete").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
-        generate(&dir, options.events, options.persons, options.compression).await?;
+        let codecs = (options.compression, options.key_compression);
+        generate(&dir, options.events, options.persons, codecs).await?;
         println!(
             "generated {} events, {} persons in {:.1} s into {}",
             options.events,
