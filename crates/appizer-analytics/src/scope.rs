@@ -86,10 +86,12 @@ impl<'e> Scope<'e> {
         Ok(self.held.lock().try_grow(bytes)?)
     }
 
-    /// Whether no person of the project was deleted: then every stored event counts,
-    /// and counts need not look at person ids.
-    pub fn without_deletions(&self) -> bool {
-        self.overrides.deleted.is_empty()
+    /// `None` when no person of the project was deleted: then every stored event
+    /// counts, and counts need not look at person ids. Otherwise when persons last
+    /// changed (ms since the epoch): files rewritten after it hold no deleted
+    /// person's events.
+    pub fn deletions_changed_at(&self) -> Option<i64> {
+        (!self.overrides.deleted.is_empty()).then_some(self.overrides.changed_at_ms)
     }
 
     /// The person an event belongs to now, as text (NULL for events without one).
@@ -110,6 +112,16 @@ impl<'e> Scope<'e> {
             .events
             .events(&self.ctx, self.project, Some(from), Some(to))
             .await?;
+        self.restrict(df, from, to)
+    }
+
+    /// `df`'s events with timestamps in `[from, to)`, without those of deleted persons.
+    pub fn restrict(
+        &self,
+        df: DataFrame,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<DataFrame> {
         let mut keep = col("timestamp")
             .gt_eq(ts(from))
             .and(col("timestamp").lt(ts(to)));

@@ -76,8 +76,9 @@ pub struct ExplainResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollups: Option<ExplainRollups>,
     /// The logical plan after optimization (pushed-down filters and projections).
-    /// With rollups: the scan of the range's parts outside whole quarter hours, empty
-    /// when there are none.
+    /// With rollups: the scan of what they do not count (the range's parts outside
+    /// whole quarter hours, files not rewritten since a person was deleted), empty
+    /// when there is none.
     pub logical_plan: String,
     /// The physical plan: file scans with their pruning predicates.
     pub physical_plan: String,
@@ -85,8 +86,12 @@ pub struct ExplainResult {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExplainRollups {
-    /// Parquet files whose rollups are added up (the buffered rows are one more).
+    /// Parquet files whose rollups are added up.
     pub files: usize,
+    /// Parquet files in the range scanned instead, with the buffered rows: when the
+    /// project has deleted persons, the files not rewritten since persons last changed
+    /// (their rollups may count a deleted person's events).
+    pub files_scanned: usize,
     /// The whole quarter hours counted from rollups: `[from, to)`.
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -235,10 +240,11 @@ pub(crate) async fn explain(
                     let (from, to) = r.covered();
                     rollups = Some(ExplainRollups {
                         files: r.files(),
+                        files_scanned: r.files_scanned(),
                         from,
                         to,
                     });
-                    r.edges(&scope, &frame, first).await?
+                    r.scans(&scope, &frame, first).await?
                 }
                 None => Some(crate::trends::series_plan(&scope, q, &frame).await?),
             }

@@ -217,7 +217,9 @@ async fn evaluate(
 /// How a series of plain event counts is answered from the files' rollups and the
 /// buffered rows (see `appizer_storage::events::rollup`): whole quarter hours in
 /// `[lo, hi)` from the rollups, the parts of a quarter hour at the range's ends (a
-/// range ending now) from a scan.
+/// range ending now) from a scan. When the project has deleted persons, only files
+/// rewritten since persons last changed (which hold no deleted person's events) count
+/// by rollup; the other files and the buffered rows in `[lo, hi)` are scanned too.
 pub(crate) struct FromRollups {
     first_slot: i64,
     end_slot: i64,
@@ -229,8 +231,7 @@ pub(crate) struct FromRollups {
 impl FromRollups {
     /// The rollups of series `s`, or `None` when the series or range does not allow
     /// them: another math, a condition, a breakdown, minutes, a range within one
-    /// quarter hour, deleted persons (their events are left out, which only a scan
-    /// does), `analytics.rollups` off, or a file in range without a rollup.
+    /// quarter hour, `analytics.rollups` off, or a file in range without a rollup.
     pub(crate) async fn of(
         scope: &Scope<'_>,
         q: &TrendsQuery,
@@ -253,7 +254,6 @@ impl FromRollups {
             || q.breakdown.is_some()
             || frame.interval == Interval::Minute
             || end_slot <= first_slot
-            || !scope.without_deletions()
         {
             return Ok(None);
         }
@@ -264,7 +264,7 @@ impl FromRollups {
         Ok(scope
             .engine
             .events
-            .counts(scope.project, lo, hi)
+            .counts(scope.project, lo, hi, scope.deletions_changed_at())
             .await?
             .map(|counts| FromRollups {
                 first_slot,
@@ -285,20 +285,36 @@ impl FromRollups {
         (self.lo, self.hi)
     }
 
-    /// The timestamps of `s`'s events in the parts of the range outside whole quarter
-    /// hours, or `None` when it starts and ends on one.
-    pub(crate) async fn edges(
+    /// Files read whole instead of by rollup (see [`FromRollups`]).
+    pub(crate) fn files_scanned(&self) -> usize {
+        self.counts.scan.files.len()
+    }
+
+    /// The timestamps of `s`'s events that rollups do not count: in the parts of the
+    /// range outside whole quarter hours, and in the files and buffered rows left to
+    /// scan. `None` when there are none.
+    pub(crate) async fn scans(
         &self,
         scope: &Scope<'_>,
         frame: &Frame,
         s: &Series,
     ) -> Result<Option<DataFrame>> {
-        let mut plan: Option<DataFrame> = None;
+        let mut parts = Vec::new();
         for (a, b) in [(frame.from, self.lo), (self.hi, frame.to)] {
-            if a >= b {
-                continue;
+            if a < b {
+                parts.push(scope.events(a, b).await?);
             }
-            let mut events = scope.events(a, b).await?;
+        }
+        if !self.counts.scan.is_empty() {
+            let rows = scope
+                .engine
+                .events
+                .read(&scope.ctx, self.counts.scan.clone())
+                .await?;
+            parts.push(scope.restrict(rows, self.lo, self.hi)?);
+        }
+        let mut plan: Option<DataFrame> = None;
+        for mut events in parts {
             if let Some(p) = scope.event_is(s.event.as_deref()) {
                 events = events.filter(p)?;
             }
@@ -333,8 +349,8 @@ impl FromRollups {
                 add(slot, n);
             }
         }
-        if let Some(edges) = self.edges(scope, frame, s).await? {
-            for batch in edges.collect().await? {
+        if let Some(scans) = self.scans(scope, frame, s).await? {
+            for batch in scans.collect().await? {
                 let times = cast_column(&batch, "timestamp", &DataType::Int64)?;
                 for us in times.as_primitive::<Int64Type>().iter().flatten() {
                     let at = DateTime::from_timestamp_micros(us).expect("a stored time");

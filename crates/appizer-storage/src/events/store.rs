@@ -145,11 +145,29 @@ pub struct EventStore {
 }
 
 /// What a count over a time range reads instead of the events: the rollups of the
-/// catalogued files in range, and one of the buffered rows (see [`EventStore::counts`]).
+/// catalogued files in range, and one of the buffered rows (see [`EventStore::counts`]);
+/// or, where rollups may count events that are no longer to be counted, those rows to
+/// scan.
 #[derive(Debug, Default)]
 pub struct Counts {
     pub files: Vec<Arc<Rollup>>,
     pub buffered: Rollup,
+    pub scan: Unrolled,
+}
+
+/// Rows of a count that are scanned rather than added up from rollups: files not
+/// rewritten since persons last changed, and the buffered rows with them.
+#[derive(Debug, Default, Clone)]
+pub struct Unrolled {
+    /// Paths under the store's root.
+    pub files: Vec<String>,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Unrolled {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.batches.iter().all(|b| b.num_rows() == 0)
+    }
 }
 
 /// What one compaction pass did.
@@ -596,13 +614,25 @@ impl EventStore {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<DataFrame, EventStoreError> {
-        let schema = event_schema();
         let (batches, files) = self.snapshot(project, from, to).await?;
-        let files: Vec<String> = files
-            .into_iter()
-            .map(|f| self.config.root.join(&f.path).display().to_string())
+        let files = files.into_iter().map(|f| f.path).collect();
+        self.read(ctx, Unrolled { files, batches }).await
+    }
+
+    /// The rows of `rows` as one table (the files read as they are, unfiltered).
+    pub async fn read(
+        &self,
+        ctx: &SessionContext,
+        rows: Unrolled,
+    ) -> Result<DataFrame, EventStoreError> {
+        let schema = event_schema();
+        let files: Vec<String> = rows
+            .files
+            .iter()
+            .map(|f| self.config.root.join(f).display().to_string())
             .collect();
-        let memory = ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
+        let memory = MemTable::try_new(schema.clone(), vec![rows.batches])?;
+        let memory = ctx.read_table(Arc::new(memory))?;
         if files.is_empty() {
             return Ok(memory);
         }
@@ -616,13 +646,33 @@ impl EventStore {
     /// files in range and the buffered rows, from the same moment as [`Self::events`]
     /// would read. `None` when a file in range has no rollup (written by an earlier
     /// version), or one that does not add up to the file's rows.
+    ///
+    /// With `folded_after` (ms since the epoch: when the project's person merges,
+    /// splits or deletions last changed), only files rewritten with the persons of
+    /// after that time (compaction drops deleted persons' events) count by rollup;
+    /// the others and the buffered rows come back in [`Counts::scan`].
     pub async fn counts(
         &self,
         project: ProjectId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        folded_after: Option<i64>,
     ) -> Result<Option<Counts>, EventStoreError> {
         let (buffered, files) = self.snapshot(project, Some(from), Some(to)).await?;
+        let mut scan = Unrolled::default();
+        let (files, buffered) = match folded_after {
+            None => (files, buffered),
+            Some(ms) => {
+                let (folded, stale): (Vec<EventFile>, Vec<EventFile>) =
+                    files.into_iter().partition(|f| {
+                        f.persons_folded_at
+                            .is_some_and(|t| t.timestamp_millis() > ms)
+                    });
+                scan.files = stale.into_iter().map(|f| f.path).collect();
+                scan.batches = buffered;
+                (folded, Vec::new())
+            }
+        };
         let missing: Vec<EventFile> = {
             let known = self.rollups.lock();
             files
@@ -671,6 +721,7 @@ impl EventStore {
         Ok(Some(Counts {
             files: rollups,
             buffered: rollup,
+            scan,
         }))
     }
 }
@@ -1222,7 +1273,10 @@ mod tests {
         to: i64,
     ) -> Option<BTreeMap<String, u64>> {
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
-        let counts = store.counts(project, at(from), at(to)).await.unwrap()?;
+        let counts = store
+            .counts(project, at(from), at(to), None)
+            .await
+            .unwrap()?;
         let mut out = BTreeMap::new();
         for rollup in counts.files.iter().map(|r| &**r).chain([&counts.buffered]) {
             for name in ["a", "b", "c"] {
