@@ -448,13 +448,7 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
             .is_some(),
         "every file has a rollup"
     );
-    let ranges = [
-        range(),
-        DateRange {
-            from: Some("2026-10-27T03:20:10Z".into()),
-            to: Some("2026-11-05T10:07:30.5Z".into()),
-        },
-    ];
+    let ranges = count_ranges();
     for zone in ["America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "UTC"] {
         let tz: Tz = zone.parse().unwrap();
         let project = QueryProject {
@@ -462,19 +456,7 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
             timezone: zone.into(),
         };
         for (r, date_range) in ranges.iter().enumerate() {
-            let end = |text: &str, next_day: bool| match NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            {
-                Ok(d) => {
-                    let d = if next_day { d.succ_opt().unwrap() } else { d };
-                    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
-                        .earliest()
-                        .unwrap()
-                        .with_timezone(&Utc)
-                }
-                Err(_) => utc(text),
-            };
-            let from = end(date_range.from.as_deref().unwrap(), false);
-            let to = end(date_range.to.as_deref().unwrap(), true);
+            let (from, to) = bounds(tz, date_range);
             for interval in [
                 Interval::Hour,
                 Interval::Day,
@@ -520,36 +502,6 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
         }
     }
     // `explain` tells which way a series is answered.
-    async fn explain(
-        engine: &Engine,
-        w: &World,
-        date_range: DateRange,
-        filtered: bool,
-    ) -> sql::ExplainResult {
-        let properties = if filtered {
-            vec![PropertyFilter {
-                key: "plan".into(),
-                kind: PropertyType::Event,
-                operator: Operator::Exact,
-                value: Some(json!("pro")),
-            }]
-        } else {
-            Vec::new()
-        };
-        let request = sql::ExplainRequest {
-            sql: None,
-            trends: Some(TrendsQuery {
-                series: vec![Series {
-                    event: Some("$pageview".into()),
-                    properties,
-                    ..Default::default()
-                }],
-                date_range,
-                ..Default::default()
-            }),
-        };
-        engine.explain(&w.project, &request, w.now).await.unwrap()
-    }
     let whole_days = explain(&w.engine, &w, ranges[0].clone(), false).await;
     assert_eq!(whole_days.answered_from, "rollups");
     let rollups = whole_days.rollups.as_ref().expect("what the rollups cover");
@@ -583,13 +535,25 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
     }
 }
 
-/// `[from, to)` of a range of local dates (`to` inclusive) in the world's zone, or of
-/// RFC 3339 times.
-fn bounds(w: &World, range: &DateRange) -> (DateTime<Utc>, DateTime<Utc>) {
+/// Ranges for counts: the test range of whole days, and one whose ends are not on a
+/// quarter hour.
+fn count_ranges() -> [DateRange; 2] {
+    [
+        range(),
+        DateRange {
+            from: Some("2026-10-27T03:20:10Z".into()),
+            to: Some("2026-11-05T10:07:30.5Z".into()),
+        },
+    ]
+}
+
+/// `[from, to)` of a range of local dates (`to` inclusive) in `tz`, or of RFC 3339
+/// times.
+fn bounds(tz: Tz, range: &DateRange) -> (DateTime<Utc>, DateTime<Utc>) {
     let end = |text: &str, next_day: bool| match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         Ok(d) => {
             let d = if next_day { d.succ_opt().unwrap() } else { d };
-            w.tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
                 .earliest()
                 .unwrap()
                 .with_timezone(&Utc)
@@ -602,32 +566,44 @@ fn bounds(w: &World, range: &DateRange) -> (DateTime<Utc>, DateTime<Utc>) {
     )
 }
 
+/// `explain` of a trends series counting `$pageview`, optionally with a condition.
+async fn explain(
+    engine: &Engine,
+    w: &World,
+    date_range: DateRange,
+    filtered: bool,
+) -> sql::ExplainResult {
+    let properties = if filtered {
+        vec![PropertyFilter {
+            key: "plan".into(),
+            kind: PropertyType::Event,
+            operator: Operator::Exact,
+            value: Some(json!("pro")),
+        }]
+    } else {
+        Vec::new()
+    };
+    let request = sql::ExplainRequest {
+        sql: None,
+        trends: Some(TrendsQuery {
+            series: vec![Series {
+                event: Some("$pageview".into()),
+                properties,
+                ..Default::default()
+            }],
+            date_range,
+            ..Default::default()
+        }),
+    };
+    engine.explain(&w.project, &request, w.now).await.unwrap()
+}
+
 #[tokio::test]
 async fn event_counts_with_a_deleted_person_use_only_rollups_of_files_rewritten_since() {
     // The world's deleted person's events are still in the files until compaction
     // rewrites them: until then every file is scanned; after it, rollups count.
     let w = world().await;
-    let ranges = [
-        range(),
-        DateRange {
-            from: Some("2026-10-27T03:20:10Z".into()),
-            to: Some("2026-11-05T10:07:30.5Z".into()),
-        },
-    ];
-    async fn explain(w: &World, date_range: DateRange) -> sql::ExplainResult {
-        let request = sql::ExplainRequest {
-            sql: None,
-            trends: Some(TrendsQuery {
-                series: vec![Series {
-                    event: Some("$pageview".into()),
-                    ..Default::default()
-                }],
-                date_range,
-                ..Default::default()
-            }),
-        };
-        w.engine.explain(&w.project, &request, w.now).await.unwrap()
-    }
+    let ranges = count_ranges();
     for compacted in [false, true] {
         if compacted {
             // Rewritten strictly after the deletion (times are in milliseconds).
@@ -635,7 +611,7 @@ async fn event_counts_with_a_deleted_person_use_only_rollups_of_files_rewritten_
             let done = w.store.compact().await.unwrap();
             assert!(done.files_out > 0, "{done:?}");
         }
-        let explained = explain(&w, ranges[0].clone()).await;
+        let explained = explain(&w.engine, &w, ranges[0].clone(), false).await;
         let rollups = explained.rollups.expect("answered from rollups");
         if compacted {
             assert!(
@@ -663,7 +639,7 @@ async fn event_counts_with_a_deleted_person_use_only_rollups_of_files_rewritten_
                     };
                     let counted = w.engine.trends(&w.project, &q, w.now).await.unwrap();
                     let mut oracle: BTreeMap<String, f64> = BTreeMap::new();
-                    let (lo, hi) = bounds(&w, date_range);
+                    let (lo, hi) = bounds(w.tz, date_range);
                     for f in &w.facts {
                         if !f.hidden
                             && f.at >= lo
