@@ -198,6 +198,7 @@ pub(crate) async fn stickiness(
 ) -> Result<StickinessResult> {
     check_series_count(&q.series)?;
     let scope = Scope::new(engine, project, now).await?;
+    scope.group_by_person_once();
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let frame = Frame::new(scope.tz, q.interval, from, to)?;
     let mut results = Vec::new();
@@ -332,6 +333,7 @@ pub(crate) async fn lifecycle(
         check_event_name(name, "event")?;
     }
     let scope = Scope::new(engine, project, now).await?;
+    scope.group_by_person_once();
     let (from, to) = resolve_range(&q.date_range, scope.tz, now)?;
     let frame = Frame::new(scope.tz, q.interval, from, to)?;
     // One bucket before the range, to tell returning from resurrecting in the first.
