@@ -329,33 +329,44 @@ impl FromRollups {
 
     /// The series' counts per bucket.
     async fn values(&self, scope: &Scope<'_>, frame: &Frame, s: &Series) -> Result<SeriesValues> {
+        use appizer_storage::events::rollup::SLOT_SECONDS;
         let mut data = vec![0u64; frame.buckets.len()];
-        // Each quarter hour lies in one bucket: map each slot once.
+        // Each quarter hour lies in one bucket (every zone's offset is a multiple of
+        // 15 minutes): map each slot once.
         let mut bucket_of_slot: HashMap<i64, Option<usize>> = HashMap::new();
-        let mut add = |slot: i64, n: u64| {
-            if slot < self.first_slot || slot >= self.end_slot {
-                return;
-            }
-            let bucket = *bucket_of_slot
+        let mut bucket = |slot: i64| {
+            *bucket_of_slot
                 .entry(slot)
-                .or_insert_with(|| frame.index_of(frame.bucket_of(slot_time(slot))));
-            if let Some(b) = bucket {
-                data[b] += n;
-            }
+                .or_insert_with(|| frame.index_of(frame.bucket_of(slot_time(slot))))
         };
         let files = self.counts.files.iter().map(|r| &**r);
         for rollup in files.chain([&self.counts.buffered]) {
             for (slot, n) in rollup.slots(s.event.as_deref()) {
-                add(slot, n);
+                if (self.first_slot..self.end_slot).contains(&slot) {
+                    if let Some(b) = bucket(slot) {
+                        data[b] += n;
+                    }
+                }
             }
         }
+        // What rollups do not count, counted per quarter hour by the plan (the rows
+        // are in the range already, a part of a quarter hour at its ends included).
         if let Some(scans) = self.scans(scope, frame, s).await? {
-            for batch in scans.collect().await? {
-                let times = cast_column(&batch, "timestamp", &DataType::Int64)?;
-                for us in times.as_primitive::<Int64Type>().iter().flatten() {
-                    let at = DateTime::from_timestamp_micros(us).expect("a stored time");
-                    if let Some(b) = frame.index_of(frame.bucket_of(at)) {
-                        data[b] += 1;
+            let slot_us = lit(SLOT_SECONDS * 1_000_000);
+            let micros = cast(col("timestamp"), DataType::Int64);
+            let since_slot =
+                ((micros.clone() % slot_us.clone()) + slot_us.clone()) % slot_us.clone();
+            let slot = (micros - since_slot) / slot_us;
+            let per_slot =
+                scans.aggregate(vec![slot.alias("slot")], vec![count(lit(1)).alias("n")])?;
+            for batch in per_slot.collect().await? {
+                let slots = cast_column(&batch, "slot", &DataType::Int64)?;
+                let counts = cast_column(&batch, "n", &DataType::Int64)?;
+                let slots = slots.as_primitive::<Int64Type>();
+                let counts = counts.as_primitive::<Int64Type>();
+                for r in 0..batch.num_rows() {
+                    if let Some(b) = bucket(slots.value(r)) {
+                        data[b] += counts.value(r) as u64;
                     }
                 }
             }
