@@ -168,27 +168,24 @@ mod tests {
 
         // Through a real Parquet file.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.parquet");
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            event_schema(),
-            None,
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-        writer.append_key_value_metadata(rollup.to_metadata());
-        writer.close().unwrap();
+        let write = |name: &str, with: Option<&Rollup>| {
+            let path = dir.path().join(name);
+            let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+                std::fs::File::create(&path).unwrap(),
+                event_schema(),
+                None,
+            )
+            .unwrap();
+            writer.write(&batch).unwrap();
+            if let Some(rollup) = with {
+                writer.append_key_value_metadata(rollup.to_metadata());
+            }
+            writer.close().unwrap();
+            path
+        };
+        let path = write("f.parquet", Some(&rollup));
         assert_eq!(Rollup::read(&path).unwrap(), Some(rollup));
-
-        let plain = dir.path().join("plain.parquet");
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&plain).unwrap(),
-            event_schema(),
-            None,
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        let plain = write("plain.parquet", None);
         assert_eq!(Rollup::read(&plain).unwrap(), None);
     }
 }
