@@ -13,6 +13,9 @@
 //!     single-request rate (itself measured first), over the same number of keep-alive
 //!     connections, opened before the clock starts, each latency counted from the
 //!     request's scheduled time;
+//!     and the same open loop against a bare axum server in a process of its own
+//!     (`appizer-bench bare-server`), whose latency is what the client, loopback and
+//!     the scheduler alone add;
 //! (f) the server's peak RSS (VmHWM).
 
 use std::path::PathBuf;
@@ -175,6 +178,63 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
         project: text("project_id"),
         _dir: dir,
     })
+}
+
+/// `appizer-bench bare-server` as a child process: the floor of (e).
+struct BareServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BareServer {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("bare-server")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let line = BufReader::new(stdout)
+            .lines()
+            .next()
+            .context("bare-server exited")??;
+        let url = line
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected bare-server output {line:?}"))?
+            .to_string();
+        Ok(Self { child, url })
+    }
+}
+
+/// Serves `/v1/track` and `/v1/batch` on a loopback port (printed as
+/// `listening on http://ADDR`): each request's body is read and answered 200 with
+/// Segment's success body, nothing else. The runtime is tokio's default, as the
+/// server's is.
+pub fn bare_server() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let handler = |body: axum::body::Bytes| async move {
+                std::hint::black_box(body.len());
+                "{\"success\":true}"
+            };
+            let app = Router::new()
+                .route("/v1/track", axum::routing::post(handler))
+                .route("/v1/batch", axum::routing::post(handler));
+            println!("listening on http://{}", listener.local_addr()?);
+            axum::serve(listener, app).await?;
+            anyhow::Ok(())
+        })
 }
 
 fn peak_rss_bytes(pid: u32) -> Option<u64> {
@@ -373,10 +433,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let max = probe as f64 / secs;
         // The open loop measures the steady state, not the drain of the probe's backlog.
         wait_until_stored(&server, events + probe).await?;
-        let client = warm_connections(&server, &single, o.connections).await?;
+        let client =
+            warm_connections(&server.url, &server.write_key, &single, o.connections).await?;
         let before = track_durations(&server).await?;
         let latency = open_loop(
-            &server,
+            &server.url,
+            &server.write_key,
             client,
             single.clone(),
             max / 2.0,
@@ -388,6 +450,24 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let served = track_durations(&server).await?.since(&before);
         anyhow::Ok((max, latency, served))
     })?;
+    // The same open loop against a server that only reads each body and answers: the
+    // share of (e)'s tail that the client, loopback and scheduler add on this machine.
+    let bare = BareServer::start()?;
+    let floor = runtime.block_on(async {
+        let client = warm_connections(&bare.url, "none", &single, o.connections).await?;
+        open_loop(
+            &bare.url,
+            "none",
+            client,
+            single.clone(),
+            max_single / 2.0,
+            o.seconds,
+            o.connections,
+            false,
+        )
+        .await
+    })?;
+    drop(bare);
 
     println!(
         "  (a) durable through /v1/batch      {:>12.0} events/s",
@@ -420,6 +500,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         served.share_within(0.001) * 100.0,
         served.share_within(0.005) * 100.0
     );
+    println!(
+        "      same open loop against a bare axum server in its own process: p50 {}  p99 {}   p99 ratio (e) / bare: {:.2}",
+        us(floor.percentile(50.0)),
+        us(floor.percentile(99.0)),
+        latency.percentile(99.0).as_secs_f64() / floor.percentile(99.0).as_secs_f64().max(1e-9)
+    );
     let peak_rss_run = peak_rss_bytes(pid);
     match (peak_rss, peak_rss_run) {
         (Some(bytes), Some(run)) => println!(
@@ -448,8 +534,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 /// timed from when the schedule wanted it sent: a stall delays the requests due meanwhile
 /// and they count it (no coordinated omission), while the client never opens more
 /// connections than it was given.
+#[allow(clippy::too_many_arguments)]
 async fn open_loop(
-    server: &Server,
+    base: &str,
+    key: &str,
     client: reqwest::Client,
     template: Arc<Template>,
     rate: f64,
@@ -457,7 +545,7 @@ async fn open_loop(
     connections: usize,
     timeline: bool,
 ) -> anyhow::Result<Samples> {
-    let url = format!("{}/v1/track", server.url);
+    let url = format!("{base}/v1/track");
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * seconds as f64) as usize;
     let connections = connections.clamp(1, total.max(1));
@@ -473,7 +561,7 @@ async fn open_loop(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(connections);
     for share in bodies {
-        let (client, url, key) = (client.clone(), url.clone(), server.write_key.clone());
+        let (client, url, key) = (client.clone(), url.clone(), key.to_string());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share.len());
             let mut free_at = tokio::time::Instant::now();
@@ -529,14 +617,15 @@ async fn open_loop(
 /// used once, so the open loop measures requests on established connections (as client
 /// libraries send them) rather than TCP handshakes at its start.
 async fn warm_connections(
-    server: &Server,
+    base: &str,
+    key: &str,
     template: &Template,
     connections: usize,
 ) -> anyhow::Result<reqwest::Client> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()?;
-    let url = format!("{}/v1/track", server.url);
+    let url = format!("{base}/v1/track");
     let mut warming = tokio::task::JoinSet::new();
     for i in 0..connections {
         let batch: Value =
@@ -544,7 +633,7 @@ async fn warm_connections(
         let body = serde_json::to_vec(&batch["batch"][0]).expect("serializes");
         let request = client
             .post(&url)
-            .basic_auth(&server.write_key, Some(""))
+            .basic_auth(key, Some(""))
             .header("content-type", "application/json")
             .body(body);
         warming.spawn(async move {

@@ -44,6 +44,9 @@ enum Bench {
     /// Every analytics query kind over a generated dataset, in Appizer and in DuckDB on
     /// the same Parquet files, answers compared.
     Analytics(analytics::Options),
+    /// The bare HTTP server the ingestion benchmark starts as its latency floor.
+    #[command(hide = true)]
+    BareServer,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Capture(options) => capture::run(options),
         Bench::Identity(options) => identity::run(options),
         Bench::Analytics(options) => analytics::run(options),
+        Bench::BareServer => ingest::bare_server(),
     }
 }
