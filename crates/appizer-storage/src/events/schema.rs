@@ -68,6 +68,32 @@ pub fn event_schema() -> SchemaRef {
         .clone()
 }
 
+/// The text columns nearly every query filters or groups by, read from Parquet as
+/// string views: a view points into the decoded page or dictionary instead of copying
+/// each value into a new buffer.
+pub const VIEW_COLUMNS: [&str; 3] = ["event", "distinct_id", "person_id"];
+
+/// The schema queries read: [`event_schema`] with [`VIEW_COLUMNS`] as `Utf8View`.
+pub fn query_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let fields: Vec<Field> = event_schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if VIEW_COLUMNS.contains(&f.name().as_str()) {
+                        f.as_ref().clone().with_data_type(DataType::Utf8View)
+                    } else {
+                        f.as_ref().clone()
+                    }
+                })
+                .collect();
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -184,6 +210,11 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<StoredEvent>, ArrowErr
     let missing = |name: &str| ArrowError::SchemaError(format!("column `{name}` missing"));
     let text = |name: &str| -> Result<Vec<Option<String>>, ArrowError> {
         let column = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+        if let Some(views) = column.as_string_view_opt() {
+            return Ok((0..views.len())
+                .map(|i| (!views.is_null(i)).then(|| views.value(i).to_string()))
+                .collect());
+        }
         let strings = column.as_string_opt::<i32>().ok_or_else(|| missing(name))?;
         Ok((0..strings.len())
             .map(|i| (!strings.is_null(i)).then(|| strings.value(i).to_string()))

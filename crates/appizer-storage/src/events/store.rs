@@ -14,15 +14,16 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecond
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::cast;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{col, DataFrame, ParquetReadOptions, SessionContext};
 use parking_lot::RwLock;
 
 use super::rollup::Rollup;
-use super::schema::{event_schema, events_to_batch};
+use super::schema::{event_schema, events_to_batch, query_schema};
 use crate::metadata::{EventFile, MetadataStore};
 use crate::persons::PersonOverrides;
 
@@ -625,14 +626,21 @@ impl EventStore {
         ctx: &SessionContext,
         rows: Unrolled,
     ) -> Result<DataFrame, EventStoreError> {
-        let schema = event_schema();
         let files: Vec<String> = rows
             .files
             .iter()
             .map(|f| self.config.root.join(f).display().to_string())
             .collect();
-        let memory = MemTable::try_new(schema.clone(), vec![rows.batches])?;
-        let memory = ctx.read_table(Arc::new(memory))?;
+        let memory = MemTable::try_new(event_schema(), vec![rows.batches])?;
+        // Buffered rows in the schema the files are read in.
+        let schema = query_schema();
+        let memory = ctx.read_table(Arc::new(memory))?.select(
+            schema
+                .fields()
+                .iter()
+                .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+                .collect::<Vec<_>>(),
+        )?;
         if files.is_empty() {
             return Ok(memory);
         }
