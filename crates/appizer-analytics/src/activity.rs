@@ -117,6 +117,18 @@ pub(crate) fn cast_column(
     Ok(datafusion::arrow::compute::cast(column, to)?)
 }
 
+/// Text column `name` of `batch` as string views: views (event names, ids as the files
+/// are read) come as they are, and plain text is viewed in place, where a cast to plain
+/// text would copy every value of a view array.
+pub(crate) fn text_views(
+    batch: &datafusion::arrow::array::RecordBatch,
+    name: &str,
+) -> Result<datafusion::arrow::array::StringViewArray> {
+    Ok(cast_column(batch, name, &DataType::Utf8View)?
+        .as_string_view()
+        .clone())
+}
+
 /// Distinct (person, local bucket) pairs of the events matching `condition` in
 /// `[from, to)`.
 pub(crate) async fn active_buckets(

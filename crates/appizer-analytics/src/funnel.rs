@@ -19,7 +19,7 @@ use datafusion::logical_expr::{when, Expr};
 use datafusion::prelude::lit;
 use futures_util::StreamExt;
 
-use crate::activity::{cast_column, Actors};
+use crate::activity::{cast_column, text_views, Actors};
 use crate::model::*;
 use crate::scope::{check_event_name, micros_expr, Scope};
 use crate::time::resolve_range;
@@ -226,14 +226,12 @@ async fn walk(
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let actor = cast_column(&batch, "actor", &DataType::Utf8)?;
-        let actor = actor.as_string::<i32>();
+        let actor = text_views(&batch, "actor")?;
         let at = cast_column(&batch, "at", &DataType::Int64)?;
         let at = at.as_primitive::<Int64Type>();
         let mask = cast_column(&batch, "bits", &DataType::Int64)?;
         let mask = mask.as_primitive::<Int64Type>();
-        let bd = cast_column(&batch, "bd", &DataType::Utf8)?;
-        let bd = bd.as_string::<i32>();
+        let bd = text_views(&batch, "bd")?;
         let interned = actors.bytes() + values.bytes();
         let people = rows.len();
         for r in 0..batch.num_rows() {

@@ -972,8 +972,10 @@ fn sorted_days(batches: &[RecordBatch]) -> Vec<(String, Vec<(usize, usize)>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::schema::{batch_to_events, VIEW_COLUMNS};
     use crate::open_metadata_store;
     use appizer_core::event::MessageType;
+    use datafusion::arrow::datatypes::DataType;
     use datafusion::prelude::{col, lit};
     use serde_json::json;
 
@@ -1211,6 +1213,55 @@ mod tests {
         assert!(!partition.join("orphan.parquet").exists());
         assert_eq!(count(&store, a).await, 18);
         assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
+    }
+
+    #[tokio::test]
+    async fn files_and_buffer_read_the_key_text_columns_as_views_with_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(
+            EventStoreConfig::new(dir.path().join("events")),
+            sqlite_catalog(dir.path()).await,
+        )
+        .unwrap();
+        let p = ProjectId::new();
+        let (stored, buffered) = (events(p, 6, 0), events(p, 4, 1));
+        store.append(stored.clone(), 1).unwrap();
+        store.flush().await.unwrap();
+        store.append(buffered.clone(), 2).unwrap();
+
+        let ctx = SessionContext::new();
+        let df = store.events(&ctx, p, None, None).await.unwrap();
+        for name in VIEW_COLUMNS {
+            let field = df.schema().field_with_unqualified_name(name).unwrap();
+            assert_eq!(field.data_type(), &DataType::Utf8View, "{name}");
+        }
+        assert_eq!(
+            df.schema()
+                .field_with_unqualified_name("properties")
+                .unwrap()
+                .data_type(),
+            &DataType::Utf8,
+            "other text stays plain"
+        );
+        let mut read: Vec<(String, String, String)> = batch_to_events(
+            &datafusion::arrow::compute::concat_batches(
+                &df.schema().inner().clone(),
+                &df.collect().await.unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.message_id, e.event, e.distinct_id))
+        .collect();
+        read.sort();
+        let mut expected: Vec<(String, String, String)> = stored
+            .iter()
+            .chain(&buffered)
+            .map(|e| (e.message_id.clone(), e.event.clone(), e.distinct_id.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(read, expected);
     }
 
     #[tokio::test]
