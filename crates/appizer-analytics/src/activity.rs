@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, Int64Builder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Builder};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions_aggregate::expr_fn::{bit_or, count, min};
 use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
@@ -70,26 +70,15 @@ pub(crate) async fn stream_pairs(
         let interned = actors.bytes();
         let key = cast_column(&batch, "key", &DataType::Int64)?;
         let key = key.as_primitive::<Int64Type>();
-        // Parquet strings arrive as views: read them as they are rather than copy
-        // every id into a plain string array first.
-        let actor = batch.column_by_name("actor");
-        match actor.map(|a| a.data_type()) {
-            Some(DataType::Utf8View) => {
-                let actor = actor.expect("matched").as_string_view();
-                pairs_of(actor, key, actors, &mut each);
-            }
-            _ => {
-                let actor = cast_column(&batch, "actor", &DataType::Utf8)?;
-                pairs_of(actor.as_string::<i32>(), key, actors, &mut each);
-            }
-        }
+        let actor = text_views(&batch, "actor")?;
+        pairs_of(&actor, key, actors, &mut each);
         scope.hold(actors.bytes() - interned + batch.num_rows() * per_pair)?;
     }
     Ok(())
 }
 
-fn pairs_of<'a>(
-    actor: impl ArrayAccessor<Item = &'a str>,
+fn pairs_of(
+    actor: &datafusion::arrow::array::StringViewArray,
     key: &datafusion::arrow::array::Int64Array,
     actors: &mut Actors,
     each: &mut impl FnMut(u32, i64),
@@ -419,7 +408,7 @@ pub(crate) async fn lifecycle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, StringArray, StringViewArray};
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, StringViewArray};
 
     #[test]
     fn actors_are_numbered_in_order_of_first_appearance() {
@@ -439,21 +428,14 @@ mod tests {
             let mut actors = Actors::default();
             let mut out = Vec::new();
             let mut each = |a: u32, k: i64| out.push((a, k));
-            if view {
-                pairs_of(
-                    &StringViewArray::from(ids.to_vec()),
-                    &key,
-                    &mut actors,
-                    &mut each,
-                );
+            let column: ArrayRef = if view {
+                Arc::new(StringViewArray::from(ids.to_vec()))
             } else {
-                pairs_of(
-                    &StringArray::from(ids.to_vec()),
-                    &key,
-                    &mut actors,
-                    &mut each,
-                );
-            }
+                Arc::new(StringArray::from(ids.to_vec()))
+            };
+            let batch = RecordBatch::try_from_iter([("actor", column)]).unwrap();
+            let actor = text_views(&batch, "actor").unwrap();
+            pairs_of(&actor, &key, &mut actors, &mut each);
             (out, actors.ids)
         };
         let expected = (vec![(0, 1), (0, 4)], vec!["p1".to_string()]);
