@@ -900,7 +900,9 @@ mod tests {
         let log = DurableLog::open(cfg.clone()).unwrap();
         // 40-byte records (48 on disk): a segment rolls after 6.
         let record = |i: u64| format!("{i:040}").into_bytes();
-        for i in 0..30 {
+        // 31 records: the writer rolls a full segment after answering, so the answer
+        // to the 31st means the roll after the 30th is done.
+        for i in 0..31 {
             log.append(record(i)).await.unwrap();
         }
         log.commit(30).await.unwrap();
@@ -908,7 +910,7 @@ mod tests {
         assert_eq!(files(SEGMENT_SUFFIX), 1);
         // The next segments take the spares: the files hold older records behind the
         // new ones, which must not be read as if they followed them.
-        for i in 30..45 {
+        for i in 31..45 {
             log.append(record(i)).await.unwrap();
         }
         assert_eq!(files(SPARE_SUFFIX), 0);
