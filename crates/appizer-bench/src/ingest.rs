@@ -100,7 +100,7 @@ impl Template {
 }
 
 struct Server {
-    child: Child,
+    child: Running,
     url: String,
     admin_key: String,
     write_key: String,
@@ -108,10 +108,13 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
+/// A child process killed (and reaped) when dropped.
+struct Running(Child);
+
+impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -171,7 +174,7 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
     std::thread::spawn(move || for _ in lines {});
     let text = |k: &str| keys[k].as_str().unwrap_or_default().to_string();
     Ok(Server {
-        child,
+        child: Running(child),
         url,
         admin_key: text("admin_key"),
         write_key: text("write_key"),
@@ -182,15 +185,8 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
 
 /// `appizer-bench bare-server` as a child process: the floor of (e).
 struct BareServer {
-    child: Child,
+    _child: Running,
     url: String,
-}
-
-impl Drop for BareServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl BareServer {
@@ -210,7 +206,10 @@ impl BareServer {
             .strip_prefix("listening on ")
             .with_context(|| format!("unexpected bare-server output {line:?}"))?
             .to_string();
-        Ok(Self { child, url })
+        Ok(Self {
+            _child: Running(child),
+            url,
+        })
     }
 }
 
@@ -224,17 +223,22 @@ pub fn bare_server() -> anyhow::Result<()> {
         .build()?
         .block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let handler = |body: axum::body::Bytes| async move {
-                std::hint::black_box(body.len());
-                "{\"success\":true}"
-            };
-            let app = Router::new()
-                .route("/v1/track", axum::routing::post(handler))
-                .route("/v1/batch", axum::routing::post(handler));
             println!("listening on http://{}", listener.local_addr()?);
-            axum::serve(listener, app).await?;
+            axum::serve(listener, bare_app()).await?;
             anyhow::Ok(())
         })
+}
+
+/// `/v1/track` and `/v1/batch` that read the body and answer Segment's success body:
+/// the HTTP ceiling (c) and the floor of (e).
+fn bare_app() -> Router {
+    let handler = |body: axum::body::Bytes| async move {
+        std::hint::black_box(body.len());
+        "{\"success\":true}"
+    };
+    Router::new()
+        .route("/v1/track", axum::routing::post(handler))
+        .route("/v1/batch", axum::routing::post(handler))
 }
 
 fn peak_rss_bytes(pid: u32) -> Option<u64> {
@@ -369,14 +373,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let bare_rate = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = Router::new().route(
-            "/v1/batch",
-            axum::routing::post(|body: axum::body::Bytes| async move {
-                std::hint::black_box(body.len());
-                "{\"success\":true}"
-            }),
-        );
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let server = tokio::spawn(async move { axum::serve(listener, bare_app()).await });
         let secs = blast(
             &format!("http://{addr}/v1/batch"),
             None,
@@ -397,7 +394,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         println!("  queue: NATS JetStream at {url}, stream {stream}");
     }
     let server = start_server(nats)?;
-    let pid = server.child.id();
+    let pid = server.child.0.id();
     let (ack_rate, e2e_rate) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
         let started = Instant::now();
