@@ -11,11 +11,12 @@ use appizer_core::event::Event;
 use appizer_core::person::PersonDeltas;
 use appizer_storage::background::Background;
 use appizer_storage::events::{EventStore, Taken};
-use appizer_storage::queue::{EventQueue, QueueError, Record};
+use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
 use appizer_users::Identity;
 use chrono::Utc;
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::counters::Counters;
@@ -29,6 +30,10 @@ use crate::warnings::WarningSink;
 /// A step whose records hold less than this is decoded on one thread: starting the
 /// lanes costs more than they save (a step of single-event requests).
 const PARALLEL_DECODE_BYTES: usize = 256 * 1024;
+
+/// A step of queue records, decoded and enriched (`None` for a record that cannot be
+/// decoded), in record order.
+type Prepared = Vec<(u64, Option<Vec<Event>>)>;
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -163,7 +168,7 @@ impl Pipeline {
             .stats()
             .committed
             .max(flushed.map_or(0, |o| o + 1));
-        let mut reader = self.queue.reader(start)?;
+        let reader = self.queue.reader(start)?;
         // Person updates of records up to here are in the person store already.
         let applied = match &self.config.identity {
             Some(identity) => identity.store().applied_offset().await?,
@@ -175,6 +180,8 @@ impl Pipeline {
             self.config.compaction_interval,
             shutdown.clone(),
         )));
+        let (mut steps, reading) = self.clone().read_ahead(reader);
+        let mut reading = AbortOnDrop(reading);
         let mut last_prune = std::time::Instant::now();
         let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
@@ -184,15 +191,22 @@ impl Pipeline {
                     let _ = f.await;
                 }
             }
-            let records = tokio::select! {
+            let prepared = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = reader.next_batch(self.config.batch_records, Duration::from_millis(100)) => r?,
+                step = steps.recv() => match step {
+                    Some(step) => step?,
+                    // The reading task panicked: resume its panic here.
+                    None => match (&mut reading.0).await {
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        _ => return Err(QueueError::Closed.into()),
+                    },
+                },
             };
             let pipeline = self.clone();
             let mut screened = self
                 .config
                 .background
-                .run(move || pipeline.screen(pipeline.prepare(&records)))
+                .run(move || pipeline.screen(prepared))
                 .await;
             if let Some(identity) = &self.config.identity {
                 if !self
@@ -243,9 +257,44 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Reads and decodes the queue one step ahead of the consumer, which drops
+    /// duplicates, resolves persons and buffers: on 2 cores the two halves overlap
+    /// instead of each waiting for the other. Nothing is marked seen or buffered here,
+    /// so a step read but not consumed when the run ends is simply read again at the
+    /// next start. An error is the last step sent.
+    fn read_ahead(
+        self: Arc<Self>,
+        mut reader: Box<dyn QueueReader>,
+    ) -> (mpsc::Receiver<Result<Prepared, QueueError>>, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            loop {
+                let step = match reader
+                    .next_batch(self.config.batch_records, Duration::from_millis(100))
+                    .await
+                {
+                    Ok(records) => {
+                        let pipeline = self.clone();
+                        Ok(self
+                            .config
+                            .background
+                            .run(move || pipeline.prepare(&records))
+                            .await)
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = step.is_err();
+                if tx.send(step).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        (rx, task)
+    }
+
     /// Decodes and enriches records, one lane per core; results in record order
     /// (`None` for a record that cannot be decoded).
-    fn prepare(&self, records: &[Record]) -> Vec<(u64, Option<Vec<Event>>)> {
+    fn prepare(&self, records: &[Record]) -> Prepared {
         let lanes = self.agents.len();
         let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
         if lanes < 2 || records.len() < 2 || bytes < PARALLEL_DECODE_BYTES {
@@ -296,7 +345,7 @@ impl Pipeline {
     }
 
     /// Drops duplicates, in record order.
-    fn screen(&self, records: Vec<(u64, Option<Vec<Event>>)>) -> Vec<(u64, Option<Vec<Event>>)> {
+    fn screen(&self, records: Prepared) -> Prepared {
         let mut dedup = self.dedup.lock();
         records
             .into_iter()
@@ -364,7 +413,7 @@ impl Pipeline {
     /// per project: a step of many small records (single-event requests) would
     /// otherwise leave a batch per record in the buffer for every query and flush to
     /// go through.
-    fn process(&self, records: Vec<(u64, Option<Vec<Event>>)>) -> Result<(), PipelineError> {
+    fn process(&self, records: Prepared) -> Result<(), PipelineError> {
         let Some(last) = records.last().map(|(offset, _)| *offset) else {
             return Ok(());
         };
@@ -457,7 +506,7 @@ async fn compact_periodically(
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -191,6 +191,37 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Below this many events a step's rows become one batch on the calling thread:
+/// starting threads would cost more than they save.
+const PARALLEL_BATCH_ROWS: usize = 4 * 1024;
+
+/// `events` as Arrow batches in their order, built on every core for a big step (the
+/// conversion reads each event's context JSON; on one thread it held back the workers
+/// once the gateway left them both cores).
+fn to_batches(events: &[Event]) -> Result<Vec<RecordBatch>, EventStoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || events.len() < PARALLEL_BATCH_ROWS {
+        return Ok(vec![events_to_batch(events)?]);
+    }
+    let chunk = events
+        .len()
+        .div_ceil(cores.min(events.len() / (PARALLEL_BATCH_ROWS / 2)));
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = events
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || events_to_batch(part)))
+            .collect();
+        parts
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .expect("a batch-building thread panicked")
+                    .map_err(EventStoreError::from)
+            })
+            .collect()
+    })
+}
+
 impl EventStore {
     pub fn open(
         config: EventStoreConfig,
@@ -259,7 +290,9 @@ impl EventStore {
         }
         let mut batches = Vec::with_capacity(by_project.len());
         for (project, events) in by_project {
-            batches.push((project, events_to_batch(&events)?));
+            for batch in to_batches(&events)? {
+                batches.push((project, batch));
+            }
         }
         let mut buffer = self.buffer.write();
         for (project, batch) in batches {
@@ -299,7 +332,6 @@ impl EventStore {
         self.buffer.read().rows
     }
 
-    /// Whether the buffer is big or old enough to flush.
     /// Whether the buffer holds twice the flush size: the consumer should wait for the
     /// running flush before buffering more, so memory stays bounded when writing
     /// Parquet is slower than ingestion.
@@ -307,6 +339,7 @@ impl EventStore {
         self.buffer.read().rows >= 2 * self.config.flush_rows
     }
 
+    /// Whether the buffer is big or old enough to flush.
     pub fn should_flush(&self) -> bool {
         let buffer = self.buffer.read();
         buffer.rows >= self.config.flush_rows
@@ -1056,6 +1089,31 @@ mod tests {
             let mut sorted = keys.clone();
             sorted.sort();
             assert_eq!(keys, sorted);
+        }
+    }
+
+    #[test]
+    fn a_big_step_becomes_batches_holding_every_event_in_order() {
+        let p = ProjectId::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for n in [
+            1,
+            PARALLEL_BATCH_ROWS - 1,
+            PARALLEL_BATCH_ROWS,
+            3 * PARALLEL_BATCH_ROWS + 7,
+        ] {
+            let step = events(p, n, 0);
+            let batches = to_batches(&step).unwrap();
+            let parallel = cores >= 2 && n >= PARALLEL_BATCH_ROWS;
+            assert_eq!(batches.len() > 1, parallel, "{n} events");
+            assert!(batches.len() <= cores.max(1));
+            let ids: Vec<String> = batches
+                .iter()
+                .flat_map(|b| batch_to_events(b).unwrap())
+                .map(|e| e.message_id)
+                .collect();
+            let sent: Vec<String> = step.iter().map(|e| e.message_id.clone()).collect();
+            assert_eq!(ids, sent, "{n} events");
         }
     }
 
