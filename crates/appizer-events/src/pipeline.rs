@@ -259,9 +259,10 @@ impl Pipeline {
 
     /// Reads and decodes the queue one step ahead of the consumer, which drops
     /// duplicates, resolves persons and buffers: on 2 cores the two halves overlap
-    /// instead of each waiting for the other. Nothing is marked seen or buffered here,
-    /// so a step read but not consumed when the run ends is simply read again at the
-    /// next start. An error is the last step sent.
+    /// instead of each waiting for the other. A step is read only once the last one
+    /// has been taken, so one decoded step at most waits in memory. Nothing is marked
+    /// seen or buffered here, so a step read but not consumed when the run ends is
+    /// simply read again at the next start. An error is the last step sent.
     fn read_ahead(
         self: Arc<Self>,
         mut reader: Box<dyn QueueReader>,
@@ -269,6 +270,7 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(async move {
             loop {
+                let Ok(slot) = tx.reserve().await else { return };
                 let step = match reader
                     .next_batch(self.config.batch_records, Duration::from_millis(100))
                     .await
@@ -284,7 +286,8 @@ impl Pipeline {
                     Err(e) => Err(e),
                 };
                 let failed = step.is_err();
-                if tx.send(step).await.is_err() || failed {
+                slot.send(step);
+                if failed {
                     return;
                 }
             }
