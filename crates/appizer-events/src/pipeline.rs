@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use appizer_core::event::Event;
 use appizer_core::person::PersonDeltas;
-use appizer_storage::background::Background;
+use appizer_storage::background::{split_across_threads, Background};
 use appizer_storage::events::{EventStore, Taken};
 use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
 use appizer_users::Identity;
@@ -306,24 +306,14 @@ impl Pipeline {
                 .map(|r| (r.offset, self.prepare_one(0, r)))
                 .collect();
         }
-        let chunk = records.len().div_ceil(lanes);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = records
-                .chunks(chunk)
-                .enumerate()
-                .map(|(lane, part)| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|r| (r.offset, self.prepare_one(lane, r)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|p| p.join().expect("a decoding lane panicked"))
-                .collect()
+        split_across_threads(records, records.len().div_ceil(lanes), |lane, part| {
+            part.iter()
+                .map(|r| (r.offset, self.prepare_one(lane, r)))
+                .collect::<Vec<_>>()
         })
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     fn prepare_one(&self, lane: usize, record: &Record) -> Option<Vec<Event>> {

@@ -111,6 +111,31 @@ impl Background {
     }
 }
 
+/// Runs `work` on each `chunk`-sized part of `items`, a scoped thread per part (at
+/// the caller's priority, which threads inherit), and returns the results in the parts'
+/// order. `work` gets the part's index. A panic in `work` is resumed in the caller.
+pub fn split_across_threads<T: Sync, R: Send>(
+    items: &[T],
+    chunk: usize,
+    work: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk.max(1))
+            .enumerate()
+            .map(|(i, part)| scope.spawn(move || work(i, part)))
+            .collect();
+        parts
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// Lowers the calling thread to `priority` (Linux keeps both per thread). A failure
 /// is logged: the work still runs, at the caller's priority.
 fn lower_priority(priority: Priority) {
@@ -161,6 +186,31 @@ fn current_nice() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_work_comes_back_in_order_with_each_part_index() {
+        let items: Vec<u32> = (0..10).collect();
+        let parts = split_across_threads(&items, 4, |i, part| (i, part.to_vec()));
+        assert_eq!(
+            parts,
+            vec![
+                (0, vec![0, 1, 2, 3]),
+                (1, vec![4, 5, 6, 7]),
+                (2, vec![8, 9]),
+            ]
+        );
+        let caught = std::panic::catch_unwind(|| {
+            split_across_threads(&items, 5, |i, _| {
+                assert_ne!(i, 1, "part one fails");
+            })
+        });
+        let panic = caught.unwrap_err();
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        assert!(message.contains("part one fails"), "{message}");
+    }
 
     #[tokio::test]
     async fn runs_work_and_returns_its_result_on_many_threads() {

@@ -27,7 +27,7 @@ use super::schema::{event_schema, events_to_batch, query_schema};
 use crate::metadata::{EventFile, MetadataStore};
 use crate::persons::PersonOverrides;
 
-use crate::background::Background;
+use crate::background::{split_across_threads, Background};
 use crate::StoreError;
 
 #[derive(Debug, Clone)]
@@ -206,20 +206,10 @@ fn to_batches(events: &[Event]) -> Result<Vec<RecordBatch>, EventStoreError> {
     let chunk = events
         .len()
         .div_ceil(cores.min(events.len() / (PARALLEL_BATCH_ROWS / 2)));
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = events
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || events_to_batch(part)))
-            .collect();
-        parts
-            .into_iter()
-            .map(|p| {
-                p.join()
-                    .expect("a batch-building thread panicked")
-                    .map_err(EventStoreError::from)
-            })
-            .collect()
-    })
+    split_across_threads(events, chunk, |_, part| events_to_batch(part))
+        .into_iter()
+        .map(|batch| batch.map_err(EventStoreError::from))
+        .collect()
 }
 
 impl EventStore {
