@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use appizer_core::event::Event;
 use appizer_core::person::PersonDeltas;
-use appizer_storage::background::{split_across_threads, Background};
+use appizer_storage::background::{cores, split_across_threads, Background};
 use appizer_storage::events::{EventStore, Taken};
 use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
 use appizer_users::Identity;
@@ -127,9 +127,7 @@ impl Pipeline {
             queue,
             store,
             dedup: Mutex::new(dedup),
-            agents: (0..std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, 8))
+            agents: (0..cores().clamp(1, 8))
                 .map(|_| Mutex::new(UserAgents::default()))
                 .collect(),
             live,

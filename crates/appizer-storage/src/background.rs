@@ -82,8 +82,7 @@ impl Background {
 
     /// A pool sized to the machine's cores.
     pub fn per_core(name: &str, priority: Priority) -> std::io::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::new(name, cores, priority)
+        Self::new(name, cores(), priority)
     }
 
     /// Runs `work` on a pool thread and waits for its result without blocking the
@@ -109,6 +108,13 @@ impl Background {
             Err(_) => panic!("a background thread ended without answering"),
         }
     }
+}
+
+/// The cores this process may use, read once (the standard library reads the CPU
+/// affinity and cgroup quota again at every call; callers on hot paths ask per step).
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs `work` on each `chunk`-sized part of `items`, a scoped thread per part (at

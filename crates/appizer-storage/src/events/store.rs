@@ -27,7 +27,7 @@ use super::schema::{event_schema, events_to_batch, query_schema};
 use crate::metadata::{EventFile, MetadataStore};
 use crate::persons::PersonOverrides;
 
-use crate::background::{split_across_threads, Background};
+use crate::background::{cores, split_across_threads, Background};
 use crate::StoreError;
 
 #[derive(Debug, Clone)]
@@ -199,7 +199,7 @@ const PARALLEL_BATCH_ROWS: usize = 4 * 1024;
 /// conversion reads each event's context JSON; on one thread it held back the workers
 /// once the gateway left them both cores).
 fn to_batches(events: &[Event]) -> Result<Vec<RecordBatch>, EventStoreError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     if cores < 2 || events.len() < PARALLEL_BATCH_ROWS {
         return Ok(vec![events_to_batch(events)?]);
     }
@@ -1085,7 +1085,7 @@ mod tests {
     #[test]
     fn a_big_step_becomes_batches_holding_every_event_in_order() {
         let p = ProjectId::new();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         for n in [
             1,
             PARALLEL_BATCH_ROWS - 1,
