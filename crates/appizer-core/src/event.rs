@@ -1,6 +1,8 @@
 //! The one internal event model every ingestion dialect decodes into, and the limits
 //! accepted messages obey. Workers enrich events; the event store keeps them.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +126,70 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     pub dialect: Dialect,
+    /// The context fields read once by the workers after enrichment
+    /// ([`Event::remember_context`]); never stored or sent.
+    #[serde(skip)]
+    pub context_read: ContextRead,
+}
+
+/// What the workers and the event store take from an event's context: the enrichment
+/// columns and the person profile's sources, read in one scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextFields {
+    /// `browser.name`
+    pub browser: Option<String>,
+    /// `os.name`
+    pub os: Option<String>,
+    /// `device.type`
+    pub device_type: Option<String>,
+    /// `location.country`
+    pub country: Option<String>,
+    /// `location.city`
+    pub city: Option<String>,
+    /// `app.version`
+    pub app_version: Option<String>,
+    /// `page.referrer`
+    pub referrer: Option<String>,
+    /// `campaign.source`, `medium`, `name`, `term` and `content`.
+    pub campaign: [Option<String>; 5],
+}
+
+impl ContextFields {
+    pub fn read(context: &JsonObject) -> Self {
+        let [browser, os, device, location, app, page, campaign] = context.fields([
+            "browser", "os", "device", "location", "app", "page", "campaign",
+        ]);
+        let [country, city] = match location {
+            Some(l) => object_fields(l.get(), ["country", "city"]),
+            None => [None, None],
+        };
+        let campaign = match campaign {
+            Some(c) => object_fields(c.get(), ["source", "medium", "name", "term", "content"])
+                .map(|v| v.and_then(raw_string)),
+            None => Default::default(),
+        };
+        Self {
+            browser: nested_string(browser, "name"),
+            os: nested_string(os, "name"),
+            device_type: nested_string(device, "type"),
+            country: country.and_then(raw_string),
+            city: city.and_then(raw_string),
+            app_version: nested_string(app, "version"),
+            referrer: nested_string(page, "referrer"),
+            campaign,
+        }
+    }
+}
+
+/// [`ContextFields`] kept with an event once its context is final. Derived from the
+/// context, so it takes no part in comparing events.
+#[derive(Debug, Clone, Default)]
+pub struct ContextRead(Option<Box<ContextFields>>);
+
+impl PartialEq for ContextRead {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Event {
@@ -158,29 +224,23 @@ impl Event {
             person_id: None,
             ip: None,
             dialect: Dialect::Segment,
+            context_read: ContextRead::default(),
         }
     }
 
-    /// `context.browser.name`, `os.name`, `device.type`, `location.country` and
-    /// `location.city`, read in one scan of the context: the enrichment the workers
-    /// add, kept in columns of their own.
-    pub fn context_columns(&self) -> [Option<String>; 5] {
-        let [browser, os, device, location] =
-            self.context.fields(["browser", "os", "device", "location"]);
-        let (country, city) = match location {
-            Some(l) => {
-                let [country, city] = object_fields(l.get(), ["country", "city"]);
-                (country.and_then(raw_string), city.and_then(raw_string))
-            }
-            None => (None, None),
-        };
-        [
-            nested_string(browser, "name"),
-            nested_string(os, "name"),
-            nested_string(device, "type"),
-            country,
-            city,
-        ]
+    /// Reads the context's fields now and keeps them: the workers call this once
+    /// enrichment is done, so person updates and the Arrow columns do not each scan the
+    /// context again. Whoever changes the context afterwards must call it again.
+    pub fn remember_context(&mut self) {
+        self.context_read = ContextRead(Some(Box::new(ContextFields::read(&self.context))));
+    }
+
+    /// The context's fields: as remembered, or read now.
+    pub fn context_fields(&self) -> Cow<'_, ContextFields> {
+        match &self.context_read.0 {
+            Some(fields) => Cow::Borrowed(fields),
+            None => Cow::Owned(ContextFields::read(&self.context)),
+        }
     }
 
     /// The timestamp corrected for client clock skew: with `sent_at`,
@@ -266,6 +326,53 @@ mod tests {
         );
         e.original_timestamp = None;
         assert_eq!(e.corrected_timestamp(), e.received_at);
+    }
+
+    #[test]
+    fn context_fields_are_read_in_one_place_and_remembered_until_read_again() {
+        let mut e = event();
+        e.context = serde_json::json!({
+            "browser": {"name": "Firefox", "version": "120"},
+            "os": {"name": "iOS"},
+            "device": {"type": "mobile"},
+            "location": {"country": "FR", "city": "Lyon"},
+            "app": {"version": "2.1"},
+            "page": {"referrer": "https://example.com/a"},
+            "campaign": {"source": "news", "name": "spring", "content": 3},
+        })
+        .try_into()
+        .unwrap();
+        let expected = ContextFields {
+            browser: Some("Firefox".into()),
+            os: Some("iOS".into()),
+            device_type: Some("mobile".into()),
+            country: Some("FR".into()),
+            city: Some("Lyon".into()),
+            app_version: Some("2.1".into()),
+            referrer: Some("https://example.com/a".into()),
+            // A number is not a campaign's text.
+            campaign: [Some("news".into()), None, Some("spring".into()), None, None],
+        };
+        assert_eq!(*e.context_fields(), expected);
+        e.remember_context();
+        assert!(matches!(e.context_fields(), Cow::Borrowed(_)));
+        assert_eq!(*e.context_fields(), expected);
+        // Remembered fields are a cache: events compare by what they hold.
+        let mut fresh = e.clone();
+        fresh.context_read = ContextRead::default();
+        assert_eq!(fresh, e);
+        // Read again after a change.
+        e.context = serde_json::json!({"os": {"name": "Android"}})
+            .try_into()
+            .unwrap();
+        e.remember_context();
+        assert_eq!(
+            *e.context_fields(),
+            ContextFields {
+                os: Some("Android".into()),
+                ..ContextFields::default()
+            }
+        );
     }
 
     #[test]

@@ -331,6 +331,9 @@ impl Pipeline {
             if let Some(geoip) = &self.config.geoip {
                 geoip.enrich(event);
             }
+            // Read here, on every core, rather than by the consumer (person updates,
+            // Arrow columns).
+            event.remember_context();
         }
         Some(events)
     }

@@ -242,6 +242,7 @@ impl<'a> Reader<'a> {
                 1 => Dialect::Posthog,
                 _ => return Err(RecordError("bad dialect".into())),
             },
+            context_read: Default::default(),
         })
     }
 }

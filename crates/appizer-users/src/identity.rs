@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use appizer_core::event::{Dialect, Event, MessageType};
-use appizer_core::json::{nested_string, raw_string};
+use appizer_core::json::raw_string;
 use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta, ProfileKey};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
@@ -668,23 +668,18 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
     delta.saw(at);
     delta.identified |= implies_identified(e);
     let profile = &mut delta.profile;
-    let mut latest = |key: ProfileKey, value: Option<String>| {
+    let mut latest = |key: ProfileKey, value: Option<&str>| {
         if let Some(v) = value {
-            profile.see(key, &v, at);
+            profile.see(key, v, at);
         }
     };
-    // One scan of the context for everything the profile takes from it.
-    let [browser, os, device, location, app, page, campaign] = e.context.fields([
-        "browser", "os", "device", "location", "app", "page", "campaign",
-    ]);
-    latest(ProfileKey::Browser, nested_string(browser, "name"));
-    latest(ProfileKey::Os, nested_string(os, "name"));
-    latest(ProfileKey::DeviceType, nested_string(device, "type"));
-    if let Some(l) = location {
-        let [country, city] = appizer_core::json::object_fields(l.get(), ["country", "city"]);
-        latest(ProfileKey::Country, country.and_then(raw_string));
-        latest(ProfileKey::City, city.and_then(raw_string));
-    }
+    // Read from the context once, usually by the decoding lanes.
+    let context = e.context_fields();
+    latest(ProfileKey::Browser, context.browser.as_deref());
+    latest(ProfileKey::Os, context.os.as_deref());
+    latest(ProfileKey::DeviceType, context.device_type.as_deref());
+    latest(ProfileKey::Country, context.country.as_deref());
+    latest(ProfileKey::City, context.city.as_deref());
     match e.dialect {
         Dialect::Posthog => {
             let [set, set_once, unset, app_version, referrer, referring_domain, source, medium, campaign, term, content] =
@@ -701,22 +696,19 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
                     "utm_term",
                     "utm_content",
                 ]);
-            latest(ProfileKey::AppVersion, app_version.and_then(raw_string));
-            latest(
-                ProfileKey::Referrer,
-                referrer.and_then(raw_string).filter(|r| r != "$direct"),
-            );
+            let text = |raw: Option<&RawValue>| raw.and_then(raw_string);
+            let not_direct = |raw| text(raw).filter(|r| r != "$direct");
+            latest(ProfileKey::AppVersion, text(app_version).as_deref());
+            latest(ProfileKey::Referrer, not_direct(referrer).as_deref());
             latest(
                 ProfileKey::ReferringDomain,
-                referring_domain
-                    .and_then(raw_string)
-                    .filter(|r| r != "$direct"),
+                not_direct(referring_domain).as_deref(),
             );
             for (key, value) in ProfileKey::UTM
                 .into_iter()
                 .zip([source, medium, campaign, term, content])
             {
-                latest(key, value.and_then(raw_string));
+                latest(key, text(value).as_deref());
             }
             let props = &mut delta.properties;
             let unset: Option<Value> = unset.and_then(|r| serde_json::from_str(r.get()).ok());
@@ -728,18 +720,13 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
             );
         }
         Dialect::Segment => {
-            latest(ProfileKey::AppVersion, nested_string(app, "version"));
-            let referrer = nested_string(page, "referrer");
-            let domain = referrer.as_deref().and_then(referring_domain_of);
+            latest(ProfileKey::AppVersion, context.app_version.as_deref());
+            let referrer = context.referrer.as_deref();
+            let domain = referrer.and_then(referring_domain_of);
             latest(ProfileKey::Referrer, referrer);
-            latest(ProfileKey::ReferringDomain, domain);
-            if campaign.is_some() {
-                for (key, field) in ProfileKey::UTM
-                    .into_iter()
-                    .zip(["source", "medium", "name", "term", "content"])
-                {
-                    latest(key, nested_string(campaign, field));
-                }
+            latest(ProfileKey::ReferringDomain, domain.as_deref());
+            for (key, value) in ProfileKey::UTM.into_iter().zip(&context.campaign) {
+                latest(key, value.as_deref());
             }
             if e.message_type == MessageType::Identify {
                 if let Ok(traits) = serde_json::from_str::<Map<String, Value>>(e.traits.as_str()) {

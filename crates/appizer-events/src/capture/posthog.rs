@@ -199,6 +199,7 @@ fn decode_event(
         person_id: None,
         ip,
         dialect: Dialect::Posthog,
+        context_read: Default::default(),
     };
     event.timestamp = event.corrected_timestamp();
     Ok(event)

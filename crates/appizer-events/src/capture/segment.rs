@@ -262,6 +262,7 @@ fn decode_message(
         person_id: None,
         ip,
         dialect: Dialect::Segment,
+        context_read: Default::default(),
     };
     event.timestamp = event.corrected_timestamp();
     Ok(event)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use appizer_core::event::Event;
+use appizer_core::event::{ContextFields, Event};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
@@ -116,11 +116,11 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         Arc::new(b.finish())
     };
     // The enrichment columns, from one scan of each context.
-    let derived: Vec<[Option<String>; 5]> = events.iter().map(Event::context_columns).collect();
-    let derived_text = |i: usize| -> ArrayRef {
+    let derived: Vec<_> = events.iter().map(Event::context_fields).collect();
+    let derived_text = |get: fn(&ContextFields) -> &Option<String>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 8);
         for d in &derived {
-            b.append_option(d[i].as_deref());
+            b.append_option(get(d).as_deref());
         }
         Arc::new(b.finish())
     };
@@ -159,11 +159,11 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         text(&|e| e.previous_id.as_deref()),
         text(&|e| e.ip.as_deref()),
         text(&|e| Some(e.dialect.as_str())),
-        derived_text(0),
-        derived_text(1),
-        derived_text(2),
-        derived_text(3),
-        derived_text(4),
+        derived_text(|d| &d.browser),
+        derived_text(|d| &d.os),
+        derived_text(|d| &d.device_type),
+        derived_text(|d| &d.country),
+        derived_text(|d| &d.city),
         text(&|e| Some(e.properties.as_str())),
         text(&|e| Some(e.traits.as_str())),
         text(&|e| Some(e.context.as_str())),
