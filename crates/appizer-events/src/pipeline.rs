@@ -39,6 +39,11 @@ type Prepared = Vec<(u64, Option<Vec<Event>>)>;
 pub struct PipelineConfig {
     /// Queue records read per step.
     pub batch_records: usize,
+    /// After a step shorter than `batch_records`, the next read waits this long for
+    /// more records: under a trickle of small requests, steps of a few records each
+    /// would cost the workers' fixed costs per step (thread hand-offs) thousands of
+    /// times a second. It adds at most this much to an event's time to visibility.
+    pub step_linger: Duration,
     /// Duplicate message ids are dropped within this window (at least 24 h).
     pub dedup_window: Duration,
     /// Events a live subscriber may lag behind before it is dropped.
@@ -60,6 +65,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             batch_records: 64,
+            step_linger: Duration::from_millis(10),
             dedup_window: Duration::from_secs(24 * 3600),
             live_buffer: 4_096,
             geoip: None,
@@ -269,11 +275,13 @@ impl Pipeline {
         let task = tokio::spawn(async move {
             loop {
                 let Ok(slot) = tx.reserve().await else { return };
+                let mut linger = false;
                 let step = match reader
                     .next_batch(self.config.batch_records, Duration::from_millis(100))
                     .await
                 {
                     Ok(records) => {
+                        linger = !records.is_empty() && records.len() < self.config.batch_records;
                         let pipeline = self.clone();
                         Ok(self
                             .config
@@ -287,6 +295,9 @@ impl Pipeline {
                 slot.send(step);
                 if failed {
                     return;
+                }
+                if linger {
+                    tokio::time::sleep(self.config.step_linger).await;
                 }
             }
         });

@@ -24,7 +24,7 @@
 //! consumer offset lives in `consumer.offset`, replaced atomically.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Take, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -122,6 +122,9 @@ struct Shared {
     commit_lock: tokio::sync::Mutex<()>,
     /// Offset the next record gets; published after each fsync.
     durable_end: watch::Receiver<u64>,
+    /// The segment being written (its first offset) and how many of its bytes are
+    /// durable; updated before `durable_end`, so readers at the tail read no further.
+    durable_tail: Mutex<(u64, u64)>,
     /// Why the writer refuses appends, after an I/O error.
     failed: Mutex<Option<String>>,
 }
@@ -336,6 +339,7 @@ impl DurableLog {
             committed: AtomicU64::new(committed),
             commit_lock: tokio::sync::Mutex::new(()),
             durable_end: durable_rx,
+            durable_tail: Mutex::new((0, 0)),
             failed: Mutex::new(None),
         });
         // Writing goes on in the last segment, unless there is none or it has the
@@ -361,8 +365,11 @@ impl DurableLog {
                 (file, chain_seed(end))
             }
         };
+        let base = segments.last().map_or(end, |s| s.base);
+        *shared.durable_tail.lock() = (base, valid_len);
         *shared.segments.lock() = segments;
         let writer = Writer {
+            base,
             shared: shared.clone(),
             file: BufWriter::with_capacity(1 << 20, file),
             segment_len: valid_len,
@@ -395,6 +402,8 @@ fn read_offset(dir: &Path) -> Result<u64, QueueError> {
 struct Writer {
     shared: Arc<Shared>,
     file: BufWriter<File>,
+    /// First offset of the segment being written.
+    base: u64,
     segment_len: u64,
     next: u64,
     /// CRC of the last record written (or the segment's seed).
@@ -463,6 +472,7 @@ impl Writer {
             .and_then(|()| self.file.get_ref().sync_data());
         match result {
             Ok(()) => {
+                *self.shared.durable_tail.lock() = (self.base, self.segment_len);
                 let _ = self.durable.send(self.next);
                 for (offset, reply) in accepted {
                     let _ = reply.send(Ok(offset));
@@ -502,6 +512,7 @@ impl Writer {
         }
         let (file, path) = start_segment(&self.shared, self.next)?;
         self.file = BufWriter::with_capacity(1 << 20, file);
+        self.base = self.next;
         self.segment_len = 0;
         self.chain = chain_seed(self.next);
         self.shared.segments.lock().push(Segment {
@@ -607,7 +618,10 @@ impl EventQueue for DurableLog {
 }
 
 struct OpenSegment {
-    reader: BufReader<File>,
+    /// Limited to the durable bytes when this is the segment being written: a read
+    /// ahead past them would hold unwritten space (or an older segment's records),
+    /// to be read again once the records arrive.
+    reader: BufReader<Take<File>>,
     check: Check,
     /// Offset of the segment's first record.
     base: u64,
@@ -618,6 +632,17 @@ struct OpenSegment {
     /// First offset of the next segment, if one exists.
     next_base: Option<u64>,
 }
+
+/// How many durable bytes follow the reader's position in its segment, when that is
+/// the segment being written (`None`: an older segment, complete).
+fn durable_ahead(shared: &Shared, open: &OpenSegment) -> Option<u64> {
+    let (base, bytes) = *shared.durable_tail.lock();
+    (base == open.base).then(|| bytes.saturating_sub(open.position))
+}
+
+/// Reads of at most this many bytes at the tail of the log run on the caller's thread;
+/// larger ones let the runtime move its other tasks to another thread meanwhile.
+const INLINE_READ_BYTES: u64 = 256 * 1024;
 
 struct LogReader {
     shared: Arc<Shared>,
@@ -637,7 +662,8 @@ impl LogReader {
                 QueueError::Corrupt(format!("offset {} is no longer in the log", self.next))
             })?;
         let segment = &segments[index];
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&segment.path)?);
+        let mut reader =
+            BufReader::with_capacity(1 << 20, File::open(&segment.path)?.take(u64::MAX));
         let mut check = segment.check();
         let (mut at, mut position) = (segment.base, 0);
         while at < self.next {
@@ -677,6 +703,11 @@ impl LogReader {
             if open.next_base == Some(open.at) {
                 continue;
             }
+            let ahead = durable_ahead(&self.shared, open).unwrap_or(u64::MAX);
+            let buffered = open.reader.buffer().len() as u64;
+            open.reader
+                .get_mut()
+                .set_limit(ahead.saturating_sub(buffered));
             let max_bytes = self.shared.config.max_record_bytes;
             let payload = match read_record(&mut open.reader, max_bytes, &mut open.check) {
                 Ok(Some(payload)) => payload,
@@ -684,7 +715,11 @@ impl LogReader {
                     // The record is durable, so what was read is not it: the buffer was
                     // filled ahead, from the segment's unwritten space, before the
                     // record was written there. Read it from the file again.
-                    open.reader.seek(SeekFrom::Start(open.position))?;
+                    let stale = open.reader.buffer().len();
+                    open.reader.consume(stale);
+                    let file = open.reader.get_mut();
+                    file.get_mut().seek(SeekFrom::Start(open.position))?;
+                    file.set_limit(ahead);
                     read_record(&mut open.reader, max_bytes, &mut open.check)
                         .map_err(QueueError::Corrupt)?
                         .ok_or_else(|| {
@@ -715,10 +750,16 @@ impl QueueReader for LogReader {
             }
         }
         let end = *self.durable.borrow_and_update();
-        // File reads are short and sequential; on a multi-threaded runtime, let the other
-        // tasks move to another worker meanwhile.
+        // A few records just written come from the page cache in microseconds: handing
+        // the thread's other tasks to another thread for that would cost more than it
+        // saves. A long read (a backlog) lets them move.
+        let short = self
+            .open
+            .as_ref()
+            .and_then(|open| durable_ahead(&self.shared, open))
+            .is_some_and(|ahead| ahead <= INLINE_READ_BYTES);
         match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::runtime::RuntimeFlavor::MultiThread if !short => {
                 tokio::task::block_in_place(|| self.read_available(max, end))
             }
             _ => self.read_available(max, end),
@@ -876,6 +917,38 @@ mod tests {
             log.append(Vec::new()).await,
             Err(QueueError::EmptyRecord)
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_at_the_tail_reads_no_byte_past_the_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        // One segment (allocated in full) holds every record of the test.
+        let log = DurableLog::open(LogConfig::new(dir.path())).unwrap();
+        let mut reader = LogReader {
+            shared: log.shared.clone(),
+            durable: log.shared.durable_end.clone(),
+            next: 0,
+            open: None,
+        };
+        for i in 0..20u64 {
+            for j in 0..3 {
+                log.append(format!("record {i}.{j}").into_bytes())
+                    .await
+                    .unwrap();
+            }
+            let batch = reader.next_batch(10, Duration::from_secs(1)).await.unwrap();
+            let read: Vec<_> = batch.iter().map(|r| r.payload.clone()).collect();
+            let written: Vec<_> = (0..3)
+                .map(|j| format!("record {i}.{j}").into_bytes())
+                .collect();
+            assert_eq!(read, written);
+            // Nothing beyond the records was buffered, and the reader may read no
+            // further until more are durable.
+            let open = reader.open.as_ref().unwrap();
+            assert!(open.reader.buffer().is_empty());
+            assert_eq!(open.reader.get_ref().limit(), 0);
+            assert_eq!(durable_ahead(&log.shared, open), Some(0));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
