@@ -115,7 +115,8 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         }
         Arc::new(b.finish())
     };
-    // The enrichment columns, from one scan of each context.
+    // The enrichment columns: the context fields the workers remembered (or one scan
+    // of each context here).
     let derived: Vec<_> = events.iter().map(Event::context_fields).collect();
     let derived_text = |get: fn(&ContextFields) -> &Option<String>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 8);
