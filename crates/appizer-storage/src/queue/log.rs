@@ -1056,6 +1056,13 @@ mod tests {
             fs::metadata(segment_path(dir.path(), 0)).unwrap().len(),
             3 * 108
         );
+        // The writer rolls a full segment after answering its last append: the commit
+        // below frees both full segments only once the third one has started.
+        let started = std::time::Instant::now();
+        while log.shared.segments.lock().len() < 3 {
+            assert!(started.elapsed() < Duration::from_secs(10), "no roll");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         log.commit(6).await.unwrap();
         assert_eq!(log.stats().disk_bytes, 0, "{:?}", log.stats());
     }
