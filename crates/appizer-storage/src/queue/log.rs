@@ -24,7 +24,7 @@
 //! consumer offset lives in `consumer.offset`, replaced atomically.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Take, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Take, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -662,8 +662,14 @@ impl LogReader {
                 QueueError::Corrupt(format!("offset {} is no longer in the log", self.next))
             })?;
         let segment = &segments[index];
-        let mut reader =
-            BufReader::with_capacity(1 << 20, File::open(&segment.path)?.take(u64::MAX));
+        // In the segment being written, positioning reads only durable records too.
+        let (tail_base, tail_bytes) = *self.shared.durable_tail.lock();
+        let limit = if tail_base == segment.base {
+            tail_bytes
+        } else {
+            u64::MAX
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&segment.path)?.take(limit));
         let mut check = segment.check();
         let (mut at, mut position) = (segment.base, 0);
         while at < self.next {
@@ -709,24 +715,11 @@ impl LogReader {
                 .get_mut()
                 .set_limit(ahead.saturating_sub(buffered));
             let max_bytes = self.shared.config.max_record_bytes;
-            let payload = match read_record(&mut open.reader, max_bytes, &mut open.check) {
-                Ok(Some(payload)) => payload,
-                _ => {
-                    // The record is durable, so what was read is not it: the buffer was
-                    // filled ahead, from the segment's unwritten space, before the
-                    // record was written there. Read it from the file again.
-                    let stale = open.reader.buffer().len();
-                    open.reader.consume(stale);
-                    let file = open.reader.get_mut();
-                    file.get_mut().seek(SeekFrom::Start(open.position))?;
-                    file.set_limit(ahead);
-                    read_record(&mut open.reader, max_bytes, &mut open.check)
-                        .map_err(QueueError::Corrupt)?
-                        .ok_or_else(|| {
-                            QueueError::Corrupt(format!("record {} is missing", open.at))
-                        })?
-                }
-            };
+            // Every byte the reader may read is durable (in the segment being written,
+            // no further than the writer's durable bytes), so the record is there.
+            let payload = read_record(&mut open.reader, max_bytes, &mut open.check)
+                .map_err(QueueError::Corrupt)?
+                .ok_or_else(|| QueueError::Corrupt(format!("record {} is missing", open.at)))?;
             open.position += HEADER_BYTES + payload.len() as u64;
             out.push(Record {
                 offset: open.at,
@@ -949,6 +942,20 @@ mod tests {
             assert_eq!(open.reader.get_ref().limit(), 0);
             assert_eq!(durable_ahead(&log.shared, open), Some(0));
         }
+        // A reader that starts inside the segment (positioning past records) buffers
+        // no byte past them either.
+        let mut late = LogReader {
+            shared: log.shared.clone(),
+            durable: log.shared.durable_end.clone(),
+            next: 55,
+            open: None,
+        };
+        let batch = late.next_batch(10, Duration::from_secs(1)).await.unwrap();
+        let read: Vec<_> = batch.iter().map(|r| r.offset).collect();
+        assert_eq!(read, (55..60).collect::<Vec<_>>());
+        let open = late.open.as_ref().unwrap();
+        assert!(open.reader.buffer().is_empty());
+        assert_eq!(open.reader.get_ref().limit(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
