@@ -618,9 +618,9 @@ impl EventQueue for DurableLog {
 }
 
 struct OpenSegment {
-    /// Limited to the durable bytes when this is the segment being written: a read
-    /// ahead past them would hold unwritten space (or an older segment's records),
-    /// to be read again once the records arrive.
+    /// Limited to the durable bytes when this is the segment being written (from
+    /// opening on): a read ahead past them would hold unwritten space, or a reused
+    /// segment's old records, where the next records are about to be written.
     reader: BufReader<Take<File>>,
     check: Check,
     /// Offset of the segment's first record.
