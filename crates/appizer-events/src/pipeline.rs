@@ -125,9 +125,11 @@ impl Pipeline {
         let mut dedup = Dedup::new(config.dedup_window);
         let since =
             Utc::now() - chrono::Duration::from_std(config.dedup_window).unwrap_or_default();
-        for (project, message_id, received_ms) in store.recent_message_ids(since).await? {
-            dedup.first_sighting(project, &message_id, received_ms);
-        }
+        store
+            .for_each_recent_message_id(since, |project, message_id, received_ms| {
+                dedup.first_sighting(project, message_id, received_ms);
+            })
+            .await?;
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
         Ok(Arc::new(Self {
             queue,

@@ -20,6 +20,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::{col, DataFrame, ParquetReadOptions, SessionContext};
+use futures_util::StreamExt;
 use parking_lot::RwLock;
 
 use super::rollup::Rollup;
@@ -547,12 +548,15 @@ impl EventStore {
         buffer.oldest = Some(Instant::now());
     }
 
-    /// `(project, message id, received_at ms)` of stored events received since `since`,
-    /// to rebuild the duplicate window at start.
-    pub async fn recent_message_ids(
+    /// Calls `each(project, message id, received_at ms)` for every stored event received
+    /// since `since`, to rebuild the duplicate window at start; returns how many. The
+    /// files are streamed a batch at a time: a day of a busy project's ids never sits in
+    /// memory at once (only what `each` keeps of them).
+    pub async fn for_each_recent_message_id(
         &self,
         since: DateTime<Utc>,
-    ) -> Result<Vec<(ProjectId, String, i64)>, EventStoreError> {
+        mut each: impl FnMut(ProjectId, &str, i64) + Send,
+    ) -> Result<u64, EventStoreError> {
         // A file is written after its rows are received, so older files hold none.
         let files: Vec<String> = self
             .catalog
@@ -563,33 +567,35 @@ impl EventStore {
             .map(|f| self.config.root.join(&f.path).display().to_string())
             .collect();
         if files.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let schema = event_schema();
         let ctx = SessionContext::new();
-        let batches = ctx
+        let mut batches = ctx
             .read_parquet(files, ParquetReadOptions::default().schema(&schema))
             .await?
             .select_columns(&["project_id", "message_id", "received_at"])?
-            .collect()
+            .execute_stream()
             .await?;
         let since_us = since.timestamp_micros();
-        let mut out = Vec::new();
-        for batch in &batches {
+        let mut seen = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
             let projects = batch.column(0).as_string::<i32>();
             let ids = batch.column(1).as_string::<i32>();
-            let received = timestamps(batch);
+            let received = timestamps(&batch);
             for i in 0..batch.num_rows() {
                 let at = received.value(i);
                 if at < since_us {
                     continue;
                 }
                 if let Ok(project) = projects.value(i).parse() {
-                    out.push((project, ids.value(i).to_string(), at / 1000));
+                    each(project, ids.value(i), at / 1000);
+                    seen += 1;
                 }
             }
         }
-        Ok(out)
+        Ok(seen)
     }
 
     /// The project's buffered batches and its catalogued files whose time range meets
@@ -1245,11 +1251,14 @@ mod tests {
         assert_eq!(store.flush().await.unwrap(), Some(6));
         assert_eq!(store.flush().await.unwrap(), None, "nothing buffered");
 
-        let recent = store
-            .recent_message_ids(DateTime::from_timestamp(0, 0).unwrap())
+        let mut recent = Vec::new();
+        let seen = store
+            .for_each_recent_message_id(DateTime::from_timestamp(0, 0).unwrap(), |p, id, at| {
+                recent.push((p, id.to_string(), at))
+            })
             .await
             .unwrap();
-        assert_eq!(recent.len(), 25);
+        assert_eq!((seen, recent.len()), (25, 25));
 
         // A file without a catalog entry (a crash between the two) and a temporary file
         // are removed; catalogued files stay.
