@@ -16,9 +16,12 @@
 //!     and the same open loop against a bare axum server in a process of its own
 //!     (`appizer-bench bare-server`), whose latency is what the client, loopback and
 //!     the scheduler alone add;
-//! (f) the server's peak RSS (VmHWM).
+//! (f) the server's peak RSS (VmHWM);
+//! (g) the server killed with SIGKILL and started again on the same data: the time
+//!     until a new event is queryable (the duplicate window rebuilt from the stored
+//!     files, the queue's uncommitted records replayed) and the new process's peak RSS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -105,7 +108,21 @@ struct Server {
     admin_key: String,
     write_key: String,
     project: String,
+    data: PathBuf,
+    nats: Option<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Kills the server with SIGKILL and starts it again on the same data.
+    fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        let nats = self.nats.as_ref().map(|(u, s)| (u.as_str(), s.as_str()));
+        let (child, url) = spawn_serve(&appizer_binary()?, &self.data, nats)?;
+        (self.child, self.url) = (child, url);
+        Ok(())
+    }
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -131,7 +148,6 @@ fn appizer_binary() -> anyhow::Result<PathBuf> {
 }
 
 fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let binary = appizer_binary()?;
@@ -143,7 +159,28 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
         bail!("init failed: {}", String::from_utf8_lossy(&init.stderr));
     }
     let keys: Value = serde_json::from_slice(&init.stdout)?;
-    let mut command = Command::new(&binary);
+    let (child, url) = spawn_serve(&binary, &data, nats)?;
+    let text = |k: &str| keys[k].as_str().unwrap_or_default().to_string();
+    Ok(Server {
+        child,
+        url,
+        admin_key: text("admin_key"),
+        write_key: text("write_key"),
+        project: text("project_id"),
+        data,
+        nats: nats.map(|(u, s)| (u.to_string(), s.to_string())),
+        _dir: dir,
+    })
+}
+
+/// `appizer serve` on `data`, once it prints its address.
+fn spawn_serve(
+    binary: &Path,
+    data: &Path,
+    nats: Option<(&str, &str)>,
+) -> anyhow::Result<(Running, String)> {
+    use std::io::{BufRead, BufReader};
+    let mut command = Command::new(binary);
     if let Some((url, stream)) = nats {
         command
             .env("APPIZER_INGEST__QUEUE_URL", url)
@@ -151,7 +188,7 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
     }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
+        .arg(data)
         .env("APPIZER_RATE_LIMIT__INGEST_PER_SECOND", "1000000")
         .env("APPIZER_RATE_LIMIT__INGEST_BURST", "1000000")
         .env("APPIZER_RATE_LIMIT__API_PER_SECOND", "1000000")
@@ -172,15 +209,7 @@ fn start_server(nats: Option<(&str, &str)>) -> anyhow::Result<Server> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let text = |k: &str| keys[k].as_str().unwrap_or_default().to_string();
-    Ok(Server {
-        child: Running(child),
-        url,
-        admin_key: text("admin_key"),
-        write_key: text("write_key"),
-        project: text("project_id"),
-        _dir: dir,
-    })
+    Ok((Running(child), url))
 }
 
 /// `appizer-bench bare-server` as a child process: the floor of (e).
@@ -393,7 +422,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     if let Some((url, _)) = nats {
         println!("  queue: NATS JetStream at {url}, stream {stream}");
     }
-    let server = start_server(nats)?;
+    let mut server = start_server(nats)?;
     let pid = server.child.0.id();
     let (ack_rate, e2e_rate) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
@@ -511,6 +540,36 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             run as f64 / 1e6
         ),
         _ => println!("  (f) server peak RSS                unavailable (no /proc)"),
+    }
+
+    // (g) SIGKILL and restart: the duplicate window is rebuilt from every stored id and
+    // the queue's uncommitted tail replayed before a new event can be stored.
+    let client = reqwest::Client::new();
+    let before = runtime.block_on(stored_count(&server, &client))?;
+    let restarted = Instant::now();
+    server.crash_and_restart()?;
+    runtime.block_on(async {
+        let url = format!("{}/v1/batch", server.url);
+        blast(
+            &url,
+            Some(&server.write_key),
+            template.clone(),
+            8_000_000_000,
+            1,
+            1,
+        )
+        .await?;
+        wait_until_stored(&server, before + o.batch as u64).await
+    })?;
+    let recovery = restarted.elapsed();
+    match (peak_rss_bytes(server.child.0.id()), peak_rss) {
+        (Some(bytes), Some(ingesting)) => println!(
+            "  (g) restart after SIGKILL, {before} events stored: a new event queryable after {:.1} s; peak RSS {:.1} MB   (g)/(f) = {:.2}",
+            recovery.as_secs_f64(),
+            bytes as f64 / 1e6,
+            bytes as f64 / ingesting as f64
+        ),
+        _ => println!("  (g) restart peak RSS               unavailable (no /proc)"),
     }
     if let Some((url, stream)) = nats {
         drop(server);

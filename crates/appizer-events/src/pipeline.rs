@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, RETENTION_MINUTES};
 use crate::dedup::Dedup;
 use crate::enrich::UserAgents;
 use crate::geoip::GeoIp;
@@ -122,12 +122,20 @@ impl Pipeline {
                 "removed uncatalogued event files left by an interrupted flush"
             );
         }
+        // One pass over the stored events of the duplicate window (at least the counters'
+        // 24 hours) rebuilds both: events in files were counted once before a restart,
+        // and a replayed record of one of them is now a duplicate.
         let mut dedup = Dedup::new(config.dedup_window);
+        let counters = Counters::default();
         let since =
             Utc::now() - chrono::Duration::from_std(config.dedup_window).unwrap_or_default();
+        let counted_from = Utc::now().timestamp_millis() - RETENTION_MINUTES * 60_000;
         store
-            .for_each_recent_message_id(since, |project, message_id, received_ms| {
-                dedup.first_sighting(project, message_id, received_ms);
+            .for_each_recent_event(since, |e| {
+                dedup.first_sighting(e.project_id, e.message_id, e.received_ms);
+                if e.timestamp_ms >= counted_from {
+                    counters.record(e.project_id, e.event, e.timestamp_ms);
+                }
             })
             .await?;
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
@@ -139,7 +147,7 @@ impl Pipeline {
                 .map(|_| Mutex::new(UserAgents::default()))
                 .collect(),
             live,
-            counters: Counters::default(),
+            counters,
             processed_end: std::sync::atomic::AtomicU64::new(0),
             config,
         }))

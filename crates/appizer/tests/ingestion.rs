@@ -470,6 +470,10 @@ async fn accepted_events_survive_a_restart_as_parquet_and_duplicates_stay_droppe
     // a client retrying the same batch does not duplicate them.
     let again = TestServer::restart(&data, keys.clone()).await;
     let api = Client::new(&again);
+    let counts = format!("/api/v1/projects/{project}/events/counts?last=60m");
+    // The real-time counts are rebuilt from the files at start.
+    let counted = api.get(&counts, &keys.admin_key).await;
+    assert_eq!(counted.body["events"]["e"]["total"], 50);
     let answer = api
         .http
         .post(again.url("/v1/batch"))
@@ -487,6 +491,11 @@ async fn accepted_events_survive_a_restart_as_parquet_and_duplicates_stay_droppe
         )
         .await;
     assert_eq!(page.body["events"].as_array().unwrap().len(), 50);
+    let counted = api.get(&counts, &keys.admin_key).await;
+    assert_eq!(
+        counted.body["events"]["e"]["total"], 50,
+        "the retry is not counted"
+    );
     again.stop().await;
 }
 

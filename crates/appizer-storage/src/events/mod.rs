@@ -14,5 +14,6 @@ mod store;
 pub use query::{list_events, Cursor, EventFilter};
 pub use schema::{batch_to_events, event_schema, events_to_batch, StoredEvent};
 pub use store::{
-    Compaction, Counts, EventStore, EventStoreConfig, EventStoreError, Taken, Unrolled, KEY_COLUMNS,
+    Compaction, Counts, EventStore, EventStoreConfig, EventStoreError, RecentEvent, Taken,
+    Unrolled, KEY_COLUMNS,
 };

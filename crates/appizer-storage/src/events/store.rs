@@ -12,6 +12,7 @@ use appizer_core::ProjectId;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::cast;
@@ -548,14 +549,14 @@ impl EventStore {
         buffer.oldest = Some(Instant::now());
     }
 
-    /// Calls `each(project, message id, received_at ms)` for every stored event received
-    /// since `since`, to rebuild the duplicate window at start; returns how many. The
-    /// files are streamed a batch at a time: a day of a busy project's ids never sits in
-    /// memory at once (only what `each` keeps of them).
-    pub async fn for_each_recent_message_id(
+    /// Calls `each` for every stored event received since `since`, to rebuild what the
+    /// workers keep in memory (the duplicate window, the real-time counters) at start;
+    /// returns how many. The files are streamed a batch at a time: a day of a busy
+    /// project's events never sits in memory at once (only what `each` keeps of them).
+    pub async fn for_each_recent_event(
         &self,
         since: DateTime<Utc>,
-        mut each: impl FnMut(ProjectId, &str, i64) + Send,
+        mut each: impl FnMut(RecentEvent<'_>) + Send,
     ) -> Result<u64, EventStoreError> {
         // A file is written after its rows are received, so older files hold none.
         let files: Vec<String> = self
@@ -574,7 +575,13 @@ impl EventStore {
         let mut batches = ctx
             .read_parquet(files, ParquetReadOptions::default().schema(&schema))
             .await?
-            .select_columns(&["project_id", "message_id", "received_at"])?
+            .select_columns(&[
+                "project_id",
+                "message_id",
+                "event",
+                "timestamp",
+                "received_at",
+            ])?
             .execute_stream()
             .await?;
         let since_us = since.timestamp_micros();
@@ -583,14 +590,22 @@ impl EventStore {
             let batch = batch?;
             let projects = batch.column(0).as_string::<i32>();
             let ids = batch.column(1).as_string::<i32>();
-            let received = timestamps(&batch);
+            let names = batch.column(2).as_string::<i32>();
+            let times = batch.column(3).as_primitive::<TimestampMicrosecondType>();
+            let received = batch.column(4).as_primitive::<TimestampMicrosecondType>();
             for i in 0..batch.num_rows() {
-                let at = received.value(i);
-                if at < since_us {
+                let received_us = received.value(i);
+                if received_us < since_us {
                     continue;
                 }
-                if let Ok(project) = projects.value(i).parse() {
-                    each(project, ids.value(i), at / 1000);
+                if let Ok(project_id) = projects.value(i).parse() {
+                    each(RecentEvent {
+                        project_id,
+                        message_id: ids.value(i),
+                        event: names.value(i),
+                        timestamp_ms: times.value(i).div_euclid(1000),
+                        received_ms: received_us.div_euclid(1000),
+                    });
                     seen += 1;
                 }
             }
@@ -786,6 +801,17 @@ fn write_files(
         }
     }
     Ok(files)
+}
+
+/// One stored event, as [`EventStore::for_each_recent_event`] passes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentEvent<'a> {
+    pub project_id: ProjectId,
+    pub message_id: &'a str,
+    pub event: &'a str,
+    /// The event's (corrected) time, in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    pub received_ms: i64,
 }
 
 /// Rows copied into the writer at a time: the sorted copy of a flush never exceeds this.
@@ -1253,8 +1279,8 @@ mod tests {
 
         let mut recent = Vec::new();
         let seen = store
-            .for_each_recent_message_id(DateTime::from_timestamp(0, 0).unwrap(), |p, id, at| {
-                recent.push((p, id.to_string(), at))
+            .for_each_recent_event(DateTime::from_timestamp(0, 0).unwrap(), |e| {
+                recent.push((e.project_id, e.message_id.to_string(), e.received_ms))
             })
             .await
             .unwrap();
