@@ -14,6 +14,11 @@ pub const MAX_NAMES_PER_MINUTE: usize = 1_000;
 /// The name further names are counted under.
 pub const OTHER: &str = "$other";
 
+/// The oldest minute (since the epoch) the counters keep at `now_ms`.
+pub fn first_kept_minute(now_ms: i64) -> i64 {
+    now_ms.div_euclid(60_000) - RETENTION_MINUTES
+}
+
 #[derive(Debug, Default)]
 pub struct Counters {
     /// (project, minute since the epoch) -> event name -> count.
@@ -37,7 +42,7 @@ impl Counters {
 
     /// Drops minutes older than the retention before `now_ms`.
     pub fn prune(&self, now_ms: i64) {
-        let horizon = now_ms.div_euclid(60_000) - RETENTION_MINUTES;
+        let horizon = first_kept_minute(now_ms);
         self.minutes
             .lock()
             .retain(|(_, minute), _| *minute >= horizon);

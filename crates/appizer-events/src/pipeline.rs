@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::{Counters, RETENTION_MINUTES};
+use crate::counters::{first_kept_minute, Counters};
 use crate::dedup::Dedup;
 use crate::enrich::UserAgents;
 use crate::geoip::GeoIp;
@@ -129,11 +129,11 @@ impl Pipeline {
         let counters = Counters::default();
         let since =
             Utc::now() - chrono::Duration::from_std(config.dedup_window).unwrap_or_default();
-        let counted_from = Utc::now().timestamp_millis() - RETENTION_MINUTES * 60_000;
+        let counted_from = first_kept_minute(Utc::now().timestamp_millis());
         store
             .for_each_recent_event(since, |e| {
                 dedup.first_sighting(e.project_id, e.message_id, e.received_ms);
-                if e.timestamp_ms >= counted_from {
+                if e.timestamp_ms.div_euclid(60_000) >= counted_from {
                     counters.record(e.project_id, e.event, e.timestamp_ms);
                 }
             })

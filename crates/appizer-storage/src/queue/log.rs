@@ -633,11 +633,17 @@ struct OpenSegment {
     next_base: Option<u64>,
 }
 
+/// How many bytes of the segment starting at `base` are durable, when it is the segment
+/// being written (`None`: an older segment, complete).
+fn durable_bytes(shared: &Shared, base: u64) -> Option<u64> {
+    let (tail_base, bytes) = *shared.durable_tail.lock();
+    (tail_base == base).then_some(bytes)
+}
+
 /// How many durable bytes follow the reader's position in its segment, when that is
 /// the segment being written (`None`: an older segment, complete).
 fn durable_ahead(shared: &Shared, open: &OpenSegment) -> Option<u64> {
-    let (base, bytes) = *shared.durable_tail.lock();
-    (base == open.base).then(|| bytes.saturating_sub(open.position))
+    durable_bytes(shared, open.base).map(|bytes| bytes.saturating_sub(open.position))
 }
 
 /// Reads of at most this many bytes at the tail of the log run on the caller's thread;
@@ -663,12 +669,7 @@ impl LogReader {
             })?;
         let segment = &segments[index];
         // In the segment being written, positioning reads only durable records too.
-        let (tail_base, tail_bytes) = *self.shared.durable_tail.lock();
-        let limit = if tail_base == segment.base {
-            tail_bytes
-        } else {
-            u64::MAX
-        };
+        let limit = durable_bytes(&self.shared, segment.base).unwrap_or(u64::MAX);
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&segment.path)?.take(limit));
         let mut check = segment.check();
         let (mut at, mut position) = (segment.base, 0);
