@@ -15,7 +15,8 @@
 //!     request's scheduled time;
 //!     and the same open loop against a bare axum server in a process of its own
 //!     (`appizer-bench bare-server`), whose latency is what the client, loopback and
-//!     the scheduler alone add;
+//!     the scheduler alone add; for both loops, what else used the machine meanwhile
+//!     (other processes' CPU, steal, I/O stalls: `machine.rs`);
 //! (f) the server's peak RSS (VmHWM);
 //! (g) the server killed with SIGKILL and started again on the same data: the time
 //!     until a new event is queryable (the duplicate window rebuilt from the stored
@@ -31,6 +32,7 @@ use anyhow::{bail, Context};
 use axum::Router;
 use serde_json::Value;
 
+use crate::machine::MachineSample;
 use crate::stats::{us, Samples};
 
 #[derive(clap::Args)]
@@ -214,7 +216,7 @@ fn spawn_serve(
 
 /// `appizer-bench bare-server` as a child process: the floor of (e).
 struct BareServer {
-    _child: Running,
+    child: Running,
     url: String,
 }
 
@@ -236,7 +238,7 @@ impl BareServer {
             .with_context(|| format!("unexpected bare-server output {line:?}"))?
             .to_string();
         Ok(Self {
-            _child: Running(child),
+            child: Running(child),
             url,
         })
     }
@@ -444,7 +446,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     // (e) Single /v1/track: maximum rate (closed loop), then half of it open loop.
     let single = Arc::new(Template::new(1));
-    let (max_single, latency, served) = runtime.block_on(async {
+    let (max_single, latency, served, load) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
         let probe = 20_000u64;
         let secs = blast(
@@ -462,6 +464,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let client =
             warm_connections(&server.url, &server.write_key, &single, o.connections).await?;
         let before = track_durations(&server).await?;
+        let machine_before = MachineSample::read(pid);
         let latency = open_loop(
             &server.url,
             &server.write_key,
@@ -473,15 +476,20 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.timeline,
         )
         .await?;
+        let load = machine_before
+            .zip(MachineSample::read(pid))
+            .map(|(before, after)| after.since(&before));
         let served = track_durations(&server).await?.since(&before);
-        anyhow::Ok((max, latency, served))
+        anyhow::Ok((max, latency, served, load))
     })?;
     // The same open loop against a server that only reads each body and answers: the
     // share of (e)'s tail that the client, loopback and scheduler add on this machine.
     let bare = BareServer::start()?;
-    let floor = runtime.block_on(async {
+    let bare_pid = bare.child.0.id();
+    let (floor, bare_load) = runtime.block_on(async {
         let client = warm_connections(&bare.url, "none", &single, o.connections).await?;
-        open_loop(
+        let before = MachineSample::read(bare_pid);
+        let floor = open_loop(
             &bare.url,
             "none",
             client,
@@ -491,7 +499,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.connections,
             false,
         )
-        .await
+        .await?;
+        let load = before
+            .zip(MachineSample::read(bare_pid))
+            .map(|(before, after)| after.since(&before));
+        anyhow::Ok((floor, load))
     })?;
     drop(bare);
 
@@ -532,6 +544,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         us(floor.percentile(99.0)),
         latency.percentile(99.0).as_secs_f64() / floor.percentile(99.0).as_secs_f64().max(1e-9)
     );
+    if let (Some(load), Some(bare_load)) = (load, bare_load) {
+        println!(
+            "      the machine meanwhile: during (e) {load}; during the bare loop {bare_load}"
+        );
+    }
     let peak_rss_run = peak_rss_bytes(pid);
     match (peak_rss, peak_rss_run) {
         (Some(bytes), Some(run)) => println!(

@@ -9,6 +9,7 @@ mod capture;
 mod gateway;
 mod identity;
 mod ingest;
+mod machine;
 mod stats;
 
 use clap::{Parser, Subcommand};
