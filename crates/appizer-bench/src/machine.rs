@@ -1,5 +1,5 @@
-//! What else the machine did while a phase ran: CPU time of processes other than the
-//! server and this benchmark, the hypervisor's steal, and the share of time tasks stalled
+//! What the machine did while a phase ran: CPU time of the server, of this benchmark's
+//! clients and of every other process, the hypervisor's steal, and the share of time tasks stalled
 //! on I/O. A latency measured while any of these was high says more about the machine
 //! than about the server.
 
@@ -27,6 +27,10 @@ struct CpuTicks {
 /// What happened between two samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MachineLoad {
+    /// Cores' worth of CPU used by the server process.
+    pub server_cores: f64,
+    /// Cores' worth of CPU used by this benchmark (the clients).
+    pub own_cores: f64,
     /// Cores' worth of CPU used by processes other than the server and this benchmark.
     pub other_cores: f64,
     /// Share of all CPU time the hypervisor gave to other guests.
@@ -60,19 +64,22 @@ impl MachineSample {
         let total = self.cpu.total.saturating_sub(earlier.cpu.total).max(1);
         let idle = self.cpu.idle.saturating_sub(earlier.cpu.idle);
         let steal = self.cpu.steal.saturating_sub(earlier.cpu.steal);
-        let ours = self.server_ticks.saturating_sub(earlier.server_ticks)
-            + self.own_ticks.saturating_sub(earlier.own_ticks);
+        let server = self.server_ticks.saturating_sub(earlier.server_ticks);
+        let own = self.own_ticks.saturating_sub(earlier.own_ticks);
+        let ours = server + own;
         let other = total.saturating_sub(idle + steal + ours);
         let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         // Jiffies over all cores in `wall` seconds: `total` spans `cores * wall`.
-        let other_cores = other as f64 / total as f64 * cores;
+        let share_in_cores = |ticks: u64| ticks as f64 / total as f64 * cores;
         let io_stall_share = match (self.io_stall_us, earlier.io_stall_us) {
             (Some(now), Some(then)) => Some(now.saturating_sub(then) as f64 / (wall * 1e6)),
             _ => None,
         };
         MachineLoad {
-            other_cores,
+            server_cores: share_in_cores(server),
+            own_cores: share_in_cores(own),
+            other_cores: share_in_cores(other),
             steal_share: steal as f64 / total as f64,
             io_stall_share,
         }
@@ -83,7 +90,9 @@ impl std::fmt::Display for MachineLoad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "other processes {:.2} cores, steal {:.1}%",
+            "server {:.2} cores, clients {:.2}, other processes {:.2}, steal {:.1}%",
+            self.server_cores,
+            self.own_cores,
             self.other_cores,
             self.steal_share * 100.0
         )?;
@@ -203,6 +212,14 @@ mod tests {
         // other 10 are other processes': a tenth of every core.
         assert!(
             (load.other_cores - 0.1 * cores as f64).abs() < 1e-9,
+            "{load:?}"
+        );
+        assert!(
+            (load.server_cores - 0.3 * cores as f64).abs() < 1e-9,
+            "{load:?}"
+        );
+        assert!(
+            (load.own_cores - 0.1 * cores as f64).abs() < 1e-9,
             "{load:?}"
         );
         assert!((load.steal_share - 0.1).abs() < 1e-9, "{load:?}");
