@@ -15,8 +15,9 @@
 //!     request's scheduled time;
 //!     and the same open loop against a bare axum server in a process of its own
 //!     (`appizer-bench bare-server`), whose latency is what the client, loopback and
-//!     the scheduler alone add; for both loops, what else used the machine meanwhile
-//!     (other processes' CPU, steal, I/O stalls: `machine.rs`);
+//!     the scheduler alone add; for both loops, what the machine did meanwhile (the
+//!     server's, the clients' and other processes' CPU, steal, I/O stalls:
+//!     `machine.rs`);
 //! (f) the server's peak RSS (VmHWM);
 //! (g) the server killed with SIGKILL and started again on the same data: the time
 //!     until a new event is queryable (the duplicate window rebuilt from the stored
