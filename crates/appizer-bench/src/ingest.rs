@@ -50,7 +50,8 @@ pub struct Options {
     /// Seconds of each single-request measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Print (e)'s latency per quarter second of the open loop.
+    /// Print (e)'s latency per quarter second of the open loop, and when the loop
+    /// started on the wall clock.
     #[arg(long)]
     timeline: bool,
     /// Run the server with its queue on this NATS JetStream server (e.g.
@@ -634,6 +635,13 @@ async fn open_loop(
         bodies[n % connections].push((n, body));
     }
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    if timeline {
+        // On the wall clock too, to line the timeline up with a trace taken meanwhile
+        // (for example `perf sched record -k realtime -a`).
+        let wall = std::time::SystemTime::now() + Duration::from_millis(50);
+        let unix = wall.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        println!("      open loop starts at {unix:.6} (Unix time)");
+    }
     let mut tasks = Vec::with_capacity(connections);
     for share in bodies {
         let (client, url, key) = (client.clone(), url.clone(), key.to_string());
