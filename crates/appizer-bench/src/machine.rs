@@ -17,11 +17,13 @@ pub struct MachineSample {
 /// Machine-wide jiffies from the first line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CpuTicks {
-    /// Every state, steal included.
+    /// Every state, steal included, summed over `cpus`.
     total: u64,
     /// Idle and waiting for I/O.
     idle: u64,
     steal: u64,
+    /// The `cpuN` lines: the CPUs whose time `total` sums.
+    cpus: u32,
 }
 
 /// What happened between two samples.
@@ -69,9 +71,9 @@ impl MachineSample {
         let ours = server + own;
         let other = total.saturating_sub(idle + steal + ours);
         let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        // Jiffies over all cores in `wall` seconds: `total` spans `cores * wall`.
-        let share_in_cores = |ticks: u64| ticks as f64 / total as f64 * cores;
+        // `total` spans every CPU for the interval, so a share of it times the CPUs is
+        // cores' worth.
+        let share_in_cores = |ticks: u64| ticks as f64 / total as f64 * f64::from(self.cpu.cpus);
         let io_stall_share = match (self.io_stall_us, earlier.io_stall_us) {
             (Some(now), Some(then)) => Some(now.saturating_sub(then) as f64 / (wall * 1e6)),
             _ => None,
@@ -120,10 +122,15 @@ fn parse_cpu_line(stat: &str) -> Option<CpuTicks> {
     }
     // guest and guest_nice (fields 9 and 10) are already inside user and nice.
     let total = fields[..8].iter().sum();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
     Some(CpuTicks {
         total,
         idle: fields[3] + fields[4],
         steal: fields[7],
+        cpus: u32::try_from(cpus).ok()?.max(1),
     })
 }
 
@@ -154,13 +161,14 @@ mod tests {
 
     #[test]
     fn the_cpu_line_counts_idle_with_iowait_and_steal_apart() {
-        let stat = "cpu  100 5 20 300 7 1 2 9 4 0\ncpu0 50 2 10 150 3 0 1 4 2 0\n";
+        let stat = "cpu  100 5 20 300 7 1 2 9 4 0\ncpu0 50 2 10 150 3 0 1 4 2 0\ncpu1 50 3 10 150 4 1 1 5 2 0\nintr 1 2\n";
         assert_eq!(
             parse_cpu_line(stat),
             Some(CpuTicks {
                 total: 100 + 5 + 20 + 300 + 7 + 1 + 2 + 9,
                 idle: 307,
                 steal: 9,
+                cpus: 2,
             })
         );
         assert_eq!(parse_cpu_line("cpu  1 2 3\n"), None);
@@ -183,45 +191,33 @@ mod tests {
     #[test]
     fn other_processes_are_what_is_left_of_the_busy_time() {
         let start = Instant::now();
+        let ticks = |total, idle, steal| CpuTicks {
+            total,
+            idle,
+            steal,
+            cpus: 4,
+        };
         let earlier = MachineSample {
             at: start,
-            cpu: CpuTicks {
-                total: 1_000,
-                idle: 500,
-                steal: 0,
-            },
+            cpu: ticks(1_000, 500, 0),
             server_ticks: 100,
             own_ticks: 50,
             io_stall_us: Some(0),
         };
-        // One second later on this many cores: every jiffy in between is accounted for.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        // One second later, 100 jiffies on each of the 4 CPUs: 40 idle, 10 stolen, 30 the
+        // server's, 10 the benchmark's, and 10 other processes'.
         let later = MachineSample {
             at: start + std::time::Duration::from_secs(1),
-            cpu: CpuTicks {
-                total: 1_000 + 100 * cores,
-                idle: 500 + 40 * cores,
-                steal: 10 * cores,
-            },
-            server_ticks: 100 + 30 * cores,
-            own_ticks: 50 + 10 * cores,
+            cpu: ticks(1_400, 660, 40),
+            server_ticks: 220,
+            own_ticks: 90,
             io_stall_us: Some(250_000),
         };
         let load = later.since(&earlier);
-        // Of 100 jiffies per core: 40 idle, 10 stolen, 30 the server's, 10 our own; the
-        // other 10 are other processes': a tenth of every core.
-        assert!(
-            (load.other_cores - 0.1 * cores as f64).abs() < 1e-9,
-            "{load:?}"
-        );
-        assert!(
-            (load.server_cores - 0.3 * cores as f64).abs() < 1e-9,
-            "{load:?}"
-        );
-        assert!(
-            (load.own_cores - 0.1 * cores as f64).abs() < 1e-9,
-            "{load:?}"
-        );
+        let close = |got: f64, want: f64| (got - want).abs() < 1e-9;
+        assert!(close(load.server_cores, 1.2), "{load:?}");
+        assert!(close(load.own_cores, 0.4), "{load:?}");
+        assert!(close(load.other_cores, 0.4), "{load:?}");
         assert!((load.steal_share - 0.1).abs() < 1e-9, "{load:?}");
         assert_eq!(load.io_stall_share, Some(0.25));
     }
