@@ -478,9 +478,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.timeline,
         )
         .await?;
-        let load = machine_before
-            .zip(MachineSample::read(pid))
-            .map(|(before, after)| after.since(&before));
+        let load = MachineSample::load_since(machine_before, pid);
         let served = track_durations(&server).await?.since(&before);
         anyhow::Ok((max, latency, served, load))
     })?;
@@ -502,10 +500,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             false,
         )
         .await?;
-        let load = before
-            .zip(MachineSample::read(bare_pid))
-            .map(|(before, after)| after.since(&before));
-        anyhow::Ok((floor, load))
+        anyhow::Ok((floor, MachineSample::load_since(before, bare_pid)))
     })?;
     drop(bare);
 
@@ -637,7 +632,8 @@ async fn open_loop(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     if timeline {
         // On the wall clock too, to line the timeline up with a trace taken meanwhile
-        // (for example `perf sched record -k realtime -a`).
+        // (a trace on another clock is shifted by that clock's offset from this one;
+        // docs/benchmarks.md, twelfth round of the ingestion benchmark).
         let wall = std::time::SystemTime::now() + Duration::from_millis(50);
         let unix = wall.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
         println!("      open loop starts at {unix:.6} (Unix time)");

@@ -1,6 +1,6 @@
 //! What the machine did while a phase ran: CPU time of the server, of this benchmark's
-//! clients and of every other process, the hypervisor's steal, and the share of time tasks stalled
-//! on I/O. A latency measured while any of these was high says more about the machine
+//! clients and of every other process, the hypervisor's steal, and the share of time
+//! tasks stalled on I/O. A latency measured while any of these was high says more about the machine
 //! than about the server.
 
 use std::time::Instant;
@@ -59,6 +59,11 @@ impl MachineSample {
             own_ticks,
             io_stall_us,
         })
+    }
+
+    /// The load from `before` (read at the phase's start, if it could be) until now.
+    pub fn load_since(before: Option<MachineSample>, server_pid: u32) -> Option<MachineLoad> {
+        Some(Self::read(server_pid)?.since(&before?))
     }
 
     /// The load between `earlier` and this sample.
@@ -218,7 +223,7 @@ mod tests {
         assert!(close(load.server_cores, 1.2), "{load:?}");
         assert!(close(load.own_cores, 0.4), "{load:?}");
         assert!(close(load.other_cores, 0.4), "{load:?}");
-        assert!((load.steal_share - 0.1).abs() < 1e-9, "{load:?}");
+        assert!(close(load.steal_share, 0.1), "{load:?}");
         assert_eq!(load.io_stall_share, Some(0.25));
     }
 }
