@@ -11,7 +11,7 @@ use std::sync::Arc;
 use appizer_analytics::*;
 use appizer_core::config::AnalyticsConfig;
 use appizer_core::event::{Event, MessageType};
-use appizer_core::person::MergeReason;
+use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::persons::NewPerson;
@@ -181,7 +181,15 @@ async fn world_with(delete: bool) -> World {
             person_of[&format!("user{u}")],
         );
         persons
-            .merge(project, a, b, MergeReason::Identify, None, start)
+            .merge(
+                project,
+                a,
+                b,
+                MergeReason::Identify,
+                None,
+                &PersonDelta::default(),
+                start,
+            )
             .await
             .unwrap();
         final_of.insert(a.to_string(), Some(b.to_string()));

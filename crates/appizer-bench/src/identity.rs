@@ -252,10 +252,10 @@ struct Applied {
 
 /// Takes and applies the gathered person updates: (persons, seconds).
 async fn apply(identity: &Identity, offset: u64) -> anyhow::Result<(usize, f64)> {
-    let deltas = identity.take_deltas();
+    let persons = identity.take_deltas();
     let started = Instant::now();
-    identity.apply(&deltas, Some(offset)).await?;
-    Ok((deltas.len(), started.elapsed().as_secs_f64()))
+    identity.apply(Some(offset)).await?;
+    Ok((persons, started.elapsed().as_secs_f64()))
 }
 
 /// Steps (of 64 records) between flushes: about the default `ingest.flush_rows`.

@@ -430,9 +430,6 @@ impl Profile {
     }
 }
 
-/// Person updates of a batch of events, per (project, person).
-pub type PersonDeltas = Vec<(ProjectId, PersonId, PersonDelta)>;
-
 /// Why two persons were merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
-use appizer_core::person::PersonDeltas;
 use appizer_storage::background::{cores, split_across_threads, Background};
 use appizer_storage::events::{EventStore, Taken};
 use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
@@ -458,25 +457,27 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Takes the buffer and the person updates of the same events, together.
-    fn take_for_flush(&self) -> Option<(Taken, PersonDeltas)> {
+    /// Takes the buffer and the person updates of the same events, together; with
+    /// the number of persons updated.
+    fn take_for_flush(&self) -> Option<(Taken, usize)> {
         let taken = self.store.take_for_flush()?;
-        let deltas = self
+        let persons = self
             .config
             .identity
             .as_ref()
-            .map(|identity| identity.take_deltas())
-            .unwrap_or_default();
-        Some((taken, deltas))
+            .map_or(0, |identity| identity.take_deltas());
+        Some((taken, persons))
     }
 
     /// Applies the person updates, then writes the Parquet files, then commits the queue
     /// offset: a crash in between replays the events, and the updates recorded as
     /// applied are not gathered again.
-    async fn flush_and_commit(&self, taken: Option<(Taken, PersonDeltas)>) {
-        let Some((taken, deltas)) = taken else { return };
-        if let (Some(identity), false) = (&self.config.identity, deltas.is_empty()) {
-            if let Err(e) = identity.apply(&deltas, Some(taken.max_offset())).await {
+    async fn flush_and_commit(&self, taken: Option<(Taken, usize)>) {
+        let Some((taken, persons)) = taken else {
+            return;
+        };
+        if let (Some(identity), true) = (&self.config.identity, persons > 0) {
+            if let Err(e) = identity.apply(Some(taken.max_offset())).await {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
                 self.store.untake(taken);

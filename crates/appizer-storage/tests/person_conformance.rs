@@ -132,6 +132,7 @@ mod cases {
                 user,
                 MergeReason::Identify,
                 Some("msg-1"),
+                &PersonDelta::default(),
                 t(10),
             )
             .await
@@ -175,6 +176,7 @@ mod cases {
                 PersonId::new(),
                 MergeReason::Api,
                 None,
+                &PersonDelta::default(),
                 t(11),
             )
             .await
@@ -190,11 +192,27 @@ mod cases {
             unreachable!()
         };
         persons
-            .merge(project, a, b, MergeReason::Alias, None, t(1))
+            .merge(
+                project,
+                a,
+                b,
+                MergeReason::Alias,
+                None,
+                &PersonDelta::default(),
+                t(1),
+            )
             .await
             .unwrap();
         persons
-            .merge(project, b, c, MergeReason::Alias, None, t(2))
+            .merge(
+                project,
+                b,
+                c,
+                MergeReason::Alias,
+                None,
+                &PersonDelta::default(),
+                t(2),
+            )
             .await
             .unwrap();
         let o = persons.overrides(project).await.unwrap();
@@ -226,11 +244,19 @@ mod cases {
             .await
             .unwrap();
         let merge = persons
-            .merge(project, anon, user, MergeReason::Identify, None, t(5))
+            .merge(
+                project,
+                anon,
+                user,
+                MergeReason::Identify,
+                None,
+                &PersonDelta::default(),
+                t(5),
+            )
             .await
             .unwrap();
         let undone = persons
-            .split(project, merge.id, t(6))
+            .split(project, merge.id, &PersonDelta::default(), t(6))
             .await
             .unwrap()
             .unwrap();
@@ -260,9 +286,91 @@ mod cases {
         assert_eq!(o.effective(anon, "anon"), Some(anon));
         assert_eq!(o.effective(user, "anon"), Some(anon));
         assert_eq!(o.effective(user, "user"), Some(user));
-        assert_eq!(persons.split(project, merge.id, t(7)).await.unwrap(), None);
+        assert_eq!(
+            persons
+                .split(project, merge.id, &PersonDelta::default(), t(7))
+                .await
+                .unwrap(),
+            None
+        );
         let log = persons.merge_log(project, anon).await.unwrap();
         assert_eq!(log[0].split_at, Some(t(6)));
+    }
+
+    pub async fn a_split_gives_back_the_updates_unapplied_at_the_merge(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let project = ProjectId::new();
+        let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
+            unreachable!()
+        };
+        let count = |p: Option<appizer_core::person::Person>| p.unwrap().event_count;
+        persons
+            .apply_deltas(&[(project, anon, delta(&[100], &[]))], Some(1))
+            .await
+            .unwrap();
+        // One event of the source is gathered but not yet applied when they merge.
+        let unapplied = delta(&[200], &[("plan", json!("pro"), 200)]);
+        let merge = persons
+            .merge(
+                project,
+                anon,
+                user,
+                MergeReason::Identify,
+                None,
+                &unapplied,
+                t(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(merge.source_snapshot.event_count, 2);
+        assert_eq!(
+            merge.source_snapshot.properties.get("plan"),
+            Some(&json!("pro"))
+        );
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 1);
+        // Applied later under the source's id, it reaches the target.
+        persons
+            .apply_deltas(&[(project, anon, unapplied)], Some(2))
+            .await
+            .unwrap();
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 2);
+        persons
+            .split(project, merge.id, &PersonDelta::default(), t(6))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(count(persons.get(project, anon).await.unwrap()), 2);
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 0);
+        // Merged again with an update unapplied, and split while it still is: neither
+        // side counts it until it is applied, to the restored source.
+        let unapplied = delta(&[300], &[]);
+        let merge = persons
+            .merge(
+                project,
+                anon,
+                user,
+                MergeReason::Identify,
+                None,
+                &unapplied,
+                t(7),
+            )
+            .await
+            .unwrap();
+        assert_eq!(merge.source_snapshot.event_count, 3);
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 2);
+        persons
+            .split(project, merge.id, &unapplied, t(8))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(count(persons.get(project, anon).await.unwrap()), 2);
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 0);
+        persons
+            .apply_deltas(&[(project, anon, unapplied)], Some(3))
+            .await
+            .unwrap();
+        assert_eq!(count(persons.get(project, anon).await.unwrap()), 3);
+        assert_eq!(count(persons.get(project, user).await.unwrap()), 0);
     }
 
     pub async fn deltas_are_last_write_wins_by_event_time(store: &dyn MetadataStore) {
@@ -380,7 +488,15 @@ mod cases {
             unreachable!()
         };
         persons
-            .merge(project, a, b, MergeReason::Alias, None, t(1))
+            .merge(
+                project,
+                a,
+                b,
+                MergeReason::Alias,
+                None,
+                &PersonDelta::default(),
+                t(1),
+            )
             .await
             .unwrap();
         let deleted = persons
@@ -441,7 +557,15 @@ mod cases {
             unreachable!()
         };
         persons
-            .merge(project, phone, user, MergeReason::Identify, None, t(1))
+            .merge(
+                project,
+                phone,
+                user,
+                MergeReason::Identify,
+                None,
+                &PersonDelta::default(),
+                t(1),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -512,6 +636,7 @@ all_backends!(
     merge_moves_ids_folds_properties_and_logs,
     merge_chains_lead_to_the_last_survivor,
     split_restores_the_source_its_ids_and_its_events,
+    a_split_gives_back_the_updates_unapplied_at_the_merge,
     deltas_are_last_write_wins_by_event_time,
     listing_filters_by_property_and_id_and_pages,
     delete_hides_events_and_can_suppress_ids,

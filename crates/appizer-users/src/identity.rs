@@ -28,11 +28,13 @@ use std::sync::Arc;
 
 use appizer_core::event::{Dialect, Event, MessageType};
 use appizer_core::json::raw_string;
-use appizer_core::person::{is_placeholder_id, MergeReason, Person, PersonDelta, ProfileKey};
+use appizer_core::person::{
+    is_placeholder_id, MergeReason, MergeRecord, Person, PersonDelta, ProfileKey,
+};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
 use appizer_storage::StoreError;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -155,17 +157,14 @@ impl Identity {
         self.cache.lock().clear_project(project);
     }
 
-    /// The person updates gathered since the last call, for a flush: pass them to
-    /// [`apply`](Self::apply). Until then reads still include them.
-    pub fn take_deltas(&self) -> Vec<(ProjectId, PersonId, PersonDelta)> {
+    /// Takes the person updates gathered since the last call for a flush, which
+    /// commits them with [`apply`](Self::apply); until then reads still include them.
+    /// Returns how many persons they update.
+    pub fn take_deltas(&self) -> usize {
         let taken = std::mem::take(&mut *self.deltas.lock());
         if taken.is_empty() {
-            return Vec::new();
+            return 0;
         }
-        let out = taken
-            .iter()
-            .map(|(&(project, person), delta)| (project, person, delta.clone()))
-            .collect();
         let mut applying = self.applying.lock();
         match applying.as_mut() {
             Some(earlier) => {
@@ -175,27 +174,77 @@ impl Identity {
             }
             None => *applying = Some(taken),
         }
-        out
+        applying.as_ref().map_or(0, HashMap::len)
     }
 
-    /// Commits updates from [`take_deltas`](Self::take_deltas) with the queue offset
-    /// their events reach. On failure they return to the pending ones, to go with the
-    /// next flush.
-    pub async fn apply(
-        &self,
-        deltas: &[(ProjectId, PersonId, PersonDelta)],
-        offset: Option<u64>,
-    ) -> Result<(), StoreError> {
+    /// Commits the updates taken by [`take_deltas`](Self::take_deltas) with the queue
+    /// offset their events reach. On failure they return to the pending ones, to go
+    /// with the next flush.
+    pub async fn apply(&self, offset: Option<u64>) -> Result<(), StoreError> {
         let _writing = self.gate.write().await;
-        let result = self.store.apply_deltas(deltas, offset).await;
-        let taken = self.applying.lock().take();
+        // No reader overlays them meanwhile: reads wait for the gate.
+        let deltas: Vec<(ProjectId, PersonId, PersonDelta)> = self
+            .applying
+            .lock()
+            .take()
+            .into_iter()
+            .flatten()
+            .map(|((project, person), delta)| (project, person, delta))
+            .collect();
+        let result = self.store.apply_deltas(&deltas, offset).await;
         if result.is_err() {
             let mut pending = self.deltas.lock();
-            for (key, delta) in taken.into_iter().flatten() {
-                pending.entry(key).or_default().absorb(&delta);
+            for (project, person, delta) in deltas {
+                pending.entry((project, person)).or_default().absorb(&delta);
             }
         }
         result
+    }
+
+    /// Merges `source` into `target` ([`PersonStore::merge`]); the merge's snapshot of
+    /// the source includes the updates held for it, so a split gives them back too.
+    pub async fn merge(
+        &self,
+        project: ProjectId,
+        source: PersonId,
+        target: PersonId,
+        reason: MergeReason,
+        message_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<MergeRecord, StoreError> {
+        let _writing = self.gate.write().await;
+        let unapplied = self.held_for(project, source);
+        self.store
+            .merge(project, source, target, reason, message_id, &unapplied, at)
+            .await
+    }
+
+    /// Undoes a merge ([`PersonStore::split`]). Updates still held for the restored
+    /// person were counted in the merge's snapshot but have reached no one yet: they
+    /// stay held for it, and the split leaves them out of what it moves back.
+    pub async fn split(
+        &self,
+        merge: &MergeRecord,
+        at: DateTime<Utc>,
+    ) -> Result<Option<MergeRecord>, StoreError> {
+        let _writing = self.gate.write().await;
+        let unapplied = self.held_for(merge.project_id, merge.source);
+        self.store
+            .split(merge.project_id, merge.id, &unapplied, at)
+            .await
+    }
+
+    /// The updates held for a person, not yet in the store.
+    fn held_for(&self, project: ProjectId, person: PersonId) -> PersonDelta {
+        let key = (project, person);
+        let mut held = PersonDelta::default();
+        if let Some(delta) = self.applying.lock().as_ref().and_then(|a| a.get(&key)) {
+            held.absorb(delta);
+        }
+        if let Some(delta) = self.deltas.lock().get(&key) {
+            held.absorb(delta);
+        }
+        held
     }
 
     /// Applies updates made outside the workers (the API) at once, consistently with
@@ -591,7 +640,6 @@ impl Identity {
                     return Ok(());
                 }
                 let record = self
-                    .store
                     .merge(project, po, pm, reason, Some(&e.message_id), now)
                     .await?;
                 out.merges += 1;
@@ -879,14 +927,22 @@ mod tests {
         let project = ProjectId::new();
         let mut batch = records(project, &["u1", "u2", "u1"]);
         identity.resolve(&mut batch, Some(1)).await.unwrap();
-        let deltas = identity.take_deltas();
-        // Only offset 2 is past the recorded offset.
-        assert_eq!(deltas.len(), 1);
-        assert_eq!(deltas[0].2.events, 1);
         let persons: Vec<PersonId> = batch
             .iter()
             .map(|(_, e)| e.as_ref().unwrap()[0].person_id.unwrap())
             .collect();
+        // Only offset 2 is past the recorded offset: one event of one person.
+        assert_eq!(identity.take_deltas(), 1);
+        let count = |p: Option<Person>| p.unwrap().event_count;
+        let u1 = identity
+            .read_person(project, persons[0], &[])
+            .await
+            .unwrap();
+        let u2 = identity
+            .read_person(project, persons[1], &[])
+            .await
+            .unwrap();
+        assert_eq!((count(u1), count(u2)), (1, 0));
         assert_eq!(persons[0], persons[2]);
         assert_ne!(persons[0], persons[1]);
         // A replay resolves to the same persons, from the store with a cold cache.
@@ -912,17 +968,59 @@ mod tests {
             count(identity.read_person(project, person, &[]).await.unwrap()),
             2
         );
-        let taken = identity.take_deltas();
+        assert_eq!(identity.take_deltas(), 1);
         assert_eq!(
             count(identity.read_person(project, person, &[]).await.unwrap()),
             2
         );
-        identity.apply(&taken, Some(1)).await.unwrap();
+        identity.apply(Some(1)).await.unwrap();
         assert_eq!(
             count(identity.read_person(project, person, &[]).await.unwrap()),
             2
         );
         assert_eq!(identity.store().applied_offset().await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_split_gives_back_what_the_merge_took_however_the_updates_were_timed() {
+        // The source's event is still held at the merge; its update is applied before
+        // the split, taken for a flush and applied after it, or still held at it.
+        for applied in ["before the split", "across the split", "after the split"] {
+            let (identity, _dir) = identity().await;
+            let project = ProjectId::new();
+            let mut batch = records(project, &["a", "b", "b"]);
+            identity.resolve(&mut batch, None).await.unwrap();
+            let person = |i: usize| batch[i].1.as_ref().unwrap()[0].person_id.unwrap();
+            let (a, b) = (person(0), person(1));
+            let count = |p: Option<Person>| p.unwrap().event_count;
+            let merge = identity
+                .merge(project, a, b, MergeReason::Api, None, Utc::now())
+                .await
+                .unwrap();
+            assert_eq!(merge.source_snapshot.event_count, 1, "{applied}");
+            let merged = identity.read_person(project, b, &[a]).await.unwrap();
+            assert_eq!(count(merged), 3, "{applied}");
+            match applied {
+                "before the split" => {
+                    identity.take_deltas();
+                    identity.apply(Some(2)).await.unwrap();
+                    identity.split(&merge, Utc::now()).await.unwrap();
+                }
+                "across the split" => {
+                    identity.take_deltas();
+                    identity.split(&merge, Utc::now()).await.unwrap();
+                    identity.apply(Some(2)).await.unwrap();
+                }
+                _ => {
+                    identity.split(&merge, Utc::now()).await.unwrap();
+                    identity.take_deltas();
+                    identity.apply(Some(2)).await.unwrap();
+                }
+            }
+            let store = identity.store();
+            assert_eq!(count(store.get(project, a).await.unwrap()), 1, "{applied}");
+            assert_eq!(count(store.get(project, b).await.unwrap()), 2, "{applied}");
+        }
     }
 
     #[test]

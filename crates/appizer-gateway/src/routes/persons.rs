@@ -628,7 +628,9 @@ pub async fn merge(
             format!("the merged person would have {total} distinct ids, more than {cap} (users.max_distinct_ids_per_person)"),
         ));
     }
-    let record = persons
+    let record = state
+        .events
+        .identity
         .merge(
             project.id,
             body.source_person_id,
@@ -676,8 +678,10 @@ pub async fn split(
                 && body.merge_id.is_none_or(|id| m.id == id)
         })
         .ok_or_else(|| ApiError::not_found("merge into this person not yet undone"))?;
-    let record = persons
-        .split(project.id, merge.id, Utc::now())
+    let record = state
+        .events
+        .identity
+        .split(&merge, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("merge"))?;
     changed(

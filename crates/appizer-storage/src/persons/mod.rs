@@ -149,7 +149,10 @@ pub trait PersonStore: Send + Sync + 'static {
     /// Merges `source` into `target` in one transaction: the source's distinct ids move,
     /// its properties, counts and seen times fold into the target (property writes by
     /// event time), it is removed, and its events (and those of persons merged into it
-    /// before) belong to the target from now on. Logged with a snapshot of the source.
+    /// before) belong to the target from now on. Logged with a snapshot of the source,
+    /// which includes `unapplied`: updates gathered for the source and not yet applied
+    /// (they reach the target when applied; a split gives them back with the rest).
+    #[allow(clippy::too_many_arguments)]
     async fn merge(
         &self,
         project: ProjectId,
@@ -157,16 +160,21 @@ pub trait PersonStore: Send + Sync + 'static {
         target: PersonId,
         reason: MergeReason,
         message_id: Option<&str>,
+        unapplied: &PersonDelta,
         at: DateTime<Utc>,
     ) -> Result<MergeRecord, StoreError>;
 
     /// Undoes a merge: the source comes back as it was (same id), with the distinct ids
     /// it brought that are still on the target, and its events, including those the
     /// target received for those ids since. `None` if no such merge (or already undone).
+    /// `unapplied`: updates still held for the source, counted in the merge's snapshot
+    /// but not yet applied anywhere; they are applied to the restored source later, so
+    /// its count and the target's leave them out now.
     async fn split(
         &self,
         project: ProjectId,
         merge: MergeId,
+        unapplied: &PersonDelta,
         at: DateTime<Utc>,
     ) -> Result<Option<MergeRecord>, StoreError>;
 

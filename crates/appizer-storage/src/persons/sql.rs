@@ -455,6 +455,7 @@ impl PersonStore for SqlPersonStore {
         target: PersonId,
         reason: MergeReason,
         message_id: Option<&str>,
+        unapplied: &PersonDelta,
         at: DateTime<Utc>,
     ) -> Result<MergeRecord, StoreError> {
         if source == target {
@@ -508,13 +509,17 @@ impl PersonStore for SqlPersonStore {
         .execute(&mut *tx)
         .await?;
         set_override(&mut tx, project, source, "", target, at).await?;
+        // The snapshot is what a split gives back, so it counts the source's updates not
+        // yet applied too (they reach the target when they are).
+        let mut source_snapshot = from;
+        unapplied.apply_to(&mut source_snapshot);
         let record = MergeRecord {
             id: MergeId::new(),
             project_id: project,
             source,
             target,
             distinct_ids: moved,
-            source_snapshot: from,
+            source_snapshot,
             reason,
             message_id: message_id.map(str::to_string),
             merged_at: at,
@@ -544,6 +549,7 @@ impl PersonStore for SqlPersonStore {
         &self,
         project: ProjectId,
         merge: MergeId,
+        unapplied: &PersonDelta,
         at: DateTime<Utc>,
     ) -> Result<Option<MergeRecord>, StoreError> {
         let _one_writer = self.writes.lock().await;
@@ -587,8 +593,15 @@ impl PersonStore for SqlPersonStore {
             .filter(|d| on_target.contains(*d))
             .cloned()
             .collect();
+        // The snapshot's events that are still to be applied: the target never got
+        // them, and the restored source gets them when they are.
+        let given_back = record
+            .source_snapshot
+            .event_count
+            .saturating_sub(unapplied.events);
         let mut restored = record.source_snapshot.clone();
         restored.id = source;
+        restored.event_count = given_back;
         write_persons(&mut tx, &[&restored]).await?;
         for d in &back {
             sqlx::query(
@@ -635,9 +648,7 @@ impl PersonStore for SqlPersonStore {
         }
         // What the source brought leaves the target; property values stay (they cannot
         // be told apart once merged).
-        target.event_count = target
-            .event_count
-            .saturating_sub(record.source_snapshot.event_count);
+        target.event_count = target.event_count.saturating_sub(given_back);
         write_persons(&mut tx, &[&target]).await?;
         sqlx::query("UPDATE person_merges SET split_at = $3 WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
