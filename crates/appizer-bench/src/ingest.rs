@@ -586,8 +586,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         ),
         _ => println!("  (g) restart peak RSS               unavailable (no /proc)"),
     }
+    drop(server);
     if let Some((url, stream)) = nats {
-        drop(server);
         runtime.block_on(async {
             use appizer_storage::queue::{NatsConfig, NatsQueue};
             NatsQueue::open(NatsConfig::new(url, stream))
@@ -596,7 +596,23 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 .await
         })?;
     }
+
+    // (b) once more, with the server gone: on a VM whose cores are shared with other
+    // guests the machine's speed can drift within a run, and every absolute figure
+    // above with it.
+    let again = (parse_requests * o.batch as u64) as f64 / parse_ceiling(&template, parse_requests);
+    println!(
+        "  (b) again at the end               {:>12.0} events/s   {}; (a)/(b) against it = {:.2}",
+        again,
+        drift(parse_rate, again),
+        ack_rate / again
+    );
     Ok(())
+}
+
+/// How far the parse ceiling moved between its two measurements.
+fn drift(first: f64, last: f64) -> String {
+    format!("{:+.0}% from the first", (last / first - 1.0) * 100.0)
 }
 
 /// Single-event requests at `rate` per second for `seconds`, open loop over a fixed set
@@ -790,4 +806,16 @@ async fn track_durations(server: &Server) -> anyhow::Result<Durations> {
         buckets.push((le, count));
     }
     Ok(Durations(buckets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_signed_and_relative_to_the_first_measurement() {
+        assert_eq!(drift(400_000.0, 300_000.0), "-25% from the first");
+        assert_eq!(drift(300_000.0, 330_000.0), "+10% from the first");
+        assert_eq!(drift(300_000.0, 300_000.0), "+0% from the first");
+    }
 }
