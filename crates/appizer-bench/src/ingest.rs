@@ -430,7 +430,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     }
     let mut server = start_server(nats)?;
     let pid = server.child.0.id();
-    let (ack_rate, e2e_rate) = runtime.block_on(async {
+    let (ack_rate, e2e_rate, drain) = runtime.block_on(async {
         let url = format!("{}/v1/batch", server.url);
         let started = Instant::now();
         let secs = blast(
@@ -442,9 +442,18 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             o.connections,
         )
         .await?;
+        // Where the workers stood when the clients stopped: the rest they store with
+        // the machine to themselves.
+        let stored_at_ack = stored_count(&server, &reqwest::Client::new()).await?;
+        let acked = Instant::now();
         wait_until_stored(&server, events).await?;
+        let drain = Drain {
+            stored_at_ack,
+            events,
+            secs: acked.elapsed().as_secs_f64(),
+        };
         let e2e = started.elapsed().as_secs_f64();
-        anyhow::Ok((events as f64 / secs, events as f64 / e2e))
+        anyhow::Ok((events as f64 / secs, events as f64 / e2e, drain))
     })?;
     let peak_rss = peak_rss_bytes(pid);
 
@@ -524,6 +533,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         "  (d) end to end until queryable     {:>12.0} events/s   ({events} events)",
         e2e_rate
     );
+    println!("      {drain}");
     println!(
         "  (e) single events, max {:.0} req/s; at {:.0} req/s open loop: p50 {}  p99 {}  (n={})",
         max_single,
@@ -610,6 +620,35 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         ack_rate / again
     );
     Ok(())
+}
+
+/// The workers' part of (d): how many events were stored when the last batch was
+/// acknowledged, and how fast the rest were stored once the clients had stopped.
+struct Drain {
+    stored_at_ack: u64,
+    events: u64,
+    secs: f64,
+}
+
+impl std::fmt::Display for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rest = self.events.saturating_sub(self.stored_at_ack);
+        write!(
+            f,
+            "when the last batch was acknowledged {} events ({:.0}%) were stored",
+            self.stored_at_ack,
+            self.stored_at_ack as f64 / self.events.max(1) as f64 * 100.0
+        )?;
+        if rest > 0 && self.secs > 0.0 {
+            write!(
+                f,
+                "; the other {rest} in {:.1} s, {:.0} events/s with the clients stopped",
+                self.secs,
+                rest as f64 / self.secs
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// How far the parse ceiling moved between its two measurements.
@@ -819,5 +858,28 @@ mod tests {
         assert_eq!(drift(400_000.0, 300_000.0), "-25% from the first");
         assert_eq!(drift(300_000.0, 330_000.0), "+10% from the first");
         assert_eq!(drift(300_000.0, 300_000.0), "+0% from the first");
+    }
+
+    #[test]
+    fn the_drain_reports_the_share_stored_at_the_last_ack_and_the_rate_of_the_rest() {
+        let drain = Drain {
+            stored_at_ack: 4_000_000,
+            events: 10_000_000,
+            secs: 40.0,
+        };
+        assert_eq!(
+            drain.to_string(),
+            "when the last batch was acknowledged 4000000 events (40%) were stored; \
+             the other 6000000 in 40.0 s, 150000 events/s with the clients stopped"
+        );
+        let caught_up = Drain {
+            stored_at_ack: 10_000_000,
+            events: 10_000_000,
+            secs: 0.1,
+        };
+        assert_eq!(
+            caught_up.to_string(),
+            "when the last batch was acknowledged 10000000 events (100%) were stored"
+        );
     }
 }
