@@ -68,8 +68,12 @@ impl JsonObject {
         object_fields(self.as_str(), wanted)
     }
 
-    /// A top-level string field.
+    /// A top-level string field. The scan is skipped when the text cannot hold the key
+    /// ([`may_hold_key`]): a field most objects lack costs a substring search.
     pub fn str_field(&self, key: &str) -> Option<String> {
+        if !may_hold_key(self.as_str(), key) {
+            return None;
+        }
         let [raw] = self.fields([key]);
         raw_string(raw?)
     }
@@ -262,10 +266,52 @@ impl<'de, const N: usize> Visitor<'de> for KeyIndex<'_, N> {
     }
 }
 
+/// Whether `key` may be one of the keys of the JSON text `text`: `false` only when the
+/// text holds neither `"key"` nor a `\u` escape (the one other way to write a plain
+/// key's characters). A key with a character JSON must escape is always `true`.
+pub fn may_hold_key(text: &str, key: &str) -> bool {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return true;
+    }
+    let bytes = text.as_bytes();
+    let quoted =
+        |at: usize| at > 0 && bytes[at - 1] == b'"' && bytes.get(at + key.len()) == Some(&b'"');
+    memchr::memmem::find_iter(bytes, key.as_bytes()).any(quoted)
+        || memchr::memmem::find(bytes, b"\\u").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_key_is_ruled_out_only_when_no_spelling_of_it_appears() {
+        let text = r#"{"ipx": "ip v4", "library": {"name": "x"}, "zip": 1}"#;
+        assert!(
+            !may_hold_key(text, "ip"),
+            "only inside other keys and values"
+        );
+        assert!(
+            may_hold_key(r#"{"a": "ip"}"#, "ip"),
+            "a value spelt like the key"
+        );
+        assert!(may_hold_key(r#"{"a": 1, "ip": "1.2.3.4"}"#, "ip"));
+        assert!(
+            may_hold_key(r#"{"a": {"ip": 1}}"#, "ip"),
+            "nested: the scan decides"
+        );
+        let escaped = r#"{"\u0069p": "1.2.3.4"}"#;
+        assert!(may_hold_key(escaped, "ip"));
+        let o: JsonObject = serde_json::from_str(escaped).unwrap();
+        assert_eq!(o.str_field("ip").as_deref(), Some("1.2.3.4"));
+        assert!(
+            may_hold_key("{}", "a\"b"),
+            "keys that need escapes are not searched"
+        );
+        assert!(!may_hold_key("{}", ""));
+        assert!(may_hold_key(r#"{"": 1}"#, ""));
+    }
 
     fn object(v: Value) -> JsonObject {
         JsonObject::try_from(v).unwrap()

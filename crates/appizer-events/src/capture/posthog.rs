@@ -9,7 +9,7 @@ use appizer_core::json::JsonObject;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::fields::{self, FieldError};
+use super::fields::{self, FieldError, Scalar};
 use super::{CaptureError, Decoded, MessageError, Received};
 
 #[derive(Debug)]
@@ -143,9 +143,13 @@ fn decode_event(
         }
     }
     let mut original_timestamp =
-        fields::timestamp(message.get("timestamp"), "timestamp").map_err(with_id)?;
+        fields::timestamp(message.get("timestamp").map(Scalar::from), "timestamp")
+            .map_err(with_id)?;
     let sent_at = fields::timestamp(
-        message.get("sent_at").or(envelope.sent_at.as_ref()),
+        message
+            .get("sent_at")
+            .or(envelope.sent_at.as_ref())
+            .map(Scalar::from),
         "sent_at",
     )
     .map_err(with_id)?;

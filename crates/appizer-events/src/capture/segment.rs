@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::fields::{self, FieldError};
+use super::fields::{self, FieldError, Scalar};
 use super::{CaptureError, Decoded, MessageError, Received};
 
 /// A request's key and messages, before the messages are decoded.
@@ -114,18 +114,28 @@ pub fn decode(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Message<'a> {
-    #[serde(rename = "type")]
-    kind: Option<Value>,
-    event: Option<Value>,
-    user_id: Option<Value>,
-    anonymous_id: Option<Value>,
-    message_id: Option<Value>,
-    group_id: Option<Value>,
-    previous_id: Option<Value>,
-    name: Option<Value>,
-    timestamp: Option<Value>,
-    original_timestamp: Option<Value>,
-    sent_at: Option<Value>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    event: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    user_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    anonymous_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    message_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    group_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    previous_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    original_timestamp: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    sent_at: Option<Scalar<'a>>,
     #[serde(borrow)]
     properties: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -158,7 +168,7 @@ fn decode_message(
         };
         fail(&None, "message", &reason)
     })?;
-    let message_id = fields::id_value(message.message_id.as_ref(), "messageId")
+    let message_id = fields::id_value(message.message_id, "messageId")
         .ok()
         .flatten();
     let with_id = |e: FieldError| (message_id.clone(), e);
@@ -166,7 +176,7 @@ fn decode_message(
     let message_type = match route_type {
         Some(t) => t,
         None => {
-            let text = message.kind.as_ref().and_then(Value::as_str).unwrap_or("");
+            let text = message.kind.as_ref().and_then(Scalar::as_str).unwrap_or("");
             MessageType::parse(text).ok_or_else(|| {
                 fail(
                     &message_id,
@@ -176,25 +186,21 @@ fn decode_message(
             })?
         }
     };
-    let user_id = fields::id_value(message.user_id.as_ref(), "userId").map_err(with_id)?;
-    let anonymous_id =
-        fields::id_value(message.anonymous_id.as_ref(), "anonymousId").map_err(with_id)?;
+    let user_id = fields::id_value(message.user_id, "userId").map_err(with_id)?;
+    let anonymous_id = fields::id_value(message.anonymous_id, "anonymousId").map_err(with_id)?;
     let distinct_id = user_id
         .clone()
         .or_else(|| anonymous_id.clone())
         .ok_or_else(|| fail(&message_id, "userId", "userId or anonymousId is required"))?;
     let event = match message_type {
-        MessageType::Track => {
-            fields::name_value(message.event.as_ref(), "event").map_err(with_id)?
-        }
+        MessageType::Track => fields::name_value(message.event, "event").map_err(with_id)?,
         other => other.implied_event().to_string(),
     };
-    let group_id = fields::id_value(message.group_id.as_ref(), "groupId").map_err(with_id)?;
+    let group_id = fields::id_value(message.group_id, "groupId").map_err(with_id)?;
     if message_type == MessageType::Group && group_id.is_none() {
         return Err(fail(&message_id, "groupId", "is required for group"));
     }
-    let previous_id =
-        fields::id_value(message.previous_id.as_ref(), "previousId").map_err(with_id)?;
+    let previous_id = fields::id_value(message.previous_id, "previousId").map_err(with_id)?;
     if message_type == MessageType::Alias && (previous_id.is_none() || user_id.is_none()) {
         let field = if previous_id.is_none() {
             "previousId"
@@ -208,19 +214,18 @@ fn decode_message(
         ));
     }
     let name = match message.name {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(Scalar::Text(s)) if !s.is_empty() => Some(s.into_owned()),
         _ => None,
     };
     let original_timestamp = fields::timestamp(
-        message
-            .timestamp
-            .as_ref()
-            .or(message.original_timestamp.as_ref()),
+        message.timestamp.or(message.original_timestamp),
         "timestamp",
     )
     .map_err(with_id)?;
     let sent_at = fields::timestamp(
-        message.sent_at.as_ref().or(envelope.sent_at.as_ref()),
+        message
+            .sent_at
+            .or_else(|| envelope.sent_at.as_ref().map(Scalar::from)),
         "sentAt",
     )
     .map_err(with_id)?;
@@ -241,9 +246,7 @@ fn decode_message(
 
     let mut event = Event {
         project_id: received.project_id,
-        message_id: message_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        message_id: message_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         message_type,
         event,
         distinct_id,
