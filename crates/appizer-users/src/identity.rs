@@ -86,15 +86,29 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
+type Held = HashMap<(ProjectId, PersonId), PersonDelta>;
+
+/// The updates held for `key` and not yet in the store: those being applied, then
+/// those pending (the order they reach the store in).
+fn held_deltas<'a>(
+    applying: &'a Option<Held>,
+    pending: &'a Held,
+    key: &(ProjectId, PersonId),
+) -> impl Iterator<Item = &'a PersonDelta> {
+    [applying.as_ref().and_then(|a| a.get(key)), pending.get(key)]
+        .into_iter()
+        .flatten()
+}
+
 pub struct Identity {
     store: Arc<dyn PersonStore>,
     config: IdentityConfig,
     cache: Mutex<IdCache>,
     /// Persons known to be identified (cleared when it grows past the cache size).
     identified: Mutex<HashSet<PersonId>>,
-    deltas: Mutex<HashMap<(ProjectId, PersonId), PersonDelta>>,
+    deltas: Mutex<Held>,
     /// Updates taken for a flush and not yet committed; reads still see them.
-    applying: Mutex<Option<HashMap<(ProjectId, PersonId), PersonDelta>>>,
+    applying: Mutex<Option<Held>>,
     /// Held for writing while updates are committed, for reading while a person is
     /// read and overlaid with the updates not yet in the store: a reader never sees
     /// an update twice or not at all.
@@ -236,12 +250,9 @@ impl Identity {
 
     /// The updates held for a person, not yet in the store.
     fn held_for(&self, project: ProjectId, person: PersonId) -> PersonDelta {
-        let key = (project, person);
+        let (applying, pending) = (self.applying.lock(), self.deltas.lock());
         let mut held = PersonDelta::default();
-        if let Some(delta) = self.applying.lock().as_ref().and_then(|a| a.get(&key)) {
-            held.absorb(delta);
-        }
-        if let Some(delta) = self.deltas.lock().get(&key) {
+        for delta in held_deltas(&applying, &pending, &(project, person)) {
             held.absorb(delta);
         }
         held
@@ -293,13 +304,9 @@ impl Identity {
             .chain(merged_in.iter().copied())
             .map(|id| (person.project_id, id))
             .collect();
-        let applying = self.applying.lock();
-        let pending = self.deltas.lock();
+        let (applying, pending) = (self.applying.lock(), self.deltas.lock());
         for key in &keys {
-            for held in [applying.as_ref().and_then(|a| a.get(key)), pending.get(key)]
-                .into_iter()
-                .flatten()
-            {
+            for held in held_deltas(&applying, &pending, key) {
                 held.apply_to(person);
             }
         }
