@@ -42,12 +42,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore
 
 /// Opens the durable event queue the config names: the embedded log under `data_dir`,
 /// or the NATS JetStream stream of `ingest.queue_url`.
-pub async fn open_queue(config: &Config) -> anyhow::Result<Arc<dyn EventQueue>> {
+/// The embedded log reads a backlog on `background`'s threads.
+pub async fn open_queue(
+    config: &Config,
+    background: &Background,
+) -> anyhow::Result<Arc<dyn EventQueue>> {
     let ingest = &config.ingest;
     if ingest.queue_url.is_empty() {
         let log = DurableLog::open(LogConfig {
             segment_bytes: ingest.queue_segment_bytes,
             max_disk_bytes: ingest.queue_max_disk_bytes,
+            long_reads: Some(background.clone()),
             ..LogConfig::new(config.data_dir.join("queue"))
         })
         .context("cannot open the event queue")?;
@@ -77,13 +82,13 @@ impl App {
     /// ingestion workers.
     pub async fn open(config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
         let ingest = &config.ingest;
-        let queue = open_queue(&config).await?;
         let priority = Priority {
             nice: ingest.worker_nice,
             idle: ingest.worker_sched_idle,
         };
         let background = Background::per_core("appizer-worker", priority)
             .context("cannot start the background threads")?;
+        let queue = open_queue(&config, &background).await?;
         let events = Arc::new(
             EventStore::open(
                 EventStoreConfig {

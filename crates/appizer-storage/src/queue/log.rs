@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{EventQueue, QueueError, QueueReader, QueueStats, Record};
+use crate::background::Background;
 
 const HEADER_BYTES: u64 = 8;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -61,6 +62,10 @@ pub struct LogConfig {
     pub max_record_bytes: usize,
     /// Appends waiting for the writer at most; further callers wait for room.
     pub max_pending_appends: usize,
+    /// Where a reader's long reads (a backlog at the tail) run: these threads, below
+    /// the request handlers' priority; `None`, the calling runtime thread, which hands
+    /// its other tasks on for the read (`block_in_place`).
+    pub long_reads: Option<Background>,
 }
 
 impl LogConfig {
@@ -71,6 +76,7 @@ impl LogConfig {
             max_disk_bytes: 10 << 30,
             max_record_bytes: 16 << 20,
             max_pending_appends: 4_096,
+            long_reads: None,
         }
     }
 }
@@ -752,8 +758,29 @@ impl QueueReader for LogReader {
             .as_ref()
             .and_then(|open| durable_ahead(&self.shared, open))
             .is_some_and(|ahead| ahead <= INLINE_READ_BYTES);
+        if short {
+            return self.read_available(max, end);
+        }
+        if let Some(pool) = self.shared.config.long_reads.clone() {
+            // The read moves to the pool with the reader's position; if this call is
+            // dropped before it comes back, the reader seeks there again next time.
+            let mut detached = LogReader {
+                shared: self.shared.clone(),
+                durable: self.durable.clone(),
+                next: self.next,
+                open: self.open.take(),
+            };
+            let (detached, read) = pool
+                .run(move || {
+                    let read = detached.read_available(max, end);
+                    (detached, read)
+                })
+                .await;
+            (self.next, self.open) = (detached.next, detached.open);
+            return read;
+        }
         match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread if !short => {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(|| self.read_available(max, end))
             }
             _ => self.read_available(max, end),
@@ -1111,5 +1138,53 @@ mod tests {
         let log = DurableLog::open(cfg).unwrap();
         assert_eq!(log.stats().committed, stats.end);
         assert_eq!(read_all(&log, stats.end).await.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_is_read_on_the_long_reads_pool_even_when_a_read_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DurableLog::open(LogConfig {
+            segment_bytes: 256 << 10,
+            long_reads: Some(Background::new("test-reads", 1, Default::default()).unwrap()),
+            ..LogConfig::new(dir.path())
+        })
+        .unwrap();
+        let payload = |i: u64| format!("{i:08}").repeat(512).into_bytes();
+        for i in 0..300u64 {
+            log.append(payload(i)).await.unwrap();
+        }
+        // 1.2 MB behind: every read below is a long one.
+        let mut reader = log.reader(0).unwrap();
+        let first = reader.next_batch(40, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 40);
+        // Polled once and dropped: the pool still reads, the reader forgets that read
+        // and seeks again.
+        let polled_once = tokio::select! {
+            biased;
+            batch = reader.next_batch(40, Duration::ZERO) => Some(batch),
+            _ = std::future::ready(()) => None,
+        };
+        assert!(
+            polled_once.is_none(),
+            "the read went to the pool (inline, it would be done at once)"
+        );
+        let mut read = first;
+        while read.len() < 300 {
+            let batch = reader
+                .next_batch(40, Duration::from_millis(50))
+                .await
+                .unwrap();
+            assert!(!batch.is_empty(), "stalled at {}", read.len());
+            read.extend(batch);
+        }
+        for (i, record) in read.iter().enumerate() {
+            assert_eq!(record.offset, i as u64);
+            assert_eq!(record.payload, payload(i as u64), "record {i}");
+        }
+        assert!(reader
+            .next_batch(40, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
