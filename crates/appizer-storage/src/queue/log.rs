@@ -653,7 +653,8 @@ fn durable_ahead(shared: &Shared, open: &OpenSegment) -> Option<u64> {
 }
 
 /// Reads of at most this many bytes at the tail of the log run on the caller's thread;
-/// larger ones let the runtime move its other tasks to another thread meanwhile.
+/// larger ones on [`LogConfig::long_reads`] (without it, the runtime moves the caller's
+/// other tasks to another thread meanwhile).
 const INLINE_READ_BYTES: u64 = 256 * 1024;
 
 struct LogReader {
