@@ -1144,9 +1144,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_backlog_is_read_on_the_long_reads_pool_even_when_a_read_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
+        let pool = Background::new("test-reads", 1, Default::default()).unwrap();
         let log = DurableLog::open(LogConfig {
             segment_bytes: 256 << 10,
-            long_reads: Some(Background::new("test-reads", 1, Default::default()).unwrap()),
+            long_reads: Some(pool.clone()),
             ..LogConfig::new(dir.path())
         })
         .unwrap();
@@ -1158,8 +1159,21 @@ mod tests {
         let mut reader = log.reader(0).unwrap();
         let first = reader.next_batch(40, Duration::ZERO).await.unwrap();
         assert_eq!(first.len(), 40);
-        // Polled once and dropped: the pool still reads, the reader forgets that read
-        // and seeks again.
+        // The pool's one thread held busy, so the next read waits behind it there.
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn(async move {
+            pool.run(move || {
+                started.send(()).unwrap();
+                let _ = released.recv();
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || has_started.recv().unwrap())
+            .await
+            .unwrap();
+        // Polled once and dropped: the pool still reads later, the reader forgets that
+        // read and seeks again.
         let polled_once = tokio::select! {
             biased;
             batch = reader.next_batch(40, Duration::ZERO) => Some(batch),
@@ -1169,6 +1183,8 @@ mod tests {
             polled_once.is_none(),
             "the read went to the pool (inline, it would be done at once)"
         );
+        release.send(()).unwrap();
+        holder.await.unwrap();
         let mut read = first;
         while read.len() < 300 {
             let batch = reader
