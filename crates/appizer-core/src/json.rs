@@ -269,15 +269,26 @@ impl<'de, const N: usize> Visitor<'de> for KeyIndex<'_, N> {
 /// Whether `key` may be one of the keys of the JSON text `text`: `false` only when the
 /// text holds neither `"key"` nor a `\u` escape (the one other way to write a plain
 /// key's characters). A key with a character JSON must escape is always `true`.
+///
+/// It scans for the key's first byte and compares there, rather than with a `memmem`
+/// searcher: building one for each call cost more than the search itself on the short
+/// texts (a message's context) it is given.
 pub fn may_hold_key(text: &str, key: &str) -> bool {
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    let key = key.as_bytes();
+    if key.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
         return true;
     }
     let bytes = text.as_bytes();
-    let quoted =
-        |at: usize| at > 0 && bytes[at - 1] == b'"' && bytes.get(at + key.len()) == Some(&b'"');
-    memchr::memmem::find_iter(bytes, key.as_bytes()).any(quoted)
-        || memchr::memmem::find(bytes, b"\\u").is_some()
+    let quoted = |at: usize| {
+        at > 0
+            && bytes[at - 1] == b'"'
+            && bytes[at..].starts_with(key)
+            && bytes.get(at + key.len()) == Some(&b'"')
+    };
+    // The empty key's spelling is `""`: its closing quote is where it starts.
+    let first = key.first().copied().unwrap_or(b'"');
+    memchr::memchr_iter(first, bytes).any(quoted)
+        || memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u'))
 }
 
 #[cfg(test)]
@@ -309,6 +320,11 @@ mod tests {
             may_hold_key("{}", "a\"b"),
             "keys that need escapes are not searched"
         );
+        assert!(
+            !may_hold_key(r#"{"a": "x\\", "i": "p"}"#, "ip"),
+            "an escape other than \\u"
+        );
+        assert!(!may_hold_key("\"ip", "ip"), "no closing quote");
         assert!(!may_hold_key("{}", ""));
         assert!(may_hold_key(r#"{"": 1}"#, ""));
     }

@@ -13,8 +13,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::KeyCache;
 use crate::rate_limit::RateLimiter;
 
+/// Cloned for every request by each middleware and extractor that takes the state, so
+/// it is one shared allocation: a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`], reached through it by `Deref`.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn MetadataStore>,
     pub keys: Arc<KeyCache>,
@@ -43,13 +48,21 @@ pub struct EventServices {
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<dyn MetadataStore>, events: EventServices) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             events,
             keys: Arc::new(KeyCache::new(&config.auth)),
             limiter: Arc::new(RateLimiter::default()),
             metrics: crate::metrics::prometheus_handle(),
             config,
             store,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
