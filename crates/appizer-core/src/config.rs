@@ -67,6 +67,9 @@ pub struct AnalyticsConfig {
     pub query_timeout_ms: u64,
     /// Rows an SQL query may return.
     pub sql_max_rows: usize,
+    /// Bytes of JSON an SQL answer's rows may hold: the rows up to it are answered, with
+    /// `truncated`; a first row larger than this is a 422.
+    pub sql_max_answer_bytes: usize,
     /// Dynamic segments are recomputed this often (seconds; 0 turns it off). They are
     /// also recomputed when saved and on `POST .../segments/{id}/refresh`.
     pub segment_refresh_secs: u64,
@@ -87,6 +90,7 @@ impl Default for AnalyticsConfig {
             query_memory_mb: 1024,
             query_timeout_ms: 30_000,
             sql_max_rows: 10_000,
+            sql_max_answer_bytes: 32 << 20,
             segment_refresh_secs: 300,
             result_cache_entries: 256,
             rollups: true,
@@ -109,6 +113,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// A live event stream ends after this many seconds (the client reconnects); it
+    /// also ends, within `auth.key_cache_ttl_ms`, once its key is revoked.
+    pub max_stream_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -304,6 +311,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            max_stream_secs: 3_600,
         }
     }
 }
@@ -627,6 +635,9 @@ request_timeout_ms = {request_timeout_ms}
 header_read_timeout_ms = {header_read_timeout_ms}
 # On SIGINT/SIGTERM, in-flight requests get this long to finish.
 shutdown_grace_ms = {shutdown_grace_ms}
+# A live event stream ends after this many seconds (clients reconnect), and within
+# auth.key_cache_ttl_ms once its key is revoked.
+max_stream_secs = {max_stream_secs}
 
 [tls]
 # Set both to serve HTTPS (PEM files).
@@ -680,6 +691,27 @@ identity_cache_entries = {identity_cache_entries}
 # An identify or alias giving a person more distinct ids than this is refused.
 max_distinct_ids_per_person = {max_distinct_ids_per_person}
 
+[analytics]
+# Memory one query may hold (MiB): its operators, its own structures (persons,
+# gathered rows) and the text its SQL functions build; past it the query gets 422.
+query_memory_mb = {query_memory_mb}
+# Longest a query may run (ms); past it the query is cancelled with 422.
+query_timeout_ms = {query_timeout_ms}
+# Rows an SQL answer holds at most (more: `truncated: true`).
+sql_max_rows = {sql_max_rows}
+# Bytes of JSON an SQL answer's rows hold at most (more: `truncated: true`; a first
+# row larger than this is a 422).
+sql_max_answer_bytes = {sql_max_answer_bytes}
+# Dynamic segments are recomputed this often (seconds; 0 turns it off), and when saved.
+segment_refresh_secs = {segment_refresh_secs}
+# Answers kept for repeated queries (0: off). An answer is reused while no event,
+# person or definition changed through this node, within the same minute; with
+# several nodes writing, set 0.
+result_cache_entries = {result_cache_entries}
+# Plain event counts from the per-quarter-hour counts in each Parquet file's footer
+# instead of a scan (false: every query scans).
+rollups = {rollups}
+
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
 # through another node sharing PostgreSQL within this time plus one read of the key.
@@ -699,6 +731,7 @@ format = "text"
         request_timeout_ms = d.server.request_timeout_ms,
         header_read_timeout_ms = d.server.header_read_timeout_ms,
         shutdown_grace_ms = d.server.shutdown_grace_ms,
+        max_stream_secs = d.server.max_stream_secs,
         api_per_second = d.rate_limit.api_per_second,
         api_burst = d.rate_limit.api_burst,
         ingest_per_second = d.rate_limit.ingest_per_second,
@@ -717,6 +750,13 @@ format = "text"
         parquet_key_compression = d.ingest.parquet_key_compression.name(),
         identity_cache_entries = d.users.identity_cache_entries,
         max_distinct_ids_per_person = d.users.max_distinct_ids_per_person,
+        query_memory_mb = d.analytics.query_memory_mb,
+        query_timeout_ms = d.analytics.query_timeout_ms,
+        sql_max_rows = d.analytics.sql_max_rows,
+        sql_max_answer_bytes = d.analytics.sql_max_answer_bytes,
+        segment_refresh_secs = d.analytics.segment_refresh_secs,
+        result_cache_entries = d.analytics.result_cache_entries,
+        rollups = d.analytics.rollups,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,
@@ -737,6 +777,55 @@ mod tests {
             Config::from_toml_str(&default_toml()).unwrap(),
             Config::default()
         );
+    }
+
+    /// The keys (`section.key`) a printed file names, set or commented out.
+    fn printed_keys(text: &str) -> std::collections::BTreeSet<String> {
+        let mut section = String::new();
+        let mut keys = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = format!("{name}.");
+                continue;
+            }
+            let entry = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = entry.split_once(" = ") {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    keys.insert(format!("{section}{key}"));
+                }
+            }
+        }
+        keys
+    }
+
+    fn serialised_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(inner) => {
+                    serialised_keys(inner, &format!("{prefix}{key}."), out)
+                }
+                _ => out.push(format!("{prefix}{key}")),
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_file_names_every_key_of_the_config() {
+        let printed = printed_keys(&default_toml());
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        serialised_keys(&defaults, "", &mut keys);
+        assert!(
+            keys.len() > 30 && keys.iter().any(|k| k == "analytics.rollups"),
+            "{keys:?}"
+        );
+        let missing: Vec<&String> = keys.iter().filter(|k| !printed.contains(*k)).collect();
+        assert!(missing.is_empty(), "`config default` lacks {missing:?}");
+        // Keys that are None by default are printed commented out, and still known.
+        for optional in ["tls.cert_path", "tls.key_path", "ingest.geoip_database"] {
+            assert!(printed.contains(optional), "{optional}");
+        }
     }
 
     #[test]
