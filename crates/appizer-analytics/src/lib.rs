@@ -11,6 +11,7 @@
 //! Each query runs under a memory pool and a time limit from [`AnalyticsConfig`].
 
 pub mod activity;
+mod charged;
 pub mod formula;
 pub mod funnel;
 pub mod model;

@@ -79,6 +79,11 @@ impl<'e> Scope<'e> {
         })
     }
 
+    /// The query's memory pool, for what charges it directly (SQL functions).
+    pub(crate) fn memory_pool(&self) -> Arc<dyn MemoryPool> {
+        self.pool.clone()
+    }
+
     /// Charges `bytes` more of the query's own structures to its memory pool, for the
     /// rest of the query: past `analytics.query_memory_mb` the query fails with a
     /// limit error.

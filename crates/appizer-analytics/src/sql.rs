@@ -132,7 +132,35 @@ async fn register(scope: &Scope<'_>) -> Result<()> {
     scope
         .ctx
         .register_udf(appizer_storage::events::query::json_text_udf());
+    crate::charged::charge_functions(&scope.ctx, &scope.memory_pool());
     Ok(())
+}
+
+/// An error of running the analyst's query: what the query itself did wrong (a
+/// division by zero, a cast of text that is no number, a bad argument) is a 400 on
+/// `field`; limits stay limits, and failures of the server stay internal.
+fn query_error(field: &str, e: datafusion::error::DataFusionError) -> AnalyticsError {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::error::DataFusionError as E;
+    let by_query = match e.find_root() {
+        E::Plan(_) | E::SQL(..) | E::SchemaError(..) | E::NotImplemented(_) | E::Execution(_) => {
+            true
+        }
+        E::ArrowError(arrow, _) => matches!(
+            **arrow,
+            ArrowError::DivideByZero
+                | ArrowError::CastError(_)
+                | ArrowError::ParseError(_)
+                | ArrowError::ComputeError(_)
+                | ArrowError::ArithmeticOverflow(_)
+                | ArrowError::InvalidArgumentError(_)
+        ),
+        _ => false,
+    };
+    match AnalyticsError::from(e) {
+        AnalyticsError::Engine(e) if by_query => AnalyticsError::invalid(field, e.to_string()),
+        other => other,
+    }
 }
 
 fn far_future() -> DateTime<Utc> {
@@ -194,26 +222,103 @@ pub(crate) async fn run(engine: &Engine, project: &QueryProject, text: &str) -> 
             data_type: f.data_type().to_string(),
         })
         .collect();
-    let batches = df.limit(0, Some(max + 1))?.collect().await?;
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    writer.write_batches(&refs)?;
-    writer.finish()?;
-    let bytes = writer.into_inner();
-    let mut rows: Vec<Map<String, Value>> = if bytes.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            AnalyticsError::Engine(datafusion::error::DataFusionError::External(Box::new(e)))
-        })?
-    };
-    let truncated = rows.len() > max;
-    rows.truncate(max);
+    let batches = df
+        .limit(0, Some(max + 1))?
+        .collect()
+        .await
+        .map_err(|e| query_error("query", e))?;
+    let (rows, truncated) = answer_rows(&batches, max, engine.config.sql_max_answer_bytes)?;
     Ok(SqlResult {
         columns,
         rows,
         truncated,
     })
+}
+
+/// Rows per JSON write: small enough that a write past the byte cap overshoots it by
+/// little, large enough to keep the writer's per-call work small.
+const ROWS_PER_WRITE: usize = 64;
+
+/// The bytes of text and binary values in `batch`: at most the bytes of its JSON.
+fn text_bytes(batch: &RecordBatch) -> usize {
+    use datafusion::arrow::array::{Array, AsArray};
+    batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8 => {
+                let a = c.as_string::<i32>();
+                let offsets = a.value_offsets();
+                (offsets[a.len()] - offsets[0]) as usize
+            }
+            DataType::LargeUtf8 => {
+                let a = c.as_string::<i64>();
+                let offsets = a.value_offsets();
+                (offsets[a.len()] - offsets[0]) as usize
+            }
+            DataType::Utf8View => c.as_string_view().lengths().map(|n| n as usize).sum(),
+            DataType::Binary => {
+                let a = c.as_binary::<i32>();
+                let offsets = a.value_offsets();
+                (offsets[a.len()] - offsets[0]) as usize
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The first rows of `batches` as JSON objects: at most `max_rows` of them, within
+/// `max_bytes` of JSON, and whether rows were left out. A first row larger than
+/// `max_bytes` is a limit error.
+fn answer_rows(
+    batches: &[RecordBatch],
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<(Vec<Map<String, Value>>, bool)> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+    let mut written = 0;
+    'batches: for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if written > max_rows || writer.get_ref().len() > max_bytes {
+                break 'batches;
+            }
+            let mut chunk = batch.slice(offset, ROWS_PER_WRITE.min(batch.num_rows() - offset));
+            // Text is never encoded past the cap: a chunk whose text alone would pass
+            // it goes row by row, and a row that would pass it ends the answer.
+            if writer.get_ref().len() + text_bytes(&chunk) > max_bytes {
+                chunk = batch.slice(offset, 1);
+                if writer.get_ref().len() + text_bytes(&chunk) > max_bytes {
+                    break 'batches;
+                }
+            }
+            writer.write(&chunk)?;
+            offset += chunk.num_rows();
+            written += chunk.num_rows();
+        }
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    let mut rows = Vec::new();
+    let mut size = 0;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if rows.len() == max_rows || size + line.len() + 1 > max_bytes {
+            break;
+        }
+        size += line.len() + 1;
+        rows.push(serde_json::from_slice(line).map_err(|e| {
+            AnalyticsError::Engine(datafusion::error::DataFusionError::External(Box::new(e)))
+        })?);
+    }
+    if rows.is_empty() && total > 0 {
+        return Err(AnalyticsError::Limit(format!(
+            "answer: its first row is more than {max_bytes} bytes of JSON \
+             (analytics.sql_max_answer_bytes)"
+        )));
+    }
+    let truncated = rows.len() < total;
+    Ok((rows, truncated))
 }
 
 pub(crate) async fn explain(
@@ -272,4 +377,48 @@ pub(crate) async fn explain(
         logical_plan,
         physical_plan,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    fn batch(texts: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let n: Int64Array = (0..texts.len() as i64).collect();
+        let s: StringArray = texts.iter().map(|t| Some(*t)).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(n), Arc::new(s)]).unwrap()
+    }
+
+    #[test]
+    fn answers_keep_the_rows_within_both_caps() {
+        let texts: Vec<String> = (0..200).map(|i| format!("row {i:03}")).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batches = [batch(&refs[..150]), batch(&refs[150..])];
+        let (rows, truncated) = answer_rows(&batches, 1_000, 1 << 20).unwrap();
+        assert_eq!((rows.len(), truncated), (200, false));
+        assert_eq!(rows[199]["s"], "row 199");
+
+        let (rows, truncated) = answer_rows(&batches, 100, 1 << 20).unwrap();
+        assert_eq!((rows.len(), truncated), (100, true));
+
+        // Each row is `{"n":K,"s":"row KKK"}` plus a newline: 23 to 25 bytes.
+        let (rows, truncated) = answer_rows(&batches, 1_000, 1_000).unwrap();
+        assert!(truncated);
+        let size: usize = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap().len() + 1)
+            .sum();
+        assert!(size <= 1_000 && size > 1_000 - 30, "{size}");
+        assert_eq!(rows.last().unwrap()["n"], rows.len() as i64 - 1);
+
+        let big = "x".repeat(5_000);
+        let e = answer_rows(&[batch(&[&big])], 10, 1_000).unwrap_err();
+        assert!(matches!(e, AnalyticsError::Limit(_)), "{e}");
+        assert_eq!(answer_rows(&[], 10, 1_000).unwrap(), (vec![], false));
+    }
 }

@@ -196,6 +196,13 @@ async fn malformed_queries_name_the_field_and_limits_answer_422() {
         ),
         ("sql", json!({"query": "DROP TABLE events"}), "query"),
         ("sql", json!({"query": "SELECT nope FROM events"}), "query"),
+        // Errors of the query's own arithmetic and casts are the query's fault.
+        ("sql", json!({"query": "SELECT 1/0 AS n"}), "query"),
+        (
+            "sql",
+            json!({"query": "SELECT CAST('x' AS INT) AS n"}),
+            "query",
+        ),
         ("explain", json!({}), "sql"),
     ];
     for (kind, body, field) in cases {
@@ -217,6 +224,68 @@ async fn malformed_queries_name_the_field_and_limits_answer_422() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.body);
+
+    // Text built by SQL functions counts against the query's memory, before it is
+    // built; an answer's rows are capped in bytes, not only in count.
+    let sql = |query: &str| json!({ "query": query });
+    let started = std::time::Instant::now();
+    for query in [
+        "SELECT length(repeat('x', 1500000000)) AS n",
+        "SELECT length(repeat(repeat('x', 1000000), 2000)) AS n",
+        "SELECT length(replace(repeat('x', 1000000), 'x', repeat('y', 2000))) AS n",
+    ] {
+        let a = api.post(&path("sql"), admin, sql(query)).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {:?}",
+            a.body
+        );
+        assert_eq!(a.error_code(), "query_limit_exceeded", "{query}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused before the text was built: {:?}",
+        started.elapsed()
+    );
+    let capped = TestServer::start_with(|c| c.analytics.sql_max_answer_bytes = 1 << 20).await;
+    let capped_api = Client::new(&capped);
+    let capped_sql = format!("/api/v1/projects/{}/query/sql", capped.keys.project_id);
+    let a = capped_api
+        .post(
+            &capped_sql,
+            &capped.keys.admin_key,
+            sql("SELECT repeat('x', 3000000) AS s"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("analytics.sql_max_answer_bytes"),
+        "{:?}",
+        a.body
+    );
+    let a = capped_api
+        .post(
+            &capped_sql,
+            &capped.keys.admin_key,
+            sql("SELECT repeat('x', 300000) AS s"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["rows"][0]["s"].as_str().map(str::len), Some(300_000));
+    capped.stop().await;
+    let a = api
+        .post(
+            &path("sql"),
+            admin,
+            sql("SELECT length(repeat('ab', 1000)) AS n"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["rows"][0]["n"], 2000);
 
     // With a 1 ms limit, 40 plans over a year of days (each reading the file catalog)
     // run out of time.
