@@ -43,9 +43,13 @@ impl JsonObject {
         Self(text.into())
     }
 
-    /// The object as a tree.
+    /// The object as a tree (values serde_json cannot hold kept readably, see
+    /// [`parse_readable`]).
     pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(&self.0).expect("a JsonObject holds an object")
+        match parse_readable(&self.0) {
+            Ok(Value::Object(map)) => map,
+            _ => panic!("a JsonObject holds an object: {}", self.0),
+        }
     }
 
     pub fn to_value(&self) -> Value {
@@ -118,6 +122,94 @@ impl JsonObject {
         change(&mut map);
         *self = Self::from_map(&map);
     }
+}
+
+/// Well-formed JSON `text` as a tree. What the syntax allows but serde_json cannot
+/// hold keeps its value readably instead of failing the whole text: a number past the
+/// range of `f64` (`1e99999`) becomes a string of its digits, and a UTF-16 surrogate
+/// escape without its pair (`"\ud800"`) becomes U+FFFD.
+pub fn parse_readable(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(text)
+        .or_else(|first| serde_json::from_str(&make_readable(text)).map_err(|_| first))
+}
+
+/// `text` with out-of-range numbers quoted and lone surrogate escapes replaced.
+fn make_readable(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let hex_at = |i: usize| -> Option<u32> {
+        let digits = text.get(i..i + 4)?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'"' => {
+                    in_string = false;
+                    out.push('"');
+                    i += 1;
+                }
+                b'\\' if bytes.get(i + 1) == Some(&b'u') => {
+                    let code = hex_at(i + 2);
+                    let paired = |c: Option<u32>| c.is_some_and(|c| (0xDC00..0xE000).contains(&c));
+                    match code {
+                        Some(0xD800..=0xDBFF)
+                            if bytes.get(i + 6) == Some(&b'\\')
+                                && bytes.get(i + 7) == Some(&b'u')
+                                && paired(hex_at(i + 8)) =>
+                        {
+                            out.push_str(&text[i..i + 12]);
+                            i += 12;
+                        }
+                        Some(0xD800..=0xDFFF) => {
+                            out.push_str("\\ufffd");
+                            i += 6;
+                        }
+                        _ => {
+                            out.push_str(&text[i..(i + 6).min(text.len())]);
+                            i += 6;
+                        }
+                    }
+                }
+                b'\\' => {
+                    out.push_str(&text[i..(i + 2).min(text.len())]);
+                    i += 2;
+                }
+                _ => {
+                    let end = text[i..].find(['"', '\\']).map_or(text.len(), |n| i + n);
+                    out.push_str(&text[i..end]);
+                    i = end;
+                }
+            }
+        } else if b == b'"' {
+            in_string = true;
+            out.push('"');
+            i += 1;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let end = text[i..]
+                .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+                .map_or(text.len(), |n| i + n);
+            let number = &text[i..end];
+            if number.parse::<f64>().is_ok_and(f64::is_finite) {
+                out.push_str(number);
+            } else {
+                out.push('"');
+                out.push_str(number);
+                out.push('"');
+            }
+            i = end;
+        } else {
+            let end = text[i..]
+                .find(|c: char| c == '"' || c == '-' || c.is_ascii_digit())
+                .map_or(text.len(), |n| i + n);
+            out.push_str(&text[i..end]);
+            i = end;
+        }
+    }
+    out
 }
 
 impl Default for JsonObject {
@@ -295,6 +387,27 @@ pub fn may_hold_key(text: &str, key: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_serde_json_cannot_hold_are_kept_readably() {
+        let text = r#"{"a":1e99999,"b":"\ud800x","c":"\ud83d\ude00","d":[-1E+400,2.5e3],
+            "e":"\udc00\ud800","f":"1e99999 \"quoted\"","\ud801":12}"#;
+        assert!(serde_json::from_str::<Value>(text).is_err());
+        let value = parse_readable(text).unwrap();
+        assert_eq!(
+            value,
+            json!({"a": "1e99999", "b": "\u{fffd}x", "c": "\u{1f600}", "d": ["-1E+400", 2500.0],
+                "e": "\u{fffd}\u{fffd}", "f": "1e99999 \"quoted\"", "\u{fffd}": 12})
+        );
+        let object: JsonObject = serde_json::from_str(text).unwrap();
+        assert_eq!(object.to_map()["a"], "1e99999");
+        // Well-formed text parses as it is.
+        assert_eq!(
+            parse_readable(r#"{"n":-0.5e-3}"#).unwrap(),
+            json!({"n": -0.0005})
+        );
+        assert!(parse_readable("{").is_err());
+    }
 
     #[test]
     fn a_key_is_ruled_out_only_when_no_spelling_of_it_appears() {

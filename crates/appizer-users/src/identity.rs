@@ -713,8 +713,12 @@ fn warning(e: &Event, field: &str, reason: &str) -> IdentityWarning {
     }
 }
 
+/// The object at `raw`, values serde_json cannot hold kept readably.
 fn object(raw: Option<&RawValue>) -> Option<Map<String, Value>> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+    match appizer_core::json::parse_readable(raw?.get()) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
 }
 
 /// Adds what one event changes on its person.
@@ -766,7 +770,8 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
                 latest(key, text(value).as_deref());
             }
             let props = &mut delta.properties;
-            let unset: Option<Value> = unset.and_then(|r| serde_json::from_str(r.get()).ok());
+            let unset: Option<Value> =
+                unset.and_then(|r| appizer_core::json::parse_readable(r.get()).ok());
             props.apply_update(
                 object(set).as_ref(),
                 object(set_once).as_ref(),
@@ -784,9 +789,9 @@ fn add_event(delta: &mut PersonDelta, e: &Event) {
                 latest(key, value.as_deref());
             }
             if e.message_type == MessageType::Identify {
-                if let Ok(traits) = serde_json::from_str::<Map<String, Value>>(e.traits.as_str()) {
-                    delta.properties.apply_update(Some(&traits), None, None, at);
-                }
+                delta
+                    .properties
+                    .apply_update(Some(&e.traits.to_map()), None, None, at);
             }
         }
     }

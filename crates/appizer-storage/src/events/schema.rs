@@ -236,7 +236,7 @@ pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<StoredEvent>, ArrowErr
             .collect())
     };
     let json = |text: Option<String>| {
-        text.and_then(|t| serde_json::from_str(&t).ok())
+        text.and_then(|t| appizer_core::json::parse_readable(&t).ok())
             .unwrap_or(serde_json::Value::Object(Default::default()))
     };
     let [message_id, message_type, event, distinct_id, person_id, user_id, anonymous_id, name, group_id, previous_id, ip, dialect, properties, traits, context] =
