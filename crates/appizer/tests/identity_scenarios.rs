@@ -622,6 +622,17 @@ mod scenarios {
             .call(Method::GET, &format!("/persons/{b_id}/merges"), None)
             .await;
         assert_eq!(log.body["merges"][0]["reason"], "api");
+        // The merged-away person keeps its log; an id that was never a person has none.
+        let source_log = w
+            .call(Method::GET, &format!("/persons/{a}/merges"), None)
+            .await;
+        assert_eq!(source_log.status, StatusCode::OK);
+        assert_eq!(source_log.body["merges"][0]["source_person_id"], a);
+        let nobody = uuid::Uuid::now_v7();
+        let none = w
+            .call(Method::GET, &format!("/persons/{nobody}/merges"), None)
+            .await;
+        assert_eq!(none.status, StatusCode::NOT_FOUND, "{:?}", none.body);
         let split = w
             .call(
                 Method::POST,
@@ -787,6 +798,59 @@ mod scenarios {
             .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         assert_eq!(bad.error_field(), "distinct_id");
+    }
+
+    /// Eight clients writing persons at once, with ingestion going on: every write
+    /// waits its turn for the database rather than failing.
+    pub async fn concurrent_person_writes_all_succeed(b: Backend) {
+        let Some(mut w) = World::start(b, |_| {}).await else {
+            return;
+        };
+        let path = format!("/api/v1/projects/{}/persons", w.project());
+        let writers = (0..8).map(|client| {
+            let (api, admin, path) = (&w.api, w.admin().to_string(), path.clone());
+            async move {
+                let mut statuses = Vec::new();
+                for n in 0..12 {
+                    let body = json!({"distinct_id": format!("c{client}-{}", n % 4),
+                        "set": {"n": n}, "set_once": {"client": client}});
+                    statuses.push(api.post(&path, &admin, body).await.status);
+                }
+                statuses
+            }
+        });
+        let batch_url = format!("{}/v1/batch", w.server.base_url);
+        let write_key = w.server.keys.write_key.clone();
+        let ingest = async {
+            for n in 0..10 {
+                let body = json!({"writeKey": write_key,
+                    "batch": [track(Some(&format!("c0-{}", n % 4)), None, "x", n)]});
+                let a = w
+                    .api
+                    .http
+                    .post(&batch_url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(a.status(), StatusCode::OK);
+            }
+        };
+        let (statuses, ()) = futures_util::join!(futures_util::future::join_all(writers), ingest);
+        let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
+        assert_eq!(statuses.len(), 96);
+        let failed: Vec<&StatusCode> = statuses.iter().filter(|s| !s.is_success()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of 96 failed: {failed:?}",
+            failed.len()
+        );
+        w.visible += 10;
+        let persons = w.persons().await;
+        assert_eq!(persons.len(), 32, "8 clients x 4 ids");
+        let last = w.person("c3-3").await.unwrap();
+        assert_eq!(last["properties"]["n"], 11);
+        assert_eq!(last["properties"]["client"], 3);
     }
 
     pub async fn ids_can_be_added_and_removed_through_the_api(b: Backend) {
@@ -1042,6 +1106,7 @@ scenario_table!(
     profiles_fill_themselves_in_from_events,
     server_side_identify_then_events_land_on_that_person,
     ids_can_be_added_and_removed_through_the_api,
+    concurrent_person_writes_all_succeed,
     a_segment_message_with_both_ids_links_them,
     posthog_identify_of_an_identified_anon_person_is_refused,
     persons_list_filters_and_pages,

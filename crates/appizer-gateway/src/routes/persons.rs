@@ -713,6 +713,10 @@ pub async fn merges(
         .persons()
         .merge_log(project.id, person_id)
         .await?;
+    if merges.is_empty() {
+        // A person merged away keeps its log; an id no person ever had is not found.
+        existing(&state, project.id, person_id).await?;
+    }
     Ok(Json(MergeLog {
         merges: merges.into_iter().map(MergeView::from).collect(),
     }))

@@ -3,6 +3,7 @@
 //! where it applies, the project) so tenant isolation is enforced in the query itself.
 
 mod error;
+mod migrations;
 mod sql;
 
 use std::sync::Arc;
@@ -38,6 +39,20 @@ impl Backend {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so it waits for another writer (`busy_timeout`) instead of
+    /// failing with "database is locked" when it turns from reading to writing after
+    /// another connection wrote; on PostgreSQL a plain `BEGIN`.
+    pub(crate) async fn begin_write(
+        self,
+        pool: &sqlx::AnyPool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => pool.begin().await,
         }
     }
 }

@@ -33,9 +33,6 @@ pub struct SqlMetadataStore {
     definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 const KEY_COLUMNS: &str = "id, organization_id, project_id, kind, role, name, display_prefix, \
      key_hash, created_at, created_by, revoked_at";
 const PROJECT_COLUMNS: &str =
@@ -65,10 +62,10 @@ impl SqlMetadataStore {
             .connect(&url)
             .await
             .map_err(|e| StoreError::Setup(format!("{}: {e}", redact_url(&url))))?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
+        super::migrations::migrator(backend)
+            .await?
+            .run(&pool)
+            .await?;
         Ok(Self {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
             definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -314,7 +311,7 @@ impl MetadataStore for SqlMetadataStore {
         d: &Definition,
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         sqlx::query(&format!(
             "INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
@@ -385,7 +382,7 @@ impl MetadataStore for SqlMetadataStore {
         d: &Definition,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE definitions SET name = $1, description = $2, body = $3, updated_at = $4 \
              WHERE project_id = $5 AND kind = $6 AND id = $7",
@@ -416,7 +413,7 @@ impl MetadataStore for SqlMetadataStore {
         id: DefinitionId,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let done =
             sqlx::query("DELETE FROM definitions WHERE project_id = $1 AND kind = $2 AND id = $3")
                 .bind(project.to_string())
@@ -445,7 +442,7 @@ impl MetadataStore for SqlMetadataStore {
         members: &[PersonId],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let found = sqlx::query(
             "UPDATE definitions SET member_count = $1, computed_at = $2 \
              WHERE project_id = $3 AND kind = 'segment' AND id = $4",
@@ -567,7 +564,7 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let marked = sqlx::query("INSERT INTO installation (id, initialized_at) VALUES (1, $1)")
             .bind(millis(b.organization.created_at))
             .execute(&mut *tx)
@@ -597,7 +594,7 @@ impl MetadataStore for SqlMetadataStore {
         write_key: &ApiKey,
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         insert_project(&mut tx, project).await?;
         insert_key(&mut tx, write_key).await?;
         insert_audit(&mut tx, audit).await?;
@@ -635,7 +632,7 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn update_project(&self, p: &Project, audit: &NewAuditEntry) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE projects SET name = $3, timezone = $4, settings = $5, updated_at = $6 \
              WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
@@ -663,7 +660,7 @@ impl MetadataStore for SqlMetadataStore {
         at: DateTime<Utc>,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE projects SET deleted_at = $3 \
              WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
@@ -691,7 +688,7 @@ impl MetadataStore for SqlMetadataStore {
     }
 
     async fn create_key(&self, key: &ApiKey, audit: &NewAuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         if let Some(project) = key.project_id {
             // The project must exist in the key's organisation and not be deleted.
             let found = sqlx::query(
@@ -766,7 +763,7 @@ impl MetadataStore for SqlMetadataStore {
         } else {
             "project_id IS NULL"
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let update = format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
              WHERE id = $1 AND organization_id = $2 AND {scope_clause}"
@@ -795,7 +792,7 @@ impl MetadataStore for SqlMetadataStore {
         &self,
         warnings: &[NewIngestionWarning],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         for w in warnings {
             sqlx::query(
                 "INSERT INTO ingestion_warnings (organization_id, project_id, message_id, field, \
@@ -869,7 +866,7 @@ impl MetadataStore for SqlMetadataStore {
         files: &[EventFile],
         removed: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         for path in removed {
             let done = sqlx::query("DELETE FROM event_files WHERE path = $1")
                 .bind(path)

@@ -332,7 +332,7 @@ impl PersonStore for SqlPersonStore {
             return Ok(out);
         }
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         for chunk in new.chunks(ROWS) {
             let values = (0..chunk.len())
                 .map(|i| format!("($1, ${}, ${}, ${})", 2 + 3 * i, 3 + 3 * i, 4 + 3 * i))
@@ -464,7 +464,7 @@ impl PersonStore for SqlPersonStore {
             ));
         }
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let lock = self.lock();
         let missing = |p: PersonId| StoreError::NotFound(format!("person {p}"));
         let from = fetch_person(&mut *tx, project, source, lock)
@@ -553,7 +553,7 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
     ) -> Result<Option<MergeRecord>, StoreError> {
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let lock = self.lock();
         let Some(row) = sqlx::query(&format!(
             "SELECT {MERGE_COLUMNS} FROM person_merges WHERE project_id = $1 AND id = $2 AND \
@@ -686,7 +686,7 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
     ) -> Result<Option<PersonId>, StoreError> {
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let owner: Option<String> = sqlx::query_scalar(&format!(
             "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2{}",
             self.lock()
@@ -732,7 +732,7 @@ impl PersonStore for SqlPersonStore {
         offset: Option<u64>,
     ) -> Result<(), StoreError> {
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         let lock = self.lock();
         // Read and written a chunk at a time: one query each way per chunk.
         for chunk in deltas.chunks(CHUNK) {
@@ -880,7 +880,7 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
     ) -> Result<Option<Deleted>, StoreError> {
         let _one_writer = self.writes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         if fetch_person(&mut *tx, project, person, self.lock())
             .await?
             .is_none()
