@@ -278,6 +278,22 @@ pub fn authorize(
     Ok(())
 }
 
+/// Answers `response` to a request refused before its handler, once its body (up to
+/// `server.max_body_bytes`) is read: a body left unread would make the server close
+/// the connection, so a client told to slow down would also have to reconnect.
+pub async fn refuse(state: &AppState, request: Request, response: Response) -> Response {
+    let limit = state.config.server.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n > 0 && n <= limit as u64) {
+        let _ = axum::body::to_bytes(request.into_body(), limit).await;
+    }
+    response
+}
+
 /// Middleware after [`crate::auth::require_secret_key`]: rate limit, scope, permission.
 pub async fn enforce(
     State(state): State<AppState>,
@@ -299,16 +315,16 @@ pub async fn enforce(
         .limiter
         .check(principal.key_id(), LimitClass::Api, limits, Instant::now());
     if !decision.allowed {
-        let mut response = ApiError::new(
+        let response = ApiError::new(
             ErrorCode::RateLimited,
             format!(
                 "rate limit of {} requests/s (burst {}) exceeded for this key",
                 limits.per_second, limits.burst
             ),
         )
+        .with_rate_limit(decision)
         .into_response();
-        decision.write_headers(response.headers_mut());
-        return response;
+        return refuse(&state, request, response).await;
     }
 
     let path = matched.as_ref().map_or("", |m| m.as_str());
@@ -318,12 +334,11 @@ pub async fn enforce(
     };
     let project = match route_project(params) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(&state, request, e.into_response()).await,
     };
     if let Err(e) = authorize(&principal, permission, project) {
-        let mut response = e.into_response();
-        decision.write_headers(response.headers_mut());
-        return response;
+        let response = e.with_rate_limit(decision).into_response();
+        return refuse(&state, request, response).await;
     }
     let mut response = next.run(request).await;
     decision.write_headers(response.headers_mut());

@@ -91,7 +91,16 @@ impl KeyCache {
         store: &dyn MetadataStore,
         plaintext: &str,
     ) -> Result<Option<Principal>, StoreError> {
-        let hash = hash_key(plaintext);
+        self.lookup_hash(store, hash_key(plaintext)).await
+    }
+
+    /// [`lookup`](Self::lookup) by the key's hash: how a long-lived answer (a live
+    /// stream) checks that the key it was opened with is still usable.
+    pub async fn lookup_hash(
+        &self,
+        store: &dyn MetadataStore,
+        hash: String,
+    ) -> Result<Option<Principal>, StoreError> {
         let now = Instant::now();
         match self.cached(&hash, now) {
             Ok(answer) => Ok(answer),
@@ -154,6 +163,11 @@ impl KeyCache {
             },
         );
         Ok(principal)
+    }
+
+    /// How long a lookup is kept (`auth.key_cache_ttl_ms`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Forgets the lookup of one key (after revocation).
@@ -228,7 +242,7 @@ pub async fn require_secret_key(
 ) -> Response {
     let principal = match authenticate_secret_key(&state, request.headers()).await {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return crate::access::refuse(&state, request, e.into_response()).await,
     };
     request.extensions_mut().insert(principal);
     next.run(request).await

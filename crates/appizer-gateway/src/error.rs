@@ -17,6 +17,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds after which a retry may succeed (429, 503).
     pub retry_after: Option<u64>,
+    /// The key's rate limit state, answered as `X-RateLimit-*` (and `Retry-After`).
+    pub rate_limit: Option<crate::rate_limit::Decision>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -36,6 +39,13 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Answers the rate limit `decision` in headers too; a refusal's `Retry-After`
+    /// comes from it.
+    pub fn with_rate_limit(mut self, decision: crate::rate_limit::Decision) -> Self {
+        self.rate_limit = Some(decision);
         self
     }
 
@@ -90,6 +100,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(seconds));
+        }
+        if let Some(decision) = self.rate_limit {
+            decision.write_headers(response.headers_mut());
         }
         response
     }

@@ -152,6 +152,21 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            answer_panic,
+        ))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
+}
+
+/// A handler that panicked answers 500 like any internal error (and is logged), rather
+/// than dropping the connection; no input is meant to get here.
+fn answer_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    ApiError::internal().into_response()
 }

@@ -286,3 +286,265 @@ async fn unknown_routes_and_methods_answer_json_with_a_request_id() {
     assert_ne!(replaced.headers()["x-request-id"], "bad id <script>");
     server.stop().await;
 }
+
+/// A small deterministic generator (xorshift64*), so a failing query string is the same
+/// on every run.
+struct Draw(u64);
+
+impl Draw {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+}
+
+/// Names that the API's query-string parsers read (and some no parser knows).
+const NAMES: &[&str] = &[
+    "event",
+    "distinct_id",
+    "after",
+    "before",
+    "limit",
+    "cursor",
+    "property.plan",
+    "property.",
+    "property.%C3%A9",
+    "search",
+    "last",
+    "suppress",
+    "x",
+    "",
+    "%ZZ",
+    "limit%00",
+];
+
+/// Values valid, out of range, multi-byte, badly escaped or not UTF-8 at all.
+const VALUES: &[&str] = &[
+    "",
+    "0",
+    "1",
+    "-1",
+    "60m",
+    "24h",
+    "25h",
+    "1%C3%A9",
+    "%C3%A9",
+    "1%E2%82%AC",
+    "%FF%FE",
+    "%",
+    "%%",
+    "%E2%82",
+    "m",
+    "h",
+    "9999999999999999999999m",
+    "2026-11-25T10:00:00Z",
+    "2026-13-45T99:00:00Z",
+    "true",
+    "false",
+    "null",
+    "1e99999",
+    "%00",
+    "%F0%9F%98%80h",
+    "AAAA",
+    "0189a7e4-0000-7000-8000-000000000000",
+    "+",
+    "%2B5m",
+    "%20",
+];
+
+/// A query string of several names and values drawn from [`NAMES`] and [`VALUES`].
+fn hostile_query(draw: &mut Draw) -> String {
+    let pairs = 1 + draw.below(4);
+    (0..pairs)
+        .map(|_| match draw.below(6) {
+            0 => draw.pick(NAMES).to_string(),
+            1 => format!(
+                "{}={}{}",
+                draw.pick(NAMES),
+                draw.pick(VALUES),
+                draw.pick(VALUES)
+            ),
+            _ => format!("{}={}", draw.pick(NAMES), draw.pick(VALUES)),
+        })
+        .collect::<Vec<_>>()
+        .join(if draw.below(8) == 0 { "&&" } else { "&" })
+}
+
+#[tokio::test]
+async fn query_strings_of_any_shape_never_crash_a_handler() {
+    use appizer_gateway::access::ACCESS_TABLE;
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let some_id = "0189a7e4-0000-7000-8000-000000000000";
+    let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
+    let mut answered = 0;
+    for (method, template, _) in ACCESS_TABLE {
+        // Routes read query strings on GET and DELETE; deleting the project would end
+        // the test, so it is left out.
+        let reads_query = *method == Method::GET
+            || (*method == Method::DELETE && template.contains("{person_id}"));
+        if !reads_query {
+            continue;
+        }
+        let path = template
+            .replace("{project_id}", &project)
+            .replace("{distinct_id}", "someone")
+            .replace("{person_id}", some_id)
+            .replace("{metric_id}", some_id)
+            .replace("{segment_id}", some_id)
+            .replace("{key_id}", some_id);
+        // Every name with every value alone, then drawn combinations.
+        let singles = NAMES
+            .iter()
+            .flat_map(|n| VALUES.iter().map(move |v| format!("{n}={v}")));
+        let drawn: Vec<String> = (0..40).map(|_| hostile_query(&mut draw)).collect();
+        for query in singles.chain(drawn) {
+            let url = format!("{}{path}?{query}", api.base_url);
+            let response = api
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}?{query}: no answer: {e}"));
+            let status = response.status();
+            let streaming = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            assert!(
+                status.as_u16() < 500,
+                "{method} {path}?{query}: {status} {:?}",
+                if streaming {
+                    String::new()
+                } else {
+                    response.text().await.unwrap_or_default()
+                }
+            );
+            if !streaming && status.is_client_error() {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert!(body["error"]["code"].is_string(), "{path}?{query}: {body}");
+            }
+            answered += 1;
+        }
+    }
+    assert!(
+        answered >= 10 * NAMES.len() * VALUES.len(),
+        "{answered} requests"
+    );
+    server.stop().await;
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` body from `stream`: its head and
+/// its body.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "the connection closed: {}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while data.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed mid-body");
+        data.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&data[head_end..head_end + length]).to_string();
+    (head, body)
+}
+
+#[tokio::test]
+async fn a_refused_post_keeps_its_connection_and_ingestion_429s_carry_the_limit() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.api_per_second = 1;
+        c.rate_limit.api_burst = 1;
+        c.rate_limit.ingest_per_second = 1;
+        c.rate_limit.ingest_burst = 1;
+    })
+    .await;
+    let admin = &server.keys.admin_key;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // A body that does not arrive with its headers: the server must read it to answer
+    // the next request on the connection.
+    let body = format!(r#"{{"name":"p","padding":"{}"}}"#, "x".repeat(64 * 1024));
+    let post_head = format!(
+        "POST /api/v1/projects HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {admin}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let get = format!(
+        "GET /api/v1/projects HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {admin}\r\n\r\n"
+    );
+    // The first request spends the one token; the next two are refused, on one
+    // connection.
+    let mut statuses = Vec::new();
+    for (head, body) in [(&get, ""), (&post_head, body.as_str()), (&get, "")] {
+        stream.write_all(head.as_bytes()).await.unwrap();
+        if !body.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            stream.write_all(body.as_bytes()).await.unwrap();
+        }
+        let (head, body) = read_answer(&mut stream).await;
+        statuses.push(head[9..12].to_string());
+        assert!(!head.contains("connection: close"), "{head}");
+        if head.starts_with("http/1.1 429") {
+            assert!(head.contains("x-ratelimit-limit: 1"), "{head}");
+            assert!(head.contains("retry-after: "), "{head}");
+            assert!(body.contains("rate_limited"), "{body}");
+        }
+    }
+    assert_eq!(statuses, ["200", "429", "429"]);
+
+    let api = Client::new(&server);
+    let url = format!("{}/v1/batch", server.base_url);
+    let batch = json!({"batch": [{"type": "track", "event": "e", "userId": "u"}]});
+    let send = || {
+        api.http
+            .post(&url)
+            .basic_auth(&server.keys.write_key, Some(""))
+            .json(&batch)
+            .send()
+    };
+    let accepted = send().await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(accepted.headers()["x-ratelimit-limit"], "1");
+    let refused = send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    for header in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "retry-after",
+    ] {
+        assert!(
+            refused.headers().contains_key(header),
+            "{header}: {:?}",
+            refused.headers()
+        );
+    }
+    assert_eq!(refused.headers()["x-ratelimit-remaining"], "0");
+    server.stop().await;
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use appizer::testing::TestServer;
 use base64::Engine;
 use common::{Answer, Client};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 /// Polls the event listing until `want` events match `query` (within 1 s, the promise).
@@ -279,6 +279,46 @@ async fn bad_requests_are_refused_and_bad_messages_become_warnings() {
         (malformed.status, malformed.error_code()),
         (StatusCode::BAD_REQUEST, "invalid_json")
     );
+    // A body in an encoding the server does not decode is 415, not "invalid JSON".
+    let brotli = Client::answer(
+        api.http
+            .post(server.url("/v1/batch"))
+            .basic_auth(key, Some(""))
+            .header("content-encoding", "br")
+            .body(vec![0x1b, 0x2f, 0x00, 0x00])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (brotli.status, brotli.error_code(), brotli.error_field()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Encoding"
+        )
+    );
+    // Valid JSON that is no object is refused whatever its shape.
+    for root in ["[[1]]", "[1,2,3]"] {
+        for route in ["/v1/batch", "/v1/track"] {
+            let refused = Client::answer(
+                api.http
+                    .post(server.url(route))
+                    .basic_auth(key, Some(""))
+                    .body(root)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (refused.status, refused.error_code(), refused.error_field()),
+                (StatusCode::BAD_REQUEST, "validation_failed", "body"),
+                "{route} {root}"
+            );
+        }
+    }
     let huge = format!(
         r#"{{"batch":[{{"type":"track","userId":"u","event":"e","properties":{{"x":"{}"}}}}]}}"#,
         "y".repeat(600_000)
@@ -434,6 +474,114 @@ async fn live_stream_and_counters_see_events_at_once() {
     })
     .await;
     assert!(rest.is_ok(), "the stream ended");
+}
+
+#[tokio::test]
+async fn values_json_numbers_and_strings_cannot_hold_stay_readable() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let key = &server.keys.write_key;
+    // Well-formed JSON, but no f64 holds 1e99999 and \ud800 has no pair.
+    let body = format!(
+        r#"{{"writeKey":"{key}","batch":[
+            {{"type":"track","userId":"odd","event":"e","properties":{{"big":1e99999,"lone":"a\ud800b","ok":2}},
+              "context":{{"locale":"\ud800"}}}},
+            {{"type":"identify","userId":"odd","traits":{{"score":-1e400,"name":"\udfff"}}}}]}}"#
+    );
+    let a = post_raw(&api, server.url("/v1/batch"), body.into_bytes(), &[]).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let events = events_within_a_second(&api, &server, "&event=e", 1).await;
+    assert_eq!(
+        events[0]["properties"],
+        json!({"big": "1e99999", "lone": "a\u{fffd}b", "ok": 2})
+    );
+    assert_eq!(events[0]["context"]["locale"], "\u{fffd}");
+    common::settle(&server).await;
+    let person = api
+        .get(
+            &format!(
+                "/api/v1/projects/{}/distinct-ids/odd",
+                server.keys.project_id
+            ),
+            &server.keys.admin_key,
+        )
+        .await;
+    assert_eq!(person.status, StatusCode::OK, "{:?}", person.body);
+    assert_eq!(person.body["properties"]["score"], "-1e400");
+    assert_eq!(person.body["properties"]["name"], "\u{fffd}");
+    server.stop().await;
+}
+
+/// Reads a live stream until it ends (or `within` passes); returns what it sent.
+async fn read_to_end(live: &mut reqwest::Response, within: Duration) -> String {
+    let mut text = String::new();
+    let ended = tokio::time::timeout(within, async {
+        while let Ok(Some(chunk)) = live.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream did not end within {within:?}: {text}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn a_live_stream_ends_when_its_key_is_revoked_and_at_its_lifetime() {
+    let server = TestServer::start_with(|c| c.auth.key_cache_ttl_ms = 300).await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let (key_id, viewer) = api.create_key(admin, &project, "viewer").await;
+    let url = server.url(&format!("/api/v1/projects/{project}/events/live"));
+    let mut live = api
+        .http
+        .get(&url)
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let revoked = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/projects/{project}/keys/{key_id}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{:?}", revoked.body);
+    let text = read_to_end(&mut live, Duration::from_secs(3)).await;
+    assert!(
+        text.contains("event: closed") && text.contains("revoked"),
+        "{text}"
+    );
+    server.stop().await;
+
+    let short = TestServer::start_with(|c| c.server.max_stream_secs = 1).await;
+    let api = Client::new(&short);
+    let url = short.url(&format!(
+        "/api/v1/projects/{}/events/live",
+        short.keys.project_id
+    ));
+    let opened = Instant::now();
+    let mut live = api
+        .http
+        .get(&url)
+        .bearer_auth(&short.keys.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let text = read_to_end(&mut live, Duration::from_secs(4)).await;
+    assert!(text.contains("max_stream_secs"), "{text}");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        opened.elapsed()
+    );
+    short.stop().await;
 }
 
 #[tokio::test]

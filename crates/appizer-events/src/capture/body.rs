@@ -70,9 +70,16 @@ pub fn decode_body<'a>(
         return Ok(Cow::Owned(json.into_bytes()));
     }
 
-    let gzip = encoding
+    let declared = encoding
         .content_encoding
-        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    if let Some(other) =
+        declared.filter(|e| !e.eq_ignore_ascii_case("gzip") && !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(CaptureError::UnsupportedEncoding(other.to_string()));
+    }
+    let gzip = declared.is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
         || matches!(compression.as_deref(), Some("gzip-js" | "gzip"))
         || payload.starts_with(&GZIP_MAGIC);
     if gzip {
@@ -122,6 +129,36 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         encoder.write_all(data).unwrap();
         encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn encodings_other_than_gzip_are_refused_as_unsupported() {
+        for name in ["br", "deflate", "zstd", "gzip, br"] {
+            let encoding = Encoding {
+                content_encoding: Some(name),
+                ..Default::default()
+            };
+            assert_eq!(
+                decode_body(JSON, &encoding, 1 << 20).unwrap_err(),
+                CaptureError::UnsupportedEncoding(name.to_string())
+            );
+        }
+        for name in ["identity", "", "GZIP"] {
+            let body = if name == "GZIP" {
+                gzip(JSON)
+            } else {
+                JSON.to_vec()
+            };
+            let encoding = Encoding {
+                content_encoding: Some(name),
+                ..Default::default()
+            };
+            assert_eq!(
+                &*decode_body(&body, &encoding, 1 << 20).unwrap(),
+                JSON,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -67,18 +67,34 @@ impl Decoded {
     }
 }
 
-/// Why a whole request is refused (the client gets 400 or 413 and should not retry).
+/// Why a whole request is refused (the client gets 400, 413 or 415 and should not
+/// retry).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CaptureError {
+    /// Not decodable: not JSON, bad base64, bad gzip.
     #[error("{message}")]
     Malformed { field: String, message: String },
+    /// Decodable, but of the wrong shape (a body that is not an object, a `batch` that
+    /// is not an array).
+    #[error("{message}")]
+    Invalid { field: String, message: String },
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: usize },
+    /// A `Content-Encoding` the server does not decode.
+    #[error("unsupported Content-Encoding `{0}`: send gzip or no encoding")]
+    UnsupportedEncoding(String),
 }
 
 impl CaptureError {
     pub fn malformed(field: &str, message: impl Into<String>) -> Self {
         CaptureError::Malformed {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        CaptureError::Invalid {
             field: field.into(),
             message: message.into(),
         }

@@ -51,6 +51,14 @@ pub fn envelope(
     route_type: Option<MessageType>,
 ) -> Result<Envelope<'_>, CaptureError> {
     let key_text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    // A message and a batch are objects (serde would also read a struct from an array).
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        serde_json::from_slice::<IgnoredAny>(json).map_err(not_json)?;
+        return Err(CaptureError::invalid(
+            "body",
+            "the body must be a JSON object",
+        ));
+    }
     if route_type.is_some() {
         let raw: &RawValue = serde_json::from_slice(json).map_err(not_json)?;
         let head: SingleBody = serde_json::from_str(raw.get()).map_err(not_json)?;
@@ -290,6 +298,22 @@ mod tests {
         let bytes = serde_json::to_vec(&body).unwrap();
         let envelope = envelope(&bytes, route).unwrap();
         decode(&envelope, route, &received())
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects_are_refused_whatever_their_shape() {
+        for body in ["[[1]]", "[1,2,3]", "[]", "\"x\"", " 7"] {
+            for route in [None, Some(MessageType::Track)] {
+                let e = envelope(body.as_bytes(), route).unwrap_err();
+                assert_eq!(
+                    e,
+                    CaptureError::invalid("body", "the body must be a JSON object"),
+                    "{body}"
+                );
+            }
+        }
+        let e = envelope(b"[1,", None).unwrap_err();
+        assert!(matches!(e, CaptureError::Malformed { .. }), "{e:?}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::auth::{authenticate_write_key, write_key_from_basic, Principal};
 use crate::error::ApiError;
-use crate::rate_limit::{LimitClass, Limits};
+use crate::rate_limit::{Decision, LimitClass, Limits};
 use crate::state::AppState;
 
 /// The ingestion routes (wrapped in CORS by the caller).
@@ -78,11 +78,16 @@ fn capture_error(e: CaptureError) -> ApiError {
             };
             ApiError::new(code, message).with_field(field)
         }
+        CaptureError::Invalid { field, message } => ApiError::invalid(field, message),
         CaptureError::TooLarge { limit } => ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!("request body exceeds {limit} bytes"),
         )
         .with_field("body"),
+        e @ CaptureError::UnsupportedEncoding(_) => {
+            ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
+                .with_field("Content-Encoding")
+        }
     }
 }
 
@@ -120,20 +125,25 @@ async fn capture(
     request: Request,
 ) -> Response {
     match accept(&state, dialect, message_type, request).await {
-        Ok(()) => match dialect {
-            Dialect::Segment => Json(json!({"success": true})).into_response(),
-            Dialect::Posthog => Json(json!({"status": 1})).into_response(),
-        },
+        Ok(limit) => {
+            let mut response = match dialect {
+                Dialect::Segment => Json(json!({"success": true})).into_response(),
+                Dialect::Posthog => Json(json!({"status": 1})).into_response(),
+            };
+            limit.write_headers(response.headers_mut());
+            response
+        }
         Err(e) => e.into_response(),
     }
 }
 
+/// Accepts the request's events; answers the key's rate limit state.
 async fn accept(
     state: &AppState,
     dialect: Dialect,
     message_type: Option<MessageType>,
     request: Request,
-) -> Result<(), ApiError> {
+) -> Result<Decision, ApiError> {
     let received_at = Utc::now();
     let limit = state.config.ingest.max_body_bytes;
     let (parts, body) = request.into_parts();
@@ -181,22 +191,23 @@ async fn accept(
         received_at,
         ip: ip.map(|i| i.to_string()),
     };
-    let (principal, decoded) = match dialect {
+    let (principal, limit, decoded) = match dialect {
         Dialect::Segment => {
             let envelope = segment::envelope(&json, message_type).map_err(capture_error)?;
             let key = write_key_from_basic(&parts.headers).or(envelope.write_key.clone());
-            let principal = authenticate(state, key.as_deref()).await?;
+            let (principal, limit) = authenticate(state, key.as_deref()).await?;
             let decoded = segment::decode(&envelope, message_type, &received_by(&principal));
-            (principal, decoded)
+            (principal, limit, decoded)
         }
         Dialect::Posthog => {
             let envelope = posthog::envelope(&json).map_err(capture_error)?;
-            let principal = authenticate(state, envelope.api_key.as_deref()).await?;
+            let (principal, limit) = authenticate(state, envelope.api_key.as_deref()).await?;
             let decoded = posthog::decode(&envelope, &received_by(&principal));
-            (principal, decoded)
+            (principal, limit, decoded)
         }
     };
-    enqueue(state, &principal, dialect, decoded).await
+    enqueue(state, &principal, dialect, decoded).await?;
+    Ok(limit)
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
@@ -209,8 +220,12 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
-/// Resolves the write key and spends one ingestion token of its bucket.
-async fn authenticate(state: &AppState, key: Option<&str>) -> Result<Principal, ApiError> {
+/// Resolves the write key and spends one ingestion token of its bucket; a refusal
+/// carries the bucket's `X-RateLimit-*` headers, like a management one.
+async fn authenticate(
+    state: &AppState,
+    key: Option<&str>,
+) -> Result<(Principal, Decision), ApiError> {
     let key = key.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
@@ -238,9 +253,9 @@ async fn authenticate(state: &AppState, key: Option<&str>) -> Result<Principal, 
                 limits.per_second, limits.burst
             ),
         )
-        .with_retry_after(decision.retry_after_secs));
+        .with_rate_limit(decision));
     }
-    Ok(principal)
+    Ok((principal, decision))
 }
 
 async fn enqueue(

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
@@ -148,7 +149,9 @@ pub struct LiveQuery {
 
 /// Live events as Server-Sent Events (`event: event`, data = the event as JSON). A
 /// client that falls more than the live buffer behind gets `event: dropped` and the
-/// stream ends; reconnect to resume.
+/// stream ends; reconnect to resume. The stream also ends with `event: closed` (data
+/// `{"reason"}`) once its key is revoked (noticed within `auth.key_cache_ttl_ms`) and
+/// after `server.max_stream_secs`.
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}/events/live", tag = "events",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid), LiveQuery),
@@ -161,8 +164,6 @@ pub async fn live(
     ApiQuery(query): ApiQuery<LiveQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let project = caller.project(&state, project_id).await?;
-    let receiver = state.events.pipeline.subscribe();
-    let closing = state.events.closing.clone();
     let keep = move |e: &Event| {
         e.project_id == project.id
             && query.event.as_ref().is_none_or(|n| &e.event == n)
@@ -171,35 +172,75 @@ pub async fn live(
                 .as_ref()
                 .is_none_or(|d| &e.distinct_id == d)
     };
-    let stream = futures_util::stream::unfold(Some(receiver), move |receiver| {
-        let (keep, closing) = (keep.clone(), closing.clone());
+    let mut recheck = tokio::time::interval(state.keys.ttl().max(Duration::from_millis(100)));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = LiveStream {
+        receiver: state.events.pipeline.subscribe(),
+        ends_at: tokio::time::Instant::now()
+            + Duration::from_secs(state.config.server.max_stream_secs),
+        recheck,
+        key_hash: caller.principal.key.key_hash.clone(),
+        state,
+    };
+    let stream = futures_util::stream::unfold(Some(live), move |live| {
+        let keep = keep.clone();
         async move {
-            let mut receiver = receiver?;
-            loop {
-                let next = tokio::select! {
-                    next = receiver.recv() => next,
-                    _ = closing.cancelled() => return None,
-                };
-                match next {
-                    Ok(event) if keep(&event) => {
-                        let data = serde_json::to_string(&*event).unwrap_or_default();
-                        return Some((
-                            Ok(SseEvent::default().event("event").data(data)),
-                            Some(receiver),
-                        ));
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => {
-                        let data = serde_json::json!({"reason": "slow consumer", "missed": missed})
-                            .to_string();
-                        return Some((Ok(SseEvent::default().event("dropped").data(data)), None));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
+            let mut live = live?;
+            let (sse, open) = live.next(&keep).await?;
+            Some((Ok(sse), open.then_some(live)))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One live stream's state between events.
+struct LiveStream {
+    receiver: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    ends_at: tokio::time::Instant,
+    recheck: tokio::time::Interval,
+    key_hash: String,
+    state: AppState,
+}
+
+impl LiveStream {
+    /// The next message, and whether the stream goes on after it; `None` ends it at
+    /// once (shutdown, pipeline gone).
+    async fn next(&mut self, keep: &impl Fn(&Event) -> bool) -> Option<(SseEvent, bool)> {
+        let closed = |reason: &str| {
+            let data = serde_json::json!({ "reason": reason }).to_string();
+            Some((SseEvent::default().event("closed").data(data), false))
+        };
+        loop {
+            let next = tokio::select! {
+                next = self.receiver.recv() => next,
+                _ = self.state.events.closing.cancelled() => return None,
+                _ = tokio::time::sleep_until(self.ends_at) => {
+                    return closed("the stream reached server.max_stream_secs; reconnect");
+                }
+                _ = self.recheck.tick() => {
+                    let state = &self.state;
+                    match state.keys.lookup_hash(state.store.as_ref(), self.key_hash.clone()).await {
+                        Ok(None) => return closed("the key was revoked"),
+                        // Unreachable storage does not end streams.
+                        Ok(Some(_)) | Err(_) => continue,
+                    }
+                }
+            };
+            match next {
+                Ok(event) if keep(&event) => {
+                    let data = serde_json::to_string(&*event).unwrap_or_default();
+                    return Some((SseEvent::default().event("event").data(data), true));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    let data = serde_json::json!({"reason": "slow consumer", "missed": missed})
+                        .to_string();
+                    return Some((SseEvent::default().event("dropped").data(data), false));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -227,13 +268,13 @@ pub struct EventCount {
 }
 
 fn parse_window(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: i64 = number.parse().ok()?;
-    let minutes = match unit {
-        "m" => n,
-        "h" => n.checked_mul(60)?,
+    let (number, per_unit) = match (text.strip_suffix('m'), text.strip_suffix('h')) {
+        (Some(n), _) => (n, 1),
+        (_, Some(n)) => (n, 60),
         _ => return None,
     };
+    let n: i64 = number.parse().ok()?;
+    let minutes = n.checked_mul(per_unit)?;
     (1..=24 * 60).contains(&minutes).then_some(minutes)
 }
 
@@ -393,5 +434,9 @@ mod tests {
         assert_eq!(parse_window("0m"), None);
         assert_eq!(parse_window("m"), None);
         assert_eq!(parse_window(""), None);
+        // A multi-byte character where the unit is: refused, not a panic.
+        assert_eq!(parse_window("1é"), None);
+        assert_eq!(parse_window("é"), None);
+        assert_eq!(parse_window("-5m"), None);
     }
 }
