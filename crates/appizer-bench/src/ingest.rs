@@ -144,7 +144,7 @@ fn appizer_binary() -> anyhow::Result<PathBuf> {
     let binary = here.with_file_name("appizer");
     if !binary.exists() {
         bail!(
-            "{} not found: build it first with `cargo build --release -p appizer`",
+            "{} not found: build it first with `cargo build --profile profiling -p appizer -p appizer-bench`",
             binary.display()
         );
     }

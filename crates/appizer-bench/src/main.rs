@@ -1,8 +1,9 @@
 //! `appizer-bench`: benchmark programs. Each measures Appizer and a baseline in the same
 //! run and reports the ratio, so figures compare across machines.
 //!
-//! `cargo run --release -p appizer-bench -- gateway`, `-- ingest`, `-- capture`,
-//! `-- identity` and `-- analytics`: see docs/benchmarks.md.
+//! `cargo build --profile profiling -p appizer -p appizer-bench`, then
+//! `target/profiling/appizer-bench gateway`, `ingest`, `capture`,
+//! `identity` and `analytics`: see docs/benchmarks.md.
 
 mod analytics;
 mod capture;
