@@ -21,6 +21,9 @@ use crate::scope::{check_event_name, Condition, Scope};
 use crate::time::resolve_range;
 use crate::{AnalyticsError, Engine, QueryProject, Result};
 
+/// The health component of the periodic refresh of dynamic segments.
+pub const SEGMENT_REFRESH: &str = "segment_refresh";
+
 /// A metric: one series, or several combined by a formula, with conditions on all.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,10 +1,12 @@
 //! Shared vocabulary of Appizer: ids, tenancy records, roles and permissions, API keys,
-//! layered configuration and the closed set of error codes every API answer uses.
+//! layered configuration, the closed set of error codes every API answer uses, and the
+//! health registry background loops report into.
 
 pub mod config;
 pub mod definition;
 pub mod error_code;
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod json;
 pub mod keys;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
+use appizer_core::health::{HealthRegistry, HealthReporter, Policy};
 use appizer_storage::background::{cores, split_across_threads, Background};
 use appizer_storage::events::{EventStore, Taken};
 use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
@@ -58,7 +59,15 @@ pub struct PipelineConfig {
     pub identity: Option<Arc<Identity>>,
     /// Where warnings about events' ids go.
     pub warnings: Option<WarningSink>,
+    /// Where the workers, the flush and compaction report each pass
+    /// ([`PIPELINE`], [`FLUSH`], [`COMPACTION`]).
+    pub health: HealthRegistry,
 }
+
+/// The health components of the ingestion workers.
+pub const PIPELINE: &str = "pipeline";
+pub const FLUSH: &str = "flush";
+pub const COMPACTION: &str = "compaction";
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -72,6 +81,7 @@ impl Default for PipelineConfig {
             background: Background::blocking(),
             identity: None,
             warnings: None,
+            health: HealthRegistry::default(),
         }
     }
 }
@@ -99,6 +109,16 @@ pub struct Pipeline {
     counters: Counters,
     /// One past the offset of the last queue record buffered (or dropped).
     processed_end: std::sync::atomic::AtomicU64,
+    health: WorkerHealth,
+}
+
+/// The reporters of the workers' loops.
+struct WorkerHealth {
+    /// Each step consumed, each failed person resolution and each failed run. An idle
+    /// step passes every 100 ms, so a minute without a report is a hung loop.
+    pipeline: HealthReporter,
+    flush: HealthReporter,
+    compaction: HealthReporter,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -138,7 +158,20 @@ impl Pipeline {
             })
             .await?;
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
+        let registry = &config.health;
+        let health = WorkerHealth {
+            pipeline: registry.register(
+                PIPELINE,
+                Policy {
+                    stale_after: Some(Duration::from_secs(60)),
+                    ..Policy::default()
+                },
+            ),
+            flush: registry.register(FLUSH, Policy::default()),
+            compaction: registry.register(COMPACTION, Policy::default()),
+        };
         Ok(Arc::new(Self {
+            health,
             queue,
             store,
             dedup: Mutex::new(dedup),
@@ -173,8 +206,20 @@ impl Pipeline {
         &self.store
     }
 
-    /// Consumes the queue until `shutdown`, then flushes what is buffered.
+    /// Consumes the queue until `shutdown`, then flushes what is buffered. A failed run
+    /// is reported to the health registry.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PipelineError> {
+        let reporter = self.health.pipeline.clone();
+        match self.consume(shutdown).await {
+            Err(e) => {
+                reporter.failed(&e);
+                Err(e)
+            }
+            done => done,
+        }
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), PipelineError> {
         let flushed = self.store.flushed_offset().await?;
         let start = self
             .queue
@@ -191,6 +236,7 @@ impl Pipeline {
         let _compaction = AbortOnDrop(tokio::spawn(compact_periodically(
             self.store.clone(),
             self.config.compaction_interval,
+            self.health.compaction.clone(),
             shutdown.clone(),
         )));
         let (mut steps, reading) = self.clone().read_ahead(reader);
@@ -261,6 +307,7 @@ impl Pipeline {
                 self.counters.prune(Utc::now().timestamp_millis());
                 last_prune = std::time::Instant::now();
             }
+            self.health.pipeline.ok();
         }
         if let Some(f) = flushing {
             let _ = f.await;
@@ -414,6 +461,7 @@ impl Pipeline {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "identity resolution failed; retrying in 1 s");
+                    self.health.pipeline.failed(&e);
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -479,6 +527,7 @@ impl Pipeline {
         if let (Some(identity), true) = (&self.config.identity, persons > 0) {
             if let Err(e) = identity.apply(Some(taken.max_offset())).await {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
+                self.health.flush.failed(&e);
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
                 self.store.untake(taken);
                 return;
@@ -486,12 +535,14 @@ impl Pipeline {
         }
         match self.store.write_taken(taken).await {
             Ok(offset) => {
+                self.health.flush.ok();
                 if let Err(e) = self.queue.commit(offset + 1).await {
                     tracing::warn!(offset, error = %e, "queue commit failed; will retry with the next flush");
                 }
             }
             Err(e) => {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
+                self.health.flush.failed(&e);
                 tracing::error!(error = %e, "event flush failed; events stay buffered and are retried");
             }
         }
@@ -502,6 +553,7 @@ impl Pipeline {
 async fn compact_periodically(
     store: Arc<EventStore>,
     interval: Duration,
+    health: HealthReporter,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -509,7 +561,7 @@ async fn compact_periodically(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        match store.compact().await {
+        match health.report(store.compact().await) {
             Ok(done) if done.files_in > 0 => tracing::info!(
                 files_in = done.files_in,
                 files_out = done.files_out,

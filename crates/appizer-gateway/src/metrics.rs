@@ -13,6 +13,11 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "appizer_http_request_duration_s
 pub const HTTP_CONNECTIONS_WAITING_TOTAL: &str = "appizer_http_connections_waiting_total";
 /// Open connections.
 pub const HTTP_CONNECTIONS_OPEN: &str = "appizer_http_connections_open";
+/// 1 while a background `component` (pipeline, flush, compaction, segment_refresh) is
+/// healthy, 0 while it keeps failing or stopped reporting (then `/readyz` is 503).
+pub const COMPONENT_HEALTHY: &str = "appizer_component_healthy";
+/// Consecutive failed passes of a background `component`.
+pub const COMPONENT_FAILURES: &str = "appizer_component_consecutive_failures";
 
 const DURATION_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,

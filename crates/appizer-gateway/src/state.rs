@@ -44,6 +44,8 @@ pub struct EventServices {
     /// Cancelled when the server starts shutting down: long-lived answers (live
     /// streams) end so connections can drain.
     pub closing: tokio_util::sync::CancellationToken,
+    /// What the background loops report: `/readyz` and `/metrics` read it.
+    pub health: appizer_core::health::HealthRegistry,
 }
 
 impl AppState {

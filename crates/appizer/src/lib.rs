@@ -10,7 +10,9 @@ pub mod testing;
 use std::sync::Arc;
 
 use anyhow::Context;
+use appizer_analytics::saved::SEGMENT_REFRESH;
 use appizer_core::config::Config;
+use appizer_core::health::{HealthRegistry, Policy};
 use std::time::Duration;
 
 use appizer_events::geoip::GeoIp;
@@ -108,6 +110,7 @@ impl App {
             None => None,
         };
         let workers = CancellationToken::new();
+        let health = HealthRegistry::new();
         let (warnings, warning_task) = WarningSink::start(store.clone(), workers.clone());
         let identity = Arc::new(Identity::new(
             store.persons(),
@@ -125,6 +128,7 @@ impl App {
                 background,
                 identity: Some(identity.clone()),
                 warnings: Some(warnings.clone()),
+                health: health.clone(),
                 ..PipelineConfig::default()
             },
         )
@@ -152,6 +156,7 @@ impl App {
         let refresh_every = Duration::from_secs(config.analytics.segment_refresh_secs);
         let segments_task = tokio::spawn({
             let (analytics, workers) = (analytics.clone(), workers.clone());
+            let reporter = health.register(SEGMENT_REFRESH, Policy::default());
             async move {
                 if refresh_every.is_zero() {
                     return;
@@ -161,7 +166,8 @@ impl App {
                         _ = workers.cancelled() => break,
                         _ = tokio::time::sleep(refresh_every) => {}
                     }
-                    match analytics.refresh_all_segments(chrono::Utc::now()).await {
+                    let refreshed = analytics.refresh_all_segments(chrono::Utc::now()).await;
+                    match reporter.report(refreshed) {
                         Ok(n) => tracing::debug!(segments = n, "dynamic segments refreshed"),
                         Err(e) => tracing::warn!(error = %e, "refreshing segments failed"),
                     }
@@ -178,6 +184,7 @@ impl App {
                 identity,
                 analytics,
                 closing: CancellationToken::new(),
+                health,
             },
         );
         Ok(Self {

@@ -68,6 +68,80 @@ async fn health_readiness_and_metrics_by_matched_route() {
     server.stop().await;
 }
 
+/// `/readyz` until `done` holds for its answer, within 10 s.
+async fn readiness_until(api: &Client, done: impl Fn(&common::Answer) -> bool) -> common::Answer {
+    let started = std::time::Instant::now();
+    loop {
+        let a = api.get("/readyz", "").await;
+        if done(&a) {
+            return a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "last: {:?}",
+            a.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flush_that_keeps_failing_makes_readyz_name_it_until_it_recovers() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let project = server.keys.project_id;
+    // A file where the project's event directory goes: every flush fails.
+    let events = server.config.data_dir.join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    let blocker = events.join(format!("project={project}"));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let batch = serde_json::json!({"batch": [
+        {"type": "track", "userId": "u", "event": "kept", "messageId": "h1"},
+        {"type": "track", "userId": "u", "event": "kept", "messageId": "h2"}]});
+    let sent = api
+        .http
+        .post(server.url("/v1/batch"))
+        .basic_auth(&server.keys.write_key, Some(""))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::OK);
+
+    let unready = readiness_until(&api, |a| a.status == StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(unready.error_field(), "flush", "{:?}", unready.body);
+    let message = unready.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("consecutive failures"), "{message}");
+    let metrics = api
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"appizer_component_healthy{component="flush"} 0"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"appizer_component_healthy{component="pipeline"} 1"#));
+
+    // The failure is mended: the next flush writes the events, nothing was lost.
+    std::fs::remove_file(&blocker).unwrap();
+    readiness_until(&api, |a| a.status == StatusCode::OK).await;
+    common::settle(&server).await;
+    let listed = api
+        .get(
+            &format!("/api/v1/projects/{project}/events?event=kept"),
+            &server.keys.admin_key,
+        )
+        .await;
+    assert_eq!(listed.body["events"].as_array().map(Vec::len), Some(2));
+    assert!(blocker.is_dir(), "the flush wrote the project's directory");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn openapi_lists_every_management_route_and_is_valid() {
     let server = TestServer::start().await;

@@ -1,5 +1,6 @@
 //! Operations endpoints, unauthenticated: `/healthz` (the process answers), `/readyz`
-//! (storage answers), `/metrics` (Prometheus text).
+//! (storage answers and no background loop keeps failing), `/metrics` (Prometheus
+//! text, with each background loop's health).
 
 use appizer_core::ErrorCode;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{COMPONENT_FAILURES, COMPONENT_HEALTHY};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,7 +27,9 @@ pub async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The process can serve: its metadata store answers and its event queue takes appends.
+/// The process can serve: its metadata store answers, its event queue takes appends,
+/// and no background loop (workers, flush, compaction, segment refresh) keeps failing:
+/// a 503 names the first failing one in `field` and its last error in `message`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -43,6 +47,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .with_retry_after(1)
             .into_response();
     }
+    if let Some(c) = state.events.health.failing().into_iter().next() {
+        let why = match &c.last_error {
+            Some(e) => format!(
+                "{} consecutive failures, the last: {e}",
+                c.consecutive_failures
+            ),
+            None => format!("no report for {} s", c.since_report.as_secs()),
+        };
+        tracing::warn!(component = c.name, reason = %why, "readiness check failed");
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            format!("background component `{}` is failing: {why}", c.name),
+        )
+        .with_field(c.name)
+        .with_retry_after(5)
+        .into_response();
+    }
     Json(Status { status: "ready" }).into_response()
 }
 
@@ -50,6 +71,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    for c in state.events.health.snapshot() {
+        let component = c.name;
+        metrics::gauge!(COMPONENT_HEALTHY, "component" => component)
+            .set(f64::from(u8::from(c.healthy)));
+        metrics::gauge!(COMPONENT_FAILURES, "component" => component)
+            .set(f64::from(c.consecutive_failures));
+    }
     state.metrics.run_upkeep();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
