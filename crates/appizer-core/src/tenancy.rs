@@ -53,11 +53,8 @@ pub struct Project {
 pub struct ApiKey {
     pub id: KeyId,
     pub organization_id: OrganizationId,
-    /// `None`: an organisation-wide key (secret keys only).
-    pub project_id: Option<ProjectId>,
-    pub kind: KeyKind,
-    /// The role of a secret key; `None` for write keys.
-    pub role: Option<Role>,
+    /// What the key opens: a write key always has its project, a secret key its role.
+    pub access: KeyAccess,
     pub name: String,
     /// The first characters of the key, to recognise it in a list.
     pub display_prefix: String,
@@ -67,9 +64,76 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What a key opens, one variant per kind of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// A write key (`apz_wk_`): ingestion into its project, nothing else.
+    Write { project: ProjectId },
+    /// A secret key (`apz_sk_`) of one project, with a role there.
+    ProjectSecret { project: ProjectId, role: Role },
+    /// A secret key of the whole organisation, with a role in every project.
+    OrganizationSecret { role: Role },
+}
+
+impl KeyAccess {
+    /// The access of stored parts; `None` for a combination no key can have (a write
+    /// key without a project or with a role, a secret key without a role).
+    pub fn from_parts(
+        kind: KeyKind,
+        project: Option<ProjectId>,
+        role: Option<Role>,
+    ) -> Option<Self> {
+        match (kind, project, role) {
+            (KeyKind::Write, Some(project), None) => Some(Self::Write { project }),
+            (KeyKind::Secret, Some(project), Some(role)) => {
+                Some(Self::ProjectSecret { project, role })
+            }
+            (KeyKind::Secret, None, Some(role)) => Some(Self::OrganizationSecret { role }),
+            _ => None,
+        }
+    }
+
+    pub fn kind(self) -> KeyKind {
+        match self {
+            Self::Write { .. } => KeyKind::Write,
+            Self::ProjectSecret { .. } | Self::OrganizationSecret { .. } => KeyKind::Secret,
+        }
+    }
+
+    /// The key's project; `None` for an organisation-wide key.
+    pub fn project(self) -> Option<ProjectId> {
+        match self {
+            Self::Write { project } | Self::ProjectSecret { project, .. } => Some(project),
+            Self::OrganizationSecret { .. } => None,
+        }
+    }
+
+    /// A secret key's role; `None` for a write key.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Self::Write { .. } => None,
+            Self::ProjectSecret { role, .. } | Self::OrganizationSecret { role } => Some(role),
+        }
+    }
+}
+
 impl ApiKey {
     pub fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        self.access.kind()
+    }
+
+    /// The key's project; `None` for an organisation-wide key.
+    pub fn project_id(&self) -> Option<ProjectId> {
+        self.access.project()
+    }
+
+    /// A secret key's role; `None` for a write key.
+    pub fn role(&self) -> Option<Role> {
+        self.access.role()
     }
 }
 
@@ -130,9 +194,7 @@ impl Project {
 #[derive(Debug, Clone)]
 pub struct KeyGrant {
     pub organization_id: OrganizationId,
-    pub project_id: Option<ProjectId>,
-    pub kind: KeyKind,
-    pub role: Option<Role>,
+    pub access: KeyAccess,
     pub name: String,
     pub created_by: Option<KeyId>,
 }
@@ -140,13 +202,11 @@ pub struct KeyGrant {
 impl ApiKey {
     /// Generates a key for `grant`: the record to store and the plaintext, shown once.
     pub fn issue(grant: KeyGrant, now: DateTime<Utc>) -> (ApiKey, String) {
-        let generated = crate::keys::generate_key(grant.kind);
+        let generated = crate::keys::generate_key(grant.access.kind());
         let key = ApiKey {
             id: KeyId::new(),
             organization_id: grant.organization_id,
-            project_id: grant.project_id,
-            kind: grant.kind,
-            role: grant.role,
+            access: grant.access,
             name: grant.name,
             display_prefix: generated.display_prefix.clone(),
             key_hash: generated.hash.clone(),
@@ -173,9 +233,7 @@ mod tests {
         let (key, plaintext) = ApiKey::issue(
             KeyGrant {
                 organization_id: org,
-                project_id: None,
-                kind: KeyKind::Secret,
-                role: Some(Role::Admin),
+                access: KeyAccess::OrganizationSecret { role: Role::Admin },
                 name: "ops".into(),
                 created_by: None,
             },
@@ -184,6 +242,36 @@ mod tests {
         assert_eq!(key.key_hash, crate::keys::hash_key(&plaintext));
         assert!(plaintext.starts_with(&key.display_prefix));
         assert!(!format!("{key:?}").contains(&plaintext));
+    }
+
+    #[test]
+    fn stored_parts_make_an_access_only_where_a_key_can_have_them() {
+        let p = ProjectId::new();
+        let role = Some(Role::Viewer);
+        assert_eq!(
+            KeyAccess::from_parts(KeyKind::Write, Some(p), None),
+            Some(KeyAccess::Write { project: p })
+        );
+        assert_eq!(
+            KeyAccess::from_parts(KeyKind::Secret, Some(p), role).map(KeyAccess::role),
+            Some(role)
+        );
+        assert_eq!(
+            KeyAccess::from_parts(KeyKind::Secret, None, role).map(KeyAccess::project),
+            Some(None)
+        );
+        for (kind, project, role) in [
+            (KeyKind::Write, None, None),
+            (KeyKind::Write, Some(p), role),
+            (KeyKind::Secret, Some(p), None),
+            (KeyKind::Secret, None, None),
+        ] {
+            assert_eq!(
+                KeyAccess::from_parts(kind, project, role),
+                None,
+                "{kind:?} {project:?} {role:?}"
+            );
+        }
     }
 
     #[test]

@@ -362,8 +362,7 @@ fn route_project(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appizer_core::keys::KeyKind;
-    use appizer_core::tenancy::{ApiKey, KeyGrant};
+    use appizer_core::tenancy::{ApiKey, KeyAccess, KeyGrant};
     use appizer_core::{OrganizationId, Role};
     use std::sync::Arc;
 
@@ -371,9 +370,10 @@ mod tests {
         let (key, _) = ApiKey::issue(
             KeyGrant {
                 organization_id: OrganizationId::new(),
-                project_id: project,
-                kind: KeyKind::Secret,
-                role: Some(role),
+                access: match project {
+                    Some(project) => KeyAccess::ProjectSecret { project, role },
+                    None => KeyAccess::OrganizationSecret { role },
+                },
                 name: "t".into(),
                 created_by: None,
             },

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use appizer_core::config::AuthConfig;
 use appizer_core::keys::{hash_key, KeyKind};
-use appizer_core::tenancy::{ApiKey, RateLimitOverride};
+use appizer_core::tenancy::{ApiKey, KeyAccess, RateLimitOverride};
 use appizer_core::{ErrorCode, KeyId, OrganizationId, ProjectId, Role};
 use appizer_storage::{MetadataStore, StoreError};
 use axum::extract::{Request, State};
@@ -43,12 +43,19 @@ impl Principal {
 
     /// The project a project key belongs to; `None` for an organisation-wide key.
     pub fn project_id(&self) -> Option<ProjectId> {
-        self.key.project_id
+        self.key.project_id()
     }
 
     pub fn role(&self) -> Option<Role> {
-        self.key.role
+        self.key.role()
     }
+}
+
+/// An authenticated write key and the project its events go to.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub principal: Principal,
+    pub project: ProjectId,
 }
 
 #[derive(Debug, Clone)]
@@ -199,7 +206,7 @@ async fn load_principal(
     if key.is_revoked() {
         return Ok(None);
     }
-    let rate_limit = match key.project_id {
+    let rate_limit = match key.project_id() {
         Some(project) => match store.get_project(key.organization_id, project).await? {
             Some(p) => p.settings.rate_limit,
             None => return Ok(None), // The project is gone.
@@ -258,7 +265,7 @@ async fn authenticate_secret_key(
         .lookup(state.store.as_ref(), token)
         .await?
         .ok_or_else(|| unauthorized("invalid or revoked API key"))?;
-    if principal.key.kind != KeyKind::Secret {
+    if principal.key.kind() != KeyKind::Secret {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "a write key can only send events; use a secret key (apz_sk_...) here",
@@ -294,10 +301,7 @@ pub fn write_key_from_body(body: &serde_json::Value) -> Option<&str> {
 
 /// Resolves a write key for ingestion: 401 if unknown or revoked, 403 if it is a
 /// secret key (secret keys never travel inside apps).
-pub async fn authenticate_write_key(
-    state: &AppState,
-    plaintext: &str,
-) -> Result<Principal, ApiError> {
+pub async fn authenticate_write_key(state: &AppState, plaintext: &str) -> Result<Writer, ApiError> {
     let invalid = || {
         ApiError::new(ErrorCode::Unauthorized, "invalid or revoked write key")
             .with_field("writeKey")
@@ -307,8 +311,8 @@ pub async fn authenticate_write_key(
         .lookup(state.store.as_ref(), plaintext)
         .await?
         .ok_or_else(invalid)?;
-    match (principal.key.kind, principal.project_id()) {
-        (KeyKind::Write, Some(_)) => Ok(principal),
+    match principal.key.access {
+        KeyAccess::Write { project } => Ok(Writer { principal, project }),
         _ => Err(ApiError::new(
             ErrorCode::Forbidden,
             "ingestion needs a project write key (apz_wk_...)",
@@ -335,9 +339,7 @@ mod tests {
             key: Arc::new(ApiKey {
                 id: KeyId::new(),
                 organization_id,
-                project_id: None,
-                kind: KeyKind::Secret,
-                role: Some(Role::Admin),
+                access: KeyAccess::OrganizationSecret { role: Role::Admin },
                 name: name.to_string(),
                 display_prefix: String::new(),
                 key_hash: String::new(),

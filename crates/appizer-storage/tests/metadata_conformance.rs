@@ -15,7 +15,8 @@ use common::{postgres_store, sqlite_store};
 use appizer_core::event::{Dialect, NewIngestionWarning};
 use appizer_core::keys::{generate_key, KeyKind};
 use appizer_core::tenancy::{
-    Actor, ApiKey, NewAuditEntry, Organization, Project, ProjectSettings, RateLimitOverride,
+    Actor, ApiKey, KeyAccess, NewAuditEntry, Organization, Project, ProjectSettings,
+    RateLimitOverride,
 };
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
 use appizer_storage::metadata::{AuditScope, Bootstrap, EventFile, KeyScope};
@@ -64,9 +65,7 @@ fn key(
         ApiKey {
             id: KeyId::new(),
             organization_id: org,
-            project_id: project,
-            kind,
-            role,
+            access: KeyAccess::from_parts(kind, project, role).expect("a key's parts"),
             name: format!("{} key", kind.as_str()),
             display_prefix: generated.display_prefix,
             key_hash: generated.hash,

@@ -2,8 +2,9 @@
 //! organisation admin key, written in one transaction. The keys' plaintext exists only
 //! in the returned [`InitOutput`], to be shown once.
 
-use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{Actor, ApiKey, KeyGrant, NewAuditEntry, Organization, Project};
+use appizer_core::tenancy::{
+    Actor, ApiKey, KeyAccess, KeyGrant, NewAuditEntry, Organization, Project,
+};
 use appizer_core::{OrganizationId, ProjectId, Role};
 use appizer_storage::metadata::Bootstrap;
 use appizer_storage::{MetadataStore, StoreError};
@@ -61,9 +62,9 @@ pub async fn initialize(store: &dyn MetadataStore) -> Result<InitOutput, InitErr
     let (write_key, write_plain) = ApiKey::issue(
         KeyGrant {
             organization_id: organization.id,
-            project_id: Some(project.id),
-            kind: KeyKind::Write,
-            role: None,
+            access: KeyAccess::Write {
+                project: project.id,
+            },
             name: "Default write key".into(),
             created_by: None,
         },
@@ -72,9 +73,7 @@ pub async fn initialize(store: &dyn MetadataStore) -> Result<InitOutput, InitErr
     let (admin_key, admin_plain) = ApiKey::issue(
         KeyGrant {
             organization_id: organization.id,
-            project_id: None,
-            kind: KeyKind::Secret,
-            role: Some(Role::Admin),
+            access: KeyAccess::OrganizationSecret { role: Role::Admin },
             name: "Organisation admin key".into(),
             created_by: None,
         },

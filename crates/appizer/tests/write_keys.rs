@@ -17,10 +17,11 @@ async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
     let server = TestServer::start().await;
     let state = server.state.clone();
 
-    let principal = authenticate_write_key(&state, &server.keys.write_key)
+    let writer = authenticate_write_key(&state, &server.keys.write_key)
         .await
         .unwrap();
-    assert_eq!(principal.project_id(), Some(server.keys.project_id));
+    assert_eq!(writer.project, server.keys.project_id);
+    assert_eq!(writer.principal.project_id(), Some(server.keys.project_id));
 
     let secret = authenticate_write_key(&state, &server.keys.admin_key)
         .await

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::auth::{authenticate_write_key, write_key_from_basic, Principal};
+use crate::auth::{authenticate_write_key, write_key_from_basic, Writer};
 use crate::error::ApiError;
 use crate::rate_limit::{Decision, LimitClass, Limits};
 use crate::state::AppState;
@@ -184,29 +184,27 @@ async fn accept(
     };
     let json = decode_body(&raw, &encoding, limit).map_err(capture_error)?;
 
-    let received_by = |principal: &Principal| Received {
-        project_id: principal
-            .project_id()
-            .expect("write keys belong to a project"),
+    let received_by = |writer: &Writer| Received {
+        project_id: writer.project,
         received_at,
         ip: ip.map(|i| i.to_string()),
     };
-    let (principal, limit, decoded) = match dialect {
+    let (writer, limit, decoded) = match dialect {
         Dialect::Segment => {
             let envelope = segment::envelope(&json, message_type).map_err(capture_error)?;
             let key = write_key_from_basic(&parts.headers).or(envelope.write_key.clone());
-            let (principal, limit) = authenticate(state, key.as_deref()).await?;
-            let decoded = segment::decode(&envelope, message_type, &received_by(&principal));
-            (principal, limit, decoded)
+            let (writer, limit) = authenticate(state, key.as_deref()).await?;
+            let decoded = segment::decode(&envelope, message_type, &received_by(&writer));
+            (writer, limit, decoded)
         }
         Dialect::Posthog => {
             let envelope = posthog::envelope(&json).map_err(capture_error)?;
-            let (principal, limit) = authenticate(state, envelope.api_key.as_deref()).await?;
-            let decoded = posthog::decode(&envelope, &received_by(&principal));
-            (principal, limit, decoded)
+            let (writer, limit) = authenticate(state, envelope.api_key.as_deref()).await?;
+            let decoded = posthog::decode(&envelope, &received_by(&writer));
+            (writer, limit, decoded)
         }
     };
-    enqueue(state, &principal, dialect, decoded).await?;
+    enqueue(state, &writer, dialect, decoded).await?;
     Ok(limit)
 }
 
@@ -222,10 +220,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 
 /// Resolves the write key and spends one ingestion token of its bucket; a refusal
 /// carries the bucket's `X-RateLimit-*` headers, like a management one.
-async fn authenticate(
-    state: &AppState,
-    key: Option<&str>,
-) -> Result<(Principal, Decision), ApiError> {
+async fn authenticate(state: &AppState, key: Option<&str>) -> Result<(Writer, Decision), ApiError> {
     let key = key.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
@@ -233,7 +228,8 @@ async fn authenticate(
         )
         .with_field("writeKey")
     })?;
-    let principal = authenticate_write_key(state, key).await?;
+    let writer = authenticate_write_key(state, key).await?;
+    let principal = &writer.principal;
     let limits = Limits::resolve(
         &state.config.rate_limit,
         &principal.rate_limit,
@@ -255,22 +251,19 @@ async fn authenticate(
         )
         .with_rate_limit(decision));
     }
-    Ok((principal, decision))
+    Ok((writer, decision))
 }
 
 async fn enqueue(
     state: &AppState,
-    principal: &Principal,
+    writer: &Writer,
     dialect: Dialect,
     decoded: Decoded,
 ) -> Result<(), ApiError> {
-    let project = principal
-        .project_id()
-        .expect("write keys belong to a project");
     if !decoded.warnings.is_empty() {
         state.events.warnings.record(
-            principal.organization_id(),
-            project,
+            writer.principal.organization_id(),
+            writer.project,
             dialect,
             decoded.warnings,
         );

@@ -3,7 +3,7 @@
 //! stored. Revocation takes effect on the next request.
 
 use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{ApiKey, KeyGrant};
+use appizer_core::tenancy::{ApiKey, KeyAccess, KeyGrant};
 use appizer_core::{KeyId, ProjectId, Role};
 use appizer_storage::metadata::KeyScope;
 use axum::extract::State;
@@ -41,10 +41,10 @@ pub struct KeyView {
 impl From<ApiKey> for KeyView {
     fn from(k: ApiKey) -> Self {
         Self {
+            kind: k.kind(),
+            role: k.role(),
             id: k.id,
             name: k.name,
-            kind: k.kind,
-            role: k.role,
             display_prefix: k.display_prefix,
             created_at: k.created_at,
             created_by: k.created_by,
@@ -125,7 +125,8 @@ pub async fn create_key(
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let name = validate_name("name", &body.name)?;
     let kind = body.kind.unwrap_or(KeyKind::Secret);
-    match (kind, body.role) {
+    let project = caller.project(&state, project_id).await?;
+    let access = match (kind, body.role) {
         (KeyKind::Secret, None) => {
             return Err(ApiError::invalid(
                 "role",
@@ -135,15 +136,18 @@ pub async fn create_key(
         (KeyKind::Write, Some(_)) => {
             return Err(ApiError::invalid("role", "a write key has no role"))
         }
-        _ => {}
-    }
-    let project = caller.project(&state, project_id).await?;
+        (KeyKind::Secret, Some(role)) => KeyAccess::ProjectSecret {
+            project: project.id,
+            role,
+        },
+        (KeyKind::Write, None) => KeyAccess::Write {
+            project: project.id,
+        },
+    };
     let (key, plaintext) = ApiKey::issue(
         KeyGrant {
             organization_id: project.organization_id,
-            project_id: Some(project.id),
-            kind,
-            role: body.role,
+            access,
             name,
             created_by: Some(caller.principal.key_id()),
         },
@@ -154,7 +158,7 @@ pub async fn create_key(
         "key.create",
         "key",
         key.id,
-        serde_json::json!({ "name": key.name, "kind": kind, "role": key.role }),
+        serde_json::json!({ "name": key.name, "kind": kind, "role": key.role() }),
     );
     state.store.create_key(&key, &audit).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey::new(key, plaintext))))

@@ -2,8 +2,9 @@
 //! zone, rate limit overrides) and delete projects.
 
 use appizer_core::config::RateLimitConfig;
-use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{is_valid_timezone, ApiKey, KeyGrant, Project, RateLimitOverride};
+use appizer_core::tenancy::{
+    is_valid_timezone, ApiKey, KeyAccess, KeyGrant, Project, RateLimitOverride,
+};
 use appizer_core::ProjectId;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -224,9 +225,9 @@ pub async fn create_project(
     let (write_key, plaintext) = ApiKey::issue(
         KeyGrant {
             organization_id: project.organization_id,
-            project_id: Some(project.id),
-            kind: KeyKind::Write,
-            role: None,
+            access: KeyAccess::Write {
+                project: project.id,
+            },
             name: "Default write key".into(),
             created_by: Some(caller.principal.key_id()),
         },

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::event::{Dialect, IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{Actor, ApiKey, AuditEntry, NewAuditEntry, Project, ProjectSettings};
+use appizer_core::tenancy::{
+    Actor, ApiKey, AuditEntry, KeyAccess, NewAuditEntry, Project, ProjectSettings,
+};
 use appizer_core::{DefinitionId, KeyId, OrganizationId, PersonId, ProjectId, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -149,18 +151,26 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
     let project_id: Option<String> = row.try_get("project_id")?;
     let created_by: Option<String> = row.try_get("created_by")?;
     let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    let id = parse_id(&row.try_get::<String, _>("id")?, "key id")?;
+    let project = project_id.map(|p| parse_id(&p, "project id")).transpose()?;
+    let kind =
+        KeyKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("key kind `{kind}`")))?;
+    let role = role
+        .map(|r| {
+            r.parse::<Role>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()?;
+    let access = KeyAccess::from_parts(kind, project, role).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "key {id}: a {} key with project {project:?} and role {role:?}",
+            kind.as_str()
+        ))
+    })?;
     Ok(ApiKey {
-        id: parse_id(&row.try_get::<String, _>("id")?, "key id")?,
+        id,
         organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
-        project_id: project_id.map(|p| parse_id(&p, "project id")).transpose()?,
-        kind: KeyKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("key kind `{kind}`")))?,
-        role: role
-            .map(|r| {
-                r.parse::<Role>()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .transpose()?,
+        access,
         name: row.try_get("name")?,
         display_prefix: row.try_get("display_prefix")?,
         key_hash: row.try_get("key_hash")?,
@@ -223,9 +233,9 @@ async fn insert_key(conn: &mut AnyConnection, k: &ApiKey) -> Result<(), StoreErr
     )
     .bind(k.id.to_string())
     .bind(k.organization_id.to_string())
-    .bind(k.project_id.map(|p| p.to_string()))
-    .bind(k.kind.as_str())
-    .bind(k.role.map(|r| r.as_str()))
+    .bind(k.project_id().map(|p| p.to_string()))
+    .bind(k.kind().as_str())
+    .bind(k.role().map(|r| r.as_str()))
     .bind(&k.name)
     .bind(&k.display_prefix)
     .bind(&k.key_hash)
@@ -689,7 +699,7 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn create_key(&self, key: &ApiKey, audit: &NewAuditEntry) -> Result<(), StoreError> {
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        if let Some(project) = key.project_id {
+        if let Some(project) = key.project_id() {
             // The project must exist in the key's organisation and not be deleted.
             let found = sqlx::query(
                 "SELECT id FROM projects \
