@@ -251,13 +251,9 @@ async fn malformed_queries_name_the_field_and_limits_answer_422() {
     let capped = TestServer::start_with(|c| c.analytics.sql_max_answer_bytes = 1 << 20).await;
     let capped_api = Client::new(&capped);
     let capped_sql = format!("/api/v1/projects/{}/query/sql", capped.keys.project_id);
-    let a = capped_api
-        .post(
-            &capped_sql,
-            &capped.keys.admin_key,
-            sql("SELECT repeat('x', 3000000) AS s"),
-        )
-        .await;
+    let capped_query =
+        |query: &str| capped_api.post(&capped_sql, &capped.keys.admin_key, sql(query));
+    let a = capped_query("SELECT repeat('x', 3000000) AS s").await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", a.body);
     assert!(
         a.body["error"]["message"]
@@ -267,13 +263,7 @@ async fn malformed_queries_name_the_field_and_limits_answer_422() {
         "{:?}",
         a.body
     );
-    let a = capped_api
-        .post(
-            &capped_sql,
-            &capped.keys.admin_key,
-            sql("SELECT repeat('x', 300000) AS s"),
-        )
-        .await;
+    let a = capped_query("SELECT repeat('x', 300000) AS s").await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!(a.body["rows"][0]["s"].as_str().map(str::len), Some(300_000));
     capped.stop().await;

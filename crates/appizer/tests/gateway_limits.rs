@@ -519,19 +519,11 @@ async fn a_refused_post_keeps_its_connection_and_ingestion_429s_carry_the_limit(
     assert_eq!(statuses, ["200", "429", "429"]);
 
     let api = Client::new(&server);
-    let url = format!("{}/v1/batch", server.base_url);
     let batch = json!({"batch": [{"type": "track", "event": "e", "userId": "u"}]});
-    let send = || {
-        api.http
-            .post(&url)
-            .basic_auth(&server.keys.write_key, Some(""))
-            .json(&batch)
-            .send()
-    };
-    let accepted = send().await.unwrap();
+    let accepted = api.send_batch(&server.keys.write_key, &batch).await;
     assert_eq!(accepted.status(), StatusCode::OK);
     assert_eq!(accepted.headers()["x-ratelimit-limit"], "1");
-    let refused = send().await.unwrap();
+    let refused = api.send_batch(&server.keys.write_key, &batch).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     for header in [
         "x-ratelimit-limit",

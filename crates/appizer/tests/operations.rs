@@ -34,15 +34,7 @@ async fn health_readiness_and_metrics_by_matched_route() {
             .status,
         StatusCode::OK
     );
-    let text = api
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics_text().await;
     assert!(
         text.contains(r#"appizer_http_requests_total{method="GET",route="/api/v1/projects/{project_id}",status="200"}"#),
         "labelled by the route template, not the raw path:\n{text}"
@@ -98,29 +90,14 @@ async fn a_flush_that_keeps_failing_makes_readyz_name_it_until_it_recovers() {
     let batch = serde_json::json!({"batch": [
         {"type": "track", "userId": "u", "event": "kept", "messageId": "h1"},
         {"type": "track", "userId": "u", "event": "kept", "messageId": "h2"}]});
-    let sent = api
-        .http
-        .post(server.url("/v1/batch"))
-        .basic_auth(&server.keys.write_key, Some(""))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
+    let sent = api.send_batch(&server.keys.write_key, &batch).await;
     assert_eq!(sent.status(), StatusCode::OK);
 
     let unready = readiness_until(&api, |a| a.status == StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(unready.error_field(), "flush", "{:?}", unready.body);
     let message = unready.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("consecutive failures"), "{message}");
-    let metrics = api
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     assert!(
         metrics.contains(r#"appizer_component_healthy{component="flush"} 0"#),
         "{metrics}"

@@ -87,6 +87,29 @@ impl Client {
         self.call(Method::POST, path, key, Some(body)).await
     }
 
+    /// Posts a Segment batch body to `/v1/batch` with `write_key` as the Basic user.
+    pub async fn send_batch(&self, write_key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/batch", self.base_url))
+            .basic_auth(write_key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .expect("request sent")
+            .text()
+            .await
+            .expect("body read")
+    }
+
     /// Creates a project with the organisation admin key; returns its id.
     pub async fn create_project(&self, admin_key: &str, name: &str) -> String {
         let a = self
