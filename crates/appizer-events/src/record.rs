@@ -4,8 +4,8 @@
 //! Layout (little endian): the tag byte `1`, the event count (u32), then per event the
 //! fields in [`Event`] order. Text is a u32 byte length and UTF-8 bytes; an optional
 //! field is a presence byte (0 or 1) then the value; a time is microseconds since the
-//! epoch (i64); ids are 16 bytes. Records of earlier versions are JSON arrays of events
-//! (first byte `[`) and are still read.
+//! epoch (i64); ids are 16 bytes. This is the one record format: any other first byte
+//! is refused.
 
 use appizer_core::event::{Dialect, Event, MessageType};
 use appizer_core::json::JsonObject;
@@ -90,7 +90,6 @@ pub fn decode_record(payload: &[u8]) -> Result<Vec<Event>, RecordError> {
             rest: &payload[1..],
         }
         .events(),
-        Some(b'[') => serde_json::from_slice(payload).map_err(|e| RecordError(e.to_string())),
         _ => Err(RecordError("unknown record tag".into())),
     }
 }
@@ -314,10 +313,14 @@ mod tests {
     }
 
     #[test]
-    fn json_records_of_earlier_versions_are_read() {
-        let events = events();
-        let legacy = serde_json::to_vec(&events).unwrap();
-        assert_eq!(decode_record(&legacy).unwrap(), events);
+    fn a_record_of_another_format_is_refused() {
+        let json = serde_json::to_vec(&events()).unwrap();
+        assert!(
+            decode_record(&json).is_err(),
+            "JSON records are no format of this queue"
+        );
+        assert!(decode_record(&[2, 0, 0, 0, 0]).is_err());
+        assert!(decode_record(&[]).is_err());
     }
 
     #[test]

@@ -3,17 +3,55 @@
 //! request survives a crash; consumers commit the offset below which everything is
 //! safely stored elsewhere, and space below it is reclaimed. Embedded backend: a
 //! segmented append-only log ([`log::DurableLog`]); scale-out backend: a NATS JetStream
-//! stream ([`nats::NatsQueue`]). `tests/queue_conformance.rs` runs one suite on both.
+//! stream ([`nats::NatsQueue`]), chosen by the URL's scheme ([`QueueBackend`]).
+//! `tests/queue_conformance.rs` runs one suite on both.
+//!
+//! Each backend is a folder of the same files: `mod.rs` (the backend and its trait
+//! implementation), `config.rs`, `errors.rs` (how its failures become
+//! [`QueueError`]s), `tests.rs`, and the parts of its own (the log's segment format,
+//! writer, reader and recovery; the JetStream reader).
 
 pub mod log;
 pub mod nats;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use log::{DurableLog, LogConfig};
 pub use nats::{NatsConfig, NatsQueue};
+
+/// Which queue a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// The embedded log: empty or `file:` (the default directory), `file:///path` or
+    /// `file:/path` (that directory).
+    Log { dir: Option<PathBuf> },
+    /// NATS JetStream: `nats://` or `tls://` (the URL as given).
+    Nats { url: String },
+}
+
+impl QueueBackend {
+    pub fn from_url(url: &str) -> Result<Self, QueueError> {
+        if url.is_empty() {
+            return Ok(Self::Log { dir: None });
+        }
+        if let Some(rest) = url.strip_prefix("file:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            return Ok(Self::Log {
+                dir: (!path.is_empty()).then(|| PathBuf::from(path)),
+            });
+        }
+        if url.starts_with("nats://") || url.starts_with("tls://") {
+            return Ok(Self::Nats { url: url.into() });
+        }
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        Err(QueueError::Unavailable(format!(
+            "no queue backend for `{scheme}:`: use file: (or nothing) for the embedded log, nats:// for JetStream"
+        )))
+    }
+}
 
 /// A record read back: its offset and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,4 +122,39 @@ pub trait QueueReader: Send {
     /// Up to `max` records; waits up to `wait` when none are available (then returns
     /// an empty batch).
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_chosen_by_the_scheme() {
+        assert_eq!(
+            QueueBackend::from_url("").unwrap(),
+            QueueBackend::Log { dir: None }
+        );
+        assert_eq!(
+            QueueBackend::from_url("file:").unwrap(),
+            QueueBackend::Log { dir: None }
+        );
+        for url in ["file:///srv/queue", "file:/srv/queue"] {
+            assert_eq!(
+                QueueBackend::from_url(url).unwrap(),
+                QueueBackend::Log {
+                    dir: Some("/srv/queue".into())
+                }
+            );
+        }
+        let nats = "nats://user:pw@10.0.0.7:4222,nats://10.0.0.8:4222";
+        assert_eq!(
+            QueueBackend::from_url(nats).unwrap(),
+            QueueBackend::Nats { url: nats.into() }
+        );
+        let e = QueueBackend::from_url("kafka://user:pw@x:9092").unwrap_err();
+        assert!(
+            e.to_string().contains("`kafka:`") && !e.to_string().contains("pw"),
+            "{e}"
+        );
+    }
 }

@@ -9,59 +9,31 @@
 //! syncs its files to disk only every `sync_interval` (2 minutes by default): for
 //! durability against power loss, run three replicas or set `sync_interval: always`.
 
+mod config;
+mod errors;
+mod reader;
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
 
-use super::{EventQueue, QueueError, QueueReader, QueueStats, Record};
+pub use config::NatsConfig;
 
-/// Where the queue lives and how it is kept.
-#[derive(Debug, Clone)]
-pub struct NatsConfig {
-    /// `nats://host:port` (several comma-separated for a cluster; `tls://` for TLS).
-    pub url: String,
-    /// The JetStream stream; created when missing, its limits updated when present.
-    pub stream: String,
-    /// Copies JetStream keeps of each record (1, or 3 on a cluster).
-    pub replicas: usize,
-    /// Appends are refused (`QueueError::Full`) while the stream holds this many bytes.
-    pub max_disk_bytes: u64,
-    /// How long opening waits for the server, and each request for its answer.
-    pub timeout: Duration,
-}
-
-impl NatsConfig {
-    pub fn new(url: impl Into<String>, stream: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            stream: stream.into(),
-            replicas: 1,
-            max_disk_bytes: 10 << 30,
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// The one subject the stream holds.
-    pub fn subject(&self) -> String {
-        format!("appizer.queue.{}", self.stream)
-    }
-}
+use super::{EventQueue, QueueError, QueueReader, QueueStats};
+use errors::{is_over_budget, unavailable};
+use reader::NatsReader;
 
 /// Records a consumer asks the server for at once: bounds what a reader holds in
 /// memory to this many records (each at most the server's `max_payload`).
-const PULL_BATCH: i64 = 128;
+pub(super) const PULL_BATCH: i64 = 128;
 
 /// Bytes JetStream stores per message beyond its payload (subject, sequence, time,
 /// checksum), to estimate `disk_bytes` between refreshes.
 const MESSAGE_OVERHEAD: u64 = 64;
-
-fn unavailable(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Unavailable(e.to_string())
-}
 
 /// The JetStream queue. See the module documentation.
 pub struct NatsQueue {
@@ -172,19 +144,6 @@ fn committed_from(state: &stream::State) -> u64 {
     }
 }
 
-/// Whether JetStream refused a message for the stream's byte limit.
-fn is_over_budget(e: &jetstream::context::PublishError) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(api) = s.downcast_ref::<jetstream::Error>() {
-            return api.to_string().contains("maximum bytes exceeded")
-                || api.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED;
-        }
-        source = s.source();
-    }
-    false
-}
-
 #[async_trait]
 impl EventQueue for NatsQueue {
     async fn append(&self, payload: Vec<u8>) -> Result<u64, QueueError> {
@@ -256,86 +215,5 @@ impl EventQueue for NatsQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.client.flush().await.map_err(unavailable)
-    }
-}
-
-/// Reads the stream in order through an ordered consumer: an ephemeral consumer the
-/// client recreates from the next sequence whenever it misses one.
-struct NatsReader {
-    stream: stream::Stream<()>,
-    subject: String,
-    end: Arc<AtomicU64>,
-    next: u64,
-    messages: Option<consumer::pull::Ordered>,
-}
-
-impl NatsReader {
-    async fn messages(&mut self) -> Result<&mut consumer::pull::Ordered, QueueError> {
-        if self.messages.is_none() {
-            let consumer = self
-                .stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: self.subject.clone(),
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: self.next + 1,
-                    },
-                    max_batch: PULL_BATCH,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-            self.messages = Some(consumer.messages().await.map_err(unavailable)?);
-        }
-        Ok(self.messages.as_mut().expect("just set"))
-    }
-
-    /// The delivered messages as records, leaving out any below the reader's offset.
-    fn records(&mut self, delivered: Vec<jetstream::Message>) -> Result<Vec<Record>, QueueError> {
-        let mut out = Vec::with_capacity(delivered.len());
-        let mut next = self.next;
-        for message in delivered {
-            let offset = message.info().map_err(unavailable)?.stream_sequence - 1;
-            if offset >= next {
-                next = offset + 1;
-                out.push(Record {
-                    offset,
-                    payload: message.message.payload.to_vec(),
-                });
-            }
-        }
-        self.next = next;
-        self.end.fetch_max(next, Ordering::AcqRel);
-        Ok(out)
-    }
-}
-
-#[async_trait]
-impl QueueReader for NatsReader {
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError> {
-        let batch = self.read(max, wait).await;
-        if batch.is_err() {
-            // The next call starts a new consumer at the first record not returned.
-            self.messages = None;
-        }
-        batch
-    }
-}
-
-impl NatsReader {
-    async fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, QueueError> {
-        let messages = self.messages().await?;
-        let first = match tokio::time::timeout(wait, messages.next()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(None) => return Err(QueueError::Closed),
-            Ok(Some(m)) => m.map_err(unavailable)?,
-        };
-        let mut delivered = vec![first];
-        while delivered.len() < max {
-            match messages.next().now_or_never() {
-                Some(Some(m)) => delivered.push(m.map_err(unavailable)?),
-                Some(None) | None => break,
-            }
-        }
-        self.records(delivered)
     }
 }
