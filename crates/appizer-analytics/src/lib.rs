@@ -8,7 +8,12 @@
 //! person merges, splits and deletions applied ([`scope::Scope::actor`]). Plans filter,
 //! bucket and aggregate; what needs each person's ordered events (funnels) or set of
 //! active periods (retention, stickiness, lifecycle) streams the reduced rows into Rust.
-//! Each query runs under a memory pool and a time limit from [`AnalyticsConfig`].
+//! Each query runs under a memory pool and a time limit from [`AnalyticsConfig`]: the
+//! pool ([`pool`]) counts the plan's operators, the query's own structures
+//! (`Scope::hold`) and the text its SQL functions build ([`charged`]). Parquet footers
+//! and statistics are cached across queries, and answers by query and data version
+//! (the event store's, person store's and definitions' change counters of this node,
+//! and the minute).
 
 pub mod activity;
 mod charged;

@@ -2,6 +2,10 @@
 //! with a grouping set for the whole range, so distinct persons over the range come
 //! from the same scan as the per-bucket values. Counts, sums, minima and maxima over
 //! the range are combined from the buckets instead, without the second grouping.
+//! Percentiles are exact, from gathered values. Counts of events without conditions
+//! come from the files' rollups ([`FromRollups`]), the buffer and scans of the partial
+//! quarter hours at the range's ends; once a person was deleted, only files rewritten
+//! since count by rollup, and the rest are scanned.
 
 use std::collections::HashMap;
 

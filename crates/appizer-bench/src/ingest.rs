@@ -188,7 +188,7 @@ fn spawn_serve(
     if let Some((url, stream)) = nats {
         command
             .env("APPIZER_INGEST__QUEUE_URL", url)
-            .env("APPIZER_INGEST__QUEUE_STREAM", stream);
+            .env("APPIZER_INGEST__NATS__STREAM", stream);
     }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

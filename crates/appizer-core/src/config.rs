@@ -147,20 +147,19 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// The durable queue: empty = the embedded log in `data_dir/queue`;
-    /// `nats://HOST:PORT` (comma-separated for a cluster) = a NATS JetStream stream,
+    /// The durable queue, chosen by scheme: empty or `file:` = the embedded log in
+    /// `data_dir/queue` (`file:///path` = in that directory); `nats://HOST:PORT`
+    /// (comma-separated for a cluster; `tls://` for TLS) = a NATS JetStream stream,
     /// shared by every node pointed at it.
     pub queue_url: SecretString,
-    /// The JetStream stream's name (letters, digits, `_`, `-`); created when missing.
-    pub queue_stream: String,
-    /// Copies JetStream keeps of each record: 1, or 3 on a cluster.
-    pub queue_replicas: usize,
     /// The durable queue refuses new events (503) while its records take more than this
-    /// (the embedded log's disk also holds the current segment's unwritten rest and up to two spare
-    /// segments: at most three times `queue_segment_bytes` more).
+    /// (the embedded log's disk also holds the current segment's unwritten rest and up
+    /// to two spare segments: at most three times `log.segment_bytes` more).
     pub queue_max_disk_bytes: u64,
-    /// Size of a queue segment file: allocated in full when it starts, closed when full.
-    pub queue_segment_bytes: u64,
+    /// Settings of the embedded log.
+    pub log: LogQueueConfig,
+    /// Settings of the queue on NATS JetStream.
+    pub nats: NatsQueueConfig,
     /// Buffered events that trigger a flush to Parquet.
     pub flush_rows: usize,
     /// Age of the oldest buffered event that triggers a flush to Parquet.
@@ -190,6 +189,44 @@ pub struct IngestConfig {
     /// faster than zstd for about 8 % more disk in all.
     pub parquet_key_compression: ParquetCompression,
 }
+
+/// `[ingest.log]`: the embedded log's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogQueueConfig {
+    /// Size of a segment file: allocated in full when it starts, closed when full.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogQueueConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[ingest.nats]`: the JetStream queue's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsQueueConfig {
+    /// The JetStream stream's name (letters, digits, `_`, `-`); created when missing.
+    pub stream: String,
+    /// Copies JetStream keeps of each record: 1, or 3 on a cluster.
+    pub replicas: usize,
+}
+
+impl Default for NatsQueueConfig {
+    fn default() -> Self {
+        Self {
+            stream: "APPIZER_EVENTS".into(),
+            replicas: 1,
+        }
+    }
+}
+
+/// The schemes `ingest.queue_url` may have (or be empty).
+pub const QUEUE_SCHEMES: [&str; 3] = ["file:", "nats://", "tls://"];
 
 /// Whether `name` can name the queue's JetStream stream: letters, digits, `_` and `-`
 /// (JetStream forbids dots, wildcards and spaces; the subject is built from it).
@@ -241,10 +278,9 @@ impl Default for IngestConfig {
             max_body_bytes: crate::event::MAX_BATCH_BYTES,
             trusted_proxies: Vec::new(),
             queue_url: SecretString::default(),
-            queue_stream: "APPIZER_EVENTS".into(),
-            queue_replicas: 1,
             queue_max_disk_bytes: 10 << 30,
-            queue_segment_bytes: 64 << 20,
+            log: LogQueueConfig::default(),
+            nats: NatsQueueConfig::default(),
             flush_rows: 50_000,
             flush_interval_ms: 10_000,
             dedup_window_hours: 24,
@@ -489,23 +525,23 @@ impl Config {
         }
         let queue_url = self.ingest.queue_url.expose();
         if !(queue_url.is_empty()
-            || ["nats://", "tls://"]
+            || QUEUE_SCHEMES
                 .iter()
                 .any(|scheme| queue_url.starts_with(scheme)))
         {
             return invalid(
                 "ingest.queue_url",
-                "must be empty (the embedded log) or nats://HOST:PORT",
+                "must be empty or file: (the embedded log), or nats://HOST:PORT",
             );
         }
-        if !is_stream_name(&self.ingest.queue_stream) {
+        if !is_stream_name(&self.ingest.nats.stream) {
             return invalid(
-                "ingest.queue_stream",
+                "ingest.nats.stream",
                 "must be letters, digits, `_` and `-` only",
             );
         }
-        if !(1..=5).contains(&self.ingest.queue_replicas) {
-            return invalid("ingest.queue_replicas", "must be between 1 and 5");
+        if !(1..=5).contains(&self.ingest.nats.replicas) {
+            return invalid("ingest.nats.replicas", "must be between 1 and 5");
         }
         let url = self.database_url.expose();
         let known = ["sqlite:", "postgres://", "postgresql://"];
@@ -656,14 +692,12 @@ ingest_burst = {ingest_burst}
 max_body_bytes = {ingest_max_body_bytes}
 # Peers whose X-Forwarded-For header is believed for the client IP, e.g. ["10.0.0.5"].
 trusted_proxies = []
-# The durable event queue: empty = the embedded log under data_dir; "nats://HOST:4222"
-# = a NATS JetStream stream shared by every node (see README, "Configure it").
+# The durable event queue, by scheme: empty or "file:" = the embedded log under
+# data_dir ("file:///path" = in that directory); "nats://HOST:4222" = a NATS JetStream
+# stream shared by every node (see README, "Configure it").
 queue_url = ""
-queue_stream = "{queue_stream}"
-queue_replicas = {queue_replicas}
 # The durable event queue refuses new events (503 + Retry-After) past this many bytes.
 queue_max_disk_bytes = {queue_max_disk_bytes}
-queue_segment_bytes = {queue_segment_bytes}
 # Buffered events are written to Parquet at this many rows or this age, whichever first.
 flush_rows = {flush_rows}
 flush_interval_ms = {flush_interval_ms}
@@ -684,6 +718,16 @@ parquet_compression = "{parquet_compression}"
 # Codec of the columns nearly every query reads (timestamp, event, distinct_id,
 # person_id): "lz4_raw" (the default) decodes several times faster than zstd.
 parquet_key_compression = "{parquet_key_compression}"
+
+[ingest.log]
+# The embedded log's segment files: allocated in full when they start, closed when full.
+segment_bytes = {segment_bytes}
+
+[ingest.nats]
+# The JetStream stream (letters, digits, `_`, `-`); created when missing.
+stream = "{stream}"
+# Copies JetStream keeps of each record: 1, or 3 on a cluster.
+replicas = {replicas}
 
 [users]
 # Distinct ids cached for identity resolution, per generation (up to twice this are held).
@@ -737,10 +781,10 @@ format = "text"
         ingest_per_second = d.rate_limit.ingest_per_second,
         ingest_burst = d.rate_limit.ingest_burst,
         ingest_max_body_bytes = d.ingest.max_body_bytes,
-        queue_stream = d.ingest.queue_stream,
-        queue_replicas = d.ingest.queue_replicas,
         queue_max_disk_bytes = d.ingest.queue_max_disk_bytes,
-        queue_segment_bytes = d.ingest.queue_segment_bytes,
+        segment_bytes = d.ingest.log.segment_bytes,
+        stream = d.ingest.nats.stream,
+        replicas = d.ingest.nats.replicas,
         flush_rows = d.ingest.flush_rows,
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,
@@ -935,14 +979,14 @@ mod tests {
                 "ingest.queue_url",
             ),
             (
-                "APPIZER_INGEST__QUEUE_STREAM",
+                "APPIZER_INGEST__NATS__STREAM",
                 "events.v1",
-                "ingest.queue_stream",
+                "ingest.nats.stream",
             ),
             (
-                "APPIZER_INGEST__QUEUE_REPLICAS",
+                "APPIZER_INGEST__NATS__REPLICAS",
                 "0",
-                "ingest.queue_replicas",
+                "ingest.nats.replicas",
             ),
         ] {
             let err = Config::load(None, dir.path(), [(key, value)]).unwrap_err();

@@ -3,6 +3,17 @@
 //! A queue offset is committed only after the events below it are in catalogued
 //! Parquet files; after a crash the workers resume after the last catalogued offset,
 //! so each acknowledged event is stored exactly once.
+//!
+//! The workers run as two tasks: one reads and decodes the queue a step ahead
+//! ([`Pipeline::read_ahead`]: nothing is marked seen there; after a short step it
+//! lingers `step_linger` for more records; each event's context is read there once,
+//! `Event::remember_context`, for person updates and the Arrow columns), the other
+//! drops duplicates, resolves persons, buffers (a big step's Arrow batches built on
+//! every core) and starts flushes. Decoding, enrichment, Parquet writing and
+//! compaction run on `appizer-storage::background` threads at a lower priority than
+//! request handling (on Linux `SCHED_IDLE` by default, `ingest.worker_sched_idle`;
+//! niceness `ingest.worker_nice`). The consumer, the flush and compaction report each
+//! pass to the health registry ([`PIPELINE`], [`FLUSH`], [`COMPACTION`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,7 +23,9 @@ use appizer_gateway::state::EventServices;
 use appizer_gateway::AppState;
 use appizer_storage::background::{Background, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
-use appizer_storage::queue::{DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue};
+use appizer_storage::queue::{
+    DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue, QueueBackend,
+};
 use appizer_storage::{open_metadata_store, MetadataStore};
 use appizer_users::{Identity, IdentityConfig};
 use tokio::net::TcpListener;
@@ -42,33 +44,37 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore
         .context("cannot open the metadata store")
 }
 
-/// Opens the durable event queue the config names: the embedded log under `data_dir`,
-/// or the NATS JetStream stream of `ingest.queue_url`.
+/// Opens the durable event queue `ingest.queue_url` names: the embedded log (under
+/// `data_dir/queue` unless the URL names a directory), or a NATS JetStream stream.
 /// The embedded log reads a backlog on `background`'s threads.
 pub async fn open_queue(
     config: &Config,
     background: &Background,
 ) -> anyhow::Result<Arc<dyn EventQueue>> {
     let ingest = &config.ingest;
-    if ingest.queue_url.is_empty() {
-        let log = DurableLog::open(LogConfig {
-            segment_bytes: ingest.queue_segment_bytes,
-            max_disk_bytes: ingest.queue_max_disk_bytes,
-            long_reads: Some(background.clone()),
-            ..LogConfig::new(config.data_dir.join("queue"))
-        })
-        .context("cannot open the event queue")?;
-        return Ok(Arc::new(log));
+    match QueueBackend::from_url(ingest.queue_url.expose())? {
+        QueueBackend::Log { dir } => {
+            let log = DurableLog::open(LogConfig {
+                segment_bytes: ingest.log.segment_bytes,
+                max_disk_bytes: ingest.queue_max_disk_bytes,
+                long_reads: Some(background.clone()),
+                ..LogConfig::new(dir.unwrap_or_else(|| config.data_dir.join("queue")))
+            })
+            .context("cannot open the event queue")?;
+            Ok(Arc::new(log))
+        }
+        QueueBackend::Nats { url } => {
+            let nats = NatsQueue::open(NatsConfig {
+                replicas: ingest.nats.replicas,
+                max_disk_bytes: ingest.queue_max_disk_bytes,
+                ..NatsConfig::new(url, &ingest.nats.stream)
+            })
+            .await
+            .context("cannot open the NATS JetStream event queue")?;
+            tracing::info!(stream = %ingest.nats.stream, "event queue on NATS JetStream");
+            Ok(Arc::new(nats))
+        }
     }
-    let nats = NatsQueue::open(NatsConfig {
-        replicas: ingest.queue_replicas,
-        max_disk_bytes: ingest.queue_max_disk_bytes,
-        ..NatsConfig::new(ingest.queue_url.expose(), &ingest.queue_stream)
-    })
-    .await
-    .context("cannot open the NATS JetStream event queue")?;
-    tracing::info!(stream = %ingest.queue_stream, "event queue on NATS JetStream");
-    Ok(Arc::new(nats))
 }
 
 /// Every component of a running server: the gateway's state and the background tasks

@@ -413,14 +413,7 @@ async fn live_stream_and_counters_see_events_at_once() {
         {"type": "track", "userId": "v", "event": "Signed Up", "messageId": "s2"}
     ]});
     let sent = Instant::now();
-    let answer = api
-        .http
-        .post(server.url("/v1/batch"))
-        .basic_auth(&server.keys.write_key, Some(""))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let answer = api.send_batch(&server.keys.write_key, &body).await;
     assert_eq!(answer.status(), StatusCode::OK);
 
     let mut text = String::new();
@@ -737,7 +730,7 @@ async fn with_the_queue_on_jetstream_a_request_larger_than_a_message_lands_whole
     let stream = common::test_stream();
     let server = TestServer::start_with(|c| {
         c.ingest.queue_url = appizer_core::secret::SecretString::new(url.as_str());
-        c.ingest.queue_stream = stream.clone();
+        c.ingest.nats.stream = stream.clone();
         // Larger than a JetStream message (1 MB by default), so it goes as several.
         c.ingest.max_body_bytes = 4 << 20;
     })
