@@ -121,6 +121,15 @@ pub struct QueryProject {
     pub timezone: String,
 }
 
+impl QueryProject {
+    pub fn of(project: &appizer_core::tenancy::Project) -> Self {
+        Self {
+            id: project.id,
+            timezone: project.timezone.clone(),
+        }
+    }
+}
+
 /// Answers analytics queries for every project.
 pub struct Engine {
     events: Arc<EventStore>,

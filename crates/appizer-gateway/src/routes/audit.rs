@@ -2,7 +2,6 @@
 //! first, paged by entry id.
 
 use appizer_core::tenancy::{Actor, AuditEntry};
-use appizer_core::ProjectId;
 use appizer_storage::metadata::AuditScope;
 use axum::extract::State;
 use axum::Json;
@@ -10,9 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::Caller;
+use super::CallerProject;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// Entries per page by default and at most.
@@ -82,8 +81,7 @@ pub struct AuditQuery {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -93,7 +91,6 @@ pub async fn list_audit(
             format!("must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let project = caller.project(&state, project_id).await?;
     let entries = state
         .store
         .list_audit(

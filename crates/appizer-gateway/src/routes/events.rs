@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::event::Event;
-use appizer_core::ProjectId;
 use appizer_storage::events::{list_events, Cursor, EventFilter, StoredEvent};
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
-use super::Caller;
+use super::CallerProject;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// Events per page by default and at most.
@@ -116,12 +115,10 @@ fn event_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
         (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<EventPage>> {
     let mut filter = event_filter(query.as_deref())?;
-    let project = caller.project(&state, project_id).await?;
     filter.overrides = Some(std::sync::Arc::new(
         state.store.persons().overrides(project.id).await?,
     ));
@@ -159,11 +156,9 @@ pub struct LiveQuery {
         (status = 404, body = ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
     ApiQuery(query): ApiQuery<LiveQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let project = caller.project(&state, project_id).await?;
     let keep = move |e: &Event| {
         e.project_id == project.id
             && query.event.as_ref().is_none_or(|n| &e.event == n)
@@ -286,8 +281,7 @@ fn parse_window(text: &str) -> Option<i64> {
         (status = 404, body = ErrorBody)))]
 pub async fn counts(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiQuery(query): ApiQuery<CountsQuery>,
 ) -> ApiResult<Json<EventCounts>> {
     let minutes = match &query.last {
@@ -295,7 +289,6 @@ pub async fn counts(
         Some(text) => parse_window(text)
             .ok_or_else(|| ApiError::invalid("last", "must be <n>m or <n>h, from 1m to 24h"))?,
     };
-    let project = caller.project(&state, project_id).await?;
     let now_minute = Utc::now().timestamp().div_euclid(60);
     let from_minute = now_minute - minutes + 1;
     let minute_time = |m: i64| DateTime::from_timestamp(m * 60, 0).unwrap_or_default();
@@ -360,15 +353,13 @@ pub struct WarningQuery {
         (status = 404, body = ErrorBody)))]
 pub async fn warnings(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiQuery(query): ApiQuery<WarningQuery>,
 ) -> ApiResult<Json<WarningPage>> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
     }
-    let project = caller.project(&state, project_id).await?;
     let entries = state
         .store
         .list_ingestion_warnings(project.organization_id, project.id, query.before, limit + 1)

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{validate_name, Caller};
+use super::{validate_name, CallerProject};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -97,10 +97,8 @@ pub struct CreateKey {
         (status = 404, body = ErrorBody)))]
 pub async fn list_keys(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
 ) -> ApiResult<Json<KeyList>> {
-    let project = caller.project(&state, project_id).await?;
     let keys = state
         .store
         .list_keys(KeyScope::Project(project.organization_id, project.id))
@@ -119,13 +117,11 @@ pub async fn list_keys(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let name = validate_name("name", &body.name)?;
     let kind = body.kind.unwrap_or(KeyKind::Secret);
-    let project = caller.project(&state, project_id).await?;
     let access = match (kind, body.role) {
         (KeyKind::Secret, None) => {
             return Err(ApiError::invalid(
@@ -171,10 +167,9 @@ pub async fn create_key(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, key_id)): ApiPath<(ProjectId, KeyId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, key_id)): ApiPath<(ProjectId, KeyId)>,
 ) -> ApiResult<StatusCode> {
-    let project = caller.project(&state, project_id).await?;
     let audit = caller.audit(
         Some(project.id),
         "key.revoke",

@@ -14,7 +14,7 @@ pub mod saved;
 
 use appizer_core::tenancy::{Actor, NewAuditEntry, Project};
 use appizer_core::ProjectId;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use chrono::Utc;
 
@@ -79,6 +79,33 @@ impl Caller {
             .get_project(self.principal.organization_id(), id)
             .await?
             .ok_or_else(|| ApiError::not_found("project"))
+    }
+}
+
+/// The route's project (`{project_id}`), read from the caller's organisation: 404 when
+/// it has no such project. The access middleware has already refused a project key of
+/// another project; this is the one place a handler gets its project from.
+#[derive(Debug, Clone)]
+pub struct CallerProject {
+    pub caller: Caller,
+    pub project: Project,
+}
+
+impl FromRequestParts<AppState> for CallerProject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("project"))?;
+        let id: ProjectId = params
+            .iter()
+            .find(|(name, _)| *name == "project_id")
+            .and_then(|(_, value)| value.parse().ok())
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        let project = caller.project(state, id).await?;
+        Ok(Self { caller, project })
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::Caller;
+use super::{Caller, CallerProject};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -313,12 +313,10 @@ async fn changed(
         (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<PersonPage>> {
     let mut filter = person_filter(query.as_deref())?;
-    let project = caller.project(&state, project_id).await?;
     let limit = filter.limit;
     filter.limit = limit + 1;
     let mut found = state
@@ -352,12 +350,10 @@ pub async fn list(
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn upsert(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
     ApiJson(body): ApiJson<UpsertPerson>,
 ) -> ApiResult<(StatusCode, Json<PersonView>)> {
     validate_id("distinct_id", &body.distinct_id)?;
-    let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     let now = Utc::now();
     let proposed = PersonId::new();
@@ -423,10 +419,9 @@ pub async fn upsert(
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
 ) -> ApiResult<Json<PersonView>> {
-    let project = caller.project(&state, project_id).await?;
     Ok(Json(with_events(&state, project.id, person_id).await?))
 }
 
@@ -462,10 +457,9 @@ async fn with_events(
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
 pub async fn by_distinct_id(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, distinct_id)): ApiPath<(ProjectId, String)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, distinct_id)): ApiPath<(ProjectId, String)>,
 ) -> ApiResult<Json<PersonView>> {
-    let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     let found = persons
         .lookup(project.id, std::slice::from_ref(&distinct_id))
@@ -485,11 +479,10 @@ pub async fn by_distinct_id(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    let project = caller.project(&state, project_id).await?;
     let deleted = state
         .store
         .persons()
@@ -519,12 +512,11 @@ pub async fn delete(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add_distinct_id(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<AddDistinctId>,
 ) -> ApiResult<Json<PersonView>> {
     validate_id("distinct_id", &body.distinct_id)?;
-    let project = caller.project(&state, project_id).await?;
     let person = existing(&state, project.id, person_id).await?;
     let persons = state.store.persons();
     let have = persons.distinct_ids(project.id, person_id).await?.len();
@@ -566,10 +558,9 @@ pub async fn add_distinct_id(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove_distinct_id(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id, distinct_id)): ApiPath<(ProjectId, PersonId, String)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, person_id, distinct_id)): ApiPath<(ProjectId, PersonId, String)>,
 ) -> ApiResult<Json<PersonView>> {
-    let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     if persons.distinct_ids(project.id, person_id).await?.len() < 2 {
         existing(&state, project.id, person_id).await?;
@@ -604,8 +595,8 @@ pub async fn remove_distinct_id(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn merge(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<MergeRequest>,
 ) -> ApiResult<Json<PersonView>> {
     if body.source_person_id == person_id {
@@ -614,7 +605,6 @@ pub async fn merge(
             "must be another person than the one merged into",
         ));
     }
-    let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     let total = persons.distinct_ids(project.id, person_id).await?.len()
         + persons
@@ -662,11 +652,10 @@ pub async fn merge(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn split(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<SplitRequest>,
 ) -> ApiResult<Json<PersonView>> {
-    let project = caller.project(&state, project_id).await?;
     let persons = state.store.persons();
     let log = persons.merge_log(project.id, person_id).await?;
     // The log is newest first: without an id, the newest merge not yet undone.
@@ -704,10 +693,9 @@ pub async fn split(
     responses((status = 200, body = MergeLog), (status = 404, body = ErrorBody)))]
 pub async fn merges(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, person_id)): ApiPath<(ProjectId, PersonId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
 ) -> ApiResult<Json<MergeLog>> {
-    let project = caller.project(&state, project_id).await?;
     let merges = state
         .store
         .persons()

@@ -14,9 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::keys::CreatedKey;
-use super::{validate_name, Caller};
+use super::{validate_name, Caller, CallerProject};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::ApiJson;
 use crate::state::AppState;
 
 /// The largest rate or burst a project may set.
@@ -261,10 +261,8 @@ pub async fn create_project(
     responses((status = 200, body = ProjectView), (status = 404, body = ErrorBody)))]
 pub async fn get_project(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
 ) -> ApiResult<Json<ProjectView>> {
-    let project = caller.project(&state, id).await?;
     Ok(Json(ProjectView::new(project, &state.config.rate_limit)))
 }
 
@@ -279,11 +277,12 @@ pub async fn get_project(
         (status = 404, body = ErrorBody)))]
 pub async fn update_project(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    CallerProject {
+        caller,
+        mut project,
+    }: CallerProject,
     ApiJson(body): ApiJson<UpdateProject>,
 ) -> ApiResult<Json<ProjectView>> {
-    let mut project = caller.project(&state, id).await?;
     let mut changes = serde_json::Map::new();
     if let Some(name) = &body.name {
         project.name = validate_name("name", name)?;
@@ -306,11 +305,17 @@ pub async fn update_project(
         return Ok(Json(ProjectView::new(project, &state.config.rate_limit)));
     }
     project.updated_at = Utc::now();
-    let audit = caller.audit(Some(id), "project.update", "project", id, changes.into());
+    let audit = caller.audit(
+        Some(project.id),
+        "project.update",
+        "project",
+        project.id,
+        changes.into(),
+    );
     if !state.store.update_project(&project, &audit).await? {
         return Err(ApiError::not_found("project"));
     }
-    state.keys.evict_project(id);
+    state.keys.evict_project(project.id);
     Ok(Json(ProjectView::new(project, &state.config.rate_limit)))
 }
 
@@ -321,25 +326,23 @@ pub async fn update_project(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_project(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
 ) -> ApiResult<StatusCode> {
-    let project = caller.project(&state, id).await?;
     let audit = caller.audit(
-        Some(id),
+        Some(project.id),
         "project.delete",
         "project",
-        id,
+        project.id,
         serde_json::json!({ "name": project.name }),
     );
     let deleted = state
         .store
-        .delete_project(project.organization_id, id, Utc::now(), &audit)
+        .delete_project(project.organization_id, project.id, Utc::now(), &audit)
         .await?;
     if !deleted {
         return Err(ApiError::not_found("project"));
     }
-    state.keys.evict_project(id);
+    state.keys.evict_project(project.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,14 +10,13 @@ use appizer_analytics::{
     RetentionQuery, RetentionResult, StickinessQuery, StickinessResult, TrendsQuery, TrendsResult,
 };
 use appizer_core::error_code::ErrorCode;
-use appizer_core::ProjectId;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 
-use super::Caller;
+use super::CallerProject;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::ApiJson;
 use crate::state::AppState;
 
 impl From<AnalyticsError> for ApiError {
@@ -34,14 +33,6 @@ impl From<AnalyticsError> for ApiError {
     }
 }
 
-async fn scope(state: &AppState, caller: &Caller, id: ProjectId) -> Result<QueryProject, ApiError> {
-    let project = caller.project(state, id).await?;
-    Ok(QueryProject {
-        id: project.id,
-        timezone: project.timezone,
-    })
-}
-
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/query/trends", tag = "analytics", operation_id = "query_trends",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid)),
@@ -50,16 +41,14 @@ async fn scope(state: &AppState, caller: &Caller, id: ProjectId) -> Result<Query
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn trends(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<TrendsQuery>,
 ) -> ApiResult<Json<TrendsResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .trends(&project, &body, Utc::now())
+            .trends(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }
@@ -72,16 +61,14 @@ pub async fn trends(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn funnels(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<FunnelQuery>,
 ) -> ApiResult<Json<FunnelResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .funnel(&project, &body, Utc::now())
+            .funnel(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }
@@ -94,16 +81,14 @@ pub async fn funnels(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn retention(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<RetentionQuery>,
 ) -> ApiResult<Json<RetentionResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .retention(&project, &body, Utc::now())
+            .retention(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }
@@ -116,16 +101,14 @@ pub async fn retention(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn stickiness(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<StickinessQuery>,
 ) -> ApiResult<Json<StickinessResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .stickiness(&project, &body, Utc::now())
+            .stickiness(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }
@@ -138,16 +121,14 @@ pub async fn stickiness(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<LifecycleQuery>,
 ) -> ApiResult<Json<LifecycleResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .lifecycle(&project, &body, Utc::now())
+            .lifecycle(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }
@@ -160,13 +141,15 @@ pub async fn lifecycle(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn sql(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<SqlRequest>,
 ) -> ApiResult<Json<SqlResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
-        state.events.analytics.sql(&project, &body.query).await?,
+        state
+            .events
+            .analytics
+            .sql(&QueryProject::of(&project), &body.query)
+            .await?,
     ))
 }
 
@@ -178,16 +161,14 @@ pub async fn sql(
         (status = 404, body = ErrorBody)))]
 pub async fn explain(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
     ApiJson(body): ApiJson<ExplainRequest>,
 ) -> ApiResult<Json<ExplainResult>> {
-    let project = scope(&state, &caller, project_id).await?;
     Ok(Json(
         state
             .events
             .analytics
-            .explain(&project, &body, Utc::now())
+            .explain(&QueryProject::of(&project), &body, Utc::now())
             .await?,
     ))
 }

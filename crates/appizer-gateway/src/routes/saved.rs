@@ -13,6 +13,7 @@ use appizer_analytics::{
     TrendsResult,
 };
 use appizer_core::definition::{Definition, DefinitionKind};
+use appizer_core::tenancy::Project;
 use appizer_core::{DefinitionId, PersonId, ProjectId};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{validate_name, Caller};
+use super::{validate_name, Caller, CallerProject};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
@@ -206,18 +207,6 @@ fn description(text: Option<String>) -> Result<String, ApiError> {
     Ok(text)
 }
 
-async fn query_project(
-    state: &AppState,
-    caller: &Caller,
-    id: ProjectId,
-) -> Result<QueryProject, ApiError> {
-    let project = caller.project(state, id).await?;
-    Ok(QueryProject {
-        id: project.id,
-        timezone: project.timezone,
-    })
-}
-
 async fn definition(
     state: &AppState,
     project: ProjectId,
@@ -263,10 +252,8 @@ fn segment_view(d: Definition) -> Result<SegmentView, ApiError> {
     responses((status = 200, body = MetricList), (status = 404, body = ErrorBody)))]
 pub async fn list_metrics(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
 ) -> ApiResult<Json<MetricList>> {
-    let project = caller.project(&state, project_id).await?;
     let metrics = state
         .store
         .list_definitions(project.id, DefinitionKind::Metric)
@@ -285,8 +272,7 @@ pub async fn list_metrics(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_metric(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
     ApiJson(body): ApiJson<NewMetric>,
 ) -> ApiResult<(StatusCode, Json<MetricView>)> {
     let name = validate_name("name", &body.name)?;
@@ -297,7 +283,6 @@ pub async fn create_metric(
         properties: body.properties,
     };
     metric.check()?;
-    let project = caller.project(&state, project_id).await?;
     let now = Utc::now();
     let d = Definition {
         id: DefinitionId::new(),
@@ -328,10 +313,9 @@ pub async fn create_metric(
     responses((status = 200, body = MetricView), (status = 404, body = ErrorBody)))]
 pub async fn get_metric(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<Json<MetricView>> {
-    let project = caller.project(&state, project_id).await?;
     let d = definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
     Ok(Json(metric_view(d)?))
 }
@@ -344,11 +328,10 @@ pub async fn get_metric(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update_metric(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
     ApiJson(body): ApiJson<MetricChange>,
 ) -> ApiResult<Json<MetricView>> {
-    let project = caller.project(&state, project_id).await?;
     let mut d = definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
     let mut metric = MetricDefinition::from_definition(&d)?;
     if let Some(name) = body.name {
@@ -388,27 +371,19 @@ pub async fn update_metric(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_metric(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<StatusCode> {
-    delete(
-        &state,
-        &caller,
-        project_id,
-        DefinitionKind::Metric,
-        metric_id,
-    )
-    .await
+    delete(&state, &caller, &project, DefinitionKind::Metric, metric_id).await
 }
 
 async fn delete(
     state: &AppState,
     caller: &Caller,
-    project_id: ProjectId,
+    project: &Project,
     kind: DefinitionKind,
     id: DefinitionId,
 ) -> ApiResult<StatusCode> {
-    let project = caller.project(state, project_id).await?;
     let audit = caller.audit(
         Some(project.id),
         &format!("{}.delete", kind.as_str()),
@@ -434,11 +409,11 @@ async fn delete(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn evaluate_metric(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, metric_id)): ApiPath<(ProjectId, DefinitionId)>,
     ApiJson(body): ApiJson<EvaluateMetric>,
 ) -> ApiResult<Json<TrendsResult>> {
-    let project = query_project(&state, &caller, project_id).await?;
+    let project = QueryProject::of(&project);
     definition(&state, project.id, DefinitionKind::Metric, metric_id).await?;
     let query = TrendsQuery {
         series: vec![Series {
@@ -468,10 +443,8 @@ pub async fn evaluate_metric(
     responses((status = 200, body = SegmentList), (status = 404, body = ErrorBody)))]
 pub async fn list_segments(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { project, .. }: CallerProject,
 ) -> ApiResult<Json<SegmentList>> {
-    let project = caller.project(&state, project_id).await?;
     let segments = state
         .store
         .list_definitions(project.id, DefinitionKind::Segment)
@@ -608,8 +581,7 @@ fn check_segment(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_segment(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(project_id): ApiPath<ProjectId>,
+    CallerProject { caller, project }: CallerProject,
     ApiJson(body): ApiJson<NewSegment>,
 ) -> ApiResult<(StatusCode, Json<SegmentSaved>)> {
     let name = validate_name("name", &body.name)?;
@@ -620,7 +592,7 @@ pub async fn create_segment(
         &body.distinct_ids,
         body.funnel_dropped.is_some(),
     )?;
-    let project = query_project(&state, &caller, project_id).await?;
+    let project = QueryProject::of(&project);
     let source = match (&body.condition, body.funnel_dropped, body.distinct_ids) {
         (Some(c), _, _) => Source::Condition(c.clone()),
         (None, Some(funnel), _) => Source::Funnel(funnel),
@@ -662,10 +634,9 @@ pub async fn create_segment(
     responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)))]
 pub async fn get_segment(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<Json<SegmentView>> {
-    let project = caller.project(&state, project_id).await?;
     let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
     Ok(Json(segment_view(d)?))
 }
@@ -678,11 +649,11 @@ pub async fn get_segment(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_segment(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
     ApiJson(body): ApiJson<SegmentChange>,
 ) -> ApiResult<Json<SegmentSaved>> {
-    let project = query_project(&state, &caller, project_id).await?;
+    let project = QueryProject::of(&project);
     let mut d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
     let mut segment = SegmentBody::from_definition(&d)?;
     if let Some(name) = body.name {
@@ -742,13 +713,13 @@ pub async fn update_segment(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_segment(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { caller, project }: CallerProject,
+    ApiPath((_, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<StatusCode> {
     delete(
         &state,
         &caller,
-        project_id,
+        &project,
         DefinitionKind::Segment,
         segment_id,
     )
@@ -761,10 +732,10 @@ pub async fn delete_segment(
     responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn refresh_segment(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<Json<SegmentView>> {
-    let project = query_project(&state, &caller, project_id).await?;
+    let project = QueryProject::of(&project);
     let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
     state
         .events
@@ -781,8 +752,8 @@ pub async fn refresh_segment(
     responses((status = 200, body = MemberPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn segment_persons(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, segment_id)): ApiPath<(ProjectId, DefinitionId)>,
     ApiQuery(query): ApiQuery<MemberQuery>,
 ) -> ApiResult<Json<MemberPage>> {
     let limit = query.limit.unwrap_or(DEFAULT_MEMBERS_PAGE);
@@ -799,7 +770,6 @@ pub async fn segment_persons(
                 .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
         })
         .transpose()?;
-    let project = caller.project(&state, project_id).await?;
     let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
     let mut persons = state.store.segment_members(d.id, after, limit + 1).await?;
     let next_cursor = (persons.len() > limit as usize).then(|| {
@@ -818,10 +788,9 @@ pub async fn segment_persons(
     responses((status = 200, body = Membership), (status = 404, body = ErrorBody)))]
 pub async fn segment_person(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((project_id, segment_id, person_id)): ApiPath<(ProjectId, DefinitionId, PersonId)>,
+    CallerProject { project, .. }: CallerProject,
+    ApiPath((_, segment_id, person_id)): ApiPath<(ProjectId, DefinitionId, PersonId)>,
 ) -> ApiResult<Json<Membership>> {
-    let project = caller.project(&state, project_id).await?;
     let d = definition(&state, project.id, DefinitionKind::Segment, segment_id).await?;
     Ok(Json(Membership {
         member: state.store.is_segment_member(d.id, person_id).await?,
