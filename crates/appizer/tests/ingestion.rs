@@ -280,15 +280,16 @@ async fn bad_requests_are_refused_and_bad_messages_become_warnings() {
         (StatusCode::BAD_REQUEST, "invalid_json")
     );
     // A body in an encoding the server does not decode is 415, not "invalid JSON".
-    let brotli = Client::answer(
-        api.http
-            .post(server.url("/v1/batch"))
-            .basic_auth(key, Some(""))
-            .header("content-encoding", "br")
-            .body(vec![0x1b, 0x2f, 0x00, 0x00])
-            .send()
-            .await
-            .unwrap(),
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    );
+    let authorized = [("authorization", basic.as_str())];
+    let brotli = post_raw(
+        &api,
+        server.url("/v1/batch"),
+        vec![0x1b, 0x2f, 0x00, 0x00],
+        &[authorized[0], ("content-encoding", "br")],
     )
     .await;
     assert_eq!(
@@ -302,16 +303,7 @@ async fn bad_requests_are_refused_and_bad_messages_become_warnings() {
     // Valid JSON that is no object is refused whatever its shape.
     for root in ["[[1]]", "[1,2,3]"] {
         for route in ["/v1/batch", "/v1/track"] {
-            let refused = Client::answer(
-                api.http
-                    .post(server.url(route))
-                    .basic_auth(key, Some(""))
-                    .body(root)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let refused = post_raw(&api, server.url(route), root.into(), &authorized).await;
             assert_eq!(
                 (refused.status, refused.error_code(), refused.error_field()),
                 (StatusCode::BAD_REQUEST, "validation_failed", "body"),
