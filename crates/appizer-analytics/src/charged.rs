@@ -156,13 +156,6 @@ fn counts(value: &ColumnarValue, rows: usize) -> Vec<usize> {
 /// The most bytes `name` can build from `args` over `rows` rows.
 fn output_bound(name: &str, args: &[ColumnarValue], rows: usize) -> usize {
     let rows = rows.max(1);
-    let inputs: Vec<Vec<usize>> = args.iter().map(|a| text_lengths(a, rows)).collect();
-    let total = |row: usize| -> usize {
-        inputs
-            .iter()
-            .map(|l| l.get(row).copied().unwrap_or(0))
-            .sum()
-    };
     match (name, args) {
         ("repeat", [text, count]) => {
             let texts = text_lengths(text, rows);
@@ -184,7 +177,11 @@ fn output_bound(name: &str, args: &[ColumnarValue], rows: usize) -> usize {
                 sum.saturating_add(t.saturating_add(matches.saturating_mul(to)))
             })
         }
-        _ => (0..rows).fold(0usize, |sum, r| sum.saturating_add(total(r))),
+        // Any other function: the text of all its inputs.
+        _ => args
+            .iter()
+            .flat_map(|a| text_lengths(a, rows))
+            .fold(0usize, usize::saturating_add),
     }
 }
 
