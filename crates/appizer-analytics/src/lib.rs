@@ -33,10 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::config::AnalyticsConfig;
-use appizer_core::ProjectId;
 use appizer_storage::events::{EventStore, EventStoreError};
 use appizer_storage::persons::PersonStore;
-use appizer_storage::{MetadataStore, StoreError};
+use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
@@ -114,17 +113,18 @@ fn shared_caches() -> CacheManagerConfig {
     }
 }
 
-/// The project a query reads, with its time zone (IANA name).
+/// The project a query reads (its scope), with its time zone (IANA name).
 #[derive(Debug, Clone)]
 pub struct QueryProject {
-    pub id: ProjectId,
+    pub scope: ProjectScope,
     pub timezone: String,
 }
 
 impl QueryProject {
-    pub fn of(project: &appizer_core::tenancy::Project) -> Self {
+    /// The project `scope` names, as its store lookup returned it.
+    pub fn of(scope: ProjectScope, project: &appizer_core::tenancy::Project) -> Self {
         Self {
-            id: project.id,
+            scope,
             timezone: project.timezone.clone(),
         }
     }
@@ -247,7 +247,7 @@ impl Engine {
         // Versions are read before the work: a change during it makes a new key.
         let key = format!(
             "{kind}|{}|{}|{}|{}|{}|{}|{}",
-            project.id,
+            project.scope.project(),
             project.timezone,
             self.events.version(),
             self.persons.version(),

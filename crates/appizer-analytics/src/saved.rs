@@ -198,7 +198,7 @@ impl Engine {
             || AnalyticsError::invalid(field, format!("no such {} in this project", kind.as_str()));
         let id: DefinitionId = id.parse().map_err(|_| unknown())?;
         self.meta
-            .get_definition(project.id, kind, id)
+            .get_definition(project.scope, kind, id)
             .await?
             .ok_or_else(unknown)
     }
@@ -215,7 +215,7 @@ impl Engine {
             .await?;
         Ok(self
             .meta
-            .segment_members(d.id, None, u32::MAX)
+            .segment_members(project.scope, d.id, None, u32::MAX)
             .await?
             .into_iter()
             .map(|p| p.to_string())
@@ -394,7 +394,94 @@ async fn performed(
         .collect())
 }
 
+/// Where a segment's members come from.
+#[derive(Debug, Clone)]
+pub enum MemberSource {
+    /// A dynamic segment's condition.
+    Condition(SegmentCondition),
+    /// A static upload: the persons of these distinct ids.
+    DistinctIds(Vec<String>),
+    /// A static segment of the persons who reached the step before `step` of a funnel
+    /// and not `step`.
+    FunnelDropped { funnel: FunnelQuery, step: usize },
+}
+
+/// A segment's members as computed, before they are stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Members {
+    /// Person ids, sorted, without repeats.
+    pub persons: Vec<PersonId>,
+    /// For a static upload: how many distinct ids have no person.
+    pub unknown_distinct_ids: Option<u64>,
+}
+
+/// Distinct ids looked up per query when resolving a static upload.
+const LOOKUP_CHUNK: usize = 1_000;
+
 impl Engine {
+    /// Computes a segment's members from `source`, storing nothing (so a condition or
+    /// a funnel that fails leaves the segment as it was).
+    pub async fn members_of(
+        &self,
+        project: &QueryProject,
+        source: MemberSource,
+        now: DateTime<Utc>,
+    ) -> Result<Members> {
+        match source {
+            MemberSource::Condition(c) => Ok(Members {
+                persons: self.segment_members(project, &c, now).await?,
+                unknown_distinct_ids: None,
+            }),
+            MemberSource::FunnelDropped { funnel, step } => {
+                let mut persons = self
+                    .funnel_dropped(project, &funnel, step, now)
+                    .await
+                    .map_err(|e| match e {
+                        AnalyticsError::Invalid { field, rule } => {
+                            AnalyticsError::invalid(format!("funnel_dropped.{field}"), rule)
+                        }
+                        other => other,
+                    })?;
+                persons.sort();
+                persons.dedup();
+                Ok(Members {
+                    persons,
+                    unknown_distinct_ids: None,
+                })
+            }
+            MemberSource::DistinctIds(mut ids) => {
+                ids.sort();
+                ids.dedup();
+                let (mut persons, mut known) = (Vec::new(), 0usize);
+                for chunk in ids.chunks(LOOKUP_CHUNK) {
+                    let found = self.persons.lookup(project.scope, chunk).await?;
+                    known += found.len();
+                    persons.extend(found.into_values());
+                }
+                persons.sort();
+                persons.dedup();
+                Ok(Members {
+                    persons,
+                    unknown_distinct_ids: Some((ids.len() - known) as u64),
+                })
+            }
+        }
+    }
+
+    /// Stores computed members as the segment's, with their count and time.
+    pub async fn store_members(
+        &self,
+        project: &QueryProject,
+        segment: DefinitionId,
+        members: &Members,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.meta
+            .replace_segment_members(project.scope, segment, &members.persons, now)
+            .await?;
+        Ok(())
+    }
+
     /// Recomputes a dynamic segment's members and stores them; returns their number.
     pub async fn refresh_segment(
         &self,
@@ -406,11 +493,12 @@ impl Engine {
         let Some(condition) = body.condition.filter(|_| body.kind == SegmentKind::Dynamic) else {
             return Ok(segment.member_count.unwrap_or(0));
         };
-        let members = self.segment_members(project, &condition, now).await?;
-        self.meta
-            .replace_segment_members(project.id, segment.id, &members, now)
+        let members = self
+            .members_of(project, MemberSource::Condition(condition), now)
             .await?;
-        Ok(members.len() as u64)
+        self.store_members(project, segment.id, &members, now)
+            .await?;
+        Ok(members.persons.len() as u64)
     }
 
     /// Recomputes every dynamic segment of every project; returns how many were
@@ -418,16 +506,17 @@ impl Engine {
     pub async fn refresh_all_segments(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut done = 0;
         for segment in self.meta.all_definitions(DefinitionKind::Segment).await? {
-            let Some(org) = self.meta.project_organization(segment.project_id).await? else {
+            let Some(scope) = self.meta.project_scope(segment.project_id).await? else {
                 continue;
             };
-            let Some(project) = self.meta.get_project(org, segment.project_id).await? else {
+            let Some((scope, project)) = self
+                .meta
+                .get_project(scope.organization(), scope.project())
+                .await?
+            else {
                 continue;
             };
-            let project = QueryProject {
-                id: project.id,
-                timezone: project.timezone,
-            };
+            let project = QueryProject::of(scope, &project);
             match self.refresh_segment(&project, &segment, now).await {
                 Ok(_) => done += 1,
                 Err(e) => {

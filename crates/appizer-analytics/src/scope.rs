@@ -7,11 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use appizer_core::ProjectId;
 use appizer_storage::events::query::{
     effective_person_udf, json_field_text, json_number_udf, json_text_udf, json_value_text,
 };
 use appizer_storage::persons::PersonOverrides;
+use appizer_storage::ProjectScope;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
@@ -35,7 +35,7 @@ pub struct Scope<'e> {
     pub ctx: SessionContext,
     /// The project as the query named it (id and time zone).
     pub query_project: QueryProject,
-    pub project: ProjectId,
+    pub project: ProjectScope,
     pub tz: Tz,
     pub now: DateTime<Utc>,
     overrides: Arc<PersonOverrides>,
@@ -60,7 +60,7 @@ impl<'e> Scope<'e> {
         project: &QueryProject,
         now: DateTime<Utc>,
     ) -> Result<Scope<'e>> {
-        let overrides = engine.persons.overrides(project.id).await?;
+        let overrides = engine.persons.overrides(project.scope).await?;
         let (ctx, pool) = engine.session()?;
         let held = MemoryConsumer::new("query structures")
             .register(&(pool.clone() as Arc<dyn MemoryPool>));
@@ -70,7 +70,7 @@ impl<'e> Scope<'e> {
             ctx,
             pool,
             query_project: project.clone(),
-            project: project.id,
+            project: project.scope,
             tz: crate::time::zone(&project.timezone),
             now,
             overrides: Arc::new(overrides),

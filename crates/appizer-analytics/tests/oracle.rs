@@ -15,6 +15,7 @@ use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::persons::NewPerson;
+use appizer_storage::testing::Tenant;
 use appizer_storage::{open_metadata_store, MetadataStore};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -82,6 +83,8 @@ async fn world_with(delete: bool) -> World {
     config.flush_rows = usize::MAX;
     let store = Arc::new(EventStore::open(config, meta.clone()).unwrap());
     let (project, other) = (ProjectId::new(), ProjectId::new());
+    let (tenant, scope, _) = Tenant::create(meta.as_ref(), project, TZ).await.unwrap();
+    tenant.add_project(meta.as_ref(), other, TZ).await.unwrap();
     let tz: Tz = TZ.parse().unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let start = utc("2026-10-20T00:00:00Z");
@@ -106,7 +109,7 @@ async fn world_with(delete: bool) -> World {
             });
         }
     }
-    persons.create(project, &new).await.unwrap();
+    persons.create(scope, &new).await.unwrap();
 
     let mut events = Vec::new();
     let mut stored_person: Vec<Option<String>> = Vec::new();
@@ -182,13 +185,14 @@ async fn world_with(delete: bool) -> World {
         );
         persons
             .merge(
-                project,
+                scope,
                 a,
                 b,
                 MergeReason::Identify,
                 None,
                 &PersonDelta::default(),
                 start,
+                None,
             )
             .await
             .unwrap();
@@ -197,7 +201,7 @@ async fn world_with(delete: bool) -> World {
     if delete {
         let deleted = person_of["user7"];
         persons
-            .delete(project, deleted, false, start)
+            .delete(scope, deleted, false, start, None)
             .await
             .unwrap();
         final_of.insert(deleted.to_string(), None);
@@ -216,7 +220,7 @@ async fn world_with(delete: bool) -> World {
         let tier = ["gold", "silver", "bronze"][u % 3];
         delta.properties.set("tier", json!(tier), 0);
         delta.properties.set("age", json!(20 + u), 0);
-        deltas.push((project, p, delta));
+        deltas.push((scope, p, delta));
         let mut props = serde_json::Map::new();
         props.insert("tier".into(), json!(tier));
         props.insert("age".into(), json!(20 + u));
@@ -258,7 +262,7 @@ async fn world_with(delete: bool) -> World {
         meta,
         live,
         project: QueryProject {
-            id: project,
+            scope,
             timezone: TZ.into(),
         },
         facts,
@@ -450,7 +454,7 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
     let whole = (utc("2026-10-20T00:00:00Z"), utc("2026-11-10T00:00:00Z"));
     assert!(
         w.store
-            .counts(w.project.id, whole.0, whole.1, None)
+            .counts(w.project.scope, whole.0, whole.1, None)
             .await
             .unwrap()
             .is_some(),
@@ -460,7 +464,7 @@ async fn event_counts_from_the_files_rollups_match_the_oracle_in_every_zone() {
     for zone in ["America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "UTC"] {
         let tz: Tz = zone.parse().unwrap();
         let project = QueryProject {
-            id: w.project.id,
+            scope: w.project.scope,
             timezone: zone.into(),
         };
         for (r, date_range) in ranges.iter().enumerate() {
@@ -1242,7 +1246,7 @@ async fn save(
 ) -> appizer_core::definition::Definition {
     let d = appizer_core::definition::Definition {
         id: appizer_core::DefinitionId::new(),
-        project_id: w.project.id,
+        project_id: w.project.scope.project(),
         kind,
         name: name.into(),
         description: String::new(),
@@ -1253,7 +1257,7 @@ async fn save(
         updated_at: Utc::now(),
     };
     w.meta
-        .create_definition(&d, &audit(w.project.id))
+        .create_definition(w.project.scope, &d, &audit(w.project.scope.project()))
         .await
         .unwrap();
     d
@@ -1392,7 +1396,7 @@ async fn segments_match_the_oracle_and_filter_queries() {
     let mut changed = looping.clone();
     changed.body = json!({"kind": "dynamic", "condition": itself});
     w.meta
-        .update_definition(&changed, &audit(w.project.id))
+        .update_definition(w.project.scope, &changed, &audit(w.project.scope.project()))
         .await
         .unwrap();
     let e = w
@@ -1609,7 +1613,13 @@ async fn repeated_queries_come_from_the_cache_until_the_data_changes() {
     let at = utc("2026-10-30T12:00:00Z");
     let late = Event {
         message_id: "late".into(),
-        ..Event::new(w.project.id, MessageType::Track, "purchase", "someone", at)
+        ..Event::new(
+            w.project.scope.project(),
+            MessageType::Track,
+            "purchase",
+            "someone",
+            at,
+        )
     };
     w.store.append(vec![late], 99).unwrap();
     let after = w.engine.trends(&w.project, &q, w.now).await.unwrap();
@@ -1622,7 +1632,7 @@ async fn repeated_queries_come_from_the_cache_until_the_data_changes() {
     // A person change, a definition change and another minute each compute again.
     w.meta
         .persons()
-        .set_identified(w.project.id, w.live[0].parse().unwrap())
+        .set_identified(w.project.scope, w.live[0].parse().unwrap())
         .await
         .unwrap();
     w.engine.trends(&w.project, &q, w.now).await.unwrap();

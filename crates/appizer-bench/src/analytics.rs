@@ -35,8 +35,9 @@ use appizer_core::event::{Event, MessageType};
 use appizer_core::json::JsonObject;
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::events::{EventStore, EventStoreConfig};
-use appizer_storage::open_metadata_store;
 use appizer_storage::persons::NewPerson;
+use appizer_storage::testing::Tenant;
+use appizer_storage::{open_metadata_store, MetadataStore, ProjectScope};
 use chrono::{DateTime, Duration as Span, Utc};
 use clap::Args;
 use rand::rngs::StdRng;
@@ -140,13 +141,24 @@ fn segment_project() -> ProjectId {
         .expect("a valid id")
 }
 
+/// The scope of a project the generator created.
+async fn scope_of(meta: &dyn MetadataStore, project: ProjectId) -> anyhow::Result<ProjectScope> {
+    meta.project_scope(project)
+        .await?
+        .with_context(|| format!("project {project} is not in the dataset's metadata"))
+}
+
 /// A second project of `persons` persons (a plan property each) and two events per
 /// 5 persons over 30 days.
 async fn generate_segment_project(dir: &Path, persons: usize) -> anyhow::Result<()> {
     let meta =
         open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
     let store = meta.persons();
+    let tenant = Tenant {
+        organization: scope_of(meta.as_ref(), project()).await?.organization(),
+    };
     let project = segment_project();
+    let (scope, _) = tenant.add_project(meta.as_ref(), project, "UTC").await?;
     let ids: Vec<PersonId> = (0..persons).map(|_| PersonId::new()).collect();
     let mut rng = StdRng::seed_from_u64(7);
     for (chunk_no, chunk) in ids.chunks(5_000).enumerate() {
@@ -160,14 +172,14 @@ async fn generate_segment_project(dir: &Path, persons: usize) -> anyhow::Result<
                 at: start(),
             })
             .collect();
-        store.create(project, &new).await?;
+        store.create(scope, &new).await?;
         let deltas: Vec<_> = chunk
             .iter()
             .map(|p| {
                 let mut delta = appizer_core::person::PersonDelta::default();
                 let plan = PLANS[(rng.random::<f64>().powi(2) * PLANS.len() as f64) as usize];
                 delta.properties.set("plan", serde_json::json!(plan), 0);
-                (project, *p, delta)
+                (scope, *p, delta)
             })
             .collect();
         store.apply_deltas(&deltas, None).await?;
@@ -208,6 +220,7 @@ async fn generate(
         open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
     let store = meta.persons();
     let project = project();
+    let (_, scope, _) = Tenant::create(meta.as_ref(), project, "UTC").await?;
     let ids: Vec<PersonId> = (0..persons).map(|_| PersonId::new()).collect();
     for (chunk_no, chunk) in ids.chunks(1_000).enumerate() {
         let new: Vec<NewPerson> = chunk
@@ -220,7 +233,7 @@ async fn generate(
                 at: start(),
             })
             .collect();
-        store.create(project, &new).await?;
+        store.create(scope, &new).await?;
     }
     let mut config = EventStoreConfig::new(dir.join("events"));
     config.flush_rows = usize::MAX;
@@ -742,7 +755,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
     );
     let engine = Engine::new(events, meta.clone(), config);
     let project = QueryProject {
-        id: project(),
+        scope: scope_of(meta.as_ref(), project()).await?,
         timezone: "UTC".into(),
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -759,7 +772,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
         bail!("no query kind is named {:?}", options.kinds);
     }
     let mut job = serde_json::json!({
-        "files": dir.join("events").join(format!("project={}", project.id)).join("date=*").join("*.parquet").display().to_string(),
+        "files": dir.join("events").join(format!("project={}", project.scope.project())).join("date=*").join("*.parquet").display().to_string(),
         "runs": options.runs,
         "threads": threads,
         "queries": {},
@@ -871,7 +884,7 @@ async fn segment(
 ) -> anyhow::Result<()> {
     use appizer_analytics::saved::SegmentCondition;
     let project = QueryProject {
-        id: segment_project(),
+        scope: scope_of(meta.as_ref(), segment_project()).await?,
         timezone: "UTC".into(),
     };
     let condition: SegmentCondition = serde_json::from_value(serde_json::json!({
@@ -886,7 +899,7 @@ async fn segment(
     let now = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")?.with_timezone(&Utc);
     let definition = appizer_core::definition::Definition {
         id: appizer_core::DefinitionId::new(),
-        project_id: project.id,
+        project_id: project.scope.project(),
         kind: appizer_core::definition::DefinitionKind::Segment,
         name: format!("bench {}", Utc::now().timestamp_micros()),
         description: String::new(),
@@ -896,10 +909,9 @@ async fn segment(
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
-    let org = appizer_core::OrganizationId::new();
     let audit = appizer_core::tenancy::NewAuditEntry {
-        organization_id: org,
-        project_id: Some(project.id),
+        organization_id: project.scope.organization(),
+        project_id: Some(project.scope.project()),
         actor: appizer_core::tenancy::Actor::Cli,
         action: "segment.create".into(),
         target_type: "segment".into(),
@@ -908,13 +920,14 @@ async fn segment(
         request_id: None,
         at: Utc::now(),
     };
-    meta.create_definition(&definition, &audit).await?;
+    meta.create_definition(project.scope, &definition, &audit)
+        .await?;
     let mut baseline = Vec::new();
     let mut times = Vec::new();
     let mut members = 0;
     for _ in 0..runs.max(1) {
         let started = Instant::now();
-        let rows = meta.persons().property_table(project.id).await?;
+        let rows = meta.persons().property_table(project.scope).await?;
         baseline.push(started.elapsed());
         drop(rows);
         let started = Instant::now();
@@ -925,13 +938,13 @@ async fn segment(
     println!(
         "\nSegment over {} persons ({members} members): recomputed and stored in {:.2} s (p50 of {}), \
          reading the persons alone {:.2} s; ratio {:.2}",
-        meta.persons().property_table(project.id).await?.len(),
+        meta.persons().property_table(project.scope).await?.len(),
         ours.percentile(50.0).as_secs_f64(),
         ours.len(),
         floor.percentile(50.0).as_secs_f64(),
         ours.percentile(50.0).as_secs_f64() / floor.percentile(50.0).as_secs_f64(),
     );
-    meta.delete_definition(project.id, definition.kind, definition.id, &audit)
+    meta.delete_definition(project.scope, definition.kind, definition.id, &audit)
         .await?;
     Ok(())
 }

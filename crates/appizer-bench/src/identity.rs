@@ -20,6 +20,7 @@ use appizer_core::event::{Event, MessageType};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::open_metadata_store;
 use appizer_storage::persons::NewPerson;
+use appizer_storage::testing::Tenant;
 use appizer_users::{Identity, IdentityConfig};
 use chrono::Utc;
 use clap::Args;
@@ -89,6 +90,7 @@ async fn measure(o: Options) -> anyhow::Result<()> {
         open_metadata_store(&format!("sqlite://{}", dir.path().join("m.db").display())).await?;
     let persons = store.persons();
     let project = ProjectId::new();
+    let (_, scope, _) = Tenant::create(store.as_ref(), project, "UTC").await?;
     println!(
         "identity benchmark: {} persons, {} events per pass, cache {} entries per generation",
         o.persons, o.events, o.cache_entries
@@ -106,7 +108,7 @@ async fn measure(o: Options) -> anyhow::Result<()> {
                 at: now,
             })
             .collect();
-        known.extend(persons.create(project, &chunk).await?);
+        known.extend(persons.create(scope, &chunk).await?);
     }
     println!(
         "  store filled with {} persons in {:.1} s",
@@ -153,7 +155,7 @@ async fn measure(o: Options) -> anyhow::Result<()> {
     assert_eq!(found, total);
 
     let identity = Identity::new(
-        persons.clone(),
+        store.clone(),
         IdentityConfig {
             cache_entries: o.cache_entries,
             ..IdentityConfig::default()
@@ -211,17 +213,17 @@ async fn measure(o: Options) -> anyhow::Result<()> {
         let id = user(draw.next(o.persons));
         let ids = [id.clone()];
         let started = Instant::now();
-        let person = persons.lookup(project, &ids).await?[&id];
+        let person = persons.lookup(scope, &ids).await?[&id];
         bare.push(started.elapsed());
         let started = Instant::now();
         let person = persons
-            .lookup(project, &ids)
+            .lookup(scope, &ids)
             .await?
             .get(&id)
             .copied()
             .unwrap_or(person);
-        let row = persons.get(project, person).await?;
-        let distinct = persons.distinct_ids(project, person).await?;
+        let row = persons.get(scope, person).await?;
+        let distinct = persons.distinct_ids(scope, person).await?;
         full.push(started.elapsed());
         assert!(row.is_some() && distinct.contains(&id));
     }

@@ -62,8 +62,9 @@ impl WarningSink {
             let known = self.organizations.lock().get(&w.project_id).copied();
             let organization_id = match known {
                 Some(org) => org,
-                None => match self.store.project_organization(w.project_id).await {
-                    Ok(Some(org)) => {
+                None => match self.store.project_scope(w.project_id).await {
+                    Ok(Some(scope)) => {
+                        let org = scope.organization();
                         self.organizations.lock().insert(w.project_id, org);
                         org
                     }

@@ -208,7 +208,7 @@ async fn load_principal(
     }
     let rate_limit = match key.project_id() {
         Some(project) => match store.get_project(key.organization_id, project).await? {
-            Some(p) => p.settings.rate_limit,
+            Some((_, p)) => p.settings.rate_limit,
             None => return Ok(None), // The project is gone.
         },
         None => RateLimitOverride::default(),

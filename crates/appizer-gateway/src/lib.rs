@@ -32,7 +32,8 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
-use routes::{audit, capture, events, keys, ops, persons, projects, query, saved};
+use routes::metrics as custom_metrics;
+use routes::{audit, capture, events, keys, ops, persons, projects, query, segments};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -92,22 +93,25 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(query::lifecycle))
         .routes(routes!(query::sql))
         .routes(routes!(query::explain))
-        .routes(routes!(saved::list_metrics, saved::create_metric))
         .routes(routes!(
-            saved::get_metric,
-            saved::update_metric,
-            saved::delete_metric
+            custom_metrics::list_metrics,
+            custom_metrics::create_metric
         ))
-        .routes(routes!(saved::evaluate_metric))
-        .routes(routes!(saved::list_segments, saved::create_segment))
         .routes(routes!(
-            saved::get_segment,
-            saved::update_segment,
-            saved::delete_segment
+            custom_metrics::get_metric,
+            custom_metrics::update_metric,
+            custom_metrics::delete_metric
         ))
-        .routes(routes!(saved::refresh_segment))
-        .routes(routes!(saved::segment_persons))
-        .routes(routes!(saved::segment_person))
+        .routes(routes!(custom_metrics::evaluate_metric))
+        .routes(routes!(segments::list_segments, segments::create_segment))
+        .routes(routes!(
+            segments::get_segment,
+            segments::update_segment,
+            segments::delete_segment
+        ))
+        .routes(routes!(segments::refresh_segment))
+        .routes(routes!(segments::segment_persons))
+        .routes(routes!(segments::segment_person))
 }
 
 /// The OpenAPI document of every route the gateway serves.

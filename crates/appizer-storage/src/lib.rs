@@ -8,5 +8,8 @@ pub mod events;
 pub mod metadata;
 pub mod persons;
 pub mod queue;
+pub mod scope;
+pub mod testing;
 
 pub use metadata::{open_metadata_store, Backend, MetadataStore, StoreError};
+pub use scope::ProjectScope;

@@ -20,7 +20,8 @@ use appizer_core::tenancy::{
 };
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
 use appizer_storage::metadata::{AuditScope, Bootstrap, EventFile, KeyScope};
-use appizer_storage::{MetadataStore, StoreError};
+use appizer_storage::testing::Tenant;
+use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn t(secs: i64) -> DateTime<Utc> {
@@ -81,6 +82,8 @@ fn key(
 struct World {
     org: OrganizationId,
     project: Project,
+    /// The project's scope, read back by the lookup requests make.
+    scope: ProjectScope,
     admin: ApiKey,
     write: ApiKey,
 }
@@ -103,9 +106,11 @@ async fn bootstrap(store: &dyn MetadataStore) -> World {
         })
         .await
         .unwrap();
+    let (scope, _) = store.get_project(org.id, p.id).await.unwrap().unwrap();
     World {
         org: org.id,
         project: p,
+        scope,
         admin,
         write,
     }
@@ -119,7 +124,11 @@ mod cases {
         let w = bootstrap(store).await;
         assert!(store.is_initialized().await.unwrap());
         assert_eq!(
-            store.get_project(w.org, w.project.id).await.unwrap(),
+            store
+                .get_project(w.org, w.project.id)
+                .await
+                .unwrap()
+                .map(|(_, p)| p),
             Some(w.project.clone())
         );
         assert_eq!(
@@ -189,7 +198,11 @@ mod cases {
             .await
             .unwrap());
         assert_eq!(
-            store.get_project(w.org, p.id).await.unwrap(),
+            store
+                .get_project(w.org, p.id)
+                .await
+                .unwrap()
+                .map(|(_, p)| p),
             Some(p.clone())
         );
 
@@ -386,7 +399,11 @@ mod cases {
             .is_empty());
         // The project is untouched.
         assert_eq!(
-            store.get_project(w.org, w.project.id).await.unwrap(),
+            store
+                .get_project(w.org, w.project.id)
+                .await
+                .unwrap()
+                .map(|(_, p)| p),
             Some(w.project.clone())
         );
         assert!(!store
@@ -466,7 +483,7 @@ mod cases {
             .await
             .unwrap();
         let page = store
-            .list_ingestion_warnings(w.org, w.project.id, None, 2)
+            .list_ingestion_warnings(w.scope, None, 2)
             .await
             .unwrap();
         let fields: Vec<_> = page.iter().map(|e| e.warning.field.as_str()).collect();
@@ -476,19 +493,19 @@ mod cases {
             warning(w.org, w.project.id, "timestamp", 3)
         );
         let rest = store
-            .list_ingestion_warnings(w.org, w.project.id, Some(page[1].id), 10)
+            .list_ingestion_warnings(w.scope, Some(page[1].id), 10)
             .await
             .unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].warning.field, "event");
-        let foreign = store
-            .list_ingestion_warnings(other_org, w.project.id, None, 10)
+        let all = store
+            .list_ingestion_warnings(w.scope, None, 10)
             .await
             .unwrap();
         assert_eq!(
-            foreign.len(),
-            1,
-            "an organisation sees only its own warnings"
+            all.len(),
+            3,
+            "a scope sees only its organisation's warnings, not another's with the same project id"
         );
     }
 
@@ -513,13 +530,13 @@ mod cases {
             file(other, "2026-11-25", 12),
         ];
         store.add_event_files(&files).await.unwrap();
-        let mine = store.list_event_files(Some(w.project.id)).await.unwrap();
+        let mine = store.list_event_files(w.scope).await.unwrap();
         assert_eq!(
             mine,
             vec![files[1].clone(), files[0].clone()],
             "ordered by date"
         );
-        assert_eq!(store.list_event_files(None).await.unwrap().len(), 3);
+        assert_eq!(store.all_event_files().await.unwrap().len(), 3);
         assert!(matches!(
             store.add_event_files(&files[..1]).await,
             Err(StoreError::Conflict(_))
@@ -537,7 +554,7 @@ mod cases {
             .replace_event_files(std::slice::from_ref(&merged), &[files[0].path.clone()])
             .await
             .unwrap();
-        let mine = store.list_event_files(Some(w.project.id)).await.unwrap();
+        let mine = store.list_event_files(w.scope).await.unwrap();
         assert_eq!(mine, vec![files[1].clone(), merged.clone()]);
         let stale = EventFile {
             path: "project=x/other.parquet".into(),
@@ -549,17 +566,14 @@ mod cases {
                 .await,
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(
-            store.list_event_files(Some(w.project.id)).await.unwrap(),
-            mine
-        );
+        assert_eq!(store.list_event_files(w.scope).await.unwrap(), mine);
     }
 
     pub async fn definitions_and_segment_members_round_trip(store: &dyn MetadataStore) {
         use appizer_core::definition::{Definition, DefinitionKind};
         use appizer_core::{DefinitionId, PersonId};
         let w = bootstrap(store).await;
-        let p = w.project.id;
+        let (p, scope) = (w.project.id, w.scope);
         let metric = Definition {
             id: DefinitionId::new(),
             project_id: p,
@@ -573,7 +587,7 @@ mod cases {
             updated_at: t(10),
         };
         store
-            .create_definition(&metric, &audit(w.org, Some(p), "metric.create", 10))
+            .create_definition(scope, &metric, &audit(w.org, Some(p), "metric.create", 10))
             .await
             .unwrap();
         let twin = Definition {
@@ -582,7 +596,7 @@ mod cases {
         };
         assert!(matches!(
             store
-                .create_definition(&twin, &audit(w.org, Some(p), "metric.create", 11))
+                .create_definition(scope, &twin, &audit(w.org, Some(p), "metric.create", 11))
                 .await,
             Err(StoreError::Conflict(_))
         ));
@@ -594,24 +608,33 @@ mod cases {
             ..metric.clone()
         };
         store
-            .create_definition(&segment, &audit(w.org, Some(p), "segment.create", 12))
+            .create_definition(
+                scope,
+                &segment,
+                &audit(w.org, Some(p), "segment.create", 12),
+            )
             .await
             .unwrap();
         assert_eq!(
             store
-                .list_definitions(p, DefinitionKind::Metric)
+                .list_definitions(scope, DefinitionKind::Metric)
                 .await
                 .unwrap(),
             vec![metric.clone()]
         );
-        let other = ProjectId::new();
+        let (other, _) = Tenant {
+            organization: w.org,
+        }
+        .add_project(store, ProjectId::new(), "UTC")
+        .await
+        .unwrap();
         assert!(store
             .get_definition(other, DefinitionKind::Metric, metric.id)
             .await
             .unwrap()
             .is_none());
         assert!(store
-            .get_definition(p, DefinitionKind::Segment, metric.id)
+            .get_definition(scope, DefinitionKind::Segment, metric.id)
             .await
             .unwrap()
             .is_none());
@@ -623,12 +646,12 @@ mod cases {
             ..metric.clone()
         };
         assert!(store
-            .update_definition(&changed, &audit(w.org, Some(p), "metric.update", 20))
+            .update_definition(scope, &changed, &audit(w.org, Some(p), "metric.update", 20))
             .await
             .unwrap());
         assert_eq!(
             store
-                .get_definition(p, DefinitionKind::Metric, metric.id)
+                .get_definition(scope, DefinitionKind::Metric, metric.id)
                 .await
                 .unwrap(),
             Some(changed.clone())
@@ -637,30 +660,33 @@ mod cases {
         let mut members: Vec<PersonId> = (0..230).map(|_| PersonId::new()).collect();
         members.sort();
         store
-            .replace_segment_members(p, segment.id, &members, t(30))
+            .replace_segment_members(scope, segment.id, &members, t(30))
             .await
             .unwrap();
         store
-            .replace_segment_members(p, segment.id, &members[..120], t(31))
+            .replace_segment_members(scope, segment.id, &members[..120], t(31))
             .await
             .unwrap();
-        let page = store.segment_members(segment.id, None, 100).await.unwrap();
+        let page = store
+            .segment_members(scope, segment.id, None, 100)
+            .await
+            .unwrap();
         assert_eq!(page, members[..100]);
         let rest = store
-            .segment_members(segment.id, Some(page[99]), 100)
+            .segment_members(scope, segment.id, Some(page[99]), 100)
             .await
             .unwrap();
         assert_eq!(rest, members[100..120]);
         assert!(store
-            .is_segment_member(segment.id, members[0])
+            .is_segment_member(scope, segment.id, members[0])
             .await
             .unwrap());
         assert!(!store
-            .is_segment_member(segment.id, members[200])
+            .is_segment_member(scope, segment.id, members[200])
             .await
             .unwrap());
         let saved = store
-            .get_definition(p, DefinitionKind::Segment, segment.id)
+            .get_definition(scope, DefinitionKind::Segment, segment.id)
             .await
             .unwrap()
             .unwrap();
@@ -685,7 +711,7 @@ mod cases {
 
         assert!(store
             .delete_definition(
-                p,
+                scope,
                 DefinitionKind::Segment,
                 segment.id,
                 &audit(w.org, Some(p), "segment.delete", 40)
@@ -693,19 +719,189 @@ mod cases {
             .await
             .unwrap());
         assert!(store
-            .segment_members(segment.id, None, 100)
+            .segment_members(scope, segment.id, None, 100)
             .await
             .unwrap()
             .is_empty());
         assert!(!store
             .delete_definition(
-                p,
+                scope,
                 DefinitionKind::Segment,
                 segment.id,
                 &audit(w.org, Some(p), "segment.delete", 41)
             )
             .await
             .unwrap());
+    }
+
+    /// A scope is made only by a lookup that checks the organisation, and reaches only
+    /// its own project's definitions, segment members, event files and warnings.
+    pub async fn a_scope_reaches_only_its_own_project(store: &dyn MetadataStore) {
+        use appizer_core::definition::{Definition, DefinitionKind};
+        use appizer_core::{DefinitionId, PersonId};
+        let w = bootstrap(store).await;
+        let other_org = OrganizationId::new();
+        assert!(store
+            .get_project(other_org, w.project.id)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.project_scope(w.project.id).await.unwrap(),
+            Some(w.scope)
+        );
+        assert_eq!(w.scope.organization(), w.org);
+        assert_eq!(store.project_scope(ProjectId::new()).await.unwrap(), None);
+        let (theirs, _) = Tenant {
+            organization: w.org,
+        }
+        .add_project(store, ProjectId::new(), "UTC")
+        .await
+        .unwrap();
+        let mine = w.scope;
+
+        // Their segment, with members.
+        let segment = Definition {
+            id: DefinitionId::new(),
+            project_id: theirs.project(),
+            kind: DefinitionKind::Segment,
+            name: "Theirs".into(),
+            description: String::new(),
+            body: serde_json::json!({"kind": "static"}),
+            member_count: None,
+            computed_at: None,
+            created_at: t(1),
+            updated_at: t(1),
+        };
+        let audit_of =
+            |scope: ProjectScope, action: &str| audit(w.org, Some(scope.project()), action, 1);
+        // A definition of their project cannot be written through my scope.
+        assert!(matches!(
+            store
+                .create_definition(mine, &segment, &audit_of(mine, "segment.create"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(store
+            .all_definitions(DefinitionKind::Segment)
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .create_definition(theirs, &segment, &audit_of(theirs, "segment.create"))
+            .await
+            .unwrap();
+        let members = vec![PersonId::new(), PersonId::new()];
+        store
+            .replace_segment_members(theirs, segment.id, &members, t(2))
+            .await
+            .unwrap();
+
+        // Through my scope: nothing to read, nothing to change.
+        assert!(store
+            .list_definitions(mine, DefinitionKind::Segment)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .get_definition(mine, DefinitionKind::Segment, segment.id)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .segment_members(mine, segment.id, None, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!store
+            .is_segment_member(mine, segment.id, members[0])
+            .await
+            .unwrap());
+        assert!(matches!(
+            store
+                .replace_segment_members(mine, segment.id, &[], t(3))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        let renamed = Definition {
+            name: "Mine now".into(),
+            ..segment.clone()
+        };
+        assert!(!store
+            .update_definition(mine, &renamed, &audit_of(mine, "segment.update"))
+            .await
+            .unwrap());
+        assert!(!store
+            .delete_definition(
+                mine,
+                DefinitionKind::Segment,
+                segment.id,
+                &audit_of(mine, "segment.delete")
+            )
+            .await
+            .unwrap());
+
+        // Their rows are as they were.
+        let kept = store
+            .get_definition(theirs, DefinitionKind::Segment, segment.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((kept.name.as_str(), kept.member_count), ("Theirs", Some(2)));
+        let mut stored = store
+            .segment_members(theirs, segment.id, None, 100)
+            .await
+            .unwrap();
+        stored.sort();
+        let mut expected = members.clone();
+        expected.sort();
+        assert_eq!(stored, expected);
+
+        // Event files and warnings of their project stay theirs.
+        store
+            .add_event_files(&[EventFile {
+                path: format!("project={}/date=2026-11-25/a.parquet", theirs.project()),
+                project_id: theirs.project(),
+                date: "2026-11-25".into(),
+                row_count: 1,
+                byte_size: 1,
+                min_timestamp: 0,
+                max_timestamp: 0,
+                max_queue_offset: 1,
+                created_at: t(4),
+                persons_folded_at: None,
+            }])
+            .await
+            .unwrap();
+        assert!(store.list_event_files(mine).await.unwrap().is_empty());
+        assert_eq!(store.list_event_files(theirs).await.unwrap().len(), 1);
+        store
+            .record_ingestion_warnings(&[NewIngestionWarning {
+                organization_id: w.org,
+                project_id: theirs.project(),
+                message_id: None,
+                field: "event".into(),
+                reason: "is required".into(),
+                dialect: Dialect::Segment,
+                at: t(5),
+            }])
+            .await
+            .unwrap();
+        assert!(store
+            .list_ingestion_warnings(mine, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .list_ingestion_warnings(theirs, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     pub async fn ping_answers_until_closed(store: &dyn MetadataStore) {
@@ -728,5 +924,6 @@ all_backends!(
     ingestion_warnings_are_scoped_and_paged,
     event_files_are_catalogued_per_project,
     definitions_and_segment_members_round_trip,
+    a_scope_reaches_only_its_own_project,
     ping_answers_until_closed,
 );

@@ -6,10 +6,15 @@ mod common;
 
 use common::{postgres_store, sqlite_store};
 
-use appizer_core::person::{MergeReason, PersonDelta, PersonProperties};
+use appizer_core::person::{MergeReason, MergeRecord, PersonDelta, PersonProperties};
+use appizer_core::tenancy::{Actor, NewAuditEntry};
 use appizer_core::{PersonId, ProjectId};
-use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
-use appizer_storage::{MetadataStore, StoreError};
+use appizer_storage::metadata::AuditScope;
+use appizer_storage::persons::{
+    Deleted, Identified, NewPerson, PersonFilter, PersonStore, Unlinked,
+};
+use appizer_storage::testing::Tenant;
+use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
@@ -20,7 +25,7 @@ fn t(secs: i64) -> DateTime<Utc> {
 /// Creates one person per distinct id; returns their ids in order.
 async fn people(
     persons: &dyn PersonStore,
-    project: ProjectId,
+    project: ProjectScope,
     ids: &[&str],
     identified: bool,
 ) -> Vec<PersonId> {
@@ -55,7 +60,9 @@ mod cases {
         store: &dyn MetadataStore,
     ) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (tenant, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let first = people(&*persons, project, &["anon-1"], false).await[0];
         let again = people(&*persons, project, &["anon-1"], false).await[0];
         assert_eq!(first, again);
@@ -92,7 +99,10 @@ mod cases {
         assert_eq!(found.len(), 2);
         assert_eq!(found["anon-1"], first);
         // Another project sees none of it.
-        let other = ProjectId::new();
+        let (other, _) = tenant
+            .add_project(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         assert!(persons
             .lookup(other, &["anon-1".into()])
             .await
@@ -103,7 +113,9 @@ mod cases {
 
     pub async fn merge_moves_ids_folds_properties_and_logs(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
             unreachable!()
         };
@@ -134,6 +146,7 @@ mod cases {
                 Some("msg-1"),
                 &PersonDelta::default(),
                 t(10),
+                None,
             )
             .await
             .unwrap();
@@ -178,6 +191,7 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(11),
+                None,
             )
             .await
             .unwrap_err();
@@ -187,7 +201,9 @@ mod cases {
 
     pub async fn merge_chains_lead_to_the_last_survivor(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [a, b, c] = people(&*persons, project, &["a", "b", "c"], false).await[..] else {
             unreachable!()
         };
@@ -200,6 +216,7 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(1),
+                None,
             )
             .await
             .unwrap();
@@ -212,6 +229,7 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(2),
+                None,
             )
             .await
             .unwrap();
@@ -228,7 +246,9 @@ mod cases {
 
     pub async fn split_restores_the_source_its_ids_and_its_events(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
             unreachable!()
         };
@@ -252,11 +272,12 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(5),
+                None,
             )
             .await
             .unwrap();
         let undone = persons
-            .split(project, merge.id, &PersonDelta::default(), t(6))
+            .split(project, merge.id, &PersonDelta::default(), t(6), None)
             .await
             .unwrap()
             .unwrap();
@@ -288,7 +309,7 @@ mod cases {
         assert_eq!(o.effective(user, "user"), Some(user));
         assert_eq!(
             persons
-                .split(project, merge.id, &PersonDelta::default(), t(7))
+                .split(project, merge.id, &PersonDelta::default(), t(7), None)
                 .await
                 .unwrap(),
             None
@@ -299,7 +320,9 @@ mod cases {
 
     pub async fn a_split_gives_back_the_updates_unapplied_at_the_merge(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [anon, user] = people(&*persons, project, &["anon", "user"], false).await[..] else {
             unreachable!()
         };
@@ -319,6 +342,7 @@ mod cases {
                 None,
                 &unapplied,
                 t(5),
+                None,
             )
             .await
             .unwrap();
@@ -335,7 +359,7 @@ mod cases {
             .unwrap();
         assert_eq!(count(persons.get(project, user).await.unwrap()), 2);
         persons
-            .split(project, merge.id, &PersonDelta::default(), t(6))
+            .split(project, merge.id, &PersonDelta::default(), t(6), None)
             .await
             .unwrap()
             .unwrap();
@@ -353,13 +377,14 @@ mod cases {
                 None,
                 &unapplied,
                 t(7),
+                None,
             )
             .await
             .unwrap();
         assert_eq!(merge.source_snapshot.event_count, 3);
         assert_eq!(count(persons.get(project, user).await.unwrap()), 2);
         persons
-            .split(project, merge.id, &unapplied, t(8))
+            .split(project, merge.id, &unapplied, t(8), None)
             .await
             .unwrap()
             .unwrap();
@@ -375,7 +400,9 @@ mod cases {
 
     pub async fn deltas_are_last_write_wins_by_event_time(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let p = people(&*persons, project, &["u"], true).await[0];
         let mut late_old = PersonDelta::default();
         late_old.properties.set("plan", json!("old"), 50);
@@ -404,7 +431,9 @@ mod cases {
 
     pub async fn listing_filters_by_property_and_id_and_pages(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let ids = people(
             &*persons,
             project,
@@ -483,7 +512,9 @@ mod cases {
 
     pub async fn delete_hides_events_and_can_suppress_ids(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
             unreachable!()
         };
@@ -496,11 +527,12 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(1),
+                None,
             )
             .await
             .unwrap();
         let deleted = persons
-            .delete(project, b, true, t(2))
+            .delete(project, b, true, t(2), None)
             .await
             .unwrap()
             .unwrap();
@@ -519,11 +551,14 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(suppressed.len(), 2);
-        assert_eq!(persons.delete(project, b, false, t(3)).await.unwrap(), None);
+        assert_eq!(
+            persons.delete(project, b, false, t(3), None).await.unwrap(),
+            None
+        );
         // Without suppression, the id comes back as a new, visible person.
         let c = people(&*persons, project, &["c"], false).await[0];
         persons
-            .delete(project, c, false, t(4))
+            .delete(project, c, false, t(4), None)
             .await
             .unwrap()
             .unwrap();
@@ -552,7 +587,9 @@ mod cases {
 
     pub async fn removing_an_id_moves_it_and_its_events_to_a_new_person(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [phone, user] = people(&*persons, project, &["phone", "user"], false).await[..] else {
             unreachable!()
         };
@@ -565,22 +602,37 @@ mod cases {
                 None,
                 &PersonDelta::default(),
                 t(1),
+                None,
             )
             .await
             .unwrap();
         assert_eq!(
             persons
-                .remove_distinct_id(project, phone, "user", t(2))
+                .remove_distinct_id(project, phone, "user", t(2), None)
                 .await
                 .unwrap(),
-            None,
+            Unlinked::NotTheirs,
             "not that person's id"
         );
-        let moved = persons
-            .remove_distinct_id(project, user, "phone", t(2))
+        let Unlinked::Moved(moved) = persons
+            .remove_distinct_id(project, user, "phone", t(2), None)
             .await
             .unwrap()
-            .unwrap();
+        else {
+            panic!("the id moves")
+        };
+        // The last id stays.
+        assert_eq!(
+            persons
+                .remove_distinct_id(project, user, "user", t(3), None)
+                .await
+                .unwrap(),
+            Unlinked::OnlyId
+        );
+        assert_eq!(
+            persons.distinct_ids(project, user).await.unwrap(),
+            vec!["user".to_string()]
+        );
         assert_eq!(
             persons.lookup(project, &["phone".into()]).await.unwrap()["phone"],
             moved
@@ -593,20 +645,22 @@ mod cases {
 
     pub async fn linking_an_id_keeps_its_first_owner(store: &dyn MetadataStore) {
         let persons = store.persons();
-        let project = ProjectId::new();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
         let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
             unreachable!()
         };
         assert_eq!(
             persons
-                .add_distinct_id(project, a, "a-2", t(1))
+                .add_distinct_id(project, a, "a-2", t(1), None)
                 .await
                 .unwrap(),
             a
         );
         assert_eq!(
             persons
-                .add_distinct_id(project, b, "a-2", t(1))
+                .add_distinct_id(project, b, "a-2", t(1), None)
                 .await
                 .unwrap(),
             a
@@ -629,6 +683,249 @@ mod cases {
                 .is_identified
         );
     }
+    /// Every person change a caller asks for writes its audit entry in its own
+    /// transaction: an entry built from the outcome when the change lands, none when it
+    /// fails.
+    pub async fn a_change_and_its_audit_entry_land_together(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let (_, project, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let entries = || async {
+            store
+                .list_audit(
+                    AuditScope::Project(project.organization(), project.project()),
+                    None,
+                    100,
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.entry.target_type == "person")
+                .map(|e| (e.entry.action, e.entry.details))
+                .collect::<Vec<_>>()
+        };
+        let merge_audit = |m: &MergeRecord| entry(project, "person.merge", m.id.to_string());
+        let [a, b] = people(&*persons, project, &["a", "b"], false).await[..] else {
+            unreachable!()
+        };
+        // Failed changes: an unknown person to merge, a split of no merge, the last id,
+        // an unknown person to delete, an id of someone else to link.
+        let missing = PersonId::new();
+        assert!(matches!(
+            persons
+                .merge(
+                    project,
+                    missing,
+                    b,
+                    MergeReason::Api,
+                    None,
+                    &PersonDelta::default(),
+                    t(1),
+                    Some(&merge_audit),
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            persons
+                .split(
+                    project,
+                    appizer_core::MergeId::new(),
+                    &PersonDelta::default(),
+                    t(1),
+                    Some(&merge_audit),
+                )
+                .await
+                .unwrap(),
+            None
+        );
+        let unlink_audit =
+            |p: &PersonId| entry(project, "person.remove_distinct_id", p.to_string());
+        assert_eq!(
+            persons
+                .remove_distinct_id(project, a, "a", t(1), Some(&unlink_audit))
+                .await
+                .unwrap(),
+            Unlinked::OnlyId
+        );
+        let delete_audit = |d: &Deleted| entry(project, "person.delete", d.distinct_ids.join(","));
+        assert_eq!(
+            persons
+                .delete(project, missing, false, t(1), Some(&delete_audit))
+                .await
+                .unwrap(),
+            None
+        );
+        let link_audit = |p: &PersonId| entry(project, "person.add_distinct_id", p.to_string());
+        assert_eq!(
+            persons
+                .add_distinct_id(project, a, "b", t(1), Some(&link_audit))
+                .await
+                .unwrap(),
+            b,
+            "the id stays with its owner"
+        );
+        assert_eq!(entries().await, vec![], "no failed change is audited");
+        assert_eq!(persons.distinct_ids(project, a).await.unwrap(), ["a"]);
+
+        // Changes that land, each with its entry, built from what the change did.
+        let merged = persons
+            .merge(
+                project,
+                a,
+                b,
+                MergeReason::Api,
+                None,
+                &PersonDelta::default(),
+                t(2),
+                Some(&merge_audit),
+            )
+            .await
+            .unwrap();
+        let identify_audit = |i: &Identified| {
+            entry(
+                project,
+                if i.created {
+                    "person.create"
+                } else {
+                    "person.update"
+                },
+                i.person.to_string(),
+            )
+        };
+        let new = NewPerson {
+            distinct_id: "c".into(),
+            person_id: PersonId::new(),
+            is_identified: true,
+            at: t(3),
+        };
+        let created = persons
+            .identify(
+                project,
+                &new,
+                &delta(&[], &[("plan", json!("pro"), 3)]),
+                Some(&identify_audit),
+            )
+            .await
+            .unwrap();
+        assert!(created.created);
+        let again = persons
+            .identify(
+                project,
+                &NewPerson {
+                    person_id: PersonId::new(),
+                    ..new.clone()
+                },
+                &delta(&[], &[("plan", json!("team"), 4)]),
+                Some(&identify_audit),
+            )
+            .await
+            .unwrap();
+        assert_eq!((again.person, again.created), (created.person, false));
+        let person = persons.get(project, created.person).await.unwrap().unwrap();
+        assert!(person.is_identified);
+        assert_eq!(person.properties.get("plan"), Some(&json!("team")));
+        let deleted = persons
+            .delete(project, created.person, false, t(5), Some(&delete_audit))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.distinct_ids, ["c"]);
+        let target =
+            |action: &str, target: String| (action.to_string(), json!({ "target": target }));
+        let mut landed = entries().await;
+        landed.reverse();
+        assert_eq!(
+            landed,
+            vec![
+                target("person.merge", merged.id.to_string()),
+                target("person.create", created.person.to_string()),
+                target("person.update", created.person.to_string()),
+                target("person.delete", "c".into()),
+            ]
+        );
+    }
+
+    /// A scope reads and writes only its own project's persons.
+    pub async fn a_scope_never_reaches_another_projects_persons(store: &dyn MetadataStore) {
+        let persons = store.persons();
+        let (tenant, mine, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let (theirs, _) = tenant
+            .add_project(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let [a, b] = people(&*persons, theirs, &["a", "b"], true).await[..] else {
+            unreachable!()
+        };
+        assert!(persons
+            .lookup(mine, &["a".into()])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(persons.get(mine, a).await.unwrap(), None);
+        assert!(persons.distinct_ids(mine, a).await.unwrap().is_empty());
+        let all = PersonFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        assert!(persons.list(mine, &all).await.unwrap().is_empty());
+        assert!(persons.property_table(mine).await.unwrap().is_empty());
+        assert!(matches!(
+            persons
+                .merge(
+                    mine,
+                    a,
+                    b,
+                    MergeReason::Api,
+                    None,
+                    &PersonDelta::default(),
+                    t(1),
+                    None,
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            persons.delete(mine, a, true, t(1), None).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            persons
+                .remove_distinct_id(mine, a, "a", t(1), None)
+                .await
+                .unwrap(),
+            Unlinked::NotTheirs
+        );
+        persons
+            .apply_deltas(&[(mine, a, delta(&[1], &[("x", json!(1), 1)]))], None)
+            .await
+            .unwrap();
+        // Their persons are as they were.
+        let seen = persons.get(theirs, a).await.unwrap().unwrap();
+        assert_eq!((seen.event_count, seen.properties.get("x")), (0, None));
+        assert_eq!(persons.distinct_ids(theirs, a).await.unwrap(), ["a"]);
+        assert_eq!(persons.list(theirs, &all).await.unwrap().len(), 2);
+        assert!(persons.overrides(theirs).await.unwrap().is_empty());
+        assert!(persons.merge_log(theirs, b).await.unwrap().is_empty());
+    }
+}
+
+/// An audit entry whose details name the target, so a test can tell what built it.
+fn entry(scope: ProjectScope, action: &str, target: String) -> NewAuditEntry {
+    NewAuditEntry {
+        organization_id: scope.organization(),
+        project_id: Some(scope.project()),
+        actor: Actor::Cli,
+        action: action.into(),
+        target_type: "person".into(),
+        target_id: target.clone(),
+        details: json!({ "target": target }),
+        request_id: None,
+        at: t(0),
+    }
 }
 
 all_backends!(
@@ -642,4 +939,6 @@ all_backends!(
     delete_hides_events_and_can_suppress_ids,
     removing_an_id_moves_it_and_its_events_to_a_new_person,
     linking_an_id_keeps_its_first_owner,
+    a_change_and_its_audit_entry_land_together,
+    a_scope_never_reaches_another_projects_persons,
 );

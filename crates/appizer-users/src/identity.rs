@@ -31,9 +31,11 @@ use appizer_core::json::raw_string;
 use appizer_core::person::{
     is_placeholder_id, MergeReason, MergeRecord, Person, PersonDelta, ProfileKey,
 };
-use appizer_core::{PersonId, ProjectId};
-use appizer_storage::persons::{NewPerson, PersonFilter, PersonStore};
-use appizer_storage::StoreError;
+use appizer_core::{MergeId, PersonId, ProjectId};
+use appizer_storage::persons::{
+    AuditWith, Deleted, Identified, NewPerson, PersonFilter, PersonStore, Unlinked,
+};
+use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -86,14 +88,14 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
-type Held = HashMap<(ProjectId, PersonId), PersonDelta>;
+type Held = HashMap<(ProjectScope, PersonId), PersonDelta>;
 
 /// The updates held for `key` and not yet in the store: those being applied, then
 /// those pending (the order they reach the store in).
 fn held_deltas<'a>(
     applying: &'a Option<Held>,
     pending: &'a Held,
-    key: &(ProjectId, PersonId),
+    key: &(ProjectScope, PersonId),
 ) -> impl Iterator<Item = &'a PersonDelta> {
     [applying.as_ref().and_then(|a| a.get(key)), pending.get(key)]
         .into_iter()
@@ -101,8 +103,11 @@ fn held_deltas<'a>(
 }
 
 pub struct Identity {
+    meta: Arc<dyn MetadataStore>,
     store: Arc<dyn PersonStore>,
     config: IdentityConfig,
+    /// The scopes of the projects whose events the workers have seen.
+    scopes: Mutex<HashMap<ProjectId, ProjectScope>>,
     cache: Mutex<IdCache>,
     /// Persons known to be identified (cleared when it grows past the cache size).
     identified: Mutex<HashSet<PersonId>>,
@@ -131,10 +136,13 @@ struct Pending {
 }
 
 impl Identity {
-    pub fn new(store: Arc<dyn PersonStore>, config: IdentityConfig) -> Self {
+    /// Identity over the metadata store's persons.
+    pub fn new(meta: Arc<dyn MetadataStore>, config: IdentityConfig) -> Self {
         Self {
-            store,
+            store: meta.persons(),
+            meta,
             config,
+            scopes: Mutex::new(HashMap::new()),
             cache: Mutex::new(IdCache::new(config.cache_entries)),
             identified: Mutex::new(HashSet::new()),
             deltas: Mutex::new(HashMap::new()),
@@ -197,19 +205,19 @@ impl Identity {
     pub async fn apply(&self, offset: Option<u64>) -> Result<(), StoreError> {
         let _writing = self.gate.write().await;
         // No reader overlays them meanwhile: reads wait for the gate.
-        let deltas: Vec<(ProjectId, PersonId, PersonDelta)> = self
+        let deltas: Vec<(ProjectScope, PersonId, PersonDelta)> = self
             .applying
             .lock()
             .take()
             .into_iter()
             .flatten()
-            .map(|((project, person), delta)| (project, person, delta))
+            .map(|((scope, person), delta)| (scope, person, delta))
             .collect();
         let result = self.store.apply_deltas(&deltas, offset).await;
         if result.is_err() {
             let mut pending = self.deltas.lock();
-            for (project, person, delta) in deltas {
-                pending.entry((project, person)).or_default().absorb(&delta);
+            for (scope, person, delta) in deltas {
+                pending.entry((scope, person)).or_default().absorb(&delta);
             }
         }
         result
@@ -217,19 +225,23 @@ impl Identity {
 
     /// Merges `source` into `target` ([`PersonStore::merge`]); the merge's snapshot of
     /// the source includes the updates held for it, so a split gives them back too.
+    #[allow(clippy::too_many_arguments)]
     pub async fn merge(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         source: PersonId,
         target: PersonId,
         reason: MergeReason,
         message_id: Option<&str>,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<MergeRecord, StoreError> {
         let _writing = self.gate.write().await;
-        let unapplied = self.held_for(project, source);
+        let unapplied = self.held_for(scope, source);
         self.store
-            .merge(project, source, target, reason, message_id, &unapplied, at)
+            .merge(
+                scope, source, target, reason, message_id, &unapplied, at, audit,
+            )
             .await
     }
 
@@ -238,34 +250,26 @@ impl Identity {
     /// stay held for it, and the split leaves them out of what it moves back.
     pub async fn split(
         &self,
+        scope: ProjectScope,
         merge: &MergeRecord,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<Option<MergeRecord>, StoreError> {
         let _writing = self.gate.write().await;
-        let unapplied = self.held_for(merge.project_id, merge.source);
+        let unapplied = self.held_for(scope, merge.source);
         self.store
-            .split(merge.project_id, merge.id, &unapplied, at)
+            .split(scope, merge.id, &unapplied, at, audit)
             .await
     }
 
     /// The updates held for a person, not yet in the store.
-    fn held_for(&self, project: ProjectId, person: PersonId) -> PersonDelta {
+    fn held_for(&self, scope: ProjectScope, person: PersonId) -> PersonDelta {
         let (applying, pending) = (self.applying.lock(), self.deltas.lock());
         let mut held = PersonDelta::default();
-        for delta in held_deltas(&applying, &pending, &(project, person)) {
+        for delta in held_deltas(&applying, &pending, &(scope, person)) {
             held.absorb(delta);
         }
         held
-    }
-
-    /// Applies updates made outside the workers (the API) at once, consistently with
-    /// reads.
-    pub async fn apply_now(
-        &self,
-        deltas: &[(ProjectId, PersonId, PersonDelta)],
-    ) -> Result<(), StoreError> {
-        let _writing = self.gate.write().await;
-        self.store.apply_deltas(deltas, None).await
     }
 
     /// A person as stored plus the updates the workers hold for it (and for persons
@@ -273,36 +277,36 @@ impl Identity {
     /// reflects it.
     pub async fn read_person(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         merged_in: &[PersonId],
     ) -> Result<Option<Person>, StoreError> {
         let _reading = self.gate.read().await;
-        let Some(mut found) = self.store.get(project, person).await? else {
+        let Some(mut found) = self.store.get(scope, person).await? else {
             return Ok(None);
         };
-        self.overlay(&mut found, merged_in);
+        self.overlay(scope, &mut found, merged_in);
         Ok(Some(found))
     }
 
     /// Persons as listed by the store, each with the updates the workers hold for it.
     pub async fn list_persons(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         filter: &PersonFilter,
     ) -> Result<Vec<Person>, StoreError> {
         let _reading = self.gate.read().await;
-        let mut found = self.store.list(project, filter).await?;
+        let mut found = self.store.list(scope, filter).await?;
         for p in &mut found {
-            self.overlay(p, &[]);
+            self.overlay(scope, p, &[]);
         }
         Ok(found)
     }
 
-    fn overlay(&self, person: &mut Person, merged_in: &[PersonId]) {
-        let keys: Vec<(ProjectId, PersonId)> = std::iter::once(person.id)
+    fn overlay(&self, scope: ProjectScope, person: &mut Person, merged_in: &[PersonId]) {
+        let keys: Vec<(ProjectScope, PersonId)> = std::iter::once(person.id)
             .chain(merged_in.iter().copied())
-            .map(|id| (person.project_id, id))
+            .map(|id| (scope, id))
             .collect();
         let (applying, pending) = (self.applying.lock(), self.deltas.lock());
         for key in &keys {
@@ -310,6 +314,222 @@ impl Identity {
                 held.apply_to(person);
             }
         }
+    }
+
+    /// The person `id` with the updates held for it and for the persons merged into it.
+    pub async fn current(
+        &self,
+        scope: ProjectScope,
+        id: PersonId,
+    ) -> Result<Option<Person>, StoreError> {
+        let merged_in = self.store.overrides(scope).await?.merged_into(id);
+        self.read_person(scope, id, &merged_in).await
+    }
+
+    async fn must_exist(&self, scope: ProjectScope, id: PersonId) -> Result<Person, StoreError> {
+        self.current(scope, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("person not found".into()))
+    }
+
+    // The operations of the persons API. Each applies its rules here, writes its audit
+    // entry in the change's transaction, and makes the workers' cache forget the ids
+    // whose person changed.
+
+    /// Server-side identify: the person of `distinct_id` (created, identified, if new)
+    /// with `$set`, `$set_once` and `$unset` applied at `at`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn identify(
+        &self,
+        scope: ProjectScope,
+        distinct_id: &str,
+        set: Option<&Map<String, Value>>,
+        set_once: Option<&Map<String, Value>>,
+        unset: Option<&Value>,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, Identified>,
+    ) -> Result<Identified, StoreError> {
+        let mut delta = PersonDelta {
+            identified: true,
+            ..Default::default()
+        };
+        delta
+            .properties
+            .apply_update(set, set_once, unset, at.timestamp_millis());
+        let new = NewPerson {
+            distinct_id: distinct_id.to_string(),
+            person_id: PersonId::new(),
+            is_identified: true,
+            at,
+        };
+        let _writing = self.gate.write().await;
+        let done = self.store.identify(scope, &new, &delta, audit).await?;
+        self.remember_identified(done.person);
+        Ok(done)
+    }
+
+    /// Links another distinct id to the person: refused (409) when the person has the
+    /// most ids allowed or the id belongs to someone else.
+    pub async fn link(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, PersonId>,
+    ) -> Result<Person, StoreError> {
+        let found = self.must_exist(scope, person).await?;
+        if !self.has_room(scope, person, 1).await? {
+            let cap = self.config.max_distinct_ids_per_person;
+            return Err(StoreError::Conflict(format!(
+                "the person has {cap} distinct ids, the most allowed (users.max_distinct_ids_per_person)"
+            )));
+        }
+        let owner = self
+            .store
+            .add_distinct_id(scope, person, distinct_id, at, audit)
+            .await?;
+        if owner != person {
+            return Err(StoreError::Conflict(format!(
+                "distinct id belongs to person {owner}; merge the persons instead"
+            )));
+        }
+        self.forget(scope.project(), &[distinct_id.to_string()]);
+        Ok(found)
+    }
+
+    /// Moves a distinct id off the person, with its events, onto a new person, which it
+    /// returns. A person keeps at least one id: removing the last one is refused (409).
+    pub async fn unlink(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+        distinct_id: &str,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, PersonId>,
+    ) -> Result<PersonId, StoreError> {
+        let outcome = self
+            .store
+            .remove_distinct_id(scope, person, distinct_id, at, audit)
+            .await?;
+        match outcome {
+            Unlinked::Moved(to) => {
+                self.forget(scope.project(), &[distinct_id.to_string()]);
+                Ok(to)
+            }
+            Unlinked::OnlyId => Err(StoreError::Conflict(
+                "a person keeps at least one distinct id; delete the person instead".into(),
+            )),
+            Unlinked::NotTheirs => {
+                self.must_exist(scope, person).await?;
+                Err(StoreError::NotFound(
+                    "distinct id of this person not found".into(),
+                ))
+            }
+        }
+    }
+
+    /// Merges `source` into `target` on request (identified persons too): refused when
+    /// they are the same person (400 through the caller) or the merged person would have
+    /// more ids than allowed (409).
+    pub async fn merge_persons(
+        &self,
+        scope: ProjectScope,
+        source: PersonId,
+        target: PersonId,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
+    ) -> Result<MergeRecord, StoreError> {
+        let total = self.store.distinct_ids(scope, target).await?.len()
+            + self.store.distinct_ids(scope, source).await?.len();
+        let cap = self.config.max_distinct_ids_per_person;
+        if total > cap {
+            return Err(StoreError::Conflict(format!(
+                "the merged person would have {total} distinct ids, more than {cap} (users.max_distinct_ids_per_person)"
+            )));
+        }
+        let record = self
+            .merge(scope, source, target, MergeReason::Api, None, at, audit)
+            .await?;
+        self.forget(scope.project(), &record.distinct_ids);
+        Ok(record)
+    }
+
+    /// Undoes a merge into `person`: the one named, or else the newest not yet undone.
+    pub async fn split_person(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+        merge: Option<MergeId>,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
+    ) -> Result<MergeRecord, StoreError> {
+        // The log is newest first.
+        let found = self
+            .store
+            .merge_log(scope, person)
+            .await?
+            .into_iter()
+            .find(|m| {
+                m.target == person && m.split_at.is_none() && merge.is_none_or(|id| m.id == id)
+            })
+            .ok_or_else(|| {
+                StoreError::NotFound("merge into this person not yet undone not found".into())
+            })?;
+        let record = self
+            .split(scope, &found, at, audit)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("merge not found".into()))?;
+        self.forget(scope.project(), &record.distinct_ids);
+        Ok(record)
+    }
+
+    /// The merges into and out of the person, newest first; not found for an id that
+    /// was never a person's (a person merged away keeps its log).
+    pub async fn merges_of(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+    ) -> Result<Vec<MergeRecord>, StoreError> {
+        let merges = self.store.merge_log(scope, person).await?;
+        if merges.is_empty() {
+            self.must_exist(scope, person).await?;
+        }
+        Ok(merges)
+    }
+
+    /// Deletes the person and its ids (and suppresses them, if asked).
+    pub async fn delete(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+        suppress: bool,
+        at: DateTime<Utc>,
+        audit: AuditWith<'_, Deleted>,
+    ) -> Result<Deleted, StoreError> {
+        let deleted = self
+            .store
+            .delete(scope, person, suppress, at, audit)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("person not found".into()))?;
+        self.forget(scope.project(), &deleted.distinct_ids);
+        Ok(deleted)
+    }
+
+    /// The scope of a project whose events the workers hold, read once.
+    async fn scope_of(&self, project: ProjectId) -> Result<Option<ProjectScope>, StoreError> {
+        if let Some(scope) = self.scopes.lock().get(&project) {
+            return Ok(Some(*scope));
+        }
+        let found = self.meta.project_scope(project).await?;
+        if let Some(scope) = found {
+            self.scopes.lock().insert(project, scope);
+        }
+        Ok(found)
+    }
+
+    fn known_scope(&self, project: ProjectId) -> Option<ProjectScope> {
+        self.scopes.lock().get(&project).copied()
     }
 
     /// Resolves the persons of a batch of queue records' events (see the module docs).
@@ -321,7 +541,19 @@ impl Identity {
         applied_offset: Option<u64>,
     ) -> Result<Resolution, StoreError> {
         let mut out = Resolution::default();
-        let suppressed = self.prefetch(records).await?;
+        let projects: HashSet<ProjectId> = records
+            .iter()
+            .filter_map(|(_, e)| e.as_ref())
+            .flatten()
+            .map(|e| e.project_id)
+            .collect();
+        for project in projects {
+            if self.scope_of(project).await?.is_none() {
+                tracing::warn!(%project, "events of a project that does not exist are kept without persons");
+            }
+        }
+        let scopes = self.scopes.lock().clone();
+        let suppressed = self.prefetch(records, &scopes).await?;
         let mut pending = Pending::default();
         let mut replaced: HashMap<PersonId, PersonId> = HashMap::new();
         for (_, events) in records.iter_mut() {
@@ -332,6 +564,10 @@ impl Identity {
                     && suppressed.contains(&(e.project_id, e.distinct_id.clone()))
                 {
                     out.suppressed += 1;
+                    continue;
+                }
+                if !scopes.contains_key(&e.project_id) {
+                    kept.push(e);
                     continue;
                 }
                 if is_placeholder_id(&e.distinct_id) {
@@ -346,7 +582,7 @@ impl Identity {
                 }
                 if let Some((other, field, reason)) = link_of(&e) {
                     replaced.extend(self.create_pending(&mut pending).await?);
-                    self.link(&e, &other, field, reason, &mut out).await?;
+                    self.link_event(&e, &other, field, reason, &mut out).await?;
                 }
                 let person = self.person_for(&e, &mut pending);
                 if implies_identified(&e) {
@@ -363,7 +599,8 @@ impl Identity {
             let Some(events) = events else { continue };
             let gather = applied_offset.is_none_or(|applied| *offset > applied);
             for e in events.iter_mut() {
-                let Some(mut person) = e.person_id else {
+                let (Some(mut person), Some(&scope)) = (e.person_id, scopes.get(&e.project_id))
+                else {
                     continue;
                 };
                 if let Some(actual) = replaced.get(&person) {
@@ -371,7 +608,7 @@ impl Identity {
                     e.person_id = Some(person);
                 }
                 if gather {
-                    add_event(deltas.entry((e.project_id, person)).or_default(), e);
+                    add_event(deltas.entry((scope, person)).or_default(), e);
                 }
             }
         }
@@ -382,6 +619,7 @@ impl Identity {
     async fn prefetch(
         &self,
         records: &[(u64, Option<Vec<Event>>)],
+        scopes: &HashMap<ProjectId, ProjectScope>,
     ) -> Result<HashSet<(ProjectId, String)>, StoreError> {
         let mut wanted: HashMap<ProjectId, HashSet<String>> = HashMap::new();
         {
@@ -400,8 +638,11 @@ impl Identity {
         }
         let mut suppressed = HashSet::new();
         for (project, ids) in wanted {
+            let Some(&scope) = scopes.get(&project) else {
+                continue;
+            };
             let ids: Vec<String> = ids.into_iter().collect();
-            let found = self.store.lookup(project, &ids).await?;
+            let found = self.store.lookup(scope, &ids).await?;
             let unknown: Vec<String> = ids
                 .iter()
                 .filter(|d| !found.contains_key(*d))
@@ -414,7 +655,7 @@ impl Identity {
                 }
             }
             if !unknown.is_empty() {
-                for d in self.store.suppressed(project, &unknown).await? {
+                for d in self.store.suppressed(scope, &unknown).await? {
                     suppressed.insert((project, d));
                 }
             }
@@ -461,7 +702,10 @@ impl Identity {
         }
         pending.new.clear();
         for (project, new) in by_project {
-            let owners = self.store.create(project, &new).await?;
+            let Some(scope) = self.known_scope(project) else {
+                continue;
+            };
+            let owners = self.store.create(scope, &new).await?;
             let mut cache = self.cache.lock();
             let mut identified = self.identified.lock();
             for n in &new {
@@ -504,7 +748,7 @@ impl Identity {
 
     async fn is_identified(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<bool, StoreError> {
         if self.identified.lock().contains(&person) {
@@ -512,7 +756,7 @@ impl Identity {
         }
         let identified = self
             .store
-            .get(project, person)
+            .get(scope, person)
             .await?
             .is_some_and(|p| p.is_identified);
         if identified {
@@ -521,11 +765,12 @@ impl Identity {
         Ok(identified)
     }
 
-    async fn known(&self, project: ProjectId, id: &str) -> Result<Option<PersonId>, StoreError> {
+    async fn known(&self, scope: ProjectScope, id: &str) -> Result<Option<PersonId>, StoreError> {
+        let project = scope.project();
         if let Some(p) = self.cache.lock().get(project, id) {
             return Ok(Some(p));
         }
-        let found = self.store.lookup(project, &[id.to_string()]).await?;
+        let found = self.store.lookup(scope, &[id.to_string()]).await?;
         let person = found.get(id).copied();
         if let Some(p) = person {
             self.cache.lock().insert(project, id, p);
@@ -535,16 +780,16 @@ impl Identity {
 
     async fn has_room(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         more: usize,
     ) -> Result<bool, StoreError> {
-        let have = self.store.distinct_ids(project, person).await?.len();
+        let have = self.store.distinct_ids(scope, person).await?.len();
         Ok(have + more <= self.config.max_distinct_ids_per_person)
     }
 
     /// Links `other` to the event's distinct id under the guards.
-    async fn link(
+    async fn link_event(
         &self,
         e: &Event,
         other: &str,
@@ -553,6 +798,9 @@ impl Identity {
         out: &mut Resolution,
     ) -> Result<(), StoreError> {
         let project = e.project_id;
+        let Some(scope) = self.known_scope(project) else {
+            return Ok(());
+        };
         let main = e.distinct_id.as_str();
         if other == main {
             return Ok(());
@@ -578,15 +826,15 @@ impl Identity {
             ));
         };
         match (
-            self.known(project, main).await?,
-            self.known(project, other).await?,
+            self.known(scope, main).await?,
+            self.known(scope, other).await?,
         ) {
             (None, None) => {
                 let person = PersonId::new();
                 let owners = self
                     .store
                     .create(
-                        project,
+                        scope,
                         &[NewPerson {
                             distinct_id: main.to_string(),
                             person_id: person,
@@ -598,24 +846,27 @@ impl Identity {
                 let owner = owners.get(main).copied().unwrap_or(person);
                 let linked = self
                     .store
-                    .add_distinct_id(project, owner, other, now)
+                    .add_distinct_id(scope, owner, other, now, None)
                     .await?;
                 let mut cache = self.cache.lock();
                 cache.insert(project, main, owner);
                 cache.insert(project, other, linked);
             }
             (Some(pm), None) => {
-                if !self.has_room(project, pm, 1).await? {
+                if !self.has_room(scope, pm, 1).await? {
                     full(out);
                     return Ok(());
                 }
-                let owner = self.store.add_distinct_id(project, pm, other, now).await?;
+                let owner = self
+                    .store
+                    .add_distinct_id(scope, pm, other, now, None)
+                    .await?;
                 self.cache.lock().insert(project, other, owner);
             }
             (None, Some(po)) => {
                 // An alias names a new id of the same person; an identify with the id of
                 // someone identified is another user on a shared device.
-                if reason == MergeReason::Identify && self.is_identified(project, po).await? {
+                if reason == MergeReason::Identify && self.is_identified(scope, po).await? {
                     out.warnings.push(warning(
                         e,
                         field,
@@ -623,16 +874,19 @@ impl Identity {
                     ));
                     return Ok(());
                 }
-                if !self.has_room(project, po, 1).await? {
+                if !self.has_room(scope, po, 1).await? {
                     full(out);
                     return Ok(());
                 }
-                let owner = self.store.add_distinct_id(project, po, main, now).await?;
+                let owner = self
+                    .store
+                    .add_distinct_id(scope, po, main, now, None)
+                    .await?;
                 self.cache.lock().insert(project, main, owner);
             }
             (Some(pm), Some(po)) if pm == po => {}
             (Some(pm), Some(po)) => {
-                if !explicit && self.is_identified(project, po).await? {
+                if !explicit && self.is_identified(scope, po).await? {
                     out.warnings.push(warning(
                         e,
                         field,
@@ -641,13 +895,13 @@ impl Identity {
                     ));
                     return Ok(());
                 }
-                let incoming = self.store.distinct_ids(project, po).await?.len();
-                if !self.has_room(project, pm, incoming).await? {
+                let incoming = self.store.distinct_ids(scope, po).await?.len();
+                if !self.has_room(scope, pm, incoming).await? {
                     full(out);
                     return Ok(());
                 }
                 let record = self
-                    .merge(project, po, pm, reason, Some(&e.message_id), now)
+                    .merge(scope, po, pm, reason, Some(&e.message_id), now, None)
                     .await?;
                 out.merges += 1;
                 {
@@ -657,7 +911,7 @@ impl Identity {
                     }
                 }
                 if record.source_snapshot.is_identified {
-                    self.store.set_identified(project, pm).await?;
+                    self.store.set_identified(scope, pm).await?;
                     self.remember_identified(pm);
                 }
             }
@@ -911,14 +1165,16 @@ mod tests {
         assert!(d.identified);
     }
 
-    async fn identity() -> (Identity, tempfile::TempDir) {
+    /// Identity over a fresh store with one project.
+    async fn identity() -> (Identity, ProjectScope, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("m.db").display());
         let store = appizer_storage::open_metadata_store(&url).await.unwrap();
-        (
-            Identity::new(store.persons(), IdentityConfig::default()),
-            dir,
-        )
+        let (_, scope, _) =
+            appizer_storage::testing::Tenant::create(store.as_ref(), ProjectId::new(), "UTC")
+                .await
+                .unwrap();
+        (Identity::new(store, IdentityConfig::default()), scope, dir)
     }
 
     fn records(project: ProjectId, who: &[&str]) -> Vec<(u64, Option<Vec<Event>>)> {
@@ -935,8 +1191,8 @@ mod tests {
 
     #[tokio::test]
     async fn updates_of_records_already_applied_are_not_gathered_again() {
-        let (identity, _dir) = identity().await;
-        let project = ProjectId::new();
+        let (identity, scope, _dir) = identity().await;
+        let project = scope.project();
         let mut batch = records(project, &["u1", "u2", "u1"]);
         identity.resolve(&mut batch, Some(1)).await.unwrap();
         let persons: Vec<PersonId> = batch
@@ -946,14 +1202,8 @@ mod tests {
         // Only offset 2 is past the recorded offset: one event of one person.
         assert_eq!(identity.take_deltas(), 1);
         let count = |p: Option<Person>| p.unwrap().event_count;
-        let u1 = identity
-            .read_person(project, persons[0], &[])
-            .await
-            .unwrap();
-        let u2 = identity
-            .read_person(project, persons[1], &[])
-            .await
-            .unwrap();
+        let u1 = identity.read_person(scope, persons[0], &[]).await.unwrap();
+        let u2 = identity.read_person(scope, persons[1], &[]).await.unwrap();
         assert_eq!((count(u1), count(u2)), (1, 0));
         assert_eq!(persons[0], persons[2]);
         assert_ne!(persons[0], persons[1]);
@@ -970,24 +1220,24 @@ mod tests {
 
     #[tokio::test]
     async fn reads_see_held_updates_once_before_and_after_they_are_applied() {
-        let (identity, _dir) = identity().await;
-        let project = ProjectId::new();
+        let (identity, scope, _dir) = identity().await;
+        let project = scope.project();
         let mut batch = records(project, &["u1", "u1"]);
         identity.resolve(&mut batch, None).await.unwrap();
         let person = batch[0].1.as_ref().unwrap()[0].person_id.unwrap();
         let count = |p: Option<Person>| p.unwrap().event_count;
         assert_eq!(
-            count(identity.read_person(project, person, &[]).await.unwrap()),
+            count(identity.read_person(scope, person, &[]).await.unwrap()),
             2
         );
         assert_eq!(identity.take_deltas(), 1);
         assert_eq!(
-            count(identity.read_person(project, person, &[]).await.unwrap()),
+            count(identity.read_person(scope, person, &[]).await.unwrap()),
             2
         );
         identity.apply(Some(1)).await.unwrap();
         assert_eq!(
-            count(identity.read_person(project, person, &[]).await.unwrap()),
+            count(identity.read_person(scope, person, &[]).await.unwrap()),
             2
         );
         assert_eq!(identity.store().applied_offset().await.unwrap(), Some(1));
@@ -998,40 +1248,49 @@ mod tests {
         // The source's event is still held at the merge; its update is applied before
         // the split, taken for a flush and applied after it, or still held at it.
         for applied in ["before the split", "across the split", "after the split"] {
-            let (identity, _dir) = identity().await;
-            let project = ProjectId::new();
+            let (identity, scope, _dir) = identity().await;
+            let project = scope.project();
             let mut batch = records(project, &["a", "b", "b"]);
             identity.resolve(&mut batch, None).await.unwrap();
             let person = |i: usize| batch[i].1.as_ref().unwrap()[0].person_id.unwrap();
             let (a, b) = (person(0), person(1));
             let count = |p: Option<Person>| p.unwrap().event_count;
             let merge = identity
-                .merge(project, a, b, MergeReason::Api, None, Utc::now())
+                .merge(scope, a, b, MergeReason::Api, None, Utc::now(), None)
                 .await
                 .unwrap();
             assert_eq!(merge.source_snapshot.event_count, 1, "{applied}");
-            let merged = identity.read_person(project, b, &[a]).await.unwrap();
+            let merged = identity.read_person(scope, b, &[a]).await.unwrap();
             assert_eq!(count(merged), 3, "{applied}");
             match applied {
                 "before the split" => {
                     identity.take_deltas();
                     identity.apply(Some(2)).await.unwrap();
-                    identity.split(&merge, Utc::now()).await.unwrap();
+                    identity
+                        .split(scope, &merge, Utc::now(), None)
+                        .await
+                        .unwrap();
                 }
                 "across the split" => {
                     identity.take_deltas();
-                    identity.split(&merge, Utc::now()).await.unwrap();
+                    identity
+                        .split(scope, &merge, Utc::now(), None)
+                        .await
+                        .unwrap();
                     identity.apply(Some(2)).await.unwrap();
                 }
                 _ => {
-                    identity.split(&merge, Utc::now()).await.unwrap();
+                    identity
+                        .split(scope, &merge, Utc::now(), None)
+                        .await
+                        .unwrap();
                     identity.take_deltas();
                     identity.apply(Some(2)).await.unwrap();
                 }
             }
             let store = identity.store();
-            assert_eq!(count(store.get(project, a).await.unwrap()), 1, "{applied}");
-            assert_eq!(count(store.get(project, b).await.unwrap()), 2, "{applied}");
+            assert_eq!(count(store.get(scope, a).await.unwrap()), 1, "{applied}");
+            assert_eq!(count(store.get(scope, b).await.unwrap()), 2, "{applied}");
         }
     }
 

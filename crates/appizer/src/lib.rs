@@ -119,7 +119,7 @@ impl App {
         let health = HealthRegistry::new();
         let (warnings, warning_task) = WarningSink::start(store.clone(), workers.clone());
         let identity = Arc::new(Identity::new(
-            store.persons(),
+            store.clone(),
             IdentityConfig {
                 cache_entries: config.users.identity_cache_entries,
                 max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,

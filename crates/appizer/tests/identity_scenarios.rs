@@ -1008,9 +1008,17 @@ mod scenarios {
         assert!(done.files_in >= 1, "{done:?}");
         // Read the files as stored, without the overrides.
         let project: appizer_core::ProjectId = w.project().parse().unwrap();
+        let scope = w
+            .server
+            .state
+            .store
+            .project_scope(project)
+            .await
+            .unwrap()
+            .unwrap();
         let (rows, _) = appizer_storage::events::list_events(
             &store,
-            project,
+            scope,
             &appizer_storage::events::EventFilter {
                 limit: 100,
                 ..Default::default()

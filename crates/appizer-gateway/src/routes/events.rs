@@ -115,14 +115,14 @@ fn event_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
         (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<EventPage>> {
     let mut filter = event_filter(query.as_deref())?;
     filter.overrides = Some(std::sync::Arc::new(
-        state.store.persons().overrides(project.id).await?,
+        state.store.persons().overrides(scope).await?,
     ));
-    let (events, next) = list_events(state.events.pipeline.store(), project.id, &filter)
+    let (events, next) = list_events(state.events.pipeline.store(), scope, &filter)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "event listing failed");
@@ -156,7 +156,9 @@ pub struct LiveQuery {
         (status = 404, body = ErrorBody)))]
 pub async fn live(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject {
+        caller, project, ..
+    }: CallerProject,
     ApiQuery(query): ApiQuery<LiveQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let keep = move |e: &Event| {
@@ -353,7 +355,7 @@ pub struct WarningQuery {
         (status = 404, body = ErrorBody)))]
 pub async fn warnings(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     ApiQuery(query): ApiQuery<WarningQuery>,
 ) -> ApiResult<Json<WarningPage>> {
     let limit = query.limit.unwrap_or(50);
@@ -362,7 +364,7 @@ pub async fn warnings(
     }
     let entries = state
         .store
-        .list_ingestion_warnings(project.organization_id, project.id, query.before, limit + 1)
+        .list_ingestion_warnings(scope, query.before, limit + 1)
         .await?;
     let more = entries.len() > limit as usize;
     let warnings: Vec<WarningView> = entries

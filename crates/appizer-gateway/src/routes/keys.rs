@@ -117,7 +117,9 @@ pub async fn list_keys(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject {
+        caller, project, ..
+    }: CallerProject,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let name = validate_name("name", &body.name)?;
@@ -167,7 +169,9 @@ pub async fn create_key(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject {
+        caller, project, ..
+    }: CallerProject,
     ApiPath((_, key_id)): ApiPath<(ProjectId, KeyId)>,
 ) -> ApiResult<StatusCode> {
     let audit = caller.audit(

@@ -4,16 +4,19 @@
 
 pub mod audit;
 pub mod capture;
+pub mod definitions;
 pub mod events;
 pub mod keys;
+pub mod metrics;
 pub mod ops;
 pub mod persons;
 pub mod projects;
 pub mod query;
-pub mod saved;
+pub mod segments;
 
 use appizer_core::tenancy::{Actor, NewAuditEntry, Project};
 use appizer_core::ProjectId;
+use appizer_storage::ProjectScope;
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use chrono::Utc;
@@ -72,8 +75,12 @@ impl Caller {
         }
     }
 
-    /// The project `id` of the caller's organisation, or 404.
-    pub async fn project(&self, state: &AppState, id: ProjectId) -> Result<Project, ApiError> {
+    /// The project `id` of the caller's organisation and its scope, or 404.
+    pub async fn project(
+        &self,
+        state: &AppState,
+        id: ProjectId,
+    ) -> Result<(ProjectScope, Project), ApiError> {
         state
             .store
             .get_project(self.principal.organization_id(), id)
@@ -84,10 +91,12 @@ impl Caller {
 
 /// The route's project (`{project_id}`), read from the caller's organisation: 404 when
 /// it has no such project. The access middleware has already refused a project key of
-/// another project; this is the one place a handler gets its project from.
+/// another project; this is the one place a handler gets its project from, and its
+/// `scope` is the only key handlers have to the project's data.
 #[derive(Debug, Clone)]
 pub struct CallerProject {
     pub caller: Caller,
+    pub scope: ProjectScope,
     pub project: Project,
 }
 
@@ -104,8 +113,12 @@ impl FromRequestParts<AppState> for CallerProject {
             .find(|(name, _)| *name == "project_id")
             .and_then(|(_, value)| value.parse().ok())
             .ok_or_else(|| ApiError::not_found("project"))?;
-        let project = caller.project(state, id).await?;
-        Ok(Self { caller, project })
+        let (scope, project) = caller.project(state, id).await?;
+        Ok(Self {
+            caller,
+            scope,
+            project,
+        })
     }
 }
 

@@ -2,15 +2,17 @@
 //! search), one person with its ids, properties and recent events, alias management
 //! (add and remove distinct ids), explicit merge, split (undo a merge from the merge
 //! log), the merge log, and deletion (optionally suppressing the person's ids).
-//! Changes are written to the audit log, and the workers' identity cache forgets the
-//! ids whose person changed.
+//! The rules of each change are `Identity`'s (`appizer-users`); each writes its audit
+//! entry in the change's transaction.
 
 use std::sync::Arc;
 
-use appizer_core::person::{is_placeholder_id, MergeReason, MergeRecord, Person, PersonDelta};
+use appizer_core::person::{is_placeholder_id, MergeRecord, Person};
+use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{MergeId, PersonId, ProjectId};
 use appizer_storage::events::{list_events, EventFilter, StoredEvent};
-use appizer_storage::persons::{NewPerson, PersonFilter, PersonOverrides};
+use appizer_storage::persons::{Deleted, Identified, PersonFilter, PersonOverrides};
+use appizer_storage::ProjectScope;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -247,62 +249,51 @@ fn person_filter(query: Option<&str>) -> Result<PersonFilter, ApiError> {
 
 async fn view(
     state: &AppState,
-    project: ProjectId,
+    scope: ProjectScope,
     person: Person,
 ) -> Result<PersonView, ApiError> {
-    let ids = state
-        .store
-        .persons()
-        .distinct_ids(project, person.id)
-        .await?;
+    let ids = state.store.persons().distinct_ids(scope, person.id).await?;
     Ok(PersonView::new(person, ids))
-}
-
-/// The person with the updates the workers hold for it (visible at once, like events).
-async fn existing(state: &AppState, project: ProjectId, id: PersonId) -> Result<Person, ApiError> {
-    let overrides = state.store.persons().overrides(project).await?;
-    read(state, project, id, &overrides).await
 }
 
 /// The person `id` under `overrides`: updates held for persons merged into it land on
 /// it too.
 async fn read(
     state: &AppState,
-    project: ProjectId,
+    scope: ProjectScope,
     id: PersonId,
     overrides: &PersonOverrides,
 ) -> Result<Person, ApiError> {
     state
         .events
         .identity
-        .read_person(project, id, &overrides.merged_into(id))
+        .read_person(scope, id, &overrides.merged_into(id))
         .await?
         .ok_or_else(|| ApiError::not_found("person"))
 }
 
 /// The person `id` as answered after a change.
-async fn shown(state: &AppState, project: ProjectId, id: PersonId) -> ApiResult<Json<PersonView>> {
-    let person = existing(state, project, id).await?;
-    Ok(Json(view(state, project, person).await?))
+async fn shown(state: &AppState, scope: ProjectScope, id: PersonId) -> ApiResult<Json<PersonView>> {
+    let person = state
+        .events
+        .identity
+        .current(scope, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("person"))?;
+    Ok(Json(view(state, scope, person).await?))
 }
 
-/// After a change: the workers' cache forgets the ids whose person changed, and the
-/// change goes to the audit log.
-async fn changed(
-    state: &AppState,
-    caller: &Caller,
-    project: ProjectId,
-    forget: &[String],
-    action: &str,
-    target: impl ToString,
-    details: Value,
-) -> Result<(), ApiError> {
-    state.events.identity.forget(project, forget);
-    state
-        .store
-        .record_audit(&caller.audit(Some(project), action, "person", target, details))
-        .await?;
-    Ok(())
+/// The audit entry of a person change by `caller`, built from the change's outcome in
+/// its transaction.
+fn audit_of<'a, T>(
+    caller: &'a Caller,
+    scope: ProjectScope,
+    entry: impl Fn(&T) -> (&'static str, String, Value) + Send + Sync + 'a,
+) -> impl Fn(&T) -> NewAuditEntry + Send + Sync + 'a {
+    move |outcome| {
+        let (action, target, details) = entry(outcome);
+        caller.audit(Some(scope.project()), action, "person", target, details)
+    }
 }
 
 /// List a project's persons in creation order, with filters.
@@ -313,17 +304,13 @@ async fn changed(
         (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<PersonPage>> {
     let mut filter = person_filter(query.as_deref())?;
     let limit = filter.limit;
     filter.limit = limit + 1;
-    let mut found = state
-        .events
-        .identity
-        .list_persons(project.id, &filter)
-        .await?;
+    let mut found = state.events.identity.list_persons(scope, &filter).await?;
     let next_cursor = if found.len() > limit as usize {
         found.truncate(limit as usize);
         found.last().map(|p| p.id.to_string())
@@ -332,7 +319,7 @@ pub async fn list(
     };
     let mut persons = Vec::with_capacity(found.len());
     for p in found {
-        persons.push(view(&state, project.id, p).await?);
+        persons.push(view(&state, scope, p).await?);
     }
     Ok(Json(PersonPage {
         persons,
@@ -350,66 +337,42 @@ pub async fn list(
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn upsert(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiJson(body): ApiJson<UpsertPerson>,
 ) -> ApiResult<(StatusCode, Json<PersonView>)> {
     validate_id("distinct_id", &body.distinct_id)?;
-    let persons = state.store.persons();
-    let now = Utc::now();
-    let proposed = PersonId::new();
-    let owner = persons
-        .create(
-            project.id,
-            &[NewPerson {
-                distinct_id: body.distinct_id.clone(),
-                person_id: proposed,
-                is_identified: true,
-                at: now,
-            }],
-        )
-        .await?
-        .get(&body.distinct_id)
-        .copied()
-        .ok_or_else(ApiError::internal)?;
-    let mut delta = PersonDelta {
-        identified: true,
-        ..Default::default()
-    };
     let unset = body
         .unset
         .map(|keys| Value::Array(keys.into_iter().map(Value::String).collect()));
-    delta.properties.apply_update(
-        body.set.as_ref(),
-        body.set_once.as_ref(),
-        unset.as_ref(),
-        now.timestamp_millis(),
-    );
-    state
-        .events
-        .identity
-        .apply_now(&[(project.id, owner, delta)])
-        .await?;
-    let created = owner == proposed;
-    changed(
-        &state,
-        &caller,
-        project.id,
-        &[],
-        if created {
+    let distinct_id = body.distinct_id.clone();
+    let audit = audit_of(&caller, scope, move |done: &Identified| {
+        let action = if done.created {
             "person.create"
         } else {
             "person.update"
-        },
-        owner,
-        serde_json::json!({ "distinct_id": body.distinct_id }),
-    )
-    .await?;
-    let status = if created {
+        };
+        let details = serde_json::json!({ "distinct_id": distinct_id });
+        (action, done.person.to_string(), details)
+    });
+    let done = state
+        .events
+        .identity
+        .identify(
+            scope,
+            &body.distinct_id,
+            body.set.as_ref(),
+            body.set_once.as_ref(),
+            unset.as_ref(),
+            Utc::now(),
+            Some(&audit),
+        )
+        .await?;
+    let status = if done.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, shown(&state, project.id, owner).await?))
+    Ok((status, shown(&state, scope, done.person).await?))
 }
 
 /// One person: ids, properties, first and last seen, recent events.
@@ -419,33 +382,33 @@ pub async fn upsert(
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
 ) -> ApiResult<Json<PersonView>> {
-    Ok(Json(with_events(&state, project.id, person_id).await?))
+    Ok(Json(with_events(&state, scope, person_id).await?))
 }
 
 /// The person `id` with its recent events; the overrides are read once for both.
 async fn with_events(
     state: &AppState,
-    project: ProjectId,
+    scope: ProjectScope,
     id: PersonId,
 ) -> Result<PersonView, ApiError> {
-    let overrides = Arc::new(state.store.persons().overrides(project).await?);
-    let person = read(state, project, id, &overrides).await?;
+    let overrides = Arc::new(state.store.persons().overrides(scope).await?);
+    let person = read(state, scope, id, &overrides).await?;
     let filter = EventFilter {
         limit: RECENT_EVENTS,
         person: Some(person.id),
         overrides: Some(overrides),
         ..Default::default()
     };
-    let (events, _) = list_events(state.events.pipeline.store(), project, &filter)
+    let (events, _) = list_events(state.events.pipeline.store(), scope, &filter)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "person events listing failed");
             ApiError::internal()
         })?;
-    let mut view = view(state, project, person).await?;
+    let mut view = view(state, scope, person).await?;
     view.recent_events = Some(events);
     Ok(view)
 }
@@ -457,18 +420,19 @@ async fn with_events(
     responses((status = 200, body = PersonView), (status = 404, body = ErrorBody)))]
 pub async fn by_distinct_id(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     ApiPath((_, distinct_id)): ApiPath<(ProjectId, String)>,
 ) -> ApiResult<Json<PersonView>> {
-    let persons = state.store.persons();
-    let found = persons
-        .lookup(project.id, std::slice::from_ref(&distinct_id))
+    let found = state
+        .store
+        .persons()
+        .lookup(scope, std::slice::from_ref(&distinct_id))
         .await?;
     let id = found
         .get(&distinct_id)
         .copied()
         .ok_or_else(|| ApiError::not_found("distinct id"))?;
-    Ok(Json(with_events(&state, project.id, id).await?))
+    Ok(Json(with_events(&state, scope, id).await?))
 }
 
 /// Delete a person, its distinct ids and its events (hidden at once, removed from the
@@ -479,26 +443,22 @@ pub async fn by_distinct_id(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
-    let deleted = state
-        .store
-        .persons()
-        .delete(project.id, person_id, query.suppress, Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("person"))?;
-    changed(
-        &state,
-        &caller,
-        project.id,
-        &deleted.distinct_ids,
-        "person.delete",
-        person_id,
-        serde_json::json!({ "distinct_ids": deleted.distinct_ids, "suppress": query.suppress }),
-    )
-    .await?;
+    let audit = audit_of(&caller, scope, move |deleted: &Deleted| {
+        let details = serde_json::json!({
+            "distinct_ids": deleted.distinct_ids,
+            "suppress": deleted.suppressed,
+        });
+        ("person.delete", person_id.to_string(), details)
+    });
+    state
+        .events
+        .identity
+        .delete(scope, person_id, query.suppress, Utc::now(), Some(&audit))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -512,41 +472,28 @@ pub async fn delete(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add_distinct_id(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<AddDistinctId>,
 ) -> ApiResult<Json<PersonView>> {
     validate_id("distinct_id", &body.distinct_id)?;
-    let person = existing(&state, project.id, person_id).await?;
-    let persons = state.store.persons();
-    let have = persons.distinct_ids(project.id, person_id).await?.len();
-    let cap = state.config.users.max_distinct_ids_per_person;
-    if have >= cap {
-        return Err(ApiError::new(
-            appizer_core::ErrorCode::Conflict,
-            format!("the person has {cap} distinct ids, the most allowed (users.max_distinct_ids_per_person)"),
-        ));
-    }
-    let owner = persons
-        .add_distinct_id(project.id, person_id, &body.distinct_id, Utc::now())
+    let distinct_id = body.distinct_id.clone();
+    let audit = audit_of(&caller, scope, move |person: &PersonId| {
+        let details = serde_json::json!({ "distinct_id": distinct_id });
+        ("person.add_distinct_id", person.to_string(), details)
+    });
+    let person = state
+        .events
+        .identity
+        .link(
+            scope,
+            person_id,
+            &body.distinct_id,
+            Utc::now(),
+            Some(&audit),
+        )
         .await?;
-    if owner != person_id {
-        return Err(ApiError::new(
-            appizer_core::ErrorCode::Conflict,
-            format!("distinct id belongs to person {owner}; merge the persons instead"),
-        ));
-    }
-    changed(
-        &state,
-        &caller,
-        project.id,
-        std::slice::from_ref(&body.distinct_id),
-        "person.add_distinct_id",
-        person_id,
-        serde_json::json!({ "distinct_id": body.distinct_id }),
-    )
-    .await?;
-    Ok(Json(view(&state, project.id, person).await?))
+    Ok(Json(view(&state, scope, person).await?))
 }
 
 /// Move a distinct id off the person, with its events, onto a new person.
@@ -558,32 +505,23 @@ pub async fn add_distinct_id(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove_distinct_id(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiPath((_, person_id, distinct_id)): ApiPath<(ProjectId, PersonId, String)>,
 ) -> ApiResult<Json<PersonView>> {
-    let persons = state.store.persons();
-    if persons.distinct_ids(project.id, person_id).await?.len() < 2 {
-        existing(&state, project.id, person_id).await?;
-        return Err(ApiError::new(
-            appizer_core::ErrorCode::Conflict,
-            "a person keeps at least one distinct id; delete the person instead",
-        ));
-    }
-    let moved = persons
-        .remove_distinct_id(project.id, person_id, &distinct_id, Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("distinct id of this person"))?;
-    changed(
-        &state,
-        &caller,
-        project.id,
-        std::slice::from_ref(&distinct_id),
-        "person.remove_distinct_id",
-        person_id,
-        serde_json::json!({ "distinct_id": distinct_id, "new_person_id": moved.to_string() }),
-    )
-    .await?;
-    shown(&state, project.id, moved).await
+    let removed = distinct_id.clone();
+    let audit = audit_of(&caller, scope, move |moved: &PersonId| {
+        let details = serde_json::json!({
+            "distinct_id": removed,
+            "new_person_id": moved.to_string(),
+        });
+        ("person.remove_distinct_id", person_id.to_string(), details)
+    });
+    let moved = state
+        .events
+        .identity
+        .unlink(scope, person_id, &distinct_id, Utc::now(), Some(&audit))
+        .await?;
+    shown(&state, scope, moved).await
 }
 
 /// Merge another person into this one (identified persons too).
@@ -595,7 +533,7 @@ pub async fn remove_distinct_id(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn merge(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<MergeRequest>,
 ) -> ApiResult<Json<PersonView>> {
@@ -605,42 +543,25 @@ pub async fn merge(
             "must be another person than the one merged into",
         ));
     }
-    let persons = state.store.persons();
-    let total = persons.distinct_ids(project.id, person_id).await?.len()
-        + persons
-            .distinct_ids(project.id, body.source_person_id)
-            .await?
-            .len();
-    let cap = state.config.users.max_distinct_ids_per_person;
-    if total > cap {
-        return Err(ApiError::new(
-            appizer_core::ErrorCode::Conflict,
-            format!("the merged person would have {total} distinct ids, more than {cap} (users.max_distinct_ids_per_person)"),
-        ));
-    }
-    let record = state
+    let audit = audit_of(&caller, scope, move |record: &MergeRecord| {
+        let details = serde_json::json!({
+            "merge_id": record.id.to_string(),
+            "source_person_id": record.source.to_string(),
+        });
+        ("person.merge", person_id.to_string(), details)
+    });
+    state
         .events
         .identity
-        .merge(
-            project.id,
+        .merge_persons(
+            scope,
             body.source_person_id,
             person_id,
-            MergeReason::Api,
-            None,
             Utc::now(),
+            Some(&audit),
         )
         .await?;
-    changed(
-        &state,
-        &caller,
-        project.id,
-        &record.distinct_ids,
-        "person.merge",
-        person_id,
-        serde_json::json!({ "merge_id": record.id.to_string(), "source_person_id": record.source.to_string() }),
-    )
-    .await?;
-    shown(&state, project.id, person_id).await
+    shown(&state, scope, person_id).await
 }
 
 /// Undo a merge into this person: the merged person comes back with its ids and events.
@@ -652,38 +573,23 @@ pub async fn merge(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn split(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject { caller, scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
     ApiJson(body): ApiJson<SplitRequest>,
 ) -> ApiResult<Json<PersonView>> {
-    let persons = state.store.persons();
-    let log = persons.merge_log(project.id, person_id).await?;
-    // The log is newest first: without an id, the newest merge not yet undone.
-    let merge = log
-        .into_iter()
-        .find(|m| {
-            m.target == person_id
-                && m.split_at.is_none()
-                && body.merge_id.is_none_or(|id| m.id == id)
-        })
-        .ok_or_else(|| ApiError::not_found("merge into this person not yet undone"))?;
+    let audit = audit_of(&caller, scope, move |record: &MergeRecord| {
+        let details = serde_json::json!({
+            "merge_id": record.id.to_string(),
+            "restored_person_id": record.source.to_string(),
+        });
+        ("person.split", person_id.to_string(), details)
+    });
     let record = state
         .events
         .identity
-        .split(&merge, Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("merge"))?;
-    changed(
-        &state,
-        &caller,
-        project.id,
-        &record.distinct_ids,
-        "person.split",
-        person_id,
-        serde_json::json!({ "merge_id": record.id.to_string(), "restored_person_id": record.source.to_string() }),
-    )
-    .await?;
-    shown(&state, project.id, record.source).await
+        .split_person(scope, person_id, body.merge_id, Utc::now(), Some(&audit))
+        .await?;
+    shown(&state, scope, record.source).await
 }
 
 /// Merges into and out of the person, newest first.
@@ -693,18 +599,10 @@ pub async fn split(
     responses((status = 200, body = MergeLog), (status = 404, body = ErrorBody)))]
 pub async fn merges(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, .. }: CallerProject,
     ApiPath((_, person_id)): ApiPath<(ProjectId, PersonId)>,
 ) -> ApiResult<Json<MergeLog>> {
-    let merges = state
-        .store
-        .persons()
-        .merge_log(project.id, person_id)
-        .await?;
-    if merges.is_empty() {
-        // A person merged away keeps its log; an id no person ever had is not found.
-        existing(&state, project.id, person_id).await?;
-    }
+    let merges = state.events.identity.merges_of(scope, person_id).await?;
     Ok(Json(MergeLog {
         merges: merges.into_iter().map(MergeView::from).collect(),
     }))

@@ -185,7 +185,7 @@ pub async fn list_projects(
     caller: Caller,
 ) -> ApiResult<Json<ProjectList>> {
     let projects = match caller.principal.project_id() {
-        Some(own) => vec![caller.project(&state, own).await?],
+        Some(own) => vec![caller.project(&state, own).await?.1],
         None => {
             state
                 .store
@@ -280,6 +280,7 @@ pub async fn update_project(
     CallerProject {
         caller,
         mut project,
+        ..
     }: CallerProject,
     ApiJson(body): ApiJson<UpdateProject>,
 ) -> ApiResult<Json<ProjectView>> {
@@ -326,7 +327,9 @@ pub async fn update_project(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete_project(
     State(state): State<AppState>,
-    CallerProject { caller, project }: CallerProject,
+    CallerProject {
+        caller, project, ..
+    }: CallerProject,
 ) -> ApiResult<StatusCode> {
     let audit = caller.audit(
         Some(project.id),

@@ -41,14 +41,14 @@ impl From<AnalyticsError> for ApiError {
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn trends(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<TrendsQuery>,
 ) -> ApiResult<Json<TrendsResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .trends(&QueryProject::of(&project), &body, Utc::now())
+            .trends(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
@@ -61,14 +61,14 @@ pub async fn trends(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn funnels(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<FunnelQuery>,
 ) -> ApiResult<Json<FunnelResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .funnel(&QueryProject::of(&project), &body, Utc::now())
+            .funnel(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
@@ -81,14 +81,14 @@ pub async fn funnels(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn retention(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<RetentionQuery>,
 ) -> ApiResult<Json<RetentionResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .retention(&QueryProject::of(&project), &body, Utc::now())
+            .retention(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
@@ -101,14 +101,14 @@ pub async fn retention(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn stickiness(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<StickinessQuery>,
 ) -> ApiResult<Json<StickinessResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .stickiness(&QueryProject::of(&project), &body, Utc::now())
+            .stickiness(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
@@ -121,14 +121,14 @@ pub async fn stickiness(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn lifecycle(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<LifecycleQuery>,
 ) -> ApiResult<Json<LifecycleResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .lifecycle(&QueryProject::of(&project), &body, Utc::now())
+            .lifecycle(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
@@ -141,14 +141,14 @@ pub async fn lifecycle(
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn sql(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<SqlRequest>,
 ) -> ApiResult<Json<SqlResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .sql(&QueryProject::of(&project), &body.query)
+            .sql(&QueryProject::of(scope, &project), &body.query)
             .await?,
     ))
 }
@@ -161,14 +161,14 @@ pub async fn sql(
         (status = 404, body = ErrorBody)))]
 pub async fn explain(
     State(state): State<AppState>,
-    CallerProject { project, .. }: CallerProject,
+    CallerProject { scope, project, .. }: CallerProject,
     ApiJson(body): ApiJson<ExplainRequest>,
 ) -> ApiResult<Json<ExplainResult>> {
     Ok(Json(
         state
             .events
             .analytics
-            .explain(&QueryProject::of(&project), &body, Utc::now())
+            .explain(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use appizer_core::ProjectId;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, StringBuilder};
@@ -15,6 +14,7 @@ use datafusion::scalar::ScalarValue;
 use super::schema::{batch_to_events, StoredEvent};
 use super::store::{EventStore, EventStoreError};
 use crate::persons::PersonOverrides;
+use crate::ProjectScope;
 use appizer_core::PersonId;
 
 /// What to list.
@@ -216,7 +216,7 @@ pub fn effective_person_udf(overrides: Arc<PersonOverrides>) -> ScalarUDF {
 /// One page of events, newest first, and the cursor of the next page if there is one.
 pub async fn list_events(
     store: &EventStore,
-    project: ProjectId,
+    scope: ProjectScope,
     filter: &EventFilter,
 ) -> Result<(Vec<StoredEvent>, Option<Cursor>), EventStoreError> {
     let ctx = SessionContext::new();
@@ -228,7 +228,7 @@ pub async fn list_events(
         (Some(c), None) => DateTime::from_timestamp_micros(c.timestamp_us + 1),
         (None, b) => b,
     };
-    let mut df = store.events(&ctx, project, filter.after, before).await?;
+    let mut df = store.events(&ctx, scope, filter.after, before).await?;
     let mut predicates = Vec::new();
     if let Some(event) = &filter.event {
         predicates.push(col("event").eq(lit(event.clone())));
@@ -321,6 +321,7 @@ mod tests {
     use crate::events::store::EventStoreConfig;
     use crate::open_metadata_store;
     use appizer_core::event::{Event, MessageType};
+    use appizer_core::ProjectId;
     use serde_json::json;
 
     fn event(project: ProjectId, i: i64, name: &str, who: &str, props: serde_json::Value) -> Event {
@@ -420,14 +421,16 @@ mod tests {
             limit: 100,
             ..Default::default()
         };
-        let (events, next) = list_events(&store, p, &all).await.unwrap();
+        let (events, next) = list_events(&store, ProjectScope::for_tests(p), &all)
+            .await
+            .unwrap();
         assert_eq!(events.len(), 14, "other projects never appear");
         assert_eq!(events[0].message_id, "m013", "newest first");
         assert!(next.is_none());
 
         let (views, _) = list_events(
             &store,
-            p,
+            ProjectScope::for_tests(p),
             &EventFilter {
                 event: Some("view".into()),
                 limit: 100,
@@ -439,7 +442,7 @@ mod tests {
         assert_eq!(views.len(), 9);
         let (bob, _) = list_events(
             &store,
-            p,
+            ProjectScope::for_tests(p),
             &EventFilter {
                 distinct_id: Some("bob".into()),
                 limit: 100,
@@ -451,7 +454,7 @@ mod tests {
         assert_eq!(ids(&bob), ["m009", "m008", "m007", "m006", "m005"]);
         let (pro, _) = list_events(
             &store,
-            p,
+            ProjectScope::for_tests(p),
             &EventFilter {
                 properties: vec![("plan".into(), "pro".into())],
                 limit: 100,
@@ -466,7 +469,7 @@ mod tests {
         );
         let (n7, _) = list_events(
             &store,
-            p,
+            ProjectScope::for_tests(p),
             &EventFilter {
                 properties: vec![("n".into(), "7".into())],
                 limit: 100,
@@ -483,7 +486,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            ids(&list_events(&store, p, &window).await.unwrap().0),
+            ids(&list_events(&store, ProjectScope::for_tests(p), &window)
+                .await
+                .unwrap()
+                .0),
             ["m005", "m004", "m003"]
         );
 
@@ -496,7 +502,9 @@ mod tests {
                 cursor: cursor.clone(),
                 ..Default::default()
             };
-            let (events, next) = list_events(&store, p, &page).await.unwrap();
+            let (events, next) = list_events(&store, ProjectScope::for_tests(p), &page)
+                .await
+                .unwrap();
             seen.extend(ids(&events));
             match next {
                 Some(c) => cursor = Some(Cursor::decode(&c.encode()).unwrap()),
@@ -504,6 +512,12 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 14);
-        assert_eq!(seen, ids(&list_events(&store, p, &all).await.unwrap().0));
+        assert_eq!(
+            seen,
+            ids(&list_events(&store, ProjectScope::for_tests(p), &all)
+                .await
+                .unwrap()
+                .0)
+        );
     }
 }

@@ -30,7 +30,7 @@ use crate::metadata::{EventFile, MetadataStore};
 use crate::persons::PersonOverrides;
 
 use crate::background::{cores, split_across_threads, Background};
-use crate::StoreError;
+use crate::{ProjectScope, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct EventStoreConfig {
@@ -241,7 +241,7 @@ impl EventStore {
     pub async fn remove_uncatalogued_files(&self) -> Result<usize, EventStoreError> {
         let catalogued: std::collections::HashSet<PathBuf> = self
             .catalog
-            .list_event_files(None)
+            .all_event_files()
             .await?
             .into_iter()
             .map(|f| self.config.root.join(f.path))
@@ -267,7 +267,7 @@ impl EventStore {
     pub async fn flushed_offset(&self) -> Result<Option<u64>, EventStoreError> {
         Ok(self
             .catalog
-            .list_event_files(None)
+            .all_event_files()
             .await?
             .iter()
             .map(|f| f.max_queue_offset)
@@ -433,7 +433,7 @@ impl EventStore {
         };
         let mut partitions: BTreeMap<(ProjectId, String), Vec<EventFile>> = BTreeMap::new();
         let mut groups: Vec<(ProjectId, String, Vec<EventFile>)> = Vec::new();
-        for f in self.catalog.list_event_files(None).await? {
+        for f in self.catalog.all_event_files().await? {
             if f.row_count < target / 2 {
                 partitions
                     .entry((f.project_id, f.date.clone()))
@@ -561,7 +561,7 @@ impl EventStore {
         // A file is written after its rows are received, so older files hold none.
         let files: Vec<String> = self
             .catalog
-            .list_event_files(None)
+            .all_event_files()
             .await?
             .into_iter()
             .filter(|f| f.created_at >= since)
@@ -620,10 +620,11 @@ impl EventStore {
     /// only.
     async fn snapshot(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<(Vec<RecordBatch>, Vec<EventFile>), EventStoreError> {
+        let project = scope.project();
         let (from_ms, to_ms) = (
             from.map_or(i64::MIN, |t| t.timestamp_millis()),
             to.map_or(i64::MAX, |t| t.timestamp_millis()),
@@ -637,7 +638,7 @@ impl EventStore {
             let own = buffer.projects.get(&project).map(|p| p.batches.clone());
             (own.unwrap_or_default(), flushing)
         };
-        let catalogued = self.catalog.list_event_files(Some(project)).await?;
+        let catalogued = self.catalog.list_event_files(scope).await?;
         if let Some((offset, flushing_batches)) = flushing {
             if !catalogued.iter().any(|f| f.max_queue_offset >= offset) {
                 batches.extend(flushing_batches);
@@ -655,11 +656,11 @@ impl EventStore {
     pub async fn events(
         &self,
         ctx: &SessionContext,
-        project: ProjectId,
+        scope: ProjectScope,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<DataFrame, EventStoreError> {
-        let (batches, files) = self.snapshot(project, from, to).await?;
+        let (batches, files) = self.snapshot(scope, from, to).await?;
         let files = files.into_iter().map(|f| f.path).collect();
         self.read(ctx, Unrolled { files, batches }).await
     }
@@ -705,12 +706,12 @@ impl EventStore {
     /// the others and the buffered rows come back in [`Counts::scan`].
     pub async fn counts(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         folded_after: Option<i64>,
     ) -> Result<Option<Counts>, EventStoreError> {
-        let (buffered, files) = self.snapshot(project, Some(from), Some(to)).await?;
+        let (buffered, files) = self.snapshot(scope, Some(from), Some(to)).await?;
         let mut scan = Unrolled::default();
         let (files, buffered) = match folded_after {
             None => (files, buffered),
@@ -1075,7 +1076,10 @@ mod tests {
 
     async fn count(store: &EventStore, project: ProjectId) -> usize {
         let ctx = SessionContext::new();
-        let df = store.events(&ctx, project, None, None).await.unwrap();
+        let df = store
+            .events(&ctx, ProjectScope::for_tests(project), None, None)
+            .await
+            .unwrap();
         df.count().await.unwrap()
     }
 
@@ -1156,7 +1160,10 @@ mod tests {
         .unwrap();
         store.append(events(p, 10_000, 0), 0).unwrap();
         store.flush().await.unwrap();
-        let files = catalog.list_event_files(Some(p)).await.unwrap();
+        let files = catalog
+            .list_event_files(ProjectScope::for_tests(p))
+            .await
+            .unwrap();
         assert_eq!(files.len(), 1);
         let reader = SerializedFileReader::new_with_options(
             File::open(dir.path().join("events").join(&files[0].path)).unwrap(),
@@ -1205,7 +1212,10 @@ mod tests {
             store.flush().await.unwrap();
             assert_eq!(count(&store, p).await, 10 * (i + 1), "every file is read");
         }
-        let mut files = catalog.list_event_files(Some(p)).await.unwrap();
+        let mut files = catalog
+            .list_event_files(ProjectScope::for_tests(p))
+            .await
+            .unwrap();
         files.sort_by(|a, b| a.date.cmp(&b.date));
         for (i, (file, (_, name))) in files.iter().zip(codecs).enumerate() {
             let reader = SerializedFileReader::new(
@@ -1248,7 +1258,10 @@ mod tests {
         assert_eq!(store.flush().await.unwrap(), Some(5));
         assert_eq!(store.buffered_rows(), 0);
         assert_eq!(count(&store, a).await, 15, "visible after the flush");
-        let files = catalog.list_event_files(Some(a)).await.unwrap();
+        let files = catalog
+            .list_event_files(ProjectScope::for_tests(a))
+            .await
+            .unwrap();
         assert_eq!(files.len(), 2, "one file per day");
         assert!(files
             .iter()
@@ -1263,7 +1276,7 @@ mod tests {
         let ctx = SessionContext::new();
         let day1 = DateTime::from_timestamp(1_795_000_000 + 86_400, 0).unwrap();
         let df = store
-            .events(&ctx, a, Some(day1), None)
+            .events(&ctx, ProjectScope::for_tests(a), Some(day1), None)
             .await
             .unwrap()
             .filter(col("timestamp").gt_eq(lit(
@@ -1313,7 +1326,10 @@ mod tests {
         store.append(buffered.clone(), 2).unwrap();
 
         let ctx = SessionContext::new();
-        let df = store.events(&ctx, p, None, None).await.unwrap();
+        let df = store
+            .events(&ctx, ProjectScope::for_tests(p), None, None)
+            .await
+            .unwrap();
         for name in VIEW_COLUMNS {
             let field = df.schema().field_with_unqualified_name(name).unwrap();
             assert_eq!(field.data_type(), &DataType::Utf8View, "{name}");
@@ -1381,7 +1397,14 @@ mod tests {
             store.append(events(b, 2, 0), round).unwrap();
             store.flush().await.unwrap();
         }
-        assert_eq!(catalog.list_event_files(Some(a)).await.unwrap().len(), 5);
+        assert_eq!(
+            catalog
+                .list_event_files(ProjectScope::for_tests(a))
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
         let done = store.compact().await.unwrap();
         assert_eq!(
             done,
@@ -1391,7 +1414,10 @@ mod tests {
                 rows: 60
             }
         );
-        let files = catalog.list_event_files(Some(a)).await.unwrap();
+        let files = catalog
+            .list_event_files(ProjectScope::for_tests(a))
+            .await
+            .unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].row_count, 50);
         assert_eq!(files[0].max_queue_offset, 4);
@@ -1416,7 +1442,7 @@ mod tests {
     ) -> Option<BTreeMap<String, u64>> {
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
         let counts = store
-            .counts(project, at(from), at(to), None)
+            .counts(ProjectScope::for_tests(project), at(from), at(to), None)
             .await
             .unwrap()?;
         let mut out = BTreeMap::new();
@@ -1464,7 +1490,10 @@ mod tests {
         );
 
         store.compact().await.unwrap();
-        let files = catalog.list_event_files(Some(p)).await.unwrap();
+        let files = catalog
+            .list_event_files(ProjectScope::for_tests(p))
+            .await
+            .unwrap();
         assert_eq!(files.len(), 1, "compacted into one");
         assert_eq!(
             counted(&store, p, day, day + 2 * 86_400).await,

@@ -6,11 +6,15 @@ mod error;
 mod migrations;
 mod sql;
 
+pub(crate) use sql::insert_audit;
+
 use std::sync::Arc;
 
 use appizer_core::event::{IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Organization, Project};
 use appizer_core::{KeyId, OrganizationId, PersonId, ProjectId};
+
+use crate::scope::ProjectScope;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -117,10 +121,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// through this store (on this node): answers using them are cached under it.
     fn definitions_version(&self) -> u64;
 
-    /// Saves a new definition, with its audit entry; [`StoreError::Conflict`] if the
-    /// project has one of that kind and name.
+    /// Saves a new definition of the scope's project, with its audit entry;
+    /// [`StoreError::Conflict`] if the project has one of that kind and name, or if the
+    /// definition names another project.
     async fn create_definition(
         &self,
+        scope: ProjectScope,
         definition: &appizer_core::definition::Definition,
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError>;
@@ -128,7 +134,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The project's definitions of `kind`, by name.
     async fn list_definitions(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: appizer_core::definition::DefinitionKind,
     ) -> Result<Vec<appizer_core::definition::Definition>, StoreError>;
 
@@ -140,14 +146,16 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn get_definition(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: appizer_core::definition::DefinitionKind,
         id: appizer_core::DefinitionId,
     ) -> Result<Option<appizer_core::definition::Definition>, StoreError>;
 
-    /// Replaces name, description and body; `false` if it is not there.
+    /// Replaces name, description and body; `false` if the scope's project has no such
+    /// definition.
     async fn update_definition(
         &self,
+        scope: ProjectScope,
         definition: &appizer_core::definition::Definition,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError>;
@@ -155,24 +163,27 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes a definition (and a segment's members); `false` if it is not there.
     async fn delete_definition(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: appizer_core::definition::DefinitionKind,
         id: appizer_core::DefinitionId,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError>;
 
-    /// Replaces a segment's members in one transaction and records the count and time.
+    /// Replaces a segment's members in one transaction and records the count and time;
+    /// [`StoreError::NotFound`] if the scope's project has no such segment.
     async fn replace_segment_members(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         segment: appizer_core::DefinitionId,
         members: &[PersonId],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// A segment's members in id order, after `after`, at most `limit`.
+    /// A segment's members in id order, after `after`, at most `limit` (none if the
+    /// segment is not the scope's project's).
     async fn segment_members(
         &self,
+        scope: ProjectScope,
         segment: appizer_core::DefinitionId,
         after: Option<PersonId>,
         limit: u32,
@@ -180,15 +191,15 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn is_segment_member(
         &self,
+        scope: ProjectScope,
         segment: appizer_core::DefinitionId,
         person: PersonId,
     ) -> Result<bool, StoreError>;
 
-    /// The organisation that owns `project` (the workers know only the project).
-    async fn project_organization(
-        &self,
-        project: ProjectId,
-    ) -> Result<Option<OrganizationId>, StoreError>;
+    /// The scope of `project`, deleted or not, read with its organisation: for work on
+    /// data already in the project (the workers' events, scheduled refreshes), which
+    /// knows only the project. Requests take theirs from [`get_project`](Self::get_project).
+    async fn project_scope(&self, project: ProjectId) -> Result<Option<ProjectScope>, StoreError>;
 
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -211,11 +222,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError>;
 
+    /// The project `id` of organisation `org` (not deleted) and its scope: the lookup a
+    /// request makes with its caller's organisation.
     async fn get_project(
         &self,
         org: OrganizationId,
         id: ProjectId,
-    ) -> Result<Option<Project>, StoreError>;
+    ) -> Result<Option<(ProjectScope, Project)>, StoreError>;
 
     async fn list_projects(&self, org: OrganizationId) -> Result<Vec<Project>, StoreError>;
 
@@ -260,8 +273,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// A project's ingestion warnings, newest first, `id < before` when given.
     async fn list_ingestion_warnings(
         &self,
-        org: OrganizationId,
-        project: ProjectId,
+        scope: ProjectScope,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<IngestionWarningEntry>, StoreError>;
@@ -277,15 +289,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         removed: &[String],
     ) -> Result<(), StoreError>;
 
-    /// The catalogued files of a project, or of every project.
-    async fn list_event_files(
-        &self,
-        project: Option<ProjectId>,
-    ) -> Result<Vec<EventFile>, StoreError>;
+    /// The catalogued files of the scope's project.
+    async fn list_event_files(&self, scope: ProjectScope) -> Result<Vec<EventFile>, StoreError>;
 
-    /// Writes one audit entry (for actions whose data lives outside this store's
-    /// transactions, such as person changes).
-    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
+    /// The catalogued files of every project (for the workers: recovery, compaction).
+    async fn all_event_files(&self) -> Result<Vec<EventFile>, StoreError>;
 
     /// Newest first; entries with `id < before` when given; at most `limit`.
     async fn list_audit(

@@ -21,6 +21,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use crate::persons::{PersonStore, SqlPersonStore};
+use crate::scope::ProjectScope;
 
 use super::{
     redact_url, AuditScope, Backend, Bootstrap, EventFile, KeyScope, MetadataStore, StoreError,
@@ -247,7 +248,10 @@ async fn insert_key(conn: &mut AnyConnection, k: &ApiKey) -> Result<(), StoreErr
     Ok(())
 }
 
-async fn insert_audit(conn: &mut AnyConnection, a: &NewAuditEntry) -> Result<(), StoreError> {
+pub(crate) async fn insert_audit(
+    conn: &mut AnyConnection,
+    a: &NewAuditEntry,
+) -> Result<(), StoreError> {
     let actor = match &a.actor {
         Actor::Key(k) => Some(k.to_string()),
         Actor::Cli => None,
@@ -269,6 +273,19 @@ async fn insert_audit(conn: &mut AnyConnection, a: &NewAuditEntry) -> Result<(),
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Refuses a definition that names another project than the scope's.
+fn owned_by(scope: ProjectScope, d: &Definition) -> Result<(), StoreError> {
+    if d.project_id == scope.project() {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "definition {} belongs to another project than {}",
+            d.id,
+            scope.project()
+        )))
+    }
 }
 
 const DEFINITION_COLUMNS: &str = "id, project_id, kind, name, description, body, member_count, \
@@ -318,9 +335,11 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn create_definition(
         &self,
+        scope: ProjectScope,
         d: &Definition,
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
+        owned_by(scope, d)?;
         let mut tx = self.backend.begin_write(&self.pool).await?;
         sqlx::query(&format!(
             "INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -345,13 +364,13 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn list_definitions(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: DefinitionKind,
     ) -> Result<Vec<Definition>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE project_id = $1 AND kind = $2 ORDER BY name"
         ))
-        .bind(project.to_string())
+        .bind(scope.project().to_string())
         .bind(kind.as_str())
         .fetch_all(&self.pool)
         .await?;
@@ -370,14 +389,14 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn get_definition(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: DefinitionKind,
         id: DefinitionId,
     ) -> Result<Option<Definition>, StoreError> {
         sqlx::query(&format!(
             "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE project_id = $1 AND kind = $2 AND id = $3"
         ))
-        .bind(project.to_string())
+        .bind(scope.project().to_string())
         .bind(kind.as_str())
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -389,9 +408,13 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn update_definition(
         &self,
+        scope: ProjectScope,
         d: &Definition,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError> {
+        if d.project_id != scope.project() {
+            return Ok(false);
+        }
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE definitions SET name = $1, description = $2, body = $3, updated_at = $4 \
@@ -418,7 +441,7 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn delete_definition(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         kind: DefinitionKind,
         id: DefinitionId,
         audit: &NewAuditEntry,
@@ -426,7 +449,7 @@ impl MetadataStore for SqlMetadataStore {
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let done =
             sqlx::query("DELETE FROM definitions WHERE project_id = $1 AND kind = $2 AND id = $3")
-                .bind(project.to_string())
+                .bind(scope.project().to_string())
                 .bind(kind.as_str())
                 .bind(id.to_string())
                 .execute(&mut *tx)
@@ -447,7 +470,7 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn replace_segment_members(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         segment: DefinitionId,
         members: &[PersonId],
         at: DateTime<Utc>,
@@ -459,7 +482,7 @@ impl MetadataStore for SqlMetadataStore {
         )
         .bind(members.len() as i64)
         .bind(millis(at))
-        .bind(project.to_string())
+        .bind(scope.project().to_string())
         .bind(segment.to_string())
         .execute(&mut *tx)
         .await?
@@ -493,17 +516,20 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn segment_members(
         &self,
+        scope: ProjectScope,
         segment: DefinitionId,
         after: Option<PersonId>,
         limit: u32,
     ) -> Result<Vec<PersonId>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT person_id FROM segment_members WHERE segment_id = $1 AND person_id > $2 \
-             ORDER BY person_id LIMIT $3",
+            "SELECT m.person_id FROM segment_members m JOIN definitions d ON d.id = m.segment_id \
+             WHERE d.project_id = $4 AND m.segment_id = $1 AND m.person_id > $2 \
+             ORDER BY m.person_id LIMIT $3",
         )
         .bind(segment.to_string())
         .bind(after.map(|p| p.to_string()).unwrap_or_default())
         .bind(i64::from(limit))
+        .bind(scope.project().to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| parse_id(r, "person id")).collect()
@@ -511,38 +537,39 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn is_segment_member(
         &self,
+        scope: ProjectScope,
         segment: DefinitionId,
         person: PersonId,
     ) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("SELECT 1 FROM segment_members WHERE segment_id = $1 AND person_id = $2")
-                .bind(segment.to_string())
-                .bind(person.to_string())
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
+        Ok(sqlx::query(
+            "SELECT 1 FROM segment_members m JOIN definitions d ON d.id = m.segment_id \
+             WHERE d.project_id = $3 AND m.segment_id = $1 AND m.person_id = $2",
         )
-    }
-
-    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_audit(&mut conn, entry).await
+        .bind(segment.to_string())
+        .bind(person.to_string())
+        .bind(scope.project().to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
     }
 
     fn persons(&self) -> Arc<dyn PersonStore> {
         self.persons.clone()
     }
 
-    async fn project_organization(
-        &self,
-        project: ProjectId,
-    ) -> Result<Option<OrganizationId>, StoreError> {
+    async fn project_scope(&self, project: ProjectId) -> Result<Option<ProjectScope>, StoreError> {
         let org: Option<String> =
             sqlx::query_scalar("SELECT organization_id FROM projects WHERE id = $1")
                 .bind(project.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        org.map(|o| parse_id(&o, "organization id")).transpose()
+        org.map(|o| {
+            Ok(ProjectScope::verified(
+                parse_id(&o, "organization id")?,
+                project,
+            ))
+        })
+        .transpose()
     }
 
     fn backend(&self) -> Backend {
@@ -616,7 +643,7 @@ impl MetadataStore for SqlMetadataStore {
         &self,
         org: OrganizationId,
         id: ProjectId,
-    ) -> Result<Option<Project>, StoreError> {
+    ) -> Result<Option<(ProjectScope, Project)>, StoreError> {
         let sql = format!(
             "SELECT {PROJECT_COLUMNS} FROM projects \
              WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL"
@@ -626,7 +653,13 @@ impl MetadataStore for SqlMetadataStore {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(project_from_row).transpose()
+        let Some(project) = row.as_ref().map(project_from_row).transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            ProjectScope::verified(project.organization_id, project.id),
+            project,
+        )))
     }
 
     async fn list_projects(&self, org: OrganizationId) -> Result<Vec<Project>, StoreError> {
@@ -824,8 +857,7 @@ impl MetadataStore for SqlMetadataStore {
 
     async fn list_ingestion_warnings(
         &self,
-        org: OrganizationId,
-        project: ProjectId,
+        scope: ProjectScope,
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<IngestionWarningEntry>, StoreError> {
@@ -835,8 +867,8 @@ impl MetadataStore for SqlMetadataStore {
              WHERE organization_id = $1 AND project_id = $2 AND id < $3 \
              ORDER BY id DESC LIMIT $4",
         )
-        .bind(org.to_string())
-        .bind(project.to_string())
+        .bind(scope.organization().to_string())
+        .bind(scope.project().to_string())
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -911,10 +943,49 @@ impl MetadataStore for SqlMetadataStore {
         Ok(())
     }
 
-    async fn list_event_files(
+    async fn list_event_files(&self, scope: ProjectScope) -> Result<Vec<EventFile>, StoreError> {
+        self.event_files(Some(scope.project())).await
+    }
+
+    async fn all_event_files(&self) -> Result<Vec<EventFile>, StoreError> {
+        self.event_files(None).await
+    }
+
+    async fn list_audit(
         &self,
-        project: Option<ProjectId>,
-    ) -> Result<Vec<EventFile>, StoreError> {
+        scope: AuditScope,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let (org, project) = match scope {
+            AuditScope::Organization(org) => (org, None),
+            AuditScope::Project(org, p) => (org, Some(p)),
+        };
+        let project_clause = if project.is_some() {
+            "AND project_id = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT id, organization_id, project_id, actor_key_id, action, target_type, \
+             target_id, details, request_id, created_at FROM audit_log \
+             WHERE organization_id = $1 AND id < $2 {project_clause} \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(org.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit));
+        if let Some(p) = project {
+            query = query.bind(p.to_string());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+impl SqlMetadataStore {
+    async fn event_files(&self, project: Option<ProjectId>) -> Result<Vec<EventFile>, StoreError> {
         const COLUMNS: &str = "path, project_id, date, row_count, byte_size, min_timestamp, \
              max_timestamp, max_queue_offset, created_at, persons_folded_at";
         let rows = match project {
@@ -953,37 +1024,5 @@ impl MetadataStore for SqlMetadataStore {
                 })
             })
             .collect()
-    }
-
-    async fn list_audit(
-        &self,
-        scope: AuditScope,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        let (org, project) = match scope {
-            AuditScope::Organization(org) => (org, None),
-            AuditScope::Project(org, p) => (org, Some(p)),
-        };
-        let project_clause = if project.is_some() {
-            "AND project_id = $4"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT id, organization_id, project_id, actor_key_id, action, target_type, \
-             target_id, details, request_id, created_at FROM audit_log \
-             WHERE organization_id = $1 AND id < $2 {project_clause} \
-             ORDER BY id DESC LIMIT $3"
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(org.to_string())
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit));
-        if let Some(p) = project {
-            query = query.bind(p.to_string());
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(audit_from_row).collect()
     }
 }

@@ -8,6 +8,7 @@ mod sql;
 use std::collections::{HashMap, HashSet};
 
 use appizer_core::person::{MergeReason, MergeRecord, Person, PersonDelta};
+use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{MergeId, PersonId, ProjectId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 pub use sql::SqlPersonStore;
 
-use crate::StoreError;
+use crate::{ProjectScope, StoreError};
 
 /// A distinct id that had no person, with the person proposed for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,12 +107,36 @@ pub struct Deleted {
     pub suppressed: bool,
 }
 
+/// Builds a change's audit entry from its outcome. The store writes the entry in the
+/// change's transaction: both land, or neither does.
+pub type AuditWith<'a, T> = Option<&'a (dyn Fn(&T) -> NewAuditEntry + Send + Sync)>;
+
+/// What a server-side identify did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identified {
+    pub person: PersonId,
+    /// The distinct id had no person: this one was created for it.
+    pub created: bool,
+}
+
+/// What removing a distinct id from a person did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    /// The id moved, with its events, onto this new person.
+    Moved(PersonId),
+    /// The id is not the person's (or the person does not exist).
+    NotTheirs,
+    /// It is the person's only id: nothing changed.
+    OnlyId,
+}
+
+/// Every method that touches a project's persons takes its [`ProjectScope`].
 #[async_trait]
 pub trait PersonStore: Send + Sync + 'static {
     /// The persons of those of `distinct_ids` that have one.
     async fn lookup(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         distinct_ids: &[String],
     ) -> Result<HashMap<String, PersonId>, StoreError>;
 
@@ -120,29 +145,44 @@ pub trait PersonStore: Send + Sync + 'static {
     /// one, or the one created first elsewhere).
     async fn create(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         new: &[NewPerson],
     ) -> Result<HashMap<String, PersonId>, StoreError>;
 
-    /// Links `distinct_id` to `person` if the id has no person yet. Returns the person
-    /// the id belongs to afterwards.
+    /// Server-side identify, in one transaction: the person of `new.distinct_id`
+    /// (created as proposed if the id has none) gets `delta` applied.
+    async fn identify(
+        &self,
+        scope: ProjectScope,
+        new: &NewPerson,
+        delta: &PersonDelta,
+        audit: AuditWith<'_, Identified>,
+    ) -> Result<Identified, StoreError>;
+
+    /// Links `distinct_id` to `person` if the id has no person yet (auditing the link).
+    /// Returns the person the id belongs to afterwards.
     async fn add_distinct_id(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         distinct_id: &str,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, PersonId>,
     ) -> Result<PersonId, StoreError>;
 
-    async fn set_identified(&self, project: ProjectId, person: PersonId) -> Result<(), StoreError>;
+    async fn set_identified(&self, scope: ProjectScope, person: PersonId)
+        -> Result<(), StoreError>;
 
-    async fn get(&self, project: ProjectId, person: PersonId)
-        -> Result<Option<Person>, StoreError>;
+    async fn get(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+    ) -> Result<Option<Person>, StoreError>;
 
     /// The person's distinct ids, oldest first.
     async fn distinct_ids(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<Vec<String>, StoreError>;
 
@@ -155,13 +195,14 @@ pub trait PersonStore: Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)]
     async fn merge(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         source: PersonId,
         target: PersonId,
         reason: MergeReason,
         message_id: Option<&str>,
         unapplied: &PersonDelta,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<MergeRecord, StoreError>;
 
     /// Undoes a merge: the source comes back as it was (same id), with the distinct ids
@@ -172,35 +213,37 @@ pub trait PersonStore: Send + Sync + 'static {
     /// its count and the target's leave them out now.
     async fn split(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         merge: MergeId,
         unapplied: &PersonDelta,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<Option<MergeRecord>, StoreError>;
 
     /// Merges into and out of `person`, newest first.
     async fn merge_log(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<Vec<MergeRecord>, StoreError>;
 
-    /// Moves `distinct_id` off `person` onto a new person, with the events stored for it.
-    /// `None` if the id is not the person's.
+    /// Moves `distinct_id` off `person` onto a new person, with the events stored for it,
+    /// unless it is the person's only id.
     async fn remove_distinct_id(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         distinct_id: &str,
         at: DateTime<Utc>,
-    ) -> Result<Option<PersonId>, StoreError>;
+        audit: AuditWith<'_, PersonId>,
+    ) -> Result<Unlinked, StoreError>;
 
     /// Applies person updates in one transaction; from the workers, with the queue
     /// offset their events reach, recorded in the same transaction. A delta for a
     /// person merged away goes to the survivor; one for a deleted person is dropped.
     async fn apply_deltas(
         &self,
-        deltas: &[(ProjectId, PersonId, PersonDelta)],
+        deltas: &[(ProjectScope, PersonId, PersonDelta)],
         offset: Option<u64>,
     ) -> Result<(), StoreError>;
 
@@ -210,7 +253,7 @@ pub trait PersonStore: Send + Sync + 'static {
     /// Persons in id order.
     async fn list(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         filter: &PersonFilter,
     ) -> Result<Vec<Person>, StoreError>;
 
@@ -222,28 +265,29 @@ pub trait PersonStore: Send + Sync + 'static {
     /// id order (for analytics: person-property filters and breakdowns).
     async fn property_table(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
     ) -> Result<Vec<(PersonId, String)>, StoreError>;
 
     /// Deletes the person and its distinct ids; its events are hidden from now on. With
     /// `suppress`, later events of those ids are to be dropped. `None` if not there.
     async fn delete(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         suppress: bool,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, Deleted>,
     ) -> Result<Option<Deleted>, StoreError>;
 
     /// Those of `distinct_ids` whose events are to be dropped.
     async fn suppressed(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         distinct_ids: &[String],
     ) -> Result<HashSet<String>, StoreError>;
 
     /// The overrides queries of the project apply.
-    async fn overrides(&self, project: ProjectId) -> Result<PersonOverrides, StoreError>;
+    async fn overrides(&self, scope: ProjectScope) -> Result<PersonOverrides, StoreError>;
 
     /// Overrides of every project (for compaction).
     async fn all_overrides(&self) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError>;

@@ -14,8 +14,12 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
-use super::{Deleted, NewPerson, PersonFilter, PersonOverrides, PersonStore};
+use super::{
+    AuditWith, Deleted, Identified, NewPerson, PersonFilter, PersonOverrides, PersonStore, Unlinked,
+};
+use crate::metadata::insert_audit;
 use crate::metadata::Backend;
+use crate::ProjectScope;
 use crate::StoreError;
 
 /// Ids per `IN (...)` list. Kept small: sqlx's SQLite driver looks up each bound
@@ -297,13 +301,26 @@ async fn surviving(
     Ok(None)
 }
 
+/// Writes a change's audit entry, if it has one, in the change's transaction.
+async fn audited<T>(
+    tx: &mut Transaction<'_, Any>,
+    audit: AuditWith<'_, T>,
+    outcome: &T,
+) -> Result<(), StoreError> {
+    if let Some(entry) = audit {
+        insert_audit(tx, &entry(outcome)).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PersonStore for SqlPersonStore {
     async fn lookup(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         distinct_ids: &[String],
     ) -> Result<HashMap<String, PersonId>, StoreError> {
+        let project = scope.project();
         let mut found = HashMap::with_capacity(distinct_ids.len());
         for chunk in distinct_ids.chunks(CHUNK) {
             let sql = format!(
@@ -324,9 +341,10 @@ impl PersonStore for SqlPersonStore {
 
     async fn create(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         new: &[NewPerson],
     ) -> Result<HashMap<String, PersonId>, StoreError> {
+        let project = scope.project();
         let mut out = HashMap::with_capacity(new.len());
         if new.is_empty() {
             return Ok(out);
@@ -390,18 +408,22 @@ impl PersonStore for SqlPersonStore {
             .filter(|n| !out.contains_key(&n.distinct_id))
             .map(|n| n.distinct_id.clone())
             .collect();
-        out.extend(self.lookup(project, &lost).await?);
+        out.extend(self.lookup(scope, &lost).await?);
         Ok(out)
     }
 
     async fn add_distinct_id(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         distinct_id: &str,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, PersonId>,
     ) -> Result<PersonId, StoreError> {
-        sqlx::query(
+        let project = scope.project();
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        let linked = sqlx::query(
             "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
         )
@@ -409,20 +431,83 @@ impl PersonStore for SqlPersonStore {
         .bind(distinct_id)
         .bind(person.to_string())
         .bind(millis(at))
-        .execute(&self.pool)
-        .await?;
-        self.changed();
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
         let owner: String = sqlx::query_scalar(
             "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2",
         )
         .bind(project.to_string())
         .bind(distinct_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        id(&owner)
+        let owner: PersonId = id(&owner)?;
+        if linked {
+            audited(&mut tx, audit, &owner).await?;
+        }
+        tx.commit().await?;
+        self.changed();
+        Ok(owner)
     }
 
-    async fn set_identified(&self, project: ProjectId, person: PersonId) -> Result<(), StoreError> {
+    async fn identify(
+        &self,
+        scope: ProjectScope,
+        new: &NewPerson,
+        delta: &PersonDelta,
+        audit: AuditWith<'_, Identified>,
+    ) -> Result<Identified, StoreError> {
+        let project = scope.project();
+        let _one_writer = self.writes.lock().await;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        let created = sqlx::query(
+            "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
+        )
+        .bind(project.to_string())
+        .bind(&new.distinct_id)
+        .bind(new.person_id.to_string())
+        .bind(millis(new.at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        let mut person = if created {
+            Person::new(new.person_id, project, new.is_identified, new.at)
+        } else {
+            let owner: String = sqlx::query_scalar(&format!(
+                "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND \
+                 distinct_id = $2{}",
+                self.lock()
+            ))
+            .bind(project.to_string())
+            .bind(&new.distinct_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let owner: PersonId = id(&owner)?;
+            fetch_person(&mut *tx, project, owner, self.lock())
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("distinct id of no person {owner}")))?
+        };
+        delta.apply_to(&mut person);
+        write_persons(&mut tx, &[&person]).await?;
+        let outcome = Identified {
+            person: person.id,
+            created,
+        };
+        audited(&mut tx, audit, &outcome).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(outcome)
+    }
+
+    async fn set_identified(
+        &self,
+        scope: ProjectScope,
+        person: PersonId,
+    ) -> Result<(), StoreError> {
+        let project = scope.project();
         sqlx::query("UPDATE persons SET is_identified = 1 WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
             .bind(person.to_string())
@@ -434,30 +519,34 @@ impl PersonStore for SqlPersonStore {
 
     async fn get(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<Option<Person>, StoreError> {
+        let project = scope.project();
         fetch_person(&self.pool, project, person, "").await
     }
 
     async fn distinct_ids(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<Vec<String>, StoreError> {
+        let project = scope.project();
         ids_of(&self.pool, project, person).await
     }
 
     async fn merge(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         source: PersonId,
         target: PersonId,
         reason: MergeReason,
         message_id: Option<&str>,
         unapplied: &PersonDelta,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<MergeRecord, StoreError> {
+        let project = scope.project();
         if source == target {
             return Err(StoreError::Conflict(
                 "a person cannot merge into itself".into(),
@@ -540,6 +629,7 @@ impl PersonStore for SqlPersonStore {
         .bind(millis(at))
         .execute(&mut *tx)
         .await?;
+        audited(&mut tx, audit, &record).await?;
         tx.commit().await?;
         self.changed();
         Ok(record)
@@ -547,11 +637,13 @@ impl PersonStore for SqlPersonStore {
 
     async fn split(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         merge: MergeId,
         unapplied: &PersonDelta,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, MergeRecord>,
     ) -> Result<Option<MergeRecord>, StoreError> {
+        let project = scope.project();
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let lock = self.lock();
@@ -656,17 +748,19 @@ impl PersonStore for SqlPersonStore {
             .bind(millis(at))
             .execute(&mut *tx)
             .await?;
+        record.split_at = Some(at);
+        audited(&mut tx, audit, &record).await?;
         tx.commit().await?;
         self.changed();
-        record.split_at = Some(at);
         Ok(Some(record))
     }
 
     async fn merge_log(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
     ) -> Result<Vec<MergeRecord>, StoreError> {
+        let project = scope.project();
         let rows = sqlx::query(&format!(
             "SELECT {MERGE_COLUMNS} FROM person_merges WHERE project_id = $1 AND \
              (target_person_id = $2 OR source_person_id = $2) ORDER BY merged_at DESC, id DESC"
@@ -680,11 +774,13 @@ impl PersonStore for SqlPersonStore {
 
     async fn remove_distinct_id(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         distinct_id: &str,
         at: DateTime<Utc>,
-    ) -> Result<Option<PersonId>, StoreError> {
+        audit: AuditWith<'_, PersonId>,
+    ) -> Result<Unlinked, StoreError> {
+        let project = scope.project();
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let owner: Option<String> = sqlx::query_scalar(&format!(
@@ -696,7 +792,10 @@ impl PersonStore for SqlPersonStore {
         .fetch_optional(&mut *tx)
         .await?;
         if owner.as_deref() != Some(&person.to_string()) {
-            return Ok(None);
+            return Ok(Unlinked::NotTheirs);
+        }
+        if ids_of(&mut *tx, project, person).await?.len() < 2 {
+            return Ok(Unlinked::OnlyId);
         }
         let split_off = PersonId::new();
         write_persons(&mut tx, &[&Person::new(split_off, project, false, at)]).await?;
@@ -721,14 +820,15 @@ impl PersonStore for SqlPersonStore {
         for old in merged_in {
             set_override(&mut tx, project, id(&old)?, distinct_id, split_off, at).await?;
         }
+        audited(&mut tx, audit, &split_off).await?;
         tx.commit().await?;
         self.changed();
-        Ok(Some(split_off))
+        Ok(Unlinked::Moved(split_off))
     }
 
     async fn apply_deltas(
         &self,
-        deltas: &[(ProjectId, PersonId, PersonDelta)],
+        deltas: &[(ProjectScope, PersonId, PersonDelta)],
         offset: Option<u64>,
     ) -> Result<(), StoreError> {
         let _one_writer = self.writes.lock().await;
@@ -750,12 +850,13 @@ impl PersonStore for SqlPersonStore {
                 found.insert(p.id, p);
             }
             let mut changed: Vec<PersonId> = Vec::with_capacity(chunk.len());
-            for (project, person, delta) in chunk {
+            for (scope, person, delta) in chunk {
+                let project = scope.project();
                 let target = match found.get(person) {
-                    Some(p) if p.project_id == *project => *person,
+                    Some(p) if p.project_id == project => *person,
                     Some(_) => continue,
                     // Merged away (or deleted) since: follow the merges.
-                    None => match surviving(&mut tx, *project, *person, lock).await? {
+                    None => match surviving(&mut tx, project, *person, lock).await? {
                         Some(p) => {
                             let id = p.id;
                             found.entry(id).or_insert(p);
@@ -800,9 +901,10 @@ impl PersonStore for SqlPersonStore {
 
     async fn list(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         filter: &PersonFilter,
     ) -> Result<Vec<Person>, StoreError> {
+        let project = scope.project();
         let mut sql = format!("SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1");
         let mut binds: Vec<String> = vec![project.to_string()];
         if let Some(after) = filter.after {
@@ -855,8 +957,9 @@ impl PersonStore for SqlPersonStore {
 
     async fn property_table(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
     ) -> Result<Vec<(PersonId, String)>, StoreError> {
+        let project = scope.project();
         let rows =
             sqlx::query("SELECT id, properties FROM persons WHERE project_id = $1 ORDER BY id")
                 .bind(project.to_string())
@@ -874,11 +977,13 @@ impl PersonStore for SqlPersonStore {
 
     async fn delete(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         person: PersonId,
         suppress: bool,
         at: DateTime<Utc>,
+        audit: AuditWith<'_, Deleted>,
     ) -> Result<Option<Deleted>, StoreError> {
+        let project = scope.project();
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
         if fetch_person(&mut *tx, project, person, self.lock())
@@ -920,19 +1025,22 @@ impl PersonStore for SqlPersonStore {
                 .await?;
             }
         }
-        tx.commit().await?;
-        self.changed();
-        Ok(Some(Deleted {
+        let deleted = Deleted {
             distinct_ids: ids,
             suppressed: suppress,
-        }))
+        };
+        audited(&mut tx, audit, &deleted).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(Some(deleted))
     }
 
     async fn suppressed(
         &self,
-        project: ProjectId,
+        scope: ProjectScope,
         distinct_ids: &[String],
     ) -> Result<HashSet<String>, StoreError> {
+        let project = scope.project();
         let mut found = HashSet::new();
         for chunk in distinct_ids.chunks(CHUNK) {
             let sql = format!(
@@ -951,7 +1059,8 @@ impl PersonStore for SqlPersonStore {
         Ok(found)
     }
 
-    async fn overrides(&self, project: ProjectId) -> Result<PersonOverrides, StoreError> {
+    async fn overrides(&self, scope: ProjectScope) -> Result<PersonOverrides, StoreError> {
+        let project = scope.project();
         Ok(self
             .load_overrides(Some(project))
             .await?
