@@ -159,4 +159,31 @@ mod tests {
         assert!(validate_name("name", &"é".repeat(200)).is_ok());
         assert!(validate_name("name", &"é".repeat(201)).is_err());
     }
+
+    /// Handlers take their project's scope from [`CallerProject`], which reads it with
+    /// the caller's organisation; the by-project lookup is the workers' alone.
+    #[test]
+    fn no_handler_scopes_a_project_without_the_callers_organisation() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut pending = vec![dir];
+        let mut read = 0;
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                    assert!(
+                        !code.contains(".project_scope("),
+                        "{} scopes a project by id alone",
+                        path.display()
+                    );
+                    read += 1;
+                }
+            }
+        }
+        assert!(read > 10, "read the gateway's sources ({read} files)");
+    }
 }
