@@ -1,0 +1,247 @@
+//! Flushing: the buffer's rows, per project and day, written to sorted Parquet files
+//! (durably: file and directory fsync'd) and catalogued with the queue offset they reach.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+
+use appizer_core::config::ParquetCompression;
+use appizer_core::ProjectId;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+
+use crate::events::rollup::Rollup;
+use crate::events::schema::event_schema;
+use crate::metadata::EventFile;
+
+use super::buffer::{ProjectBuffer, Taken};
+use super::{EventStore, EventStoreConfig, EventStoreError, KEY_COLUMNS};
+
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl EventStore {
+    /// Writes the buffer to Parquet files and catalogues them. Returns the highest queue
+    /// offset now durable in files (`None` if nothing was buffered).
+    pub async fn flush(&self) -> Result<Option<u64>, EventStoreError> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        match self.take_for_flush() {
+            Some(taken) => self.write_taken(taken).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes rows taken for a flush to Parquet files and catalogues them; returns the
+    /// highest queue offset now durable in files. On failure the rows go back to the
+    /// buffer.
+    pub async fn write_taken(&self, taken: Taken) -> Result<u64, EventStoreError> {
+        let max_offset = taken.max_offset;
+        let take_back = || {
+            self.flushing
+                .write()
+                .take()
+                .map(|(_, projects)| projects)
+                .unwrap_or_default()
+        };
+        let config = self.config.clone();
+        let written = self
+            .config
+            .background
+            .run(move || write_files(&config, taken.projects, max_offset))
+            .await;
+        let files = match written {
+            Ok(files) => files,
+            Err(e) => {
+                self.restore(take_back(), max_offset);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.catalog.add_event_files(&files).await {
+            // The files exist but are not catalogued: remove them and keep the rows.
+            for f in &files {
+                let _ = std::fs::remove_file(self.config.root.join(&f.path));
+            }
+            self.restore(take_back(), max_offset);
+            return Err(e.into());
+        }
+        *self.flushing.write() = None;
+        Ok(max_offset)
+    }
+}
+
+/// Writes each (project, day) of `projects` to one sorted Parquet file; durable on return.
+pub(super) fn write_files(
+    config: &EventStoreConfig,
+    projects: BTreeMap<ProjectId, ProjectBuffer>,
+    max_offset: u64,
+) -> Result<Vec<EventFile>, EventStoreError> {
+    let mut files = Vec::new();
+    for (project, buffer) in projects {
+        if buffer.batches.is_empty() {
+            continue;
+        }
+        for (date, order) in sorted_days(&buffer.batches) {
+            files.push(write_file(
+                config,
+                project,
+                &date,
+                &buffer.batches,
+                &order,
+                max_offset,
+            )?);
+        }
+    }
+    Ok(files)
+}
+
+/// Rows copied into the writer at a time: the sorted copy of a flush never exceeds this.
+pub(super) const WRITE_CHUNK_ROWS: usize = 8 * 1024;
+
+/// Writes the rows of `batches` named by `order` (batch, row), in that order, as
+/// `project=<id>/date=<day>/<uuid>.parquet`, durably (file and directory entries
+/// fsync'd), and returns its catalog entry.
+pub(super) fn write_file(
+    config: &EventStoreConfig,
+    project: ProjectId,
+    date: &str,
+    batches: &[RecordBatch],
+    order: &[(usize, usize)],
+    max_offset: u64,
+) -> Result<EventFile, EventStoreError> {
+    let codec = |c: ParquetCompression| -> Result<Compression, EventStoreError> {
+        Ok(match c {
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1)?),
+            ParquetCompression::Lz4Raw => Compression::LZ4_RAW,
+            ParquetCompression::Snappy => Compression::SNAPPY,
+        })
+    };
+    let mut properties = WriterProperties::builder()
+        .set_compression(codec(config.compression)?)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
+        .set_data_page_row_count_limit(config.page_rows.max(1));
+    for column in KEY_COLUMNS {
+        properties = properties
+            .set_column_compression(ColumnPath::from(column), codec(config.key_compression)?);
+    }
+    let properties = properties.build();
+    let dir = format!("project={project}/date={date}");
+    let name = format!("{}.parquet", uuid::Uuid::now_v7());
+    let full_dir = config.root.join(&dir);
+    std::fs::create_dir_all(&full_dir)?;
+    let tmp = full_dir.join(format!("{name}.tmp"));
+    let mut writer = ArrowWriter::try_new(File::create(&tmp)?, event_schema(), Some(properties))?;
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    let mut rollup = Rollup::default();
+    for chunk in order.chunks(WRITE_CHUNK_ROWS) {
+        let sorted = interleave_record_batch(&sources, chunk)?;
+        let (lo, hi) = time_range(&sorted);
+        (min, max) = (min.min(lo), max.max(hi));
+        rollup.add_batch(&sorted);
+        writer.write(&sorted)?;
+    }
+    writer.append_key_value_metadata(rollup.to_metadata());
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    let byte_size = file.metadata()?.len();
+    std::fs::rename(&tmp, full_dir.join(&name))?;
+    // The file's entry, and the partition directories' own entries if new.
+    sync_dir(&full_dir)?;
+    if let Some(project_dir) = full_dir.parent() {
+        sync_dir(project_dir)?;
+    }
+    sync_dir(&config.root)?;
+    if order.is_empty() {
+        (min, max) = (0, 0);
+    }
+    Ok(EventFile {
+        path: format!("{dir}/{name}"),
+        project_id: project,
+        date: date.to_string(),
+        row_count: order.len() as u64,
+        byte_size,
+        min_timestamp: min / 1000,
+        max_timestamp: max / 1000,
+        max_queue_offset: max_offset,
+        created_at: Utc::now(),
+        persons_folded_at: None,
+    })
+}
+
+/// The first timestamp column of `batch` (`timestamp` in the full schema).
+pub(super) fn timestamps(batch: &RecordBatch) -> &TimestampMicrosecondArray {
+    let index = batch
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| {
+            matches!(
+                f.data_type(),
+                datafusion::arrow::datatypes::DataType::Timestamp(..)
+            )
+        })
+        .expect("a timestamp column");
+    batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("a timestamp array")
+}
+
+pub(super) fn time_range(batch: &RecordBatch) -> (i64, i64) {
+    let ts = timestamps(batch);
+    let values = ts.values();
+    (
+        values.iter().copied().min().unwrap_or(0),
+        values.iter().copied().max().unwrap_or(0),
+    )
+}
+
+/// The rows of `batches` as (batch, row) pairs, grouped by the UTC day of their
+/// timestamp and, within a day, sorted by event name then time so row groups and pages
+/// prune well on both.
+pub(super) fn sorted_days(batches: &[RecordBatch]) -> Vec<(String, Vec<(usize, usize)>)> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let columns: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let events = b
+                .column_by_name("event")
+                .expect("event column")
+                .as_string::<i32>();
+            (events, timestamps(b).values())
+        })
+        .collect();
+    let mut rows: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .collect();
+    let key = |&(b, r): &(usize, usize)| {
+        let (events, times) = &columns[b];
+        (times[r].div_euclid(DAY_MICROS), events.value(r), times[r])
+    };
+    rows.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
+    let mut days: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+    let mut current = None;
+    for row in rows {
+        let day = key(&row).0;
+        if current != Some(day) {
+            current = Some(day);
+            let date = DateTime::from_timestamp_micros(day * DAY_MICROS)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string();
+            days.push((date, Vec::new()));
+        }
+        days.last_mut().expect("a day").1.push(row);
+    }
+    days
+}

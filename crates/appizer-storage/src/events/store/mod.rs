@@ -1,0 +1,159 @@
+//! [`EventStore`]: the store of one node's events, by concept:
+//! - `buffer`: the Arrow buffer of recent events, queryable at once;
+//! - `flush`: writing the buffer to sorted Parquet files and cataloguing them;
+//! - `compaction`: merging small files and folding person changes into old ones;
+//! - `retire`: deleting the files compaction replaced, after a grace period;
+//! - `recovery`: what a start needs (stray files, the flushed offset, recent events);
+//! - `reads`: the project's rows as of one moment, for queries and counts (with the
+//!   cache of each file's rollup).
+
+mod buffer;
+mod compaction;
+mod flush;
+mod reads;
+mod recovery;
+mod retire;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appizer_core::config::ParquetCompression;
+use appizer_core::ProjectId;
+use datafusion::error::DataFusionError;
+use parking_lot::RwLock;
+
+use super::rollup::Rollup;
+use crate::background::Background;
+use crate::metadata::MetadataStore;
+use crate::StoreError;
+
+pub use buffer::Taken;
+use buffer::{Buffer, ProjectBuffer};
+pub use compaction::Compaction;
+pub use reads::{Counts, Unrolled};
+pub use recovery::RecentEvent;
+
+#[derive(Debug, Clone)]
+pub struct EventStoreConfig {
+    /// Where the Parquet files live.
+    pub root: PathBuf,
+    /// Buffered rows that trigger a flush.
+    pub flush_rows: usize,
+    /// Age of the oldest buffered row that triggers a flush.
+    pub flush_age: Duration,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Files below this many rows are small; compaction merges them into files of
+    /// at most this many rows.
+    pub compact_target_rows: u64,
+    /// A day of a project is compacted once it has at least this many small files.
+    pub compact_min_files: usize,
+    /// Files replaced by compaction are deleted this long after, so queries that
+    /// listed them just before finish reading.
+    pub retire_grace: Duration,
+    /// Where Parquet files are written and compacted.
+    pub background: Background,
+    /// Codec of the files written (flushes and compaction)...
+    pub compression: ParquetCompression,
+    /// ...but for [`KEY_COLUMNS`], which nearly every query reads.
+    pub key_compression: ParquetCompression,
+    /// Most rows per data page. A selective query decodes whole pages of the columns
+    /// it reads; files sorted by event name and time keep its rows on few pages.
+    pub page_rows: usize,
+}
+
+/// The columns nearly every query reads (time, event name, the ids persons are
+/// counted by), written with [`EventStoreConfig::key_compression`].
+pub const KEY_COLUMNS: [&str; 4] = ["timestamp", "event", "distinct_id", "person_id"];
+
+impl EventStoreConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            flush_rows: 100_000,
+            flush_age: Duration::from_secs(10),
+            row_group_rows: 128 * 1024,
+            compact_target_rows: 1_000_000,
+            compact_min_files: 4,
+            retire_grace: Duration::from_secs(60),
+            compression: ParquetCompression::Zstd,
+            key_compression: ParquetCompression::Lz4Raw,
+            page_rows: 4096,
+            background: Background::blocking(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventStoreError {
+    #[error("event store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("event store Arrow/Parquet error: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("event store Parquet error: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("event query failed: {0}")]
+    Query(#[from] DataFusionError),
+    #[error(transparent)]
+    Catalog(#[from] StoreError),
+}
+
+/// The event store; see the module docs.
+pub struct EventStore {
+    config: EventStoreConfig,
+    catalog: Arc<dyn MetadataStore>,
+    /// Events not yet in Parquet. During a flush, the batches being written stay in
+    /// `flushing` (still queried) until their catalog entries exist.
+    buffer: RwLock<Buffer>,
+    /// With the highest queue offset they hold: once a catalogued file carries that
+    /// offset, they are in the files and a query must not read them twice.
+    flushing: RwLock<Option<(u64, BTreeMap<ProjectId, ProjectBuffer>)>>,
+    flush_lock: tokio::sync::Mutex<()>,
+    compact_lock: tokio::sync::Mutex<()>,
+    /// Files compaction replaced, with when, awaiting deletion by a later pass.
+    retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
+    /// Bumped after every change of what a query reads (see [`EventStore::version`]).
+    version: std::sync::atomic::AtomicU64,
+    /// The rollups of files read so far, by path (`None`: the file has none). Files
+    /// never change once written, so an entry stays true while its file is catalogued.
+    rollups: parking_lot::Mutex<std::collections::HashMap<String, Option<Arc<Rollup>>>>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore {
+    pub fn open(
+        config: EventStoreConfig,
+        catalog: Arc<dyn MetadataStore>,
+    ) -> Result<Self, EventStoreError> {
+        std::fs::create_dir_all(&config.root)?;
+        Ok(Self {
+            config,
+            catalog,
+            buffer: RwLock::new(Buffer::default()),
+            flushing: RwLock::new(None),
+            flush_lock: tokio::sync::Mutex::new(()),
+            compact_lock: tokio::sync::Mutex::new(()),
+            retired: parking_lot::Mutex::new(Vec::new()),
+            version: std::sync::atomic::AtomicU64::new(0),
+            rollups: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// A number that changes whenever events are added. Flushes and compaction move
+    /// rows without changing what a query answers (merges and deletions they fold in
+    /// are already applied by every query), so they leave it as it is.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+}

@@ -1,0 +1,134 @@
+//! What a start needs: the directory cleared of files the catalog does not list, the
+//! highest offset already in files, and the recent events the workers rebuild their
+//! memory from.
+
+use std::path::PathBuf;
+
+use appizer_core::ProjectId;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures_util::StreamExt;
+
+use crate::events::schema::event_schema;
+
+use super::{EventStore, EventStoreError};
+
+/// One stored event, as [`EventStore::for_each_recent_event`] passes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentEvent<'a> {
+    pub project_id: ProjectId,
+    pub message_id: &'a str,
+    pub event: &'a str,
+    /// The event's (corrected) time, in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    pub received_ms: i64,
+}
+
+impl EventStore {
+    /// Removes files under the root that the catalog does not list: the `.tmp` of an
+    /// interrupted write, and a file whose catalog entry was never written (a crash
+    /// between the two; its events are replayed from the queue). Run at start, before
+    /// the workers, so the directory holds exactly the catalogued events for any
+    /// Parquet reader. Returns how many files were removed.
+    pub async fn remove_uncatalogued_files(&self) -> Result<usize, EventStoreError> {
+        let catalogued: std::collections::HashSet<PathBuf> = self
+            .catalog
+            .all_event_files()
+            .await?
+            .into_iter()
+            .map(|f| self.config.root.join(f.path))
+            .collect();
+        let mut removed = 0;
+        let mut stack = vec![self.config.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if !catalogued.contains(&path) {
+                    tracing::warn!(file = %path.display(), "removing an event file the catalog does not list");
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The highest queue offset already stored in a catalogued file.
+    pub async fn flushed_offset(&self) -> Result<Option<u64>, EventStoreError> {
+        Ok(self
+            .catalog
+            .all_event_files()
+            .await?
+            .iter()
+            .map(|f| f.max_queue_offset)
+            .max())
+    }
+
+    /// Calls `each` for every stored event received since `since`, to rebuild what the
+    /// workers keep in memory (the duplicate window, the real-time counters) at start;
+    /// returns how many. The files are streamed a batch at a time: a day of a busy
+    /// project's events never sits in memory at once (only what `each` keeps of them).
+    pub async fn for_each_recent_event(
+        &self,
+        since: DateTime<Utc>,
+        mut each: impl FnMut(RecentEvent<'_>) + Send,
+    ) -> Result<u64, EventStoreError> {
+        // A file is written after its rows are received, so older files hold none.
+        let files: Vec<String> = self
+            .catalog
+            .all_event_files()
+            .await?
+            .into_iter()
+            .filter(|f| f.created_at >= since)
+            .map(|f| self.config.root.join(&f.path).display().to_string())
+            .collect();
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let schema = event_schema();
+        let ctx = SessionContext::new();
+        let mut batches = ctx
+            .read_parquet(files, ParquetReadOptions::default().schema(&schema))
+            .await?
+            .select_columns(&[
+                "project_id",
+                "message_id",
+                "event",
+                "timestamp",
+                "received_at",
+            ])?
+            .execute_stream()
+            .await?;
+        let since_us = since.timestamp_micros();
+        let mut seen = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let projects = batch.column(0).as_string::<i32>();
+            let ids = batch.column(1).as_string::<i32>();
+            let names = batch.column(2).as_string::<i32>();
+            let times = batch.column(3).as_primitive::<TimestampMicrosecondType>();
+            let received = batch.column(4).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                let received_us = received.value(i);
+                if received_us < since_us {
+                    continue;
+                }
+                if let Ok(project_id) = projects.value(i).parse() {
+                    each(RecentEvent {
+                        project_id,
+                        message_id: ids.value(i),
+                        event: names.value(i),
+                        timestamp_ms: times.value(i).div_euclid(1000),
+                        received_ms: received_us.div_euclid(1000),
+                    });
+                    seen += 1;
+                }
+            }
+        }
+        Ok(seen)
+    }
+}
