@@ -217,6 +217,8 @@ mod cases {
             .unwrap());
         assert_eq!(store.get_project(w.org, p.id).await.unwrap(), None);
         assert_eq!(store.list_projects(w.org).await.unwrap().len(), 1);
+        // The workers learn which projects' event files to remove.
+        assert_eq!(store.deleted_projects().await.unwrap(), vec![p.id]);
         // Deleting revokes the project's keys, and a second delete finds nothing.
         let wk_after = store.find_key_by_hash(&wk.key_hash).await.unwrap().unwrap();
         assert_eq!(wk_after.revoked_at, Some(t(30)));

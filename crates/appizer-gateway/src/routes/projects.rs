@@ -320,7 +320,7 @@ pub async fn update_project(
     Ok(Json(ProjectView::new(project, &state.config.rate_limit)))
 }
 
-/// Delete a project; all its keys are revoked at once.
+/// Delete a project; all its keys are revoked at once, its event files removed.
 #[utoipa::path(delete, path = "/api/v1/projects/{project_id}", tag = "projects",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid)),
@@ -346,6 +346,14 @@ pub async fn delete_project(
         return Err(ApiError::not_found("project"));
     }
     state.keys.evict_project(project.id);
+    // Its event files leave the catalog now and the disk after the grace period (at
+    // the next compaction pass); a failure here is retried by that pass.
+    let events = state.events.pipeline.store().clone();
+    tokio::spawn(async move {
+        if let Err(e) = events.sweep_deleted_projects().await {
+            tracing::warn!(error = %e, "retiring a deleted project's event files failed");
+        }
+    });
     Ok(StatusCode::NO_CONTENT)
 }
 

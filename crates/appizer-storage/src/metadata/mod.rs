@@ -295,6 +295,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The catalogued files of every project (for the workers: recovery, compaction).
     async fn all_event_files(&self) -> Result<Vec<EventFile>, StoreError>;
 
+    /// The projects deleted so far, whose event files the workers remove.
+    async fn deleted_projects(&self) -> Result<Vec<ProjectId>, StoreError>;
+
     /// Newest first; entries with `id < before` when given; at most `limit`.
     async fn list_audit(
         &self,

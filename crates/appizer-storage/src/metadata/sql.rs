@@ -951,6 +951,14 @@ impl MetadataStore for SqlMetadataStore {
         self.event_files(None).await
     }
 
+    async fn deleted_projects(&self) -> Result<Vec<ProjectId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM projects WHERE deleted_at IS NOT NULL ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        ids.iter().map(|id| parse_id(id, "project id")).collect()
+    }
+
     async fn list_audit(
         &self,
         scope: AuditScope,

@@ -32,11 +32,13 @@ impl EventStore {
     /// `compact_target_rows` rows (sorted like every file), and rewrites files that
     /// predate a person merge, split or deletion with the person ids of now (dropping
     /// the events of deleted persons); swaps them in the catalog in one transaction
-    /// each, and deletes replaced files after the grace period.
+    /// each, and deletes replaced files after the grace period. First it retires the
+    /// files of deleted projects.
     pub async fn compact(&self) -> Result<Compaction, EventStoreError> {
         // Flushes may go on meanwhile: they only add files, and the catalog swap fails
         // (changing nothing) if a file to replace is gone.
         let _one_at_a_time = self.compact_lock.lock().await;
+        self.sweep_deleted().await?;
         let target = self.config.compact_target_rows;
         // Taken before the overrides are read: a change after it is folded next time.
         let snapshot = Utc::now();

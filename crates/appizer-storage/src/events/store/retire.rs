@@ -1,11 +1,55 @@
-//! Retirement: files compaction replaced stay on disk for `retire_grace`, for queries
-//! that listed them just before, and are deleted by a later pass.
+//! Retirement: files compaction replaced, and the files of deleted projects, leave the
+//! catalog at once and stay on disk for `retire_grace`, for queries that listed them
+//! just before; a later pass deletes them, with the directories they leave empty.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use appizer_core::ProjectId;
 
 use super::{EventStore, EventStoreError};
 
 impl EventStore {
+    /// Takes the files of deleted projects out of the catalog and retires them (rows
+    /// still buffered for one are swept once flushed). Returns how many files it
+    /// retired.
+    pub async fn sweep_deleted_projects(&self) -> Result<usize, EventStoreError> {
+        let _one_at_a_time = self.compact_lock.lock().await;
+        self.sweep_deleted().await
+    }
+
+    /// [`sweep_deleted_projects`](Self::sweep_deleted_projects), under the compaction
+    /// lock the caller holds.
+    pub(super) async fn sweep_deleted(&self) -> Result<usize, EventStoreError> {
+        let deleted: HashSet<ProjectId> =
+            self.catalog.deleted_projects().await?.into_iter().collect();
+        if deleted.is_empty() {
+            return Ok(0);
+        }
+        let paths: Vec<String> = self
+            .catalog
+            .all_event_files()
+            .await?
+            .into_iter()
+            .filter(|f| deleted.contains(&f.project_id))
+            .map(|f| f.path)
+            .collect();
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        self.catalog.replace_event_files(&[], &paths).await?;
+        let now = Instant::now();
+        self.retired
+            .lock()
+            .extend(paths.iter().map(|p| (now, self.config.root.join(p))));
+        tracing::info!(
+            files = paths.len(),
+            "retired the event files of deleted projects"
+        );
+        Ok(paths.len())
+    }
+
     /// Deletes replaced files whose grace period is over.
     pub(super) fn delete_retired(&self) -> Result<(), EventStoreError> {
         let grace = self.config.retire_grace;
@@ -22,7 +66,22 @@ impl EventStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
+            self.remove_empty_parents(&path);
         }
         Ok(())
+    }
+
+    /// Removes the directories above `file` (its day, then its project) that it left
+    /// empty, never the root. One that still holds a file stays.
+    fn remove_empty_parents(&self, file: &Path) {
+        let mut dir = file.parent();
+        while let Some(d) =
+            dir.filter(|d| d.starts_with(&self.config.root) && *d != self.config.root)
+        {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
     }
 }

@@ -525,3 +525,61 @@ fn walk_parquet(dir: &Path) -> usize {
         })
         .sum()
 }
+
+#[tokio::test]
+async fn a_deleted_projects_files_leave_the_catalog_then_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, catalog) = compacting_store(dir.path()).await;
+    let (tenant, gone, _) =
+        crate::testing::Tenant::create(catalog.as_ref(), ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+    let (kept, _) = tenant
+        .add_project(catalog.as_ref(), ProjectId::new(), "UTC")
+        .await
+        .unwrap();
+    let mut both = events(gone.project(), 10, 0);
+    both.extend(events(gone.project(), 10, 1));
+    both.extend(events(kept.project(), 5, 0));
+    store.append(both, 1).unwrap();
+    store.flush().await.unwrap();
+    let project_dir = dir
+        .path()
+        .join("events")
+        .join(format!("project={}", gone.project()));
+    assert!(project_dir.is_dir());
+    assert_eq!(
+        store.sweep_deleted_projects().await.unwrap(),
+        0,
+        "not deleted yet"
+    );
+
+    let at = chrono::Utc::now();
+    let audit = appizer_core::tenancy::NewAuditEntry {
+        organization_id: gone.organization(),
+        project_id: Some(gone.project()),
+        actor: appizer_core::tenancy::Actor::Cli,
+        action: "project.delete".into(),
+        target_type: "project".into(),
+        target_id: gone.project().to_string(),
+        details: json!({}),
+        request_id: None,
+        at,
+    };
+    assert!(catalog
+        .delete_project(gone.organization(), gone.project(), at, &audit)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.sweep_deleted_projects().await.unwrap(),
+        2,
+        "one file a day"
+    );
+    assert!(catalog.list_event_files(gone).await.unwrap().is_empty());
+    // The next pass deletes them (no grace here) and the directories they leave.
+    store.compact().await.unwrap();
+    assert!(!project_dir.exists(), "{}", project_dir.display());
+    assert_eq!(catalog.list_event_files(kept).await.unwrap().len(), 1);
+    assert_eq!(count(&store, kept.project()).await, 5);
+    assert!(dir.path().join("events").is_dir(), "the root stays");
+}
