@@ -97,7 +97,8 @@ pub struct PropertyFilter {
     /// A string, number or boolean, or an array of them for `exact` and `is_not`; not
     /// used by `is_set` and `is_not_set`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value: text, number, boolean, list.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<Value>,
 }
 
@@ -222,6 +223,8 @@ pub const BREAKDOWN_NONE: &str = "$none";
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrendsQuery {
+    /// 1 to 20 series.
+    #[schema(min_items = 1, max_items = 20)]
     pub series: Vec<Series>,
     #[serde(default)]
     pub interval: Interval,

@@ -25,8 +25,9 @@ use crate::{AnalyticsError, Engine, QueryProject, Result};
 pub const SEGMENT_REFRESH: &str = "segment_refresh";
 
 /// A metric: one series, or several combined by a formula, with conditions on all.
+/// Requests name its fields in `NewMetric` and `MetricChange`, which refuse unknown
+/// fields; this is the shape stored and answered, inside `MetricView`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
     pub series: Vec<Series>,
     /// Required with more than one series.
@@ -96,7 +97,8 @@ pub enum SegmentCondition {
         #[serde(default)]
         operator: Operator,
         #[serde(default)]
-        #[schema(value_type = Option<Object>)]
+        /// Any JSON value: text, number, boolean, list.
+        #[schema(value_type = Option<serde_json::Value>)]
         value: Option<Value>,
     },
     /// Did `event` (matching `properties`) between `min_count` (default 1) and

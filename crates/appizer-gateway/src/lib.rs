@@ -116,11 +116,76 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every route the gateway serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    management_routes()
+    let mut doc = management_routes()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
-        .into_openapi()
+        .into_openapi();
+    document_common_answers(&mut doc);
+    doc
+}
+
+/// The answers any management operation may give besides its own: a missing or bad key
+/// (401), a key whose role or project does not reach the route (403), the key's rate
+/// limit (429, with `Retry-After` and `X-RateLimit-*`), storage unavailable (503).
+fn document_common_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let common = [
+        ("401", "no key, or a key that is unknown or revoked"),
+        ("403", "the key's role or project does not reach this route"),
+        (
+            "429",
+            "the key's rate limit; see Retry-After and X-RateLimit-*",
+        ),
+        ("503", "storage is unavailable; see Retry-After"),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let takes_input = operation.request_body.is_some()
+                || operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Query);
+            if takes_input {
+                operation
+                    .responses
+                    .responses
+                    .entry("400".to_string())
+                    .or_insert_with(|| {
+                        error("the body or a query parameter breaks a rule; the answer names the field").into()
+                    });
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description).into());
+            }
+        }
+    }
 }
 
 /// The whole HTTP application: management API behind authentication, authorization and
@@ -173,4 +238,135 @@ fn answer_panic(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .unwrap_or_default();
     tracing::error!(panic = %what, "a request handler panicked");
     ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(super::openapi()).unwrap()
+    }
+
+    fn schema_of<'a>(doc: &'a Value, name: &str, field: &str) -> &'a Value {
+        let found = &doc["components"]["schemas"][name]["properties"][field];
+        assert!(found.is_object(), "{name}.{field} is not in the document");
+        found
+    }
+
+    fn parameter<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))
+    }
+
+    /// The limits the handlers enforce are the ones the document states.
+    #[test]
+    fn the_document_states_the_limits_the_handlers_enforce() {
+        use crate::routes::{definitions, persons, segments};
+        let doc = document();
+        let name = appizer_core::tenancy::MAX_NAME_CHARS as u64;
+        for schema in [
+            "CreateProject",
+            "UpdateProject",
+            "CreateKey",
+            "NewMetric",
+            "MetricChange",
+            "NewSegment",
+            "SegmentChange",
+        ] {
+            assert_eq!(
+                schema_of(&doc, schema, "name")["maxLength"],
+                name,
+                "{schema}"
+            );
+        }
+        for schema in ["NewMetric", "MetricChange", "NewSegment", "SegmentChange"] {
+            assert_eq!(
+                schema_of(&doc, schema, "description")["maxLength"],
+                definitions::MAX_DESCRIPTION_CHARS as u64,
+                "{schema}"
+            );
+        }
+        let series = appizer_analytics::model::MAX_SERIES as u64;
+        for schema in ["TrendsQuery", "NewMetric", "MetricChange"] {
+            assert_eq!(
+                schema_of(&doc, schema, "series")["maxItems"],
+                series,
+                "{schema}"
+            );
+        }
+        let uploads = appizer_analytics::saved::MAX_STATIC_IDS as u64;
+        for schema in ["NewSegment", "SegmentChange"] {
+            assert_eq!(
+                schema_of(&doc, schema, "distinct_ids")["maxItems"],
+                uploads,
+                "{schema}"
+            );
+        }
+        let id = appizer_core::event::MAX_ID_BYTES as u64;
+        for schema in ["UpsertPerson", "AddDistinctId"] {
+            assert_eq!(
+                schema_of(&doc, schema, "distinct_id")["maxLength"],
+                id,
+                "{schema}"
+            );
+        }
+        let pages = [
+            (
+                "/api/v1/projects/{project_id}/events",
+                crate::routes::events::MAX_EVENTS_PAGE as u64,
+            ),
+            (
+                "/api/v1/projects/{project_id}/persons",
+                u64::from(persons::MAX_PERSONS_PAGE),
+            ),
+            (
+                "/api/v1/projects/{project_id}/segments/{segment_id}/persons",
+                u64::from(segments::MAX_MEMBERS_PAGE),
+            ),
+            (
+                "/api/v1/projects/{project_id}/audit-log",
+                u64::from(crate::routes::audit::MAX_PAGE),
+            ),
+            (
+                "/api/v1/projects/{project_id}/ingestion-warnings",
+                u64::from(crate::routes::events::MAX_WARNINGS_PAGE),
+            ),
+        ];
+        for (path, most) in pages {
+            let limit = &parameter(&doc, path, "get", "limit")["schema"];
+            assert_eq!(
+                (&limit["minimum"], &limit["maximum"]),
+                (&1.into(), &most.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_management_operation_documents_the_answers_any_may_give() {
+        let doc = document();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            for (method, operation) in item.as_object().unwrap() {
+                for status in ["401", "403", "429", "503"] {
+                    assert_eq!(
+                        operation["responses"][status]["content"]["application/json"]["schema"]
+                            ["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+                operations += 1;
+            }
+        }
+        assert_eq!(operations, crate::access::ACCESS_TABLE.len());
+    }
 }

@@ -26,6 +26,8 @@ use crate::state::AppState;
 /// Events per page by default and at most.
 pub const DEFAULT_EVENTS_PAGE: usize = 100;
 pub const MAX_EVENTS_PAGE: usize = 1_000;
+/// Ingestion warnings per page, at most.
+pub const MAX_WARNINGS_PAGE: u32 = 500;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
@@ -49,6 +51,7 @@ pub struct EventQuery {
     /// RFC 3339; events before.
     pub before: Option<String>,
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
@@ -342,6 +345,7 @@ pub struct WarningPage {
 #[into_params(parameter_in = Query)]
 pub struct WarningQuery {
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Only warnings with an id below this.
     pub before: Option<i64>,
@@ -359,8 +363,11 @@ pub async fn warnings(
     ApiQuery(query): ApiQuery<WarningQuery>,
 ) -> ApiResult<Json<WarningPage>> {
     let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+    if !(1..=MAX_WARNINGS_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_WARNINGS_PAGE}"),
+        ));
     }
     let entries = state
         .store

@@ -80,6 +80,7 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `secret` (default; management API, needs a role) or `write` (ingestion only).
     #[serde(default)]

@@ -42,9 +42,12 @@ pub struct MetricList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMetric {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    #[schema(min_items = 1, max_items = 20)]
     pub series: Vec<Series>,
     #[serde(default)]
     pub formula: Option<String>,
@@ -56,10 +59,13 @@ pub struct NewMetric {
 #[serde(deny_unknown_fields)]
 pub struct MetricChange {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 20)]
     pub series: Option<Vec<Series>>,
     /// `""` removes the formula.
     #[serde(default)]

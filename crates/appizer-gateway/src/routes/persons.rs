@@ -126,7 +126,8 @@ pub struct MergeLog {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertPerson {
-    /// The user id.
+    /// The user id: at most 512 bytes, not a placeholder such as `anonymous`.
+    #[schema(min_length = 1, max_length = 512)]
     pub distinct_id: String,
     /// Set, replacing current values.
     #[serde(default)]
@@ -144,6 +145,8 @@ pub struct UpsertPerson {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDistinctId {
+    /// At most 512 bytes, not a placeholder such as `anonymous`.
+    #[schema(min_length = 1, max_length = 512)]
     pub distinct_id: String,
 }
 
@@ -181,6 +184,7 @@ pub struct PersonQuery {
     /// Persons with a distinct id containing this text (case-insensitive).
     pub search: Option<String>,
     /// Persons per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,

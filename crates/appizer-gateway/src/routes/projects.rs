@@ -78,6 +78,7 @@ pub struct ProjectList {
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// IANA time zone; default `UTC`.
     #[serde(default)]
@@ -98,6 +99,7 @@ pub struct CreatedProject {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,

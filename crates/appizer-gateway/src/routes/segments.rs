@@ -52,8 +52,10 @@ pub struct SegmentList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSegment {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default)]
     pub kind: SegmentKind,
@@ -63,6 +65,7 @@ pub struct NewSegment {
     /// The members of a static segment: the persons of these distinct ids (unknown ids
     /// are skipped and counted in `unknown_distinct_ids`).
     #[serde(default)]
+    #[schema(max_items = 100000)]
     pub distinct_ids: Option<Vec<String>>,
     /// The members of a static segment: the persons who dropped out of a funnel at a
     /// step (reached the step before, not this one).
@@ -82,14 +85,17 @@ pub struct FunnelDropped {
 #[serde(deny_unknown_fields)]
 pub struct SegmentChange {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// Dynamic segments only.
     #[serde(default)]
     pub condition: Option<SegmentCondition>,
     /// Static segments only: replaces the members.
     #[serde(default)]
+    #[schema(max_items = 100000)]
     pub distinct_ids: Option<Vec<String>>,
 }
 
@@ -121,6 +127,7 @@ pub struct Membership {
 #[into_params(parameter_in = Query)]
 pub struct MemberQuery {
     /// Persons per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
