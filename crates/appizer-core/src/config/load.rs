@@ -1,0 +1,272 @@
+//! Reading the layers (file, environment) into a [`Config`] and checking it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{
+    is_stream_name, Config, RateLimitConfig, DEFAULT_CONFIG_FILE, ENV_PREFIX, ENV_RESERVED,
+    QUEUE_SCHEMES,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config at `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Defaults suited to tests: listen on an ephemeral loopback port, rate limits high
+    /// enough not to interfere, short shutdown grace. Tests set `data_dir` themselves.
+    pub fn for_tests() -> Self {
+        let mut config = Self::default();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.shutdown_grace_ms = 2_000;
+        config.rate_limit = RateLimitConfig {
+            api_per_second: 100_000,
+            api_burst: 100_000,
+            ingest_per_second: 100_000,
+            ingest_burst: 100_000,
+        };
+        config.log.level = "warn".into();
+        config.ingest.flush_interval_ms = 500;
+        // Tests run side by side on a busy machine and wait for their events to be
+        // visible: their workers keep the test's priority.
+        config.ingest.worker_nice = 0;
+        config.ingest.worker_sched_idle = false;
+        config
+    }
+
+    /// Loads defaults, then `file` (or `appizer.toml` in `cwd` if present and `file` is
+    /// `None`), then the `APPIZER_*` entries of `env`.
+    pub fn load<I, K, V>(file: Option<&Path>, cwd: &Path, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut tree =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: String::new(),
+                message: e.to_string(),
+            })?;
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(cwd.join(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_tree: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?;
+            merge(&mut tree, file_tree);
+        }
+        merge(&mut tree, env_tree(env)?);
+        Self::from_tree(tree)
+    }
+
+    /// Parses a TOML document on top of the defaults (used for `config default`).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        let doc: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<string>"),
+            message: e.message().to_string(),
+        })?;
+        merge(&mut tree, doc);
+        Self::from_tree(tree)
+    }
+
+    fn from_tree(tree: toml::Value) -> Result<Self, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { String::new() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        let rl = &self.rate_limit;
+        for (key, value) in [
+            ("rate_limit.api_per_second", rl.api_per_second),
+            ("rate_limit.api_burst", rl.api_burst),
+            ("rate_limit.ingest_per_second", rl.ingest_per_second),
+            ("rate_limit.ingest_burst", rl.ingest_burst),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
+        }
+        if self.ingest.dedup_window_hours < 24 {
+            return invalid("ingest.dedup_window_hours", "must be at least 24");
+        }
+        if self.users.identity_cache_entries == 0 || self.users.max_distinct_ids_per_person < 2 {
+            return invalid(
+                "users",
+                "identity_cache_entries must be at least 1 and max_distinct_ids_per_person at least 2",
+            );
+        }
+        if !(0..=19).contains(&self.ingest.worker_nice) {
+            return invalid("ingest.worker_nice", "must be between 0 and 19");
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return invalid("ingest.max_body_bytes", "must be at least 1024");
+        }
+        if self.ingest.flush_rows == 0 || self.ingest.flush_interval_ms == 0 {
+            return invalid(
+                "ingest",
+                "flush_rows and flush_interval_ms must be at least 1",
+            );
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return invalid("server.header_read_timeout_ms", "must be at least 1");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return invalid("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return invalid("tls", "cert_path and key_path must be set together");
+        }
+        let queue_url = self.ingest.queue_url.expose();
+        if !(queue_url.is_empty()
+            || QUEUE_SCHEMES
+                .iter()
+                .any(|scheme| queue_url.starts_with(scheme)))
+        {
+            return invalid(
+                "ingest.queue_url",
+                "must be empty or file: (the embedded log), or nats://HOST:PORT",
+            );
+        }
+        if !is_stream_name(&self.ingest.nats.stream) {
+            return invalid(
+                "ingest.nats.stream",
+                "must be letters, digits, `_` and `-` only",
+            );
+        }
+        if !(1..=5).contains(&self.ingest.nats.replicas) {
+            return invalid("ingest.nats.replicas", "must be between 1 and 5");
+        }
+        let url = self.database_url.expose();
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !(url.is_empty() || known.iter().any(|scheme| url.starts_with(scheme))) {
+            return invalid(
+                "database_url",
+                "must be empty, sqlite://PATH or postgres://...",
+            );
+        }
+        Ok(())
+    }
+
+    /// The metadata store URL: `database_url`, or the SQLite file in `data_dir`.
+    pub fn metadata_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("metadata.db").display())
+        } else {
+            self.database_url.expose().to_string()
+        }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert_path.is_some()
+    }
+}
+
+/// Builds a TOML tree from `APPIZER_*` variables. A value that parses as a TOML value
+/// (number, boolean, quoted string, array) takes that type; anything else is a string.
+fn env_tree<I, K, V>(env: I) -> Result<toml::Value, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut root = toml::value::Table::new();
+    for (name, value) in env {
+        let name = name.as_ref();
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_RESERVED.iter().any(|r| name.starts_with(r)) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: name.to_string(),
+                message: "empty segment in variable name".into(),
+            });
+        }
+        let parsed = parse_env_value(value.as_ref());
+        let mut table = &mut root;
+        for segment in &path[..path.len() - 1] {
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: name.to_string(),
+                        message: format!("`{segment}` is both a value and a section"),
+                    })
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), parsed);
+    }
+    Ok(toml::Value::Table(root))
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        v: toml::Value,
+    }
+    match toml::from_str::<Wrapper>(&format!("v = {raw}")) {
+        Ok(w) => w.v,
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge(existing, value)
+                    }
+                    _ => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}

@@ -1,0 +1,393 @@
+//! Layered configuration: defaults, then `appizer.toml` (or `--config FILE`), then
+//! `APPIZER_*` environment variables (`__` separates nesting levels), then command-line
+//! flags applied by the binary. Unknown keys are errors that name the key.
+//!
+//! The loader takes the environment as an argument; nothing here reads the process
+//! environment, so tests never have to mutate it.
+//!
+//! The sections and their defaults are here; `load` reads and checks the layers;
+//! `default_file` prints the commented example file with every key.
+
+mod default_file;
+mod load;
+#[cfg(test)]
+mod tests;
+
+pub use default_file::default_toml;
+pub use load::ConfigError;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretString;
+
+/// Environment variable prefix for configuration.
+pub const ENV_PREFIX: &str = "APPIZER_";
+/// Variables with these names or prefixes are not configuration and are skipped.
+pub const ENV_RESERVED: [&str; 3] = ["APPIZER_CONFIG", "APPIZER_LOG", "APPIZER_TEST_"];
+/// File read when no `--config` is given, if it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "appizer.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded storage lives (metadata database, later queue and event files).
+    pub data_dir: PathBuf,
+    /// Metadata store: empty = SQLite file `metadata.db` in `data_dir`;
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
+    pub database_url: SecretString,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub ingest: IngestConfig,
+    pub users: UsersConfig,
+    pub analytics: AnalyticsConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersConfig {
+    /// Distinct ids the identity cache holds per generation; it holds up to twice this
+    /// (about 100 bytes per id).
+    pub identity_cache_entries: usize,
+    /// An identify or alias that would give a person more distinct ids is refused
+    /// (with an ingestion warning).
+    pub max_distinct_ids_per_person: usize,
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        Self {
+            identity_cache_entries: 1_000_000,
+            max_distinct_ids_per_person: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Memory one query may hold for sorting, grouping and joining (MiB); past it the
+    /// query fails with 422 rather than the server growing.
+    pub query_memory_mb: usize,
+    /// Longest a query may run (ms); past it the query is cancelled with 422.
+    pub query_timeout_ms: u64,
+    /// Rows an SQL query may return.
+    pub sql_max_rows: usize,
+    /// Bytes of JSON an SQL answer's rows may hold: the rows up to it are answered, with
+    /// `truncated`; a first row larger than this is a 422.
+    pub sql_max_answer_bytes: usize,
+    /// Dynamic segments are recomputed this often (seconds; 0 turns it off). They are
+    /// also recomputed when saved and on `POST .../segments/{id}/refresh`.
+    pub segment_refresh_secs: u64,
+    /// Answers kept for repeated queries (0 turns the cache off). An answer is reused
+    /// while no event, person or definition changed through this node, within the same
+    /// minute; with several nodes writing, turn it off.
+    pub result_cache_entries: usize,
+    /// Counts of events (trends series with math `total` and no property, segment or
+    /// breakdown condition, over a range of whole quarter hours) come from the counts
+    /// per event name and quarter hour each Parquet file keeps in its footer, plus the
+    /// buffered rows, instead of a scan. Off: every query scans.
+    pub rollups: bool,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            query_memory_mb: 1024,
+            query_timeout_ms: 30_000,
+            sql_max_rows: 10_000,
+            sql_max_answer_bytes: 32 << 20,
+            segment_refresh_secs: 300,
+            result_cache_entries: 256,
+            rollups: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Open connections at most; further connections wait to be accepted.
+    pub max_connections: usize,
+    /// Largest management request body, in bytes.
+    pub max_body_bytes: usize,
+    /// A request taking longer is answered 503 `unavailable`.
+    pub request_timeout_ms: u64,
+    /// A connection that takes longer to send a request's headers (including an idle
+    /// keep-alive connection) is closed, so idle clients cannot hold every slot.
+    pub header_read_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_grace_ms: u64,
+    /// A live event stream ends after this many seconds (the client reconnects); it
+    /// also ends, within `auth.key_cache_ttl_ms`, once its key is revoked.
+    pub max_stream_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_path`, the server speaks HTTPS only.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained management requests per second, per key.
+    pub api_per_second: u32,
+    /// Management requests a key may make at once before the sustained rate applies.
+    pub api_burst: u32,
+    /// Sustained ingestion requests per second, per write key.
+    pub ingest_per_second: u32,
+    /// Ingestion burst per write key.
+    pub ingest_burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest ingestion request body, compressed or not, in bytes.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The durable queue, chosen by scheme: empty or `file:` = the embedded log in
+    /// `data_dir/queue` (`file:///path` = in that directory); `nats://HOST:PORT`
+    /// (comma-separated for a cluster; `tls://` for TLS) = a NATS JetStream stream,
+    /// shared by every node pointed at it.
+    pub queue_url: SecretString,
+    /// The durable queue refuses new events (503) while its records take more than this
+    /// (the embedded log's disk also holds the current segment's unwritten rest and up
+    /// to two spare segments: at most three times `log.segment_bytes` more).
+    pub queue_max_disk_bytes: u64,
+    /// Settings of the embedded log.
+    pub log: LogQueueConfig,
+    /// Settings of the queue on NATS JetStream.
+    pub nats: NatsQueueConfig,
+    /// Buffered events that trigger a flush to Parquet.
+    pub flush_rows: usize,
+    /// Age of the oldest buffered event that triggers a flush to Parquet.
+    pub flush_interval_ms: u64,
+    /// A message id seen again within this many hours is dropped (at least 24).
+    pub dedup_window_hours: u64,
+    /// A MaxMind-format City database (GeoIP2 / GeoLite2 `.mmdb`): events get
+    /// `context.location` (country, region, city) from the client IP.
+    pub geoip_database: Option<PathBuf>,
+    /// Niceness added to the threads that decode, enrich and write events to Parquet
+    /// (0 to 19; 19 by default). Above 0, when the CPU is short, request handling goes
+    /// first and acknowledged events wait, durable, in the queue (bounded by
+    /// `queue_max_disk_bytes`); when it is idle they get every core. 0 runs them at the
+    /// gateway's priority.
+    pub worker_nice: i32,
+    /// On Linux, also run those threads under the `SCHED_IDLE` policy (the default):
+    /// they use only CPU no other thread wants and give a core back as soon as a request
+    /// thread wakes, where a nice thread may keep it for the rest of its time slice
+    /// (milliseconds). Niceness then no longer orders them against request handling.
+    pub worker_sched_idle: bool,
+    /// Codec of the Parquet event files: `zstd` (the default: smallest files),
+    /// `lz4_raw` or `snappy` (about 37 % larger files that decode faster, so scans are
+    /// quicker). Files already written keep theirs; every reader reads them all.
+    pub parquet_compression: ParquetCompression,
+    /// Codec of the columns nearly every query reads (`timestamp`, `event`,
+    /// `distinct_id`, `person_id`): `lz4_raw` by default, which decodes several times
+    /// faster than zstd for about 8 % more disk in all.
+    pub parquet_key_compression: ParquetCompression,
+}
+
+/// `[ingest.log]`: the embedded log's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogQueueConfig {
+    /// Size of a segment file: allocated in full when it starts, closed when full.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogQueueConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[ingest.nats]`: the JetStream queue's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsQueueConfig {
+    /// The JetStream stream's name (letters, digits, `_`, `-`); created when missing.
+    pub stream: String,
+    /// Copies JetStream keeps of each record: 1, or 3 on a cluster.
+    pub replicas: usize,
+}
+
+impl Default for NatsQueueConfig {
+    fn default() -> Self {
+        Self {
+            stream: "APPIZER_EVENTS".into(),
+            replicas: 1,
+        }
+    }
+}
+
+/// The schemes `ingest.queue_url` may have (or be empty).
+pub const QUEUE_SCHEMES: [&str; 3] = ["file:", "nats://", "tls://"];
+
+/// Whether `name` can name the queue's JetStream stream: letters, digits, `_` and `-`
+/// (JetStream forbids dots, wildcards and spaces; the subject is built from it).
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Codecs the event store writes Parquet files with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    /// Zstandard, level 1.
+    #[default]
+    Zstd,
+    Lz4Raw,
+    Snappy,
+}
+
+impl ParquetCompression {
+    pub const ALL: [Self; 3] = [Self::Zstd, Self::Lz4Raw, Self::Snappy];
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Lz4Raw => "lz4_raw",
+            Self::Snappy => "snappy",
+        }
+    }
+}
+
+impl std::str::FromStr for ParquetCompression {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| format!("`{name}`: expected zstd, lz4_raw or snappy"))
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: crate::event::MAX_BATCH_BYTES,
+            trusted_proxies: Vec::new(),
+            queue_url: SecretString::default(),
+            queue_max_disk_bytes: 10 << 30,
+            log: LogQueueConfig::default(),
+            nats: NatsQueueConfig::default(),
+            flush_rows: 50_000,
+            flush_interval_ms: 10_000,
+            dedup_window_hours: 24,
+            geoip_database: None,
+            worker_nice: 19,
+            worker_sched_idle: true,
+            parquet_compression: ParquetCompression::Zstd,
+            parquet_key_compression: ParquetCompression::Lz4Raw,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a key lookup is cached. Revocation through this node takes effect at
+    /// once; through another node (shared PostgreSQL), within this time plus one read
+    /// of the key (at most twice this time): when a lookup expires, one request reads
+    /// the key again while the others keep the expired answer.
+    pub key_cache_ttl_ms: u64,
+    /// Cached key lookups at most (known and unknown keys).
+    pub key_cache_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `appizer=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./appizer-data"),
+            database_url: SecretString::default(),
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            ingest: IngestConfig::default(),
+            users: UsersConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 10_000,
+            max_body_bytes: 256 * 1024,
+            request_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            max_stream_secs: 3_600,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            api_per_second: 50,
+            api_burst: 100,
+            ingest_per_second: 5_000,
+            ingest_burst: 10_000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            key_cache_ttl_ms: 5_000,
+            key_cache_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+use super::*;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn default_toml_parses_back_to_the_defaults() {
+    assert_eq!(
+        Config::from_toml_str(&default_toml()).unwrap(),
+        Config::default()
+    );
+}
+
+/// The keys (`section.key`) a printed file names, set or commented out.
+fn printed_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut section = String::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+            continue;
+        }
+        let entry = line.strip_prefix("# ").unwrap_or(line);
+        if let Some((key, _)) = entry.split_once(" = ") {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.insert(format!("{section}{key}"));
+            }
+        }
+    }
+    keys
+}
+
+fn serialised_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(inner) => serialised_keys(inner, &format!("{prefix}{key}."), out),
+            _ => out.push(format!("{prefix}{key}")),
+        }
+    }
+}
+
+#[test]
+fn the_default_file_names_every_key_of_the_config() {
+    let printed = printed_keys(&default_toml());
+    let defaults = toml::Table::try_from(Config::default()).unwrap();
+    let mut keys = Vec::new();
+    serialised_keys(&defaults, "", &mut keys);
+    assert!(
+        keys.len() > 30 && keys.iter().any(|k| k == "analytics.rollups"),
+        "{keys:?}"
+    );
+    let missing: Vec<&String> = keys.iter().filter(|k| !printed.contains(*k)).collect();
+    assert!(missing.is_empty(), "`config default` lacks {missing:?}");
+    // Keys that are None by default are printed commented out, and still known.
+    for optional in ["tls.cert_path", "tls.key_path", "ingest.geoip_database"] {
+        assert!(printed.contains(optional), "{optional}");
+    }
+}
+
+#[test]
+fn file_then_env_override_defaults_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("appizer.toml"),
+        "data_dir = \"/srv/a\"\n[rate_limit]\napi_burst = 7\napi_per_second = 3\n",
+    )
+    .unwrap();
+    let env = [
+        ("APPIZER_RATE_LIMIT__API_BURST", "9"),
+        ("APPIZER_SERVER__LISTEN", "0.0.0.0:9000"),
+        ("APPIZER_TEST_POSTGRES_URL", "postgres://ignored"),
+        ("HOME", "/root"),
+    ];
+    let c = Config::load(None, dir.path(), env).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/srv/a"));
+    assert_eq!(c.rate_limit.api_per_second, 3, "from the file");
+    assert_eq!(c.rate_limit.api_burst, 9, "env beats the file");
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(
+        c.rate_limit.ingest_burst,
+        RateLimitConfig::default().ingest_burst
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.toml");
+    std::fs::write(&file, "[rate_limit]\napi_brust = 7\n").unwrap();
+    let err = Config::load(Some(&file), dir.path(), no_env()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("api_brust"), "{text}");
+    assert!(text.contains("rate_limit"), "{text}");
+
+    let err = Config::load(None, dir.path(), [("APPIZER_SERVR__LISTEN", "x")]).unwrap_err();
+    assert!(err.to_string().contains("servr"), "{err}");
+}
+
+#[test]
+fn wrong_types_and_broken_rules_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Config::load(
+        None,
+        dir.path(),
+        [("APPIZER_RATE_LIMIT__API_BURST", "lots")],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
+    let err = Config::load(None, dir.path(), [("APPIZER_RATE_LIMIT__API_BURST", "0")]).unwrap_err();
+    assert!(err.to_string().contains("rate_limit.api_burst"), "{err}");
+    let err = Config::load(None, dir.path(), [("APPIZER_TLS__CERT_PATH", "/x.pem")]).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+    let err = Config::load(None, dir.path(), [("APPIZER_DATABASE_URL", "mysql://x")]).unwrap_err();
+    assert!(err.to_string().contains("database_url"), "{err}");
+    let err = Config::load(None, dir.path(), [("APPIZER_INGEST__WORKER_NICE", "20")]).unwrap_err();
+    assert!(err.to_string().contains("ingest.worker_nice"), "{err}");
+    let err = Config::load(
+        None,
+        dir.path(),
+        [("APPIZER_INGEST__PARQUET_COMPRESSION", "gzip")],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("ingest.parquet_compression"),
+        "{err}"
+    );
+    let config = Config::load(
+        None,
+        dir.path(),
+        [("APPIZER_INGEST__PARQUET_COMPRESSION", "lz4_raw")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.ingest.parquet_compression,
+        ParquetCompression::Lz4Raw
+    );
+    assert_eq!(
+        config.ingest.parquet_key_compression,
+        ParquetCompression::Lz4Raw,
+        "the key columns' own default"
+    );
+    let config = Config::load(
+        None,
+        dir.path(),
+        [("APPIZER_INGEST__PARQUET_KEY_COMPRESSION", "zstd")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.ingest.parquet_key_compression,
+        ParquetCompression::Zstd
+    );
+    for codec in ParquetCompression::ALL {
+        assert_eq!(codec.name().parse::<ParquetCompression>(), Ok(codec));
+    }
+    assert!("gzip".parse::<ParquetCompression>().is_err());
+    for (key, value, named) in [
+        (
+            "APPIZER_INGEST__QUEUE_URL",
+            "kafka://x:9092",
+            "ingest.queue_url",
+        ),
+        (
+            "APPIZER_INGEST__NATS__STREAM",
+            "events.v1",
+            "ingest.nats.stream",
+        ),
+        (
+            "APPIZER_INGEST__NATS__REPLICAS",
+            "0",
+            "ingest.nats.replicas",
+        ),
+    ] {
+        let err = Config::load(None, dir.path(), [(key, value)]).unwrap_err();
+        assert!(err.to_string().contains(named), "{err}");
+    }
+    let config = Config::load(
+        None,
+        dir.path(),
+        [("APPIZER_INGEST__QUEUE_URL", "nats://user:pw@10.0.0.7:4222")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.ingest.queue_url.expose(),
+        "nats://user:pw@10.0.0.7:4222"
+    );
+    assert!(
+        !format!("{config:?}").contains("pw@"),
+        "the URL is a secret"
+    );
+}
+
+#[test]
+fn a_missing_explicit_file_is_an_error_and_bad_toml_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    assert!(matches!(
+        Config::load(Some(&missing), dir.path(), no_env()),
+        Err(ConfigError::Read { .. })
+    ));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "data_dir = ").unwrap();
+    let err = Config::load(Some(&bad), dir.path(), no_env()).unwrap_err();
+    assert!(err.to_string().contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn metadata_url_defaults_to_sqlite_in_the_data_dir_and_debug_hides_it() {
+    let mut c = Config {
+        data_dir: PathBuf::from("/d"),
+        ..Config::default()
+    };
+    assert_eq!(c.metadata_url(), "sqlite:///d/metadata.db");
+    c.database_url = SecretString::new("postgres://u:pw@h/db");
+    assert_eq!(c.metadata_url(), "postgres://u:pw@h/db");
+    assert!(!format!("{c:?}").contains("pw@"));
+}
