@@ -2,25 +2,32 @@
 //! Writes that read before they write run one at a time in this process (SQLite has one
 //! writer anyway); on PostgreSQL they also lock the rows they read, so several nodes
 //! can share the store.
+//!
+//! `rows` maps rows to persons and holds the statements several operations share;
+//! `merges` holds merges and splits; `overrides` loads what queries apply to events.
+
+mod merges;
+mod overrides;
+mod rows;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use appizer_core::person::{MergeReason, MergeRecord, Person, PersonDelta, PersonProperties};
+use appizer_core::person::{MergeReason, MergeRecord, Person, PersonDelta};
 use appizer_core::{MergeId, PersonId, ProjectId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{AnyPool, Row};
 
 use super::{
     AuditWith, Deleted, Identified, NewPerson, PersonFilter, PersonOverrides, PersonStore, Unlinked,
 };
-use crate::metadata::insert_audit;
 use crate::metadata::Backend;
-use crate::ProjectScope;
-use crate::StoreError;
+use crate::{ProjectScope, StoreError};
+use rows::{
+    audited, fetch_person, id, ids_of, merge_from_row, millis, person_from_row, placeholders,
+    set_override, surviving, write_persons,
+};
 
 /// Ids per `IN (...)` list. Kept small: sqlx's SQLite driver looks up each bound
 /// parameter by name, so a statement's cost grows with the square of its parameters.
@@ -67,250 +74,6 @@ impl SqlPersonStore {
             Backend::Sqlite => "",
         }
     }
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
-}
-
-fn id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("`{text}` is not a valid id")))
-}
-
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn person_from_row(row: &AnyRow) -> Result<Person, StoreError> {
-    let properties = PersonProperties::from_json(
-        &row.try_get::<String, _>("properties")?,
-        &row.try_get::<String, _>("property_writes")?,
-    )
-    .map_err(|e| StoreError::Corrupt(format!("person properties: {e}")))?;
-    Ok(Person {
-        id: id(&row.try_get::<String, _>("id")?)?,
-        project_id: id(&row.try_get::<String, _>("project_id")?)?,
-        is_identified: row.try_get::<i64, _>("is_identified")? != 0,
-        properties,
-        first_seen: row
-            .try_get::<Option<i64>, _>("first_seen")?
-            .map(time)
-            .transpose()?,
-        last_seen: row
-            .try_get::<Option<i64>, _>("last_seen")?
-            .map(time)
-            .transpose()?,
-        event_count: row.try_get::<i64, _>("event_count")?.max(0) as u64,
-        created_at: time(row.try_get("created_at")?)?,
-    })
-}
-
-fn snapshot_json(p: &Person) -> String {
-    json!({
-        "id": p.id.to_string(),
-        "project_id": p.project_id.to_string(),
-        "is_identified": p.is_identified,
-        "properties": p.properties.values_json(),
-        "property_writes": p.properties.writes_json(),
-        "first_seen": p.first_seen.map(millis),
-        "last_seen": p.last_seen.map(millis),
-        "event_count": p.event_count,
-        "created_at": millis(p.created_at),
-    })
-    .to_string()
-}
-
-fn snapshot_from_json(text: &str) -> Result<Person, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("merge snapshot: {what}"));
-    let v: Value = serde_json::from_str(text).map_err(|_| corrupt("not JSON"))?;
-    let s = |k: &str| v[k].as_str().ok_or_else(|| corrupt(k));
-    let ms = |k: &str| v[k].as_i64().map(time).transpose();
-    Ok(Person {
-        id: id(s("id")?)?,
-        project_id: id(s("project_id")?)?,
-        is_identified: v["is_identified"].as_bool().unwrap_or(false),
-        properties: PersonProperties::from_json(s("properties")?, s("property_writes")?)
-            .map_err(|_| corrupt("properties"))?,
-        first_seen: ms("first_seen")?,
-        last_seen: ms("last_seen")?,
-        event_count: v["event_count"].as_u64().unwrap_or(0),
-        created_at: ms("created_at")?.ok_or_else(|| corrupt("created_at"))?,
-    })
-}
-
-fn merge_from_row(row: &AnyRow) -> Result<MergeRecord, StoreError> {
-    let reason: String = row.try_get("reason")?;
-    Ok(MergeRecord {
-        id: id(&row.try_get::<String, _>("id")?)?,
-        project_id: id(&row.try_get::<String, _>("project_id")?)?,
-        source: id(&row.try_get::<String, _>("source_person_id")?)?,
-        target: id(&row.try_get::<String, _>("target_person_id")?)?,
-        distinct_ids: serde_json::from_str(&row.try_get::<String, _>("distinct_ids")?)
-            .map_err(|e| StoreError::Corrupt(format!("merge distinct ids: {e}")))?,
-        source_snapshot: snapshot_from_json(&row.try_get::<String, _>("source_snapshot")?)?,
-        reason: MergeReason::parse(&reason)
-            .ok_or_else(|| StoreError::Corrupt(format!("merge reason `{reason}`")))?,
-        message_id: row.try_get("message_id")?,
-        merged_at: time(row.try_get("merged_at")?)?,
-        split_at: row
-            .try_get::<Option<i64>, _>("split_at")?
-            .map(time)
-            .transpose()?,
-    })
-}
-
-async fn fetch_person<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project: ProjectId,
-    person: PersonId,
-    lock: &str,
-) -> Result<Option<Person>, StoreError> {
-    sqlx::query(&format!(
-        "SELECT {PERSON_COLUMNS} FROM persons WHERE project_id = $1 AND id = $2{lock}"
-    ))
-    .bind(project.to_string())
-    .bind(person.to_string())
-    .fetch_optional(db)
-    .await?
-    .map(|r| person_from_row(&r))
-    .transpose()
-}
-
-/// Writes whole person rows, new or existing, several per statement.
-async fn write_persons(
-    tx: &mut Transaction<'_, Any>,
-    persons: &[&Person],
-) -> Result<(), StoreError> {
-    for chunk in persons.chunks(ROWS) {
-        let values = (0..chunk.len())
-            .map(|i| {
-                let b = 1 + 9 * i;
-                format!(
-                    "(${b}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO persons ({PERSON_COLUMNS}) VALUES {values} ON CONFLICT (id) DO UPDATE \
-             SET is_identified = excluded.is_identified, properties = excluded.properties, \
-             property_writes = excluded.property_writes, first_seen = excluded.first_seen, \
-             last_seen = excluded.last_seen, event_count = excluded.event_count"
-        );
-        let mut query = sqlx::query(&sql);
-        for p in chunk {
-            query = query
-                .bind(p.id.to_string())
-                .bind(p.project_id.to_string())
-                .bind(p.is_identified as i64)
-                .bind(p.properties.values_json())
-                .bind(p.properties.writes_json())
-                .bind(p.first_seen.map(millis))
-                .bind(p.last_seen.map(millis))
-                .bind(p.event_count as i64)
-                .bind(millis(p.created_at));
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn ids_of<'e>(
-    db: impl Executor<'e, Database = Any>,
-    project: ProjectId,
-    person: PersonId,
-) -> Result<Vec<String>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT distinct_id FROM person_distinct_ids WHERE project_id = $1 AND person_id = $2 \
-         ORDER BY created_at, distinct_id",
-    )
-    .bind(project.to_string())
-    .bind(person.to_string())
-    .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| r.try_get::<String, _>(0).map_err(Into::into))
-        .collect()
-}
-
-async fn set_override(
-    tx: &mut Transaction<'_, Any>,
-    project: ProjectId,
-    old: PersonId,
-    distinct_id: &str,
-    to: PersonId,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO person_overrides (project_id, old_person_id, distinct_id, person_id, \
-         updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, old_person_id, \
-         distinct_id) DO UPDATE SET person_id = excluded.person_id, updated_at = excluded.updated_at",
-    )
-    .bind(project.to_string())
-    .bind(old.to_string())
-    .bind(distinct_id)
-    .bind(to.to_string())
-    .bind(millis(at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Where the events of `person` went: itself if it exists, else the person it was
-/// merged into (followed through a few hops), else `None` (deleted).
-async fn surviving(
-    tx: &mut Transaction<'_, Any>,
-    project: ProjectId,
-    mut person: PersonId,
-    lock: &str,
-) -> Result<Option<Person>, StoreError> {
-    for _ in 0..8 {
-        if let Some(p) = fetch_person(&mut **tx, project, person, lock).await? {
-            return Ok(Some(p));
-        }
-        let next: Option<String> = sqlx::query_scalar(
-            "SELECT person_id FROM person_overrides WHERE project_id = $1 AND \
-             old_person_id = $2 AND distinct_id = ''",
-        )
-        .bind(project.to_string())
-        .bind(person.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        match next {
-            Some(next) => person = id(&next)?,
-            None => return Ok(None),
-        }
-    }
-    Ok(None)
-}
-
-/// Writes a change's audit entry, if it has one, in the change's transaction.
-async fn audited<T>(
-    tx: &mut Transaction<'_, Any>,
-    audit: AuditWith<'_, T>,
-    outcome: &T,
-) -> Result<(), StoreError> {
-    if let Some(entry) = audit {
-        insert_audit(tx, &entry(outcome)).await?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -534,7 +297,6 @@ impl PersonStore for SqlPersonStore {
         let project = scope.project();
         ids_of(&self.pool, project, person).await
     }
-
     async fn merge(
         &self,
         scope: ProjectScope,
@@ -546,93 +308,10 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
         audit: AuditWith<'_, MergeRecord>,
     ) -> Result<MergeRecord, StoreError> {
-        let project = scope.project();
-        if source == target {
-            return Err(StoreError::Conflict(
-                "a person cannot merge into itself".into(),
-            ));
-        }
-        let _one_writer = self.writes.lock().await;
-        let mut tx = self.backend.begin_write(&self.pool).await?;
-        let lock = self.lock();
-        let missing = |p: PersonId| StoreError::NotFound(format!("person {p}"));
-        let from = fetch_person(&mut *tx, project, source, lock)
-            .await?
-            .ok_or_else(|| missing(source))?;
-        let mut into = fetch_person(&mut *tx, project, target, lock)
-            .await?
-            .ok_or_else(|| missing(target))?;
-        let moved = ids_of(&mut *tx, project, source).await?;
-        sqlx::query(
-            "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND person_id = $2",
+        self.merge_in(
+            scope, source, target, reason, message_id, unapplied, at, audit,
         )
-        .bind(project.to_string())
-        .bind(source.to_string())
-        .bind(target.to_string())
-        .execute(&mut *tx)
-        .await?;
-        PersonDelta {
-            first_seen_ms: from.first_seen.map(millis),
-            last_seen_ms: from.last_seen.map(millis),
-            events: from.event_count,
-            properties: from.properties.clone(),
-            identified: from.is_identified,
-            ..PersonDelta::default()
-        }
-        .apply_to(&mut into);
-        write_persons(&mut tx, &[&into]).await?;
-        sqlx::query("DELETE FROM persons WHERE project_id = $1 AND id = $2")
-            .bind(project.to_string())
-            .bind(source.to_string())
-            .execute(&mut *tx)
-            .await?;
-        // Persons merged into the source before now lead to the target.
-        sqlx::query(
-            "UPDATE person_overrides SET person_id = $3, updated_at = $4 WHERE project_id = $1 \
-             AND person_id = $2",
-        )
-        .bind(project.to_string())
-        .bind(source.to_string())
-        .bind(target.to_string())
-        .bind(millis(at))
-        .execute(&mut *tx)
-        .await?;
-        set_override(&mut tx, project, source, "", target, at).await?;
-        // The snapshot is what a split gives back, so it counts the source's updates not
-        // yet applied too (they reach the target when they are).
-        let mut source_snapshot = from;
-        unapplied.apply_to(&mut source_snapshot);
-        let record = MergeRecord {
-            id: MergeId::new(),
-            project_id: project,
-            source,
-            target,
-            distinct_ids: moved,
-            source_snapshot,
-            reason,
-            message_id: message_id.map(str::to_string),
-            merged_at: at,
-            split_at: None,
-        };
-        sqlx::query(&format!(
-            "INSERT INTO person_merges ({MERGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, NULL)"
-        ))
-        .bind(record.id.to_string())
-        .bind(project.to_string())
-        .bind(source.to_string())
-        .bind(target.to_string())
-        .bind(serde_json::to_string(&record.distinct_ids).expect("strings serialize"))
-        .bind(snapshot_json(&record.source_snapshot))
-        .bind(reason.as_str())
-        .bind(message_id)
-        .bind(millis(at))
-        .execute(&mut *tx)
-        .await?;
-        audited(&mut tx, audit, &record).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(record)
+        .await
     }
 
     async fn split(
@@ -643,116 +322,7 @@ impl PersonStore for SqlPersonStore {
         at: DateTime<Utc>,
         audit: AuditWith<'_, MergeRecord>,
     ) -> Result<Option<MergeRecord>, StoreError> {
-        let project = scope.project();
-        let _one_writer = self.writes.lock().await;
-        let mut tx = self.backend.begin_write(&self.pool).await?;
-        let lock = self.lock();
-        let Some(row) = sqlx::query(&format!(
-            "SELECT {MERGE_COLUMNS} FROM person_merges WHERE project_id = $1 AND id = $2 AND \
-             split_at IS NULL{lock}"
-        ))
-        .bind(project.to_string())
-        .bind(merge.to_string())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let mut record = merge_from_row(&row)?;
-        let source = record.source;
-        if fetch_person(&mut *tx, project, source, lock)
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::Conflict(format!(
-                "person {source} exists already"
-            )));
-        }
-        // The target may since have been merged on, or deleted.
-        let Some(mut target) = surviving(&mut tx, project, record.target, lock).await? else {
-            return Err(StoreError::NotFound(format!(
-                "person {} (the merge's target) was deleted",
-                record.target
-            )));
-        };
-        let on_target: HashSet<String> = ids_of(&mut *tx, project, target.id)
-            .await?
-            .into_iter()
-            .collect();
-        let back: Vec<String> = record
-            .distinct_ids
-            .iter()
-            .filter(|d| on_target.contains(*d))
-            .cloned()
-            .collect();
-        // The snapshot's events that are still to be applied: the target never got
-        // them, and the restored source gets them when they are.
-        let given_back = record
-            .source_snapshot
-            .event_count
-            .saturating_sub(unapplied.events);
-        let mut restored = record.source_snapshot.clone();
-        restored.id = source;
-        restored.event_count = given_back;
-        write_persons(&mut tx, &[&restored]).await?;
-        for d in &back {
-            sqlx::query(
-                "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND \
-                 distinct_id = $2",
-            )
-            .bind(project.to_string())
-            .bind(d)
-            .bind(source.to_string())
-            .execute(&mut *tx)
-            .await?;
-            // Events the target received for this id since the merge.
-            set_override(&mut tx, project, target.id, d, source, at).await?;
-        }
-        sqlx::query(
-            "DELETE FROM person_overrides WHERE project_id = $1 AND old_person_id = $2 AND \
-             distinct_id = ''",
-        )
-        .bind(project.to_string())
-        .bind(source.to_string())
-        .execute(&mut *tx)
-        .await?;
-        // Persons merged into the source before this merge lead to it again.
-        let earlier: Vec<String> = sqlx::query_scalar(
-            "SELECT source_person_id FROM person_merges WHERE project_id = $1 AND \
-             target_person_id = $2 AND split_at IS NULL AND merged_at <= $3",
-        )
-        .bind(project.to_string())
-        .bind(source.to_string())
-        .bind(millis(record.merged_at))
-        .fetch_all(&mut *tx)
-        .await?;
-        for old in earlier {
-            sqlx::query(
-                "UPDATE person_overrides SET person_id = $3, updated_at = $4 WHERE \
-                 project_id = $1 AND old_person_id = $2 AND distinct_id = ''",
-            )
-            .bind(project.to_string())
-            .bind(old)
-            .bind(source.to_string())
-            .bind(millis(at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        // What the source brought leaves the target; property values stay (they cannot
-        // be told apart once merged).
-        target.event_count = target.event_count.saturating_sub(given_back);
-        write_persons(&mut tx, &[&target]).await?;
-        sqlx::query("UPDATE person_merges SET split_at = $3 WHERE project_id = $1 AND id = $2")
-            .bind(project.to_string())
-            .bind(merge.to_string())
-            .bind(millis(at))
-            .execute(&mut *tx)
-            .await?;
-        record.split_at = Some(at);
-        audited(&mut tx, audit, &record).await?;
-        tx.commit().await?;
-        self.changed();
-        Ok(Some(record))
+        self.split_in(scope, merge, unapplied, at, audit).await
     }
 
     async fn merge_log(
@@ -1070,48 +640,5 @@ impl PersonStore for SqlPersonStore {
 
     async fn all_overrides(&self) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError> {
         self.load_overrides(None).await
-    }
-}
-
-impl SqlPersonStore {
-    async fn load_overrides(
-        &self,
-        project: Option<ProjectId>,
-    ) -> Result<HashMap<ProjectId, PersonOverrides>, StoreError> {
-        let filter = if project.is_some() {
-            " WHERE project_id = $1"
-        } else {
-            ""
-        };
-        let mut out: HashMap<ProjectId, PersonOverrides> = HashMap::new();
-        let sql = format!(
-            "SELECT project_id, old_person_id, distinct_id, person_id, updated_at FROM \
-             person_overrides{filter}"
-        );
-        let mut query = sqlx::query_as::<_, (String, String, String, String, i64)>(&sql);
-        if let Some(p) = project {
-            query = query.bind(p.to_string());
-        }
-        for (p, old, distinct_id, to, at) in query.fetch_all(&self.pool).await? {
-            let entry = out.entry(id(&p)?).or_default();
-            entry.changed_at_ms = entry.changed_at_ms.max(at);
-            let (old, to): (PersonId, PersonId) = (id(&old)?, id(&to)?);
-            if distinct_id.is_empty() {
-                entry.by_person.insert(old, to);
-            } else {
-                entry.by_pair.insert((old, distinct_id), to);
-            }
-        }
-        let sql = format!("SELECT project_id, person_id, deleted_at FROM deleted_persons{filter}");
-        let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
-        if let Some(p) = project {
-            query = query.bind(p.to_string());
-        }
-        for (p, person, at) in query.fetch_all(&self.pool).await? {
-            let entry = out.entry(id(&p)?).or_default();
-            entry.changed_at_ms = entry.changed_at_ms.max(at);
-            entry.deleted.insert(id(&person)?);
-        }
-        Ok(out)
     }
 }
