@@ -2,29 +2,37 @@
 //!
 //! Queries are written once in the dialect both accept (`$N` parameters, `TEXT` ids,
 //! `BIGINT` millisecond timestamps, JSON as text) and run through sqlx's `Any` driver;
-//! only the migrations differ per backend.
+//! only the migrations differ per backend.//!
+//! `connect` prepares SQLite files and connections; `rows` maps rows to the model and
+//! holds the inserts several methods share; `catalog` reads the event file catalog.
 
-use std::path::Path;
-use std::str::FromStr;
+mod catalog;
+mod connect;
+mod rows;
+
 use std::sync::Arc;
 
 use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::event::{Dialect, IngestionWarningEntry, NewIngestionWarning};
-use appizer_core::keys::KeyKind;
-use appizer_core::tenancy::{
-    Actor, ApiKey, AuditEntry, KeyAccess, NewAuditEntry, Project, ProjectSettings,
-};
-use appizer_core::{DefinitionId, KeyId, OrganizationId, PersonId, ProjectId, Role};
+use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Project};
+use appizer_core::{DefinitionId, KeyId, OrganizationId, PersonId, ProjectId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Executor, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
 
 use crate::persons::{PersonStore, SqlPersonStore};
 use crate::scope::ProjectScope;
 
 use super::{
     redact_url, AuditScope, Backend, Bootstrap, EventFile, KeyScope, MetadataStore, StoreError,
+};
+
+use connect::{configure_sqlite, prepare_sqlite_url};
+pub(crate) use rows::insert_audit;
+use rows::{
+    audit_from_row, definition_from_row, from_millis, insert_key, insert_project, key_from_row,
+    millis, owned_by, parse_id, project_from_row, settings_json, DEFINITION_COLUMNS,
 };
 
 /// The SQL metadata store; see the module docs.
@@ -76,243 +84,6 @@ impl SqlMetadataStore {
             backend,
         })
     }
-}
-
-async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    // WAL lets readers proceed during a write; FULL sync keeps every committed key.
-    conn.execute("PRAGMA journal_mode = WAL").await?;
-    conn.execute("PRAGMA synchronous = FULL").await?;
-    conn.execute("PRAGMA foreign_keys = ON").await?;
-    conn.execute("PRAGMA busy_timeout = 5000").await?;
-    // Person lookups and updates touch pages all over the file: keep more of it in
-    // memory (16 MB of cache per connection) and read the rest through a memory map.
-    conn.execute("PRAGMA cache_size = -16384").await?;
-    conn.execute("PRAGMA mmap_size = 268435456").await?;
-    Ok(())
-}
-
-/// Creates the database file's directory and asks SQLite to create the file.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if path != ":memory:" {
-        if let Some(parent) = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Setup(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
-    }
-    Ok(match query {
-        Some(q) if q.contains("mode=") => format!("sqlite://{path}?{q}"),
-        Some(q) => format!("sqlite://{path}?{q}&mode=rwc"),
-        None => format!("sqlite://{path}?mode=rwc"),
-    })
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
-}
-
-fn parse_id<T: FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("{what} `{text}` is not a valid id")))
-}
-
-fn project_from_row(row: &AnyRow) -> Result<Project, StoreError> {
-    let settings: String = row.try_get("settings")?;
-    Ok(Project {
-        id: parse_id(&row.try_get::<String, _>("id")?, "project id")?,
-        organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
-        name: row.try_get("name")?,
-        timezone: row.try_get("timezone")?,
-        settings: serde_json::from_str::<ProjectSettings>(&settings)
-            .map_err(|e| StoreError::Corrupt(format!("project settings: {e}")))?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
-    })
-}
-
-fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let role: Option<String> = row.try_get("role")?;
-    let project_id: Option<String> = row.try_get("project_id")?;
-    let created_by: Option<String> = row.try_get("created_by")?;
-    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-    let id = parse_id(&row.try_get::<String, _>("id")?, "key id")?;
-    let project = project_id.map(|p| parse_id(&p, "project id")).transpose()?;
-    let kind =
-        KeyKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("key kind `{kind}`")))?;
-    let role = role
-        .map(|r| {
-            r.parse::<Role>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))
-        })
-        .transpose()?;
-    let access = KeyAccess::from_parts(kind, project, role).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "key {id}: a {} key with project {project:?} and role {role:?}",
-            kind.as_str()
-        ))
-    })?;
-    Ok(ApiKey {
-        id,
-        organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
-        access,
-        name: row.try_get("name")?,
-        display_prefix: row.try_get("display_prefix")?,
-        key_hash: row.try_get("key_hash")?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        created_by: created_by.map(|k| parse_id(&k, "key id")).transpose()?,
-        revoked_at: revoked_at.map(from_millis).transpose()?,
-    })
-}
-
-fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, StoreError> {
-    let project_id: Option<String> = row.try_get("project_id")?;
-    let actor: Option<String> = row.try_get("actor_key_id")?;
-    let details: String = row.try_get("details")?;
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        entry: NewAuditEntry {
-            organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
-            project_id: project_id.map(|p| parse_id(&p, "project id")).transpose()?,
-            actor: match actor {
-                Some(k) => Actor::Key(parse_id(&k, "key id")?),
-                None => Actor::Cli,
-            },
-            action: row.try_get("action")?,
-            target_type: row.try_get("target_type")?,
-            target_id: row.try_get("target_id")?,
-            details: serde_json::from_str(&details)
-                .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?,
-            request_id: row.try_get("request_id")?,
-            at: from_millis(row.try_get("created_at")?)?,
-        },
-    })
-}
-
-fn settings_json(project: &Project) -> String {
-    serde_json::to_string(&project.settings).expect("settings serialize")
-}
-
-async fn insert_project(conn: &mut AnyConnection, p: &Project) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO projects (id, organization_id, name, timezone, settings, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(p.id.to_string())
-    .bind(p.organization_id.to_string())
-    .bind(&p.name)
-    .bind(&p.timezone)
-    .bind(settings_json(p))
-    .bind(millis(p.created_at))
-    .bind(millis(p.updated_at))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_key(conn: &mut AnyConnection, k: &ApiKey) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO api_keys (id, organization_id, project_id, kind, role, name, \
-         display_prefix, key_hash, created_at, created_by, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(k.id.to_string())
-    .bind(k.organization_id.to_string())
-    .bind(k.project_id().map(|p| p.to_string()))
-    .bind(k.kind().as_str())
-    .bind(k.role().map(|r| r.as_str()))
-    .bind(&k.name)
-    .bind(&k.display_prefix)
-    .bind(&k.key_hash)
-    .bind(millis(k.created_at))
-    .bind(k.created_by.map(|c| c.to_string()))
-    .bind(k.revoked_at.map(millis))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn insert_audit(
-    conn: &mut AnyConnection,
-    a: &NewAuditEntry,
-) -> Result<(), StoreError> {
-    let actor = match &a.actor {
-        Actor::Key(k) => Some(k.to_string()),
-        Actor::Cli => None,
-    };
-    sqlx::query(
-        "INSERT INTO audit_log (organization_id, project_id, actor_key_id, action, \
-         target_type, target_id, details, request_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(a.organization_id.to_string())
-    .bind(a.project_id.map(|p| p.to_string()))
-    .bind(actor)
-    .bind(&a.action)
-    .bind(&a.target_type)
-    .bind(&a.target_id)
-    .bind(a.details.to_string())
-    .bind(a.request_id.clone())
-    .bind(millis(a.at))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Refuses a definition that names another project than the scope's.
-fn owned_by(scope: ProjectScope, d: &Definition) -> Result<(), StoreError> {
-    if d.project_id == scope.project() {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!(
-            "definition {} belongs to another project than {}",
-            d.id,
-            scope.project()
-        )))
-    }
-}
-
-const DEFINITION_COLUMNS: &str = "id, project_id, kind, name, description, body, member_count, \
-     computed_at, created_at, updated_at";
-
-fn definition_from_row(row: &AnyRow) -> Result<Definition, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(Definition {
-        id: parse_id(&row.try_get::<String, _>("id")?, "definition id")?,
-        project_id: parse_id(&row.try_get::<String, _>("project_id")?, "project id")?,
-        kind: DefinitionKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("definition kind `{kind}`")))?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        body: serde_json::from_str(&body)
-            .map_err(|e| StoreError::Corrupt(format!("definition body: {e}")))?,
-        member_count: row
-            .try_get::<Option<i64>, _>("member_count")?
-            .map(|n| n.max(0) as u64),
-        computed_at: row
-            .try_get::<Option<i64>, _>("computed_at")?
-            .map(from_millis)
-            .transpose()?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
-    })
 }
 
 /// Members written per statement (sqlx binds SQLite parameters by name, so long
@@ -989,48 +760,5 @@ impl MetadataStore for SqlMetadataStore {
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(audit_from_row).collect()
-    }
-}
-
-impl SqlMetadataStore {
-    async fn event_files(&self, project: Option<ProjectId>) -> Result<Vec<EventFile>, StoreError> {
-        const COLUMNS: &str = "path, project_id, date, row_count, byte_size, min_timestamp, \
-             max_timestamp, max_queue_offset, created_at, persons_folded_at";
-        let rows = match project {
-            Some(p) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM event_files WHERE project_id = $1 ORDER BY date, path"
-                ))
-                .bind(p.to_string())
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM event_files ORDER BY date, path"
-                ))
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter()
-            .map(|row| {
-                Ok(EventFile {
-                    path: row.try_get("path")?,
-                    project_id: parse_id(&row.try_get::<String, _>("project_id")?, "project id")?,
-                    date: row.try_get("date")?,
-                    row_count: row.try_get::<i64, _>("row_count")? as u64,
-                    byte_size: row.try_get::<i64, _>("byte_size")? as u64,
-                    min_timestamp: row.try_get("min_timestamp")?,
-                    max_timestamp: row.try_get("max_timestamp")?,
-                    max_queue_offset: row.try_get::<i64, _>("max_queue_offset")? as u64,
-                    created_at: from_millis(row.try_get("created_at")?)?,
-                    persons_folded_at: row
-                        .try_get::<Option<i64>, _>("persons_folded_at")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
     }
 }
