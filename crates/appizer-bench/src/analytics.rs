@@ -128,6 +128,12 @@ fn start() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Written once a dataset is whole; its name carries the layout (version 2: the
+/// projects are in the metadata store, as the engine's scopes need), so a directory
+/// of another layout is generated again.
+const COMPLETE: &str = "complete.v2";
+const SEGMENT_COMPLETE: &str = "segment-complete.v2";
+
 fn project() -> ProjectId {
     "0193a000-0000-7000-8000-000000000001"
         .parse()
@@ -282,7 +288,7 @@ async fn generate(
         events_store.flush().await?;
         eprintln!("generated day {} ({written} events)", day + 1);
     }
-    std::fs::write(dir.join("complete"), format!("{events} {persons}\n"))?;
+    std::fs::write(dir.join(COMPLETE), format!("{events} {persons}\n"))?;
     Ok(())
 }
 
@@ -707,7 +713,7 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
             options.events, options.persons
         ))
     });
-    if !dir.join("complete").exists() {
+    if !dir.join(COMPLETE).exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let started = Instant::now();
         let codecs = (options.compression, options.key_compression);
@@ -720,11 +726,11 @@ async fn run_async(options: Options) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    if options.segment_persons > 0 && !dir.join("segment-complete").exists() {
+    if options.segment_persons > 0 && !dir.join(SEGMENT_COMPLETE).exists() {
         let started = Instant::now();
         generate_segment_project(&dir, options.segment_persons).await?;
         std::fs::write(
-            dir.join("segment-complete"),
+            dir.join(SEGMENT_COMPLETE),
             format!("{}\n", options.segment_persons),
         )?;
         println!(
