@@ -315,30 +315,21 @@ mod tests {
                 "{schema}"
             );
         }
-        let pages = [
+        use crate::routes::{audit, events};
+        let project = "/api/v1/projects/{project_id}";
+        let pages: [(&str, u64); 5] = [
+            ("/events", events::MAX_EVENTS_PAGE as u64),
+            ("/persons", persons::MAX_PERSONS_PAGE.into()),
             (
-                "/api/v1/projects/{project_id}/events",
-                crate::routes::events::MAX_EVENTS_PAGE as u64,
+                "/segments/{segment_id}/persons",
+                segments::MAX_MEMBERS_PAGE.into(),
             ),
-            (
-                "/api/v1/projects/{project_id}/persons",
-                u64::from(persons::MAX_PERSONS_PAGE),
-            ),
-            (
-                "/api/v1/projects/{project_id}/segments/{segment_id}/persons",
-                u64::from(segments::MAX_MEMBERS_PAGE),
-            ),
-            (
-                "/api/v1/projects/{project_id}/audit-log",
-                u64::from(crate::routes::audit::MAX_PAGE),
-            ),
-            (
-                "/api/v1/projects/{project_id}/ingestion-warnings",
-                u64::from(crate::routes::events::MAX_WARNINGS_PAGE),
-            ),
+            ("/audit-log", audit::MAX_PAGE.into()),
+            ("/ingestion-warnings", events::MAX_WARNINGS_PAGE.into()),
         ];
         for (path, most) in pages {
-            let limit = &parameter(&doc, path, "get", "limit")["schema"];
+            let path = format!("{project}{path}");
+            let limit = &parameter(&doc, &path, "get", "limit")["schema"];
             assert_eq!(
                 (&limit["minimum"], &limit["maximum"]),
                 (&1.into(), &most.into()),

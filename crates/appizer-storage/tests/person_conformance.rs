@@ -42,6 +42,21 @@ async fn people(
     ids.iter().map(|d| created[*d]).collect()
 }
 
+/// Merges `source` into `target` at `t(at)`, with nothing unapplied and no audit entry.
+async fn merge(
+    persons: &dyn PersonStore,
+    project: ProjectScope,
+    source: PersonId,
+    target: PersonId,
+    reason: MergeReason,
+    at: i64,
+) -> Result<MergeRecord, StoreError> {
+    let nothing = PersonDelta::default();
+    persons
+        .merge(project, source, target, reason, None, &nothing, t(at), None)
+        .await
+}
+
 fn delta(events: &[i64], set: &[(&str, serde_json::Value, i64)]) -> PersonDelta {
     let mut d = PersonDelta::default();
     for &at in events {
@@ -263,17 +278,7 @@ mod cases {
             )
             .await
             .unwrap();
-        let merge = persons
-            .merge(
-                project,
-                anon,
-                user,
-                MergeReason::Identify,
-                None,
-                &PersonDelta::default(),
-                t(5),
-                None,
-            )
+        let merge = merge(&*persons, project, anon, user, MergeReason::Identify, 5)
             .await
             .unwrap();
         let undone = persons
@@ -593,17 +598,7 @@ mod cases {
         let [phone, user] = people(&*persons, project, &["phone", "user"], false).await[..] else {
             unreachable!()
         };
-        persons
-            .merge(
-                project,
-                phone,
-                user,
-                MergeReason::Identify,
-                None,
-                &PersonDelta::default(),
-                t(1),
-                None,
-            )
+        merge(&*persons, project, phone, user, MergeReason::Identify, 1)
             .await
             .unwrap();
         assert_eq!(
@@ -874,18 +869,7 @@ mod cases {
         assert!(persons.list(mine, &all).await.unwrap().is_empty());
         assert!(persons.property_table(mine).await.unwrap().is_empty());
         assert!(matches!(
-            persons
-                .merge(
-                    mine,
-                    a,
-                    b,
-                    MergeReason::Api,
-                    None,
-                    &PersonDelta::default(),
-                    t(1),
-                    None,
-                )
-                .await,
+            merge(&*persons, mine, a, b, MergeReason::Api, 1).await,
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(

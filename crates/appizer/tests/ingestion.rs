@@ -653,18 +653,11 @@ async fn location_comes_from_the_client_ip_with_a_geoip_database() {
     };
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("city.mmdb");
-    let built = std::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/build_mmdb.py"
-        ))
-        .arg(&database)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/build_mmdb.py");
+    common::run_python(
+        &python,
+        &[std::ffi::OsStr::new(script), database.as_os_str()],
+        "building the test location database",
     );
     let server = TestServer::start_with(|c| c.ingest.geoip_database = Some(database.clone())).await;
     let api = Client::new(&server);

@@ -574,17 +574,14 @@ async fn every_answer_matches_the_openapi_document() {
     std::fs::write(&doc_file, doc.body.to_string()).unwrap();
     std::fs::write(&answers_file, serde_json::Value::from(answers).to_string()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi_answers.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(&doc_file)
-        .arg(&answers_file)
-        .output()
-        .expect("run the answer validator");
-    assert!(
-        out.status.success(),
-        "answers that /openapi.json does not describe:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    common::run_python(
+        &python,
+        &[
+            std::ffi::OsStr::new(script),
+            doc_file.as_os_str(),
+            answers_file.as_os_str(),
+        ],
+        "answers that /openapi.json does not describe",
     );
     server.stop().await;
 }

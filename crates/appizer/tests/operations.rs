@@ -160,19 +160,16 @@ async fn openapi_lists_every_management_route_and_is_valid() {
     };
     let file = server.data_dir().join("openapi.json");
     std::fs::write(&file, doc.body.to_string()).unwrap();
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
+    common::run_python(
+        &python,
+        &[
+            std::ffi::OsStr::new("-c"),
             "import json,sys; from openapi_spec_validator import validate; \
-             validate(json.load(open(sys.argv[1]))); print('valid')",
-        ])
-        .arg(&file)
-        .output()
-        .expect("run the OpenAPI validator");
-    assert!(
-        out.status.success(),
-        "validator rejected /openapi.json: {}",
-        String::from_utf8_lossy(&out.stderr)
+             validate(json.load(open(sys.argv[1]))); print('valid')"
+                .as_ref(),
+            file.as_os_str(),
+        ],
+        "the validator rejected /openapi.json",
     );
     server.stop().await;
 }

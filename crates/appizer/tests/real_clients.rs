@@ -59,16 +59,9 @@ async fn python_segment_and_posthog_clients_work_unchanged() {
          hive_partitioning=1) GROUP BY project\").fetchall(), default=str))",
         events_dir.display()
     );
-    let out = std::process::Command::new(common::test_python().expect("checked above"))
-        .args(["-c", &query])
-        .output()
-        .expect("run duckdb");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let python = common::test_python().expect("checked above");
+    let out = common::run_python(&python, &["-c", &query], "reading the files with DuckDB");
+    let rows: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(rows[0][0], project.as_str());
     assert_eq!(rows[0][1], sent.len());
     assert_eq!(rows[0][2], sent.len());

@@ -145,6 +145,22 @@ pub fn test_python() -> Option<String> {
     test_env("APPIZER_TEST_PYTHON")
 }
 
+/// Runs `python` with `args` and returns what it printed; panics with its output,
+/// headed by `what`, if it fails.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(python: &str, args: &[S], what: &str) -> Vec<u8> {
+    let out = std::process::Command::new(python)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A test tool named by the environment variable `name`. Required under CI
 /// (`CI=true`), so checks that need it never silently vanish there; skipped locally.
 pub fn test_env(name: &str) -> Option<String> {

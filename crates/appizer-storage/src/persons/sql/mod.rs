@@ -25,8 +25,8 @@ use super::{
 use crate::metadata::Backend;
 use crate::{ProjectScope, StoreError};
 use rows::{
-    audited, fetch_person, id, ids_of, merge_from_row, millis, person_from_row, placeholders,
-    set_override, surviving, write_persons,
+    audited, fetch_person, id, ids_of, link_new_id, merge_from_row, millis, person_from_row,
+    placeholders, set_override, surviving, write_persons,
 };
 
 /// Ids per `IN (...)` list. Kept small: sqlx's SQLite driver looks up each bound
@@ -186,18 +186,7 @@ impl PersonStore for SqlPersonStore {
         let project = scope.project();
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        let linked = sqlx::query(
-            "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
-        )
-        .bind(project.to_string())
-        .bind(distinct_id)
-        .bind(person.to_string())
-        .bind(millis(at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let linked = link_new_id(&mut tx, project, distinct_id, person, at).await?;
         let owner: String = sqlx::query_scalar(
             "SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = $2",
         )
@@ -224,18 +213,8 @@ impl PersonStore for SqlPersonStore {
         let project = scope.project();
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        let created = sqlx::query(
-            "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
-        )
-        .bind(project.to_string())
-        .bind(&new.distinct_id)
-        .bind(new.person_id.to_string())
-        .bind(millis(new.at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let created =
+            link_new_id(&mut tx, project, &new.distinct_id, new.person_id, new.at).await?;
         let mut person = if created {
             Person::new(new.person_id, project, new.is_identified, new.at)
         } else {

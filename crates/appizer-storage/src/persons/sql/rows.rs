@@ -255,3 +255,24 @@ pub(super) async fn audited<T>(
     }
     Ok(())
 }
+
+/// Links `distinct_id` to `person` if the id has no person yet; whether it did.
+pub(super) async fn link_new_id(
+    tx: &mut Transaction<'_, Any>,
+    project: ProjectId,
+    distinct_id: &str,
+    person: PersonId,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, distinct_id) DO NOTHING",
+    )
+    .bind(project.to_string())
+    .bind(distinct_id)
+    .bind(person.to_string())
+    .bind(millis(at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
