@@ -1,3 +1,6 @@
-//! Push notification service: APNs, FCM and Web Push clients, campaigns, the delivery
-//! outbox and delivery tracking. Not built yet; its place in the design is described in
-//! `ARCHITECTURE.md`.
+//! Push notification service: APNs, FCM and Web Push delivery, the delivery outbox and
+//! delivery tracking; campaigns build on it.
+//!
+//! In place so far: the Web Push provider's protocol core (`providers::webpush`).
+
+pub mod providers;

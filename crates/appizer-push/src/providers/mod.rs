@@ -1,0 +1,3 @@
+//! The push providers, one folder each in the connector shape of `ARCHITECTURE.md`.
+
+pub mod webpush;
