@@ -83,6 +83,10 @@ typed_id!(
     /// A saved analytics definition: a custom metric or a segment.
     DefinitionId
 );
+typed_id!(
+    /// A push device: an app install or a browser subscription of a person.
+    DeviceId
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,11 @@ pub mod ids;
 pub mod json;
 pub mod keys;
 pub mod person;
+pub mod push;
 pub mod role;
 pub mod secret;
 pub mod tenancy;
 
 pub use error_code::ErrorCode;
-pub use ids::{DefinitionId, KeyId, MergeId, OrganizationId, PersonId, ProjectId};
+pub use ids::{DefinitionId, DeviceId, KeyId, MergeId, OrganizationId, PersonId, ProjectId};
 pub use role::{Permission, Role};

@@ -7,6 +7,7 @@ pub mod background;
 pub mod events;
 pub mod metadata;
 pub mod persons;
+pub mod push;
 pub mod queue;
 pub mod scope;
 pub mod testing;

@@ -22,6 +22,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 use crate::persons::{PersonStore, SqlPersonStore};
+use crate::push::{DeviceStore, SqlDeviceStore};
 use crate::scope::ProjectScope;
 
 use super::{
@@ -41,6 +42,7 @@ pub struct SqlMetadataStore {
     pool: AnyPool,
     backend: Backend,
     persons: Arc<SqlPersonStore>,
+    devices: Arc<SqlDeviceStore>,
     definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -79,6 +81,7 @@ impl SqlMetadataStore {
             .await?;
         Ok(Self {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
+            devices: Arc::new(SqlDeviceStore::new(pool.clone(), backend)),
             definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             pool,
             backend,
@@ -322,6 +325,10 @@ impl MetadataStore for SqlMetadataStore {
         .fetch_optional(&self.pool)
         .await?
         .is_some())
+    }
+
+    fn devices(&self) -> Arc<dyn DeviceStore> {
+        self.devices.clone()
     }
 
     fn persons(&self) -> Arc<dyn PersonStore> {

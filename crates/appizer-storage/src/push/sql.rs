@@ -1,0 +1,251 @@
+//! [`DeviceStore`] over SQL, in the dialect SQLite and PostgreSQL both accept.
+
+use appizer_core::push::{Device, DeviceFilter, DeviceState, NewDevice, Platform, WebKeys};
+use appizer_core::tenancy::NewAuditEntry;
+use appizer_core::DeviceId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use super::{DeviceStore, OPTED_OUT};
+use crate::metadata::{insert_audit, Backend};
+use crate::{ProjectScope, StoreError};
+
+/// The device columns, with the person of its distinct id now (`pd`).
+const SELECT: &str = "SELECT d.id, d.project_id, d.platform, d.address, d.p256dh, d.auth, \
+     d.distinct_id, pd.person_id, d.app_id, d.locale, d.timezone, d.state, d.retired_reason, \
+     d.created_at, d.updated_at FROM push_devices d LEFT JOIN person_distinct_ids pd \
+     ON pd.project_id = d.project_id AND pd.distinct_id = d.distinct_id";
+
+#[derive(Debug, Clone)]
+pub struct SqlDeviceStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlDeviceStore {
+    /// A device store over the metadata store's pool (its migrations create the table).
+    pub fn new(pool: AnyPool, backend: Backend) -> Self {
+        Self { pool, backend }
+    }
+}
+
+fn corrupt(what: &str, text: &str) -> StoreError {
+    StoreError::Corrupt(format!("device {what} `{text}`"))
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("time", &ms.to_string()))
+}
+
+fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, StoreError> {
+    text.parse().map_err(|_| corrupt(what, text))
+}
+
+fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
+    let platform: String = row.try_get("platform")?;
+    let state: String = row.try_get("state")?;
+    let keys = match (
+        row.try_get::<Option<String>, _>("p256dh")?,
+        row.try_get::<Option<String>, _>("auth")?,
+    ) {
+        (Some(p256dh), Some(auth)) => Some(WebKeys { p256dh, auth }),
+        _ => None,
+    };
+    Ok(Device {
+        id: parse("id", &row.try_get::<String, _>("id")?)?,
+        project_id: parse("project", &row.try_get::<String, _>("project_id")?)?,
+        platform: Platform::parse(&platform).ok_or_else(|| corrupt("platform", &platform))?,
+        address: row.try_get("address")?,
+        web_keys: keys,
+        distinct_id: row.try_get("distinct_id")?,
+        person_id: row
+            .try_get::<Option<String>, _>("person_id")?
+            .map(|p| parse("person", &p))
+            .transpose()?,
+        app_id: row.try_get("app_id")?,
+        locale: row.try_get("locale")?,
+        timezone: row.try_get("timezone")?,
+        state: DeviceState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        retired_reason: row.try_get("retired_reason")?,
+        created_at: time(row.try_get("created_at")?)?,
+        updated_at: time(row.try_get("updated_at")?)?,
+    })
+}
+
+impl SqlDeviceStore {
+    async fn at_address(
+        &self,
+        scope: ProjectScope,
+        platform: Platform,
+        address: &str,
+    ) -> Result<Option<Device>, StoreError> {
+        sqlx::query(&format!(
+            "{SELECT} WHERE d.project_id = $1 AND d.platform = $2 AND d.address = $3"
+        ))
+        .bind(scope.project().to_string())
+        .bind(platform.as_str())
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(device_from_row)
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqlDeviceStore {
+    async fn register(
+        &self,
+        scope: ProjectScope,
+        d: &NewDevice,
+    ) -> Result<(Device, bool), StoreError> {
+        let at = d.at.timestamp_millis();
+        let (p256dh, auth) = match &d.web_keys {
+            Some(k) => (Some(k.p256dh.as_str()), Some(k.auth.as_str())),
+            None => (None, None),
+        };
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        let created = sqlx::query(
+            "INSERT INTO push_devices (id, project_id, platform, address, p256dh, auth, \
+             distinct_id, app_id, locale, timezone, state, retired_reason, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', NULL, $11, $11) \
+             ON CONFLICT (project_id, platform, address) DO NOTHING",
+        )
+        .bind(DeviceId::new().to_string())
+        .bind(scope.project().to_string())
+        .bind(d.platform.as_str())
+        .bind(&d.address)
+        .bind(p256dh)
+        .bind(auth)
+        .bind(&d.distinct_id)
+        .bind(d.app_id.as_deref())
+        .bind(d.locale.as_deref())
+        .bind(d.timezone.as_deref())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !created {
+            sqlx::query(
+                "UPDATE push_devices SET p256dh = $4, auth = $5, distinct_id = $6, \
+                 app_id = $7, locale = $8, timezone = $9, state = 'active', \
+                 retired_reason = NULL, updated_at = $10 \
+                 WHERE project_id = $1 AND platform = $2 AND address = $3",
+            )
+            .bind(scope.project().to_string())
+            .bind(d.platform.as_str())
+            .bind(&d.address)
+            .bind(p256dh)
+            .bind(auth)
+            .bind(&d.distinct_id)
+            .bind(d.app_id.as_deref())
+            .bind(d.locale.as_deref())
+            .bind(d.timezone.as_deref())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let device = self
+            .at_address(scope, d.platform, &d.address)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a registered device is not there".into()))?;
+        Ok((device, created))
+    }
+
+    async fn unregister(
+        &self,
+        scope: ProjectScope,
+        platform: Platform,
+        address: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Device>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE push_devices SET state = 'retired', retired_reason = $4, updated_at = $5 \
+             WHERE project_id = $1 AND platform = $2 AND address = $3",
+        )
+        .bind(scope.project().to_string())
+        .bind(platform.as_str())
+        .bind(address)
+        .bind(OPTED_OUT)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.at_address(scope, platform, address).await
+    }
+
+    async fn get(&self, scope: ProjectScope, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        sqlx::query(&format!("{SELECT} WHERE d.project_id = $1 AND d.id = $2"))
+            .bind(scope.project().to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        scope: ProjectScope,
+        filter: &DeviceFilter,
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut sql = format!("{SELECT} WHERE d.project_id = $1");
+        let mut binds = vec![scope.project().to_string()];
+        let mut add = |condition: &str, value: String| {
+            binds.push(value);
+            sql.push_str(&format!(" AND {condition} ${}", binds.len()));
+        };
+        if let Some(person) = filter.person {
+            add("pd.person_id =", person.to_string());
+        }
+        if let Some(platform) = filter.platform {
+            add("d.platform =", platform.as_str().to_string());
+        }
+        if let Some(state) = filter.state {
+            add("d.state =", state.as_str().to_string());
+        }
+        if let Some(after) = filter.after {
+            add("d.id >", after.to_string());
+        }
+        sql.push_str(&format!(" ORDER BY d.id LIMIT {}", filter.limit.max(1)));
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    async fn delete(
+        &self,
+        scope: ProjectScope,
+        id: DeviceId,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM push_devices WHERE project_id = $1 AND id = $2")
+            .bind(scope.project().to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if done {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
