@@ -116,6 +116,12 @@ result_cache_entries = {result_cache_entries}
 # instead of a scan (false: every query scans).
 rollups = {rollups}
 
+[push]
+# Hosts (or *.suffix) Web Push endpoints may point at; a subscription elsewhere is
+# refused at registration and nothing else is ever fetched. https only, except for
+# 127.0.0.1, localhost and [::1] when listed (local push services).
+webpush_allowed_hosts = {webpush_allowed_hosts}
+
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
 # through another node sharing PostgreSQL within this time plus one read of the key.
@@ -161,6 +167,7 @@ format = "text"
         segment_refresh_secs = d.analytics.segment_refresh_secs,
         result_cache_entries = d.analytics.result_cache_entries,
         rollups = d.analytics.rollups,
+        webpush_allowed_hosts = toml::Value::from(d.push.webpush_allowed_hosts.clone()),
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,

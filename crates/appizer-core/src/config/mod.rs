@@ -44,8 +44,35 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub users: UsersConfig,
     pub analytics: AnalyticsConfig,
+    pub push: PushConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// `[push]`: push delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Hosts (or `*.suffix`) Web Push endpoints may point at; nothing else is fetched.
+    /// `https` only, but for `127.0.0.1`, `localhost` and `[::1]` when listed here.
+    pub webpush_allowed_hosts: Vec<String>,
+}
+
+/// The push services of Chrome, Edge, Firefox and Safari.
+pub const DEFAULT_WEBPUSH_HOSTS: [&str; 5] = [
+    "fcm.googleapis.com",
+    "*.notify.windows.com",
+    "updates.push.services.mozilla.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+];
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.map(String::from).to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,6 +370,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             users: UsersConfig::default(),
             analytics: AnalyticsConfig::default(),
+            push: PushConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }

@@ -1,18 +1,11 @@
-//! Web Push settings (`[push]`): which push services this server may call. Endpoints
+//! Web Push settings (from `[push]`): which push services this server may call. Endpoints
 //! are URLs that browsers choose and apps send us, so a push goes only to an `https`
 //! endpoint whose host the operator allowed (the browser vendors' services by default);
 //! tests add `127.0.0.1`, where plain `http` is allowed too.
 
-use super::errors::WebPushError;
+use appizer_core::config::PushConfig;
 
-/// The push services of Chrome, Edge, Firefox and Safari.
-pub const DEFAULT_ALLOWED_HOSTS: [&str; 5] = [
-    "fcm.googleapis.com",
-    "*.notify.windows.com",
-    "updates.push.services.mozilla.com",
-    "web.push.apple.com",
-    "*.push.apple.com",
-];
+use super::errors::WebPushError;
 
 /// Hosts where an `http` endpoint is accepted (local emulators).
 const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
@@ -25,13 +18,18 @@ pub struct WebPushConfig {
 
 impl Default for WebPushConfig {
     fn default() -> Self {
-        Self {
-            allowed_hosts: DEFAULT_ALLOWED_HOSTS.map(String::from).to_vec(),
-        }
+        Self::from_config(&PushConfig::default())
     }
 }
 
 impl WebPushConfig {
+    /// The Web Push settings of `[push]`.
+    pub fn from_config(push: &PushConfig) -> Self {
+        Self {
+            allowed_hosts: push.webpush_allowed_hosts.clone(),
+        }
+    }
+
     /// Checks `endpoint` before it is stored or fetched: a URL without credentials,
     /// `https` (or `http` on loopback), on an allowed host.
     pub fn check_endpoint(&self, endpoint: &str) -> Result<url::Url, WebPushError> {
