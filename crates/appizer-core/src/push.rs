@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{DeviceId, PersonId, ProjectId};
 
 /// Where a device receives pushes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     /// An Apple device, through APNs (a hex device token).
@@ -34,7 +34,7 @@ impl Platform {
 }
 
 /// Whether pushes go to a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     /// Pushes go to it.

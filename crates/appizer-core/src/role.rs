@@ -39,12 +39,13 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match permission {
-            ProjectRead | EventsRead | PersonsRead | AnalyticsRead => true,
+            ProjectRead | EventsRead | PersonsRead | AnalyticsRead | PushRead => true,
             ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite => {
                 self == Role::Admin
             }
             MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
             SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
+            PushWrite => matches!(self, Role::Admin | Role::Marketer),
         }
     }
 }
@@ -93,6 +94,10 @@ pub enum Permission {
     MetricsWrite,
     /// Create, change, refresh and delete segments.
     SegmentsWrite,
+    /// Read push devices.
+    PushRead,
+    /// Delete push devices.
+    PushWrite,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

@@ -237,6 +237,26 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/segments/{segment_id}/persons/{person_id}",
         Permission::AnalyticsRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/push/devices",
+        Permission::PushRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/push/devices/{device_id}",
+        Permission::PushRead,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/push/devices/{device_id}",
+        Permission::PushWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/persons/{person_id}/devices",
+        Permission::PushRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -33,7 +33,7 @@ pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
 use routes::metrics as custom_metrics;
-use routes::{audit, capture, events, keys, ops, persons, projects, query, segments};
+use routes::{audit, capture, events, keys, ops, persons, projects, push, query, segments};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -112,6 +112,9 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(segments::refresh_segment))
         .routes(routes!(segments::segment_persons))
         .routes(routes!(segments::segment_person))
+        .routes(routes!(push::list))
+        .routes(routes!(push::get, push::delete))
+        .routes(routes!(push::person_devices))
 }
 
 /// The OpenAPI document of every route the gateway serves.
@@ -203,6 +206,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(management)
         .merge(capture::routes().layer(cors::ingestion_cors()))
+        .merge(push::public_routes().layer(cors::ingestion_cors()))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -275,6 +275,10 @@ async fn example_request(
             path = path.replace(placeholder, made.body["id"].as_str().unwrap());
         }
     }
+    if template.contains("{device_id}") {
+        let device = register_device(api, admin, project, &unique()).await;
+        path = path.replace("{device_id}", &device);
+    }
     if template.contains("{person_id}") || template.contains("{distinct_id}") {
         let (first, second) = (unique(), unique());
         let person = new_person(first.clone()).await;
@@ -310,6 +314,29 @@ async fn example_request(
             .replace("{distinct_id}", &distinct_id);
     }
     (path, body)
+}
+
+/// Registers an Android device of `distinct_id` in `project` with a new write key of
+/// it; returns the device id.
+async fn register_device(api: &Client, admin: &str, project: &str, distinct_id: &str) -> String {
+    let key = api
+        .post(
+            &format!("/api/v1/projects/{project}/keys"),
+            admin,
+            json!({"name": "device writer", "kind": "write"}),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
+    let write_key = key.body["key"].as_str().unwrap();
+    let device = api
+        .post(
+            "/v1/push/devices",
+            write_key,
+            json!({"distinct_id": distinct_id, "platform": "android", "token": format!("fcm:{distinct_id}")}),
+        )
+        .await;
+    assert_eq!(device.status, StatusCode::CREATED, "{:?}", device.body);
+    device.body["id"].as_str().unwrap().to_string()
 }
 
 /// The access table with project deletion moved last: it revokes the keys under test.

@@ -220,7 +220,10 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 
 /// Resolves the write key and spends one ingestion token of its bucket; a refusal
 /// carries the bucket's `X-RateLimit-*` headers, like a management one.
-async fn authenticate(state: &AppState, key: Option<&str>) -> Result<(Writer, Decision), ApiError> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    key: Option<&str>,
+) -> Result<(Writer, Decision), ApiError> {
     let key = key.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod ops;
 pub mod persons;
 pub mod projects;
+pub mod push;
 pub mod query;
 pub mod segments;
 
