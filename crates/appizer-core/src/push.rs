@@ -109,3 +109,40 @@ pub struct DeviceFilter {
     pub after: Option<DeviceId>,
     pub limit: u32,
 }
+
+/// A push provider a project can configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Apns,
+    Fcm,
+    Webpush,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Apns, Provider::Fcm, Provider::Webpush];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Apns => "apns",
+            Provider::Fcm => "fcm",
+            Provider::Webpush => "webpush",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+/// A project's credentials for one provider: the settings that may be shown, and the
+/// secret part sealed (encrypted and authenticated) under the server's master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub provider: Provider,
+    /// What may be shown (ids, topic, environment, a public key): never a secret.
+    pub settings: serde_json::Value,
+    /// The nonce and ciphertext of the secret part.
+    pub sealed: Vec<u8>,
+    pub updated_at: DateTime<Utc>,
+}

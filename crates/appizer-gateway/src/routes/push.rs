@@ -231,7 +231,7 @@ async fn register(
         timezone: b.timezone,
     };
     let device = devices::check(registration, &webpush(&state), Utc::now()).map_err(refused)?;
-    let (device, created) = state.store.devices().register(scope, &device).await?;
+    let (device, created) = state.store.push().register(scope, &device).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -257,7 +257,7 @@ async fn unregister(State(state): State<AppState>, request: Request) -> ApiResul
     })?;
     state
         .store
-        .devices()
+        .push()
         .unregister(scope, platform, &address, Utc::now())
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
@@ -310,7 +310,7 @@ async fn page(
     filter: DeviceFilter,
 ) -> ApiResult<Json<DevicePage>> {
     let limit = (filter.limit - 1) as usize;
-    let mut found = state.store.devices().list(scope, &filter).await?;
+    let mut found = state.store.push().list(scope, &filter).await?;
     let next_cursor = (found.len() > limit).then(|| {
         found.truncate(limit);
         found.last().map(|d| d.id.to_string()).unwrap_or_default()
@@ -366,7 +366,7 @@ pub async fn get(
 ) -> ApiResult<Json<DeviceView>> {
     let device = state
         .store
-        .devices()
+        .push()
         .get(scope, device_id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
@@ -390,12 +390,7 @@ pub async fn delete(
         device_id,
         serde_json::json!({}),
     );
-    if !state
-        .store
-        .devices()
-        .delete(scope, device_id, &audit)
-        .await?
-    {
+    if !state.store.push().delete(scope, device_id, &audit).await? {
         return Err(ApiError::not_found("device"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -117,8 +117,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The person store, on the same database.
     fn persons(&self) -> Arc<dyn crate::persons::PersonStore>;
 
-    /// The push device store, on the same database.
-    fn devices(&self) -> Arc<dyn crate::push::DeviceStore>;
+    /// The push store (devices, provider credentials), on the same database.
+    fn push(&self) -> Arc<dyn crate::push::PushStore>;
 
     /// A number that changes after every write of definitions or segment members
     /// through this store (on this node): answers using them are cached under it.

@@ -1,17 +1,18 @@
-//! The device store: push devices of a project, each with the distinct id it was
+//! The push store: a project's provider credentials (sealed by the push component;
+//! stored as given), and its devices, each with the distinct id it was
 //! registered under; the person is that id's person at read time, so merges, splits and
 //! deletions are followed without rewriting devices. One trait; one SQL implementation
-//! for SQLite and PostgreSQL (`sql.rs`), run against `tests/device_conformance.rs`.
+//! for SQLite and PostgreSQL (`sql.rs`), run against `tests/push_conformance.rs`.
 
 mod sql;
 
-use appizer_core::push::{Device, DeviceFilter, NewDevice, Platform};
+use appizer_core::push::{Device, DeviceFilter, NewDevice, Platform, Provider, ProviderRecord};
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::DeviceId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use sql::SqlDeviceStore;
+pub use sql::SqlPushStore;
 
 use crate::{ProjectScope, StoreError};
 
@@ -19,7 +20,7 @@ use crate::{ProjectScope, StoreError};
 pub const OPTED_OUT: &str = "opted_out";
 
 #[async_trait]
-pub trait DeviceStore: Send + Sync + 'static {
+pub trait PushStore: Send + Sync + 'static {
     /// Registers a device, or updates the one with the same platform and address (its
     /// distinct id, keys, app, locale and time zone; a retired one becomes active
     /// again). Returns the device and whether it is new.
@@ -55,4 +56,23 @@ pub trait DeviceStore: Send + Sync + 'static {
         id: DeviceId,
         audit: &NewAuditEntry,
     ) -> Result<bool, StoreError>;
+
+    /// Saves a project's credentials for a provider (replacing earlier ones) with the
+    /// audit entry, in one transaction.
+    async fn put_provider(
+        &self,
+        scope: ProjectScope,
+        record: &ProviderRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// The project's credentials for `provider`.
+    async fn provider(
+        &self,
+        scope: ProjectScope,
+        provider: Provider,
+    ) -> Result<Option<ProviderRecord>, StoreError>;
+
+    /// Every provider the project has configured, by name.
+    async fn providers(&self, scope: ProjectScope) -> Result<Vec<ProviderRecord>, StoreError>;
 }

@@ -1,14 +1,18 @@
-//! [`DeviceStore`] over SQL, in the dialect SQLite and PostgreSQL both accept.
+//! [`PushStore`] over SQL, in the dialect SQLite and PostgreSQL both accept.
 
-use appizer_core::push::{Device, DeviceFilter, DeviceState, NewDevice, Platform, WebKeys};
+use appizer_core::push::{
+    Device, DeviceFilter, DeviceState, NewDevice, Platform, Provider, ProviderRecord, WebKeys,
+};
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::DeviceId;
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-use super::{DeviceStore, OPTED_OUT};
+use super::{PushStore, OPTED_OUT};
 use crate::metadata::{insert_audit, Backend};
 use crate::{ProjectScope, StoreError};
 
@@ -19,12 +23,12 @@ const SELECT: &str = "SELECT d.id, d.project_id, d.platform, d.address, d.p256dh
      ON pd.project_id = d.project_id AND pd.distinct_id = d.distinct_id";
 
 #[derive(Debug, Clone)]
-pub struct SqlDeviceStore {
+pub struct SqlPushStore {
     pool: AnyPool,
     backend: Backend,
 }
 
-impl SqlDeviceStore {
+impl SqlPushStore {
     /// A device store over the metadata store's pool (its migrations create the table).
     pub fn new(pool: AnyPool, backend: Backend) -> Self {
         Self { pool, backend }
@@ -74,7 +78,7 @@ fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
     })
 }
 
-impl SqlDeviceStore {
+impl SqlPushStore {
     async fn at_address(
         &self,
         scope: ProjectScope,
@@ -96,7 +100,7 @@ impl SqlDeviceStore {
 }
 
 #[async_trait]
-impl DeviceStore for SqlDeviceStore {
+impl PushStore for SqlPushStore {
     async fn register(
         &self,
         scope: ProjectScope,
@@ -248,4 +252,73 @@ impl DeviceStore for SqlDeviceStore {
         tx.commit().await?;
         Ok(done)
     }
+
+    async fn put_provider(
+        &self,
+        scope: ProjectScope,
+        r: &ProviderRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO push_providers (project_id, provider, settings, sealed, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, provider) DO UPDATE SET \
+             settings = excluded.settings, sealed = excluded.sealed, updated_at = excluded.updated_at",
+        )
+        .bind(scope.project().to_string())
+        .bind(r.provider.as_str())
+        .bind(r.settings.to_string())
+        .bind(B64.encode(&r.sealed))
+        .bind(r.updated_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn provider(
+        &self,
+        scope: ProjectScope,
+        provider: Provider,
+    ) -> Result<Option<ProviderRecord>, StoreError> {
+        sqlx::query(
+            "SELECT provider, settings, sealed, updated_at FROM push_providers \
+             WHERE project_id = $1 AND provider = $2",
+        )
+        .bind(scope.project().to_string())
+        .bind(provider.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(provider_from_row)
+        .transpose()
+    }
+
+    async fn providers(&self, scope: ProjectScope) -> Result<Vec<ProviderRecord>, StoreError> {
+        sqlx::query(
+            "SELECT provider, settings, sealed, updated_at FROM push_providers \
+             WHERE project_id = $1 ORDER BY provider",
+        )
+        .bind(scope.project().to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(provider_from_row)
+        .collect()
+    }
+}
+
+fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
+    let provider: String = row.try_get("provider")?;
+    let settings: String = row.try_get("settings")?;
+    let sealed: String = row.try_get("sealed")?;
+    Ok(ProviderRecord {
+        provider: Provider::parse(&provider).ok_or_else(|| corrupt("provider", &provider))?,
+        settings: serde_json::from_str(&settings).map_err(|_| corrupt("settings", &settings))?,
+        sealed: B64
+            .decode(&sealed)
+            .map_err(|_| corrupt("sealed credentials", "(not shown)"))?,
+        updated_at: time(row.try_get("updated_at")?)?,
+    })
 }

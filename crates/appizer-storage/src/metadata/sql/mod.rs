@@ -22,7 +22,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 use crate::persons::{PersonStore, SqlPersonStore};
-use crate::push::{DeviceStore, SqlDeviceStore};
+use crate::push::{PushStore, SqlPushStore};
 use crate::scope::ProjectScope;
 
 use super::{
@@ -42,7 +42,7 @@ pub struct SqlMetadataStore {
     pool: AnyPool,
     backend: Backend,
     persons: Arc<SqlPersonStore>,
-    devices: Arc<SqlDeviceStore>,
+    push: Arc<SqlPushStore>,
     definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -81,7 +81,7 @@ impl SqlMetadataStore {
             .await?;
         Ok(Self {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
-            devices: Arc::new(SqlDeviceStore::new(pool.clone(), backend)),
+            push: Arc::new(SqlPushStore::new(pool.clone(), backend)),
             definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             pool,
             backend,
@@ -327,8 +327,8 @@ impl MetadataStore for SqlMetadataStore {
         .is_some())
     }
 
-    fn devices(&self) -> Arc<dyn DeviceStore> {
-        self.devices.clone()
+    fn push(&self) -> Arc<dyn PushStore> {
+        self.push.clone()
     }
 
     fn persons(&self) -> Arc<dyn PersonStore> {

@@ -1,4 +1,4 @@
-//! One conformance suite for the push device store on every backend (see `common` for
+//! One conformance suite for the push store (devices, provider credentials) on every backend (see `common` for
 //! how the PostgreSQL cases find their database).
 
 #[macro_use]
@@ -7,7 +7,9 @@ mod common;
 use common::{postgres_store, sqlite_store};
 
 use appizer_core::person::{MergeReason, PersonDelta};
-use appizer_core::push::{DeviceFilter, DeviceState, NewDevice, Platform, WebKeys};
+use appizer_core::push::{
+    DeviceFilter, DeviceState, NewDevice, Platform, Provider, ProviderRecord, WebKeys,
+};
 use appizer_core::tenancy::{Actor, NewAuditEntry};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::metadata::AuditScope;
@@ -66,7 +68,7 @@ mod cases {
         let (_, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
             .await
             .unwrap();
-        let devices = store.devices();
+        let devices = store.push();
         let [alice, bob] = people(store, scope, &["alice", "bob"]).await[..] else {
             unreachable!()
         };
@@ -106,7 +108,7 @@ mod cases {
         let (_, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
             .await
             .unwrap();
-        let devices = store.devices();
+        let devices = store.push();
         let endpoint = "https://push.example/abc";
         devices
             .register(scope, &device(Platform::Web, endpoint, "w", 1))
@@ -144,7 +146,7 @@ mod cases {
         let (_, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
             .await
             .unwrap();
-        let (devices, persons) = (store.devices(), store.persons());
+        let (devices, persons) = (store.push(), store.persons());
         let [anon, user] = people(store, scope, &["anon", "user"]).await[..] else {
             unreachable!()
         };
@@ -186,7 +188,7 @@ mod cases {
         let (tenant, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
             .await
             .unwrap();
-        let devices = store.devices();
+        let devices = store.push();
         for i in 0..5 {
             let platform = [Platform::Ios, Platform::Android, Platform::Web][i % 3];
             devices
@@ -259,6 +261,62 @@ mod cases {
         };
         assert_eq!((logged(scope).await, logged(other).await), (1, 0));
     }
+    pub async fn provider_credentials_are_replaced_and_kept_per_project(store: &dyn MetadataStore) {
+        let (tenant, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let (other, _) = tenant
+            .add_project(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let push = store.push();
+        let record = |topic: &str, sealed: &[u8], at: i64| ProviderRecord {
+            provider: Provider::Apns,
+            settings: serde_json::json!({"topic": topic}),
+            sealed: sealed.to_vec(),
+            updated_at: t(at),
+        };
+        let audit = NewAuditEntry {
+            organization_id: scope.organization(),
+            project_id: Some(scope.project()),
+            actor: Actor::Cli,
+            action: "push_provider.put".into(),
+            target_type: "push_provider".into(),
+            target_id: "apns".into(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(1),
+        };
+        push.put_provider(scope, &record("com.a", &[1, 2, 3], 1), &audit)
+            .await
+            .unwrap();
+        push.put_provider(scope, &record("com.b", &[0, 255, 7, 9], 2), &audit)
+            .await
+            .unwrap();
+        assert_eq!(
+            push.provider(scope, Provider::Apns).await.unwrap(),
+            Some(record("com.b", &[0, 255, 7, 9], 2))
+        );
+        assert_eq!(push.providers(scope).await.unwrap().len(), 1);
+        assert_eq!(push.provider(scope, Provider::Fcm).await.unwrap(), None);
+        assert_eq!(push.provider(other, Provider::Apns).await.unwrap(), None);
+        assert!(push.providers(other).await.unwrap().is_empty());
+        let entries = store
+            .list_audit(
+                AuditScope::Project(scope.organization(), scope.project()),
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e.entry.action == "push_provider.put")
+                .count(),
+            2
+        );
+    }
 }
 
 all_backends!(
@@ -266,4 +324,5 @@ all_backends!(
     an_opt_out_retires_until_registered_again,
     a_device_follows_its_distinct_ids_person,
     listings_filter_and_page_and_deletion_is_audited,
+    provider_credentials_are_replaced_and_kept_per_project,
 );
