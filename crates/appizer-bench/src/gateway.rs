@@ -199,6 +199,7 @@ async fn middleware_cost(
         Arc::new(Config::for_tests()),
         server.store.clone(),
         server.state.events.clone(),
+        server.state.push.clone(),
     );
     let principal = state
         .keys

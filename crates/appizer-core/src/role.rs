@@ -40,9 +40,8 @@ impl Role {
         use Permission::*;
         match permission {
             ProjectRead | EventsRead | PersonsRead | AnalyticsRead | PushRead => true,
-            ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite => {
-                self == Role::Admin
-            }
+            ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite
+            | PushProvidersManage => self == Role::Admin,
             MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
             SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
             PushWrite => matches!(self, Role::Admin | Role::Marketer),
@@ -98,6 +97,8 @@ pub enum Permission {
     PushRead,
     /// Delete push devices.
     PushWrite,
+    /// Set a project's push provider credentials.
+    PushProvidersManage,
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,

@@ -257,6 +257,21 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/persons/{person_id}/devices",
         Permission::PushRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/push/providers",
+        Permission::PushRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/push/providers/{provider}",
+        Permission::PushRead,
+    ),
+    (
+        Method::PUT,
+        "/api/v1/projects/{project_id}/push/providers/{provider}",
+        Permission::PushProvidersManage,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -115,6 +115,8 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(push::list))
         .routes(routes!(push::get, push::delete))
         .routes(routes!(push::person_devices))
+        .routes(routes!(push::providers))
+        .routes(routes!(push::provider, push::put_provider))
 }
 
 /// The OpenAPI document of every route the gateway serves.

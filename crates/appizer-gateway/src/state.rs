@@ -26,6 +26,14 @@ pub struct Shared {
     pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
     pub events: EventServices,
+    pub push: PushServices,
+}
+
+/// What the push routes need besides the stores.
+#[derive(Clone)]
+pub struct PushServices {
+    /// Provider secrets are sealed and opened with it.
+    pub master: Arc<appizer_push::credentials::MasterKey>,
 }
 
 /// The event pipeline as the gateway uses it.
@@ -49,9 +57,15 @@ pub struct EventServices {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Arc<dyn MetadataStore>, events: EventServices) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn MetadataStore>,
+        events: EventServices,
+        push: PushServices,
+    ) -> Self {
         Self(Arc::new(Shared {
             events,
+            push,
             keys: Arc::new(KeyCache::new(&config.auth)),
             limiter: Arc::new(RateLimiter::default()),
             metrics: crate::metrics::prometheus_handle(),

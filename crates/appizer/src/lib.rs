@@ -19,7 +19,7 @@ use appizer_events::geoip::GeoIp;
 use appizer_events::pipeline::{Pipeline, PipelineConfig};
 use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
-use appizer_gateway::state::EventServices;
+use appizer_gateway::state::{EventServices, PushServices};
 use appizer_gateway::AppState;
 use appizer_storage::background::{Background, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
@@ -42,6 +42,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore
     open_metadata_store(&config.metadata_url())
         .await
         .context("cannot open the metadata store")
+}
+
+/// The push master key: `push.master_key`, or the key file in the data directory
+/// (generated at first start).
+pub fn open_master_key(config: &Config) -> anyhow::Result<appizer_push::credentials::MasterKey> {
+    use appizer_push::credentials::MasterKey;
+    let configured = config.push.master_key.expose();
+    if configured.is_empty() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        Ok(MasterKey::load_or_create(&config.data_dir)?)
+    } else {
+        Ok(MasterKey::from_hex(configured)?)
+    }
 }
 
 /// Opens the durable event queue `ingest.queue_url` names: the embedded log (under
@@ -97,6 +111,7 @@ impl App {
         let background = Background::per_core("appizer-worker", priority)
             .context("cannot start the background threads")?;
         let queue = open_queue(&config, &background).await?;
+        let master = open_master_key(&config)?;
         let events = Arc::new(
             EventStore::open(
                 EventStoreConfig {
@@ -191,6 +206,9 @@ impl App {
                 analytics,
                 closing: CancellationToken::new(),
                 health,
+            },
+            PushServices {
+                master: Arc::new(master),
             },
         );
         Ok(Self {

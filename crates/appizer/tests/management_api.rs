@@ -275,6 +275,21 @@ async fn example_request(
             path = path.replace(placeholder, made.body["id"].as_str().unwrap());
         }
     }
+    if template.contains("{provider}") {
+        let set = api
+            .call(
+                Method::PUT,
+                &format!("/api/v1/projects/{project}/push/providers/webpush"),
+                admin,
+                Some(json!({"subject": "mailto:ops@example.com"})),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+        path = path.replace("{provider}", "webpush");
+        if method == Method::PUT {
+            body = Some(json!({"subject": "mailto:ops@example.com"}));
+        }
+    }
     if template.contains("{device_id}") {
         let device = register_device(api, admin, project, &unique()).await;
         path = path.replace("{device_id}", &device);

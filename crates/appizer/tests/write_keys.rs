@@ -61,6 +61,7 @@ async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
         Arc::new(Config::for_tests()),
         server.store.clone(),
         server.state.events.clone(),
+        server.state.push.clone(),
     );
     let refused = authenticate_write_key(&fresh, &server.keys.write_key)
         .await

@@ -117,6 +117,9 @@ result_cache_entries = {result_cache_entries}
 rollups = {rollups}
 
 [push]
+# The key provider credentials are sealed under (64 hex characters; better set as
+# APPIZER_PUSH__MASTER_KEY). Empty: data_dir/push-master.key, made at first start.
+master_key = ""
 # Hosts (or *.suffix) Web Push endpoints may point at; a subscription elsewhere is
 # refused at registration and nothing else is ever fetched. https only, except for
 # 127.0.0.1, localhost and [::1] when listed (local push services).

@@ -53,6 +53,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushConfig {
+    /// The key provider credentials are sealed under: 64 hex characters. Empty: the
+    /// key in `data_dir/push-master.key`, generated at first start.
+    pub master_key: SecretString,
     /// Hosts (or `*.suffix`) Web Push endpoints may point at; nothing else is fetched.
     /// `https` only, but for `127.0.0.1`, `localhost` and `[::1]` when listed here.
     pub webpush_allowed_hosts: Vec<String>,
@@ -70,6 +73,7 @@ pub const DEFAULT_WEBPUSH_HOSTS: [&str; 5] = [
 impl Default for PushConfig {
     fn default() -> Self {
         Self {
+            master_key: SecretString::default(),
             webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.map(String::from).to_vec(),
         }
     }

@@ -2,10 +2,15 @@
 //! write key (`/v1/push/devices`, like the capture routes: CORS open, ingestion rate
 //! limit); management lists, reads and deletes them
 //! (`/api/v1/projects/{project_id}/push/devices`, `.../persons/{person_id}/devices`).
-//! What a device must be is `appizer_push::devices`'s rule.
+//! Provider credentials are set per project by admins (`.../push/providers/...`),
+//! sealed by `appizer_push::credentials` and never answered. What a device must be is
+//! `appizer_push::devices`'s rule.
 
-use appizer_core::push::{Device, DeviceFilter, DeviceState, Platform, WebKeys};
+use appizer_core::push::{
+    Device, DeviceFilter, DeviceState, Platform, Provider, ProviderRecord, WebKeys,
+};
 use appizer_core::{DeviceId, PersonId, ProjectId};
+use appizer_push::credentials;
 use appizer_push::devices::{self, Registration};
 use appizer_push::providers::webpush::WebPushConfig;
 use appizer_storage::ProjectScope;
@@ -394,4 +399,182 @@ pub async fn delete(
         return Err(ApiError::not_found("device"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A provider as configured: what may be shown, never a secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderView {
+    pub provider: Provider,
+    /// APNs: team_id, key_id, topic, environment; FCM: project_id, client_email,
+    /// token_uri; Web Push: subject, public_key (for `pushManager.subscribe`).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ProviderRecord> for ProviderView {
+    fn from(r: ProviderRecord) -> Self {
+        Self {
+            provider: r.provider,
+            settings: r.settings,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderList {
+    pub providers: Vec<ProviderView>,
+}
+
+/// The APNs credentials of a project (token-based authentication).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsBody {
+    /// The 10-character team id.
+    pub team_id: String,
+    /// The 10-character id of the signing key.
+    pub key_id: String,
+    /// The `.p8` file's text (PEM).
+    pub private_key: String,
+    /// The app's bundle id.
+    pub topic: String,
+    /// `production` or `sandbox`.
+    pub environment: String,
+}
+
+/// The FCM credentials of a project.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FcmBody {
+    /// The service account JSON Google issues.
+    #[schema(value_type = Object)]
+    pub service_account: serde_json::Value,
+}
+
+/// The Web Push settings of a project.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushBody {
+    /// A contact for push services: `mailto:...` or `https://...`.
+    pub subject: String,
+    /// A VAPID private key to import (32 bytes, base64url); by default one is made.
+    #[serde(default)]
+    pub private_key: Option<String>,
+}
+
+async fn save(
+    state: &AppState,
+    caller: &super::Caller,
+    scope: ProjectScope,
+    record: Result<ProviderRecord, devices::Refused>,
+) -> ApiResult<Json<ProviderView>> {
+    let record = record.map_err(refused)?;
+    let audit = caller.audit(
+        Some(scope.project()),
+        "push_provider.put",
+        "push_provider",
+        record.provider.as_str(),
+        serde_json::json!({ "settings": record.settings }),
+    );
+    state
+        .store
+        .push()
+        .put_provider(scope, &record, &audit)
+        .await?;
+    Ok(Json(record.into()))
+}
+
+/// What `PUT .../push/providers/{provider}` takes: `ApnsBody` for `apns`, `FcmBody` for
+/// `fcm`, `WebPushBody` for `webpush`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ProviderBody {
+    Apns(ApnsBody),
+    Fcm(FcmBody),
+    WebPush(WebPushBody),
+}
+
+/// Set the project's credentials for a provider (replacing earlier ones). Secrets are
+/// sealed under the server's master key and never answered; Web Push answers the
+/// public key of the VAPID pair it made (or imported).
+#[utoipa::path(put, path = "/api/v1/projects/{project_id}/push/providers/{provider}", tag = "push", operation_id = "put_provider",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("provider" = String, Path, description = "apns, fcm or webpush")),
+    request_body = ProviderBody,
+    responses((status = 200, body = ProviderView), (status = 404, body = ErrorBody)))]
+pub async fn put_provider(
+    State(state): State<AppState>,
+    CallerProject { caller, scope, .. }: CallerProject,
+    ApiPath((_, name)): ApiPath<(ProjectId, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ProviderView>> {
+    let provider = Provider::parse(&name).ok_or_else(|| ApiError::not_found("provider"))?;
+    // Stored to the millisecond: the answer says what a later read says.
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
+    let (master, project) = (&state.push.master, scope.project());
+    let record = match provider {
+        Provider::Apns => {
+            let b: ApnsBody = decode_json(&body)?;
+            let given = credentials::ApnsCredentials {
+                team_id: b.team_id,
+                key_id: b.key_id,
+                private_key: b.private_key,
+                topic: b.topic,
+                environment: b.environment,
+            };
+            credentials::apns(given, master, project, now)
+        }
+        Provider::Fcm => {
+            let b: FcmBody = decode_json(&body)?;
+            let given = credentials::FcmCredentials {
+                service_account: b.service_account,
+            };
+            credentials::fcm(given, master, project, now)
+        }
+        Provider::Webpush => {
+            let b: WebPushBody = decode_json(&body)?;
+            let given = credentials::WebPushCredentials {
+                subject: b.subject,
+                private_key: b.private_key,
+            };
+            credentials::webpush(given, master, project, now)
+        }
+    };
+    save(&state, &caller, scope, record).await
+}
+
+/// The providers the project has configured, without their secrets.
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/push/providers", tag = "push", operation_id = "list_providers",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    responses((status = 200, body = ProviderList), (status = 404, body = ErrorBody)))]
+pub async fn providers(
+    State(state): State<AppState>,
+    CallerProject { scope, .. }: CallerProject,
+) -> ApiResult<Json<ProviderList>> {
+    let providers = state.store.push().providers(scope).await?;
+    Ok(Json(ProviderList {
+        providers: providers.into_iter().map(ProviderView::from).collect(),
+    }))
+}
+
+/// One provider as configured (for Web Push, the public key to subscribe with).
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/push/providers/{provider}", tag = "push", operation_id = "get_provider",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("provider" = String, Path, description = "apns, fcm or webpush")),
+    responses((status = 200, body = ProviderView), (status = 404, body = ErrorBody)))]
+pub async fn provider(
+    State(state): State<AppState>,
+    CallerProject { scope, .. }: CallerProject,
+    ApiPath((_, name)): ApiPath<(ProjectId, String)>,
+) -> ApiResult<Json<ProviderView>> {
+    let provider = Provider::parse(&name).ok_or_else(|| ApiError::not_found("provider"))?;
+    let record = state
+        .store
+        .push()
+        .provider(scope, provider)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider configuration"))?;
+    Ok(Json(record.into()))
 }

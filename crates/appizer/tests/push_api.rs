@@ -1,5 +1,7 @@
-//! Push devices over real HTTP: apps register and unregister them with the write key;
+//! The push API over real HTTP. Devices: apps register and unregister them with the
+//! write key;
 //! management reads, filters and deletes them; a device follows its distinct id's person.
+//! Providers: admins set credentials, whose secrets are sealed and never answered.
 
 mod common;
 
@@ -217,5 +219,99 @@ async fn a_device_follows_its_person_through_merges_and_is_deleted_with_an_audit
         .await;
     assert_eq!(audit.body["entries"][0]["action"], "device.delete");
     assert_eq!(audit.body["entries"][0]["target_id"], id);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn provider_credentials_are_checked_sealed_and_never_answered() {
+    let (server, api) = start().await;
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let providers = format!("/api/v1/projects/{project}/push/providers");
+    let put = |provider: &str, body: Value| {
+        let api = &api;
+        let path = format!("{providers}/{provider}");
+        async move { api.call(Method::PUT, &path, admin, Some(body)).await }
+    };
+    let rsa = include_str!("../../appizer-push/testdata/service-account-test-key.pem");
+    let p8 = include_str!("../../appizer-push/testdata/apns-test-key.p8");
+    let apns = put(
+        "apns",
+        json!({"team_id": "ABCDE12345", "key_id": "KEY1234567", "private_key": p8,
+               "topic": "com.example.app", "environment": "sandbox"}),
+    )
+    .await;
+    assert_eq!(apns.status, StatusCode::OK, "{:?}", apns.body);
+    assert_eq!(apns.body["settings"]["topic"], "com.example.app");
+    let fcm = put(
+        "fcm",
+        json!({"service_account": {"type": "service_account", "project_id": "demo-app",
+               "private_key": rsa, "client_email": "push@demo-app.iam.gserviceaccount.com",
+               "token_uri": "https://oauth2.googleapis.com/token"}}),
+    )
+    .await;
+    assert_eq!(fcm.status, StatusCode::OK, "{:?}", fcm.body);
+    let web = put("webpush", json!({"subject": "mailto:ops@example.com"})).await;
+    assert_eq!(web.status, StatusCode::OK, "{:?}", web.body);
+    let public_key = web.body["settings"]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(public_key.len(), 87, "65 bytes of base64url");
+
+    let listed = api.get(&providers, admin).await;
+    assert_eq!(listed.body["providers"].as_array().unwrap().len(), 3);
+    let one = api.get(&format!("{providers}/webpush"), admin).await;
+    assert_eq!(one.body["settings"]["public_key"], public_key.as_str());
+    assert_eq!(
+        api.get(&format!("{providers}/telegraph"), admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // No answer carries a secret, and the database holds none in the clear.
+    let rsa_line = rsa.lines().nth(5).unwrap();
+    let p8_line = p8.lines().nth(1).unwrap();
+    for answer in [&apns.body, &fcm.body, &web.body, &listed.body] {
+        let text = answer.to_string();
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains(rsa_line),
+            "{text}"
+        );
+    }
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("metadata.db")
+        {
+            stored.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(!stored.is_empty(), "read the metadata database files");
+    let contains = |needle: &str| stored.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(rsa_line) && !contains(p8_line) && !contains("PRIVATE KEY"));
+    assert!(server.data_dir().join("push-master.key").is_file());
+
+    // A bad credential is refused naming its field, and keeps the earlier one.
+    let bad = put(
+        "apns",
+        json!({"team_id": "ABCDE12345", "key_id": "KEY1234567", "private_key": rsa,
+               "topic": "com.example.app", "environment": "sandbox"}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_field(), "private_key");
+    let unknown = put("fcm", json!({"service_account": {}, "extra": 1})).await;
+    assert_eq!(
+        (unknown.status, unknown.error_field()),
+        (StatusCode::BAD_REQUEST, "extra")
+    );
+    let still = api.get(&format!("{providers}/apns"), admin).await;
+    assert_eq!(still.body["updated_at"], apns.body["updated_at"]);
     server.stop().await;
 }
