@@ -111,45 +111,40 @@ impl PushStore for SqlPushStore {
             Some(k) => (Some(k.p256dh.as_str()), Some(k.auth.as_str())),
             None => (None, None),
         };
+        // Both statements take the device's fields as $1 to $10.
+        let project = scope.project().to_string();
+        let fields = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(project.clone())
+                .bind(d.platform.as_str())
+                .bind(d.address.clone())
+                .bind(p256dh)
+                .bind(auth)
+                .bind(d.distinct_id.clone())
+                .bind(d.app_id.clone())
+                .bind(d.locale.clone())
+                .bind(d.timezone.clone())
+                .bind(at)
+        };
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        let created = sqlx::query(
-            "INSERT INTO push_devices (id, project_id, platform, address, p256dh, auth, \
-             distinct_id, app_id, locale, timezone, state, retired_reason, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', NULL, $11, $11) \
-             ON CONFLICT (project_id, platform, address) DO NOTHING",
+        let created = fields(
+            "INSERT INTO push_devices (project_id, platform, address, p256dh, auth, \
+             distinct_id, app_id, locale, timezone, created_at, updated_at, state, \
+             retired_reason, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, \
+             'active', NULL, $11) ON CONFLICT (project_id, platform, address) DO NOTHING",
         )
         .bind(DeviceId::new().to_string())
-        .bind(scope.project().to_string())
-        .bind(d.platform.as_str())
-        .bind(&d.address)
-        .bind(p256dh)
-        .bind(auth)
-        .bind(&d.distinct_id)
-        .bind(d.app_id.as_deref())
-        .bind(d.locale.as_deref())
-        .bind(d.timezone.as_deref())
-        .bind(at)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             > 0;
         if !created {
-            sqlx::query(
+            fields(
                 "UPDATE push_devices SET p256dh = $4, auth = $5, distinct_id = $6, \
                  app_id = $7, locale = $8, timezone = $9, state = 'active', \
                  retired_reason = NULL, updated_at = $10 \
                  WHERE project_id = $1 AND platform = $2 AND address = $3",
             )
-            .bind(scope.project().to_string())
-            .bind(d.platform.as_str())
-            .bind(&d.address)
-            .bind(p256dh)
-            .bind(auth)
-            .bind(&d.distinct_id)
-            .bind(d.app_id.as_deref())
-            .bind(d.locale.as_deref())
-            .bind(d.timezone.as_deref())
-            .bind(at)
             .execute(&mut *tx)
             .await?;
         }
