@@ -7,4 +7,5 @@
 
 pub mod credentials;
 pub mod devices;
+pub mod emulator;
 pub mod providers;

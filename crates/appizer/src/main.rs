@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Run local push services for tests and app development (Web Push under
+    /// /webpush: subscriptions, pushes checked and decrypted, what was received).
+    PushEmulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -112,6 +119,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
             runtime.block_on(serve_command(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PushEmulator { listen } => {
+            appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
+            runtime.block_on(push_emulator_command(listen))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => unreachable!("handled above"),
@@ -199,4 +211,22 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutdown signal received; draining connections");
     shutdown.cancel();
+}
+
+async fn push_emulator_command(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let emulator = appizer_push::emulator::webpush::WebPushEmulator::new(base.clone());
+    println!(
+        "Push emulator on {base}: Web Push subscriptions at POST {base}/webpush/subscriptions, \
+         received messages at {base}/webpush/messages"
+    );
+    emulator
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
 }

@@ -152,3 +152,47 @@ fn serve_on_a_fresh_dir_prints_usable_keys_and_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "clean exit: {status:?}");
 }
+
+#[tokio::test]
+async fn push_emulator_serves_web_push_subscriptions() {
+    let mut child = appizer()
+        .args(["push-emulator", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let http = reqwest::Client::new();
+    let made: serde_json::Value = http
+        .post(format!("{base}/webpush/subscriptions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(made["endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{base}/webpush/push/")));
+    assert_eq!(made["keys"]["auth"].as_str().unwrap().len(), 22);
+    let listed: serde_json::Value = http
+        .get(format!("{base}/webpush/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["messages"], serde_json::json!([]));
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -3,12 +3,14 @@
 //!
 //! In place: subscriptions checked at registration (`subscription`), the endpoint rule
 //! that keeps pushes on hosts the operator allowed (`config`), message encryption and
-//! its receiving side (`crypto`), and VAPID signing and checking (`vapid`). The
-//! delivery client is built on these with the outbox.
+//! its receiving side (`crypto`), VAPID signing and checking (`vapid`), and one delivery
+//! as an HTTP request with the meaning of its answer (`request`). Sending, with retries
+//! and bounded concurrency, belongs to the outbox.
 
 pub mod config;
 pub mod crypto;
 pub mod errors;
+pub mod request;
 pub mod subscription;
 #[cfg(test)]
 mod tests;
