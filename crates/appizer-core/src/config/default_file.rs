@@ -120,6 +120,11 @@ rollups = {rollups}
 # The key provider credentials are sealed under (64 hex characters; better set as
 # APPIZER_PUSH__MASTER_KEY). Empty: data_dir/push-master.key, made at first start.
 master_key = ""
+# APNs base URL; empty: Apple's production or sandbox host, as each project's
+# credentials say (http:// reaches a local emulator over HTTP/2).
+apns_url = "{apns_url}"
+# FCM HTTP v1 base URL; the access token comes from the service account's token_uri.
+fcm_url = "{fcm_url}"
 # Hosts (or *.suffix) Web Push endpoints may point at; a subscription elsewhere is
 # refused at registration and nothing else is ever fetched. https only, except for
 # 127.0.0.1, localhost and [::1] when listed (local push services).
@@ -171,6 +176,8 @@ format = "text"
         result_cache_entries = d.analytics.result_cache_entries,
         rollups = d.analytics.rollups,
         webpush_allowed_hosts = toml::Value::from(d.push.webpush_allowed_hosts.clone()),
+        apns_url = d.push.apns_url,
+        fcm_url = d.push.fcm_url,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,

@@ -56,6 +56,12 @@ pub struct PushConfig {
     /// The key provider credentials are sealed under: 64 hex characters. Empty: the
     /// key in `data_dir/push-master.key`, generated at first start.
     pub master_key: SecretString,
+    /// APNs base URL; empty: Apple's production or sandbox host, as each project's
+    /// credentials say. `http://` (HTTP/2 with prior knowledge) reaches an emulator.
+    pub apns_url: String,
+    /// FCM HTTP v1 base URL (the access token comes from the service account's
+    /// `token_uri`).
+    pub fcm_url: String,
     /// Hosts (or `*.suffix`) Web Push endpoints may point at; nothing else is fetched.
     /// `https` only, but for `127.0.0.1`, `localhost` and `[::1]` when listed here.
     pub webpush_allowed_hosts: Vec<String>,
@@ -74,6 +80,8 @@ impl Default for PushConfig {
     fn default() -> Self {
         Self {
             master_key: SecretString::default(),
+            apns_url: String::new(),
+            fcm_url: "https://fcm.googleapis.com".into(),
             webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.map(String::from).to_vec(),
         }
     }

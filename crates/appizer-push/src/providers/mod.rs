@@ -1,3 +1,4 @@
 //! The push providers, one folder each in the connector shape of `ARCHITECTURE.md`.
 
+pub mod apns;
 pub mod webpush;
