@@ -2,8 +2,9 @@
 //! delivery tracking; campaigns build on it.
 //!
 //! In place so far: the registration rules of devices (`devices`), provider
-//! credentials sealed under the master key (`credentials`) and the Web Push provider's
-//! protocol core (`providers::webpush`).
+//! credentials sealed under the master key (`credentials`), each provider's protocol
+//! core (`providers::{apns, fcm, webpush}`: tokens, one delivery, its answers) and a
+//! Web Push emulator (`emulator`).
 
 pub mod credentials;
 pub mod devices;
