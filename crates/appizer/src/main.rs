@@ -49,8 +49,8 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Run local push services for tests and app development (Web Push under
-    /// /webpush: subscriptions, pushes checked and decrypted, what was received).
+    /// Run local push services for tests and app development: Web Push under /webpush,
+    /// FCM and its token endpoint under /fcm (what each checks, received, can fail).
     PushEmulator {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -218,15 +218,14 @@ async fn push_emulator_command(listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let base = format!("http://{}", listener.local_addr()?);
-    let emulator = appizer_push::emulator::webpush::WebPushEmulator::new(base.clone());
     println!(
         "Push emulator on {base}: Web Push subscriptions at POST {base}/webpush/subscriptions, \
-         received messages at {base}/webpush/messages"
+         FCM at {base}/fcm (push.fcm_url; service accounts at POST {base}/fcm/service-accounts), \
+         received messages at {base}/webpush/messages and {base}/fcm/messages"
     );
-    emulator
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    appizer_push::emulator::serve(listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -154,7 +154,7 @@ fn serve_on_a_fresh_dir_prints_usable_keys_and_stops_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
-async fn push_emulator_serves_web_push_subscriptions() {
+async fn push_emulator_serves_web_push_and_fcm() {
     let mut child = appizer()
         .args(["push-emulator", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -193,6 +193,12 @@ async fn push_emulator_serves_web_push_subscriptions() {
         .await
         .unwrap();
     assert_eq!(listed["messages"], serde_json::json!([]));
+    let fcm = http
+        .get(format!("{base}/fcm/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fcm.status(), 200);
     child.kill().unwrap();
     let _ = child.wait();
 }

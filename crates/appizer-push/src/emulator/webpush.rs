@@ -93,17 +93,6 @@ impl WebPushEmulator {
             .with_state(self.clone())
     }
 
-    /// Serves the emulator on `listener` until `shutdown` completes.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-    }
-
     /// What was received so far.
     pub fn received(&self) -> Vec<Received> {
         self.service.lock().received.clone()
