@@ -417,6 +417,7 @@ mod tests {
         Principal {
             key: Arc::new(key),
             rate_limit: Default::default(),
+            scope: None,
         }
     }
 

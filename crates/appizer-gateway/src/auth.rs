@@ -12,7 +12,7 @@ use appizer_core::config::AuthConfig;
 use appizer_core::keys::{hash_key, KeyKind};
 use appizer_core::tenancy::{ApiKey, KeyAccess, RateLimitOverride};
 use appizer_core::{ErrorCode, KeyId, OrganizationId, ProjectId, Role};
-use appizer_storage::{MetadataStore, StoreError};
+use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -30,6 +30,9 @@ pub struct Principal {
     pub key: Arc<ApiKey>,
     /// The rate limit overrides of the key's project (none for organisation keys).
     pub rate_limit: RateLimitOverride,
+    /// The scope of the key's project, read with the key's organisation (none for
+    /// organisation keys).
+    pub scope: Option<ProjectScope>,
 }
 
 impl Principal {
@@ -51,11 +54,11 @@ impl Principal {
     }
 }
 
-/// An authenticated write key and the project its events go to.
+/// An authenticated write key and the scope of the project its events go to.
 #[derive(Debug, Clone)]
 pub struct Writer {
     pub principal: Principal,
-    pub project: ProjectId,
+    pub scope: ProjectScope,
 }
 
 #[derive(Debug, Clone)]
@@ -206,16 +209,17 @@ async fn load_principal(
     if key.is_revoked() {
         return Ok(None);
     }
-    let rate_limit = match key.project_id() {
+    let (rate_limit, scope) = match key.project_id() {
         Some(project) => match store.get_project(key.organization_id, project).await? {
-            Some((_, p)) => p.settings.rate_limit,
+            Some((scope, p)) => (p.settings.rate_limit, Some(scope)),
             None => return Ok(None), // The project is gone.
         },
-        None => RateLimitOverride::default(),
+        None => (RateLimitOverride::default(), None),
     };
     Ok(Some(Principal {
         key: Arc::new(key),
         rate_limit,
+        scope,
     }))
 }
 
@@ -312,7 +316,12 @@ pub async fn authenticate_write_key(state: &AppState, plaintext: &str) -> Result
         .await?
         .ok_or_else(invalid)?;
     match principal.key.access {
-        KeyAccess::Write { project } => Ok(Writer { principal, project }),
+        // A project key's principal always has its scope (a lookup without the
+        // project finds no principal).
+        KeyAccess::Write { .. } => match principal.scope {
+            Some(scope) => Ok(Writer { principal, scope }),
+            None => Err(invalid()),
+        },
         _ => Err(ApiError::new(
             ErrorCode::Forbidden,
             "ingestion needs a project write key (apz_wk_...)",
@@ -348,6 +357,7 @@ mod tests {
                 revoked_at: None,
             }),
             rate_limit: RateLimitOverride::default(),
+            scope: None,
         }
     }
 

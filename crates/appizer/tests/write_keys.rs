@@ -20,7 +20,7 @@ async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
     let writer = authenticate_write_key(&state, &server.keys.write_key)
         .await
         .unwrap();
-    assert_eq!(writer.project, server.keys.project_id);
+    assert_eq!(writer.scope.project(), server.keys.project_id);
     assert_eq!(writer.principal.project_id(), Some(server.keys.project_id));
 
     let secret = authenticate_write_key(&state, &server.keys.admin_key)

@@ -185,7 +185,7 @@ async fn accept(
     let json = decode_body(&raw, &encoding, limit).map_err(capture_error)?;
 
     let received_by = |writer: &Writer| Received {
-        project_id: writer.project,
+        project_id: writer.scope.project(),
         received_at,
         ip: ip.map(|i| i.to_string()),
     };
@@ -266,7 +266,7 @@ async fn enqueue(
     if !decoded.warnings.is_empty() {
         state.events.warnings.record(
             writer.principal.organization_id(),
-            writer.project,
+            writer.scope.project(),
             dialect,
             decoded.warnings,
         );

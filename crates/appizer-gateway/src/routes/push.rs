@@ -179,7 +179,7 @@ fn refused(e: devices::Refused) -> ApiError {
 }
 
 /// The write key (Bearer or HTTP Basic user name), checked and rate limited as for
-/// ingestion, and the scope of its project read with its organisation.
+/// ingestion; the scope of its project, as the key lookup read it.
 async fn writer_scope(state: &AppState, headers: &HeaderMap) -> Result<ProjectScope, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -188,12 +188,7 @@ async fn writer_scope(state: &AppState, headers: &HeaderMap) -> Result<ProjectSc
         .map(str::to_string);
     let key = bearer.or_else(|| write_key_from_basic(headers));
     let (writer, _) = authenticate(state, key.as_deref()).await?;
-    let (scope, _) = state
-        .store
-        .get_project(writer.principal.organization_id(), writer.project)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
-    Ok(scope)
+    Ok(writer.scope)
 }
 
 async fn body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
