@@ -20,11 +20,12 @@ use appizer_core::ProjectId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::devices::Refused;
+use crate::providers::apns::ProviderToken;
+use crate::providers::fcm::{FcmError, ServiceAccount};
 use crate::providers::webpush::VapidKey;
 
 /// The file in the data directory that holds the generated master key.
@@ -204,12 +205,14 @@ pub fn apns(
 ) -> Result<ProviderRecord, Refused> {
     ten_chars("team_id", &c.team_id)?;
     ten_chars("key_id", &c.key_id)?;
-    p256::SecretKey::from_pkcs8_pem(c.private_key.trim()).map_err(|_| {
+    // Loaded as delivery loads it: what saves here signs there.
+    ProviderToken::new(&c.team_id, &c.key_id, &c.private_key).map_err(|_| {
         refuse(
             "private_key",
             "must be the .p8 file: a P-256 key in PKCS#8 PEM",
         )
     })?;
+
     if c.topic.is_empty() || c.topic.len() > 255 {
         return Err(refuse("topic", "must be the app's bundle id"));
     }
@@ -235,43 +238,28 @@ pub fn fcm(
     at: DateTime<Utc>,
 ) -> Result<ProviderRecord, Refused> {
     let account = &c.service_account;
-    let text = |name: &str| {
-        account
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-    };
     let field = |name: &str| format!("service_account.{name}");
-    if text("type") != Some("service_account") {
+    if account.get("type").and_then(Value::as_str) != Some("service_account") {
         return Err(refuse(&field("type"), "must be service_account"));
     }
-    for name in ["project_id", "client_email"] {
-        if text(name).is_none() {
-            return Err(refuse(&field(name), "is required"));
-        }
-    }
-    let token_uri = text("token_uri").ok_or_else(|| refuse(&field("token_uri"), "is required"))?;
-    let uri =
-        url::Url::parse(token_uri).map_err(|_| refuse(&field("token_uri"), "must be a URL"))?;
+    // Loaded as delivery loads it: what saves here signs there.
+    let loaded = ServiceAccount::from_json(account).map_err(|e| match e {
+        FcmError::Missing(name) => refuse(&field(name), "is required"),
+        _ => refuse(
+            &field("private_key"),
+            "must be an RSA key in PKCS#8 PEM, as Google issues it",
+        ),
+    })?;
+    let uri = url::Url::parse(&loaded.token_uri)
+        .map_err(|_| refuse(&field("token_uri"), "must be a URL"))?;
     if !matches!(uri.scheme(), "https" | "http") {
         return Err(refuse(&field("token_uri"), "must be an https URL"));
     }
-    let key = text("private_key").ok_or_else(|| refuse(&field("private_key"), "is required"))?;
-    let der = rustls_pemfile::private_key(&mut key.as_bytes())
-        .ok()
-        .flatten()
-        .ok_or_else(|| refuse(&field("private_key"), "must be a PEM private key"))?;
-    ring::signature::RsaKeyPair::from_pkcs8(der.secret_der()).map_err(|_| {
-        refuse(
-            &field("private_key"),
-            "must be an RSA key in PKCS#8, as Google issues it",
-        )
-    })?;
     Ok(ProviderRecord {
         provider: Provider::Fcm,
         settings: json!({
-            "project_id": text("project_id"), "client_email": text("client_email"),
-            "token_uri": token_uri,
+            "project_id": loaded.project_id, "client_email": loaded.client_email,
+            "token_uri": loaded.token_uri,
         }),
         sealed: master.seal(project, Provider::Fcm, account.to_string().as_bytes()),
         updated_at: at,
