@@ -11,22 +11,25 @@ use serde_json::{json, Value};
 
 const RSA_KEY: &str = include_str!("../testdata/service-account-test-key.pem");
 
+mod common;
+
 struct Running {
-    base: String,
+    service: common::Loopback,
     emulator: FcmEmulator,
-    http: reqwest::Client,
 }
 
 async fn start() -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let emulator = FcmEmulator::new(base.clone());
-    let router = emulator.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let mut emulator = None;
+    let service = common::serve(|base| {
+        let made = FcmEmulator::new(base);
+        let router = made.router();
+        emulator = Some(made);
+        router
+    })
+    .await;
     Running {
-        base,
-        emulator,
-        http: reqwest::Client::new(),
+        service,
+        emulator: emulator.unwrap(),
     }
 }
 
@@ -35,13 +38,7 @@ impl Running {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
-        let answer = self
-            .http
-            .execute(reqwest::Request::try_from(request).unwrap())
-            .await
-            .unwrap();
-        let (status, headers) = (answer.status(), answer.headers().clone());
-        (status, headers, answer.bytes().await.unwrap().to_vec())
+        self.service.execute(request).await
     }
 
     /// The service account as the emulator knows it (its `token_uri` pointed there).
@@ -52,8 +49,9 @@ impl Running {
             "token_uri": "https://oauth2.googleapis.com/token"
         });
         let answer: Value = self
+            .service
             .http
-            .post(format!("{}/fcm/service-accounts", self.base))
+            .post(format!("{}/fcm/service-accounts", self.service.base))
             .json(&given)
             .send()
             .await
@@ -61,13 +59,16 @@ impl Running {
             .json()
             .await
             .unwrap();
-        assert_eq!(answer["token_uri"], format!("{}/fcm/token", self.base));
+        assert_eq!(
+            answer["token_uri"],
+            format!("{}/fcm/token", self.service.base)
+        );
         ServiceAccount::from_json(&answer).unwrap()
     }
 
     async fn send(&self, access: &str, token: &str, message: &Value) -> Outcome {
         let request = build(
-            &format!("{}/fcm", self.base),
+            &format!("{}/fcm", self.service.base),
             "demo-app",
             access,
             token,
@@ -78,14 +79,7 @@ impl Running {
     }
 
     async fn post(&self, path: &str) {
-        let status = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 204, "{path}");
+        self.service.control(path).await
     }
 }
 

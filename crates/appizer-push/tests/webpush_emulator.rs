@@ -8,22 +8,25 @@ use appizer_push::emulator::webpush::WebPushEmulator;
 use appizer_push::providers::webpush::request::{build, classify, Options, Outcome, Urgency};
 use appizer_push::providers::webpush::{Subscription, VapidKey, WebPushConfig};
 
+mod common;
+
 struct Running {
-    base: String,
+    service: common::Loopback,
     emulator: WebPushEmulator,
-    http: reqwest::Client,
 }
 
 async fn start() -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let emulator = WebPushEmulator::new(base.clone());
-    let router = emulator.router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let mut emulator = None;
+    let service = common::serve(|base| {
+        let made = WebPushEmulator::new(base);
+        let router = made.router();
+        emulator = Some(made);
+        router
+    })
+    .await;
     Running {
-        base,
-        emulator,
-        http: reqwest::Client::new(),
+        service,
+        emulator: emulator.unwrap(),
     }
 }
 
@@ -31,8 +34,9 @@ impl Running {
     /// A subscription as a browser would make it, checked as registration checks it.
     async fn subscribe(&self) -> Subscription {
         let made: serde_json::Value = self
+            .service
             .http
-            .post(format!("{}/webpush/subscriptions", self.base))
+            .post(format!("{}/webpush/subscriptions", self.service.base))
             .send()
             .await
             .unwrap()
@@ -52,23 +56,12 @@ impl Running {
     }
 
     async fn send(&self, request: http::Request<Vec<u8>>) -> Outcome {
-        let answer = self
-            .http
-            .execute(reqwest::Request::try_from(request).unwrap())
-            .await
-            .unwrap();
-        classify(answer.status(), answer.headers())
+        let (status, headers, _) = self.service.execute(request).await;
+        classify(status, &headers)
     }
 
     async fn post(&self, path: &str) {
-        let status = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 204, "{path}");
+        self.service.control(path).await
     }
 }
 
@@ -168,7 +161,7 @@ async fn every_answer_of_the_push_service_has_its_outcome() {
 
     // An endpoint the service never issued.
     let mut unknown = message(now());
-    *unknown.uri_mut() = format!("{}/webpush/push/nobody", service.base)
+    *unknown.uri_mut() = format!("{}/webpush/push/nobody", service.service.base)
         .parse()
         .unwrap();
     assert!(matches!(
