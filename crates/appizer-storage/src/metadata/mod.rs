@@ -6,7 +6,7 @@ mod error;
 mod migrations;
 mod sql;
 
-pub(crate) use sql::insert_audit;
+pub(crate) use sql::{from_millis, insert_audit, parse_id};
 
 use std::sync::Arc;
 

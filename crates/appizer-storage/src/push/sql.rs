@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{PushStore, OPTED_OUT};
-use crate::metadata::{insert_audit, Backend};
+use crate::metadata::{from_millis, insert_audit, parse_id, Backend};
 use crate::{ProjectScope, StoreError};
 
 /// The device columns, with the person of its distinct id now (`pd`).
@@ -39,14 +39,6 @@ fn corrupt(what: &str, text: &str) -> StoreError {
     StoreError::Corrupt(format!("device {what} `{text}`"))
 }
 
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt("time", &ms.to_string()))
-}
-
-fn parse<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, StoreError> {
-    text.parse().map_err(|_| corrupt(what, text))
-}
-
 fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let platform: String = row.try_get("platform")?;
     let state: String = row.try_get("state")?;
@@ -58,23 +50,23 @@ fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
         _ => None,
     };
     Ok(Device {
-        id: parse("id", &row.try_get::<String, _>("id")?)?,
-        project_id: parse("project", &row.try_get::<String, _>("project_id")?)?,
+        id: parse_id(&row.try_get::<String, _>("id")?, "device id")?,
+        project_id: parse_id(&row.try_get::<String, _>("project_id")?, "project id")?,
         platform: Platform::parse(&platform).ok_or_else(|| corrupt("platform", &platform))?,
         address: row.try_get("address")?,
         web_keys: keys,
         distinct_id: row.try_get("distinct_id")?,
         person_id: row
             .try_get::<Option<String>, _>("person_id")?
-            .map(|p| parse("person", &p))
+            .map(|p| parse_id(&p, "person id"))
             .transpose()?,
         app_id: row.try_get("app_id")?,
         locale: row.try_get("locale")?,
         timezone: row.try_get("timezone")?,
         state: DeviceState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         retired_reason: row.try_get("retired_reason")?,
-        created_at: time(row.try_get("created_at")?)?,
-        updated_at: time(row.try_get("updated_at")?)?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
     })
 }
 
@@ -314,6 +306,6 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
         sealed: B64
             .decode(&sealed)
             .map_err(|_| corrupt("sealed credentials", "(not shown)"))?,
-        updated_at: time(row.try_get("updated_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
     })
 }

@@ -30,11 +30,11 @@ use super::{
 };
 
 use connect::{configure_sqlite, prepare_sqlite_url};
-pub(crate) use rows::insert_audit;
 use rows::{
-    audit_from_row, definition_from_row, from_millis, insert_key, insert_project, key_from_row,
-    millis, owned_by, parse_id, project_from_row, settings_json, DEFINITION_COLUMNS,
+    audit_from_row, definition_from_row, insert_key, insert_project, key_from_row, millis,
+    owned_by, project_from_row, settings_json, DEFINITION_COLUMNS,
 };
+pub(crate) use rows::{from_millis, insert_audit, parse_id};
 
 /// The SQL metadata store; see the module docs.
 #[derive(Debug, Clone)]
