@@ -38,7 +38,11 @@ impl EventStore {
         // Flushes may go on meanwhile: they only add files, and the catalog swap fails
         // (changing nothing) if a file to replace is gone.
         let _one_at_a_time = self.compact_lock.lock().await;
-        self.sweep_deleted().await?;
+        // One listing serves the sweep and the merge: files flushed after it wait for
+        // the next pass.
+        let (files, _) = self
+            .sweep_deleted(self.catalog.all_event_files().await?)
+            .await?;
         let target = self.config.compact_target_rows;
         // Taken before the overrides are read: a change after it is folded next time.
         let snapshot = Utc::now();
@@ -52,7 +56,7 @@ impl EventStore {
         };
         let mut partitions: BTreeMap<(ProjectId, String), Vec<EventFile>> = BTreeMap::new();
         let mut groups: Vec<(ProjectId, String, Vec<EventFile>)> = Vec::new();
-        for f in self.catalog.all_event_files().await? {
+        for f in files {
             if f.row_count < target / 2 {
                 partitions
                     .entry((f.project_id, f.date.clone()))

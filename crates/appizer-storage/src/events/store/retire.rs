@@ -9,6 +9,7 @@ use std::time::Instant;
 use appizer_core::ProjectId;
 
 use super::{EventStore, EventStoreError};
+use crate::metadata::EventFile;
 
 impl EventStore {
     /// Takes the files of deleted projects out of the catalog and retires them (rows
@@ -16,27 +17,25 @@ impl EventStore {
     /// retired.
     pub async fn sweep_deleted_projects(&self) -> Result<usize, EventStoreError> {
         let _one_at_a_time = self.compact_lock.lock().await;
-        self.sweep_deleted().await
+        let files = self.catalog.all_event_files().await?;
+        Ok(self.sweep_deleted(files).await?.1)
     }
 
-    /// [`sweep_deleted_projects`](Self::sweep_deleted_projects), under the compaction
-    /// lock the caller holds.
-    pub(super) async fn sweep_deleted(&self) -> Result<usize, EventStoreError> {
+    /// [`sweep_deleted_projects`](Self::sweep_deleted_projects) over the catalogued
+    /// `files`, under the compaction lock the caller holds. Returns the files of the
+    /// projects that remain, and how many it retired.
+    pub(super) async fn sweep_deleted(
+        &self,
+        files: Vec<EventFile>,
+    ) -> Result<(Vec<EventFile>, usize), EventStoreError> {
         let deleted: HashSet<ProjectId> =
             self.catalog.deleted_projects().await?.into_iter().collect();
-        if deleted.is_empty() {
-            return Ok(0);
-        }
-        let paths: Vec<String> = self
-            .catalog
-            .all_event_files()
-            .await?
+        let (gone, kept): (Vec<EventFile>, Vec<EventFile>) = files
             .into_iter()
-            .filter(|f| deleted.contains(&f.project_id))
-            .map(|f| f.path)
-            .collect();
+            .partition(|f| deleted.contains(&f.project_id));
+        let paths: Vec<String> = gone.into_iter().map(|f| f.path).collect();
         if paths.is_empty() {
-            return Ok(0);
+            return Ok((kept, 0));
         }
         self.catalog.replace_event_files(&[], &paths).await?;
         let now = Instant::now();
@@ -47,7 +46,7 @@ impl EventStore {
             files = paths.len(),
             "retired the event files of deleted projects"
         );
-        Ok(paths.len())
+        Ok((kept, paths.len()))
     }
 
     /// Deletes replaced files whose grace period is over.
