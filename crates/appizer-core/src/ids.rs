@@ -87,6 +87,10 @@ typed_id!(
     /// A push device: an app install or a browser subscription of a person.
     DeviceId
 );
+typed_id!(
+    /// A push message: one send to an audience, delivered to each of its devices.
+    MessageId
+);
 
 #[cfg(test)]
 mod tests {

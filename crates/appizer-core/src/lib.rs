@@ -17,5 +17,7 @@ pub mod secret;
 pub mod tenancy;
 
 pub use error_code::ErrorCode;
-pub use ids::{DefinitionId, DeviceId, KeyId, MergeId, OrganizationId, PersonId, ProjectId};
+pub use ids::{
+    DefinitionId, DeviceId, KeyId, MergeId, MessageId, OrganizationId, PersonId, ProjectId,
+};
 pub use role::{Permission, Role};

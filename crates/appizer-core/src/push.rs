@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, PersonId, ProjectId};
+use crate::{DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
 
 /// Where a device receives pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -145,4 +145,151 @@ pub struct ProviderRecord {
     /// The nonce and ciphertext of the secret part.
     pub sealed: Vec<u8>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Platform {
+    /// The provider that reaches this platform's devices.
+    pub fn provider(self) -> Provider {
+        match self {
+            Platform::Ios => Provider::Apns,
+            Platform::Android => Provider::Fcm,
+            Platform::Web => Provider::Webpush,
+        }
+    }
+}
+
+/// Who a message goes to: every active device of the persons named (by id, by any of
+/// their distinct ids, or as the stored members of a segment), or the devices named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    Persons(Vec<PersonId>),
+    DistinctIds(Vec<String>),
+    Devices(Vec<DeviceId>),
+    Segment(DefinitionId),
+}
+
+/// A message to queue: its content (the push component's JSON), its audience and the
+/// platforms it may reach, in one transaction with one outbox record per device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub idempotency_key: Option<String>,
+    pub content: serde_json::Value,
+    pub audience: Audience,
+    pub platforms: Vec<Platform>,
+    pub campaign_id: Option<String>,
+    pub variant: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub project_id: ProjectId,
+    pub idempotency_key: Option<String>,
+    pub content: serde_json::Value,
+    pub audience: Audience,
+    pub platforms: Vec<Platform>,
+    pub campaign_id: Option<String>,
+    pub variant: Option<String>,
+    /// Outbox records written for it: one per device.
+    pub devices: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where one delivery (message x device) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// The provider accepted it.
+    Sent,
+    /// Undeliverable as it is, or out of attempts.
+    Failed,
+    /// The device is gone (the provider said so, or it was retired meanwhile).
+    Retired,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Queued,
+        DeliveryState::Sent,
+        DeliveryState::Failed,
+        DeliveryState::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A delivery taken by the delivery loop, with what sending needs of its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: MessageId,
+    pub device_id: DeviceId,
+    pub project_id: ProjectId,
+    pub platform: Platform,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// The device now; `None` if it was deleted meanwhile.
+    pub device: Option<DeliveryDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryDevice {
+    pub address: String,
+    pub web_keys: Option<WebKeys>,
+    pub distinct_id: String,
+    pub state: DeviceState,
+}
+
+/// What became of one delivery's attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Sent,
+    /// For good, with the reason.
+    Failed(String),
+    /// The device is dead: the delivery and the device are retired.
+    Retired(String),
+    /// Try again at `due` (the reason is kept as the last error).
+    Retry {
+        due: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+/// How a message's deliveries stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeliveryCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub retired: u64,
+    /// Failures by reason.
+    pub failed_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Retirements by reason.
+    pub retired_by_reason: std::collections::BTreeMap<String, u64>,
+    /// The same counts per platform (`ios`, `android`, `web`).
+    pub by_platform: std::collections::BTreeMap<String, PlatformCounts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PlatformCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub retired: u64,
 }

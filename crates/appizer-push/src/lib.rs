@@ -9,4 +9,6 @@
 pub mod credentials;
 pub mod devices;
 pub mod emulator;
+pub mod message;
 pub mod providers;
+pub mod transport;

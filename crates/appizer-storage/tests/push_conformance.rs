@@ -1,5 +1,6 @@
-//! One conformance suite for the push store (devices, provider credentials) on every backend (see `common` for
-//! how the PostgreSQL cases find their database).
+//! One conformance suite for the push store (devices, provider credentials, messages and
+//! their outbox) on every backend (see `common` for how the PostgreSQL cases find their
+//! database).
 
 #[macro_use]
 mod common;
@@ -8,13 +9,14 @@ use common::{postgres_store, sqlite_store};
 
 use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::push::{
-    DeviceFilter, DeviceState, NewDevice, Platform, Provider, ProviderRecord, WebKeys,
+    Audience, DeliveryOutcome, DeviceFilter, DeviceState, MessageRecord, NewDevice, NewMessage,
+    Platform, Provider, ProviderRecord, WebKeys,
 };
 use appizer_core::tenancy::{Actor, NewAuditEntry};
-use appizer_core::{PersonId, ProjectId};
+use appizer_core::{DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
 use appizer_storage::metadata::AuditScope;
 use appizer_storage::persons::NewPerson;
-use appizer_storage::push::OPTED_OUT;
+use appizer_storage::push::{DEVICE_DELETED, OPTED_OUT};
 use appizer_storage::testing::Tenant;
 use appizer_storage::{MetadataStore, ProjectScope};
 use chrono::{DateTime, TimeZone, Utc};
@@ -61,8 +63,445 @@ async fn people(store: &dyn MetadataStore, scope: ProjectScope, ids: &[&str]) ->
     ids.iter().map(|d| made[*d]).collect()
 }
 
+fn message(audience: Audience, platforms: &[Platform], key: Option<&str>, at: i64) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        idempotency_key: key.map(str::to_string),
+        content: serde_json::json!({"notification": {"title": "Hi", "body": "there"}}),
+        audience,
+        platforms: platforms.to_vec(),
+        campaign_id: Some("c1".into()),
+        variant: None,
+        created_at: t(at),
+    }
+}
+
+/// A project with persons alice (an iPhone and a browser, two distinct ids), bob (an
+/// Android phone) and carol (a retired iPhone), and a device of an id with no person.
+struct Audiences {
+    scope: ProjectScope,
+    alice: PersonId,
+    bob: PersonId,
+    iphone: DeviceId,
+    browser: DeviceId,
+    android: DeviceId,
+    stray: DeviceId,
+}
+
+async fn audiences(store: &dyn MetadataStore, tenant: Option<&Tenant>) -> Audiences {
+    let scope = match tenant {
+        None => {
+            Tenant::create(store, ProjectId::new(), "UTC")
+                .await
+                .unwrap()
+                .1
+        }
+        Some(tenant) => {
+            tenant
+                .add_project(store, ProjectId::new(), "UTC")
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let [alice, bob, _carol] = people(store, scope, &["alice", "bob", "carol"]).await[..] else {
+        unreachable!()
+    };
+    store
+        .persons()
+        .add_distinct_id(scope, alice, "alice-2", t(0), None)
+        .await
+        .unwrap();
+    let push = store.push();
+    let add = async |platform, address: &str, distinct_id| {
+        push.register(scope, &device(platform, address, distinct_id, 1))
+            .await
+            .unwrap()
+            .0
+            .id
+    };
+    let iphone = add(Platform::Ios, &"a1".repeat(32), "alice").await;
+    let browser = add(Platform::Web, "https://push.example/alice", "alice-2").await;
+    let android = add(Platform::Android, "bob-token", "bob").await;
+    add(Platform::Ios, &"c1".repeat(32), "carol").await;
+    push.unregister(scope, Platform::Ios, &"c1".repeat(32), t(2))
+        .await
+        .unwrap();
+    let stray = add(Platform::Android, "stray-token", "no-person-yet").await;
+    Audiences {
+        scope,
+        alice,
+        bob,
+        iphone,
+        browser,
+        android,
+        stray,
+    }
+}
+
+async fn queued(
+    store: &dyn MetadataStore,
+    a: &Audiences,
+    m: &NewMessage,
+) -> (MessageRecord, Vec<DeviceId>) {
+    let (record, new) = store.push().queue_message(a.scope, m, t(0)).await.unwrap();
+    assert!(new);
+    let counts = store
+        .push()
+        .delivery_counts(a.scope, record.id)
+        .await
+        .unwrap();
+    assert_eq!(counts.queued, record.devices);
+    let taken = store
+        .push()
+        .take_deliveries(t(10_000), 100, t(10_060))
+        .await
+        .unwrap();
+    let mut devices: Vec<DeviceId> = taken
+        .iter()
+        .filter(|d| d.message_id == record.id)
+        .map(|d| d.device_id)
+        .collect();
+    devices.sort();
+    store.push().release_deliveries().await.unwrap();
+    (record, devices)
+}
+
+fn sorted(mut ids: Vec<DeviceId>) -> Vec<DeviceId> {
+    ids.sort();
+    ids
+}
+
 mod cases {
     use super::*;
+
+    pub async fn a_message_is_queued_for_each_active_device_of_its_audience(
+        store: &dyn MetadataStore,
+    ) {
+        let a = audiences(store, None).await;
+        let all = Platform::ALL;
+        let (_, to_alice) = queued(
+            store,
+            &a,
+            &message(Audience::Persons(vec![a.alice]), &all, None, 1),
+        )
+        .await;
+        assert_eq!(to_alice, sorted(vec![a.iphone, a.browser]));
+        let (_, by_ids) = queued(
+            store,
+            &a,
+            &message(
+                Audience::DistinctIds(vec!["alice-2".into(), "no-person-yet".into()]),
+                &all,
+                None,
+                1,
+            ),
+        )
+        .await;
+        assert_eq!(by_ids, sorted(vec![a.iphone, a.browser, a.stray]));
+        let (_, ios_only) = queued(
+            store,
+            &a,
+            &message(
+                Audience::Persons(vec![a.alice, a.bob]),
+                &[Platform::Ios],
+                None,
+                1,
+            ),
+        )
+        .await;
+        assert_eq!(ios_only, vec![a.iphone]);
+        let (_, named) = queued(
+            store,
+            &a,
+            &message(
+                Audience::Devices(vec![a.android, DeviceId::new()]),
+                &all,
+                None,
+                1,
+            ),
+        )
+        .await;
+        assert_eq!(named, vec![a.android]);
+
+        // A segment's stored members: bob and carol (whose only device is retired).
+        let segment = appizer_core::definition::Definition {
+            id: DefinitionId::new(),
+            project_id: a.scope.project(),
+            kind: appizer_core::definition::DefinitionKind::Segment,
+            name: "S".into(),
+            description: String::new(),
+            body: serde_json::json!({}),
+            member_count: None,
+            computed_at: None,
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        let audit = NewAuditEntry {
+            organization_id: a.scope.organization(),
+            project_id: Some(a.scope.project()),
+            actor: Actor::Cli,
+            action: "segment.create".into(),
+            target_type: "segment".into(),
+            target_id: segment.id.to_string(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(0),
+        };
+        store
+            .create_definition(a.scope, &segment, &audit)
+            .await
+            .unwrap();
+        let carol = store
+            .persons()
+            .lookup(a.scope, &["carol".to_string()])
+            .await
+            .unwrap()["carol"];
+        store
+            .replace_segment_members(a.scope, segment.id, &[a.bob, carol], t(0))
+            .await
+            .unwrap();
+        let (record, to_segment) = queued(
+            store,
+            &a,
+            &message(Audience::Segment(segment.id), &all, None, 1),
+        )
+        .await;
+        assert_eq!(to_segment, vec![a.android]);
+        assert_eq!(record.devices, 1);
+
+        // Another project's ids reach nothing of this one.
+        let other = audiences(
+            store,
+            Some(&Tenant {
+                organization: a.scope.organization(),
+            }),
+        )
+        .await;
+        let (_, none) = queued(
+            store,
+            &other,
+            &message(Audience::Devices(vec![a.iphone]), &all, None, 1),
+        )
+        .await;
+        assert!(none.is_empty());
+        assert_eq!(
+            store.push().message(other.scope, record.id).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.push().message(a.scope, record.id).await.unwrap(),
+            Some(record)
+        );
+    }
+
+    pub async fn an_idempotency_key_answers_the_first_message_within_its_window(
+        store: &dyn MetadataStore,
+    ) {
+        let a = audiences(store, None).await;
+        let push = store.push();
+        let first = message(
+            Audience::Persons(vec![a.alice]),
+            &Platform::ALL,
+            Some("k1"),
+            100,
+        );
+        let (record, new) = push.queue_message(a.scope, &first, t(0)).await.unwrap();
+        assert!(new);
+        let again = message(
+            Audience::Persons(vec![a.bob]),
+            &Platform::ALL,
+            Some("k1"),
+            200,
+        );
+        let (answer, new) = push.queue_message(a.scope, &again, t(50)).await.unwrap();
+        assert!(!new);
+        assert_eq!(answer, record);
+        assert_eq!(push.message(a.scope, again.id).await.unwrap(), None);
+        // Past the window the key is free again; the first message stays.
+        let (later, new) = push.queue_message(a.scope, &again, t(150)).await.unwrap();
+        assert!(new);
+        assert_eq!(later.id, again.id);
+        assert_eq!(later.devices, 1);
+        assert!(push.message(a.scope, first.id).await.unwrap().is_some());
+        // Keys are per project.
+        let other = audiences(
+            store,
+            Some(&Tenant {
+                organization: a.scope.organization(),
+            }),
+        )
+        .await;
+        let elsewhere = NewMessage {
+            id: MessageId::new(),
+            ..first.clone()
+        };
+        let (_, new) = push
+            .queue_message(other.scope, &elsewhere, t(0))
+            .await
+            .unwrap();
+        assert!(new);
+    }
+
+    pub async fn deliveries_are_taken_under_a_lease_and_completed(store: &dyn MetadataStore) {
+        let a = audiences(store, None).await;
+        let push = store.push();
+        let m = message(
+            Audience::Persons(vec![a.alice, a.bob]),
+            &Platform::ALL,
+            None,
+            1,
+        );
+        let (record, _) = push.queue_message(a.scope, &m, t(0)).await.unwrap();
+        assert_eq!(record.devices, 3);
+        let first = push.take_deliveries(t(10), 2, t(70)).await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(first
+            .iter()
+            .all(|d| d.attempts == 1 && d.project_id == a.scope.project()));
+        let rest = push.take_deliveries(t(10), 10, t(70)).await.unwrap();
+        assert_eq!(rest.len(), 1, "what is held is not taken twice");
+        assert!(push
+            .take_deliveries(t(20), 10, t(80))
+            .await
+            .unwrap()
+            .is_empty());
+        let iphone = first
+            .iter()
+            .chain(&rest)
+            .find(|d| d.device_id == a.iphone)
+            .unwrap();
+        let device = iphone.device.as_ref().unwrap();
+        assert_eq!(
+            (
+                device.address.as_str(),
+                device.distinct_id.as_str(),
+                device.state
+            ),
+            ("a1".repeat(32).as_str(), "alice", DeviceState::Active)
+        );
+        let browser = first
+            .iter()
+            .chain(&rest)
+            .find(|d| d.device_id == a.browser)
+            .unwrap();
+        assert!(browser.device.as_ref().unwrap().web_keys.is_some());
+
+        push.complete_deliveries(
+            &[
+                (record.id, a.iphone, DeliveryOutcome::Sent),
+                (
+                    record.id,
+                    a.browser,
+                    DeliveryOutcome::Retired("410 subscription gone".into()),
+                ),
+                (
+                    record.id,
+                    a.android,
+                    DeliveryOutcome::Retry {
+                        due: t(100),
+                        reason: "429".into(),
+                    },
+                ),
+            ],
+            t(30),
+        )
+        .await
+        .unwrap();
+        let counts = push.delivery_counts(a.scope, record.id).await.unwrap();
+        assert_eq!((counts.queued, counts.sent, counts.retired), (1, 1, 1));
+        assert_eq!(counts.retired_by_reason["410 subscription gone"], 1);
+        assert_eq!(counts.by_platform["ios"].sent, 1);
+        assert_eq!(counts.by_platform["web"].retired, 1);
+        let browser = push.get(a.scope, a.browser).await.unwrap().unwrap();
+        assert_eq!(browser.state, DeviceState::Retired);
+        assert_eq!(
+            browser.retired_reason.as_deref(),
+            Some("410 subscription gone")
+        );
+
+        // The retry is due at its time, not before, with the attempt counted.
+        assert!(push
+            .take_deliveries(t(99), 10, t(160))
+            .await
+            .unwrap()
+            .is_empty());
+        let retry = push.take_deliveries(t(100), 10, t(160)).await.unwrap();
+        assert_eq!(retry.len(), 1);
+        assert_eq!((retry[0].device_id, retry[0].attempts), (a.android, 2));
+        // A loop that stopped holding it: released at the next start, due again.
+        assert_eq!(push.release_deliveries().await.unwrap(), 1);
+        let again = push.take_deliveries(t(101), 10, t(160)).await.unwrap();
+        assert_eq!(again[0].attempts, 3);
+        push.complete_deliveries(
+            &[(
+                record.id,
+                a.android,
+                DeliveryOutcome::Failed("PayloadTooLarge".into()),
+            )],
+            t(102),
+        )
+        .await
+        .unwrap();
+        let counts = push.delivery_counts(a.scope, record.id).await.unwrap();
+        assert_eq!((counts.queued, counts.failed), (0, 1));
+        assert_eq!(counts.failed_by_reason["PayloadTooLarge"], 1);
+        assert!(push
+            .take_deliveries(t(1000), 10, t(1060))
+            .await
+            .unwrap()
+            .is_empty());
+        // A later message does not reach the retired browser.
+        let (later, _) = push
+            .queue_message(
+                a.scope,
+                &message(Audience::Persons(vec![a.alice]), &Platform::ALL, None, 5),
+                t(0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(later.devices, 1);
+    }
+
+    pub async fn a_deleted_device_is_taken_without_its_details(store: &dyn MetadataStore) {
+        let a = audiences(store, None).await;
+        let push = store.push();
+        let (record, _) = push
+            .queue_message(
+                a.scope,
+                &message(Audience::Devices(vec![a.android]), &Platform::ALL, None, 1),
+                t(0),
+            )
+            .await
+            .unwrap();
+        let audit = NewAuditEntry {
+            organization_id: a.scope.organization(),
+            project_id: Some(a.scope.project()),
+            actor: Actor::Cli,
+            action: "push_device.delete".into(),
+            target_type: "push_device".into(),
+            target_id: a.android.to_string(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(2),
+        };
+        assert!(push.delete(a.scope, a.android, &audit).await.unwrap());
+        let taken = push.take_deliveries(t(10), 10, t(70)).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].device, None);
+        push.complete_deliveries(
+            &[(
+                record.id,
+                a.android,
+                DeliveryOutcome::Retired(DEVICE_DELETED.into()),
+            )],
+            t(11),
+        )
+        .await
+        .unwrap();
+        let counts = push.delivery_counts(a.scope, record.id).await.unwrap();
+        assert_eq!(counts.retired_by_reason[DEVICE_DELETED], 1);
+    }
 
     pub async fn registering_again_updates_and_moves_the_device(store: &dyn MetadataStore) {
         let (_, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
@@ -325,4 +764,8 @@ all_backends!(
     a_device_follows_its_distinct_ids_person,
     listings_filter_and_page_and_deletion_is_audited,
     provider_credentials_are_replaced_and_kept_per_project,
+    a_message_is_queued_for_each_active_device_of_its_audience,
+    an_idempotency_key_answers_the_first_message_within_its_window,
+    deliveries_are_taken_under_a_lease_and_completed,
+    a_deleted_device_is_taken_without_its_details,
 );

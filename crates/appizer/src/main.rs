@@ -49,12 +49,16 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Run local push services for tests and app development: Web Push under /webpush,
-    /// FCM and its token endpoint under /fcm (what each checks, received, can fail).
+    /// Run local push services for tests and app development: APNs at the root (HTTP/2),
+    /// Web Push under /webpush, FCM and its token endpoint under /fcm (what each
+    /// checks, received, can fail).
     PushEmulator {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
+        /// Concurrent HTTP/2 streams allowed per connection (as APNs announces).
+        #[arg(long)]
+        max_streams: Option<u32>,
     },
     /// Configuration helpers.
     Config {
@@ -121,9 +125,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(serve_command(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::PushEmulator { listen } => {
+        Command::PushEmulator {
+            listen,
+            max_streams,
+        } => {
             appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
-            runtime.block_on(push_emulator_command(listen))?;
+            runtime.block_on(push_emulator_command(listen, max_streams))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => unreachable!("handled above"),
@@ -213,17 +220,20 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn push_emulator_command(listen: SocketAddr) -> anyhow::Result<()> {
+async fn push_emulator_command(listen: SocketAddr, max_streams: Option<u32>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let base = format!("http://{}", listener.local_addr()?);
     println!(
-        "Push emulator on {base}: Web Push subscriptions at POST {base}/webpush/subscriptions, \
+        "Push emulator on {base}: APNs at {base} (push.apns_url; signing keys at POST \
+         {base}/apns/keys), Web Push subscriptions at POST {base}/webpush/subscriptions, \
          FCM at {base}/fcm (push.fcm_url; service accounts at POST {base}/fcm/service-accounts), \
-         received messages at {base}/webpush/messages and {base}/fcm/messages"
+         received messages at {base}/apns/notifications, {base}/webpush/messages and \
+         {base}/fcm/messages"
     );
-    appizer_push::emulator::serve(listener, async {
+    let options = appizer_push::emulator::ServeOptions { max_streams };
+    appizer_push::emulator::serve(listener, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -129,6 +129,24 @@ fcm_url = "{fcm_url}"
 # refused at registration and nothing else is ever fetched. https only, except for
 # 127.0.0.1, localhost and [::1] when listed (local push services).
 webpush_allowed_hosts = {webpush_allowed_hosts}
+# A PEM file of extra CA certificates trusted for provider connections, besides the
+# system's.
+# ca_file = "/etc/appizer/provider-ca.pem"
+# HTTP/2 connections at most per provider host (another opens only when every open one
+# carries as many streams as its server allows).
+connections_per_host = {connections_per_host}
+# A provider request not answered within this time is retried.
+request_timeout_ms = {push_request_timeout_ms}
+# Deliveries in flight at most, per provider.
+concurrency = {push_concurrency}
+# Outbox records the delivery loop takes at a time.
+batch_size = {push_batch_size}
+# Attempts per delivery before it fails for good (attempts_exhausted); retries wait
+# from retry_min_ms, doubling with jitter, up to retry_max_ms, never less than the
+# provider's Retry-After.
+max_attempts = {max_attempts}
+retry_min_ms = {retry_min_ms}
+retry_max_ms = {retry_max_ms}
 
 [auth]
 # Key lookups are cached this long; revoking through this node takes effect at once,
@@ -178,6 +196,13 @@ format = "text"
         webpush_allowed_hosts = toml::Value::from(d.push.webpush_allowed_hosts.clone()),
         apns_url = d.push.apns_url,
         fcm_url = d.push.fcm_url,
+        connections_per_host = d.push.connections_per_host,
+        push_request_timeout_ms = d.push.request_timeout_ms,
+        push_concurrency = d.push.concurrency,
+        push_batch_size = d.push.batch_size,
+        max_attempts = d.push.max_attempts,
+        retry_min_ms = d.push.retry_min_ms,
+        retry_max_ms = d.push.retry_max_ms,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
         level = d.log.level,

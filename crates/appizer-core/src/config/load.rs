@@ -119,6 +119,25 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        let push = &self.push;
+        for (key, value) in [
+            (
+                "push.connections_per_host",
+                push.connections_per_host as u64,
+            ),
+            ("push.request_timeout_ms", push.request_timeout_ms),
+            ("push.concurrency", push.concurrency as u64),
+            ("push.batch_size", push.batch_size as u64),
+            ("push.max_attempts", u64::from(push.max_attempts)),
+            ("push.retry_min_ms", push.retry_min_ms),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if push.retry_max_ms < push.retry_min_ms {
+            return invalid("push.retry_max_ms", "must be at least push.retry_min_ms");
+        }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
         }

@@ -65,6 +65,24 @@ pub struct PushConfig {
     /// Hosts (or `*.suffix`) Web Push endpoints may point at; nothing else is fetched.
     /// `https` only, but for `127.0.0.1`, `localhost` and `[::1]` when listed here.
     pub webpush_allowed_hosts: Vec<String>,
+    /// A PEM file of extra CA certificates trusted for provider connections, besides
+    /// the system's (a provider reached through a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// HTTP/2 connections at most per provider host; a new one opens only when every
+    /// open one carries as many streams as its server allows.
+    pub connections_per_host: usize,
+    /// A provider request not answered within this time is retried.
+    pub request_timeout_ms: u64,
+    /// Deliveries in flight at most, per provider.
+    pub concurrency: usize,
+    /// Outbox records the delivery loop takes at a time.
+    pub batch_size: usize,
+    /// Attempts at most per delivery before it fails for good (`attempts_exhausted`).
+    pub max_attempts: u32,
+    /// The first retry waits about this long; each further one twice as long (with
+    /// jitter), at most `retry_max_ms`, and never less than a `Retry-After`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 /// The push services of Chrome, Edge, Firefox and Safari.
@@ -83,6 +101,14 @@ impl Default for PushConfig {
             apns_url: String::new(),
             fcm_url: "https://fcm.googleapis.com".into(),
             webpush_allowed_hosts: DEFAULT_WEBPUSH_HOSTS.map(String::from).to_vec(),
+            ca_file: None,
+            connections_per_host: 4,
+            request_timeout_ms: 30_000,
+            concurrency: 512,
+            batch_size: 1000,
+            max_attempts: 10,
+            retry_min_ms: 1000,
+            retry_max_ms: 600_000,
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   project's account, a registration token and string `data` values; answers the
 //!   message name, or FCM's error body (`INVALID_ARGUMENT`, `UNREGISTERED`,
 //!   `UNAUTHENTICATED`, `QUOTA_EXCEEDED` with `Retry-After`);
-//! - `GET /fcm/messages` lists what was accepted; `POST /fcm/tokens/{token}/unregistered`
+//! - `GET /fcm/messages` lists what was accepted (the most recent
+//!   [`KEEP`](super::KEEP)), with totals per token; `POST /fcm/tokens/{token}/unregistered`
 //!   makes a token answer `UNREGISTERED`, `POST /fcm/projects/{project}/throttle` the
 //!   project's next send answer 429.
 
@@ -44,7 +45,7 @@ struct Service {
     tokens: HashMap<String, String>,
     unregistered: HashSet<String>,
     throttled: HashSet<String>,
-    received: Vec<Value>,
+    received: super::Log<Value>,
 }
 
 /// The emulator; `base_url` is how clients reach it (`http://127.0.0.1:PORT`).
@@ -93,7 +94,7 @@ impl FcmEmulator {
 
     /// The messages accepted so far.
     pub fn received(&self) -> Vec<Value> {
-        self.service.lock().received.clone()
+        self.service.lock().received.recent()
     }
 }
 
@@ -228,8 +229,8 @@ async fn send(
             "Requested entity was not found.",
         );
     }
-    service.received.push(message.clone());
-    let name = format!("projects/{project}/messages/{}", service.received.len());
+    service.received.push(token.to_string(), message.clone());
+    let name = format!("projects/{project}/messages/{}", service.received.total());
     Json(json!({ "name": name })).into_response()
 }
 
@@ -244,5 +245,10 @@ async fn throttle(State(e): State<FcmEmulator>, Path(project): Path<String>) -> 
 }
 
 async fn messages(State(e): State<FcmEmulator>) -> Json<Value> {
-    Json(json!({ "messages": e.received() }))
+    let service = e.service.lock();
+    Json(json!({
+        "total": service.received.total(),
+        "messages": service.received.recent(),
+        "per_token": service.received.counts(),
+    }))
 }

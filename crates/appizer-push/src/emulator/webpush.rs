@@ -6,7 +6,8 @@
 //!   origin, `exp` in the next 24 hours), the 4,096-byte limit, and decrypts the body
 //!   with the subscription's private key; answers 201, or 400, 401, 404, 410, 413, 429
 //!   as push services do;
-//! - `GET /webpush/messages` lists what was received, decrypted;
+//! - `GET /webpush/messages` lists what was received, decrypted (the most recent
+//!   [`KEEP`](super::KEEP)), with totals per subscription;
 //! - `POST /webpush/subscriptions/{id}/gone` makes later pushes to it answer 410, and
 //!   `POST /webpush/subscriptions/{id}/throttle` the next one answer 429 with
 //!   `Retry-After: 1`.
@@ -57,7 +58,7 @@ pub struct Received {
 #[derive(Default)]
 struct Service {
     subscribers: HashMap<String, Subscriber>,
-    received: Vec<Received>,
+    received: super::Log<Received>,
 }
 
 /// The emulator; `base_url` is how clients reach it (`http://127.0.0.1:PORT`).
@@ -95,7 +96,7 @@ impl WebPushEmulator {
 
     /// What was received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.service.lock().received.clone()
+        self.service.lock().received.recent()
     }
 }
 
@@ -139,7 +140,12 @@ async fn throttle(State(e): State<WebPushEmulator>, Path(id): Path<String>) -> S
 }
 
 async fn messages(State(e): State<WebPushEmulator>) -> Json<serde_json::Value> {
-    Json(json!({ "messages": e.received() }))
+    let service = e.service.lock();
+    Json(json!({
+        "total": service.received.total(),
+        "messages": service.received.recent(),
+        "per_subscription": service.received.counts(),
+    }))
 }
 
 async fn push(
@@ -193,15 +199,18 @@ async fn push(
         Ok(p) => p,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    e.service.lock().received.push(Received {
-        subscription: id.clone(),
-        payload: String::from_utf8_lossy(&payload).into_owned(),
-        ttl,
-        urgency: header("urgency").map(str::to_string),
-        topic: header("topic").map(str::to_string),
-        vapid_key,
-        subject: claims.sub,
-    });
+    e.service.lock().received.push(
+        id.clone(),
+        Received {
+            subscription: id.clone(),
+            payload: String::from_utf8_lossy(&payload).into_owned(),
+            ttl,
+            urgency: header("urgency").map(str::to_string),
+            topic: header("topic").map(str::to_string),
+            vapid_key,
+            subject: claims.sub,
+        },
+    );
     let mut answer = StatusCode::CREATED.into_response();
     if let Ok(location) = format!("{}/webpush/messages", e.base_url).parse() {
         answer.headers_mut().insert("location", location);

@@ -1,14 +1,24 @@
 //! The push store: a project's provider credentials (sealed by the push component;
-//! stored as given), and its devices, each with the distinct id it was
-//! registered under; the person is that id's person at read time, so merges, splits and
-//! deletions are followed without rewriting devices. One trait; one SQL implementation
-//! for SQLite and PostgreSQL (`sql.rs`), run against `tests/push_conformance.rs`.
+//! stored as given), its devices, each with the distinct id it was
+//! registered under (the person is that id's person at read time, so merges, splits and
+//! deletions are followed without rewriting devices), and its messages with their
+//! outbox: one record per (message, device), written in the message's transaction.
+//! One trait; one SQL implementation for SQLite and PostgreSQL (`sql/`), run against
+//! `tests/push_conformance.rs`.
+//!
+//! The delivery loop's methods (`take_deliveries`, `complete_deliveries`,
+//! `release_deliveries`) span projects, as the ingestion workers' do; every delivery
+//! they return names its project, and what is read for it goes through that project's
+//! scope.
 
 mod sql;
 
-use appizer_core::push::{Device, DeviceFilter, NewDevice, Platform, Provider, ProviderRecord};
+use appizer_core::push::{
+    Delivery, DeliveryCounts, DeliveryOutcome, Device, DeviceFilter, MessageRecord, NewDevice,
+    NewMessage, Platform, Provider, ProviderRecord,
+};
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::DeviceId;
+use appizer_core::{DeviceId, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -18,6 +28,12 @@ use crate::{ProjectScope, StoreError};
 
 /// Reason recorded when an app unregisters a device.
 pub const OPTED_OUT: &str = "opted_out";
+
+/// Ids one message may name in its audience at most (persons, distinct ids or devices).
+pub const MAX_AUDIENCE_IDS: usize = 10_000;
+
+/// Why a delivery is retired when its device was deleted before it was sent.
+pub const DEVICE_DELETED: &str = "device_deleted";
 
 #[async_trait]
 pub trait PushStore: Send + Sync + 'static {
@@ -75,4 +91,50 @@ pub trait PushStore: Send + Sync + 'static {
 
     /// Every provider the project has configured, by name.
     async fn providers(&self, scope: ProjectScope) -> Result<Vec<ProviderRecord>, StoreError>;
+
+    /// Queues `message`: its record and one outbox record (queued, due now) per active
+    /// device of its audience on its platforms, in one transaction; returns the record
+    /// and `true`. If the project queued a message with the same idempotency key at or
+    /// after `keys_since`, nothing is written and that message is returned with
+    /// `false`; an older use of the key is forgotten.
+    async fn queue_message(
+        &self,
+        scope: ProjectScope,
+        message: &NewMessage,
+        keys_since: DateTime<Utc>,
+    ) -> Result<(MessageRecord, bool), StoreError>;
+
+    async fn message(
+        &self,
+        scope: ProjectScope,
+        id: MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// How the message's deliveries stand, per state, reason and platform.
+    async fn delivery_counts(
+        &self,
+        scope: ProjectScope,
+        id: MessageId,
+    ) -> Result<DeliveryCounts, StoreError>;
+
+    /// Takes up to `limit` queued deliveries due at `now` that no loop holds, oldest due
+    /// first, and holds them until `lease_until` (counting the attempt).
+    async fn take_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records what became of deliveries taken, in one transaction; a retired one
+    /// retires its device too (never sent to again).
+    async fn complete_deliveries(
+        &self,
+        done: &[(MessageId, DeviceId, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Releases every held delivery (a delivery loop starting after a stop or a crash:
+    /// what its predecessor held is due again). Returns how many.
+    async fn release_deliveries(&self) -> Result<u64, StoreError>;
 }

@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod errors;
+pub mod payload;
 pub mod request;
+pub mod sender;
 #[cfg(test)]
 mod tests;
 pub mod token;

@@ -10,7 +10,9 @@
 pub mod config;
 pub mod crypto;
 pub mod errors;
+pub mod payload;
 pub mod request;
+pub mod sender;
 pub mod subscription;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,14 @@
-//! [`PushStore`] over SQL, in the dialect SQLite and PostgreSQL both accept.
+//! [`PushStore`] over SQL, in the dialect SQLite and PostgreSQL both accept: devices
+//! and providers here, messages and the outbox in `outbox`.
+
+mod outbox;
 
 use appizer_core::push::{
-    Device, DeviceFilter, DeviceState, NewDevice, Platform, Provider, ProviderRecord, WebKeys,
+    Delivery, DeliveryCounts, DeliveryOutcome, Device, DeviceFilter, DeviceState, MessageRecord,
+    NewDevice, NewMessage, Platform, Provider, ProviderRecord, WebKeys,
 };
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::DeviceId;
+use appizer_core::{DeviceId, MessageId};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -293,6 +297,59 @@ impl PushStore for SqlPushStore {
         .iter()
         .map(provider_from_row)
         .collect()
+    }
+
+    async fn queue_message(
+        &self,
+        scope: ProjectScope,
+        message: &NewMessage,
+        keys_since: DateTime<Utc>,
+    ) -> Result<(MessageRecord, bool), StoreError> {
+        match self.queue_message_once(scope, message, keys_since).await {
+            // Another request queued a message with the same key meanwhile
+            // (PostgreSQL; SQLite writers take turns): answer that one.
+            Err(StoreError::Conflict(_)) if message.idempotency_key.is_some() => {
+                self.queue_message_once(scope, message, keys_since).await
+            }
+            other => other,
+        }
+    }
+
+    async fn message(
+        &self,
+        scope: ProjectScope,
+        id: MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.message_record(scope, id).await
+    }
+
+    async fn delivery_counts(
+        &self,
+        scope: ProjectScope,
+        id: MessageId,
+    ) -> Result<DeliveryCounts, StoreError> {
+        self.counts(scope, id).await
+    }
+
+    async fn take_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.take(now, limit, lease_until).await
+    }
+
+    async fn complete_deliveries(
+        &self,
+        done: &[(MessageId, DeviceId, DeliveryOutcome)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.complete(done, at).await
+    }
+
+    async fn release_deliveries(&self) -> Result<u64, StoreError> {
+        self.release().await
     }
 }
 

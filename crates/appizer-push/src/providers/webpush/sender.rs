@@ -1,0 +1,96 @@
+//! Sending Web Push with a project's VAPID key: each subscription checked against the
+//! allowed hosts again (the setting may have changed since it registered), the payload
+//! encrypted to it, one signed request per subscription.
+
+use std::sync::Arc;
+
+use appizer_core::push::ProviderRecord;
+
+use super::config::WebPushConfig;
+use super::payload;
+use super::request::{build, classify, Outcome};
+use super::subscription::Subscription;
+use super::vapid::VapidKey;
+use crate::message::{Content, Tags};
+use crate::providers::{Attempt, Target, Unusable};
+use crate::transport::Transport;
+
+pub struct WebPushSender {
+    key: VapidKey,
+    subject: String,
+    config: WebPushConfig,
+    transport: Arc<Transport>,
+}
+
+impl std::fmt::Debug for WebPushSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebPushSender")
+            .field("key", &self.key)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebPushSender {
+    /// From the stored record and its opened secret (the VAPID private key).
+    pub fn load(
+        record: &ProviderRecord,
+        secret: &[u8],
+        config: &WebPushConfig,
+        transport: Arc<Transport>,
+    ) -> Result<Self, Unusable> {
+        let unusable = |reason: &str| Unusable {
+            provider: "webpush",
+            reason: reason.into(),
+        };
+        Ok(Self {
+            key: VapidKey::from_private_bytes(secret).map_err(|e| unusable(&e.to_string()))?,
+            subject: record.settings["subject"]
+                .as_str()
+                .ok_or_else(|| unusable("the settings have no subject"))?
+                .to_string(),
+            config: config.clone(),
+            transport,
+        })
+    }
+
+    pub async fn send(&self, content: &Content, tags: &Tags, target: Target<'_>) -> Attempt {
+        let Some(keys) = target.web_keys else {
+            return Attempt::Retire("the subscription has no keys".into());
+        };
+        let subscription =
+            match Subscription::parse(target.address, &keys.p256dh, &keys.auth, &self.config) {
+                Ok(s) => s,
+                Err(e) => return Attempt::Fail(e.to_string()),
+            };
+        let payload = match payload::build(content, tags) {
+            Ok(payload) => payload,
+            Err(refused) => return Attempt::Fail(refused.rule),
+        };
+        let now = chrono::Utc::now().timestamp();
+        let options = payload::options(content);
+        let request = match build(
+            &subscription,
+            &payload,
+            &self.key,
+            &self.subject,
+            &options,
+            now,
+        ) {
+            Ok(request) => request,
+            Err(e) => return Attempt::Fail(e.to_string()),
+        };
+        match self.transport.send(request).await {
+            Err(e) => Attempt::Retry {
+                after: None,
+                reason: e.kind().into(),
+            },
+            Ok(answer) => match classify(answer.status, &answer.headers) {
+                Outcome::Accepted => Attempt::Accepted,
+                Outcome::Retire { reason } => Attempt::Retire(reason),
+                Outcome::Retry { after, reason } => Attempt::Retry { after, reason },
+                Outcome::Fail { reason } => Attempt::Fail(reason),
+            },
+        }
+    }
+}
