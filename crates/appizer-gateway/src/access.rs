@@ -272,6 +272,16 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/push/providers/{provider}",
         Permission::PushProvidersManage,
     ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/push/messages",
+        Permission::PushWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/push/messages/{message_id}",
+        Permission::PushRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -33,7 +33,9 @@ pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
 use routes::metrics as custom_metrics;
-use routes::{audit, capture, events, keys, ops, persons, projects, push, query, segments};
+use routes::{
+    audit, capture, events, keys, ops, persons, projects, push, push_messages, query, segments,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -117,6 +119,8 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(push::person_devices))
         .routes(routes!(push::providers))
         .routes(routes!(push::provider, push::put_provider))
+        .routes(routes!(push_messages::send))
+        .routes(routes!(push_messages::get))
 }
 
 /// The OpenAPI document of every route the gateway serves.

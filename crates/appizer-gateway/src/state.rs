@@ -34,6 +34,8 @@ pub struct Shared {
 pub struct PushServices {
     /// Provider secrets are sealed and opened with it.
     pub master: Arc<appizer_push::credentials::MasterKey>,
+    /// Messages are queued here; its delivery loop runs beside the server.
+    pub outbox: Arc<appizer_push::outbox::Outbox>,
 }
 
 /// The event pipeline as the gateway uses it.

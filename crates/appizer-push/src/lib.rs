@@ -10,5 +10,6 @@ pub mod credentials;
 pub mod devices;
 pub mod emulator;
 pub mod message;
+pub mod outbox;
 pub mod providers;
 pub mod transport;

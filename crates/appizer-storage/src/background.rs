@@ -110,6 +110,44 @@ impl Background {
     }
 }
 
+/// A tokio runtime whose threads run at a lower priority, for background work that is
+/// mostly waiting on the network (push delivery). Dropping it stops its threads
+/// without waiting (it may be dropped inside another runtime).
+pub struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::fmt::Debug for BackgroundRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackgroundRuntime")
+    }
+}
+
+impl BackgroundRuntime {
+    pub fn new(name: &str, threads: usize, priority: Priority) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .on_thread_start(move || lower_priority(priority))
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("a runtime is there until dropped")
+            .handle()
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The cores this process may use, read once (the standard library reads the CPU
 /// affinity and cgroup quota again at every call; callers on hot paths ask per step).
 pub fn cores() -> usize {

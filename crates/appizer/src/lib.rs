@@ -21,7 +21,8 @@ use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::{EventServices, PushServices};
 use appizer_gateway::AppState;
-use appizer_storage::background::{Background, Priority};
+use appizer_push::outbox::Outbox;
+use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::queue::{
     DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue, QueueBackend,
@@ -97,6 +98,8 @@ pub struct App {
     pub state: AppState,
     workers: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The push delivery loop's threads (below request handling).
+    _delivery: BackgroundRuntime,
 }
 
 impl App {
@@ -195,6 +198,21 @@ impl App {
                 }
             }
         });
+        let master = Arc::new(master);
+        let outbox = Arc::new(
+            Outbox::new(store.clone(), queue.clone(), master.clone(), &config.push)
+                .context("cannot start push delivery")?,
+        );
+        let delivery = BackgroundRuntime::new("appizer-push", cores(), priority)
+            .context("cannot start the push delivery threads")?;
+        let delivery_task = {
+            let loop_ = delivery.handle().spawn(outbox.clone().run(workers.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = loop_.await {
+                    tracing::error!(error = %e, "the push delivery loop ended");
+                }
+            })
+        };
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -207,14 +225,13 @@ impl App {
                 closing: CancellationToken::new(),
                 health,
             },
-            PushServices {
-                master: Arc::new(master),
-            },
+            PushServices { master, outbox },
         );
         Ok(Self {
             state,
             workers,
-            tasks: vec![worker_task, warning_task, segments_task],
+            tasks: vec![worker_task, warning_task, segments_task, delivery_task],
+            _delivery: delivery,
         })
     }
 

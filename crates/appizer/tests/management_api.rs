@@ -290,6 +290,34 @@ async fn example_request(
             body = Some(json!({"subject": "mailto:ops@example.com"}));
         }
     }
+    if template.ends_with("/push/messages") || template.contains("{message_id}") {
+        let set = api
+            .call(
+                Method::PUT,
+                &format!("/api/v1/projects/{project}/push/providers/webpush"),
+                admin,
+                Some(json!({"subject": "mailto:ops@example.com"})),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+        let message = json!({
+            "to": {"distinct_ids": [unique()]},
+            "notification": {"title": "Hello", "body": "World"},
+        });
+        if method == Method::POST {
+            body = Some(message);
+        } else {
+            let sent = api
+                .post(
+                    &format!("/api/v1/projects/{project}/push/messages"),
+                    admin,
+                    message,
+                )
+                .await;
+            assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
+            path = path.replace("{message_id}", sent.body["message_id"].as_str().unwrap());
+        }
+    }
     if template.contains("{device_id}") {
         let device = register_device(api, admin, project, &unique()).await;
         path = path.replace("{device_id}", &device);

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod persons;
 pub mod projects;
 pub mod push;
+pub mod push_messages;
 pub mod query;
 pub mod segments;
 

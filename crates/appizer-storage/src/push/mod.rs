@@ -137,4 +137,7 @@ pub trait PushStore: Send + Sync + 'static {
     /// Releases every held delivery (a delivery loop starting after a stop or a crash:
     /// what its predecessor held is due again). Returns how many.
     async fn release_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Deliveries queued in every project (due now or later), for the depth metric.
+    async fn queued_deliveries(&self) -> Result<u64, StoreError>;
 }

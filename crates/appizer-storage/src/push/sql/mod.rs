@@ -351,6 +351,13 @@ impl PushStore for SqlPushStore {
     async fn release_deliveries(&self) -> Result<u64, StoreError> {
         self.release().await
     }
+
+    async fn queued_deliveries(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_outbox WHERE state = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
 }
 
 fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {

@@ -1,0 +1,339 @@
+//! The delivery loop: takes due records under a lease, sends each (at most
+//! `push.concurrency` in flight per provider), and hands the outcomes to one writer
+//! that appends the delivery events to the event queue and then records the outcomes in
+//! the outbox, in batches. Events first: a crash between the two sends the delivery
+//! again and its event is a duplicate the workers drop; never an outcome without its
+//! event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appizer_core::push::{Delivery, DeliveryOutcome, DeviceState, Provider};
+use appizer_events::record::encode_records;
+use appizer_storage::push::DEVICE_DELETED;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{events, metrics, Outbox};
+use crate::providers::{Attempt, Target};
+
+/// How often an idle loop looks for retries that came due.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The writer records outcomes at least this often.
+const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// Outcomes recorded per outbox transaction at most.
+const WRITE_BATCH: usize = 2000;
+/// How often the queue depth metric is read.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// One finished attempt, for the writer.
+struct Done {
+    delivery: Delivery,
+    tags: Option<Arc<(crate::message::Content, crate::message::Tags)>>,
+    outcome: DeliveryOutcome,
+}
+
+/// The id every attempt of one delivery carries (APNs' `apns-id`): a digest of the
+/// message and the device, in UUID form.
+pub(super) fn delivery_id(delivery: &Delivery) -> uuid::Uuid {
+    let digest = Sha256::new()
+        .chain_update(delivery.message_id.as_uuid().as_bytes())
+        .chain_update(delivery.device_id.as_uuid().as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Version 8 (custom), RFC 9562 variant.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes)
+}
+
+fn platform_label(delivery: &Delivery) -> &'static str {
+    delivery.platform.as_str()
+}
+
+impl Outbox {
+    /// Runs the delivery loop until `shutdown`; what is in flight then finishes and is
+    /// recorded before it returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        match self.store.push().release_deliveries().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deliveries = n,
+                "deliveries held by an earlier run are due again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot release earlier deliveries"),
+        }
+        let concurrency = self.config.concurrency.max(1);
+        let limits: HashMap<Provider, Arc<Semaphore>> = Provider::ALL
+            .into_iter()
+            .map(|p| (p, Arc::new(Semaphore::new(concurrency))))
+            .collect();
+        let (done_tx, done_rx) = mpsc::channel::<Done>(WRITE_BATCH * 2);
+        let writer = tokio::spawn(self.clone().write(done_rx));
+        let depth = tokio::spawn(self.clone().report_depth(shutdown.clone()));
+        let lease = chrono::Duration::milliseconds((self.config.request_timeout_ms * 5) as i64);
+        let batch = u32::try_from(self.config.batch_size).unwrap_or(u32::MAX);
+        while !shutdown.is_cancelled() {
+            let now = Utc::now();
+            let taken = match self
+                .store
+                .push()
+                .take_deliveries(now, batch, now + lease)
+                .await
+            {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take deliveries; retrying in 1 s");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if taken.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            for delivery in taken {
+                let limit = limits[&delivery.platform.provider()].clone();
+                let Ok(permit) = limit.acquire_owned().await else {
+                    break;
+                };
+                let (outbox, done) = (self.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
+                    let (tags, outcome) = outbox.deliver(&delivery).await;
+                    ::metrics::gauge!(metrics::IN_FLIGHT).decrement(1.0);
+                    drop(permit);
+                    let _ = done
+                        .send(Done {
+                            delivery,
+                            tags,
+                            outcome,
+                        })
+                        .await;
+                });
+            }
+        }
+        // Let what is in flight finish, then the writer records it.
+        for limit in limits.values() {
+            let _ = limit.acquire_many(concurrency as u32).await;
+        }
+        drop(done_tx);
+        let _ = writer.await;
+        depth.abort();
+    }
+
+    /// Sends one delivery; the outcome to record.
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+    ) -> (
+        Option<Arc<(crate::message::Content, crate::message::Tags)>>,
+        DeliveryOutcome,
+    ) {
+        let Some(device) = &delivery.device else {
+            return (None, DeliveryOutcome::Retired(DEVICE_DELETED.into()));
+        };
+        if device.state == DeviceState::Retired {
+            return (None, DeliveryOutcome::Retired("device_retired".into()));
+        }
+        let later = |reason: String| DeliveryOutcome::Retry {
+            due: Utc::now() + chrono::Duration::seconds(5),
+            reason,
+        };
+        let scope = match self.store.project_scope(delivery.project_id).await {
+            Ok(Some(scope)) => scope,
+            Ok(None) => return (None, DeliveryOutcome::Failed("project_deleted".into())),
+            Err(e) => return (None, later(format!("store: {e}"))),
+        };
+        let loaded = match self.content(scope, delivery.message_id).await {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => return (None, DeliveryOutcome::Failed("message_deleted".into())),
+            Err(e) => return (None, later(format!("store: {e}"))),
+        };
+        let provider = delivery.platform.provider();
+        let sender = match self.sender(scope, provider).await {
+            Ok(Some(Ok(sender))) => sender,
+            Ok(Some(Err(unusable))) => {
+                return (Some(loaded), DeliveryOutcome::Failed(unusable.to_string()))
+            }
+            Ok(None) => {
+                let reason = format!("{}_not_configured", provider.as_str());
+                return (Some(loaded), DeliveryOutcome::Failed(reason));
+            }
+            Err(e) => return (Some(loaded), later(format!("store: {e}"))),
+        };
+        let target = Target {
+            address: &device.address,
+            web_keys: device.web_keys.as_ref(),
+            delivery_id: delivery_id(delivery),
+        };
+        let (content, tags) = &*loaded;
+        let outcome = match sender.send(content, tags, target).await {
+            Attempt::Accepted => DeliveryOutcome::Sent,
+            Attempt::Retire(reason) => DeliveryOutcome::Retired(reason),
+            Attempt::Fail(reason) => DeliveryOutcome::Failed(reason),
+            Attempt::Retry { reason, .. } if delivery.attempts >= self.config.max_attempts => {
+                DeliveryOutcome::Failed(format!("attempts_exhausted ({reason})"))
+            }
+            Attempt::Retry { after, reason } => {
+                let wait = self.backoff.delay(delivery.attempts, after);
+                DeliveryOutcome::Retry {
+                    due: Utc::now()
+                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                    reason,
+                }
+            }
+        };
+        (Some(loaded), outcome)
+    }
+
+    /// Records outcomes in batches (what arrives within [`WRITE_EVERY`] of the first,
+    /// at most [`WRITE_BATCH`]): events into the queue first, then the outbox.
+    async fn write(self: Arc<Self>, mut done: mpsc::Receiver<Done>) {
+        let mut batch: Vec<Done> = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            let Some(first) = done.recv().await else {
+                return;
+            };
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + WRITE_EVERY;
+            let mut open = true;
+            while open && batch.len() < WRITE_BATCH {
+                match tokio::time::timeout_at(deadline, done.recv()).await {
+                    Ok(Some(d)) => batch.push(d),
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+            self.record(&batch).await;
+            batch.clear();
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Records one batch, retrying until the store and the queue take it (the
+    /// deliveries stay leased meanwhile; a crash sends them again).
+    async fn record(&self, batch: &[Done]) {
+        let at = Utc::now();
+        let events: Vec<_> = batch
+            .iter()
+            .filter_map(|d| {
+                let tags = d.tags.as_ref().map(|l| &l.1);
+                events::event(&d.delivery, tags, &d.outcome, at)
+            })
+            .collect();
+        if !events.is_empty() {
+            let records = encode_records(&events, self.queue.max_record_bytes());
+            for record in records {
+                let mut wait = Duration::from_millis(100);
+                while let Err(e) = self.queue.append(record.clone()).await {
+                    ::metrics::counter!(metrics::EVENT_APPEND_FAILURES_TOTAL).increment(1);
+                    tracing::warn!(error = %e, "cannot append delivery events; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let done: Vec<_> = batch
+            .iter()
+            .map(|d| {
+                (
+                    d.delivery.message_id,
+                    d.delivery.device_id,
+                    d.outcome.clone(),
+                )
+            })
+            .collect();
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = self.store.push().complete_deliveries(&done, at).await {
+            tracing::warn!(error = %e, "cannot record delivery outcomes; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        for d in batch {
+            let platform = platform_label(&d.delivery);
+            match &d.outcome {
+                DeliveryOutcome::Sent => {
+                    ::metrics::counter!(metrics::SENT_TOTAL, "platform" => platform).increment(1)
+                }
+                DeliveryOutcome::Failed(reason) => ::metrics::counter!(
+                    metrics::FAILED_TOTAL, "platform" => platform, "reason" => reason_label(reason)
+                )
+                .increment(1),
+                DeliveryOutcome::Retired(reason) => ::metrics::counter!(
+                    metrics::RETIRED_TOTAL, "platform" => platform, "reason" => reason_label(reason)
+                )
+                .increment(1),
+                DeliveryOutcome::Retry { reason, .. } => ::metrics::counter!(
+                    metrics::RETRIES_TOTAL, "platform" => platform, "reason" => reason_label(reason)
+                )
+                .increment(1),
+            }
+        }
+    }
+
+    async fn report_depth(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Ok(n) = self.store.push().queued_deliveries().await {
+                ::metrics::gauge!(metrics::QUEUE_DEPTH).set(n as f64);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(DEPTH_EVERY) => {}
+            }
+        }
+    }
+}
+
+/// A reason as a metric label: its first word, so labels stay few (`attempts_exhausted
+/// (429)` counts as `attempts_exhausted`).
+fn reason_label(reason: &str) -> String {
+    reason
+        .split([' ', ':', '('])
+        .next()
+        .unwrap_or("unknown")
+        .chars()
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appizer_core::push::Platform;
+    use appizer_core::{DeviceId, MessageId, ProjectId};
+
+    #[test]
+    fn a_delivery_keeps_one_id_across_attempts() {
+        let delivery = |message, device, attempts| Delivery {
+            message_id: message,
+            device_id: device,
+            project_id: ProjectId::new(),
+            platform: Platform::Ios,
+            attempts,
+            device: None,
+        };
+        let (m, d) = (MessageId::new(), DeviceId::new());
+        let id = delivery_id(&delivery(m, d, 1));
+        assert_eq!(id, delivery_id(&delivery(m, d, 7)));
+        assert_ne!(id, delivery_id(&delivery(m, DeviceId::new(), 1)));
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(
+            reason_label("attempts_exhausted (429)"),
+            "attempts_exhausted"
+        );
+        assert_eq!(reason_label("410 subscription gone"), "410");
+    }
+}
