@@ -463,6 +463,45 @@ mod cases {
         assert_eq!(later.devices, 1);
     }
 
+    pub async fn devices_are_imported_in_bulk_keeping_those_already_there(
+        store: &dyn MetadataStore,
+    ) {
+        let (_, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let push = store.push();
+        let (kept, _) = push
+            .register(scope, &device(Platform::Android, "t-7", "someone", 1))
+            .await
+            .unwrap();
+        let many: Vec<NewDevice> = (0..1000)
+            .map(|i| device(Platform::Android, &format!("t-{i}"), &format!("d{i}"), 2))
+            .collect();
+        assert_eq!(push.import_devices(scope, &many).await.unwrap(), 999);
+        let all = push
+            .list(
+                scope,
+                &DeviceFilter {
+                    limit: 2000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1000);
+        let seven = all.iter().find(|d| d.address == "t-7").unwrap();
+        assert_eq!((seven.id, seven.distinct_id.as_str()), (kept.id, "someone"));
+        let other = all.iter().find(|d| d.address == "t-500").unwrap();
+        assert_eq!(
+            (
+                other.distinct_id.as_str(),
+                other.state,
+                other.locale.as_deref()
+            ),
+            ("d500", DeviceState::Active, Some("fr-FR"))
+        );
+    }
+
     pub async fn a_deleted_device_is_taken_without_its_details(store: &dyn MetadataStore) {
         let a = audiences(store, None).await;
         let push = store.push();
@@ -768,4 +807,5 @@ all_backends!(
     an_idempotency_key_answers_the_first_message_within_its_window,
     deliveries_are_taken_under_a_lease_and_completed,
     a_deleted_device_is_taken_without_its_details,
+    devices_are_imported_in_bulk_keeping_those_already_there,
 );

@@ -46,6 +46,15 @@ pub trait PushStore: Send + Sync + 'static {
         device: &NewDevice,
     ) -> Result<(Device, bool), StoreError>;
 
+    /// Registers many devices at once (an import from another provider, tests and
+    /// benchmarks): those whose platform and address the project already has are left
+    /// as they are. Returns how many were added.
+    async fn import_devices(
+        &self,
+        scope: ProjectScope,
+        devices: &[NewDevice],
+    ) -> Result<u64, StoreError>;
+
     /// Retires the device at `address` of `platform` (an app's opt-out); `None` if the
     /// project has none there.
     async fn unregister(

@@ -152,6 +152,53 @@ impl PushStore for SqlPushStore {
         Ok((device, created))
     }
 
+    async fn import_devices(
+        &self,
+        scope: ProjectScope,
+        devices: &[NewDevice],
+    ) -> Result<u64, StoreError> {
+        const COLUMNS: usize = 12;
+        let mut added = 0;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        for chunk in devices.chunks(400) {
+            let rows = (0..chunk.len())
+                .map(|r| {
+                    let first = r * COLUMNS + 1;
+                    let p: Vec<String> =
+                        (first..first + COLUMNS).map(|i| format!("${i}")).collect();
+                    format!("({}, 'active', NULL, {})", p[..11].join(", "), p[11])
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO push_devices (project_id, platform, address, p256dh, auth, \
+                 distinct_id, app_id, locale, timezone, created_at, updated_at, state, \
+                 retired_reason, id) VALUES {rows} \
+                 ON CONFLICT (project_id, platform, address) DO NOTHING"
+            );
+            let mut insert = sqlx::query(&sql);
+            for d in chunk {
+                let at = d.at.timestamp_millis();
+                insert = insert
+                    .bind(scope.project().to_string())
+                    .bind(d.platform.as_str())
+                    .bind(d.address.clone())
+                    .bind(d.web_keys.as_ref().map(|k| k.p256dh.clone()))
+                    .bind(d.web_keys.as_ref().map(|k| k.auth.clone()))
+                    .bind(d.distinct_id.clone())
+                    .bind(d.app_id.clone())
+                    .bind(d.locale.clone())
+                    .bind(d.timezone.clone())
+                    .bind(at)
+                    .bind(at)
+                    .bind(DeviceId::new().to_string());
+            }
+            added += insert.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
     async fn unregister(
         &self,
         scope: ProjectScope,
