@@ -67,6 +67,9 @@ struct Service {
     keys: HashMap<String, Key>,
     /// Bundle ids by team.
     topics: HashMap<String, HashSet<String>>,
+    /// Provider tokens whose signature checked out, with their key id and `iat` (as
+    /// APNs, a token is verified once, then recognised).
+    verified: HashMap<String, (String, i64)>,
     unregistered: HashSet<String>,
     throttle: u64,
     unavailable: u64,
@@ -124,6 +127,11 @@ impl ApnsEmulator {
     /// The notifications accepted (the most recent).
     pub fn received(&self) -> Vec<Notification> {
         self.service.lock().log.recent()
+    }
+
+    /// How many notifications were accepted in all.
+    pub fn total(&self) -> u64 {
+        self.service.lock().log.total()
     }
 
     /// How many notifications each device token got.
@@ -195,12 +203,23 @@ async fn notifications(State(e): State<ApnsEmulator>) -> Json<Value> {
 }
 
 /// The team of a valid provider token, or the reason APNs gives.
-fn authenticate(service: &Service, headers: &HeaderMap, now: i64) -> Result<String, &'static str> {
+fn authenticate(
+    service: &mut Service,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<String, &'static str> {
     let jwt = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bearer "))
         .ok_or("MissingProviderToken")?;
+    if let Some((kid, iat)) = service.verified.get(jwt) {
+        let key = service.keys.get(kid).ok_or("InvalidProviderToken")?;
+        if now - iat > TOKEN_LIFETIME_SECS || *iat < key.expired_before {
+            return Err("ExpiredProviderToken");
+        }
+        return Ok(key.team_id.clone());
+    }
     let mut parts = jwt.split('.');
     let (Some(header), Some(claims), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -218,10 +237,8 @@ fn authenticate(service: &Service, headers: &HeaderMap, now: i64) -> Result<Stri
     if head["alg"] != "ES256" {
         return Err("InvalidProviderToken");
     }
-    let key = head["kid"]
-        .as_str()
-        .and_then(|kid| service.keys.get(kid))
-        .ok_or("InvalidProviderToken")?;
+    let kid = head["kid"].as_str().ok_or("InvalidProviderToken")?;
+    let key = service.keys.get(kid).ok_or("InvalidProviderToken")?;
     if body["iss"].as_str() != Some(key.team_id.as_str()) {
         return Err("InvalidProviderToken");
     }
@@ -244,7 +261,11 @@ fn authenticate(service: &Service, headers: &HeaderMap, now: i64) -> Result<Stri
     if now - iat > TOKEN_LIFETIME_SECS || iat < key.expired_before {
         return Err("ExpiredProviderToken");
     }
-    Ok(key.team_id.clone())
+    let team = key.team_id.clone();
+    service
+        .verified
+        .insert(jwt.to_string(), (kid.to_string(), iat));
+    Ok(team)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -290,7 +311,7 @@ fn accept(
 ) -> Result<(), Response> {
     let bad = |r: &str| Err(reason(StatusCode::BAD_REQUEST, r));
     let mut service = e.service.lock();
-    let team = match authenticate(&service, headers, now) {
+    let team = match authenticate(&mut service, headers, now) {
         Ok(team) => team,
         Err(r) => return Err(reason(StatusCode::FORBIDDEN, r)),
     };

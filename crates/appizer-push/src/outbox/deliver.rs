@@ -150,7 +150,7 @@ impl Outbox {
             due: Utc::now() + chrono::Duration::seconds(5),
             reason,
         };
-        let scope = match self.store.project_scope(delivery.project_id).await {
+        let scope = match self.scope(delivery.project_id).await {
             Ok(Some(scope)) => scope,
             Ok(None) => return (None, DeliveryOutcome::Failed("project_deleted".into())),
             Err(e) => return (None, later(format!("store: {e}"))),

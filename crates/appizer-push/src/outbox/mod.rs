@@ -107,6 +107,7 @@ pub struct Outbox {
     backoff: Backoff,
     wake: Notify,
     senders: Mutex<HashMap<(ProjectId, Provider), CachedSender>>,
+    scopes: Mutex<HashMap<ProjectId, (Instant, Option<ProjectScope>)>>,
     contents: Mutex<HashMap<MessageId, Loaded>>,
 }
 
@@ -139,6 +140,7 @@ impl Outbox {
             },
             wake: Notify::new(),
             senders: Mutex::default(),
+            scopes: Mutex::default(),
             contents: Mutex::default(),
         })
     }
@@ -240,6 +242,19 @@ impl Outbox {
         };
         let counts = push.delivery_counts(scope, id).await?;
         Ok(Some((record, counts)))
+    }
+
+    /// The scope of a delivery's project (read again after [`SENDER_RECHECK`]); `None`
+    /// once the project is gone.
+    async fn scope(&self, project: ProjectId) -> Result<Option<ProjectScope>, StoreError> {
+        if let Some((read_at, scope)) = self.scopes.lock().get(&project) {
+            if read_at.elapsed() < SENDER_RECHECK {
+                return Ok(*scope);
+            }
+        }
+        let scope = self.store.project_scope(project).await?;
+        self.scopes.lock().insert(project, (Instant::now(), scope));
+        Ok(scope)
     }
 
     /// The content and tags of a message, parsed once.
