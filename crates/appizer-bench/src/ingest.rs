@@ -130,7 +130,7 @@ impl Server {
 }
 
 /// A child process killed (and reaped) when dropped.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -139,7 +139,7 @@ impl Drop for Running {
     }
 }
 
-fn appizer_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn appizer_binary() -> anyhow::Result<PathBuf> {
     let here = std::env::current_exe()?;
     let binary = here.with_file_name("appizer");
     if !binary.exists() {
@@ -183,12 +183,27 @@ fn spawn_serve(
     data: &Path,
     nats: Option<(&str, &str)>,
 ) -> anyhow::Result<(Running, String)> {
+    let env = match nats {
+        Some((url, stream)) => vec![
+            ("APPIZER_INGEST__QUEUE_URL", url.to_string()),
+            ("APPIZER_INGEST__NATS__STREAM", stream.to_string()),
+        ],
+        None => Vec::new(),
+    };
+    spawn_serve_with(binary, data, &env)
+}
+
+/// `appizer serve` on `data` with extra environment variables, once it prints its
+/// address.
+pub(crate) fn spawn_serve_with(
+    binary: &Path,
+    data: &Path,
+    env: &[(&str, String)],
+) -> anyhow::Result<(Running, String)> {
     use std::io::{BufRead, BufReader};
     let mut command = Command::new(binary);
-    if let Some((url, stream)) = nats {
-        command
-            .env("APPIZER_INGEST__QUEUE_URL", url)
-            .env("APPIZER_INGEST__NATS__STREAM", stream);
+    for (name, value) in env {
+        command.env(name, value);
     }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -274,9 +289,24 @@ fn bare_app() -> Router {
         .route("/v1/batch", axum::routing::post(handler))
 }
 
-fn peak_rss_bytes(pid: u32) -> Option<u64> {
+/// A process's peak resident memory (VmHWM).
+pub(crate) fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A process's resident memory now (VmRSS).
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Makes the process's peak resident memory its current one (Linux `clear_refs` 5).
+pub(crate) fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

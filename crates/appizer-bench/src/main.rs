@@ -11,6 +11,7 @@ mod gateway;
 mod identity;
 mod ingest;
 mod machine;
+mod push;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Bench {
     /// Every analytics query kind over a generated dataset, in Appizer and in DuckDB on
     /// the same Parquet files, answers compared.
     Analytics(analytics::Options),
+    /// Push sends/s through the outbox to each emulator against the same sender sending
+    /// straight to it, and the server's memory over a large fan-out.
+    Push(push::Options),
     /// The bare HTTP server the ingestion benchmark starts as its latency floor.
     #[command(hide = true)]
     BareServer,
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Capture(options) => capture::run(options),
         Bench::Identity(options) => identity::run(options),
         Bench::Analytics(options) => analytics::run(options),
+        Bench::Push(options) => push::run(options),
         Bench::BareServer => ingest::bare_server(),
     }
 }
