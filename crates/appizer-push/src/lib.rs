@@ -1,10 +1,15 @@
 //! Push notification service: APNs, FCM and Web Push delivery, the delivery outbox and
 //! delivery tracking; campaigns build on it.
 //!
-//! In place so far: the registration rules of devices (`devices`), provider
-//! credentials sealed under the master key (`credentials`), each provider's protocol
-//! core (`providers::{apns, fcm, webpush}`: tokens, one delivery, its answers) and a
-//! Web Push emulator (`emulator`).
+//! - `devices`: what an app may register, per platform;
+//! - `credentials`: provider credentials checked and sealed under the master key;
+//! - `message`: the send API's request, checked whole before anything is queued;
+//! - `transport`: the one HTTP/2 stack every provider sends on;
+//! - `providers::{apns, fcm, webpush}`: tokens, payloads, one delivery and its answer,
+//!   and the sender the delivery loop calls;
+//! - `outbox`: the fan-out into the durable outbox, the delivery loop, retries, delivery
+//!   events and metrics;
+//! - `emulator`: local APNs, FCM and Web Push services (`appizer push-emulator`).
 
 pub mod credentials;
 pub mod devices;

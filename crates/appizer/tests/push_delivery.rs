@@ -353,6 +353,25 @@ async fn a_message_to_a_segment_reaches_every_platform_and_its_events_answer_a_f
         .map(|s| s["count"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [3, 1, 1], "{funnel:#}");
+
+    // Deliveries are metrics too.
+    let metrics = s
+        .api
+        .http
+        .get(format!("{}/metrics", s.server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "appizer_push_sent_total{platform=\"ios\"}",
+        "appizer_push_retired_total{platform=\"ios\",reason=\"Unregistered\"}",
+        "appizer_push_messages_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
     s.server.stop().await;
 }
 
