@@ -202,3 +202,159 @@ async fn push_emulator_serves_web_push_and_fcm() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Provider secrets and the master key never reach the log, even at debug level, while
+/// credentials are set (one refused) and used to deliver.
+#[tokio::test]
+async fn provider_secrets_never_reach_the_log() {
+    use serde_json::{json, Value};
+    const P8: &str = include_str!("../../appizer-push/testdata/apns-test-key.p8");
+    const RSA: &str = include_str!("../../appizer-push/testdata/service-account-test-key.pem");
+    let master = "5a".repeat(32);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = appizer()
+        .args(["init", "--json", "--data-dir"])
+        .arg(&data)
+        .env("APPIZER_PUSH__MASTER_KEY", &master)
+        .output()
+        .unwrap();
+    let keys: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let admin = keys["admin_key"].as_str().unwrap().to_string();
+    let write = keys["write_key"].as_str().unwrap().to_string();
+    let project = keys["project_id"].as_str().unwrap().to_string();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(appizer_push::emulator::serve(
+        listener,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    http.post(format!("{emulator}/apns/keys"))
+        .json(
+            &json!({"team_id": "ABCDE12345", "key_id": "KEY1234567", "private_key": P8,
+                      "topics": ["com.example.app"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let account: Value = http
+        .post(format!("{emulator}/fcm/service-accounts"))
+        .json(
+            &json!({"type": "service_account", "project_id": "demo-app", "private_key": RSA,
+                      "client_email": "push@demo-app.iam.gserviceaccount.com",
+                      "token_uri": "https://oauth2.googleapis.com/token"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let mut child = appizer()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("APPIZER_PUSH__MASTER_KEY", &master)
+        .env("APPIZER_PUSH__APNS_URL", &emulator)
+        .env("APPIZER_PUSH__FCM_URL", format!("{emulator}/fcm"))
+        .env("APPIZER_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).unwrap();
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("Appizer is listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let stdout =
+        std::thread::spawn(move || lines.map(|l| l.unwrap_or_default()).collect::<Vec<_>>());
+    let base = format!("{url}/api/v1/projects/{project}");
+    let put = |provider: &str, body: Value| {
+        let request = http
+            .put(format!("{base}/push/providers/{provider}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    let apns = json!({"team_id": "ABCDE12345", "key_id": "KEY1234567", "private_key": P8,
+                      "topic": "com.example.app", "environment": "production"});
+    assert_eq!(put("apns", apns).await, 200);
+    assert_eq!(put("fcm", json!({ "service_account": account })).await, 200);
+    let refused = json!({"team_id": "ABCDE12345", "key_id": "KEY1234567", "private_key": RSA,
+                         "topic": "com.example.app", "environment": "production"});
+    assert_eq!(put("apns", refused).await, 400);
+    for device in [
+        json!({"distinct_id": "u1", "platform": "ios", "token": "ab".repeat(32)}),
+        json!({"distinct_id": "u1", "platform": "android", "token": "fcm-token"}),
+    ] {
+        let status = http
+            .post(format!("{url}/v1/push/devices"))
+            .bearer_auth(&write)
+            .json(&device)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+    let sent: Value = http
+        .post(format!("{base}/push/messages"))
+        .bearer_auth(&admin)
+        .json(&json!({"to": {"distinct_ids": ["u1"]}, "notification": {"title": "t", "body": "b"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["message_id"].as_str().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status: Value = http
+            .get(format!("{base}/push/messages/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["counts"]["sent"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    let printed = stdout.join().unwrap().join("\n");
+    assert!(
+        log.contains("DEBUG") || log.contains("debug"),
+        "the log was at debug level"
+    );
+    for text in [&log, &printed] {
+        for secret in [
+            master.as_str(),
+            P8.lines().nth(1).unwrap(),
+            RSA.lines().nth(5).unwrap(),
+            "PRIVATE KEY",
+        ] {
+            assert!(!text.contains(secret), "a secret in the output: {secret}");
+        }
+    }
+}
