@@ -222,7 +222,7 @@ fn a_fan_out_killed_mid_delivery_reaches_every_device_once_but_for_those_in_flig
     let started = Instant::now();
     while emulator.total() < DEVICES as u64 / 4 {
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            started.elapsed() < Duration::from_secs(300),
             "delivery is too slow"
         );
         std::thread::sleep(Duration::from_millis(5));

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::providers::webpush::crypto::{decrypt, public_bytes};
-use crate::providers::webpush::vapid::{random_secret, verify};
+use crate::providers::webpush::vapid::{random_secret, verify, Claims};
 
 /// The most a push service accepts in one message body.
 pub const MAX_BODY: usize = 4096;
@@ -59,6 +59,9 @@ pub struct Received {
 struct Service {
     subscribers: HashMap<String, Subscriber>,
     received: super::Log<Received>,
+    /// Authorizations whose signature checked out, with their key and claims (as a
+    /// push service, a token is verified once, then recognised until it expires).
+    verified: HashMap<String, (String, Claims)>,
 }
 
 /// The emulator; `base_url` is how clients reach it (`http://127.0.0.1:PORT`).
@@ -182,9 +185,22 @@ async fn push(
         return refuse(StatusCode::UNAUTHORIZED, "missing VAPID authorization");
     };
     let now = chrono::Utc::now().timestamp();
-    let (vapid_key, claims) = match verify(authorization, &e.base_url, now) {
-        Ok(found) => found,
-        Err(error) => return refuse(StatusCode::UNAUTHORIZED, &error.to_string()),
+    let known = e.service.lock().verified.get(authorization).cloned();
+    let (vapid_key, claims) = match known {
+        Some((key, claims)) if claims.exp > now => (key, claims),
+        _ => match verify(authorization, &e.base_url, now) {
+            Ok(found) => {
+                let mut service = e.service.lock();
+                if service.verified.len() > 10_000 {
+                    service.verified.clear();
+                }
+                service
+                    .verified
+                    .insert(authorization.to_string(), found.clone());
+                found
+            }
+            Err(error) => return refuse(StatusCode::UNAUTHORIZED, &error.to_string()),
+        },
     };
     if header("content-encoding") != Some("aes128gcm") {
         return refuse(

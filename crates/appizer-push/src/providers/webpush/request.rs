@@ -56,6 +56,18 @@ pub fn build(
     options: &Options,
     now: i64,
 ) -> Result<Request<Vec<u8>>, WebPushError> {
+    let authorization = vapid.authorization(&subscription.endpoint, subject, now)?;
+    build_authorized(subscription, payload, &authorization, options)
+}
+
+/// The request delivering `payload` to `subscription` with a VAPID `authorization`
+/// made earlier for the endpoint's origin (one is valid for hours: senders reuse it).
+pub fn build_authorized(
+    subscription: &Subscription,
+    payload: &[u8],
+    authorization: &str,
+    options: &Options,
+) -> Result<Request<Vec<u8>>, WebPushError> {
     if let Some(topic) = &options.topic {
         let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
         if topic.is_empty() || topic.len() > 32 || !topic.bytes().all(base64url) {
@@ -72,10 +84,7 @@ pub fn build(
         .header(CONTENT_TYPE, "application/octet-stream")
         .header("ttl", options.ttl.to_string())
         .header("urgency", options.urgency.as_str())
-        .header(
-            AUTHORIZATION,
-            vapid.authorization(&subscription.endpoint, subject, now)?,
-        );
+        .header(AUTHORIZATION, authorization);
     if let Some(topic) = &options.topic {
         request = request.header("topic", topic);
     }

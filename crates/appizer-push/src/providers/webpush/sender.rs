@@ -8,18 +8,25 @@ use appizer_core::push::ProviderRecord;
 
 use super::config::WebPushConfig;
 use super::payload;
-use super::request::{build, classify, Outcome};
+use super::request::{build_authorized, classify, Outcome};
 use super::subscription::Subscription;
-use super::vapid::VapidKey;
+use super::vapid::{origin_of, VapidKey};
 use crate::message::{Content, Tags};
 use crate::providers::{Attempt, Target, Unusable};
 use crate::transport::Transport;
+
+/// A VAPID authorization is reused this long for its origin (it is valid for
+/// [`VALIDITY_SECS`](super::vapid::VALIDITY_SECS)), so a fan-out signs once per push
+/// service, not once per browser.
+pub const AUTHORIZATION_REUSE_SECS: i64 = 3600;
 
 pub struct WebPushSender {
     key: VapidKey,
     subject: String,
     config: WebPushConfig,
     transport: Arc<Transport>,
+    /// By origin: when signed, and the header.
+    authorizations: parking_lot::Mutex<std::collections::HashMap<String, (i64, String)>>,
 }
 
 impl std::fmt::Debug for WebPushSender {
@@ -51,7 +58,29 @@ impl WebPushSender {
                 .to_string(),
             config: config.clone(),
             transport,
+            authorizations: Default::default(),
         })
+    }
+
+    /// The authorization for `endpoint`'s origin at `now`, signed again after
+    /// [`AUTHORIZATION_REUSE_SECS`].
+    fn authorization(&self, endpoint: &str, now: i64) -> Result<String, String> {
+        let origin = origin_of(endpoint).map_err(|e| e.to_string())?;
+        let mut known = self.authorizations.lock();
+        if let Some((signed, header)) = known.get(&origin) {
+            if now >= *signed && now - signed < AUTHORIZATION_REUSE_SECS {
+                return Ok(header.clone());
+            }
+        }
+        let header = self
+            .key
+            .authorization(endpoint, &self.subject, now)
+            .map_err(|e| e.to_string())?;
+        if known.len() > 1000 {
+            known.clear();
+        }
+        known.insert(origin, (now, header.clone()));
+        Ok(header)
     }
 
     pub async fn send(&self, content: &Content, tags: &Tags, target: Target<'_>) -> Attempt {
@@ -69,14 +98,11 @@ impl WebPushSender {
         };
         let now = chrono::Utc::now().timestamp();
         let options = payload::options(content);
-        let request = match build(
-            &subscription,
-            &payload,
-            &self.key,
-            &self.subject,
-            &options,
-            now,
-        ) {
+        let authorization = match self.authorization(&subscription.endpoint, now) {
+            Ok(a) => a,
+            Err(reason) => return Attempt::Fail(reason),
+        };
+        let request = match build_authorized(&subscription, &payload, &authorization, &options) {
             Ok(request) => request,
             Err(e) => return Attempt::Fail(e.to_string()),
         };
