@@ -154,7 +154,7 @@ async fn queued(
     assert_eq!(counts.queued, record.devices);
     let taken = store
         .push()
-        .take_deliveries(t(10_000), 100, t(10_060))
+        .take_deliveries(None, t(10_000), 100, t(10_060))
         .await
         .unwrap();
     let mut devices: Vec<DeviceId> = taken
@@ -354,15 +354,15 @@ mod cases {
         );
         let (record, _) = push.queue_message(a.scope, &m, t(0)).await.unwrap();
         assert_eq!(record.devices, 3);
-        let first = push.take_deliveries(t(10), 2, t(70)).await.unwrap();
+        let first = push.take_deliveries(None, t(10), 2, t(70)).await.unwrap();
         assert_eq!(first.len(), 2);
         assert!(first
             .iter()
             .all(|d| d.attempts == 1 && d.project_id == a.scope.project()));
-        let rest = push.take_deliveries(t(10), 10, t(70)).await.unwrap();
+        let rest = push.take_deliveries(None, t(10), 10, t(70)).await.unwrap();
         assert_eq!(rest.len(), 1, "what is held is not taken twice");
         assert!(push
-            .take_deliveries(t(20), 10, t(80))
+            .take_deliveries(None, t(20), 10, t(80))
             .await
             .unwrap()
             .is_empty());
@@ -422,16 +422,22 @@ mod cases {
 
         // The retry is due at its time, not before, with the attempt counted.
         assert!(push
-            .take_deliveries(t(99), 10, t(160))
+            .take_deliveries(None, t(99), 10, t(160))
             .await
             .unwrap()
             .is_empty());
-        let retry = push.take_deliveries(t(100), 10, t(160)).await.unwrap();
+        let retry = push
+            .take_deliveries(None, t(100), 10, t(160))
+            .await
+            .unwrap();
         assert_eq!(retry.len(), 1);
         assert_eq!((retry[0].device_id, retry[0].attempts), (a.android, 2));
         // A loop that stopped holding it: released at the next start, due again.
         assert_eq!(push.release_deliveries().await.unwrap(), 1);
-        let again = push.take_deliveries(t(101), 10, t(160)).await.unwrap();
+        let again = push
+            .take_deliveries(None, t(101), 10, t(160))
+            .await
+            .unwrap();
         assert_eq!(again[0].attempts, 3);
         push.complete_deliveries(
             &[(
@@ -447,7 +453,7 @@ mod cases {
         assert_eq!((counts.queued, counts.failed), (0, 1));
         assert_eq!(counts.failed_by_reason["PayloadTooLarge"], 1);
         assert!(push
-            .take_deliveries(t(1000), 10, t(1060))
+            .take_deliveries(None, t(1000), 10, t(1060))
             .await
             .unwrap()
             .is_empty());
@@ -525,7 +531,7 @@ mod cases {
             at: t(2),
         };
         assert!(push.delete(a.scope, a.android, &audit).await.unwrap());
-        let taken = push.take_deliveries(t(10), 10, t(70)).await.unwrap();
+        let taken = push.take_deliveries(None, t(10), 10, t(70)).await.unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].device, None);
         push.complete_deliveries(

@@ -506,3 +506,39 @@ async fn a_send_is_checked_whole_before_anything_is_queued() {
     assert_eq!(depth, 0);
     s.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_throttling_provider_does_not_hold_up_the_others() {
+    let s = start().await;
+    s.providers().await;
+    s.register(ios("alice", &"c3".repeat(32))).await;
+    s.register(json!({"distinct_id": "alice", "platform": "android", "token": "alice-fcm"}))
+        .await;
+    s.emulator_post("/apns/throttle/100000", json!({})).await;
+    let sent = s
+        .send(json!({"to": {"distinct_ids": ["alice"]}, "notification": {"title": "Hi", "body": "there"}}))
+        .await;
+    let id = sent.body["message_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    loop {
+        let status = s
+            .api
+            .get(
+                &format!("{}/push/messages/{id}", s.base),
+                &s.server.keys.admin_key,
+            )
+            .await;
+        let counts = &status.body["counts"]["by_platform"];
+        if counts["android"]["sent"] == 1 {
+            assert_eq!(counts["ios"]["queued"], 1, "iOS is still being retried");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:#}",
+            status.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.server.stop().await;
+}

@@ -1,15 +1,15 @@
-//! The delivery loop: takes due records under a lease, sends each (at most
-//! `push.concurrency` in flight per provider), and hands the outcomes to one writer
+//! The delivery loop: one lane per platform takes its due records under a lease and
+//! sends each (at most `push.concurrency` in flight per lane, so a slow or throttling
+//! provider never holds up another's deliveries), and hands the outcomes to one writer
 //! that appends the delivery events to the event queue and then records the outcomes in
 //! the outbox, in batches. Events first: a crash between the two sends the delivery
 //! again and its event is a duplicate the workers drop; never an outcome without its
 //! event.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appizer_core::push::{Delivery, DeliveryOutcome, DeviceState, Provider};
+use appizer_core::push::{Delivery, DeliveryOutcome, DeviceState, Platform};
 use appizer_events::record::encode_records;
 use appizer_storage::push::DEVICE_DELETED;
 use chrono::Utc;
@@ -51,6 +51,14 @@ pub(super) fn delivery_id(delivery: &Delivery) -> uuid::Uuid {
     uuid::Uuid::from_bytes(bytes)
 }
 
+/// A platform's place in `Platform::ALL` (its lane's wake-up).
+pub(super) fn platform_index(platform: Platform) -> usize {
+    Platform::ALL
+        .iter()
+        .position(|p| *p == platform)
+        .unwrap_or(0)
+}
+
 fn platform_label(delivery: &Delivery) -> &'static str {
     delivery.platform.as_str()
 }
@@ -67,22 +75,47 @@ impl Outbox {
             ),
             Err(e) => tracing::warn!(error = %e, "cannot release earlier deliveries"),
         }
-        let concurrency = self.config.concurrency.max(1);
-        let limits: HashMap<Provider, Arc<Semaphore>> = Provider::ALL
-            .into_iter()
-            .map(|p| (p, Arc::new(Semaphore::new(concurrency))))
-            .collect();
         let (done_tx, done_rx) = mpsc::channel::<Done>(WRITE_BATCH * 2);
         let writer = tokio::spawn(self.clone().write(done_rx));
         let depth = tokio::spawn(self.clone().report_depth(shutdown.clone()));
+        // One lane per platform, so a slow or throttling provider never holds up the
+        // others' deliveries.
+        let lanes: Vec<_> = Platform::ALL
+            .into_iter()
+            .map(|platform| {
+                tokio::spawn(
+                    self.clone()
+                        .lane(platform, done_tx.clone(), shutdown.clone()),
+                )
+            })
+            .collect();
+        drop(done_tx);
+        for lane in lanes {
+            let _ = lane.await;
+        }
+        let _ = writer.await;
+        depth.abort();
+    }
+
+    /// Takes the platform's due deliveries and sends them, at most `push.concurrency`
+    /// at a time; when it stops, what is in flight finishes first.
+    async fn lane(
+        self: Arc<Self>,
+        platform: Platform,
+        done: mpsc::Sender<Done>,
+        shutdown: CancellationToken,
+    ) {
+        let concurrency = self.config.concurrency.max(1);
+        let limit = Arc::new(Semaphore::new(concurrency));
         let lease = chrono::Duration::milliseconds((self.config.request_timeout_ms * 5) as i64);
         let batch = u32::try_from(self.config.batch_size).unwrap_or(u32::MAX);
+        let wake = &self.wake[platform_index(platform)];
         while !shutdown.is_cancelled() {
             let now = Utc::now();
             let taken = match self
                 .store
                 .push()
-                .take_deliveries(now, batch, now + lease)
+                .take_deliveries(Some(platform), now, batch, now + lease)
                 .await
             {
                 Ok(taken) => taken,
@@ -97,17 +130,16 @@ impl Outbox {
             if taken.is_empty() {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = self.wake.notified() => {}
+                    () = wake.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
             }
             for delivery in taken {
-                let limit = limits[&delivery.platform.provider()].clone();
-                let Ok(permit) = limit.acquire_owned().await else {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
-                let (outbox, done) = (self.clone(), done_tx.clone());
+                let (outbox, done) = (self.clone(), done.clone());
                 tokio::spawn(async move {
                     ::metrics::gauge!(metrics::IN_FLIGHT).increment(1.0);
                     let (tags, outcome) = outbox.deliver(&delivery).await;
@@ -123,13 +155,7 @@ impl Outbox {
                 });
             }
         }
-        // Let what is in flight finish, then the writer records it.
-        for limit in limits.values() {
-            let _ = limit.acquire_many(concurrency as u32).await;
-        }
-        drop(done_tx);
-        let _ = writer.await;
-        depth.abort();
+        let _ = limit.acquire_many(concurrency as u32).await;
     }
 
     /// Sends one delivery; the outcome to record.

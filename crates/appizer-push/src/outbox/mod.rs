@@ -105,7 +105,8 @@ pub struct Outbox {
     fcm: FcmConfig,
     webpush: WebPushConfig,
     backoff: Backoff,
-    wake: Notify,
+    /// One per platform lane of the delivery loop (`Platform::ALL` order).
+    wake: [Notify; 3],
     senders: Mutex<HashMap<(ProjectId, Provider), CachedSender>>,
     scopes: Mutex<HashMap<ProjectId, (Instant, Option<ProjectScope>)>>,
     contents: Mutex<HashMap<MessageId, Loaded>>,
@@ -138,7 +139,7 @@ impl Outbox {
                 min: Duration::from_millis(config.retry_min_ms),
                 max: Duration::from_millis(config.retry_max_ms),
             },
-            wake: Notify::new(),
+            wake: [Notify::new(), Notify::new(), Notify::new()],
             senders: Mutex::default(),
             scopes: Mutex::default(),
             contents: Mutex::default(),
@@ -224,7 +225,9 @@ impl Outbox {
         if new {
             ::metrics::counter!(metrics::MESSAGES_TOTAL).increment(1);
             if record.devices > 0 {
-                self.wake.notify_one();
+                for platform in &record.platforms {
+                    self.wake[deliver::platform_index(*platform)].notify_one();
+                }
             }
         }
         Ok((record, new))

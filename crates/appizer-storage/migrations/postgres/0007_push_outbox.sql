@@ -30,4 +30,4 @@ CREATE TABLE push_outbox (
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (message_id, device_id)
 );
-CREATE INDEX push_outbox_due ON push_outbox (state, due_at);
+CREATE INDEX push_outbox_due ON push_outbox (state, platform, due_at);

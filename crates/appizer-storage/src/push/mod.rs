@@ -127,9 +127,11 @@ pub trait PushStore: Send + Sync + 'static {
     ) -> Result<DeliveryCounts, StoreError>;
 
     /// Takes up to `limit` queued deliveries due at `now` that no loop holds, oldest due
-    /// first, and holds them until `lease_until` (counting the attempt).
+    /// first, of `platform` (or every platform: for tests; one platform's take reads
+    /// only its due records), and holds them until `lease_until` (counting the attempt).
     async fn take_deliveries(
         &self,
+        platform: Option<Platform>,
         now: DateTime<Utc>,
         limit: u32,
         lease_until: DateTime<Utc>,

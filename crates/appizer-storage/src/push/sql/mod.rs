@@ -380,11 +380,12 @@ impl PushStore for SqlPushStore {
 
     async fn take_deliveries(
         &self,
+        platform: Option<Platform>,
         now: DateTime<Utc>,
         limit: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.take(now, limit, lease_until).await
+        self.take(platform, now, limit, lease_until).await
     }
 
     async fn complete_deliveries(

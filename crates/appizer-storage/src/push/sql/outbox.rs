@@ -261,6 +261,7 @@ impl SqlPushStore {
 
     pub(super) async fn take(
         &self,
+        platform: Option<Platform>,
         now: DateTime<Utc>,
         limit: u32,
         lease_until: DateTime<Utc>,
@@ -270,12 +271,16 @@ impl SqlPushStore {
             Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        // A platform from the closed set, not user text.
+        let only = platform
+            .map(|p| format!(" AND o.platform = '{}'", p.as_str()))
+            .unwrap_or_default();
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let rows = sqlx::query(&format!(
             "SELECT o.message_id, o.device_id, o.project_id, o.platform, o.attempts, \
              d.address, d.p256dh, d.auth, d.distinct_id, d.state AS device_state \
              FROM push_outbox o LEFT JOIN push_devices d ON d.id = o.device_id \
-             WHERE o.state = 'queued' AND o.due_at <= $1 AND o.leased_until <= $1 \
+             WHERE o.state = 'queued' AND o.due_at <= $1 AND o.leased_until <= $1{only} \
              ORDER BY o.due_at LIMIT $2{lock}"
         ))
         .bind(now)
