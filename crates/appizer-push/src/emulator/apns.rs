@@ -99,6 +99,13 @@ fn reason(status: StatusCode, reason: &str) -> Response {
     (status, Json(json!({ "reason": reason }))).into_response()
 }
 
+/// Why a notification was refused: the status and APNs' JSON body.
+struct Refusal(StatusCode, Value);
+
+fn refusal(status: StatusCode, reason: &str) -> Refusal {
+    Refusal(status, json!({ "reason": reason }))
+}
+
 #[derive(Deserialize)]
 struct NewKey {
     team_id: String,
@@ -293,7 +300,7 @@ async fn push(
     let answer = accept(&e, &token, &headers, &body, now, apns_id.clone());
     let mut answer = match answer {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(response) => response,
+        Err(Refusal(status, body)) => (status, Json(body)).into_response(),
     };
     if let Ok(value) = HeaderValue::from_str(&apns_id) {
         answer.headers_mut().insert("apns-id", value);
@@ -308,12 +315,12 @@ fn accept(
     body: &[u8],
     now: i64,
     apns_id: String,
-) -> Result<(), Response> {
-    let bad = |r: &str| Err(reason(StatusCode::BAD_REQUEST, r));
+) -> Result<(), Refusal> {
+    let bad = |r: &str| Err(refusal(StatusCode::BAD_REQUEST, r));
     let mut service = e.service.lock();
     let team = match authenticate(&mut service, headers, now) {
         Ok(team) => team,
-        Err(r) => return Err(reason(StatusCode::FORBIDDEN, r)),
+        Err(r) => return Err(refusal(StatusCode::FORBIDDEN, r)),
     };
     let Some(topic) = header(headers, "apns-topic") else {
         return bad("MissingTopic");
@@ -350,7 +357,7 @@ fn accept(
         return bad("PayloadEmpty");
     }
     if body.len() > MAX_PAYLOAD {
-        return Err(reason(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"));
+        return Err(refusal(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"));
     }
     let payload: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) if v.get("aps").is_some_and(Value::is_object) => v,
@@ -358,15 +365,15 @@ fn accept(
     };
     if service.unregistered.contains(&token) {
         let body = json!({"reason": "Unregistered", "timestamp": now * 1000});
-        return Err((StatusCode::GONE, Json(body)).into_response());
+        return Err(Refusal(StatusCode::GONE, body));
     }
     if service.throttle > 0 {
         service.throttle -= 1;
-        return Err(reason(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"));
+        return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"));
     }
     if service.unavailable > 0 {
         service.unavailable -= 1;
-        return Err(reason(
+        return Err(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
         ));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use appizer_core::push::{Delivery, DeliveryOutcome, DeviceState, Platform};
 use appizer_events::record::encode_records;
 use appizer_storage::push::DEVICE_DELETED;
+use appizer_storage::StoreError;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
@@ -184,6 +185,10 @@ impl Outbox {
         let loaded = match self.content(scope, delivery.message_id).await {
             Ok(Some(loaded)) => loaded,
             Ok(None) => return (None, DeliveryOutcome::Failed("message_deleted".into())),
+            // Unreadable content stays unreadable: no retry.
+            Err(StoreError::Corrupt(_)) => {
+                return (None, DeliveryOutcome::Failed("message_unreadable".into()))
+            }
             Err(e) => return (None, later(format!("store: {e}"))),
         };
         let provider = delivery.platform.provider();

@@ -15,7 +15,7 @@ pub(super) enum Stream {
     /// `http://`: HTTP/2 with prior knowledge.
     Plain(TcpStream),
     Tls {
-        stream: TlsStream<TcpStream>,
+        stream: Box<TlsStream<TcpStream>>,
         h2: bool,
     },
 }
@@ -74,5 +74,8 @@ pub(super) async fn connect(
         .await
         .map_err(|e| failed(format!("TLS: {e}")))?;
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    Ok(Stream::Tls { stream, h2 })
+    Ok(Stream::Tls {
+        stream: Box::new(stream),
+        h2,
+    })
 }
