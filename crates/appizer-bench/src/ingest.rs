@@ -299,6 +299,11 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     status_bytes(pid, "VmRSS:")
 }
 
+/// A process's resident anonymous memory now (RssAnon: heap and stacks, no mapped file).
+pub(crate) fn anon_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
 /// Makes the process's peak resident memory its current one (Linux `clear_refs` 5).
 pub(crate) fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()

@@ -39,7 +39,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::ingest::{
-    appizer_binary, peak_rss_bytes, reset_peak_rss, rss_bytes, spawn_serve_with, Running,
+    anon_rss_bytes, appizer_binary, peak_rss_bytes, reset_peak_rss, rss_bytes, spawn_serve_with,
+    Running,
 };
 
 const P8: &str = include_str!("../../appizer-push/testdata/apns-test-key.p8");
@@ -459,16 +460,33 @@ async fn ceiling(
     Ok(sends as f64 / secs)
 }
 
-/// One message to `segment` through the server; (seconds to 202, seconds from 202 to
-/// all recorded, server peak RSS, server RSS before).
+/// What one message through the server took.
+struct OutboxRun {
+    /// Seconds until the 202.
+    queued: f64,
+    /// Seconds from the 202 until every delivery is recorded.
+    seconds: f64,
+    /// The server's resident memory before the send and its peak (VmHWM) until the end.
+    rss_before: u64,
+    rss_peak: u64,
+    /// Its anonymous memory (heap and stacks, RssAnon) before and the largest sampled
+    /// every 100 ms until the end: resident memory less the mapped files (the metadata
+    /// database is memory-mapped, and its pages count in VmRSS once touched).
+    anon_before: u64,
+    anon_peak: u64,
+}
+
+/// One message to `segment` through the server.
 async fn through_outbox(
     http: &reqwest::Client,
     server: &Server,
     segment: DefinitionId,
     platform: Platform,
     devices: usize,
-) -> anyhow::Result<(f64, f64, u64, u64)> {
+) -> anyhow::Result<OutboxRun> {
     let before = rss_bytes(server.pid).unwrap_or(0);
+    let anon_before = anon_rss_bytes(server.pid).unwrap_or(0);
+    let mut anon_peak = anon_before;
     if !reset_peak_rss(server.pid) {
         eprintln!("cannot reset the server's peak RSS: (c) may show an earlier peak");
     }
@@ -498,6 +516,7 @@ async fn through_outbox(
     let id = body["message_id"].as_str().unwrap_or_default().to_string();
     let delivering = Instant::now();
     loop {
+        anon_peak = anon_peak.max(anon_rss_bytes(server.pid).unwrap_or(0));
         let status: Value = http
             .get(format!("{base}/push/messages/{id}"))
             .bearer_auth(&server.admin_key)
@@ -515,8 +534,14 @@ async fn through_outbox(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = delivering.elapsed().as_secs_f64();
-    let peak = peak_rss_bytes(server.pid).unwrap_or(0);
-    Ok((queued, seconds, peak, before))
+    Ok(OutboxRun {
+        queued,
+        seconds,
+        rss_before: before,
+        rss_peak: peak_rss_bytes(server.pid).unwrap_or(0),
+        anon_before,
+        anon_peak: anon_peak.max(anon_rss_bytes(server.pid).unwrap_or(0)),
+    })
 }
 
 struct Server {
@@ -643,26 +668,33 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         } else {
             o.other_devices
         };
-        let (queued, seconds, peak, before) = runtime.block_on(through_outbox(
+        let run = runtime.block_on(through_outbox(
             &http,
             &server,
             segments[index],
             platform,
             devices,
         ))?;
-        let rate = devices as f64 / seconds;
+        let rate = devices as f64 / run.seconds;
         println!(
-            "(b) outbox  {:<8} {:>9.0} sends/s = {:.2} x ceiling ({devices} devices; fan-out queued in {queued:.1} s, delivered in {seconds:.1} s)",
+            "(b) outbox  {:<8} {:>9.0} sends/s = {:.2} x ceiling ({devices} devices; fan-out queued in {:.1} s, delivered in {:.1} s)",
             platform.as_str(),
             rate,
             rate / ceilings[index],
+            run.queued,
+            run.seconds,
         );
         if platform == Platform::Ios {
+            let mb = |bytes: u64| bytes as f64 / 1e6;
             println!(
-                "(c) server RSS {:.0} MB before the {devices}-device fan-out, peak {:.0} MB: growth {:.0} MB",
-                before as f64 / 1e6,
-                peak as f64 / 1e6,
-                peak.saturating_sub(before) as f64 / 1e6
+                "(c) server RSS {:.0} MB before the {devices}-device fan-out, peak {:.0} MB: growth {:.0} MB; \
+                 anonymous memory {:.0} MB before, peak sampled {:.0} MB: growth {:.0} MB",
+                mb(run.rss_before),
+                mb(run.rss_peak),
+                mb(run.rss_peak.saturating_sub(run.rss_before)),
+                mb(run.anon_before),
+                mb(run.anon_peak),
+                mb(run.anon_peak.saturating_sub(run.anon_before)),
             );
         }
     }
