@@ -25,6 +25,7 @@ pub mod retention;
 pub mod saved;
 pub mod scope;
 pub mod sql;
+pub mod stats;
 pub mod time;
 pub mod trends;
 
