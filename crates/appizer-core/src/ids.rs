@@ -91,6 +91,10 @@ typed_id!(
     /// A push message: one send to an audience, delivered to each of its devices.
     MessageId
 );
+typed_id!(
+    /// A campaign: an audience, content variants and a schedule, sent as messages.
+    CampaignId
+);
 
 #[cfg(test)]
 mod tests {

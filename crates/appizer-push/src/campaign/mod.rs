@@ -1,0 +1,7 @@
+//! Campaigns: audiences, schedules, triggers, pacing, templates and A/B tests, sent
+//! through the outbox.
+//!
+//! - `assign`: which variant or control group a person is in, and the winner-mode test
+//!   share, as functions of campaign and person alone.
+
+pub mod assign;
