@@ -2,6 +2,9 @@
 //! through the outbox.
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
-//!   share, as functions of campaign and person alone.
+//!   share, as functions of campaign and person alone;
+//! - `template`: message templates over person and trigger-event properties, checked
+//!   when saved and rendered with limits.
 
 pub mod assign;
+pub mod template;
