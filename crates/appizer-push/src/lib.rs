@@ -9,7 +9,7 @@
 //!   and the sender the delivery loop calls;
 //! - `outbox`: the fan-out into the durable outbox, the delivery loop, retries, delivery
 //!   events and metrics;
-//! - `campaign`: campaigns on top of the outbox (A/B assignment and templates so far);
+//! - `campaign`: campaigns on top of the outbox (A/B assignment, templates and schedules so far);
 //! - `emulator`: local APNs, FCM and Web Push services (`appizer push-emulator`).
 
 pub mod campaign;

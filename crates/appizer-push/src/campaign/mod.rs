@@ -3,8 +3,11 @@
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
 //!   share, as functions of campaign and person alone;
+//! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
+//!   daylight saving;
 //! - `template`: message templates over person and trigger-event properties, checked
 //!   when saved and rendered with limits.
 
 pub mod assign;
+pub mod schedule;
 pub mod template;
