@@ -3,6 +3,8 @@
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
 //!   share, as functions of campaign and person alone;
+//! - `state`: the campaign's states and the one table of moves between them;
+//! - `winner`: the winner-mode decision from the variants' rates;
 //! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
 //!   daylight saving;
 //! - `template`: message templates over person and trigger-event properties, checked
@@ -10,4 +12,6 @@
 
 pub mod assign;
 pub mod schedule;
+pub mod state;
 pub mod template;
+pub mod winner;
