@@ -3,6 +3,7 @@
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
 //!   share, as functions of campaign and person alone;
+//! - `pacing`: the per-campaign throttle and the per-person frequency cap;
 //! - `state`: the campaign's states and the one table of moves between them;
 //! - `winner`: the winner-mode decision from the variants' rates;
 //! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
@@ -11,6 +12,7 @@
 //!   when saved and rendered with limits.
 
 pub mod assign;
+pub mod pacing;
 pub mod schedule;
 pub mod state;
 pub mod template;
