@@ -3,6 +3,7 @@
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
 //!   share, as functions of campaign and person alone;
+//! - `content`: a variant's title and body templates with translations by locale;
 //! - `pacing`: the per-campaign throttle and the per-person frequency cap;
 //! - `state`: the campaign's states and the one table of moves between them;
 //! - `winner`: the winner-mode decision from the variants' rates;
@@ -12,6 +13,7 @@
 //!   when saved and rendered with limits.
 
 pub mod assign;
+pub mod content;
 pub mod pacing;
 pub mod schedule;
 pub mod state;
