@@ -18,6 +18,7 @@ pub mod tenancy;
 
 pub use error_code::ErrorCode;
 pub use ids::{
-    DefinitionId, DeviceId, KeyId, MergeId, MessageId, OrganizationId, PersonId, ProjectId,
+    CampaignId, DefinitionId, DeviceId, KeyId, MergeId, MessageId, OrganizationId, PersonId,
+    ProjectId,
 };
 pub use role::{Permission, Role};

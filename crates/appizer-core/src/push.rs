@@ -1,9 +1,10 @@
-//! The push vocabulary: devices, their platforms and states.
+//! The push vocabulary: devices, their platforms and states; messages and their
+//! deliveries; campaigns as stored.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
+use crate::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
 
 /// Where a device receives pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -292,4 +293,71 @@ pub struct PlatformCounts {
     pub sent: u64,
     pub failed: u64,
     pub retired: u64,
+}
+
+/// Where a campaign stands (the moves between states are the push component's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    Draft,
+    Scheduled,
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl CampaignState {
+    pub const ALL: [CampaignState; 6] = [
+        CampaignState::Draft,
+        CampaignState::Scheduled,
+        CampaignState::Running,
+        CampaignState::Paused,
+        CampaignState::Completed,
+        CampaignState::Cancelled,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CampaignState::Draft => "draft",
+            CampaignState::Scheduled => "scheduled",
+            CampaignState::Running => "running",
+            CampaignState::Paused => "paused",
+            CampaignState::Completed => "completed",
+            CampaignState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CampaignState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Nothing will ever be sent again.
+    pub fn is_final(&self) -> bool {
+        matches!(self, CampaignState::Completed | CampaignState::Cancelled)
+    }
+}
+
+/// A stored campaign: its name, state and definition (audience, variants, schedule,
+/// pacing, goal: the push component's JSON, checked there before it is stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignRecord {
+    pub id: CampaignId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub state: CampaignState,
+    pub definition: serde_json::Value,
+    /// Counts the changes: an update names the version it read, so two editors never
+    /// overwrite each other unseen.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which campaigns to list: by state, in id order after `after`, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignFilter {
+    pub state: Option<CampaignState>,
+    pub after: Option<CampaignId>,
+    pub limit: u32,
 }

@@ -9,14 +9,14 @@ use common::{postgres_store, sqlite_store};
 
 use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::push::{
-    Audience, DeliveryOutcome, DeviceFilter, DeviceState, MessageRecord, NewDevice, NewMessage,
-    Platform, Provider, ProviderRecord, WebKeys,
+    Audience, CampaignFilter, CampaignRecord, CampaignState, DeliveryOutcome, DeviceFilter,
+    DeviceState, MessageRecord, NewDevice, NewMessage, Platform, Provider, ProviderRecord, WebKeys,
 };
 use appizer_core::tenancy::{Actor, NewAuditEntry};
-use appizer_core::{DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
+use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
 use appizer_storage::metadata::AuditScope;
 use appizer_storage::persons::NewPerson;
-use appizer_storage::push::{DEVICE_DELETED, OPTED_OUT};
+use appizer_storage::push::{CampaignUpdate, CampaignWrite, DEVICE_DELETED, OPTED_OUT};
 use appizer_storage::testing::Tenant;
 use appizer_storage::{MetadataStore, ProjectScope};
 use chrono::{DateTime, TimeZone, Utc};
@@ -801,6 +801,178 @@ mod cases {
             2
         );
     }
+
+    pub async fn campaigns_are_written_only_at_the_version_read(store: &dyn MetadataStore) {
+        let (tenant, scope, _) = Tenant::create(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let (other, _) = tenant
+            .add_project(store, ProjectId::new(), "UTC")
+            .await
+            .unwrap();
+        let push = store.push();
+        let audit = |action: &str, id: CampaignId| NewAuditEntry {
+            organization_id: scope.organization(),
+            project_id: Some(scope.project()),
+            actor: Actor::Cli,
+            action: action.into(),
+            target_type: "campaign".into(),
+            target_id: id.to_string(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(0),
+        };
+        let mut ids = Vec::new();
+        for (i, name) in ["spring", "summer", "autumn"].iter().enumerate() {
+            let record = CampaignRecord {
+                id: CampaignId::new(),
+                project_id: scope.project(),
+                name: name.to_string(),
+                state: CampaignState::Draft,
+                definition: serde_json::json!({"variants": [{"title": name, "body": "b"}]}),
+                version: 1,
+                created_at: t(i as i64),
+                updated_at: t(i as i64),
+            };
+            push.create_campaign(scope, &record, &audit("campaign.create", record.id))
+                .await
+                .unwrap();
+            assert_eq!(
+                push.campaign(scope, record.id).await.unwrap(),
+                Some(record.clone())
+            );
+            ids.push(record.id);
+        }
+        // Another project sees none of them.
+        assert!(push.campaign(other, ids[0]).await.unwrap().is_none());
+        let none = CampaignFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(push.campaigns(other, &none).await.unwrap().is_empty());
+        // Pages in id order.
+        let page = CampaignFilter {
+            limit: 2,
+            ..Default::default()
+        };
+        let first: Vec<CampaignId> = push
+            .campaigns(scope, &page)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(first, ids[..2]);
+        let rest = CampaignFilter {
+            after: Some(ids[1]),
+            ..page
+        };
+        let second: Vec<CampaignId> = push
+            .campaigns(scope, &rest)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(second, ids[2..]);
+        // An update at the version read moves it on; a second at the old version is stale
+        // and writes nothing.
+        let update = CampaignUpdate {
+            version: 1,
+            name: "spring sale".into(),
+            state: CampaignState::Scheduled,
+            definition: serde_json::json!({"variants": [], "when": "now"}),
+            at: t(10),
+        };
+        let CampaignWrite::Done(Some(updated)) = push
+            .update_campaign(scope, ids[0], &update, &audit("campaign.schedule", ids[0]))
+            .await
+            .unwrap()
+        else {
+            panic!("the update was refused")
+        };
+        assert_eq!(
+            (
+                updated.version,
+                updated.state,
+                updated.name.as_str(),
+                updated.updated_at,
+                updated.created_at
+            ),
+            (2, CampaignState::Scheduled, "spring sale", t(10), t(0))
+        );
+        assert_eq!(updated.definition["when"], "now");
+        let late = CampaignUpdate {
+            state: CampaignState::Cancelled,
+            ..update.clone()
+        };
+        assert_eq!(
+            push.update_campaign(scope, ids[0], &late, &audit("campaign.cancel", ids[0]))
+                .await
+                .unwrap(),
+            CampaignWrite::Stale(updated.clone())
+        );
+        // Other projects cannot write it; a missing one is missing.
+        assert_eq!(
+            push.update_campaign(other, ids[0], &update, &audit("x", ids[0]))
+                .await
+                .unwrap(),
+            CampaignWrite::Missing
+        );
+        // Listing by state.
+        let scheduled = CampaignFilter {
+            state: Some(CampaignState::Scheduled),
+            limit: 10,
+            after: None,
+        };
+        assert_eq!(
+            push.campaigns(scope, &scheduled).await.unwrap(),
+            std::slice::from_ref(&updated)
+        );
+        // Delete at the version read, audited; stale or missing otherwise.
+        assert_eq!(
+            push.delete_campaign(scope, ids[0], 1, &audit("campaign.delete", ids[0]))
+                .await
+                .unwrap(),
+            CampaignWrite::Stale(updated)
+        );
+        assert_eq!(
+            push.delete_campaign(scope, ids[0], 2, &audit("campaign.delete", ids[0]))
+                .await
+                .unwrap(),
+            CampaignWrite::Done(None)
+        );
+        assert!(push.campaign(scope, ids[0]).await.unwrap().is_none());
+        assert_eq!(
+            push.delete_campaign(scope, ids[0], 2, &audit("campaign.delete", ids[0]))
+                .await
+                .unwrap(),
+            CampaignWrite::Missing
+        );
+        let actions: Vec<String> = store
+            .list_audit(
+                AuditScope::Project(scope.organization(), scope.project()),
+                None,
+                20,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.entry.action)
+            .filter(|a| a.starts_with("campaign."))
+            .collect();
+        let count = |a: &str| actions.iter().filter(|x| *x == a).count();
+        // Only the writes that happened are in the log.
+        assert_eq!(
+            (
+                count("campaign.create"),
+                count("campaign.schedule"),
+                count("campaign.cancel"),
+                count("campaign.delete")
+            ),
+            (3, 1, 0, 1)
+        );
+    }
 }
 
 all_backends!(
@@ -814,4 +986,5 @@ all_backends!(
     deliveries_are_taken_under_a_lease_and_completed,
     a_deleted_device_is_taken_without_its_details,
     devices_are_imported_in_bulk_keeping_those_already_there,
+    campaigns_are_written_only_at_the_version_read,
 );

@@ -11,19 +11,7 @@
 //! Only a draft is freely editable; a scheduled or paused campaign takes changes that do
 //! not alter what was already sent (its name, its pacing), which the caller checks.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CampaignState {
-    Draft,
-    Scheduled,
-    Running,
-    Paused,
-    Completed,
-    Cancelled,
-}
+pub use appizer_core::push::CampaignState;
 
 /// What moves a campaign: the API's actions and the runner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,61 +53,36 @@ pub struct InvalidTransition {
     pub action: &'static str,
 }
 
-impl CampaignState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CampaignState::Draft => "draft",
-            CampaignState::Scheduled => "scheduled",
-            CampaignState::Running => "running",
-            CampaignState::Paused => "paused",
-            CampaignState::Completed => "completed",
-            CampaignState::Cancelled => "cancelled",
+/// The state after `action` from `state`.
+pub fn apply(state: CampaignState, action: Action) -> Result<CampaignState, InvalidTransition> {
+    use CampaignState::*;
+    let next = match (state, action) {
+        (Draft, Action::Schedule) => Scheduled,
+        (Scheduled, Action::Start) => Running,
+        (Scheduled | Running, Action::Pause) => Paused,
+        (Paused, Action::Resume { run_started: true }) => Running,
+        (Paused, Action::Resume { run_started: false }) => Scheduled,
+        (Draft | Scheduled | Running | Paused, Action::Cancel) => Cancelled,
+        (Running, Action::Finish { more_runs: true }) => Scheduled,
+        (Running, Action::Finish { more_runs: false }) => Completed,
+        _ => {
+            return Err(InvalidTransition {
+                state,
+                action: action.name(),
+            })
         }
-    }
+    };
+    Ok(next)
+}
 
-    pub fn parse(text: &str) -> Option<CampaignState> {
-        use CampaignState::*;
-        [Draft, Scheduled, Running, Paused, Completed, Cancelled]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-    }
+/// Every field may change (nothing was sent and nothing is planned).
+pub fn freely_editable(state: CampaignState) -> bool {
+    state == CampaignState::Draft
+}
 
-    /// The state after `action`.
-    pub fn apply(self, action: Action) -> Result<CampaignState, InvalidTransition> {
-        use CampaignState::*;
-        let next = match (self, action) {
-            (Draft, Action::Schedule) => Scheduled,
-            (Scheduled, Action::Start) => Running,
-            (Scheduled | Running, Action::Pause) => Paused,
-            (Paused, Action::Resume { run_started: true }) => Running,
-            (Paused, Action::Resume { run_started: false }) => Scheduled,
-            (Draft | Scheduled | Running | Paused, Action::Cancel) => Cancelled,
-            (Running, Action::Finish { more_runs: true }) => Scheduled,
-            (Running, Action::Finish { more_runs: false }) => Completed,
-            _ => {
-                return Err(InvalidTransition {
-                    state: self,
-                    action: action.name(),
-                })
-            }
-        };
-        Ok(next)
-    }
-
-    /// Every field may change (nothing was sent and nothing is planned).
-    pub fn freely_editable(self) -> bool {
-        self == CampaignState::Draft
-    }
-
-    /// Nothing will ever be sent again.
-    pub fn is_final(self) -> bool {
-        matches!(self, CampaignState::Completed | CampaignState::Cancelled)
-    }
-
-    /// The runner may send now.
-    pub fn sends(self) -> bool {
-        self == CampaignState::Running
-    }
+/// The runner may send now.
+pub fn sends(state: CampaignState) -> bool {
+    state == CampaignState::Running
 }
 
 #[cfg(test)]
@@ -127,7 +90,7 @@ mod tests {
     use super::CampaignState::*;
     use super::*;
 
-    const STATES: [CampaignState; 6] = [Draft, Scheduled, Running, Paused, Completed, Cancelled];
+    const STATES: [CampaignState; 6] = CampaignState::ALL;
     const ACTIONS: [Action; 8] = [
         Action::Schedule,
         Action::Start,
@@ -162,7 +125,7 @@ mod tests {
                     .iter()
                     .find(|(s, a, _)| *s == state && *a == action)
                     .map(|(_, _, to)| *to);
-                match (state.apply(action), expected) {
+                match (apply(state, action), expected) {
                     (Ok(to), Some(want)) => {
                         assert_eq!(to, want, "{state:?} {action:?}");
                         moves += 1;
@@ -182,7 +145,7 @@ mod tests {
         // Final states take nothing.
         for state in [Completed, Cancelled] {
             assert!(state.is_final());
-            assert!(ACTIONS.iter().all(|a| state.apply(*a).is_err()));
+            assert!(ACTIONS.iter().all(|a| apply(state, *a).is_err()));
         }
     }
 
@@ -194,8 +157,8 @@ mod tests {
                 serde_json::to_value(state).unwrap(),
                 serde_json::json!(state.as_str())
             );
-            assert_eq!(state.freely_editable(), state == Draft);
-            assert_eq!(state.sends(), state == Running);
+            assert_eq!(freely_editable(state), state == Draft);
+            assert_eq!(sends(state), state == Running);
         }
         assert_eq!(CampaignState::parse("done"), None);
     }

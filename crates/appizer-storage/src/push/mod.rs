@@ -14,11 +14,11 @@
 mod sql;
 
 use appizer_core::push::{
-    Delivery, DeliveryCounts, DeliveryOutcome, Device, DeviceFilter, MessageRecord, NewDevice,
-    NewMessage, Platform, Provider, ProviderRecord,
+    CampaignFilter, CampaignRecord, CampaignState, Delivery, DeliveryCounts, DeliveryOutcome,
+    Device, DeviceFilter, MessageRecord, NewDevice, NewMessage, Platform, Provider, ProviderRecord,
 };
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::{DeviceId, MessageId};
+use appizer_core::{CampaignId, DeviceId, MessageId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -34,6 +34,28 @@ pub const MAX_AUDIENCE_IDS: usize = 10_000;
 
 /// Why a delivery is retired when its device was deleted before it was sent.
 pub const DEVICE_DELETED: &str = "device_deleted";
+
+/// A campaign's new name, state and definition, written only if it is still at
+/// `version` (the one the caller read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignUpdate {
+    pub version: u64,
+    pub name: String,
+    pub state: CampaignState,
+    pub definition: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// What a campaign write did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignWrite {
+    /// Written: the record as it now is (`None` once deleted).
+    Done(Option<CampaignRecord>),
+    /// No such campaign in the project.
+    Missing,
+    /// Changed since it was read: the record as it now is, nothing written.
+    Stale(CampaignRecord),
+}
 
 #[async_trait]
 pub trait PushStore: Send + Sync + 'static {
@@ -151,4 +173,44 @@ pub trait PushStore: Send + Sync + 'static {
 
     /// Deliveries queued in every project (due now or later), for the depth metric.
     async fn queued_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Stores a new campaign with its audit entry, in one transaction.
+    async fn create_campaign(
+        &self,
+        scope: ProjectScope,
+        campaign: &CampaignRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError>;
+
+    async fn campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+    ) -> Result<Option<CampaignRecord>, StoreError>;
+
+    /// Campaigns in id order, after `filter.after`, at most `filter.limit`.
+    async fn campaigns(
+        &self,
+        scope: ProjectScope,
+        filter: &CampaignFilter,
+    ) -> Result<Vec<CampaignRecord>, StoreError>;
+
+    /// Writes `update` with its audit entry if the campaign is still at
+    /// `update.version`; the version moves on by one.
+    async fn update_campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+        update: &CampaignUpdate,
+        audit: &NewAuditEntry,
+    ) -> Result<CampaignWrite, StoreError>;
+
+    /// Deletes the campaign with its audit entry if it is still at `version`.
+    async fn delete_campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+        version: u64,
+        audit: &NewAuditEntry,
+    ) -> Result<CampaignWrite, StoreError>;
 }

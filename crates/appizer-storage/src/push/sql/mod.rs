@@ -1,14 +1,16 @@
 //! [`PushStore`] over SQL, in the dialect SQLite and PostgreSQL both accept: devices
-//! and providers here, messages and the outbox in `outbox`.
+//! and providers here, messages and the outbox in `outbox`, campaigns in `campaigns`.
 
+mod campaigns;
 mod outbox;
 
 use appizer_core::push::{
-    Delivery, DeliveryCounts, DeliveryOutcome, Device, DeviceFilter, DeviceState, MessageRecord,
-    NewDevice, NewMessage, Platform, Provider, ProviderRecord, WebKeys,
+    CampaignFilter, CampaignRecord, Delivery, DeliveryCounts, DeliveryOutcome, Device,
+    DeviceFilter, DeviceState, MessageRecord, NewDevice, NewMessage, Platform, Provider,
+    ProviderRecord, WebKeys,
 };
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::{DeviceId, MessageId};
+use appizer_core::{CampaignId, DeviceId, MessageId};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -16,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-use super::{PushStore, OPTED_OUT};
+use super::{CampaignUpdate, CampaignWrite, PushStore, OPTED_OUT};
 use crate::metadata::{from_millis, insert_audit, parse_id, Backend};
 use crate::{ProjectScope, StoreError};
 
@@ -405,6 +407,51 @@ impl PushStore for SqlPushStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn create_campaign(
+        &self,
+        scope: ProjectScope,
+        campaign: &CampaignRecord,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError> {
+        self.insert_campaign(scope, campaign, audit).await
+    }
+
+    async fn campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+    ) -> Result<Option<CampaignRecord>, StoreError> {
+        self.campaign_by_id(scope, id).await
+    }
+
+    async fn campaigns(
+        &self,
+        scope: ProjectScope,
+        filter: &CampaignFilter,
+    ) -> Result<Vec<CampaignRecord>, StoreError> {
+        self.list_campaigns(scope, filter).await
+    }
+
+    async fn update_campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+        update: &CampaignUpdate,
+        audit: &NewAuditEntry,
+    ) -> Result<CampaignWrite, StoreError> {
+        self.change_campaign(scope, id, update, audit).await
+    }
+
+    async fn delete_campaign(
+        &self,
+        scope: ProjectScope,
+        id: CampaignId,
+        version: u64,
+        audit: &NewAuditEntry,
+    ) -> Result<CampaignWrite, StoreError> {
+        self.remove_campaign(scope, id, version, audit).await
     }
 }
 
