@@ -99,6 +99,9 @@ impl Template {
         let mut placeholders = 0;
         while let Some(found) = text[rest..].find("{{") {
             let open = rest + found;
+            if let Some(stray) = text[rest..open].find("}}") {
+                return Err(fault(rest + stray, "`}}` without its `{{`".into()));
+            }
             if open > rest {
                 parts.push(Part::Text(text[rest..open].to_string()));
             }
@@ -536,6 +539,7 @@ mod tests {
             ("{{ person.name person.age }}", "expected `|`"),
             ("{{ \"open }}", "`}}`"),
             ("a }} b", "without its `{{`"),
+            ("a }} {{ person.x }}", "without its `{{`"),
             ("{{ \"\\t\" }}", "escapes"),
         ] {
             let e = refused(text, PLAIN);
