@@ -9,6 +9,8 @@
 //! - `winner`: the winner-mode decision from the variants' rates;
 //! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
 //!   daylight saving;
+//! - `when`: the request's `when` (now, at, local time, recurring, triggered) checked
+//!   into a schedule;
 //! - `template`: message templates over person and trigger-event properties, checked
 //!   when saved and rendered with limits.
 
@@ -18,4 +20,5 @@ pub mod pacing;
 pub mod schedule;
 pub mod state;
 pub mod template;
+pub mod when;
 pub mod winner;
