@@ -95,15 +95,21 @@ pub struct ApnsEmulator {
     service: Arc<Mutex<Service>>,
 }
 
-fn reason(status: StatusCode, reason: &str) -> Response {
-    (status, Json(json!({ "reason": reason }))).into_response()
-}
-
 /// Why a notification was refused: the status and APNs' JSON body.
 struct Refusal(StatusCode, Value);
 
 fn refusal(status: StatusCode, reason: &str) -> Refusal {
     Refusal(status, json!({ "reason": reason }))
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn reason(status: StatusCode, reason: &str) -> Response {
+    refusal(status, reason).into_response()
 }
 
 #[derive(Deserialize)]
@@ -300,7 +306,7 @@ async fn push(
     let answer = accept(&e, &token, &headers, &body, now, apns_id.clone());
     let mut answer = match answer {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(Refusal(status, body)) => (status, Json(body)).into_response(),
+        Err(refused) => refused.into_response(),
     };
     if let Ok(value) = HeaderValue::from_str(&apns_id) {
         answer.headers_mut().insert("apns-id", value);
