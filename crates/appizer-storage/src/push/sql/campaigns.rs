@@ -5,7 +5,7 @@ use appizer_core::push::{CampaignFilter, CampaignRecord, CampaignState};
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::CampaignId;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Executor, Row};
 
 use super::super::{CampaignUpdate, CampaignWrite};
 use super::{corrupt, SqlPushStore};
@@ -28,6 +28,23 @@ fn campaign_from_row(row: &AnyRow) -> Result<CampaignRecord, StoreError> {
         created_at: from_millis(row.try_get("created_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
     })
+}
+
+async fn fetch_campaign<'e>(
+    db: impl Executor<'e, Database = Any>,
+    scope: ProjectScope,
+    id: CampaignId,
+) -> Result<Option<CampaignRecord>, StoreError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM campaigns WHERE project_id = $1 AND id = $2"
+    ))
+    .bind(scope.project().to_string())
+    .bind(id.to_string())
+    .fetch_optional(db)
+    .await?
+    .as_ref()
+    .map(campaign_from_row)
+    .transpose()
 }
 
 impl SqlPushStore {
@@ -61,16 +78,7 @@ impl SqlPushStore {
         scope: ProjectScope,
         id: CampaignId,
     ) -> Result<Option<CampaignRecord>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM campaigns WHERE project_id = $1 AND id = $2"
-        ))
-        .bind(scope.project().to_string())
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(campaign_from_row)
-        .transpose()
+        fetch_campaign(&self.pool, scope, id).await
     }
 
     pub(super) async fn list_campaigns(
@@ -137,11 +145,10 @@ impl SqlPushStore {
             return self.refused_write(scope, id).await;
         }
         insert_audit(&mut tx, audit).await?;
+        // The record as this write left it, read before another can change it.
+        let record = fetch_campaign(&mut *tx, scope, id).await?;
         tx.commit().await?;
-        match self.campaign_by_id(scope, id).await? {
-            Some(record) => Ok(CampaignWrite::Done(Some(record))),
-            None => Ok(CampaignWrite::Missing),
-        }
+        Ok(CampaignWrite::Done(record))
     }
 
     pub(super) async fn remove_campaign(
