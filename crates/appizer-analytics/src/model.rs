@@ -86,7 +86,7 @@ pub enum Operator {
 
 /// A condition on a property. Values compare as text: strings as they are, numbers and
 /// booleans as written in JSON (`42`, `true`).
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
     pub key: String,

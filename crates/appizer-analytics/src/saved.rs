@@ -78,7 +78,7 @@ impl MetricDefinition {
 }
 
 /// A condition on persons.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SegmentCondition {
     /// Every one of `conditions`.

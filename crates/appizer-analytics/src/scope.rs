@@ -358,7 +358,7 @@ fn check_key(key: &str, field: &str) -> Result<()> {
 
 /// A checked property condition, evaluated the same way on an event's text
 /// ([`Condition::expr`]) and on a person's value ([`Condition::matches`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     operator: Operator,
     texts: Vec<String>,

@@ -3,6 +3,7 @@
 //!
 //! - `assign`: which variant or control group a person is in, and the winner-mode test
 //!   share, as functions of campaign and person alone;
+//! - `definition`: the request's definition checked whole into the runner's plan;
 //! - `content`: a variant's title and body templates with translations by locale;
 //! - `pacing`: the per-campaign throttle and the per-person frequency cap;
 //! - `state`: the campaign's states and the one table of moves between them;
@@ -16,6 +17,7 @@
 
 pub mod assign;
 pub mod content;
+pub mod definition;
 pub mod pacing;
 pub mod schedule;
 pub mod state;

@@ -18,6 +18,9 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use appizer_analytics::scope::Condition;
+use appizer_analytics::{AnalyticsError, PropertyFilter, PropertyType};
+
 use super::schedule::Cron;
 use crate::devices::Refused;
 
@@ -39,7 +42,7 @@ pub enum Reentry {
 }
 
 /// The request's `when`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum When {
     /// As soon as the campaign is scheduled.
@@ -62,6 +65,9 @@ pub enum When {
     },
     Triggered {
         event: String,
+        /// Conditions on the trigger event's properties (every one must hold).
+        #[serde(default)]
+        properties: Vec<PropertyFilter>,
         #[serde(default)]
         delay_seconds: u64,
         cancel_if: Option<String>,
@@ -83,11 +89,16 @@ pub enum Schedule {
     Recurring(Cron),
     Triggered {
         event: String,
+        /// Every one holds on the trigger event's properties.
+        conditions: Vec<(String, Condition)>,
         delay_seconds: u64,
         cancel_if: Option<String>,
         reentry: Reentry,
     },
 }
+
+/// Most conditions on a trigger event.
+pub const MAX_TRIGGER_CONDITIONS: usize = 20;
 
 fn refused(field: &str, rule: impl Into<String>) -> Refused {
     Refused {
@@ -130,6 +141,7 @@ impl When {
             }
             When::Triggered {
                 event,
+                properties,
                 delay_seconds,
                 cancel_if,
                 reentry,
@@ -154,8 +166,31 @@ impl When {
                         "must differ from the trigger event (it would cancel every send)",
                     ));
                 }
+                if properties.len() > MAX_TRIGGER_CONDITIONS {
+                    return Err(refused(
+                        "properties",
+                        format!("at most {MAX_TRIGGER_CONDITIONS} conditions"),
+                    ));
+                }
+                let mut conditions = Vec::with_capacity(properties.len());
+                for (i, p) in properties.iter().enumerate() {
+                    let field = format!("when.properties[{i}]");
+                    if p.kind != PropertyType::Event {
+                        return Err(Refused {
+                            field: format!("{field}.type"),
+                            rule: "a trigger's conditions are on the event's properties (type event)"
+                                .into(),
+                        });
+                    }
+                    let c = Condition::parse(p, &field).map_err(|e| match e {
+                        AnalyticsError::Invalid { field, rule } => Refused { field, rule },
+                        other => Refused { field: field.clone(), rule: other.to_string() },
+                    })?;
+                    conditions.push((p.key.clone(), c));
+                }
                 Schedule::Triggered {
                     event,
+                    conditions,
                     delay_seconds: *delay_seconds,
                     cancel_if,
                     reentry: *reentry,
@@ -211,6 +246,7 @@ mod tests {
             cart.unwrap(),
             Schedule::Triggered {
                 event: "add_to_cart".into(),
+                conditions: vec![],
                 delay_seconds: 3600,
                 cancel_if: Some("purchase".into()),
                 reentry: Reentry::OncePer { seconds: 604_800 },
