@@ -7,6 +7,7 @@ mod common;
 
 use common::{postgres_store, sqlite_store};
 
+use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::push::{
     Audience, CampaignFilter, CampaignRecord, CampaignState, DeliveryOutcome, DeviceFilter,
@@ -16,7 +17,7 @@ use appizer_core::tenancy::{Actor, NewAuditEntry};
 use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
 use appizer_storage::metadata::AuditScope;
 use appizer_storage::persons::NewPerson;
-use appizer_storage::push::{CampaignUpdate, CampaignWrite, DEVICE_DELETED, OPTED_OUT};
+use appizer_storage::push::{CampaignUpdate, CampaignWrite, ReachQuery, DEVICE_DELETED, OPTED_OUT};
 use appizer_storage::testing::Tenant;
 use appizer_storage::{MetadataStore, ProjectScope};
 use chrono::{DateTime, TimeZone, Utc};
@@ -973,6 +974,98 @@ mod cases {
             (3, 1, 0, 1)
         );
     }
+    pub async fn a_campaign_reaches_active_devices_of_its_segments_page_by_page(
+        store: &dyn MetadataStore,
+    ) {
+        let a = audiences(store, None).await;
+        let segment = Definition {
+            id: DefinitionId::new(),
+            project_id: a.scope.project(),
+            kind: DefinitionKind::Segment,
+            name: "alice only".into(),
+            description: String::new(),
+            body: serde_json::json!({"kind": "static"}),
+            member_count: None,
+            computed_at: None,
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        let audit = NewAuditEntry {
+            organization_id: a.scope.organization(),
+            project_id: Some(a.scope.project()),
+            actor: Actor::Cli,
+            action: "segment.create".into(),
+            target_type: "segment".into(),
+            target_id: segment.id.to_string(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(0),
+        };
+        store
+            .create_definition(a.scope, &segment, &audit)
+            .await
+            .unwrap();
+        store
+            .replace_segment_members(a.scope, segment.id, &[a.alice], t(0))
+            .await
+            .unwrap();
+        let push = store.push();
+        let reach = async |query: ReachQuery| -> Vec<(PersonId, DeviceId)> {
+            let mut out = Vec::new();
+            let mut query = query;
+            loop {
+                let page = push.reachable(a.scope, &query).await.unwrap();
+                let Some(last) = page.last() else { break };
+                query.after = Some(last.person_id);
+                for r in &page {
+                    assert_eq!(r.device.person_id, Some(r.person_id));
+                    assert!(r.properties.is_empty());
+                    out.push((r.person_id, r.device.id));
+                }
+            }
+            out
+        };
+        let everyone = ReachQuery {
+            platforms: Platform::ALL.to_vec(),
+            limit: 100,
+            ..Default::default()
+        };
+        let mut expected = vec![
+            (a.alice, a.iphone),
+            (a.alice, a.browser),
+            (a.bob, a.android),
+        ];
+        expected.sort();
+        // Every active device of a person (carol's is retired; the stray one has no
+        // person), in person then device order.
+        assert_eq!(reach(everyone.clone()).await, expected);
+        // Pages of two hold whole persons, and together every device once.
+        let paged = reach(ReachQuery {
+            limit: 2,
+            ..everyone.clone()
+        })
+        .await;
+        assert_eq!(paged, expected);
+        let android = reach(ReachQuery {
+            platforms: vec![Platform::Android],
+            ..everyone.clone()
+        })
+        .await;
+        assert_eq!(android, vec![(a.bob, a.android)]);
+        let included = reach(ReachQuery {
+            include: vec![segment.id],
+            ..everyone.clone()
+        })
+        .await;
+        assert_eq!(included.len(), 2);
+        assert!(included.iter().all(|(p, _)| *p == a.alice));
+        let excluded = reach(ReachQuery {
+            exclude: vec![segment.id],
+            ..everyone.clone()
+        })
+        .await;
+        assert_eq!(excluded, vec![(a.bob, a.android)]);
+    }
 }
 
 all_backends!(
@@ -987,4 +1080,5 @@ all_backends!(
     a_deleted_device_is_taken_without_its_details,
     devices_are_imported_in_bulk_keeping_those_already_there,
     campaigns_are_written_only_at_the_version_read,
+    a_campaign_reaches_active_devices_of_its_segments_page_by_page,
 );

@@ -42,7 +42,9 @@ use super::template::Scope;
 use super::when::{Schedule, When};
 use super::winner::NoWinnerRule;
 use crate::devices::Refused;
-use crate::message::{self, AndroidOptions, ApnsOptions, Notification, SendRequest, To, WebOptions};
+use crate::message::{
+    self, AndroidOptions, ApnsOptions, Notification, SendRequest, To, WebOptions,
+};
 
 /// Segments one campaign may include, and exclude.
 pub const MAX_SEGMENTS: usize = 16;
@@ -293,8 +295,7 @@ fn analytics_refusal(e: AnalyticsError, field: &str) -> Refused {
 }
 
 fn time_of_day(value: &str, field: &str) -> Result<NaiveTime, Refused> {
-    NaiveTime::parse_from_str(value, "%H:%M")
-        .map_err(|_| refused(field, "a time of day as HH:MM"))
+    NaiveTime::parse_from_str(value, "%H:%M").map_err(|_| refused(field, "a time of day as HH:MM"))
 }
 
 fn segment_list(list: &[DefinitionId], field: &str) -> Result<(), Refused> {
@@ -625,7 +626,10 @@ mod tests {
         assert_eq!(plan.per_minute, Some(600));
         assert_eq!(plan.over_cap, CapMode::Defer);
         assert_eq!(plan.goal.as_ref().unwrap().window_hours, 24);
-        assert_eq!(plan.winner.as_ref().unwrap().no_winner, NoWinnerRule::SendBest);
+        assert_eq!(
+            plan.winner.as_ref().unwrap().no_winner,
+            NoWinnerRule::SendBest
+        );
         // The control takes exactly 20 %; B three times A's share of the rest.
         let (weights, control) = plan.split.weights();
         let total: u32 = weights.iter().sum::<u32>() + control;

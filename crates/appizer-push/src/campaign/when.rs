@@ -178,13 +178,17 @@ impl When {
                     if p.kind != PropertyType::Event {
                         return Err(Refused {
                             field: format!("{field}.type"),
-                            rule: "a trigger's conditions are on the event's properties (type event)"
-                                .into(),
+                            rule:
+                                "a trigger's conditions are on the event's properties (type event)"
+                                    .into(),
                         });
                     }
                     let c = Condition::parse(p, &field).map_err(|e| match e {
                         AnalyticsError::Invalid { field, rule } => Refused { field, rule },
-                        other => Refused { field: field.clone(), rule: other.to_string() },
+                        other => Refused {
+                            field: field.clone(),
+                            rule: other.to_string(),
+                        },
                     })?;
                     conditions.push((p.key.clone(), c));
                 }

@@ -18,7 +18,7 @@ use appizer_core::push::{
     Device, DeviceFilter, MessageRecord, NewDevice, NewMessage, Platform, Provider, ProviderRecord,
 };
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::{CampaignId, DeviceId, MessageId};
+use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -44,6 +44,28 @@ pub struct CampaignUpdate {
     pub state: CampaignState,
     pub definition: serde_json::Value,
     pub at: DateTime<Utc>,
+}
+
+/// Which devices a campaign reaches: the active devices on `platforms` of persons in
+/// any of `include` (every person when empty) and in none of `exclude`, persons after
+/// `after`, in person then device order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReachQuery {
+    pub platforms: Vec<Platform>,
+    pub include: Vec<DefinitionId>,
+    pub exclude: Vec<DefinitionId>,
+    pub after: Option<PersonId>,
+    /// Devices in one page at most (a page holds whole persons, unless one person has
+    /// more devices than this).
+    pub limit: u32,
+}
+
+/// A device a campaign reaches, with its person's properties now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reachable {
+    pub person_id: PersonId,
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    pub device: Device,
 }
 
 /// What a campaign write did.
@@ -213,4 +235,12 @@ pub trait PushStore: Send + Sync + 'static {
         version: u64,
         audit: &NewAuditEntry,
     ) -> Result<CampaignWrite, StoreError>;
+
+    /// One page of the devices `query` reaches; the next page starts after the last
+    /// person of this one. Empty at the end.
+    async fn reachable(
+        &self,
+        scope: ProjectScope,
+        query: &ReachQuery,
+    ) -> Result<Vec<Reachable>, StoreError>;
 }

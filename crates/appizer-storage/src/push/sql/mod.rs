@@ -1,6 +1,7 @@
 //! [`PushStore`] over SQL, in the dialect SQLite and PostgreSQL both accept: devices
 //! and providers here, messages and the outbox in `outbox`, campaigns in `campaigns`.
 
+mod audience;
 mod campaigns;
 mod outbox;
 
@@ -18,7 +19,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
-use super::{CampaignUpdate, CampaignWrite, PushStore, OPTED_OUT};
+use super::{CampaignUpdate, CampaignWrite, PushStore, ReachQuery, Reachable, OPTED_OUT};
 use crate::metadata::{from_millis, insert_audit, parse_id, Backend};
 use crate::{ProjectScope, StoreError};
 
@@ -45,7 +46,7 @@ fn corrupt(what: &str, text: &str) -> StoreError {
     StoreError::Corrupt(format!("device {what} `{text}`"))
 }
 
-fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
+pub(super) fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
     let platform: String = row.try_get("platform")?;
     let state: String = row.try_get("state")?;
     let keys = match (
@@ -452,6 +453,14 @@ impl PushStore for SqlPushStore {
         audit: &NewAuditEntry,
     ) -> Result<CampaignWrite, StoreError> {
         self.remove_campaign(scope, id, version, audit).await
+    }
+
+    async fn reachable(
+        &self,
+        scope: ProjectScope,
+        query: &ReachQuery,
+    ) -> Result<Vec<Reachable>, StoreError> {
+        self.reachable_page(scope, query).await
     }
 }
 
