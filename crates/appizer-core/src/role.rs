@@ -44,7 +44,7 @@ impl Role {
             | PushProvidersManage => self == Role::Admin,
             MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
             SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
-            PushWrite => matches!(self, Role::Admin | Role::Marketer),
+            PushWrite | CampaignsWrite => matches!(self, Role::Admin | Role::Marketer),
         }
     }
 }
@@ -97,6 +97,8 @@ pub enum Permission {
     PushRead,
     /// Delete push devices.
     PushWrite,
+    /// Create, change, schedule, pause, resume, cancel, delete and test-send campaigns.
+    CampaignsWrite,
     /// Set a project's push provider credentials.
     PushProvidersManage,
     /// Organisation-wide actions: create projects, manage organisation keys, read the

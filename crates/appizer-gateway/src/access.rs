@@ -282,6 +282,61 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/push/messages/{message_id}",
         Permission::PushRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/campaigns",
+        Permission::PushRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/preview",
+        Permission::PushRead,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}",
+        Permission::PushRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/schedule",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/pause",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/resume",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/cancel",
+        Permission::CampaignsWrite,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/test-send",
+        Permission::CampaignsWrite,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -85,6 +85,15 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Decodes a JSON value already parsed, naming the offending field on a shape error.
+pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        shape_error(&path, &inner)
+    })
+}
+
 fn shape_error(path: &str, e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let message = e.to_string();

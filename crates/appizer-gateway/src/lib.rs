@@ -34,7 +34,8 @@ pub use state::AppState;
 
 use routes::metrics as custom_metrics;
 use routes::{
-    audit, capture, events, keys, ops, persons, projects, push, push_messages, query, segments,
+    audit, campaigns, capture, events, keys, ops, persons, projects, push, push_messages, query,
+    segments,
 };
 
 #[derive(OpenApi)]
@@ -121,6 +122,18 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(push::provider, push::put_provider))
         .routes(routes!(push_messages::send))
         .routes(routes!(push_messages::get))
+        .routes(routes!(campaigns::list, campaigns::create))
+        .routes(routes!(campaigns::preview))
+        .routes(routes!(
+            campaigns::get,
+            campaigns::update,
+            campaigns::delete
+        ))
+        .routes(routes!(campaigns::schedule))
+        .routes(routes!(campaigns::pause))
+        .routes(routes!(campaigns::resume))
+        .routes(routes!(campaigns::cancel))
+        .routes(routes!(campaigns::test_send))
 }
 
 /// The OpenAPI document of every route the gateway serves.
@@ -131,6 +144,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .routes(routes!(ops::metrics))
         .into_openapi();
     document_common_answers(&mut doc);
+    campaigns::document(&mut doc);
     doc
 }
 

@@ -36,6 +36,8 @@ pub struct PushServices {
     pub master: Arc<appizer_push::credentials::MasterKey>,
     /// Messages are queued here; its delivery loop runs beside the server.
     pub outbox: Arc<appizer_push::outbox::Outbox>,
+    /// Campaigns: their definitions, actions, previews and test sends.
+    pub campaigns: Arc<appizer_push::campaign::service::Campaigns>,
 }
 
 /// The event pipeline as the gateway uses it.

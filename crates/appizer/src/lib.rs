@@ -21,6 +21,7 @@ use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::{EventServices, PushServices};
 use appizer_gateway::AppState;
+use appizer_push::campaign::service::Campaigns;
 use appizer_push::outbox::Outbox;
 use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
@@ -213,6 +214,11 @@ impl App {
                 }
             })
         };
+        let campaigns = Arc::new(Campaigns::new(
+            store.clone(),
+            analytics.clone(),
+            outbox.clone(),
+        ));
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -225,7 +231,11 @@ impl App {
                 closing: CancellationToken::new(),
                 health,
             },
-            PushServices { master, outbox },
+            PushServices {
+                master,
+                campaigns,
+                outbox,
+            },
         );
         Ok(Self {
             state,

@@ -10,6 +10,16 @@ use common::Client;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// A server whose Web Push endpoints may be on loopback (the examples' test sends go
+/// to a closed local port, never out).
+async fn start() -> TestServer {
+    TestServer::start_with(|c| c.push.webpush_allowed_hosts = vec!["127.0.0.1".into()]).await
+}
+
+/// A Web Push subscription's public key: a real P-256 point (base64url).
+const P256DH: &str =
+    "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+
 #[tokio::test]
 async fn init_keys_drive_the_project_lifecycle() {
     let server = TestServer::start().await;
@@ -318,6 +328,54 @@ async fn example_request(
             path = path.replace("{message_id}", sent.body["message_id"].as_str().unwrap());
         }
     }
+    if template.contains("/campaigns") {
+        let set = api
+            .call(
+                Method::PUT,
+                &format!("/api/v1/projects/{project}/push/providers/webpush"),
+                admin,
+                Some(json!({"subject": "mailto:ops@example.com"})),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+        let campaign = json!({
+            "name": unique(), "when": {"type": "now"}, "audience": {"platforms": ["web"]},
+            "variants": [{"name": "A", "title": "Hi {{ person.name | default(\"there\") }}", "body": "News"}]
+        });
+        if method == Method::POST {
+            body = Some(json!({}));
+        }
+        if template.ends_with("/campaigns") || template.ends_with("/preview") {
+            body = Some(campaign.clone());
+        }
+        if template.contains("{campaign_id}") {
+            let campaigns = format!("/api/v1/projects/{project}/campaigns");
+            let made = api.post(&campaigns, admin, campaign).await;
+            assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+            let id = made.body["id"].as_str().unwrap().to_string();
+            let before: &[&str] = match template.rsplit('/').next() {
+                Some("pause") => &["schedule"],
+                Some("resume") => &["schedule", "pause"],
+                _ => &[],
+            };
+            for action in before {
+                let moved = api
+                    .post(&format!("{campaigns}/{id}/{action}"), admin, json!({}))
+                    .await;
+                assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+            }
+            if template.ends_with("/test-send") {
+                let device = register(api, admin, project, json!({
+                    "distinct_id": unique(), "platform": "web",
+                    "subscription": {"endpoint": format!("http://127.0.0.1:9/push/{}", unique()),
+                                     "keys": {"p256dh": P256DH, "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}
+                }))
+                .await;
+                body = Some(json!({ "device_ids": [device] }));
+            }
+            path = path.replace("{campaign_id}", &id);
+        }
+    }
     if template.contains("{device_id}") {
         let device = register_device(api, admin, project, &unique()).await;
         path = path.replace("{device_id}", &device);
@@ -362,6 +420,14 @@ async fn example_request(
 /// Registers an Android device of `distinct_id` in `project` with a new write key of
 /// it; returns the device id.
 async fn register_device(api: &Client, admin: &str, project: &str, distinct_id: &str) -> String {
+    let body = json!({"distinct_id": distinct_id, "platform": "android",
+                      "token": format!("fcm:{distinct_id}")});
+    register(api, admin, project, body).await
+}
+
+/// Registers the device `body` describes in `project` with a new write key of it;
+/// returns the device id.
+async fn register(api: &Client, admin: &str, project: &str, body: serde_json::Value) -> String {
     let key = api
         .post(
             &format!("/api/v1/projects/{project}/keys"),
@@ -371,13 +437,7 @@ async fn register_device(api: &Client, admin: &str, project: &str, distinct_id: 
         .await;
     assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
     let write_key = key.body["key"].as_str().unwrap();
-    let device = api
-        .post(
-            "/v1/push/devices",
-            write_key,
-            json!({"distinct_id": distinct_id, "platform": "android", "token": format!("fcm:{distinct_id}")}),
-        )
-        .await;
+    let device = api.post("/v1/push/devices", write_key, body).await;
     assert_eq!(device.status, StatusCode::CREATED, "{:?}", device.body);
     device.body["id"].as_str().unwrap().to_string()
 }
@@ -391,7 +451,7 @@ fn routes_deleting_the_project_last() -> Vec<&'static (Method, &'static str, Per
 
 #[tokio::test]
 async fn every_route_answers_every_role_as_the_access_table_says() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let api = Client::new(&server);
     let admin = &server.keys.admin_key;
     for role in Role::ALL {
@@ -440,7 +500,7 @@ async fn every_route_answers_every_role_as_the_access_table_says() {
 
 #[tokio::test]
 async fn a_key_of_project_a_gets_404_for_everything_of_project_b() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let api = Client::new(&server);
     let admin = &server.keys.admin_key;
     let a = api.create_project(admin, "A").await;
@@ -578,7 +638,7 @@ async fn every_answer_matches_the_openapi_document() {
     let Some(python) = common::test_python() else {
         return;
     };
-    let server = TestServer::start().await;
+    let server = start().await;
     let api = Client::new(&server);
     let admin = &server.keys.admin_key;
     let mut answers = Vec::new();

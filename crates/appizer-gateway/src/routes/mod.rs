@@ -3,6 +3,7 @@
 //! body, call the metadata store (always scoped by organisation) and write audit entries.
 
 pub mod audit;
+pub mod campaigns;
 pub mod capture;
 pub mod definitions;
 pub mod events;

@@ -6,6 +6,8 @@
 //! - `definition`: the request's definition checked whole into the runner's plan;
 //! - `content`: a variant's title and body templates with translations by locale;
 //! - `pacing`: the per-campaign throttle and the per-person frequency cap;
+//! - `service`: campaigns as the API uses them (create, change, act, preview,
+//!   test-send), checked against the project's data and audited;
 //! - `state`: the campaign's states and the one table of moves between them;
 //! - `winner`: the winner-mode decision from the variants' rates;
 //! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
@@ -20,6 +22,7 @@ pub mod content;
 pub mod definition;
 pub mod pacing;
 pub mod schedule;
+pub mod service;
 pub mod state;
 pub mod template;
 pub mod when;

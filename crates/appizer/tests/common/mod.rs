@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod push;
+
 use appizer::testing::TestServer;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};

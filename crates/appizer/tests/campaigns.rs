@@ -1,0 +1,500 @@
+//! Campaigns over real HTTP: created as checked drafts, changed under optimistic
+//! concurrency, moved through their states by actions (invalid moves are 409), audited,
+//! previewed against the project's persons and devices, and test-sent through the
+//! emulators. Every route is checked against every role.
+
+mod common;
+
+use common::push::{ios, start, Setup};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn draft() -> Value {
+    json!({
+        "name": "Spring sale",
+        "when": {"type": "now"},
+        "variants": [
+            {"name": "A", "title": "Hi {{ person.first_name | default(\"there\") }}",
+             "body": "20% off today",
+             "translations": {"de": {"title": "Hallo {{ person.first_name | default(\"du\") }}",
+                                     "body": "Heute 20% Rabatt"}}},
+            {"name": "B", "title": "Sale", "body": "Everything must go"}
+        ],
+        "control_percent": 10
+    })
+}
+
+impl Setup {
+    fn campaigns(&self) -> String {
+        format!("{}/campaigns", self.base)
+    }
+
+    async fn create(&self, key: &str, body: Value) -> common::Answer {
+        self.api.post(&self.campaigns(), key, body).await
+    }
+
+    async fn act(&self, key: &str, id: &str, action: &str, body: Option<Value>) -> common::Answer {
+        let path = format!("{}/{id}/{action}", self.campaigns());
+        self.api.call(Method::POST, &path, key, body).await
+    }
+
+    async fn patch(&self, key: &str, id: &str, body: Value) -> common::Answer {
+        let path = format!("{}/{id}", self.campaigns());
+        self.api.call(Method::PATCH, &path, key, Some(body)).await
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_is_drafted_changed_moved_through_its_states_and_audited() {
+    let s = start().await;
+    let admin = s.server.keys.admin_key.clone();
+    let project = s.server.keys.project_id.to_string();
+    let (_, marketer) = s.api.create_key(&admin, &project, "marketer").await;
+    let created = s.create(&marketer, draft()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    let c = &created.body;
+    assert_eq!(c["state"], "draft");
+    assert_eq!(c["version"], 1);
+    assert_eq!(c["name"], "Spring sale");
+    assert_eq!(c["variants"][1]["weight"], 1, "defaults are answered");
+    assert_eq!(c["missed_run"], "run");
+    let id = c["id"].as_str().unwrap().to_string();
+    let read = s
+        .api
+        .get(&format!("{}/{id}", s.campaigns()), &marketer)
+        .await;
+    assert_eq!(read.body, created.body, "a read answers what the write did");
+
+    // A change names the version read: a stale one is 409 and changes nothing.
+    let renamed = s
+        .patch(
+            &marketer,
+            &id,
+            json!({"version": 1, "name": "Spring sale 2", "control_percent": 20}),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:#}", renamed.body);
+    assert_eq!(
+        (
+            renamed.body["version"].as_u64(),
+            renamed.body["control_percent"].as_u64()
+        ),
+        (Some(2), Some(20))
+    );
+    assert_eq!(
+        renamed.body["variants"], created.body["variants"],
+        "untouched fields stay"
+    );
+    let stale = s
+        .patch(&marketer, &id, json!({"version": 1, "name": "Late"}))
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{:#}", stale.body);
+    assert!(stale.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("version 2"));
+    // A bad change is a 400 naming its field, and nothing is written.
+    let bad = s
+        .patch(
+            &marketer,
+            &id,
+            json!({"variants": [{"name": "A", "title": "{{ person.x", "body": "b"}]}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_field(), "variants[0].title");
+    let unknown = s.patch(&marketer, &id, json!({"colour": "red"})).await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::BAD_REQUEST,
+        "{:#}",
+        unknown.body
+    );
+
+    // Scheduling needs a provider for one of its platforms.
+    let early = s.act(&marketer, &id, "schedule", None).await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST, "{:#}", early.body);
+    assert_eq!(early.error_field(), "audience.platforms");
+    s.providers().await;
+    let scheduled = s
+        .act(&marketer, &id, "schedule", Some(json!({"version": 2})))
+        .await;
+    assert_eq!(scheduled.status, StatusCode::OK, "{:#}", scheduled.body);
+    assert_eq!(scheduled.body["state"], "scheduled");
+    // Only a draft's definition changes; pacing and the name still may.
+    let frozen = s
+        .patch(
+            &marketer,
+            &id,
+            json!({"variants": [{"name": "C", "title": "x", "body": "y"}]}),
+        )
+        .await;
+    assert_eq!(frozen.status, StatusCode::CONFLICT, "{:#}", frozen.body);
+    let paced = s
+        .patch(&marketer, &id, json!({"pacing": {"per_minute": 500}}))
+        .await;
+    assert_eq!(paced.status, StatusCode::OK, "{:#}", paced.body);
+    assert_eq!(paced.body["pacing"]["per_minute"], 500);
+    // The state table: pause, resume (back to scheduled: no run began), cancel.
+    let twice = s.act(&marketer, &id, "schedule", None).await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert!(twice.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("a scheduled campaign cannot schedule"));
+    for (action, state) in [
+        ("pause", "paused"),
+        ("resume", "scheduled"),
+        ("cancel", "cancelled"),
+    ] {
+        let a = s.act(&marketer, &id, action, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{action}: {:#}", a.body);
+        assert_eq!(a.body["state"], state, "{action}");
+    }
+    for action in ["pause", "resume", "cancel", "schedule"] {
+        let a = s.act(&marketer, &id, action, None).await;
+        assert_eq!(a.status, StatusCode::CONFLICT, "{action} after cancel");
+        assert_eq!(a.error_code(), "conflict");
+    }
+    // A live campaign cannot be deleted; a cancelled one can.
+    let live = s.create(&marketer, draft()).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.act(&marketer, &live, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    let path = |id: &str| format!("{}/{id}", s.campaigns());
+    let refused = s
+        .api
+        .call(Method::DELETE, &path(&live), &marketer, None)
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let deleted = s
+        .api
+        .call(Method::DELETE, &path(&id), &marketer, None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:#}", deleted.body);
+    assert_eq!(
+        s.api.get(&path(&id), &marketer).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Listing by state, paged.
+    assert_eq!(
+        s.create(&marketer, draft()).await.status,
+        StatusCode::CREATED
+    );
+    let page = s
+        .api
+        .get(&format!("{}?state=scheduled", s.campaigns()), &marketer)
+        .await;
+    let ids: Vec<&str> = page.body["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [live.as_str()]);
+    let first = s
+        .api
+        .get(&format!("{}?limit=1", s.campaigns()), &marketer)
+        .await;
+    assert_eq!(first.body["campaigns"].as_array().unwrap().len(), 1);
+    assert!(first.body["next_cursor"].is_string());
+    let bad_state = s
+        .api
+        .get(&format!("{}?state=asleep", s.campaigns()), &marketer)
+        .await;
+    assert_eq!(bad_state.error_field(), "state");
+
+    // Every change is in the audit log, in order.
+    let log = s
+        .api
+        .get(&format!("{}/audit-log?limit=100", s.base), &admin)
+        .await;
+    let actions: Vec<&str> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target_id"] == id.as_str())
+        .map(|e| e["action"].as_str().unwrap())
+        .rev()
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "campaign.create",
+            "campaign.update",
+            "campaign.schedule",
+            "campaign.update",
+            "campaign.pause",
+            "campaign.resume",
+            "campaign.cancel",
+            "campaign.delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_definition_is_refused_naming_its_field() {
+    let s = start().await;
+    let admin = s.server.keys.admin_key.clone();
+    let with = |patch: Value| {
+        let mut body = draft();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (body, field) in [
+        (json!({"when": {"type": "now"}, "variants": []}), "name"),
+        (with(json!({"name": " "})), "name"),
+        (with(json!({"variants": []})), "variants"),
+        (with(json!({"when": {"type": "weekly"}})), "when.type"),
+        (
+            with(json!({"when": {"type": "recurring", "cron": "61 * * * *"}})),
+            "when.cron",
+        ),
+        (
+            with(json!({"variants": [{"name": "A", "title": "{{ event.sku }}", "body": "b"}]})),
+            "variants[0].title",
+        ),
+        (
+            with(json!({"audience": {"segments": ["0191c0de-0000-7000-8000-000000000000"]}})),
+            "audience.segments[0]",
+        ),
+        (
+            with(
+                json!({"audience": {"condition": {"type": "performed", "event": "x", "days": 0}}}),
+            ),
+            "audience.condition.days",
+        ),
+        (
+            with(json!({"goal": {"metric_id": "0191c0de-0000-7000-8000-000000000000"}})),
+            "goal.metric_id",
+        ),
+        (with(json!({"control_percent": 70})), "control_percent"),
+    ] {
+        let a = s.create(&admin, body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {:#}", a.body);
+        assert_eq!(a.error_field(), field, "{body}: {:#}", a.body);
+    }
+    let list = s.api.get(&s.campaigns(), &admin).await;
+    assert_eq!(list.body["campaigns"], json!([]), "nothing was stored");
+    // A time already past cannot be scheduled.
+    let past = s
+        .create(
+            &admin,
+            with(json!({"when": {"type": "at", "at": "2020-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(past.status, StatusCode::CREATED);
+    s.put_provider("webpush", json!({"subject": "mailto:ops@example.com"}))
+        .await;
+    let id = past.body["id"].as_str().unwrap();
+    let a = s.act(&admin, id, "schedule", None).await;
+    assert_eq!(
+        (a.status, a.error_field()),
+        (StatusCode::BAD_REQUEST, "when.at")
+    );
+}
+
+#[tokio::test]
+async fn every_campaign_route_answers_each_role_by_the_access_table() {
+    let s = start().await;
+    let admin = s.server.keys.admin_key.clone();
+    let project = s.server.keys.project_id.to_string();
+    let id = s.create(&admin, draft()).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = s.register(ios("alice", &"a1".repeat(32))).await;
+    for role in ["viewer", "analyst", "marketer", "admin"] {
+        let (_, key) = s.api.create_key(&admin, &project, role).await;
+        let writes = matches!(role, "marketer" | "admin");
+        let list = s.api.get(&s.campaigns(), &key).await;
+        assert_eq!(list.status, StatusCode::OK, "{role} reads");
+        let one = s.api.get(&format!("{}/{id}", s.campaigns()), &key).await;
+        assert_eq!(one.status, StatusCode::OK, "{role} reads one");
+        let preview = s
+            .api
+            .post(&format!("{}/preview", s.campaigns()), &key, draft())
+            .await;
+        assert_eq!(
+            preview.status,
+            StatusCode::OK,
+            "{role} previews: {:#}",
+            preview.body
+        );
+        let writes_answer = [
+            s.create(&key, draft()).await.status,
+            s.patch(&key, &id, json!({"name": format!("by {role}")}))
+                .await
+                .status,
+            s.act(
+                &key,
+                &id,
+                "test-send",
+                Some(json!({"device_ids": [device]})),
+            )
+            .await
+            .status,
+            s.act(&key, &id, "pause", None).await.status,
+            s.act(&key, &id, "resume", None).await.status,
+            s.act(&key, &id, "cancel", None).await.status,
+            s.act(&key, &id, "schedule", None).await.status,
+        ];
+        for (i, status) in writes_answer.iter().enumerate() {
+            if writes {
+                assert_ne!(*status, StatusCode::FORBIDDEN, "{role} write {i}");
+            } else {
+                assert_eq!(*status, StatusCode::FORBIDDEN, "{role} write {i}");
+            }
+        }
+    }
+    // A key of another project never learns the campaign exists.
+    let other = s.api.create_project(&admin, "Other").await;
+    let (_, outsider) = s.api.create_key(&admin, &other, "admin").await;
+    let a = s
+        .api
+        .get(&format!("{}/{id}", s.campaigns()), &outsider)
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let theirs = format!("/api/v1/projects/{other}/campaigns/{id}");
+    assert_eq!(
+        s.api.get(&theirs, &outsider).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_preview_counts_the_audience_and_renders_each_variant_and_a_test_send_arrives() {
+    let s = start().await;
+    let admin = s.server.keys.admin_key.clone();
+    let subscription = s.providers().await;
+    s.register(ios("alice", &"a1".repeat(32))).await;
+    s.register(json!({"distinct_id": "alice", "platform": "web", "subscription": subscription}))
+        .await;
+    let bob_device = s
+        .register(json!({"distinct_id": "bob", "platform": "android", "token": "bob-fcm-token"}))
+        .await;
+    s.register(ios("carol", &"c3".repeat(32))).await;
+    s.register(ios("dave", &"d4".repeat(32))).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    s.capture(vec![
+        json!({"type": "identify", "userId": "alice", "timestamp": now,
+               "traits": {"first_name": "Alice", "plan": "pro", "$locale": "en-GB"}}),
+        json!({"type": "identify", "userId": "bob", "timestamp": now,
+               "traits": {"first_name": "Bernd", "plan": "pro", "$locale": "de-DE"}}),
+        json!({"type": "identify", "userId": "carol", "timestamp": now,
+               "traits": {"plan": "pro"}}),
+        json!({"type": "identify", "userId": "dave", "timestamp": now,
+               "traits": {"first_name": "Dave", "plan": "free"}}),
+    ])
+    .await;
+    // Person properties reach the person store with the workers' next flush.
+    let started = std::time::Instant::now();
+    while s
+        .api
+        .get(&format!("{}/persons?property.plan=pro", s.base), &admin)
+        .await
+        .body["persons"]
+        .as_array()
+        .is_none_or(|p| p.len() < 3)
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let churned = s
+        .api
+        .post(
+            &format!("{}/segments", s.base),
+            &admin,
+            json!({"name": "Churned", "kind": "static", "distinct_ids": ["carol"]}),
+        )
+        .await;
+    assert_eq!(churned.status, StatusCode::CREATED, "{:#}", churned.body);
+    let mut body = draft();
+    body["audience"] = json!({
+        "condition": {"type": "property", "key": "plan", "value": "pro"},
+        "exclude_segments": [churned.body["id"]],
+    });
+    body["sample"] = json!(5);
+    let preview = s
+        .api
+        .post(&format!("{}/preview", s.campaigns()), &admin, body.clone())
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{:#}", preview.body);
+    let p = &preview.body;
+    // alice (iPhone and browser) and bob (Android): pro and not churned.
+    assert_eq!(
+        (p["persons"].as_u64(), p["devices"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(p["platforms"], json!({"ios": 1, "android": 1, "web": 1}));
+    assert_eq!(p["sendable_platforms"], json!(["ios", "android", "web"]));
+    let groups: u64 = p["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["persons"].as_u64().unwrap())
+        .sum();
+    assert_eq!(groups, 2);
+    let rendered = |name: &str, variant: &str| -> (String, Option<String>) {
+        let r = p["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["variant"] == variant && r["title"].as_str().unwrap().contains(name))
+            .unwrap_or_else(|| panic!("{name} {variant}: {p:#}"));
+        (
+            r["title"].as_str().unwrap().to_string(),
+            r["locale"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(rendered("Alice", "A"), ("Hi Alice".to_string(), None));
+    assert_eq!(
+        rendered("Bernd", "A"),
+        ("Hallo Bernd".to_string(), Some("de".to_string()))
+    );
+    assert_eq!(
+        p["sample"].as_array().unwrap().len(),
+        4,
+        "two variants for two persons"
+    );
+
+    // A test send renders for the device's person and arrives.
+    let created = s.create(&admin, draft()).await;
+    let id = created.body["id"].as_str().unwrap();
+    let sent = s
+        .act(
+            &admin,
+            id,
+            "test-send",
+            Some(json!({"device_ids": [bob_device], "variant": "A"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{:#}", sent.body);
+    assert_eq!(sent.body["sent"][0]["title"], "Hallo Bernd");
+    let message = sent.body["sent"][0]["message_id"].as_str().unwrap();
+    let status = s.delivered(message).await;
+    assert_eq!(status["counts"]["sent"], 1, "{status:#}");
+    assert_eq!(
+        status["campaign_id"],
+        Value::Null,
+        "a test is not part of the campaign"
+    );
+    let fcm = s.emulator_get("/fcm/messages").await;
+    assert!(fcm.to_string().contains("Hallo Bernd"), "{fcm:#}");
+    let unknown = s
+        .act(
+            &admin,
+            id,
+            "test-send",
+            Some(json!({"device_ids": [bob_device], "variant": "Z"})),
+        )
+        .await;
+    assert_eq!(unknown.error_field(), "variant");
+}
