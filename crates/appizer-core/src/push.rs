@@ -168,6 +168,12 @@ pub enum Audience {
     DistinctIds(Vec<String>),
     Devices(Vec<DeviceId>),
     Segment(DefinitionId),
+    /// A campaign run's variant: its deliveries are queued page by page as the run
+    /// walks the campaign's audience, never all at once.
+    Campaign {
+        campaign_id: CampaignId,
+        run: String,
+    },
 }
 
 /// A message to queue: its content (the push component's JSON), its audience and the
@@ -212,14 +218,20 @@ pub enum DeliveryState {
     Failed,
     /// The device is gone (the provider said so, or it was retired meanwhile).
     Retired,
+    /// Its campaign is paused: taken again when it resumes.
+    Held,
+    /// Its campaign was cancelled before it was sent.
+    Cancelled,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] = [
+    pub const ALL: [DeliveryState; 6] = [
         DeliveryState::Queued,
         DeliveryState::Sent,
         DeliveryState::Failed,
         DeliveryState::Retired,
+        DeliveryState::Held,
+        DeliveryState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +240,8 @@ impl DeliveryState {
             DeliveryState::Sent => "sent",
             DeliveryState::Failed => "failed",
             DeliveryState::Retired => "retired",
+            DeliveryState::Held => "held",
+            DeliveryState::Cancelled => "cancelled",
         }
     }
 
@@ -247,6 +261,9 @@ pub struct Delivery {
     pub attempts: u32,
     /// The device now; `None` if it was deleted meanwhile.
     pub device: Option<DeliveryDevice>,
+    /// This delivery's own title and body (a campaign's, rendered for its person), as
+    /// JSON `{"title", "body"}`; `None`: the message's.
+    pub rendered: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +287,10 @@ pub enum DeliveryOutcome {
         due: DateTime<Utc>,
         reason: String,
     },
+    /// Its campaign is paused: held until it resumes.
+    Held,
+    /// Its campaign was cancelled: never sent.
+    Cancelled,
 }
 
 /// How a message's deliveries stand.
@@ -279,6 +300,10 @@ pub struct DeliveryCounts {
     pub sent: u64,
     pub failed: u64,
     pub retired: u64,
+    /// Held while their campaign is paused.
+    pub held: u64,
+    /// Not sent: their campaign was cancelled.
+    pub cancelled: u64,
     /// Failures by reason.
     pub failed_by_reason: std::collections::BTreeMap<String, u64>,
     /// Retirements by reason.
@@ -293,6 +318,8 @@ pub struct PlatformCounts {
     pub sent: u64,
     pub failed: u64,
     pub retired: u64,
+    pub held: u64,
+    pub cancelled: u64,
 }
 
 /// Where a campaign stands (the moves between states are the push component's table).
@@ -360,4 +387,81 @@ pub struct CampaignFilter {
     pub state: Option<CampaignState>,
     pub after: Option<CampaignId>,
     pub limit: u32,
+}
+
+/// Where a campaign run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Walking its audience into the outbox.
+    Sending,
+    /// Every person of its audience is queued (or held out).
+    Sent,
+    /// Missed while the server was down, and skipped by the campaign's rule.
+    Skipped,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 3] = [RunState::Sending, RunState::Sent, RunState::Skipped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Sending => "sending",
+            RunState::Sent => "sent",
+            RunState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One run of a campaign: a one-time campaign has one (`once`), a recurring one one per
+/// occurrence (its time), a triggered one none (each trigger is its own send); winner
+/// mode runs a `test` phase, then the `rest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRun {
+    pub campaign_id: CampaignId,
+    pub key: String,
+    pub phase: String,
+    pub project_id: ProjectId,
+    pub state: RunState,
+    /// When it was due (its schedule's time).
+    pub due_at: DateTime<Utc>,
+    /// The last person of its audience done; the walk goes on after it.
+    pub cursor: Option<PersonId>,
+    /// Persons assigned a group (the control's included).
+    pub assigned: u64,
+    /// Deliveries queued.
+    pub queued: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery a campaign run queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub message_id: MessageId,
+    pub device_id: DeviceId,
+    pub platform: Platform,
+    pub due_at: DateTime<Utc>,
+    /// Its own title and body (see [`Delivery::rendered`]).
+    pub rendered: Option<String>,
+}
+
+/// One page of a run's walk: its messages (one per variant, written once), its
+/// deliveries, and the cursor it moves from and to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    pub campaign_id: CampaignId,
+    pub key: String,
+    pub phase: String,
+    /// The cursor the page was read after: the write is refused if the run moved on.
+    pub after: Option<PersonId>,
+    pub cursor: PersonId,
+    pub messages: Vec<NewMessage>,
+    pub deliveries: Vec<NewDelivery>,
+    pub assigned: u64,
+    pub at: DateTime<Utc>,
 }

@@ -21,6 +21,7 @@ use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::{EventServices, PushServices};
 use appizer_gateway::AppState;
+use appizer_push::campaign::runner::Runner;
 use appizer_push::campaign::service::Campaigns;
 use appizer_push::outbox::Outbox;
 use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
@@ -219,6 +220,18 @@ impl App {
             analytics.clone(),
             outbox.clone(),
         ));
+        let runner = Arc::new(Runner::new(
+            store.clone(),
+            queue.clone(),
+            campaigns.clone(),
+            outbox.clone(),
+        ));
+        let runner_task = delivery.handle().spawn(runner.run(workers.clone()));
+        let runner_task = tokio::spawn(async move {
+            if let Err(e) = runner_task.await {
+                tracing::error!(error = %e, "the campaign runner ended");
+            }
+        });
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -240,7 +253,13 @@ impl App {
         Ok(Self {
             state,
             workers,
-            tasks: vec![worker_task, warning_task, segments_task, delivery_task],
+            tasks: vec![
+                worker_task,
+                warning_task,
+                segments_task,
+                delivery_task,
+                runner_task,
+            ],
             _delivery: delivery,
         })
     }

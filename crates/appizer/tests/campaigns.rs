@@ -50,7 +50,10 @@ async fn a_campaign_is_drafted_changed_moved_through_its_states_and_audited() {
     let admin = s.server.keys.admin_key.clone();
     let project = s.server.keys.project_id.to_string();
     let (_, marketer) = s.api.create_key(&admin, &project, "marketer").await;
-    let created = s.create(&marketer, draft()).await;
+    // Due tomorrow: it stays scheduled while this test moves it.
+    let mut tomorrow = draft();
+    tomorrow["when"] = json!({"type": "at", "at": chrono::Utc::now() + chrono::Duration::days(1)});
+    let created = s.create(&marketer, tomorrow.clone()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
     let c = &created.body;
     assert_eq!(c["state"], "draft");
@@ -497,4 +500,217 @@ async fn a_preview_counts_the_audience_and_renders_each_variant_and_a_test_send_
         )
         .await;
     assert_eq!(unknown.error_field(), "variant");
+}
+
+/// An iOS token for person `i`.
+fn token(i: usize) -> String {
+    format!("{:0>64x}", 0x00c0_ffee_0000_u64 + i as u64)
+}
+
+impl Setup {
+    /// `n` persons `user{i}` (first name `U{i}`, cohort `spring`), each with an iPhone,
+    /// their properties in the person store.
+    async fn cohort(&self, n: usize) {
+        for i in 0..n {
+            self.register(ios(&format!("user{i}"), &token(i))).await;
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        self.capture(
+            (0..n)
+                .map(|i| {
+                    json!({"type": "identify", "userId": format!("user{i}"), "timestamp": now,
+                           "traits": {"first_name": format!("U{i}"), "cohort": "spring"}})
+                })
+                .collect(),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        while self
+            .api
+            .get(
+                &format!("{}/persons?property.cohort=spring&limit=1000", self.base),
+                &self.server.keys.admin_key,
+            )
+            .await
+            .body["persons"]
+            .as_array()
+            .is_none_or(|p| p.len() < n)
+        {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The campaign once `done` holds for it.
+    async fn campaign_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let c = self
+                .api
+                .get(
+                    &format!("{}/{id}", self.campaigns()),
+                    &self.server.keys.admin_key,
+                )
+                .await
+                .body;
+            if done(&c) {
+                return c;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{c:#}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The APNs notifications received once `done` holds for their count.
+    async fn received_until(&self, done: impl Fn(u64) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let apns = self.emulator_get("/apns/notifications").await;
+            if done(apns["total"].as_u64().unwrap_or(0)) {
+                return apns;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{apns:#}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Persons assigned per group (`$push_assigned` by `$push_variant`), from the
+    /// analytics engine.
+    async fn assigned(&self) -> std::collections::BTreeMap<String, u64> {
+        let trends = self
+            .query(
+                "trends",
+                json!({"series": [{"event": "$push_assigned", "math": "unique_persons"}],
+                       "date_range": {"from": "-1d"},
+                       "breakdown": {"key": "$push_variant"}}),
+            )
+            .await;
+        trends["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["breakdown_value"].as_str().unwrap_or("").to_string(),
+                    r["aggregated"].as_f64().unwrap_or(0.0) as u64,
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_sends_each_person_their_variant_once_and_records_every_group() {
+    let s = start().await;
+    s.providers().await;
+    let n = 40;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Welcome",
+                "when": {"type": "now"},
+                "audience": {"condition": {"type": "property", "key": "cohort", "value": "spring"}},
+                "variants": [
+                    {"name": "A", "title": "Hi {{ person.first_name }}", "body": "a"},
+                    {"name": "B", "title": "Hello {{ person.first_name }}", "body": "b"}
+                ],
+                "control_percent": 20
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let scheduled = s.act(&admin, &id, "schedule", None).await;
+    assert_eq!(scheduled.status, StatusCode::OK, "{:#}", scheduled.body);
+    s.campaign_until(&id, |c| c["state"] == "completed").await;
+    common::settle(&s.server).await;
+    let groups = s.assigned().await;
+    assert_eq!(groups.values().sum::<u64>(), n as u64, "{groups:?}");
+    let sent = groups.get("A").copied().unwrap_or(0) + groups.get("B").copied().unwrap_or(0);
+    assert!(
+        groups.get("control").copied().unwrap_or(0) > 0,
+        "{groups:?}"
+    );
+    let apns = s.received_until(|total| total >= sent).await;
+    assert_eq!(apns["total"], sent, "{apns:#}");
+    // Each variant person received their own text once; the control nothing.
+    for note in apns["notifications"].as_array().unwrap() {
+        let token = note["token"].as_str().unwrap();
+        let i = (0..n)
+            .find(|i| self::token(*i) == token)
+            .expect("a cohort token");
+        assert_eq!(apns["per_token"][token], 1, "once: {token}");
+        let title = note["payload"]["aps"]["alert"]["title"].as_str().unwrap();
+        let expected = match note["payload"]["$push_variant"].as_str().unwrap() {
+            "A" => format!("Hi U{i}"),
+            "B" => format!("Hello U{i}"),
+            other => panic!("variant {other}"),
+        };
+        assert_eq!(title, expected);
+        assert_eq!(note["payload"]["$push_campaign_id"], id.as_str());
+    }
+    // Scheduling again changes nothing: a completed campaign cannot.
+    let again = s.act(&admin, &id, "schedule", None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(s.emulator_get("/apns/notifications").await["total"], sent);
+}
+
+#[tokio::test]
+async fn pausing_stops_sending_within_a_second_and_resuming_sends_the_rest_once() {
+    let s = start().await;
+    s.providers().await;
+    let n = 20;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Slow",
+                "when": {"type": "now"},
+                "audience": {"condition": {"type": "property", "key": "cohort", "value": "spring"}},
+                "variants": [{"name": "A", "title": "Hi {{ person.first_name }}", "body": "a"}],
+                "pacing": {"per_minute": 240}
+            }),
+        )
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    // Four a minute... a second: wait for a few, then pause.
+    s.received_until(|total| total >= 6).await;
+    let paused = s.act(&admin, &id, "pause", None).await;
+    assert_eq!(paused.status, StatusCode::OK, "{:#}", paused.body);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let at_pause = s.emulator_get("/apns/notifications").await["total"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let later = s.emulator_get("/apns/notifications").await["total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(later, at_pause, "nothing sent while paused");
+    assert!(at_pause < n as u64, "paused before the end ({at_pause})");
+    let resumed = s.act(&admin, &id, "resume", None).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{:#}", resumed.body);
+    let apns = s.received_until(|total| total >= n as u64).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let apns_after = s.emulator_get("/apns/notifications").await;
+    assert_eq!(apns_after["total"], n, "{apns:#}");
+    for i in 0..n {
+        assert_eq!(apns_after["per_token"][token(i)], 1, "person {i} once");
+    }
+    s.campaign_until(&id, |c| c["state"] == "completed").await;
 }

@@ -339,7 +339,8 @@ async fn example_request(
             .await;
         assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
         let campaign = json!({
-            "name": unique(), "when": {"type": "now"}, "audience": {"platforms": ["web"]},
+            "name": unique(), "audience": {"platforms": ["web"]},
+            "when": {"type": "at", "at": chrono::Utc::now() + chrono::Duration::days(1)},
             "variants": [{"name": "A", "title": "Hi {{ person.name | default(\"there\") }}", "body": "News"}]
         });
         if method == Method::POST {

@@ -56,6 +56,17 @@ impl Throttle {
         taken
     }
 
+    /// When the next message goes, from `now` on: its place on the virtual schedule,
+    /// which it takes (the runner queues each delivery due at its slot).
+    pub fn slot(&mut self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let interval = self.interval();
+        let burst = (i64::from(self.per_minute) / 60).max(1);
+        let floor = now - interval * (burst as i32 - 1);
+        let at = self.next.map_or(floor, |n| n.max(floor));
+        self.next = Some(at + interval);
+        at.max(now)
+    }
+
     /// When the next message may go.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.next
@@ -114,6 +125,19 @@ impl FrequencyCap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_space_messages_at_the_rate_after_a_burst_of_one_second() {
+        let t0: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+        let mut throttle = Throttle::new(120);
+        let slots: Vec<DateTime<Utc>> = (0..6).map(|_| throttle.slot(t0)).collect();
+        // Two a second: the first second's two go at once, then one every 500 ms.
+        let offsets: Vec<i64> = slots.iter().map(|s| (*s - t0).num_milliseconds()).collect();
+        assert_eq!(offsets, [0, 0, 500, 1000, 1500, 2000]);
+        // A minute later the schedule has caught up: a burst again, never a backlog.
+        let later = t0 + Duration::minutes(1);
+        assert_eq!(throttle.slot(later), later);
+    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + seconds, 0).unwrap()

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use appizer_analytics::saved::SegmentCondition;
 use appizer_analytics::{AnalyticsError, Engine, QueryProject};
 use appizer_core::definition::DefinitionKind;
-use appizer_core::push::{CampaignFilter, CampaignRecord, CampaignState, Platform, Provider};
+use appizer_core::push::{
+    CampaignFilter, CampaignRecord, CampaignState, DeliveryState, Device, Platform, Provider,
+    RunState,
+};
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{CampaignId, DeviceId, PersonId};
 use appizer_storage::push::{CampaignUpdate, CampaignWrite, ReachQuery};
@@ -503,17 +506,39 @@ impl Campaigns {
             definition: record.definition.clone(),
             at: now,
         };
-        self.write(project, record, update, entry).await
+        let written = self.write(project, record, update, entry).await?;
+        // The deliveries already queued follow (the delivery loop checks the state of
+        // those it holds, so none goes out after a pause or a cancel either way).
+        let moves: &[(&[DeliveryState], DeliveryState)] = match act {
+            Act::Pause => &[(&[DeliveryState::Queued], DeliveryState::Held)],
+            Act::Resume => &[(&[DeliveryState::Held], DeliveryState::Queued)],
+            Act::Cancel => &[(
+                &[DeliveryState::Queued, DeliveryState::Held],
+                DeliveryState::Cancelled,
+            )],
+            Act::Schedule => &[],
+        };
+        for (from, to) in moves {
+            self.store
+                .push()
+                .move_campaign_deliveries(project.scope, id, from, *to, now)
+                .await?;
+        }
+        if act == Act::Resume {
+            self.outbox.wake_all();
+        }
+        Ok(written)
     }
 
     /// Whether a run of the campaign began (resuming goes back to running, not to
     /// waiting for the schedule).
     async fn run_started(
         &self,
-        _project: &QueryProject,
-        _record: &CampaignRecord,
+        project: &QueryProject,
+        record: &CampaignRecord,
     ) -> Result<bool, CampaignError> {
-        Ok(false)
+        let runs = self.store.push().runs(project.scope, record.id).await?;
+        Ok(runs.iter().any(|r| r.state == RunState::Sending))
     }
 
     /// What scheduling needs beyond a valid definition: a provider for one of its
@@ -556,7 +581,7 @@ impl Campaigns {
     }
 
     /// The platforms of `asked` the project has a provider for.
-    async fn sendable(
+    pub async fn sendable(
         &self,
         project: &QueryProject,
         asked: &[Platform],
@@ -636,12 +661,12 @@ impl Campaigns {
         };
         let sample = request.sample.min(MAX_PREVIEW_SAMPLE);
         let mut walk = AudienceWalk::new(self, project, &plan, sendable, now).await?;
-        while let Some(page) = walk.next().await? {
+        while let Some((page, _)) = walk.next_page().await? {
             for person in page {
                 preview.persons += 1;
                 for device in &person.devices {
                     preview.devices += 1;
-                    preview.platforms.add(*device);
+                    preview.platforms.add(device.platform);
                 }
                 let group = plan.split.assign(campaign, person.id);
                 let index = match group {
@@ -770,27 +795,27 @@ fn stale(now: CampaignRecord) -> CampaignError {
     }
 }
 
-/// A person of an audience with their reachable devices' platforms.
+/// A person of an audience with their reachable devices.
 #[derive(Debug, Clone)]
 pub struct AudiencePerson {
     pub id: PersonId,
     pub properties: Map<String, Value>,
-    pub devices: Vec<Platform>,
+    pub devices: Vec<Device>,
 }
 
 /// The audience of a plan, page by page in person order: the store's reachable devices
 /// narrowed by the audience condition's members.
-struct AudienceWalk<'a> {
+pub(crate) struct AudienceWalk<'a> {
     campaigns: &'a Campaigns,
     project: QueryProject,
     query: ReachQuery,
     /// The condition's members, sorted; `None` without a condition.
-    members: Option<Vec<PersonId>>,
+    members: Option<Arc<Vec<PersonId>>>,
     done: bool,
 }
 
 impl<'a> AudienceWalk<'a> {
-    async fn new(
+    pub(crate) async fn new(
         campaigns: &'a Campaigns,
         project: &QueryProject,
         plan: &Plan,
@@ -798,10 +823,26 @@ impl<'a> AudienceWalk<'a> {
         now: DateTime<Utc>,
     ) -> Result<AudienceWalk<'a>, CampaignError> {
         let members = match &plan.audience.condition {
-            Some(c) => Some(campaigns.condition_members(project, c, now).await?),
+            Some(c) => Some(Arc::new(
+                campaigns.condition_members(project, c, now).await?,
+            )),
             None => None,
         };
-        Ok(AudienceWalk {
+        Ok(Self::with_members(
+            campaigns, project, plan, platforms, members,
+        ))
+    }
+
+    /// A walk with the condition's members computed before (a run's, kept between
+    /// its pages).
+    pub(crate) fn with_members(
+        campaigns: &'a Campaigns,
+        project: &QueryProject,
+        plan: &Plan,
+        platforms: Vec<Platform>,
+        members: Option<Arc<Vec<PersonId>>>,
+    ) -> AudienceWalk<'a> {
+        AudienceWalk {
             campaigns,
             project: project.clone(),
             query: ReachQuery {
@@ -813,10 +854,24 @@ impl<'a> AudienceWalk<'a> {
             },
             members,
             done: false,
-        })
+        }
     }
 
-    async fn next(&mut self) -> Result<Option<Vec<AudiencePerson>>, CampaignError> {
+    /// The condition's members this walk follows.
+    pub(crate) fn members(&self) -> Option<Arc<Vec<PersonId>>> {
+        self.members.clone()
+    }
+
+    /// Walks on from after `cursor` (a run's place).
+    pub(crate) fn start_after(&mut self, cursor: Option<PersonId>) {
+        self.query.after = cursor;
+    }
+
+    /// The next page's persons (those the condition holds for) and the last person the
+    /// page read, the walk's place after it; `None` at the end.
+    pub(crate) async fn next_page(
+        &mut self,
+    ) -> Result<Option<(Vec<AudiencePerson>, PersonId)>, CampaignError> {
         if self.done {
             return Ok(None);
         }
@@ -826,11 +881,11 @@ impl<'a> AudienceWalk<'a> {
             .push()
             .reachable(self.project.scope, &self.query)
             .await?;
-        let Some(last) = page.last() else {
+        let Some(last) = page.last().map(|r| r.person_id) else {
             self.done = true;
             return Ok(None);
         };
-        self.query.after = Some(last.person_id);
+        self.query.after = Some(last);
         let mut persons: Vec<AudiencePerson> = Vec::new();
         for r in page {
             if let Some(members) = &self.members {
@@ -839,14 +894,14 @@ impl<'a> AudienceWalk<'a> {
                 }
             }
             match persons.last_mut() {
-                Some(p) if p.id == r.person_id => p.devices.push(r.device.platform),
+                Some(p) if p.id == r.person_id => p.devices.push(r.device),
                 _ => persons.push(AudiencePerson {
                     id: r.person_id,
                     properties: r.properties,
-                    devices: vec![r.device.platform],
+                    devices: vec![r.device],
                 }),
             }
         }
-        Ok(Some(persons))
+        Ok(Some((persons, last)))
     }
 }

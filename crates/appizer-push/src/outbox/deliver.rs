@@ -30,6 +30,23 @@ const WRITE_BATCH: usize = 2000;
 /// How often the queue depth metric is read.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
+/// A delivery's own title and body, as the campaign runner rendered them.
+#[derive(serde::Deserialize)]
+struct Rendered {
+    title: String,
+    body: String,
+}
+
+/// Whether a campaign's delivery may go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    Send,
+    /// Paused: held until it resumes.
+    Hold,
+    /// Cancelled or deleted: never sent.
+    Cancel,
+}
+
 /// One finished attempt, for the writer.
 struct Done {
     delivery: Delivery,
@@ -191,6 +208,14 @@ impl Outbox {
             }
             Err(e) => return (None, later(format!("store: {e}"))),
         };
+        if let Some(campaign) = &loaded.1.campaign_id {
+            match self.campaign_gate(scope, campaign).await {
+                Ok(Gate::Send) => {}
+                Ok(Gate::Hold) => return (Some(loaded), DeliveryOutcome::Held),
+                Ok(Gate::Cancel) => return (Some(loaded), DeliveryOutcome::Cancelled),
+                Err(e) => return (Some(loaded), later(format!("store: {e}"))),
+            }
+        }
         let provider = delivery.platform.provider();
         let sender = match self.sender(scope, provider).await {
             Ok(Some(Ok(sender))) => sender,
@@ -209,6 +234,27 @@ impl Outbox {
             delivery_id: delivery_id(delivery),
         };
         let (content, tags) = &*loaded;
+        let own;
+        let content = match delivery
+            .rendered
+            .as_deref()
+            .map(serde_json::from_str::<Rendered>)
+        {
+            None => content,
+            Some(Ok(r)) => {
+                let mut c = content.clone();
+                c.notification.title = r.title;
+                c.notification.body = r.body;
+                own = c;
+                &own
+            }
+            Some(Err(_)) => {
+                return (
+                    Some(loaded),
+                    DeliveryOutcome::Failed("rendering_unreadable".into()),
+                )
+            }
+        };
         let outcome = match sender.send(content, tags, target).await {
             Attempt::Accepted => DeliveryOutcome::Sent,
             Attempt::Retire(reason) => DeliveryOutcome::Retired(reason),
@@ -311,6 +357,7 @@ impl Outbox {
                     metrics::RETRIES_TOTAL, "platform" => platform, "reason" => reason_label(reason)
                 )
                 .increment(1),
+                DeliveryOutcome::Held | DeliveryOutcome::Cancelled => {}
             }
         }
     }
@@ -355,6 +402,7 @@ mod tests {
             platform: Platform::Ios,
             attempts,
             device: None,
+            rendered: None,
         };
         let (m, d) = (MessageId::new(), DeviceId::new());
         let id = delivery_id(&delivery(m, d, 1));

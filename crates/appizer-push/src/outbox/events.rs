@@ -34,7 +34,9 @@ pub fn event(
         DeliveryOutcome::Sent => (SENT, "sent", None, false),
         DeliveryOutcome::Failed(reason) => (FAILED, "failed", Some(reason), false),
         DeliveryOutcome::Retired(reason) => (FAILED, "retired", Some(reason), true),
-        DeliveryOutcome::Retry { .. } => return None,
+        DeliveryOutcome::Retry { .. } | DeliveryOutcome::Held | DeliveryOutcome::Cancelled => {
+            return None
+        }
     };
     let mut properties = Map::new();
     properties.insert(

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use appizer_core::config::PushConfig;
 use appizer_core::definition::DefinitionKind;
+use appizer_core::push::CampaignState;
 use appizer_core::push::{Audience, DeliveryCounts, MessageRecord, NewMessage, Platform, Provider};
-use appizer_core::{MessageId, ProjectId};
+use appizer_core::{CampaignId, MessageId, ProjectId};
 use appizer_storage::queue::EventQueue;
 use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, Utc};
@@ -92,6 +93,9 @@ type Loaded = Arc<(Content, Tags)>;
 /// How long a cached sender is used before its record is read again (a credentials
 /// change reaches deliveries within this time).
 const SENDER_RECHECK: Duration = Duration::from_secs(10);
+/// How long a campaign's state is trusted before it is read again: a pause holds its
+/// deliveries within this time.
+const CAMPAIGN_RECHECK: Duration = Duration::from_millis(250);
 /// Messages whose content is kept parsed at most.
 const CONTENT_CACHE: usize = 4096;
 
@@ -110,6 +114,8 @@ pub struct Outbox {
     senders: Mutex<HashMap<(ProjectId, Provider), CachedSender>>,
     scopes: Mutex<HashMap<ProjectId, (Instant, Option<ProjectScope>)>>,
     contents: Mutex<HashMap<MessageId, Loaded>>,
+    /// Whether each campaign's deliveries may go, read again after [`CAMPAIGN_RECHECK`].
+    gates: Mutex<HashMap<String, (Instant, deliver::Gate)>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -143,7 +149,15 @@ impl Outbox {
             senders: Mutex::default(),
             scopes: Mutex::default(),
             contents: Mutex::default(),
+            gates: Mutex::default(),
         })
+    }
+
+    /// Wakes every delivery lane (a campaign run queued deliveries).
+    pub fn wake_all(&self) {
+        for wake in &self.wake {
+            wake.notify_one();
+        }
     }
 
     /// The registration rules' view of the Web Push settings.
@@ -258,6 +272,35 @@ impl Outbox {
         let scope = self.store.project_scope(project).await?;
         self.scopes.lock().insert(project, (Instant::now(), scope));
         Ok(scope)
+    }
+
+    /// Whether the campaign's deliveries may go now: not while it is paused, never once
+    /// it is cancelled or deleted.
+    async fn campaign_gate(
+        &self,
+        scope: ProjectScope,
+        campaign: &str,
+    ) -> Result<deliver::Gate, StoreError> {
+        if let Some((read_at, gate)) = self.gates.lock().get(campaign) {
+            if read_at.elapsed() < CAMPAIGN_RECHECK {
+                return Ok(*gate);
+            }
+        }
+        let record = match campaign.parse::<CampaignId>() {
+            Ok(id) => self.store.push().campaign(scope, id).await?,
+            Err(_) => None,
+        };
+        let gate = match record.map(|r| r.state) {
+            Some(CampaignState::Paused) => deliver::Gate::Hold,
+            Some(CampaignState::Cancelled) | None => deliver::Gate::Cancel,
+            Some(_) => deliver::Gate::Send,
+        };
+        let mut gates = self.gates.lock();
+        if gates.len() >= CONTENT_CACHE {
+            gates.clear();
+        }
+        gates.insert(campaign.to_string(), (Instant::now(), gate));
+        Ok(gate)
     }
 
     /// The content and tags of a message, parsed once.

@@ -14,8 +14,9 @@
 mod sql;
 
 use appizer_core::push::{
-    CampaignFilter, CampaignRecord, CampaignState, Delivery, DeliveryCounts, DeliveryOutcome,
-    Device, DeviceFilter, MessageRecord, NewDevice, NewMessage, Platform, Provider, ProviderRecord,
+    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, Delivery, DeliveryCounts,
+    DeliveryOutcome, DeliveryState, Device, DeviceFilter, MessageRecord, NewDevice, NewMessage,
+    Platform, Provider, ProviderRecord, RunPage, RunState,
 };
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId};
@@ -235,6 +236,63 @@ pub trait PushStore: Send + Sync + 'static {
         version: u64,
         audit: &NewAuditEntry,
     ) -> Result<CampaignWrite, StoreError>;
+
+    /// Campaigns of every project in `state`, in id order after `after`, at most
+    /// `limit` (the campaign runner's view).
+    async fn campaigns_in(
+        &self,
+        state: CampaignState,
+        after: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<CampaignRecord>, StoreError>;
+
+    /// Records `run` (unless a run with its campaign, key and phase is there already)
+    /// and writes `update` (the campaign's move), in one transaction, if the campaign is
+    /// still at `update.version`.
+    async fn start_run(
+        &self,
+        scope: ProjectScope,
+        run: &CampaignRun,
+        update: &CampaignUpdate,
+    ) -> Result<CampaignWrite, StoreError>;
+
+    /// A campaign's runs, by due time.
+    async fn runs(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+    ) -> Result<Vec<CampaignRun>, StoreError>;
+
+    /// Writes one page of a run in one transaction: its messages and deliveries not
+    /// there yet (a delivery is one per message and device), each message's device
+    /// count, and the run's cursor and counts; only if the run is still sending from
+    /// `page.after`. `false`: it was not, and nothing was written.
+    async fn queue_run_page(&self, scope: ProjectScope, page: &RunPage)
+        -> Result<bool, StoreError>;
+
+    /// Ends a run in `state` and writes `update` (the campaign's move), in one
+    /// transaction, if the campaign is still at `update.version`.
+    async fn finish_run(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        key: &str,
+        phase: &str,
+        state: RunState,
+        update: &CampaignUpdate,
+    ) -> Result<CampaignWrite, StoreError>;
+
+    /// Moves the campaign's deliveries in one of `from` (and not held by a delivery
+    /// loop) to `to`: pausing holds them, resuming queues them again, cancelling ends
+    /// them. Returns how many.
+    async fn move_campaign_deliveries(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        from: &[DeliveryState],
+        to: DeliveryState,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 
     /// One page of the devices `query` reaches; the next page starts after the last
     /// person of this one. Empty at the end.

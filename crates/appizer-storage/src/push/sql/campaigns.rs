@@ -12,9 +12,10 @@ use super::{corrupt, SqlPushStore};
 use crate::metadata::{from_millis, insert_audit, parse_id};
 use crate::{ProjectScope, StoreError};
 
-const COLUMNS: &str = "id, project_id, name, state, definition, version, created_at, updated_at";
+pub(super) const COLUMNS: &str =
+    "id, project_id, name, state, definition, version, created_at, updated_at";
 
-fn campaign_from_row(row: &AnyRow) -> Result<CampaignRecord, StoreError> {
+pub(super) fn campaign_from_row(row: &AnyRow) -> Result<CampaignRecord, StoreError> {
     let state: String = row.try_get("state")?;
     let definition: String = row.try_get("definition")?;
     Ok(CampaignRecord {
@@ -30,7 +31,7 @@ fn campaign_from_row(row: &AnyRow) -> Result<CampaignRecord, StoreError> {
     })
 }
 
-async fn fetch_campaign<'e>(
+pub(super) async fn fetch_campaign<'e>(
     db: impl Executor<'e, Database = Any>,
     scope: ProjectScope,
     id: CampaignId,
@@ -45,6 +46,30 @@ async fn fetch_campaign<'e>(
     .as_ref()
     .map(campaign_from_row)
     .transpose()
+}
+
+/// Writes `u` in `tx` if the campaign is at `u.version`; whether it was.
+pub(super) async fn write_at_version(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    scope: ProjectScope,
+    id: CampaignId,
+    u: &CampaignUpdate,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE campaigns SET name = $1, state = $2, definition = $3, version = version + 1, \
+         updated_at = $4 WHERE project_id = $5 AND id = $6 AND version = $7",
+    )
+    .bind(&u.name)
+    .bind(u.state.as_str())
+    .bind(u.definition.to_string())
+    .bind(u.at.timestamp_millis())
+    .bind(scope.project().to_string())
+    .bind(id.to_string())
+    .bind(u.version as i64)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        > 0)
 }
 
 impl SqlPushStore {
@@ -106,7 +131,7 @@ impl SqlPushStore {
     }
 
     /// What a write that touched no row means: gone, or changed since it was read.
-    async fn refused_write(
+    pub(super) async fn refused_write(
         &self,
         scope: ProjectScope,
         id: CampaignId,
@@ -125,22 +150,7 @@ impl SqlPushStore {
         audit: &NewAuditEntry,
     ) -> Result<CampaignWrite, StoreError> {
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        let changed = sqlx::query(
-            "UPDATE campaigns SET name = $1, state = $2, definition = $3, version = version + 1, \
-             updated_at = $4 WHERE project_id = $5 AND id = $6 AND version = $7",
-        )
-        .bind(&u.name)
-        .bind(u.state.as_str())
-        .bind(u.definition.to_string())
-        .bind(u.at.timestamp_millis())
-        .bind(scope.project().to_string())
-        .bind(id.to_string())
-        .bind(u.version as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if !changed {
+        if !write_at_version(&mut tx, scope, id, u).await? {
             drop(tx);
             return self.refused_write(scope, id).await;
         }

@@ -4,11 +4,12 @@
 mod audience;
 mod campaigns;
 mod outbox;
+mod runs;
 
 use appizer_core::push::{
-    CampaignFilter, CampaignRecord, Delivery, DeliveryCounts, DeliveryOutcome, Device,
-    DeviceFilter, DeviceState, MessageRecord, NewDevice, NewMessage, Platform, Provider,
-    ProviderRecord, WebKeys,
+    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, Delivery, DeliveryCounts,
+    DeliveryOutcome, DeliveryState, Device, DeviceFilter, DeviceState, MessageRecord, NewDevice,
+    NewMessage, Platform, Provider, ProviderRecord, RunPage, RunState, WebKeys,
 };
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{CampaignId, DeviceId, MessageId};
@@ -461,6 +462,64 @@ impl PushStore for SqlPushStore {
         query: &ReachQuery,
     ) -> Result<Vec<Reachable>, StoreError> {
         self.reachable_page(scope, query).await
+    }
+
+    async fn campaigns_in(
+        &self,
+        state: CampaignState,
+        after: Option<CampaignId>,
+        limit: u32,
+    ) -> Result<Vec<CampaignRecord>, StoreError> {
+        self.campaigns_in_state(state, after, limit).await
+    }
+
+    async fn start_run(
+        &self,
+        scope: ProjectScope,
+        run: &CampaignRun,
+        update: &CampaignUpdate,
+    ) -> Result<CampaignWrite, StoreError> {
+        self.begin_run(scope, run, update).await
+    }
+
+    async fn runs(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+    ) -> Result<Vec<CampaignRun>, StoreError> {
+        self.campaign_runs(scope, campaign).await
+    }
+
+    async fn queue_run_page(
+        &self,
+        scope: ProjectScope,
+        page: &RunPage,
+    ) -> Result<bool, StoreError> {
+        self.write_run_page(scope, page).await
+    }
+
+    async fn finish_run(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        key: &str,
+        phase: &str,
+        state: RunState,
+        update: &CampaignUpdate,
+    ) -> Result<CampaignWrite, StoreError> {
+        self.end_run(scope, campaign, key, phase, state, update)
+            .await
+    }
+
+    async fn move_campaign_deliveries(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        from: &[DeliveryState],
+        to: DeliveryState,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.move_deliveries(scope, campaign, from, to, at).await
     }
 }
 

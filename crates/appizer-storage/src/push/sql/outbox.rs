@@ -91,6 +91,8 @@ fn audience_condition(audience: &Audience) -> (String, Vec<String>) {
             format!("d.id IN ({})", placeholders(4, ids.len())),
             ids.iter().map(ToString::to_string).collect(),
         ),
+        // Queued by its run, page by page (`queue_run_page`): nothing at once.
+        Audience::Campaign { .. } => ("1 = 0".into(), Vec::new()),
     }
 }
 
@@ -254,6 +256,14 @@ impl SqlPushStore {
                     of_platform.retired += n;
                     *counts.retired_by_reason.entry(reason).or_default() += n;
                 }
+                DeliveryState::Held => {
+                    counts.held += n;
+                    of_platform.held += n;
+                }
+                DeliveryState::Cancelled => {
+                    counts.cancelled += n;
+                    of_platform.cancelled += n;
+                }
             }
         }
         Ok(counts)
@@ -277,7 +287,7 @@ impl SqlPushStore {
             .unwrap_or_default();
         let mut tx = self.backend.begin_write(&self.pool).await?;
         let rows = sqlx::query(&format!(
-            "SELECT o.message_id, o.device_id, o.project_id, o.platform, o.attempts, \
+            "SELECT o.message_id, o.device_id, o.project_id, o.platform, o.attempts, o.rendered, \
              d.address, d.p256dh, d.auth, d.distinct_id, d.state AS device_state \
              FROM push_outbox o LEFT JOIN push_devices d ON d.id = o.device_id \
              WHERE o.state = 'queued' AND o.due_at <= $1 AND o.leased_until <= $1{only} \
@@ -344,6 +354,8 @@ impl SqlPushStore {
                     retries.push((message, device, due.timestamp_millis(), reason));
                     continue;
                 }
+                DeliveryOutcome::Held => (DeliveryState::Held, None),
+                DeliveryOutcome::Cancelled => (DeliveryState::Cancelled, None),
             };
             groups
                 .entry((state, reason, *message))
@@ -438,5 +450,6 @@ fn delivery_from_row(row: &AnyRow) -> Result<Delivery, StoreError> {
         platform: Platform::parse(&platform).ok_or_else(|| corrupt("platform", &platform))?,
         attempts: (row.try_get::<i64, _>("attempts")?.max(0) as u32) + 1,
         device,
+        rendered: row.try_get("rendered")?,
     })
 }

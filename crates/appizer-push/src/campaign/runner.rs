@@ -1,0 +1,562 @@
+//! The campaign runner: starts the runs that are due and walks each running one's
+//! audience into the outbox, a page at a time.
+//!
+//! A run is recorded once, with the campaign's move to running. Each page of its walk
+//! assigns every person their group, appends a `$push_assigned` event for each (the
+//! control's included), and writes the page's deliveries with the run's new cursor in
+//! one transaction fenced by the cursor it read: a page is queued once across crashes,
+//! restarts and a second runner, and its events (appended first, with ids made of the
+//! campaign, run and person) are stored once. The walk stops at the page where the
+//! campaign is no longer running (paused or cancelled) and goes on from its cursor when
+//! it is resumed.
+//!
+//! When a delivery is due: now, or at the person's local time (their `$timezone`, else
+//! the device's, else the project's) for a local-time campaign, deferred past quiet
+//! hours in that zone, and spaced by the campaign's throttle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appizer_analytics::QueryProject;
+use appizer_core::event::{Event, MessageType};
+use appizer_core::json::JsonObject;
+use appizer_core::push::{
+    Audience, CampaignRecord, CampaignRun, CampaignState, NewDelivery, NewMessage, RunPage,
+    RunState,
+};
+use appizer_core::{CampaignId, MessageId, PersonId};
+use appizer_events::record::encode_records;
+use appizer_storage::push::{CampaignUpdate, CampaignWrite};
+use appizer_storage::queue::EventQueue;
+use appizer_storage::{MetadataStore, StoreError};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::assign::Group;
+use super::definition::{MissedRun, Plan, CONTROL};
+use super::pacing::Throttle;
+use super::schedule::{local_time, zone};
+use super::service::{project_zone, stored_definition, AudiencePerson, AudienceWalk, Campaigns};
+use super::state::{self, Action};
+use super::when::Schedule;
+use crate::message::{CAMPAIGN_ID_KEY, VARIANT_KEY};
+use crate::outbox::Outbox;
+
+/// The event every person of a run is recorded with, in their group.
+pub const ASSIGNED: &str = "$push_assigned";
+/// The run a `$push_assigned` event (and a campaign delivery's message) belongs to.
+pub const RUN_KEY: &str = "$push_run";
+/// The key of a one-time campaign's run.
+pub const ONCE: &str = "once";
+/// The key of a triggered campaign's one run.
+pub const TRIGGERS: &str = "triggers";
+/// The phase of a run that sends to its whole audience.
+pub const ALL: &str = "all";
+/// How often the runner looks for due runs.
+const TICK: Duration = Duration::from_millis(500);
+/// A run later than this past its time was missed (the server was down).
+const MISSED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+/// How long one campaign's walk runs before the others get their turn.
+const SLICE: Duration = Duration::from_millis(500);
+/// Campaigns read per listing page.
+const LISTING: u32 = 500;
+
+/// The runner's own view of a run in progress (rebuilt after a restart).
+#[derive(Default)]
+struct Walking {
+    throttle: Option<Throttle>,
+    /// The audience condition's members, computed once per run.
+    members: Option<Option<Arc<Vec<PersonId>>>>,
+    /// Every person is queued; the run ends when its deliveries have.
+    walked: bool,
+}
+
+pub struct Runner {
+    store: Arc<dyn MetadataStore>,
+    queue: Arc<dyn EventQueue>,
+    campaigns: Arc<Campaigns>,
+    outbox: Arc<Outbox>,
+    walking: Mutex<HashMap<(CampaignId, String, String), Walking>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").finish_non_exhaustive()
+    }
+}
+
+/// Why a step of the runner did not finish (it is tried again at the next tick).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Campaign(#[from] super::service::CampaignError),
+    #[error("cannot append assignment events: {0}")]
+    Queue(String),
+}
+
+/// A run's message of one variant: the same id whenever the run is walked.
+fn message_id(campaign: CampaignId, key: &str, phase: &str, variant: usize) -> MessageId {
+    let digest = Sha256::new()
+        .chain_update(b"campaign message")
+        .chain_update(campaign.as_uuid().as_bytes())
+        .chain_update(key.as_bytes())
+        .chain_update([0])
+        .chain_update(phase.as_bytes())
+        .chain_update((variant as u64).to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    MessageId::from(uuid::Uuid::from_bytes(bytes))
+}
+
+/// When a run of `plan` is due after `last` (the latest run's time, or when the
+/// campaign was scheduled); `None` for a triggered campaign, which has no runs.
+fn due(
+    plan: &Plan,
+    scheduled_at: DateTime<Utc>,
+    last: Option<DateTime<Utc>>,
+) -> Option<(String, DateTime<Utc>)> {
+    match &plan.schedule {
+        Schedule::Now => last.is_none().then(|| (ONCE.to_string(), scheduled_at)),
+        Schedule::At(at) => last.is_none().then(|| (ONCE.to_string(), *at)),
+        // The run starts when the first zone reaches that time (14 hours ahead of UTC).
+        Schedule::LocalTime(date, time) => last.is_none().then(|| {
+            let first = date.and_time(*time).and_utc() - chrono::Duration::hours(14);
+            (ONCE.to_string(), first)
+        }),
+        Schedule::Recurring(cron) => {
+            let at = cron.next_after(last.unwrap_or(scheduled_at))?;
+            Some((at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), at))
+        }
+        // One run that lasts while the campaign does: each trigger is a send of it.
+        Schedule::Triggered { .. } => last.is_none().then(|| (TRIGGERS.to_string(), scheduled_at)),
+    }
+}
+
+impl Runner {
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        queue: Arc<dyn EventQueue>,
+        campaigns: Arc<Campaigns>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            campaigns,
+            outbox,
+            walking: Mutex::default(),
+        }
+    }
+
+    /// Runs until `shutdown`: every tick, starts what is due and walks what runs.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.tick(Utc::now()).await {
+                tracing::warn!(error = %e, "campaign runner step failed; retrying");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// One pass: due runs started, running campaigns walked (each for a slice).
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), RunError> {
+        for state in [CampaignState::Scheduled, CampaignState::Running] {
+            let mut after = None;
+            loop {
+                let page = self
+                    .store
+                    .push()
+                    .campaigns_in(state, after, LISTING)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id);
+                for record in page {
+                    let id = record.id;
+                    if let Err(e) = self.step(record, now).await {
+                        tracing::warn!(campaign = %id, error = %e, "campaign step failed");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn project(&self, record: &CampaignRecord) -> Result<Option<QueryProject>, RunError> {
+        let Some(scope) = self.store.project_scope(record.project_id).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_project(scope.organization(), record.project_id)
+            .await?
+            .map(|(scope, project)| QueryProject::of(scope, &project)))
+    }
+
+    async fn step(&self, record: CampaignRecord, now: DateTime<Utc>) -> Result<(), RunError> {
+        let Some(project) = self.project(&record).await? else {
+            return Ok(());
+        };
+        let definition = stored_definition(&record)?;
+        let plan = match definition.check(project_zone(&project)) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(campaign = %record.id, error = %e, "a stored campaign no longer checks");
+                return Ok(());
+            }
+        };
+        match record.state {
+            CampaignState::Scheduled => self.start_due(&project, record, &plan, now).await,
+            CampaignState::Running => self.walk(&project, record, &plan).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the campaign's next run if it is due (or records it skipped, if it was
+    /// missed and the campaign says so).
+    async fn start_due(
+        &self,
+        project: &QueryProject,
+        record: CampaignRecord,
+        plan: &Plan,
+        now: DateTime<Utc>,
+    ) -> Result<(), RunError> {
+        let scope = project.scope;
+        let runs = self.store.push().runs(scope, record.id).await?;
+        let last = runs.iter().map(|r| r.due_at).max();
+        let Some((mut key, mut at)) = due(plan, record.updated_at, last) else {
+            // Nothing more to run: a one-time campaign's run has ended.
+            return Ok(());
+        };
+        if at > now {
+            return Ok(());
+        }
+        // Of several occurrences missed, only the latest runs.
+        while let Some((k, a)) = due(plan, record.updated_at, Some(at)).filter(|(_, a)| *a <= now) {
+            (key, at) = (k, a);
+        }
+        let missed = now - at > MISSED_AFTER;
+        let skip = missed && plan.missed_run == MissedRun::Skip;
+        let recurring = matches!(plan.schedule, Schedule::Recurring(_));
+        let (state, next) = if skip {
+            let next = if recurring {
+                CampaignState::Scheduled
+            } else {
+                CampaignState::Completed
+            };
+            (RunState::Skipped, next)
+        } else {
+            (RunState::Sending, CampaignState::Running)
+        };
+        let run = CampaignRun {
+            campaign_id: record.id,
+            key,
+            phase: ALL.to_string(),
+            project_id: record.project_id,
+            state,
+            due_at: at,
+            cursor: None,
+            assigned: 0,
+            queued: 0,
+            started_at: now,
+            finished_at: skip.then_some(now),
+        };
+        let update = CampaignUpdate {
+            version: record.version,
+            name: record.name.clone(),
+            state: next,
+            definition: record.definition.clone(),
+            at: now,
+        };
+        match self.store.push().start_run(scope, &run, &update).await? {
+            CampaignWrite::Done(_) if skip => {
+                tracing::info!(campaign = %record.id, run = %run.key, "missed run skipped");
+            }
+            CampaignWrite::Done(_) => {
+                tracing::info!(campaign = %record.id, run = %run.key, missed, "campaign run started");
+            }
+            // Changed meanwhile (paused, cancelled, edited): seen at the next tick.
+            CampaignWrite::Stale(_) | CampaignWrite::Missing => {}
+        }
+        Ok(())
+    }
+
+    /// The update that moves `record` by `action`, if the table has the move.
+    fn moved(
+        &self,
+        record: &CampaignRecord,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> Option<CampaignUpdate> {
+        let next = state::apply(record.state, action).ok()?;
+        Some(CampaignUpdate {
+            version: record.version,
+            name: record.name.clone(),
+            state: next,
+            definition: record.definition.clone(),
+            at: now,
+        })
+    }
+
+    /// Walks the running campaign's sending run for a slice; ends the run (and moves
+    /// the campaign on) when its audience is done.
+    async fn walk(
+        &self,
+        project: &QueryProject,
+        record: CampaignRecord,
+        plan: &Plan,
+    ) -> Result<(), RunError> {
+        let scope = project.scope;
+        if matches!(plan.schedule, Schedule::Triggered { .. }) {
+            return Ok(());
+        }
+        let runs = self.store.push().runs(scope, record.id).await?;
+        let Some(run) = runs.into_iter().find(|r| r.state == RunState::Sending) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let key = (record.id, run.key.clone(), run.phase.clone());
+        let (walked, members) = {
+            let walking = self.walking.lock();
+            let w = walking.get(&key);
+            (
+                w.is_some_and(|w| w.walked),
+                w.and_then(|w| w.members.clone()),
+            )
+        };
+        if !walked {
+            let sendable = self.campaigns.sendable(project, &plan.platforms).await?;
+            let mut walk = match members {
+                Some(members) => {
+                    AudienceWalk::with_members(&self.campaigns, project, plan, sendable, members)
+                }
+                None => {
+                    let walk =
+                        AudienceWalk::new(&self.campaigns, project, plan, sendable, Utc::now())
+                            .await?;
+                    self.walking.lock().entry(key.clone()).or_default().members =
+                        Some(walk.members());
+                    walk
+                }
+            };
+            walk.start_after(run.cursor);
+            let mut cursor = run.cursor;
+            loop {
+                // Paused, cancelled or edited since: stop here; the cursor keeps the place.
+                let now_record = self.store.push().campaign(scope, record.id).await?;
+                if now_record.as_ref().map(|r| r.state) != Some(CampaignState::Running) {
+                    return Ok(());
+                }
+                let Some((persons, last)) = walk.next_page().await? else {
+                    break;
+                };
+                let page = self.page(project, &record, plan, &run, cursor, last, &persons)?;
+                self.append_assigned(project, &record, plan, &run, &persons)
+                    .await?;
+                if !self.store.push().queue_run_page(scope, &page).await? {
+                    // Another runner moved the run on; it carries on from there.
+                    return Ok(());
+                }
+                self.outbox.wake_all();
+                cursor = Some(last);
+                if started.elapsed() > SLICE {
+                    return Ok(());
+                }
+            }
+            self.walking.lock().entry(key.clone()).or_default().walked = true;
+        }
+        // The run is sent when none of its deliveries waits any more.
+        for i in 0..plan.variants.len() {
+            let id = message_id(record.id, &run.key, &run.phase, i);
+            let counts = self.store.push().delivery_counts(scope, id).await?;
+            if counts.queued + counts.held > 0 {
+                return Ok(());
+            }
+        }
+        let Some(current) = self.store.push().campaign(scope, record.id).await? else {
+            return Ok(());
+        };
+        let recurring = matches!(plan.schedule, Schedule::Recurring(_));
+        let Some(update) = self.moved(
+            &current,
+            Action::Finish {
+                more_runs: recurring,
+            },
+            Utc::now(),
+        ) else {
+            return Ok(());
+        };
+        self.store
+            .push()
+            .finish_run(
+                scope,
+                record.id,
+                &run.key,
+                &run.phase,
+                RunState::Sent,
+                &update,
+            )
+            .await?;
+        self.walking
+            .lock()
+            .remove(&(record.id, run.key.clone(), run.phase.clone()));
+        tracing::info!(campaign = %record.id, run = %run.key, "campaign run sent");
+        Ok(())
+    }
+
+    /// The page's messages and deliveries.
+    #[allow(clippy::too_many_arguments)]
+    fn page(
+        &self,
+        project: &QueryProject,
+        record: &CampaignRecord,
+        plan: &Plan,
+        run: &CampaignRun,
+        after: Option<PersonId>,
+        last: PersonId,
+        persons: &[AudiencePerson],
+    ) -> Result<RunPage, RunError> {
+        let now = Utc::now();
+        let messages: Vec<NewMessage> = plan
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewMessage {
+                id: message_id(record.id, &run.key, &run.phase, i),
+                idempotency_key: None,
+                content: serde_json::to_value(&v.message).expect("content serializes"),
+                audience: Audience::Campaign {
+                    campaign_id: record.id,
+                    run: run.key.clone(),
+                },
+                platforms: plan.platforms.clone(),
+                campaign_id: Some(record.id.to_string()),
+                variant: Some(v.name.clone()),
+                created_at: run.started_at,
+            })
+            .collect();
+        let mut walking = self.walking.lock();
+        let state = walking
+            .entry((record.id, run.key.clone(), run.phase.clone()))
+            .or_default();
+        if state.throttle.is_none() {
+            state.throttle = plan.per_minute.map(Throttle::new);
+        }
+        let mut deliveries = Vec::new();
+        for person in persons {
+            let Group::Variant(i) = plan.split.assign(record.id, person.id) else {
+                continue;
+            };
+            let variant = &plan.variants[i];
+            let rendered = variant
+                .text
+                .render(&person.properties, None)
+                .ok()
+                .filter(|r| {
+                    r.title != variant.message.notification.title
+                        || r.body != variant.message.notification.body
+                })
+                .map(|r| json!({"title": r.title, "body": r.body}).to_string());
+            for device in &person.devices {
+                let zone: Tz = zone([
+                    person.properties.get("$timezone").and_then(Value::as_str),
+                    device.timezone.as_deref(),
+                    Some(project.timezone.as_str()),
+                ]);
+                let mut due_at = match &plan.schedule {
+                    Schedule::LocalTime(date, time) => local_time(*date, *time, zone).max(now),
+                    _ => now,
+                };
+                if let Some(quiet) = &plan.quiet_hours {
+                    due_at = quiet.defer(due_at, zone);
+                }
+                if let Some(throttle) = state.throttle.as_mut() {
+                    due_at = due_at.max(throttle.slot(now));
+                }
+                deliveries.push(NewDelivery {
+                    message_id: messages[i].id,
+                    device_id: device.id,
+                    platform: device.platform,
+                    due_at,
+                    rendered: rendered.clone(),
+                });
+            }
+        }
+        Ok(RunPage {
+            campaign_id: record.id,
+            key: run.key.clone(),
+            phase: run.phase.clone(),
+            after,
+            cursor: last,
+            messages,
+            deliveries,
+            assigned: persons.len() as u64,
+            at: now,
+        })
+    }
+
+    /// A `$push_assigned` event per person of the page, in their group, appended
+    /// before the page is written (ids made of campaign, run and person: a page walked
+    /// again after a crash stores them once).
+    async fn append_assigned(
+        &self,
+        project: &QueryProject,
+        record: &CampaignRecord,
+        plan: &Plan,
+        run: &CampaignRun,
+        persons: &[AudiencePerson],
+    ) -> Result<(), RunError> {
+        let at = Utc::now();
+        let events: Vec<Event> = persons
+            .iter()
+            .filter_map(|person| {
+                let distinct_id = person.devices.first()?.distinct_id.clone();
+                let group = match plan.split.assign(record.id, person.id) {
+                    Group::Variant(i) => plan.variants[i].name.clone(),
+                    Group::Control => CONTROL.to_string(),
+                };
+                let mut properties = Map::new();
+                properties.insert(CAMPAIGN_ID_KEY.into(), json!(record.id.to_string()));
+                properties.insert(VARIANT_KEY.into(), json!(group));
+                properties.insert(RUN_KEY.into(), json!(run.key));
+                Some(Event {
+                    message_id: format!(
+                        "campaign:{}:{}:{}:assigned",
+                        record.id, run.key, person.id
+                    ),
+                    properties: JsonObject::from_map(&properties),
+                    received_at: at,
+                    ..Event::new(
+                        project.scope.project(),
+                        MessageType::Track,
+                        ASSIGNED,
+                        distinct_id,
+                        at,
+                    )
+                })
+            })
+            .collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        for record in encode_records(&events, self.queue.max_record_bytes()) {
+            self.queue
+                .append(record)
+                .await
+                .map_err(|e| RunError::Queue(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
