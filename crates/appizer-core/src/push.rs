@@ -465,3 +465,56 @@ pub struct RunPage {
     pub assigned: u64,
     pub at: DateTime<Utc>,
 }
+
+/// Where a triggered send stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerState {
+    /// Waiting for its delay to end.
+    Pending,
+    /// Queued in the outbox.
+    Sent,
+    /// The campaign's cancel event came first.
+    Cancelled,
+    /// Not sent: the campaign ended, or the person had no device or was held out.
+    Skipped,
+}
+
+impl TriggerState {
+    pub const ALL: [TriggerState; 4] = [
+        TriggerState::Pending,
+        TriggerState::Sent,
+        TriggerState::Cancelled,
+        TriggerState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerState::Pending => "pending",
+            TriggerState::Sent => "sent",
+            TriggerState::Cancelled => "cancelled",
+            TriggerState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One trigger of a triggered campaign: the event that entered a person, and when its
+/// send is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignTrigger {
+    pub campaign_id: CampaignId,
+    /// The trigger event's message id: a trigger is recorded once per event.
+    pub event_id: String,
+    pub project_id: ProjectId,
+    pub person_id: PersonId,
+    pub distinct_id: String,
+    /// The trigger event's properties, for the templates.
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    pub state: TriggerState,
+    pub triggered_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}

@@ -73,6 +73,16 @@ pub struct PipelineConfig {
     /// Where the workers, the flush and compaction report each pass
     /// ([`PIPELINE`], [`FLUSH`], [`COMPACTION`]).
     pub health: HealthRegistry,
+    /// Sees every event as it is processed (campaign triggers).
+    pub tap: Option<Arc<dyn EventTap>>,
+}
+
+/// Sees each step's events as they are processed, identity resolved, before they are
+/// buffered: a replay after a crash offers them again, so what a tap records must be
+/// keyed by the event's message id.
+pub trait EventTap: Send + Sync + std::fmt::Debug {
+    /// Must not block the worker.
+    fn offer(&self, events: &[Event]);
 }
 
 /// The health components of the ingestion workers.
@@ -93,6 +103,7 @@ impl Default for PipelineConfig {
             identity: None,
             warnings: None,
             health: HealthRegistry::default(),
+            tap: None,
         }
     }
 }
@@ -508,6 +519,9 @@ impl Pipeline {
                 if live {
                     let _ = self.live.send(Arc::new(event.clone()));
                 }
+            }
+            if let Some(tap) = &self.config.tap {
+                tap.offer(&kept);
             }
             self.store.append(kept, last)?;
         }

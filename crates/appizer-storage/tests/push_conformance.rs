@@ -10,8 +10,9 @@ use common::{postgres_store, sqlite_store};
 use appizer_core::definition::{Definition, DefinitionKind};
 use appizer_core::person::{MergeReason, PersonDelta};
 use appizer_core::push::{
-    Audience, CampaignFilter, CampaignRecord, CampaignState, DeliveryOutcome, DeviceFilter,
-    DeviceState, MessageRecord, NewDevice, NewMessage, Platform, Provider, ProviderRecord, WebKeys,
+    Audience, CampaignFilter, CampaignRecord, CampaignRun, CampaignState, DeliveryOutcome,
+    DeliveryState, DeviceFilter, DeviceState, MessageRecord, NewDelivery, NewDevice, NewMessage,
+    Platform, Provider, ProviderRecord, RunPage, RunState, WebKeys,
 };
 use appizer_core::tenancy::{Actor, NewAuditEntry};
 use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId, ProjectId};
@@ -1066,6 +1067,214 @@ mod cases {
         .await;
         assert_eq!(excluded, vec![(a.bob, a.android)]);
     }
+    pub async fn a_run_page_is_written_once_from_the_cursor_it_read(store: &dyn MetadataStore) {
+        let a = audiences(store, None).await;
+        let push = store.push();
+        let audit = NewAuditEntry {
+            organization_id: a.scope.organization(),
+            project_id: Some(a.scope.project()),
+            actor: Actor::Cli,
+            action: "campaign.create".into(),
+            target_type: "campaign".into(),
+            target_id: String::new(),
+            details: serde_json::json!({}),
+            request_id: None,
+            at: t(0),
+        };
+        let campaign = CampaignRecord {
+            id: CampaignId::new(),
+            project_id: a.scope.project(),
+            name: "runs".into(),
+            state: CampaignState::Scheduled,
+            definition: serde_json::json!({}),
+            version: 1,
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        push.create_campaign(a.scope, &campaign, &audit)
+            .await
+            .unwrap();
+        let run = CampaignRun {
+            campaign_id: campaign.id,
+            key: "once".into(),
+            phase: "all".into(),
+            project_id: a.scope.project(),
+            state: RunState::Sending,
+            due_at: t(1),
+            cursor: None,
+            assigned: 0,
+            queued: 0,
+            started_at: t(2),
+            finished_at: None,
+        };
+        let to = |state, version| CampaignUpdate {
+            version,
+            name: campaign.name.clone(),
+            state,
+            definition: campaign.definition.clone(),
+            at: t(2),
+        };
+        let CampaignWrite::Done(Some(running)) = push
+            .start_run(a.scope, &run, &to(CampaignState::Running, 1))
+            .await
+            .unwrap()
+        else {
+            panic!("started")
+        };
+        assert_eq!(
+            (running.state, running.version),
+            (CampaignState::Running, 2)
+        );
+        // A second start at the old version is refused and records no second run.
+        let again = push
+            .start_run(a.scope, &run, &to(CampaignState::Running, 1))
+            .await
+            .unwrap();
+        assert!(matches!(again, CampaignWrite::Stale(_)));
+        assert_eq!(
+            push.runs(a.scope, campaign.id).await.unwrap(),
+            vec![run.clone()]
+        );
+
+        let message = NewMessage {
+            audience: Audience::Campaign {
+                campaign_id: campaign.id,
+                run: "once".into(),
+            },
+            campaign_id: Some(campaign.id.to_string()),
+            variant: Some("A".into()),
+            ..message(Audience::Devices(vec![]), &[Platform::Ios], None, 2)
+        };
+        let delivery = |device: DeviceId, platform, rendered: Option<&str>| NewDelivery {
+            message_id: message.id,
+            device_id: device,
+            platform,
+            due_at: t(3),
+            rendered: rendered.map(str::to_string),
+        };
+        let (first, second) = if a.alice < a.bob {
+            (a.alice, a.bob)
+        } else {
+            (a.bob, a.alice)
+        };
+        let page = RunPage {
+            campaign_id: campaign.id,
+            key: "once".into(),
+            phase: "all".into(),
+            after: None,
+            cursor: first,
+            messages: vec![message.clone()],
+            deliveries: vec![
+                delivery(
+                    a.iphone,
+                    Platform::Ios,
+                    Some(r#"{"title":"Hi Alice","body":"b"}"#),
+                ),
+                delivery(a.browser, Platform::Web, None),
+            ],
+            assigned: 1,
+            at: t(3),
+        };
+        assert!(push.queue_run_page(a.scope, &page).await.unwrap());
+        // The same page again (a crash before the runner learnt it was written): refused.
+        assert!(!push.queue_run_page(a.scope, &page).await.unwrap());
+        let next = RunPage {
+            after: Some(first),
+            cursor: second,
+            deliveries: vec![
+                delivery(a.android, Platform::Android, None),
+                delivery(a.iphone, Platform::Ios, None),
+            ],
+            ..page.clone()
+        };
+        assert!(push.queue_run_page(a.scope, &next).await.unwrap());
+        let runs = push.runs(a.scope, campaign.id).await.unwrap();
+        assert_eq!(
+            (runs[0].cursor, runs[0].assigned, runs[0].queued),
+            (Some(second), 2, 3),
+            "a delivery is one per message and device"
+        );
+        let record = push.message(a.scope, message.id).await.unwrap().unwrap();
+        assert_eq!(record.devices, 3);
+        assert_eq!(
+            record.campaign_id.as_deref(),
+            Some(campaign.id.to_string().as_str())
+        );
+        let taken = push.take_deliveries(None, t(10), 100, t(70)).await.unwrap();
+        let iphone = taken.iter().find(|d| d.device_id == a.iphone).unwrap();
+        assert_eq!(
+            iphone.rendered.as_deref(),
+            Some(r#"{"title":"Hi Alice","body":"b"}"#)
+        );
+        push.release_deliveries().await.unwrap();
+        // Pausing holds what is queued; resuming queues it again; cancelling ends it.
+        let moved = |from: &'static [DeliveryState], to_state| {
+            push.move_campaign_deliveries(a.scope, campaign.id, from, to_state, t(20))
+        };
+        assert_eq!(
+            moved(&[DeliveryState::Queued], DeliveryState::Held)
+                .await
+                .unwrap(),
+            3
+        );
+        let counts = push.delivery_counts(a.scope, message.id).await.unwrap();
+        assert_eq!((counts.queued, counts.held), (0, 3));
+        assert!(push
+            .take_deliveries(None, t(30), 100, t(90))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            moved(&[DeliveryState::Held], DeliveryState::Queued)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            moved(
+                &[DeliveryState::Queued, DeliveryState::Held],
+                DeliveryState::Cancelled
+            )
+            .await
+            .unwrap(),
+            3
+        );
+        assert_eq!(
+            push.delivery_counts(a.scope, message.id)
+                .await
+                .unwrap()
+                .cancelled,
+            3
+        );
+        // The end of the run moves the campaign on, in one transaction.
+        let CampaignWrite::Done(Some(done)) = push
+            .finish_run(
+                a.scope,
+                campaign.id,
+                "once",
+                "all",
+                RunState::Sent,
+                &to(CampaignState::Completed, 2),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("finished")
+        };
+        assert_eq!(done.state, CampaignState::Completed);
+        let runs = push.runs(a.scope, campaign.id).await.unwrap();
+        assert_eq!(
+            (runs[0].state, runs[0].finished_at),
+            (RunState::Sent, Some(t(2)))
+        );
+        // Every running campaign of every project, for the runner.
+        assert!(push
+            .campaigns_in(CampaignState::Completed, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == campaign.id));
+    }
 }
 
 all_backends!(
@@ -1081,4 +1290,5 @@ all_backends!(
     devices_are_imported_in_bulk_keeping_those_already_there,
     campaigns_are_written_only_at_the_version_read,
     a_campaign_reaches_active_devices_of_its_segments_page_by_page,
+    a_run_page_is_written_once_from_the_cursor_it_read,
 );

@@ -23,6 +23,7 @@ use appizer_gateway::state::{EventServices, PushServices};
 use appizer_gateway::AppState;
 use appizer_push::campaign::runner::Runner;
 use appizer_push::campaign::service::Campaigns;
+use appizer_push::campaign::triggers::TriggerTap;
 use appizer_push::outbox::Outbox;
 use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
@@ -145,6 +146,8 @@ impl App {
                 max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,
             },
         ));
+        // The workers hand the campaign runner the events of triggered campaigns.
+        let tap = Arc::new(TriggerTap::default());
         let pipeline = Pipeline::new(
             queue.clone(),
             events,
@@ -155,6 +158,7 @@ impl App {
                 identity: Some(identity.clone()),
                 warnings: Some(warnings.clone()),
                 health: health.clone(),
+                tap: Some(tap.clone()),
                 ..PipelineConfig::default()
             },
         )
@@ -225,6 +229,7 @@ impl App {
             queue.clone(),
             campaigns.clone(),
             outbox.clone(),
+            tap,
         ));
         let runner_task = delivery.handle().spawn(runner.run(workers.clone()));
         let runner_task = tokio::spawn(async move {

@@ -714,3 +714,84 @@ async fn pausing_stops_sending_within_a_second_and_resuming_sends_the_rest_once(
     }
     s.campaign_until(&id, |c| c["state"] == "completed").await;
 }
+
+#[tokio::test]
+async fn an_abandoned_cart_is_reminded_after_its_delay_unless_a_purchase_comes_first() {
+    let s = start().await;
+    s.providers().await;
+    s.cohort(3).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Abandoned cart",
+                "when": {"type": "triggered", "event": "add_to_cart", "delay_seconds": 2,
+                         "properties": [{"key": "price", "operator": "gte", "value": 10}],
+                         "cancel_if": "purchase"},
+                "variants": [{"name": "A",
+                              "title": "Still want {{ event.sku | default(\"it\") }}, {{ person.first_name }}?",
+                              "body": "Your cart is waiting"}]
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    s.campaign_until(&id, |c| c["state"] == "running").await;
+    // Armed at the runner's next pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let track = |user: &str, event: &str, properties: Value| {
+        json!({"type": "track", "userId": user, "event": event, "properties": properties,
+               "timestamp": chrono::Utc::now().to_rfc3339()})
+    };
+    let started = std::time::Instant::now();
+    s.capture(vec![
+        track(
+            "user0",
+            "add_to_cart",
+            json!({"sku": "RED-42", "price": 25}),
+        ),
+        track(
+            "user1",
+            "add_to_cart",
+            json!({"sku": "BLUE-7", "price": 30}),
+        ),
+        // Below the trigger's condition: no entry.
+        track("user2", "add_to_cart", json!({"sku": "PIN", "price": 2})),
+    ])
+    .await;
+    // user1 buys within the delay: their reminder is cancelled.
+    s.capture(vec![track("user1", "purchase", json!({"total": 30}))])
+        .await;
+    let apns = s.received_until(|total| total >= 1).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "sent after the delay, not before"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let apns_after = s.emulator_get("/apns/notifications").await;
+    assert_eq!(apns_after["total"], 1, "{apns:#}");
+    let note = &apns_after["notifications"][0];
+    assert_eq!(note["token"], token(0).as_str());
+    assert_eq!(
+        note["payload"]["aps"]["alert"]["title"], "Still want RED-42, U0?",
+        "the trigger event's and the person's properties"
+    );
+    // Once ever (the default re-entry rule): a second cart sends nothing more.
+    s.capture(vec![track(
+        "user0",
+        "add_to_cart",
+        json!({"sku": "RED-43", "price": 40}),
+    )])
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(s.emulator_get("/apns/notifications").await["total"], 1);
+    // Every entry is assigned, as for a run.
+    common::settle(&s.server).await;
+    let groups = s.assigned().await;
+    assert_eq!(groups.get("A").copied(), Some(1), "{groups:?}");
+}

@@ -16,6 +16,8 @@
 //!   daylight saving;
 //! - `when`: the request's `when` (now, at, local time, recurring, triggered) checked
 //!   into a schedule;
+//! - `triggers`: triggered campaigns: the workers' events in, pending sends recorded,
+//!   cancelled and sent after their delay;
 //! - `template`: message templates over person and trigger-event properties, checked
 //!   when saved and rendered with limits.
 
@@ -28,5 +30,6 @@ pub mod schedule;
 pub mod service;
 pub mod state;
 pub mod template;
+pub mod triggers;
 pub mod when;
 pub mod winner;

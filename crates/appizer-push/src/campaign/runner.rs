@@ -32,7 +32,7 @@ use appizer_storage::queue::EventQueue;
 use appizer_storage::{MetadataStore, StoreError};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,7 @@ use super::pacing::Throttle;
 use super::schedule::{local_time, zone};
 use super::service::{project_zone, stored_definition, AudiencePerson, AudienceWalk, Campaigns};
 use super::state::{self, Action};
+use super::triggers::{Armed, TriggerTap};
 use super::when::Schedule;
 use crate::message::{CAMPAIGN_ID_KEY, VARIANT_KEY};
 use crate::outbox::Outbox;
@@ -63,25 +64,36 @@ const TICK: Duration = Duration::from_millis(500);
 const MISSED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 /// How long one campaign's walk runs before the others get their turn.
 const SLICE: Duration = Duration::from_millis(500);
+/// How long a triggered campaign's audience condition members are used before they
+/// are computed again.
+const CONDITION_RECHECK: Duration = Duration::from_secs(60);
 /// Campaigns read per listing page.
 const LISTING: u32 = 500;
+
+/// An audience condition's members, sorted (`None`: the audience has no condition).
+type Members = Option<Arc<Vec<PersonId>>>;
 
 /// The runner's own view of a run in progress (rebuilt after a restart).
 #[derive(Default)]
 struct Walking {
     throttle: Option<Throttle>,
     /// The audience condition's members, computed once per run.
-    members: Option<Option<Arc<Vec<PersonId>>>>,
+    members: Option<Members>,
     /// Every person is queued; the run ends when its deliveries have.
     walked: bool,
 }
 
 pub struct Runner {
-    store: Arc<dyn MetadataStore>,
+    pub(super) store: Arc<dyn MetadataStore>,
     queue: Arc<dyn EventQueue>,
-    campaigns: Arc<Campaigns>,
-    outbox: Arc<Outbox>,
+    pub(super) campaigns: Arc<Campaigns>,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) tap: Arc<TriggerTap>,
     walking: Mutex<HashMap<(CampaignId, String, String), Walking>>,
+    /// The running triggered campaigns.
+    pub(super) armed: RwLock<Arc<Vec<Armed>>>,
+    /// Each triggered campaign's audience condition members, with when computed.
+    members: Mutex<HashMap<CampaignId, (std::time::Instant, Members)>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -148,18 +160,48 @@ impl Runner {
         queue: Arc<dyn EventQueue>,
         campaigns: Arc<Campaigns>,
         outbox: Arc<Outbox>,
+        tap: Arc<TriggerTap>,
     ) -> Self {
         Self {
             store,
             queue,
             campaigns,
             outbox,
+            tap,
             walking: Mutex::default(),
+            armed: RwLock::default(),
+            members: Mutex::default(),
         }
     }
 
-    /// Runs until `shutdown`: every tick, starts what is due and walks what runs.
+    /// Runs until `shutdown`: every tick, starts what is due and walks what runs;
+    /// meanwhile takes the trigger events the workers hand over.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if let Some(mut events) = self.tap.take_receiver() {
+            let (runner, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    let first = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        e = events.recv() => match e { Some(e) => e, None => return },
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < 1_000 {
+                        match events.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut wait = Duration::from_millis(100);
+                    // Kept until recorded: a store outage delays triggers, loses none.
+                    while let Err(e) = runner.take_events(batch.clone()).await {
+                        tracing::warn!(error = %e, "cannot record campaign triggers; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            });
+        }
         while !shutdown.is_cancelled() {
             if let Err(e) = self.tick(Utc::now()).await {
                 tracing::warn!(error = %e, "campaign runner step failed; retrying");
@@ -171,8 +213,10 @@ impl Runner {
         }
     }
 
-    /// One pass: due runs started, running campaigns walked (each for a slice).
+    /// One pass: due runs started, running campaigns walked (each for a slice),
+    /// triggered campaigns armed and their due sends sent.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<(), RunError> {
+        let mut armed = Vec::new();
         for state in [CampaignState::Scheduled, CampaignState::Running] {
             let mut after = None;
             loop {
@@ -185,13 +229,18 @@ impl Runner {
                 after = Some(last.id);
                 for record in page {
                     let id = record.id;
-                    if let Err(e) = self.step(record, now).await {
-                        tracing::warn!(campaign = %id, error = %e, "campaign step failed");
+                    match self.step(record, now).await {
+                        Ok(Some(a)) => armed.push(a),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(campaign = %id, error = %e, "campaign step failed")
+                        }
                     }
                 }
             }
         }
-        Ok(())
+        self.arm(armed);
+        self.send_due_triggers(now).await
     }
 
     async fn project(&self, record: &CampaignRecord) -> Result<Option<QueryProject>, RunError> {
@@ -205,23 +254,70 @@ impl Runner {
             .map(|(scope, project)| QueryProject::of(scope, &project)))
     }
 
-    async fn step(&self, record: CampaignRecord, now: DateTime<Utc>) -> Result<(), RunError> {
+    /// One campaign's step; a running triggered campaign comes back armed.
+    async fn step(
+        &self,
+        record: CampaignRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Armed>, RunError> {
         let Some(project) = self.project(&record).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let definition = stored_definition(&record)?;
         let plan = match definition.check(project_zone(&project)) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(campaign = %record.id, error = %e, "a stored campaign no longer checks");
-                return Ok(());
+                return Ok(None);
             }
         };
         match record.state {
-            CampaignState::Scheduled => self.start_due(&project, record, &plan, now).await,
-            CampaignState::Running => self.walk(&project, record, &plan).await,
-            _ => Ok(()),
+            CampaignState::Scheduled => {
+                self.start_due(&project, record, &plan, now).await?;
+                Ok(None)
+            }
+            CampaignState::Running if matches!(plan.schedule, Schedule::Triggered { .. }) => {
+                let members = self
+                    .condition_members(&project, &record, &plan, now)
+                    .await?;
+                Ok(Some(Armed {
+                    record,
+                    plan,
+                    project,
+                    members,
+                }))
+            }
+            CampaignState::Running => {
+                self.walk(&project, record, &plan).await?;
+                Ok(None)
+            }
+            _ => Ok(None),
         }
+    }
+
+    /// A triggered campaign's audience condition members, computed at most once a
+    /// minute.
+    async fn condition_members(
+        &self,
+        project: &QueryProject,
+        record: &CampaignRecord,
+        plan: &Plan,
+        now: DateTime<Utc>,
+    ) -> Result<Members, RunError> {
+        if plan.audience.condition.is_none() {
+            return Ok(None);
+        }
+        if let Some((at, members)) = self.members.lock().get(&record.id) {
+            if at.elapsed() < CONDITION_RECHECK {
+                return Ok(members.clone());
+            }
+        }
+        let walk = AudienceWalk::new(&self.campaigns, project, plan, Vec::new(), now).await?;
+        let members = walk.members();
+        self.members
+            .lock()
+            .insert(record.id, (std::time::Instant::now(), members.clone()));
+        Ok(members)
     }
 
     /// Starts the campaign's next run if it is due (or records it skipped, if it was
@@ -548,10 +644,15 @@ impl Runner {
                 })
             })
             .collect();
+        self.append_events(&events).await
+    }
+
+    /// Appends events to the event queue, as any captured event.
+    pub(super) async fn append_events(&self, events: &[Event]) -> Result<(), RunError> {
         if events.is_empty() {
             return Ok(());
         }
-        for record in encode_records(&events, self.queue.max_record_bytes()) {
+        for record in encode_records(events, self.queue.max_record_bytes()) {
             self.queue
                 .append(record)
                 .await

@@ -850,6 +850,7 @@ impl<'a> AudienceWalk<'a> {
                 include: plan.audience.segments.clone(),
                 exclude: plan.audience.exclude_segments.clone(),
                 after: None,
+                person: None,
                 limit: PAGE,
             },
             members,

@@ -24,3 +24,23 @@ CREATE INDEX campaign_runs_by_state ON campaign_runs (state);
 -- queued (JSON text); NULL: the message's.
 ALTER TABLE push_outbox ADD COLUMN rendered TEXT;
 CREATE INDEX push_messages_by_campaign ON push_messages (project_id, campaign_id);
+
+-- A triggered campaign's pending sends: one per (campaign, trigger event), recorded when
+-- the event is processed (again after a replay: the key makes it once), due after the
+-- campaign's delay, cancelled by the campaign's cancel event, and sent in one
+-- transaction with its outbox records (fenced by its state).
+CREATE TABLE campaign_triggers (
+    campaign_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    distinct_id TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    state TEXT NOT NULL,
+    triggered_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (campaign_id, event_id)
+);
+CREATE INDEX campaign_triggers_due ON campaign_triggers (state, due_at);
+CREATE INDEX campaign_triggers_by_person ON campaign_triggers (campaign_id, person_id, triggered_at);

@@ -14,9 +14,10 @@
 mod sql;
 
 use appizer_core::push::{
-    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, Delivery, DeliveryCounts,
-    DeliveryOutcome, DeliveryState, Device, DeviceFilter, MessageRecord, NewDevice, NewMessage,
-    Platform, Provider, ProviderRecord, RunPage, RunState,
+    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, CampaignTrigger, Delivery,
+    DeliveryCounts, DeliveryOutcome, DeliveryState, Device, DeviceFilter, MessageRecord,
+    NewDelivery, NewDevice, NewMessage, Platform, Provider, ProviderRecord, RunPage, RunState,
+    TriggerState,
 };
 use appizer_core::tenancy::NewAuditEntry;
 use appizer_core::{CampaignId, DefinitionId, DeviceId, MessageId, PersonId};
@@ -56,6 +57,8 @@ pub struct ReachQuery {
     pub include: Vec<DefinitionId>,
     pub exclude: Vec<DefinitionId>,
     pub after: Option<PersonId>,
+    /// Only this person (a triggered send).
+    pub person: Option<PersonId>,
     /// Devices in one page at most (a page holds whole persons, unless one person has
     /// more devices than this).
     pub limit: u32,
@@ -293,6 +296,54 @@ pub trait PushStore: Send + Sync + 'static {
         to: DeliveryState,
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Records a trigger unless one of its campaign and event is there; whether it
+    /// was recorded.
+    async fn record_trigger(
+        &self,
+        scope: ProjectScope,
+        trigger: &CampaignTrigger,
+    ) -> Result<bool, StoreError>;
+
+    /// When the person last entered the campaign (for its re-entry rule).
+    async fn last_trigger(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        person: PersonId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Cancels the person's pending triggers of the campaign triggered at or before
+    /// `until` (the cancel event's time). Returns how many.
+    async fn cancel_triggers(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        person: PersonId,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Pending triggers of every project due at `now`, oldest due first.
+    async fn due_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CampaignTrigger>, StoreError>;
+
+    /// Ends a pending trigger in `state` and writes its messages and deliveries, in
+    /// one transaction; `false` (nothing written) if it was not pending any more.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_trigger(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        event_id: &str,
+        state: TriggerState,
+        messages: &[NewMessage],
+        deliveries: &[NewDelivery],
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// One page of the devices `query` reaches; the next page starts after the last
     /// person of this one. Empty at the end.

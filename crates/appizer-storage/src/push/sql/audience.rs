@@ -60,6 +60,10 @@ impl SqlPushStore {
                  WHERE sm.person_id = p.id AND sm.segment_id IN ({ids}))"
             ));
         }
+        if let Some(person) = q.person {
+            let at = list(vec![person.to_string()]);
+            sql.push_str(&format!(" AND p.id = {at}"));
+        }
         if let Some(after) = q.after {
             let at = list(vec![after.to_string()]);
             sql.push_str(&format!(" AND p.id > {at}"));

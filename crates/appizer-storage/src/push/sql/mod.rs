@@ -5,14 +5,16 @@ mod audience;
 mod campaigns;
 mod outbox;
 mod runs;
+mod triggers;
 
 use appizer_core::push::{
-    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, Delivery, DeliveryCounts,
-    DeliveryOutcome, DeliveryState, Device, DeviceFilter, DeviceState, MessageRecord, NewDevice,
-    NewMessage, Platform, Provider, ProviderRecord, RunPage, RunState, WebKeys,
+    CampaignFilter, CampaignRecord, CampaignRun, CampaignState, CampaignTrigger, Delivery,
+    DeliveryCounts, DeliveryOutcome, DeliveryState, Device, DeviceFilter, DeviceState,
+    MessageRecord, NewDelivery, NewDevice, NewMessage, Platform, Provider, ProviderRecord, RunPage,
+    RunState, TriggerState, WebKeys,
 };
 use appizer_core::tenancy::NewAuditEntry;
-use appizer_core::{CampaignId, DeviceId, MessageId};
+use appizer_core::{CampaignId, DeviceId, MessageId, PersonId};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -508,6 +510,57 @@ impl PushStore for SqlPushStore {
         update: &CampaignUpdate,
     ) -> Result<CampaignWrite, StoreError> {
         self.end_run(scope, campaign, key, phase, state, update)
+            .await
+    }
+
+    async fn record_trigger(
+        &self,
+        scope: ProjectScope,
+        trigger: &CampaignTrigger,
+    ) -> Result<bool, StoreError> {
+        self.insert_trigger(scope, trigger).await
+    }
+
+    async fn last_trigger(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        person: PersonId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.latest_trigger(scope, campaign, person).await
+    }
+
+    async fn cancel_triggers(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        person: PersonId,
+        until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.cancel_pending(scope, campaign, person, until, at)
+            .await
+    }
+
+    async fn due_triggers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CampaignTrigger>, StoreError> {
+        self.pending_due(now, limit).await
+    }
+
+    async fn end_trigger(
+        &self,
+        scope: ProjectScope,
+        campaign: CampaignId,
+        event_id: &str,
+        state: TriggerState,
+        messages: &[NewMessage],
+        deliveries: &[NewDelivery],
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.close_trigger(scope, campaign, event_id, state, messages, deliveries, at)
             .await
     }
 

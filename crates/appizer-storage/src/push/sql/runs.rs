@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::super::{CampaignUpdate, CampaignWrite};
 use super::campaigns::{campaign_from_row, fetch_campaign, write_at_version, COLUMNS};
+use super::triggers::insert_deliveries;
 use super::{corrupt, SqlPushStore};
 use crate::metadata::{from_millis, parse_id};
 use crate::{ProjectScope, StoreError};
@@ -42,9 +43,6 @@ fn run_from_row(row: &AnyRow) -> Result<CampaignRun, StoreError> {
             .transpose()?,
     })
 }
-
-/// Rows per multi-row insert (SQLite takes at most 32766 parameters a statement).
-const ROWS_PER_INSERT: usize = 500;
 
 impl SqlPushStore {
     pub(super) async fn campaigns_in_state(
@@ -147,65 +145,8 @@ impl SqlPushStore {
         if !moved {
             return Ok(false);
         }
-        for m in &page.messages {
-            sqlx::query(
-                "INSERT INTO push_messages (id, project_id, idempotency_key, content, audience, \
-                 platforms, campaign_id, variant, devices, created_at) \
-                 VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(m.id.to_string())
-            .bind(&project)
-            .bind(m.content.to_string())
-            .bind(serde_json::to_string(&m.audience).expect("an audience serializes"))
-            .bind(serde_json::to_string(&m.platforms).expect("platforms serialize"))
-            .bind(m.campaign_id.clone())
-            .bind(m.variant.clone())
-            .bind(m.created_at.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let at = page.at.timestamp_millis();
-        let mut queued = 0u64;
-        for chunk in page.deliveries.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = 5 * i;
-                    format!(
-                        "(${}, ${}, $1, ${}, 'queued', 0, ${}, 0, NULL, $2, ${})",
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO push_outbox (message_id, device_id, project_id, platform, state, \
-                 attempts, due_at, leased_until, reason, updated_at, rendered) VALUES {} \
-                 ON CONFLICT (message_id, device_id) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(&sql).bind(&project).bind(at);
-            for d in chunk {
-                insert = insert
-                    .bind(d.message_id.to_string())
-                    .bind(d.device_id.to_string())
-                    .bind(d.platform.as_str())
-                    .bind(d.due_at.timestamp_millis())
-                    .bind(d.rendered.clone());
-            }
-            queued += insert.execute(&mut *tx).await?.rows_affected();
-        }
-        for m in &page.messages {
-            sqlx::query(
-                "UPDATE push_messages SET devices = \
-                 (SELECT COUNT(*) FROM push_outbox WHERE message_id = $1) WHERE id = $1",
-            )
-            .bind(m.id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        let queued =
+            insert_deliveries(&mut tx, scope, &page.messages, &page.deliveries, page.at).await?;
         sqlx::query(
             "UPDATE campaign_runs SET queued = queued + $1 \
              WHERE campaign_id = $2 AND run_key = $3 AND phase = $4",
