@@ -337,6 +337,11 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/campaigns/{campaign_id}/test-send",
         Permission::CampaignsWrite,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/campaigns/{campaign_id}/report",
+        Permission::AnalyticsRead,
+    ),
 ];
 
 /// The permission `method` on the route template `path` needs.

@@ -134,6 +134,7 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::resume))
         .routes(routes!(campaigns::cancel))
         .routes(routes!(campaigns::test_send))
+        .routes(routes!(campaigns::report))
 }
 
 /// The OpenAPI document of every route the gateway serves.

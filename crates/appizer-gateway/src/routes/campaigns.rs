@@ -12,6 +12,7 @@ use appizer_analytics::QueryProject;
 use appizer_core::push::{CampaignFilter, CampaignRecord, CampaignState};
 use appizer_core::{CampaignId, DeviceId, ErrorCode, ProjectId};
 use appizer_push::campaign::definition::Definition;
+use appizer_push::campaign::report::Report;
 use appizer_push::campaign::service::{
     stored_definition, Act, CampaignError, Change, Preview, PreviewRequest, TestSent,
     MAX_PREVIEW_SAMPLE,
@@ -604,4 +605,43 @@ pub async fn test_send(
         .await
         .map_err(campaign_error)?;
     Ok((StatusCode::ACCEPTED, Json(TestSends { sent })))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// One run's key (a recurring campaign's occurrence); absent: every run together.
+    pub run: Option<String>,
+}
+
+/// A campaign's report: per variant and for the control, persons assigned, sent,
+/// failed, delivered, opened and converted, their rates with 95% intervals, lift over
+/// the control with a two-proportion test, a chi-squared test across variants, and
+/// whether the sample is large enough to call. Computed from the events by the
+/// analytics engine (as funnels), so a funnel over the same events answers the same.
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/campaigns/{campaign_id}/report", tag = "campaigns", operation_id = "campaign_report",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid), ("campaign_id" = String, Path, format = Uuid), ReportQuery),
+    responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    CallerProject { scope, project, .. }: CallerProject,
+    ApiPath((_, id)): ApiPath<(ProjectId, CampaignId)>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
+) -> ApiResult<Json<Report>> {
+    let project = QueryProject::of(scope, &project);
+    let campaigns = &state.push.campaigns;
+    let record = campaigns.get(&project, id).await.map_err(campaign_error)?;
+    let now = Utc::now();
+    let definition = stored_definition(&record)?;
+    let plan = campaigns
+        .plan(&project, &definition, now)
+        .await
+        .map_err(campaign_error)?;
+    let report = campaigns
+        .report(&project, &record, &plan, query.run.as_deref(), now)
+        .await
+        .map_err(campaign_error)?;
+    Ok(Json(report))
 }

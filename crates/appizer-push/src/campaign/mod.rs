@@ -10,6 +10,8 @@
 //!   test-send), checked against the project's data and audited;
 //! - `state`: the campaign's states and the one table of moves between them;
 //! - `winner`: the winner-mode decision from the variants' rates;
+//! - `report`: a campaign's figures per group, with their statistics, as funnels over
+//!   the assignment, delivery and goal events;
 //! - `runner`: starts due runs and walks each run's audience into the outbox, a page
 //!   at a time, exactly once per device across crashes;
 //! - `schedule`: local times in a person's zone, quiet hours and cron schedules, across
@@ -25,6 +27,7 @@ pub mod assign;
 pub mod content;
 pub mod definition;
 pub mod pacing;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod service;

@@ -248,6 +248,19 @@ impl Campaigns {
         }
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A campaign's runs, by due time.
+    pub async fn runs(
+        &self,
+        project: &QueryProject,
+        id: CampaignId,
+    ) -> Result<Vec<appizer_core::push::CampaignRun>, CampaignError> {
+        Ok(self.store.push().runs(project.scope, id).await?)
+    }
+
     /// Checks `definition` whole against the project: the pure checks, then that its
     /// segments and goal metric exist and its audience condition evaluates.
     pub async fn plan(
