@@ -437,6 +437,8 @@ pub struct CampaignRun {
     pub queued: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Winner mode's decision, on the run it started (the push component's JSON).
+    pub decision: Option<serde_json::Value>,
 }
 
 /// A delivery a campaign run queues.

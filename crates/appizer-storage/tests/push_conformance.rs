@@ -1106,6 +1106,7 @@ mod cases {
             queued: 0,
             started_at: t(2),
             finished_at: None,
+            decision: None,
         };
         let to = |state, version| CampaignUpdate {
             version,

@@ -572,8 +572,9 @@ impl Setup {
             if done(apns["total"].as_u64().unwrap_or(0)) {
                 return apns;
             }
+            // Winner mode waits its minute before the rest.
             assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
+                started.elapsed() < std::time::Duration::from_secs(90),
                 "{apns:#}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -794,4 +795,82 @@ async fn an_abandoned_cart_is_reminded_after_its_delay_unless_a_purchase_comes_f
     common::settle(&s.server).await;
     let groups = s.assigned().await;
     assert_eq!(groups.get("A").copied(), Some(1), "{groups:?}");
+}
+
+#[tokio::test]
+async fn winner_mode_sends_the_test_share_then_the_variant_opened_most_to_the_rest() {
+    let s = start().await;
+    s.providers().await;
+    let n = 40;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Which one",
+                "when": {"type": "now"},
+                "audience": {"condition": {"type": "property", "key": "cohort", "value": "spring"}},
+                "variants": [{"name": "A", "title": "a", "body": "a"},
+                             {"name": "B", "title": "b", "body": "b"}],
+                "winner": {"test_percent": 50, "wait_minutes": 1, "by": "opens"}
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    // The test share arrives; only B's recipients open it.
+    s.received_until(|total| total > 0).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let test = s.emulator_get("/apns/notifications").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        s.emulator_get("/apns/notifications").await["total"],
+        test["total"],
+        "nothing more until the decision"
+    );
+    let share = test["total"].as_u64().unwrap();
+    assert!(share > 5 && share < n as u64, "about half: {share}");
+    let opens: Vec<Value> = test["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|note| note["payload"]["$push_variant"] == "B")
+        .map(|note| {
+            let token = note["token"].as_str().unwrap();
+            let i = (0..n).find(|i| self::token(*i) == token).unwrap();
+            json!({"type": "track", "userId": format!("user{i}"), "event": "$push_opened",
+                   "properties": {"$push_campaign_id": id, "$push_variant": "B",
+                                  "$push_message_id": note["payload"]["$push_message_id"]},
+                   "timestamp": chrono::Utc::now().to_rfc3339()})
+        })
+        .collect();
+    assert!(!opens.is_empty(), "{test:#}");
+    s.capture(opens).await;
+    // After the wait, the rest receive B.
+    let all = s.received_until(|total| total >= n as u64).await;
+    s.campaign_until(&id, |c| c["state"] == "completed").await;
+    let notes = all["notifications"].as_array().unwrap();
+    assert_eq!(all["total"], n, "everyone once: {all:#}");
+    for note in &notes[share as usize..] {
+        assert_eq!(
+            note["payload"]["$push_variant"], "B",
+            "the rest get the winner"
+        );
+    }
+    let report = s
+        .api
+        .get(&format!("{}/{id}/report", s.campaigns()), &admin)
+        .await;
+    let runs = report.body["runs"].as_array().unwrap();
+    let rest = runs
+        .iter()
+        .find(|r| r["phase"] == "rest")
+        .expect("a rest run");
+    assert_eq!(rest["decision"]["winner_name"], "B", "{:#}", report.body);
+    assert_eq!(rest["decision"]["measure"], "opens");
 }

@@ -46,6 +46,10 @@ pub struct RunSummary {
     pub queued: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Winner mode's decision and its figures (on the `rest` phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<serde_json::Value>,
 }
 
 impl From<&CampaignRun> for RunSummary {
@@ -59,6 +63,7 @@ impl From<&CampaignRun> for RunSummary {
             queued: r.queued,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            decision: r.decision.clone(),
         }
     }
 }

@@ -37,16 +37,18 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::assign::Group;
-use super::definition::{MissedRun, Plan, CONTROL};
+use super::assign::{in_test_share, Group};
+use super::definition::{MissedRun, Plan, WinnerMeasure, CONTROL};
 use super::pacing::Throttle;
 use super::schedule::{local_time, zone};
 use super::service::{project_zone, stored_definition, AudiencePerson, AudienceWalk, Campaigns};
 use super::state::{self, Action};
 use super::triggers::{Armed, TriggerTap};
 use super::when::Schedule;
+use super::winner::decide;
 use crate::message::{CAMPAIGN_ID_KEY, VARIANT_KEY};
 use crate::outbox::Outbox;
+use appizer_analytics::stats::Rate;
 
 /// The event every person of a run is recorded with, in their group.
 pub const ASSIGNED: &str = "$push_assigned";
@@ -58,6 +60,9 @@ pub const ONCE: &str = "once";
 pub const TRIGGERS: &str = "triggers";
 /// The phase of a run that sends to its whole audience.
 pub const ALL: &str = "all";
+/// Winner mode's phases: the test share first, then the rest with the winner.
+pub const TEST: &str = "test";
+pub const REST: &str = "rest";
 /// How often the runner looks for due runs.
 const TICK: Duration = Duration::from_millis(500);
 /// A run later than this past its time was missed (the server was down).
@@ -151,6 +156,38 @@ fn due(
         }
         // One run that lasts while the campaign does: each trigger is a send of it.
         Schedule::Triggered { .. } => last.is_none().then(|| (TRIGGERS.to_string(), scheduled_at)),
+    }
+}
+
+/// The person's group in `run`, or `None` when the run's phase does not include them
+/// (winner mode: the test share, then the rest, who get the winner or stay control).
+fn group_of(
+    plan: &Plan,
+    campaign: CampaignId,
+    run: &CampaignRun,
+    person: PersonId,
+) -> Option<Group> {
+    let group = plan.split.assign(campaign, person);
+    let share = || {
+        plan.winner
+            .as_ref()
+            .is_some_and(|w| in_test_share(campaign, person, w.test_percent))
+    };
+    match run.phase.as_str() {
+        TEST => share().then_some(group),
+        REST => {
+            if share() {
+                return None;
+            }
+            match group {
+                Group::Control => Some(Group::Control),
+                Group::Variant(_) => {
+                    let winner = run.decision.as_ref()?["decision"]["winner"].as_u64()?;
+                    Some(Group::Variant(winner as usize))
+                }
+            }
+        }
+        _ => Some(group),
     }
 }
 
@@ -359,7 +396,7 @@ impl Runner {
         let run = CampaignRun {
             campaign_id: record.id,
             key,
-            phase: ALL.to_string(),
+            phase: if plan.winner.is_some() { TEST } else { ALL }.to_string(),
             project_id: record.project_id,
             state,
             due_at: at,
@@ -368,6 +405,7 @@ impl Runner {
             queued: 0,
             started_at: now,
             finished_at: skip.then_some(now),
+            decision: None,
         };
         let update = CampaignUpdate {
             version: record.version,
@@ -419,7 +457,13 @@ impl Runner {
             return Ok(());
         }
         let runs = self.store.push().runs(scope, record.id).await?;
-        let Some(run) = runs.into_iter().find(|r| r.state == RunState::Sending) else {
+        let Some(run) = runs.iter().find(|r| r.state == RunState::Sending).cloned() else {
+            let test = runs
+                .iter()
+                .find(|r| r.phase == TEST && r.state == RunState::Sent);
+            if let (Some(test), false) = (test, runs.iter().any(|r| r.phase == REST)) {
+                return self.decide(project, &record, test).await;
+            }
             return Ok(());
         };
         let started = std::time::Instant::now();
@@ -485,13 +529,25 @@ impl Runner {
             return Ok(());
         };
         let recurring = matches!(plan.schedule, Schedule::Recurring(_));
-        let Some(update) = self.moved(
-            &current,
-            Action::Finish {
-                more_runs: recurring,
-            },
-            Utc::now(),
-        ) else {
+        let update = if run.phase == TEST {
+            // The test share is sent: the campaign runs on, waiting for its decision.
+            Some(CampaignUpdate {
+                version: current.version,
+                name: current.name.clone(),
+                state: current.state,
+                definition: current.definition.clone(),
+                at: Utc::now(),
+            })
+        } else {
+            self.moved(
+                &current,
+                Action::Finish {
+                    more_runs: recurring,
+                },
+                Utc::now(),
+            )
+        };
+        let Some(update) = update else {
             return Ok(());
         };
         self.store
@@ -509,6 +565,98 @@ impl Runner {
             .lock()
             .remove(&(record.id, run.key.clone(), run.phase.clone()));
         tracing::info!(campaign = %record.id, run = %run.key, "campaign run sent");
+        Ok(())
+    }
+
+    /// Winner mode: once the test share has had its wait, decides from the test's
+    /// report and starts the rest with the winner, or, with no significant winner and
+    /// the rule `stop`, ends the campaign with the decision kept on its runs.
+    async fn decide(
+        &self,
+        project: &QueryProject,
+        record: &CampaignRecord,
+        test: &CampaignRun,
+    ) -> Result<(), RunError> {
+        let now = Utc::now();
+        let definition = stored_definition(record)?;
+        // The whole plan: a goal metric's event is read.
+        let plan = self.campaigns.plan(project, &definition, now).await?;
+        let Some(w) = plan.winner.clone() else {
+            return Ok(());
+        };
+        let Some(finished) = test.finished_at else {
+            return Ok(());
+        };
+        if now < finished + chrono::Duration::minutes(i64::from(w.wait_minutes)) {
+            return Ok(());
+        }
+        let report = self
+            .campaigns
+            .report(project, record, &plan, Some(&test.key), now)
+            .await?;
+        let rates: Vec<Rate> = plan
+            .variants
+            .iter()
+            .map(|v| {
+                let g = report
+                    .groups
+                    .iter()
+                    .find(|g| !g.control && g.group == v.name);
+                match (g, w.by) {
+                    (Some(g), WinnerMeasure::Opens) => g.open_rate,
+                    (Some(g), WinnerMeasure::Goal) => {
+                        g.conversion_rate.unwrap_or(Rate::new(0, g.assigned))
+                    }
+                    (None, _) => Rate::new(0, 0),
+                }
+            })
+            .collect();
+        let decision = decide(&rates, w.no_winner);
+        let winner = decision.winner.map(|i| plan.variants[i].name.clone());
+        let kept = json!({
+            "measure": w.by,
+            "variants": plan.variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+            "winner_name": winner,
+            "decided_at": now,
+            "decision": decision,
+        });
+        let (state, next) = match decision.winner {
+            Some(_) => (RunState::Sending, CampaignState::Running),
+            None => (RunState::Skipped, CampaignState::Completed),
+        };
+        let run = CampaignRun {
+            phase: REST.to_string(),
+            state,
+            cursor: None,
+            assigned: 0,
+            queued: 0,
+            started_at: now,
+            finished_at: (state == RunState::Skipped).then_some(now),
+            decision: Some(kept),
+            ..test.clone()
+        };
+        let update = CampaignUpdate {
+            version: record.version,
+            name: record.name.clone(),
+            state: next,
+            definition: record.definition.clone(),
+            at: now,
+        };
+        if let CampaignWrite::Done(_) = self
+            .store
+            .push()
+            .start_run(project.scope, &run, &update)
+            .await?
+        {
+            match winner {
+                Some(name) => {
+                    tracing::info!(campaign = %record.id, winner = %name, significant = decision.significant, "winner mode decided")
+                }
+                None => {
+                    tracing::warn!(campaign = %record.id, "winner mode: no variant is significantly better; the campaign stops")
+                }
+            }
+        }
         Ok(())
     }
 
@@ -551,8 +699,13 @@ impl Runner {
             state.throttle = plan.per_minute.map(Throttle::new);
         }
         let mut deliveries = Vec::new();
+        let mut assigned = 0;
         for person in persons {
-            let Group::Variant(i) = plan.split.assign(record.id, person.id) else {
+            let Some(group) = group_of(plan, record.id, run, person.id) else {
+                continue;
+            };
+            assigned += 1;
+            let Group::Variant(i) = group else {
                 continue;
             };
             let variant = &plan.variants[i];
@@ -598,7 +751,7 @@ impl Runner {
             cursor: last,
             messages,
             deliveries,
-            assigned: persons.len() as u64,
+            assigned,
             at: now,
         })
     }
@@ -619,7 +772,7 @@ impl Runner {
             .iter()
             .filter_map(|person| {
                 let distinct_id = person.devices.first()?.distinct_id.clone();
-                let group = match plan.split.assign(record.id, person.id) {
+                let group = match group_of(plan, record.id, run, person.id)? {
                     Group::Variant(i) => plan.variants[i].name.clone(),
                     Group::Control => CONTROL.to_string(),
                 };

@@ -2,7 +2,8 @@
 -- recurring one, winner mode's `test` and `rest` phases), created once when it is due.
 -- A run walks its audience in person order from `cursor`; each page's messages, outbox
 -- records and new cursor are written in one transaction that names the cursor it read,
--- so a page is queued once across crashes and restarts.
+-- so a page is queued once across crashes and restarts. Winner mode's `rest` keeps the
+-- decision it was started on (JSON text).
 -- Timestamps are milliseconds since the Unix epoch (UTC).
 CREATE TABLE campaign_runs (
     campaign_id TEXT NOT NULL,
@@ -16,6 +17,7 @@ CREATE TABLE campaign_runs (
     queued BIGINT NOT NULL,
     started_at BIGINT NOT NULL,
     finished_at BIGINT,
+    decision TEXT,
     PRIMARY KEY (campaign_id, run_key, phase)
 );
 CREATE INDEX campaign_runs_by_state ON campaign_runs (state);

@@ -19,7 +19,7 @@ use crate::metadata::{from_millis, parse_id};
 use crate::{ProjectScope, StoreError};
 
 const RUN_COLUMNS: &str = "campaign_id, run_key, phase, project_id, state, due_at, cursor, \
-     assigned, queued, started_at, finished_at";
+     assigned, queued, started_at, finished_at, decision";
 
 fn run_from_row(row: &AnyRow) -> Result<CampaignRun, StoreError> {
     let state: String = row.try_get("state")?;
@@ -40,6 +40,10 @@ fn run_from_row(row: &AnyRow) -> Result<CampaignRun, StoreError> {
         finished_at: row
             .try_get::<Option<i64>, _>("finished_at")?
             .map(from_millis)
+            .transpose()?,
+        decision: row
+            .try_get::<Option<String>, _>("decision")?
+            .map(|d| serde_json::from_str(&d).map_err(|_| corrupt("run decision", &d)))
             .transpose()?,
     })
 }
@@ -77,7 +81,7 @@ impl SqlPushStore {
         }
         sqlx::query(&format!(
             "INSERT INTO campaign_runs ({RUN_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (campaign_id, run_key, phase) DO NOTHING"
         ))
         .bind(run.campaign_id.to_string())
@@ -91,6 +95,7 @@ impl SqlPushStore {
         .bind(run.queued as i64)
         .bind(run.started_at.timestamp_millis())
         .bind(run.finished_at.map(|t| t.timestamp_millis()))
+        .bind(run.decision.as_ref().map(|d| d.to_string()))
         .execute(&mut *tx)
         .await?;
         let record = fetch_campaign(&mut *tx, scope, run.campaign_id).await?;
