@@ -191,6 +191,25 @@ fn group_of(
     }
 }
 
+/// The run to start at `now`, if one is due: its key, its time, and whether it was
+/// missed (later than [`MISSED_AFTER`]: the server was down). Of several occurrences
+/// missed, only the latest: a schedule missed runs once, never once per occurrence.
+fn due_now(
+    plan: &Plan,
+    scheduled_at: DateTime<Utc>,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(String, DateTime<Utc>, bool)> {
+    let (mut key, mut at) = due(plan, scheduled_at, last)?;
+    if at > now {
+        return None;
+    }
+    while let Some((k, a)) = due(plan, scheduled_at, Some(at)).filter(|(_, a)| *a <= now) {
+        (key, at) = (k, a);
+    }
+    Some((key, at, now - at > MISSED_AFTER))
+}
+
 impl Runner {
     pub fn new(
         store: Arc<dyn MetadataStore>,
@@ -369,18 +388,9 @@ impl Runner {
         let scope = project.scope;
         let runs = self.store.push().runs(scope, record.id).await?;
         let last = runs.iter().map(|r| r.due_at).max();
-        let Some((mut key, mut at)) = due(plan, record.updated_at, last) else {
-            // Nothing more to run: a one-time campaign's run has ended.
+        let Some((key, at, missed)) = due_now(plan, record.updated_at, last, now) else {
             return Ok(());
         };
-        if at > now {
-            return Ok(());
-        }
-        // Of several occurrences missed, only the latest runs.
-        while let Some((k, a)) = due(plan, record.updated_at, Some(at)).filter(|(_, a)| *a <= now) {
-            (key, at) = (k, a);
-        }
-        let missed = now - at > MISSED_AFTER;
         let skip = missed && plan.missed_run == MissedRun::Skip;
         let recurring = matches!(plan.schedule, Schedule::Recurring(_));
         let (state, next) = if skip {
@@ -812,5 +822,151 @@ impl Runner {
                 .map_err(|e| RunError::Queue(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::definition::Definition;
+
+    fn plan(when: Value, extra: Value) -> Plan {
+        let mut v = json!({"when": when, "variants": [
+            {"name": "A", "title": "a", "body": "a"}, {"name": "B", "title": "b", "body": "b"}]});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value::<Definition>(v)
+            .unwrap()
+            .check(chrono_tz::Europe::Berlin)
+            .unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_time_runs_are_due_once_and_a_missed_one_is_known() {
+        let at = plan(
+            json!({"type": "at", "at": "2026-12-24T09:00:00Z"}),
+            json!({}),
+        );
+        let scheduled = t("2026-12-01T00:00:00Z");
+        assert_eq!(
+            due_now(&at, scheduled, None, t("2026-12-24T08:59:59Z")),
+            None
+        );
+        assert_eq!(
+            due_now(&at, scheduled, None, t("2026-12-24T09:00:01Z")),
+            Some((ONCE.into(), t("2026-12-24T09:00:00Z"), false))
+        );
+        // The server was down for an hour: still due, and missed.
+        assert_eq!(
+            due_now(&at, scheduled, None, t("2026-12-24T10:00:00Z")),
+            Some((ONCE.into(), t("2026-12-24T09:00:00Z"), true))
+        );
+        // Once it ran, never again.
+        let ran = Some(t("2026-12-24T09:00:00Z"));
+        assert_eq!(
+            due_now(&at, scheduled, ran, t("2026-12-25T00:00:00Z")),
+            None
+        );
+        // A local time starts when the first zone (UTC+14) reaches it.
+        let local = plan(
+            json!({"type": "local_time", "date": "2026-12-24", "time": "09:00"}),
+            json!({}),
+        );
+        assert_eq!(
+            due_now(&local, scheduled, None, t("2026-12-23T19:00:00Z")).map(|d| d.1),
+            Some(t("2026-12-23T19:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_recurring_schedule_runs_each_occurrence_and_only_the_latest_missed_one() {
+        // Every day at 09:00 in Berlin (08:00 UTC in winter).
+        let daily = plan(json!({"type": "recurring", "cron": "0 9 * * *"}), json!({}));
+        let scheduled = t("2026-12-01T12:00:00Z");
+        let first = due_now(&daily, scheduled, None, t("2026-12-02T08:00:30Z")).unwrap();
+        assert_eq!(
+            first,
+            (
+                "2026-12-02T08:00:00Z".into(),
+                t("2026-12-02T08:00:00Z"),
+                false
+            )
+        );
+        assert_eq!(
+            due_now(&daily, scheduled, Some(first.1), t("2026-12-02T20:00:00Z")),
+            None
+        );
+        // Down for three days: the latest occurrence runs, once, as missed.
+        let (key, at, missed) =
+            due_now(&daily, scheduled, Some(first.1), t("2026-12-05T10:00:00Z")).unwrap();
+        assert_eq!(
+            (key.as_str(), at, missed),
+            ("2026-12-05T08:00:00Z", t("2026-12-05T08:00:00Z"), true)
+        );
+    }
+
+    #[test]
+    fn winner_mode_phases_split_the_audience_and_the_rest_gets_the_winner() {
+        let p = plan(
+            json!({"type": "now"}),
+            json!({"control_percent": 10,
+                   "winner": {"test_percent": 30, "wait_minutes": 60, "by": "opens"}}),
+        );
+        let campaign = CampaignId::new();
+        let run = |phase: &str, decision: Option<Value>| CampaignRun {
+            campaign_id: campaign,
+            key: ONCE.into(),
+            phase: phase.into(),
+            project_id: appizer_core::ProjectId::new(),
+            state: RunState::Sending,
+            due_at: t("2026-12-01T00:00:00Z"),
+            cursor: None,
+            assigned: 0,
+            queued: 0,
+            started_at: t("2026-12-01T00:00:00Z"),
+            finished_at: None,
+            decision,
+        };
+        let test = run(TEST, None);
+        let rest = run(REST, Some(json!({"decision": {"winner": 1}})));
+        let (mut in_test, mut in_rest) = (0, 0);
+        for _ in 0..5_000 {
+            let person = PersonId::new();
+            match (
+                group_of(&p, campaign, &test, person),
+                group_of(&p, campaign, &rest, person),
+            ) {
+                (Some(g), None) => {
+                    in_test += 1;
+                    assert_eq!(g, p.split.assign(campaign, person));
+                }
+                (None, Some(g)) => {
+                    in_rest += 1;
+                    // The control stays the control; every other person gets B.
+                    match p.split.assign(campaign, person) {
+                        Group::Control => assert_eq!(g, Group::Control),
+                        Group::Variant(_) => assert_eq!(g, Group::Variant(1)),
+                    }
+                }
+                other => panic!("each person is in exactly one phase: {other:?}"),
+            }
+        }
+        assert!((1_300..1_700).contains(&in_test), "{in_test}");
+        assert_eq!(in_test + in_rest, 5_000);
+        // Without a decision the rest sends nobody a variant.
+        let undecided = run(REST, None);
+        let person = (0..100)
+            .map(|_| PersonId::new())
+            .find(|p0| {
+                !in_test_share(campaign, *p0, 30)
+                    && matches!(p.split.assign(campaign, *p0), Group::Variant(_))
+            })
+            .unwrap();
+        assert_eq!(group_of(&p, campaign, &undecided, person), None);
     }
 }
