@@ -446,6 +446,8 @@ pub struct CampaignRun {
 pub struct NewDelivery {
     pub message_id: MessageId,
     pub device_id: DeviceId,
+    /// The person it goes to, counted against the project's frequency cap.
+    pub person_id: Option<PersonId>,
     pub platform: Platform,
     pub due_at: DateTime<Utc>,
     /// Its own title and body (see [`Delivery::rendered`]).

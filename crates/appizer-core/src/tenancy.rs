@@ -29,11 +29,40 @@ pub struct RateLimitOverride {
     pub ingest_burst: Option<u32>,
 }
 
+/// At most `max` push messages of campaigns to one person in any `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCapSetting {
+    /// 1 to 1000.
+    pub max: u32,
+    /// 1 second to 30 days.
+    pub window_seconds: u64,
+}
+
+impl FrequencyCapSetting {
+    /// The field at fault and its rule, if any.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1000).contains(&self.max) {
+            return Err(("frequency_cap.max", "must be 1 to 1000".into()));
+        }
+        if !(1..=30 * 24 * 3600).contains(&self.window_seconds) {
+            return Err((
+                "frequency_cap.window_seconds",
+                "must be 1 to 2592000 (30 days)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Settings a project carries beyond its name, stored as one JSON document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectSettings {
     #[serde(default)]
     pub rate_limit: RateLimitOverride,
+    /// Campaign messages per person across campaigns (none: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_cap: Option<FrequencyCapSetting>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

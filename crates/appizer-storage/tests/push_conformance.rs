@@ -1149,6 +1149,7 @@ mod cases {
         let delivery = |device: DeviceId, platform, rendered: Option<&str>| NewDelivery {
             message_id: message.id,
             device_id: device,
+            person_id: None,
             platform,
             due_at: t(3),
             rendered: rendered.map(str::to_string),

@@ -874,3 +874,94 @@ async fn winner_mode_sends_the_test_share_then_the_variant_opened_most_to_the_re
     assert_eq!(rest["decision"]["winner_name"], "B", "{:#}", report.body);
     assert_eq!(rest["decision"]["measure"], "opens");
 }
+
+#[tokio::test]
+async fn the_projects_frequency_cap_drops_or_defers_and_a_campaign_may_opt_out() {
+    let s = start().await;
+    s.providers().await;
+    let n = 4;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let project = format!("/api/v1/projects/{}", s.server.keys.project_id);
+    let cap = |max: u32, window: u64| {
+        let (api, admin, project) = (&s.api, admin.clone(), project.clone());
+        async move {
+            api.call(
+                Method::PATCH,
+                &project,
+                &admin,
+                Some(json!({"frequency_cap": {"max": max, "window_seconds": window}})),
+            )
+            .await
+        }
+    };
+    let bad = cap(0, 60).await;
+    assert_eq!(
+        (bad.status, bad.error_field()),
+        (StatusCode::BAD_REQUEST, "frequency_cap.max")
+    );
+    let set = cap(1, 3600).await;
+    assert_eq!(set.status, StatusCode::OK, "{:#}", set.body);
+    assert_eq!(set.body["frequency_cap"]["max"], 1);
+    let send = |name: &str, pacing: Value| {
+        let (s, admin) = (&s, admin.clone());
+        let body = json!({
+            "name": name, "when": {"type": "now"}, "pacing": pacing,
+            "audience": {"condition": {"type": "property", "key": "cohort", "value": "spring"}},
+            "variants": [{"name": "A", "title": name, "body": "b"}]
+        });
+        async move {
+            let id = s.create(&admin, body).await.body["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                s.act(&admin, &id, "schedule", None).await.status,
+                StatusCode::OK
+            );
+            s.campaign_until(&id, |c| c["state"] == "completed").await;
+        }
+    };
+    send("first", json!({})).await;
+    s.received_until(|total| total >= n as u64).await;
+    // One a person an hour: the second is dropped for everyone.
+    send("second", json!({"over_cap": "drop"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(s.emulator_get("/apns/notifications").await["total"], n);
+    // A campaign that opts out goes through.
+    send("urgent", json!({"ignore_frequency_cap": true})).await;
+    s.received_until(|total| total >= 2 * n as u64).await;
+    // Deferred: sent when the window (now 3 s) lets it.
+    assert_eq!(cap(1, 3).await.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let id = s
+        .create(
+            &admin,
+            json!({"name": "later", "when": {"type": "now"}, "pacing": {"over_cap": "defer"},
+                   "audience": {"condition": {"type": "property", "key": "cohort", "value": "spring"}},
+                   "variants": [{"name": "A", "title": "later", "body": "b"}]}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    let apns = s.received_until(|total| total >= 3 * n as u64).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1_500),
+        "deferred past the window: {:?}",
+        started.elapsed()
+    );
+    let titles: Vec<&str> = apns["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["payload"]["aps"]["alert"]["title"].as_str().unwrap())
+        .collect();
+    assert!(!titles.contains(&"second"), "{titles:?}");
+    assert_eq!(titles.iter().filter(|t| **t == "later").count(), n);
+}

@@ -3,7 +3,7 @@
 
 use appizer_core::config::RateLimitConfig;
 use appizer_core::tenancy::{
-    is_valid_timezone, ApiKey, KeyAccess, KeyGrant, Project, RateLimitOverride,
+    is_valid_timezone, ApiKey, FrequencyCapSetting, KeyAccess, KeyGrant, Project, RateLimitOverride,
 };
 use appizer_core::ProjectId;
 use axum::extract::State;
@@ -36,6 +36,10 @@ pub struct ProjectView {
     pub rate_limit: RateLimitOverride,
     /// The limits in force: overrides, else the server's defaults.
     pub effective_rate_limit: EffectiveRateLimit,
+    /// Campaign messages per person across the project's campaigns, at most (absent:
+    /// no cap); a campaign may opt out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_cap: Option<FrequencyCapSetting>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -63,6 +67,7 @@ impl ProjectView {
                 ingest_burst: o.ingest_burst.unwrap_or(defaults.ingest_burst),
             },
             rate_limit: o,
+            frequency_cap: project.settings.frequency_cap,
             created_at: project.created_at,
             updated_at: project.updated_at,
         }
@@ -105,6 +110,16 @@ pub struct UpdateProject {
     pub timezone: Option<String>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitPatch>,
+    /// Sets the project's frequency cap; `null` removes it.
+    #[serde(default, deserialize_with = "present_cap")]
+    #[schema(value_type = Option<FrequencyCapSetting>, nullable)]
+    pub frequency_cap: Option<Option<FrequencyCapSetting>>,
+}
+
+fn present_cap<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<FrequencyCapSetting>>, D::Error> {
+    Option::<FrequencyCapSetting>::deserialize(d).map(Some)
 }
 
 /// Rate limit overrides to change: a number sets one, `null` returns to the default.
@@ -302,6 +317,17 @@ pub async fn update_project(
         changes.insert(
             "rate_limit".into(),
             serde_json::to_value(project.settings.rate_limit).unwrap_or_default(),
+        );
+    }
+    if let Some(cap) = body.frequency_cap {
+        if let Some(c) = &cap {
+            c.check()
+                .map_err(|(field, rule)| ApiError::invalid(field, rule))?;
+        }
+        project.settings.frequency_cap = cap;
+        changes.insert(
+            "frequency_cap".into(),
+            serde_json::to_value(cap).unwrap_or_default(),
         );
     }
     if changes.is_empty() {

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assign::{in_test_share, Group};
 use super::definition::{MissedRun, Plan, WinnerMeasure, CONTROL};
-use super::pacing::Throttle;
+use super::pacing::{CapVerdict, FrequencyCap, Throttle};
 use super::schedule::{local_time, zone};
 use super::service::{project_zone, stored_definition, AudiencePerson, AudienceWalk, Campaigns};
 use super::state::{self, Action};
@@ -74,6 +74,9 @@ const SLICE: Duration = Duration::from_millis(500);
 const CONDITION_RECHECK: Duration = Duration::from_secs(60);
 /// Campaigns read per listing page.
 const LISTING: u32 = 500;
+
+/// Each person's campaign sends inside the frequency cap's window.
+type RecentSends = HashMap<PersonId, Vec<DateTime<Utc>>>;
 
 /// An audience condition's members, sorted (`None`: the audience has no condition).
 type Members = Option<Arc<Vec<PersonId>>>;
@@ -299,7 +302,11 @@ impl Runner {
         self.send_due_triggers(now).await
     }
 
-    async fn project(&self, record: &CampaignRecord) -> Result<Option<QueryProject>, RunError> {
+    /// The campaign's project, with its frequency cap.
+    async fn project(
+        &self,
+        record: &CampaignRecord,
+    ) -> Result<Option<(QueryProject, Option<FrequencyCap>)>, RunError> {
         let Some(scope) = self.store.project_scope(record.project_id).await? else {
             return Ok(None);
         };
@@ -307,7 +314,13 @@ impl Runner {
             .store
             .get_project(scope.organization(), record.project_id)
             .await?
-            .map(|(scope, project)| QueryProject::of(scope, &project)))
+            .map(|(scope, project)| {
+                let cap = project.settings.frequency_cap.map(|c| FrequencyCap {
+                    max: c.max,
+                    window: chrono::Duration::seconds(c.window_seconds as i64),
+                });
+                (QueryProject::of(scope, &project), cap)
+            }))
     }
 
     /// One campaign's step; a running triggered campaign comes back armed.
@@ -316,7 +329,7 @@ impl Runner {
         record: CampaignRecord,
         now: DateTime<Utc>,
     ) -> Result<Option<Armed>, RunError> {
-        let Some(project) = self.project(&record).await? else {
+        let Some((project, cap)) = self.project(&record).await? else {
             return Ok(None);
         };
         let definition = stored_definition(&record)?;
@@ -337,6 +350,7 @@ impl Runner {
                     .condition_members(&project, &record, &plan, now)
                     .await?;
                 Ok(Some(Armed {
+                    cap: cap.filter(|_| !plan.ignore_frequency_cap),
                     record,
                     plan,
                     project,
@@ -344,7 +358,8 @@ impl Runner {
                 }))
             }
             CampaignState::Running => {
-                self.walk(&project, record, &plan).await?;
+                let cap = cap.filter(|_| !plan.ignore_frequency_cap);
+                self.walk(&project, record, &plan, cap).await?;
                 Ok(None)
             }
             _ => Ok(None),
@@ -461,6 +476,7 @@ impl Runner {
         project: &QueryProject,
         record: CampaignRecord,
         plan: &Plan,
+        cap: Option<FrequencyCap>,
     ) -> Result<(), RunError> {
         let scope = project.scope;
         if matches!(plan.schedule, Schedule::Triggered { .. }) {
@@ -512,7 +528,20 @@ impl Runner {
                 let Some((persons, last)) = walk.next_page().await? else {
                     break;
                 };
-                let page = self.page(project, &record, plan, &run, cursor, last, &persons)?;
+                let recent = match &cap {
+                    Some(cap) => self.recent_sends(project, &persons, cap).await?,
+                    None => HashMap::new(),
+                };
+                let capped = cap.as_ref().map(|c| (c, &recent));
+                let page = self.page(
+                    project,
+                    &record,
+                    plan,
+                    &run,
+                    (cursor, last),
+                    &persons,
+                    capped,
+                )?;
                 self.append_assigned(project, &record, plan, &run, &persons)
                     .await?;
                 if !self.store.push().queue_run_page(scope, &page).await? {
@@ -678,9 +707,9 @@ impl Runner {
         record: &CampaignRecord,
         plan: &Plan,
         run: &CampaignRun,
-        after: Option<PersonId>,
-        last: PersonId,
+        (after, last): (Option<PersonId>, PersonId),
         persons: &[AudiencePerson],
+        cap: Option<(&FrequencyCap, &RecentSends)>,
     ) -> Result<RunPage, RunError> {
         let now = Utc::now();
         let messages: Vec<NewMessage> = plan
@@ -718,6 +747,16 @@ impl Runner {
             let Group::Variant(i) = group else {
                 continue;
             };
+            // Over the project's cap: dropped (assigned all the same), or deferred.
+            let mut not_before = now;
+            if let Some((cap, recent)) = cap {
+                let sent = recent.get(&person.id).map(Vec::as_slice).unwrap_or(&[]);
+                match cap.check(sent, now, plan.over_cap) {
+                    CapVerdict::Send => {}
+                    CapVerdict::Drop => continue,
+                    CapVerdict::Defer(t) => not_before = t,
+                }
+            }
             let variant = &plan.variants[i];
             let rendered = variant
                 .text
@@ -737,7 +776,8 @@ impl Runner {
                 let mut due_at = match &plan.schedule {
                     Schedule::LocalTime(date, time) => local_time(*date, *time, zone).max(now),
                     _ => now,
-                };
+                }
+                .max(not_before);
                 if let Some(quiet) = &plan.quiet_hours {
                     due_at = quiet.defer(due_at, zone);
                 }
@@ -747,6 +787,7 @@ impl Runner {
                 deliveries.push(NewDelivery {
                     message_id: messages[i].id,
                     device_id: device.id,
+                    person_id: Some(person.id),
                     platform: device.platform,
                     due_at,
                     rendered: rendered.clone(),
@@ -764,6 +805,27 @@ impl Runner {
             assigned,
             at: now,
         })
+    }
+
+    /// The persons' campaign sends inside the cap's window.
+    pub(super) async fn recent_sends(
+        &self,
+        project: &QueryProject,
+        persons: &[AudiencePerson],
+        cap: &FrequencyCap,
+    ) -> Result<RecentSends, RunError> {
+        let ids: Vec<PersonId> = persons.iter().map(|p| p.id).collect();
+        let since = Utc::now() - cap.window;
+        let mut by_person: HashMap<PersonId, Vec<DateTime<Utc>>> = HashMap::new();
+        for (person, at) in self
+            .store
+            .push()
+            .recent_sends(project.scope, &ids, since)
+            .await?
+        {
+            by_person.entry(person).or_default().push(at);
+        }
+        Ok(by_person)
     }
 
     /// A `$push_assigned` event per person of the page, in their group, appended

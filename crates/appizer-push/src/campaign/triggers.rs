@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::assign::Group;
 use super::definition::{Plan, CONTROL};
+use super::pacing::{CapVerdict, FrequencyCap};
 use super::runner::{RunError, Runner, ASSIGNED, RUN_KEY, TRIGGERS};
 use super::schedule::zone;
 use super::when::{Reentry, Schedule};
@@ -93,6 +94,8 @@ pub(super) struct Armed {
     pub project: QueryProject,
     /// The audience condition's members (sorted), as last computed.
     pub members: Option<Arc<Vec<appizer_core::PersonId>>>,
+    /// The project's frequency cap, unless the campaign ignores it.
+    pub cap: Option<FrequencyCap>,
 }
 
 /// A triggered send's message of one variant.
@@ -341,6 +344,36 @@ impl Runner {
             .first()
             .map(|r| r.properties.clone())
             .unwrap_or_default();
+        let mut not_before = now;
+        if let Some(cap) = &a.cap {
+            let sent: Vec<DateTime<Utc>> = self
+                .store
+                .push()
+                .recent_sends(scope, &[trigger.person_id], now - cap.window)
+                .await?
+                .into_iter()
+                .map(|(_, at)| at)
+                .collect();
+            match cap.check(&sent, now, plan.over_cap) {
+                CapVerdict::Send => {}
+                CapVerdict::Drop => {
+                    let push = self.store.push();
+                    let skipped = TriggerState::Skipped;
+                    push.end_trigger(
+                        scope,
+                        a.record.id,
+                        &trigger.event_id,
+                        skipped,
+                        &[],
+                        &[],
+                        now,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                CapVerdict::Defer(t) => not_before = t,
+            }
+        }
         let rendered = variant
             .text
             .render(&person_properties, Some(&trigger.properties))
@@ -359,12 +392,13 @@ impl Runner {
                     Some(a.project.timezone.as_str()),
                 ]);
                 let due_at = match &plan.quiet_hours {
-                    Some(q) => q.defer(now, zone),
-                    None => now,
+                    Some(q) => q.defer(not_before, zone),
+                    None => not_before,
                 };
                 NewDelivery {
                     message_id: message.id,
                     device_id: r.device.id,
+                    person_id: Some(trigger.person_id),
                     platform: r.device.platform,
                     due_at,
                     rendered: rendered.clone(),

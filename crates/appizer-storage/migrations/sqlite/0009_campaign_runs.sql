@@ -46,3 +46,13 @@ CREATE TABLE campaign_triggers (
 );
 CREATE INDEX campaign_triggers_due ON campaign_triggers (state, due_at);
 CREATE INDEX campaign_triggers_by_person ON campaign_triggers (campaign_id, person_id, triggered_at);
+
+-- When each person was sent each campaign message (its first delivery's due time), for
+-- the project's frequency cap across campaigns; written with the deliveries.
+CREATE TABLE push_person_sends (
+    project_id TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (project_id, person_id, message_id)
+);

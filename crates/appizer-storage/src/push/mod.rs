@@ -297,6 +297,15 @@ pub trait PushStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
+    /// When the persons were sent campaign messages after `since` (each person once
+    /// per message), for the frequency cap.
+    async fn recent_sends(
+        &self,
+        scope: ProjectScope,
+        persons: &[PersonId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(PersonId, DateTime<Utc>)>, StoreError>;
+
     /// Records a trigger unless one of its campaign and event is there; whether it
     /// was recorded.
     async fn record_trigger(

@@ -513,6 +513,15 @@ impl PushStore for SqlPushStore {
             .await
     }
 
+    async fn recent_sends(
+        &self,
+        scope: ProjectScope,
+        persons: &[PersonId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(PersonId, DateTime<Utc>)>, StoreError> {
+        self.person_sends(scope, persons, since).await
+    }
+
     async fn record_trigger(
         &self,
         scope: ProjectScope,

@@ -3,7 +3,7 @@
 //! records, fenced by their state (a send is written once however often it is tried).
 
 use appizer_core::push::{CampaignTrigger, NewDelivery, NewMessage, TriggerState};
-use appizer_core::{CampaignId, PersonId};
+use appizer_core::{CampaignId, MessageId, PersonId};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
@@ -96,6 +96,34 @@ pub(super) async fn insert_deliveries(
         }
         queued += insert.execute(&mut **tx).await?.rows_affected();
     }
+    // Each person once per message, at their first delivery's due time.
+    let mut sends: std::collections::BTreeMap<(PersonId, MessageId), i64> = Default::default();
+    for d in deliveries {
+        if let Some(p) = d.person_id {
+            let at = d.due_at.timestamp_millis();
+            let e = sends.entry((p, d.message_id)).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+    let sends: Vec<_> = sends.into_iter().collect();
+    for chunk in sends.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect();
+        let sql = format!(
+            "INSERT INTO push_person_sends (project_id, person_id, message_id, at) VALUES {} \
+             ON CONFLICT (project_id, person_id, message_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql).bind(&project);
+        for ((person, message), at) in chunk {
+            insert = insert
+                .bind(person.to_string())
+                .bind(message.to_string())
+                .bind(*at);
+        }
+        insert.execute(&mut **tx).await?;
+    }
     for m in messages {
         sqlx::query(
             "UPDATE push_messages SET devices = \
@@ -109,6 +137,38 @@ pub(super) async fn insert_deliveries(
 }
 
 impl SqlPushStore {
+    pub(super) async fn person_sends(
+        &self,
+        scope: ProjectScope,
+        persons: &[PersonId],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(PersonId, DateTime<Utc>)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in persons.chunks(ROWS_PER_INSERT) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT person_id, at FROM push_person_sends \
+                 WHERE project_id = $1 AND at > $2 AND person_id IN ({list})"
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(scope.project().to_string())
+                .bind(since.timestamp_millis());
+            for p in chunk {
+                query = query.bind(p.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push((
+                    parse_id(&row.try_get::<String, _>("person_id")?, "person id")?,
+                    from_millis(row.try_get("at")?)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn insert_trigger(
         &self,
         scope: ProjectScope,
