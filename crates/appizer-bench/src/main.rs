@@ -3,9 +3,10 @@
 //!
 //! `cargo build --profile profiling -p appizer -p appizer-bench`, then
 //! `target/profiling/appizer-bench gateway`, `ingest`, `capture`,
-//! `identity` and `analytics`: see docs/benchmarks.md.
+//! `identity`, `analytics`, `push` and `campaigns`: see docs/benchmarks.md.
 
 mod analytics;
+mod campaigns;
 mod capture;
 mod gateway;
 mod identity;
@@ -50,6 +51,9 @@ enum Bench {
     /// Push sends/s through the outbox to each emulator against the same sender sending
     /// straight to it, and the server's memory over a large fan-out.
     Push(push::Options),
+    /// Campaigns: trigger-to-send latency, and the time and memory to enqueue a large
+    /// audience against the send API's fan-out of the same segment.
+    Campaigns(campaigns::Options),
     /// The bare HTTP server the ingestion benchmark starts as its latency floor.
     #[command(hide = true)]
     BareServer,
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Identity(options) => identity::run(options),
         Bench::Analytics(options) => analytics::run(options),
         Bench::Push(options) => push::run(options),
+        Bench::Campaigns(options) => campaigns::run(options),
         Bench::BareServer => ingest::bare_server(),
     }
 }

@@ -67,12 +67,12 @@ pub struct Options {
 }
 
 /// The emulator process and its base URL.
-struct Emulator {
+pub(crate) struct Emulator {
     _child: Running,
-    url: String,
+    pub(crate) url: String,
 }
 
-fn start_emulator(max_streams: u32) -> anyhow::Result<Emulator> {
+pub(crate) fn start_emulator(max_streams: u32) -> anyhow::Result<Emulator> {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(appizer_binary()?)
         .args(["push-emulator", "--listen", "127.0.0.1:0", "--max-streams"])
@@ -103,7 +103,7 @@ fn service_account() -> Value {
 
 /// What the emulator must know (the APNs key, the service account) and three
 /// provider records sealed for `project`; the Web Push subscriptions it made.
-async fn emulator_setup(
+pub(crate) async fn emulator_setup(
     http: &reqwest::Client,
     emulator: &str,
     subscriptions: usize,
@@ -159,7 +159,7 @@ fn audit(scope: ProjectScope, action: &str) -> NewAuditEntry {
 
 /// `n` persons with one device each of `platform` (addresses from `address`), in a new
 /// static segment; returns the segment.
-async fn audience(
+pub(crate) async fn audience(
     store: &dyn MetadataStore,
     scope: ProjectScope,
     platform: Platform,
@@ -221,7 +221,7 @@ async fn audience(
     Ok(segment.id)
 }
 
-fn apns_token(i: usize) -> String {
+pub(crate) fn apns_token(i: usize) -> String {
     format!("{i:064x}")
 }
 
@@ -245,7 +245,7 @@ fn web_keys(subscription: &Value) -> (String, Option<WebKeys>) {
 }
 
 /// A project's three providers, sealed as the API would.
-async fn providers(
+pub(crate) async fn providers(
     store: &dyn MetadataStore,
     scope: ProjectScope,
     data: &Path,

@@ -12,7 +12,7 @@ use appizer_analytics::QueryProject;
 use appizer_core::push::{CampaignFilter, CampaignRecord, CampaignState};
 use appizer_core::{CampaignId, DeviceId, ErrorCode, ProjectId};
 use appizer_push::campaign::definition::Definition;
-use appizer_push::campaign::report::Report;
+use appizer_push::campaign::report::{Report, RunSummary};
 use appizer_push::campaign::service::{
     stored_definition, Act, CampaignError, Change, Preview, PreviewRequest, TestSent,
     MAX_PREVIEW_SAMPLE,
@@ -46,6 +46,9 @@ pub struct CampaignView {
     pub version: u64,
     #[serde(flatten)]
     pub definition: Definition,
+    /// Its runs so far, by due time (a campaign read alone; not in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<RunSummary>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -175,6 +178,7 @@ fn view(record: CampaignRecord) -> ApiResult<CampaignView> {
         state: record.state,
         version: record.version,
         definition,
+        runs: None,
         created_at: record.created_at,
         updated_at: record.updated_at,
     })
@@ -308,13 +312,12 @@ pub async fn get(
     ApiPath((_, id)): ApiPath<(ProjectId, CampaignId)>,
 ) -> ApiResult<Json<CampaignView>> {
     let project = QueryProject::of(scope, &project);
-    let record = state
-        .push
-        .campaigns
-        .get(&project, id)
-        .await
-        .map_err(campaign_error)?;
-    Ok(Json(view(record)?))
+    let campaigns = &state.push.campaigns;
+    let record = campaigns.get(&project, id).await.map_err(campaign_error)?;
+    let runs = campaigns.runs(&project, id).await.map_err(campaign_error)?;
+    let mut answer = view(record)?;
+    answer.runs = Some(runs.iter().map(RunSummary::from).collect());
+    Ok(Json(answer))
 }
 
 /// Change a campaign: a draft's every field; a scheduled, running or paused
