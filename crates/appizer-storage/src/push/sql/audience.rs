@@ -1,7 +1,9 @@
 //! A campaign's audience over SQL: persons walked in id order (the persons index), with
 //! their distinct ids' active devices, segment inclusion and exclusion as lookups in
 //! the members' primary key. Each page costs its own rows, never a rescan of what came
-//! before.
+//! before: the joins are written `CROSS JOIN` so SQLite keeps that order (without it,
+//! and without table statistics, it drives the join from every device of the platform
+//! and sorts them for each page); PostgreSQL plans them as the inner joins they are.
 
 use appizer_core::PersonId;
 use serde_json::{Map, Value};
@@ -41,10 +43,10 @@ impl SqlPushStore {
             "SELECT d.id, d.project_id, d.platform, d.address, d.p256dh, d.auth, \
              d.distinct_id, p.id AS person_id, p.properties, d.app_id, d.locale, d.timezone, \
              d.state, d.retired_reason, d.created_at, d.updated_at \
-             FROM persons p \
-             JOIN person_distinct_ids pd ON pd.person_id = p.id AND pd.project_id = p.project_id \
-             JOIN push_devices d ON d.project_id = pd.project_id AND d.distinct_id = pd.distinct_id \
-             WHERE p.project_id = $1 AND d.state = 'active' AND d.platform IN ({platforms})"
+             FROM persons p CROSS JOIN person_distinct_ids pd CROSS JOIN push_devices d \
+             WHERE pd.person_id = p.id AND pd.project_id = p.project_id \
+             AND d.project_id = pd.project_id AND d.distinct_id = pd.distinct_id \
+             AND p.project_id = $1 AND d.state = 'active' AND d.platform IN ({platforms})"
         );
         if !q.include.is_empty() {
             let ids = list(q.include.iter().map(ToString::to_string).collect());
