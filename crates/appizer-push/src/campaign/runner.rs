@@ -34,7 +34,6 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::assign::{in_test_share, Group};
@@ -47,6 +46,7 @@ use super::triggers::{Armed, TriggerTap};
 use super::when::Schedule;
 use super::winner::decide;
 use crate::message::{CAMPAIGN_ID_KEY, VARIANT_KEY};
+use crate::outbox::deliver::digest_uuid;
 use crate::outbox::Outbox;
 use appizer_analytics::stats::Rate;
 
@@ -123,19 +123,14 @@ pub enum RunError {
 
 /// A run's message of one variant: the same id whenever the run is walked.
 fn message_id(campaign: CampaignId, key: &str, phase: &str, variant: usize) -> MessageId {
-    let digest = Sha256::new()
-        .chain_update(b"campaign message")
-        .chain_update(campaign.as_uuid().as_bytes())
-        .chain_update(key.as_bytes())
-        .chain_update([0])
-        .chain_update(phase.as_bytes())
-        .chain_update((variant as u64).to_be_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    MessageId::from(uuid::Uuid::from_bytes(bytes))
+    MessageId::from(digest_uuid(&[
+        b"campaign message".as_slice(),
+        campaign.as_uuid().as_bytes(),
+        key.as_bytes(),
+        &[0],
+        phase.as_bytes(),
+        &(variant as u64).to_be_bytes(),
+    ]))
 }
 
 /// When a run of `plan` is due after `last` (the latest run's time, or when the

@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::assign::Group;
@@ -32,6 +31,7 @@ use super::runner::{RunError, Runner, ASSIGNED, RUN_KEY, TRIGGERS};
 use super::schedule::zone;
 use super::when::{Reentry, Schedule};
 use crate::message::{CAMPAIGN_ID_KEY, VARIANT_KEY};
+use crate::outbox::deliver::digest_uuid;
 
 /// Due triggers sent per pass at most.
 const DUE_PER_PASS: u32 = 1_000;
@@ -100,17 +100,12 @@ pub(super) struct Armed {
 
 /// A triggered send's message of one variant.
 fn trigger_message_id(campaign: CampaignId, event_id: &str, variant: usize) -> MessageId {
-    let digest = Sha256::new()
-        .chain_update(b"trigger message")
-        .chain_update(campaign.as_uuid().as_bytes())
-        .chain_update(event_id.as_bytes())
-        .chain_update((variant as u64).to_be_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    MessageId::from(uuid::Uuid::from_bytes(bytes))
+    MessageId::from(digest_uuid(&[
+        b"trigger message".as_slice(),
+        campaign.as_uuid().as_bytes(),
+        event_id.as_bytes(),
+        &(variant as u64).to_be_bytes(),
+    ]))
 }
 
 impl Runner {

@@ -57,13 +57,22 @@ struct Done {
 /// The id every attempt of one delivery carries (APNs' `apns-id`): a digest of the
 /// message and the device, in UUID form.
 pub(super) fn delivery_id(delivery: &Delivery) -> uuid::Uuid {
-    let digest = Sha256::new()
-        .chain_update(delivery.message_id.as_uuid().as_bytes())
-        .chain_update(delivery.device_id.as_uuid().as_bytes())
-        .finalize();
+    digest_uuid(&[
+        delivery.message_id.as_uuid().as_bytes(),
+        delivery.device_id.as_uuid().as_bytes(),
+    ])
+}
+
+/// A UUID made of the SHA-256 of `parts` (version 8, RFC 9562 variant): the same parts,
+/// the same id, whenever it is made again.
+pub(crate) fn digest_uuid(parts: &[&[u8]]) -> uuid::Uuid {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part);
+    }
+    let digest = hash.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    // Version 8 (custom), RFC 9562 variant.
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     uuid::Uuid::from_bytes(bytes)

@@ -8,7 +8,7 @@
 //! crash the records that were in flight are sent again (each at most once more), and
 //! their delivery events are deduplicated by id.
 
-mod deliver;
+pub(crate) mod deliver;
 pub mod events;
 pub mod metrics;
 pub mod retry;

@@ -10,17 +10,10 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::super::{ReachQuery, Reachable};
+use super::outbox::placeholders;
 use super::{corrupt, device_from_row, SqlPushStore};
 use crate::metadata::parse_id;
 use crate::{ProjectScope, StoreError};
-
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl SqlPushStore {
     pub(super) async fn reachable_page(

@@ -48,7 +48,7 @@ fn message_from_row(row: &AnyRow) -> Result<MessageRecord, StoreError> {
 }
 
 /// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
