@@ -670,6 +670,47 @@ async fn a_campaign_sends_each_person_their_variant_once_and_records_every_group
 }
 
 #[tokio::test]
+async fn a_throttled_campaign_sends_at_its_rate_per_minute() {
+    const PER_MINUTE: u64 = 1200;
+    let s = start().await;
+    s.providers().await;
+    let n = 60;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Paced",
+                "when": {"type": "now"},
+                "variants": [{"name": "A", "title": "Hi", "body": "a"}],
+                "pacing": {"per_minute": PER_MINUTE}
+            }),
+        )
+        .await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let scheduled = std::time::Instant::now();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    // A second's worth goes at once; each of the rest takes 60 s / rate of the
+    // schedule, which starts after the campaign was scheduled.
+    s.received_until(|total| total >= n as u64).await;
+    let elapsed = scheduled.elapsed().as_secs_f64();
+    let spaced = (n as u64 - PER_MINUTE / 60) as f64;
+    let rate = spaced / elapsed * 60.0;
+    eprintln!("{n} sends in {elapsed:.2} s: {spaced} spaced at {rate:.0} a minute");
+    assert!(
+        rate <= PER_MINUTE as f64,
+        "{rate:.0} a minute is over the throttle"
+    );
+    assert!(rate >= PER_MINUTE as f64 * 0.4, "{rate:.0} a minute");
+    s.campaign_until(&id, |c| c["state"] == "completed").await;
+    assert_eq!(s.emulator_get("/apns/notifications").await["total"], n);
+}
+
+#[tokio::test]
 async fn pausing_stops_sending_within_a_second_and_resuming_sends_the_rest_once() {
     let s = start().await;
     s.providers().await;
