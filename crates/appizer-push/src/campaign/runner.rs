@@ -15,6 +15,7 @@
 //! hours in that zone, and spaced by the campaign's throttle.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,9 @@ pub struct Runner {
     pub(super) armed: RwLock<Arc<Vec<Armed>>>,
     /// Each triggered campaign's audience condition members, with when computed.
     members: Mutex<HashMap<CampaignId, (std::time::Instant, Members)>>,
+    /// A walk stopped at the end of its slice with pages left: the next pass starts
+    /// at once instead of after a tick.
+    more: AtomicBool,
 }
 
 impl std::fmt::Debug for Runner {
@@ -225,6 +229,7 @@ impl Runner {
             walking: Mutex::default(),
             armed: RwLock::default(),
             members: Mutex::default(),
+            more: AtomicBool::new(false),
         }
     }
 
@@ -259,6 +264,10 @@ impl Runner {
         while !shutdown.is_cancelled() {
             if let Err(e) = self.tick(Utc::now()).await {
                 tracing::warn!(error = %e, "campaign runner step failed; retrying");
+            }
+            if self.more.swap(false, Ordering::Relaxed) {
+                tokio::task::yield_now().await;
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -546,6 +555,7 @@ impl Runner {
                 self.outbox.wake_all();
                 cursor = Some(last);
                 if started.elapsed() > SLICE {
+                    self.more.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
             }
