@@ -546,6 +546,17 @@ impl Setup {
 
     /// The campaign once `done` holds for it.
     async fn campaign_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.campaign_within(id, std::time::Duration::from_secs(30), done)
+            .await
+    }
+
+    /// The campaign once `done` holds for it, waiting at most `limit`.
+    async fn campaign_within(
+        &self,
+        id: &str,
+        limit: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = std::time::Instant::now();
         loop {
             let c = self
@@ -559,10 +570,7 @@ impl Setup {
             if done(&c) {
                 return c;
             }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "{c:#}"
-            );
+            assert!(started.elapsed() < limit, "{c:#}");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -667,6 +675,83 @@ async fn a_campaign_sends_each_person_their_variant_once_and_records_every_group
     assert_eq!(again.status, StatusCode::CONFLICT);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(s.emulator_get("/apns/notifications").await["total"], sent);
+}
+
+#[tokio::test]
+async fn a_recurring_campaign_sends_each_cron_run_separately_with_its_own_report() {
+    let s = start().await;
+    s.providers().await;
+    let n = 5;
+    s.cohort(n).await;
+    let admin = s.server.keys.admin_key.clone();
+    let created = s
+        .create(
+            &admin,
+            json!({
+                "name": "Every minute",
+                "when": {"type": "recurring", "cron": "* * * * *", "timezone": "Asia/Kolkata"},
+                "variants": [{"name": "A", "title": "Hi {{ person.first_name }}", "body": "a"}]
+            }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.act(&admin, &id, "schedule", None).await.status,
+        StatusCode::OK
+    );
+    // Two runs, a minute apart, each to everyone; between them the campaign waits.
+    let campaign = s
+        .campaign_within(&id, std::time::Duration::from_secs(150), |c| {
+            c["runs"]
+                .as_array()
+                .is_some_and(|r| r.len() >= 2 && r.iter().take(2).all(|r| r["state"] == "sent"))
+        })
+        .await;
+    assert_eq!(
+        s.act(&admin, &id, "cancel", None).await.status,
+        StatusCode::OK
+    );
+    let runs = campaign["runs"].as_array().unwrap();
+    let due: Vec<chrono::DateTime<chrono::Utc>> = runs
+        .iter()
+        .take(2)
+        .map(|r| r["due_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(due[1] - due[0], chrono::Duration::minutes(1), "{runs:#?}");
+    assert_eq!(chrono::Timelike::second(&due[0]), 0);
+    let apns = s.emulator_get("/apns/notifications").await;
+    for i in 0..n {
+        assert_eq!(
+            apns["per_token"][token(i)],
+            2,
+            "person {i} once a run: {apns:#}"
+        );
+    }
+    // Each run's report counts its own sends.
+    common::settle(&s.server).await;
+    for run in runs.iter().take(2) {
+        let key = run["key"].as_str().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let report = s
+                .api
+                .get(&format!("{}/{id}/report?run={key}", s.campaigns()), &admin)
+                .await;
+            assert_eq!(report.status, StatusCode::OK, "{:#}", report.body);
+            let a = &report.body["groups"][0];
+            if a["sent"] == n {
+                assert_eq!(a["assigned"], n, "{:#}", report.body);
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{:#}",
+                report.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test]
