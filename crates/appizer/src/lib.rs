@@ -99,6 +99,8 @@ pub async fn open_queue(
 /// (ingestion workers, warning writer) it relies on.
 pub struct App {
     pub state: AppState,
+    /// The campaign runner (its loop runs on the delivery threads).
+    pub runner: Arc<Runner>,
     workers: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The push delivery loop's threads (below request handling).
@@ -231,7 +233,7 @@ impl App {
             outbox.clone(),
             tap,
         ));
-        let runner_task = delivery.handle().spawn(runner.run(workers.clone()));
+        let runner_task = delivery.handle().spawn(runner.clone().run(workers.clone()));
         let runner_task = tokio::spawn(async move {
             if let Err(e) = runner_task.await {
                 tracing::error!(error = %e, "the campaign runner ended");
@@ -257,6 +259,7 @@ impl App {
         );
         Ok(Self {
             state,
+            runner,
             workers,
             tasks: vec![
                 worker_task,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use appizer_core::config::Config;
 use appizer_gateway::AppState;
+use appizer_push::campaign::runner::Runner;
 use appizer_storage::MetadataStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -23,6 +24,8 @@ pub struct TestServer {
     pub store: Arc<dyn MetadataStore>,
     /// The state the server runs with (its queue, pipeline, caches).
     pub state: AppState,
+    /// The campaign runner, which a test may also step at a time of its choosing.
+    pub runner: Arc<Runner>,
     pub config: Config,
     /// The temporary data dir, when the server made one.
     pub temp_dir: Option<tempfile::TempDir>,
@@ -75,6 +78,7 @@ impl TestServer {
             .await
             .expect("open the app");
         let state = app.state.clone();
+        let runner = app.runner.clone();
         let task = tokio::spawn(app.serve(listener, shutdown.clone()));
         Self {
             addr,
@@ -82,6 +86,7 @@ impl TestServer {
             keys,
             store,
             state,
+            runner,
             config,
             temp_dir,
             shutdown,

@@ -527,11 +527,16 @@ impl Setup {
                 .collect(),
         )
         .await;
+        self.persons_with_cohort("spring", n).await;
+    }
+
+    /// Waits until `n` persons have the property `cohort` = `cohort`.
+    async fn persons_with_cohort(&self, cohort: &str, n: usize) {
         let started = std::time::Instant::now();
         while self
             .api
             .get(
-                &format!("{}/persons?property.cohort=spring&limit=1000", self.base),
+                &format!("{}/persons?property.cohort={cohort}&limit=1000", self.base),
                 &self.server.keys.admin_key,
             )
             .await
@@ -675,6 +680,121 @@ async fn a_campaign_sends_each_person_their_variant_once_and_records_every_group
     assert_eq!(again.status, StatusCode::CONFLICT);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(s.emulator_get("/apns/notifications").await["total"], sent);
+}
+
+/// Each delivery's device token and due time, from the server's outbox.
+async fn due_times(s: &Setup) -> std::collections::BTreeMap<String, Vec<String>> {
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}",
+        s.server.data_dir().join("metadata.db").display()
+    );
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.address, o.due_at FROM push_outbox o \
+         JOIN push_devices d ON d.id = o.device_id ORDER BY o.due_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let mut by_token = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (address, due_at) in rows {
+        let at = chrono::DateTime::from_timestamp_millis(due_at).unwrap();
+        by_token
+            .entry(address)
+            .or_default()
+            .push(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    by_token
+}
+
+#[tokio::test]
+async fn local_time_sends_follow_each_zones_daylight_saving_and_quiet_hours() {
+    let s = start().await;
+    s.providers().await;
+    // Berlin moves to summer time on 2027-03-28, New York on 2027-03-14; the third
+    // person has no zone and gets the project's (UTC).
+    let zones = [Some("Europe/Berlin"), Some("America/New_York"), None];
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut identifies = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        s.register(ios(&format!("z{i}"), &token(i))).await;
+        let mut traits = json!({"cohort": "zones"});
+        if let Some(zone) = zone {
+            traits["$timezone"] = json!(zone);
+        }
+        identifies.push(json!({"type": "identify", "userId": format!("z{i}"),
+                               "timestamp": now, "traits": traits}));
+    }
+    s.capture(identifies).await;
+    s.persons_with_cohort("zones", zones.len()).await;
+    let admin = s.server.keys.admin_key.clone();
+    let mut ids = Vec::new();
+    for (name, time, quiet) in [
+        ("Nine", "09:00", Value::Null),
+        // 02:30 does not exist in Berlin that night; either way it is inside the
+        // quiet hours, which end at 08:00 local time.
+        ("Night", "02:30", json!({"start": "22:00", "end": "08:00"})),
+    ] {
+        let mut body = json!({
+            "name": name,
+            "when": {"type": "local_time", "date": "2027-03-28", "time": time},
+            "variants": [{"name": "A", "title": "Hi", "body": "a"}]
+        });
+        if !quiet.is_null() {
+            body["quiet_hours"] = quiet;
+        }
+        let created = s.create(&admin, body).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            s.act(&admin, &id, "schedule", None).await.status,
+            StatusCode::OK
+        );
+        ids.push(id);
+    }
+    // Not due yet: a local-time run starts when the first zone (UTC+14) reaches it.
+    let at = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    s.server
+        .runner
+        .tick(at("2027-03-27T12:00:00Z"))
+        .await
+        .unwrap();
+    assert!(due_times(&s).await.is_empty());
+    // The runner's pass at that time starts both runs; the next walks them.
+    for _ in 0..2 {
+        s.server
+            .runner
+            .tick(at("2027-03-27T19:00:00Z"))
+            .await
+            .unwrap();
+    }
+    let due = due_times(&s).await;
+    let expected = [
+        // Berlin: 09:00 CEST; 08:00 CEST (quiet hours' end).
+        (token(0), ["2027-03-28T06:00:00Z", "2027-03-28T07:00:00Z"]),
+        // New York: 08:00 EDT; 09:00 EDT (summer time since 2027-03-14).
+        (token(1), ["2027-03-28T12:00:00Z", "2027-03-28T13:00:00Z"]),
+        // The project's zone.
+        (token(2), ["2027-03-28T08:00:00Z", "2027-03-28T09:00:00Z"]),
+    ];
+    for (token, times) in expected {
+        assert_eq!(
+            due.get(&token).cloned(),
+            Some(times.map(String::from).to_vec()),
+            "{due:#?}"
+        );
+    }
+    for id in &ids {
+        let c = s.api.get(&format!("{}/{id}", s.campaigns()), &admin).await;
+        assert_eq!(c.body["state"], "running", "{:#}", c.body);
+        assert_eq!(c.body["runs"][0]["queued"], 3, "{:#}", c.body);
+    }
 }
 
 #[tokio::test]

@@ -363,7 +363,7 @@ impl Runner {
             }
             CampaignState::Running => {
                 let cap = cap.filter(|_| !plan.ignore_frequency_cap);
-                self.walk(&project, record, &plan, cap).await?;
+                self.walk(&project, record, &plan, cap, now).await?;
                 Ok(None)
             }
             _ => Ok(None),
@@ -481,6 +481,7 @@ impl Runner {
         record: CampaignRecord,
         plan: &Plan,
         cap: Option<FrequencyCap>,
+        now: DateTime<Utc>,
     ) -> Result<(), RunError> {
         let scope = project.scope;
         if matches!(plan.schedule, Schedule::Triggered { .. }) {
@@ -514,8 +515,7 @@ impl Runner {
                 }
                 None => {
                     let walk =
-                        AudienceWalk::new(&self.campaigns, project, plan, sendable, Utc::now())
-                            .await?;
+                        AudienceWalk::new(&self.campaigns, project, plan, sendable, now).await?;
                     self.walking.lock().entry(key.clone()).or_default().members =
                         Some(walk.members());
                     walk
@@ -533,7 +533,7 @@ impl Runner {
                     break;
                 };
                 let recent = match &cap {
-                    Some(cap) => self.recent_sends(project, &persons, cap).await?,
+                    Some(cap) => self.recent_sends(project, &persons, cap, now).await?,
                     None => HashMap::new(),
                 };
                 let capped = cap.as_ref().map(|c| (c, &recent));
@@ -545,6 +545,7 @@ impl Runner {
                     (cursor, last),
                     &persons,
                     capped,
+                    now,
                 )?;
                 self.append_assigned(project, &record, plan, &run, &persons)
                     .await?;
@@ -715,8 +716,8 @@ impl Runner {
         (after, last): (Option<PersonId>, PersonId),
         persons: &[AudiencePerson],
         cap: Option<(&FrequencyCap, &RecentSends)>,
+        now: DateTime<Utc>,
     ) -> Result<RunPage, RunError> {
-        let now = Utc::now();
         let messages: Vec<NewMessage> = plan
             .variants
             .iter()
@@ -818,9 +819,10 @@ impl Runner {
         project: &QueryProject,
         persons: &[AudiencePerson],
         cap: &FrequencyCap,
+        now: DateTime<Utc>,
     ) -> Result<RecentSends, RunError> {
         let ids: Vec<PersonId> = persons.iter().map(|p| p.id).collect();
-        let since = Utc::now() - cap.window;
+        let since = now - cap.window;
         let mut by_person: HashMap<PersonId, Vec<DateTime<Utc>>> = HashMap::new();
         for (person, at) in self
             .store
