@@ -18,6 +18,8 @@ pub const DEDUP_IDS: &str = "appizer_ingest_dedup_ids";
 pub const DEDUP_TABLE_BYTES: &str = "appizer_ingest_dedup_table_bytes";
 /// Failed flushes to Parquet (retried).
 pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
+/// Flushes written before the event tap (campaign triggers) settled their events.
+pub const TAP_UNSETTLED_FLUSHES_TOTAL: &str = "appizer_events_tap_unsettled_flushes_total";
 /// Ingestion warnings not stored because the writer was behind or the store failed.
 pub const WARNINGS_DISCARDED_TOTAL: &str = "appizer_ingest_warnings_discarded_total";
 /// Persons merged by identify, alias and merge events.

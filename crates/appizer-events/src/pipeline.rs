@@ -80,10 +80,26 @@ pub struct PipelineConfig {
 /// Sees each step's events as they are processed, identity resolved, before they are
 /// buffered: a replay after a crash offers them again, so what a tap records must be
 /// keyed by the event's message id.
+///
+/// A flush waits for the tap to settle the events it writes: once they are in the
+/// files a restart no longer replays them, so whatever the tap makes of them must be
+/// durable first (a campaign trigger recorded), or it would be lost.
 pub trait EventTap: Send + Sync + std::fmt::Debug {
+    /// `end`: one past the queue offset of the last record these events come from.
     /// Must not block the worker.
-    fn offer(&self, events: &[Event]);
+    fn offer(&self, events: &[Event], end: u64);
+
+    /// Resolves once what the tap took from records below `end` is durable.
+    fn settled(
+        &self,
+        end: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 }
+
+/// How long a flush waits for the tap to settle before it writes anyway (logged and
+/// counted in `appizer_ingest_tap_unsettled_flushes_total`): a stuck tap must not stop
+/// ingestion.
+pub const TAP_SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The health components of the ingestion workers.
 pub const PIPELINE: &str = "pipeline";
@@ -521,7 +537,7 @@ impl Pipeline {
                 }
             }
             if let Some(tap) = &self.config.tap {
-                tap.offer(&kept);
+                tap.offer(&kept, last + 1);
             }
             self.store.append(kept, last)?;
         }
@@ -556,6 +572,16 @@ impl Pipeline {
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
                 self.store.untake(taken);
                 return;
+            }
+        }
+        if let Some(tap) = &self.config.tap {
+            let end = taken.max_offset() + 1;
+            if tokio::time::timeout(TAP_SETTLE_LIMIT, tap.settled(end))
+                .await
+                .is_err()
+            {
+                metrics::counter!(m::TAP_UNSETTLED_FLUSHES_TOTAL).increment(1);
+                tracing::warn!(end, "the event tap did not settle in time; flushing anyway");
             }
         }
         match self.store.write_taken(taken).await {

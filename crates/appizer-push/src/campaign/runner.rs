@@ -240,24 +240,32 @@ impl Runner {
             let (runner, shutdown) = (self.clone(), shutdown.clone());
             tokio::spawn(async move {
                 loop {
+                    // Events first: those handed over before a shutdown are recorded.
                     let first = tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        biased;
                         e = events.recv() => match e { Some(e) => e, None => return },
+                        () = shutdown.cancelled() => return,
                     };
-                    let mut batch = vec![first];
+                    let mut end = first.1;
+                    let mut batch = vec![first.0];
                     while batch.len() < 1_000 {
                         match events.try_recv() {
-                            Ok(e) => batch.push(e),
+                            Ok((e, e_end)) => {
+                                batch.push(e);
+                                end = e_end;
+                            }
                             Err(_) => break,
                         }
                     }
                     let mut wait = Duration::from_millis(100);
-                    // Kept until recorded: a store outage delays triggers, loses none.
+                    // Kept until recorded: a store outage delays triggers (and the
+                    // flush of their events), loses none.
                     while let Err(e) = runner.take_events(batch.clone()).await {
                         tracing::warn!(error = %e, "cannot record campaign triggers; retrying");
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_secs(5));
                     }
+                    runner.tap.recorded_through(end);
                 }
             });
         }

@@ -4,9 +4,13 @@
 //! it again), cancels the person's pending sends on the cancel event, and sends each
 //! pending one when its delay has passed, with the trigger event's properties in its
 //! templates. A pending send is durable: a restart between the trigger and the end of
-//! the delay sends it once when it comes due.
+//! the delay sends it once when it comes due. The workers' flush waits until the
+//! runner has recorded what it was handed from the events it writes
+//! ([`EventTap::settled`]): a restart replays only unflushed events, so a trigger
+//! recorded after its event's flush would be lost to a kill in between.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use appizer_analytics::QueryProject;
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::assign::Group;
 use super::definition::{Plan, CONTROL};
@@ -42,8 +46,14 @@ pub struct TriggerTap {
     /// Event names watched, per project (trigger and cancel events of running
     /// triggered campaigns), as the runner last set them.
     watched: RwLock<HashMap<ProjectId, HashSet<String>>>,
-    sender: mpsc::UnboundedSender<Event>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    /// Each event with the end (one past the queue offset) of the records it came with.
+    sender: mpsc::UnboundedSender<(Event, u64)>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<(Event, u64)>>>,
+    /// The end of the last records an event was handed over from.
+    sent_end: AtomicU64,
+    /// The end of the last records whose handed-over events the runner recorded.
+    recorded_end: AtomicU64,
+    recorded: Notify,
 }
 
 impl Default for TriggerTap {
@@ -53,6 +63,9 @@ impl Default for TriggerTap {
             watched: RwLock::default(),
             sender,
             receiver: Mutex::new(Some(receiver)),
+            sent_end: AtomicU64::new(0),
+            recorded_end: AtomicU64::new(0),
+            recorded: Notify::new(),
         }
     }
 }
@@ -64,25 +77,59 @@ impl TriggerTap {
     }
 
     /// The receiving end, for the one runner.
-    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<(Event, u64)>> {
         self.receiver.lock().take()
+    }
+
+    /// The runner has recorded every event handed over from records below `end`.
+    pub fn recorded_through(&self, end: u64) {
+        self.recorded_end.fetch_max(end, Ordering::AcqRel);
+        self.recorded.notify_waiters();
+    }
+
+    /// Whether what was handed over from records below `end` is recorded: events come
+    /// and are recorded in queue order, so it is once the recorded end reaches `end`
+    /// or the end of the last records anything was handed over from. (A flush may so
+    /// wait for the recording of an event just above its own; it never waits for long.)
+    fn is_settled(&self, end: u64) -> bool {
+        let wanted = end.min(self.sent_end.load(Ordering::Acquire));
+        self.recorded_end.load(Ordering::Acquire) >= wanted
     }
 }
 
 impl EventTap for TriggerTap {
-    fn offer(&self, events: &[Event]) {
+    fn offer(&self, events: &[Event], end: u64) {
         let watched = self.watched.read();
         if watched.is_empty() {
             return;
         }
+        let mut sent = false;
         for e in events {
             if watched
                 .get(&e.project_id)
                 .is_some_and(|names| names.contains(&e.event))
             {
-                let _ = self.sender.send(e.clone());
+                sent |= self.sender.send((e.clone(), end)).is_ok();
             }
         }
+        if sent {
+            self.sent_end.fetch_max(end, Ordering::AcqRel);
+        }
+    }
+
+    fn settled(
+        &self,
+        end: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let recorded = self.recorded.notified();
+                if self.is_settled(end) {
+                    return;
+                }
+                recorded.await;
+            }
+        })
     }
 }
 
@@ -445,5 +492,53 @@ impl Runner {
         }
         self.tap.watch(names);
         *self.armed.write() = Arc::new(armed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_flush_waits_until_the_events_handed_over_below_it_are_recorded() {
+        let tap = Arc::new(TriggerTap::default());
+        let project = ProjectId::new();
+        let event = |name: &str| Event::new(project, MessageType::Track, name, "u1", Utc::now());
+        // Nothing watched, nothing handed over: every flush may go.
+        tap.offer(&[event("add_to_cart")], 5);
+        assert!(tap.is_settled(5));
+        tap.watch(HashMap::from([(
+            project,
+            HashSet::from(["add_to_cart".to_string()]),
+        )]));
+        tap.offer(&[event("page_view")], 8);
+        assert!(tap.is_settled(8), "an unwatched event is not waited for");
+        tap.offer(&[event("add_to_cart")], 10);
+        tap.offer(&[event("add_to_cart")], 12);
+        let mut receiver = tap.take_receiver().unwrap();
+        assert_eq!(receiver.try_recv().unwrap().1, 10);
+        assert_eq!(receiver.try_recv().unwrap().1, 12);
+        assert!(!tap.is_settled(10) && !tap.is_settled(20));
+
+        let waiting = tokio::spawn({
+            let tap = tap.clone();
+            async move { tap.settled(11).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a flush through 11 waits");
+        tap.recorded_through(10);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(tap.is_settled(10));
+        assert!(
+            !waiting.is_finished(),
+            "the event of record 11 is not recorded"
+        );
+        tap.recorded_through(12);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("settled once recorded")
+            .unwrap();
+        assert!(tap.is_settled(20), "nothing handed over after 12");
     }
 }
