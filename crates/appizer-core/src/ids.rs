@@ -95,6 +95,18 @@ typed_id!(
     /// A campaign: an audience, content variants and a schedule, sent as messages.
     CampaignId
 );
+typed_id!(
+    /// A team member: a person who signs in to the dashboard (not a person of the data).
+    MemberId
+);
+typed_id!(
+    /// A signed-in session of a team member.
+    SessionId
+);
+typed_id!(
+    /// An invitation for a new team member, accepted once through its link.
+    InviteId
+);
 
 #[cfg(test)]
 mod tests {

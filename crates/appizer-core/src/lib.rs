@@ -1,4 +1,5 @@
 //! Shared vocabulary of Appizer: ids, tenancy records, roles and permissions, API keys,
+//! team members and their sessions,
 //! layered configuration, the closed set of error codes every API answer uses, and the
 //! health registry background loops report into.
 
@@ -10,6 +11,7 @@ pub mod health;
 pub mod ids;
 pub mod json;
 pub mod keys;
+pub mod member;
 pub mod person;
 pub mod push;
 pub mod role;
@@ -18,7 +20,7 @@ pub mod tenancy;
 
 pub use error_code::ErrorCode;
 pub use ids::{
-    CampaignId, DefinitionId, DeviceId, KeyId, MergeId, MessageId, OrganizationId, PersonId,
-    ProjectId,
+    CampaignId, DefinitionId, DeviceId, InviteId, KeyId, MemberId, MergeId, MessageId,
+    OrganizationId, PersonId, ProjectId, SessionId,
 };
 pub use role::{Permission, Role};

@@ -39,9 +39,9 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match permission {
-            ProjectRead | EventsRead | PersonsRead | AnalyticsRead | PushRead => true,
+            ProjectRead | EventsRead | PersonsRead | AnalyticsRead | PushRead | MembersRead => true,
             ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite
-            | PushProvidersManage => self == Role::Admin,
+            | PushProvidersManage | MembersManage => self == Role::Admin,
             MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
             SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
             PushWrite | CampaignsWrite => matches!(self, Role::Admin | Role::Marketer),
@@ -104,12 +104,19 @@ pub enum Permission {
     /// Organisation-wide actions: create projects, manage organisation keys, read the
     /// organisation's audit log. Needs an organisation-wide key, not a project key.
     OrganizationManage,
+    /// List the organisation's team members (and one's own sessions).
+    MembersRead,
+    /// Invite, change and remove team members, and end their sessions. Organisation-wide.
+    MembersManage,
 }
 
 impl Permission {
     /// Whether only an organisation-wide key may hold this permission.
     pub fn needs_organization_key(self) -> bool {
-        matches!(self, Permission::OrganizationManage)
+        matches!(
+            self,
+            Permission::OrganizationManage | Permission::MembersManage
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{KeyId, OrganizationId, ProjectId};
+use crate::ids::{KeyId, MemberId, OrganizationId, ProjectId};
 use crate::keys::KeyKind;
 use crate::role::Role;
 
@@ -166,10 +166,12 @@ impl ApiKey {
     }
 }
 
-/// Who did a management action: a key, or the command line (`appizer init`).
+/// Who did a management action: a key, a signed-in team member, or the command line
+/// (`appizer init`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Actor {
     Key(KeyId),
+    Member(MemberId),
     Cli,
 }
 

@@ -342,6 +342,51 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/campaigns/{campaign_id}/report",
         Permission::AnalyticsRead,
     ),
+    (Method::GET, "/api/v1/members", Permission::MembersRead),
+    (
+        Method::GET,
+        "/api/v1/members/{member_id}",
+        Permission::MembersRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/members/{member_id}",
+        Permission::MembersManage,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/members/{member_id}",
+        Permission::MembersManage,
+    ),
+    (
+        Method::GET,
+        "/api/v1/members/{member_id}/sessions",
+        Permission::MembersManage,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/members/{member_id}/sessions/{session_id}",
+        Permission::MembersManage,
+    ),
+    (Method::GET, "/api/v1/invites", Permission::MembersManage),
+    (Method::POST, "/api/v1/invites", Permission::MembersManage),
+    (
+        Method::DELETE,
+        "/api/v1/invites/{invite_id}",
+        Permission::MembersManage,
+    ),
+];
+
+/// Routes under `/api/` that authenticate themselves (a password, an invitation token,
+/// the session cookie) instead of going through the access table.
+pub const SELF_AUTHENTICATED: &[(Method, &str)] = &[
+    (Method::POST, "/api/v1/session"),
+    (Method::GET, "/api/v1/session"),
+    (Method::DELETE, "/api/v1/session"),
+    (Method::POST, "/api/v1/session/password"),
+    (Method::GET, "/api/v1/session/sessions"),
+    (Method::DELETE, "/api/v1/session/sessions/{session_id}"),
+    (Method::POST, "/api/v1/invites/accept"),
 ];
 
 /// The permission `method` on the route template `path` needs.
@@ -353,32 +398,39 @@ pub fn required_permission(method: &Method, path: &str) -> Option<Permission> {
 }
 
 /// Whether `principal` may use `permission` on `project` (the route's project, if any).
-/// `Err` carries the answer: 404 outside the key's project, 403 for a missing grant.
+/// `Err` carries the answer: 404 outside the caller's projects (a project key's own, a
+/// member's with a role), 403 for a missing grant. Keys and sessions answer to the
+/// same table: a member's role is the one they hold in the route's project.
 pub fn authorize(
     principal: &Principal,
     permission: Permission,
     project: Option<ProjectId>,
 ) -> Result<(), ApiError> {
-    if let (Some(own), Some(wanted)) = (principal.project_id(), project) {
-        if own != wanted {
-            return Err(ApiError::not_found("project"));
-        }
+    if project.is_some_and(|p| !principal.sees(p)) {
+        return Err(ApiError::not_found("project"));
     }
-    let granted = principal.role().is_some_and(|r| r.grants(permission));
-    if !granted {
+    let who = if principal.key().is_some() {
+        "the key's"
+    } else {
+        "your"
+    };
+    let role = principal.role_in(project);
+    if !role.is_some_and(|r| r.grants(permission)) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
-                "the key's role `{}` does not allow this action",
-                principal.role().map_or("none", |r| r.as_str())
+                "{who} role `{}` does not allow this action",
+                role.map_or("none", |r| r.as_str())
             ),
         ));
     }
-    if permission.needs_organization_key() && principal.project_id().is_some() {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this action needs an organisation-wide admin key, not a project key",
-        ));
+    if permission.needs_organization_key() && !principal.is_organization_wide() {
+        let message = if principal.key().is_some() {
+            "this action needs an organisation-wide admin key, not a project key"
+        } else {
+            "this action needs the admin role in the whole organisation"
+        };
+        return Err(ApiError::new(ErrorCode::Forbidden, message));
     }
     Ok(())
 }
@@ -399,7 +451,7 @@ pub async fn refuse(state: &AppState, request: Request, response: Response) -> R
     response
 }
 
-/// Middleware after [`crate::auth::require_secret_key`]: rate limit, scope, permission.
+/// Middleware after [`crate::auth::require_credential`]: rate limit, scope, permission.
 pub async fn enforce(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
@@ -416,9 +468,12 @@ pub async fn enforce(
         &principal.rate_limit,
         LimitClass::Api,
     );
-    let decision = state
-        .limiter
-        .check(principal.key_id(), LimitClass::Api, limits, Instant::now());
+    let decision = state.limiter.check(
+        principal.limit_id(),
+        LimitClass::Api,
+        limits,
+        Instant::now(),
+    );
     if !decision.allowed {
         let response = ApiError::new(
             ErrorCode::RateLimited,
@@ -467,8 +522,10 @@ fn route_project(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{Credential, SignedIn};
+    use appizer_core::member::{Member, MemberAccess, Session};
     use appizer_core::tenancy::{ApiKey, KeyAccess, KeyGrant};
-    use appizer_core::{OrganizationId, Role};
+    use appizer_core::{MemberId, OrganizationId, Role, SessionId};
     use std::sync::Arc;
 
     fn principal(role: Role, project: Option<ProjectId>) -> Principal {
@@ -485,10 +542,88 @@ mod tests {
             chrono::Utc::now(),
         );
         Principal {
-            key: Arc::new(key),
+            credential: Credential::Key(Arc::new(key)),
             rate_limit: Default::default(),
             scope: None,
         }
+    }
+
+    fn member(access: MemberAccess) -> Principal {
+        let now = chrono::Utc::now();
+        let member = Member {
+            id: MemberId::new(),
+            organization_id: OrganizationId::new(),
+            email: "m@example.com".into(),
+            name: "M".into(),
+            access,
+            password_hash: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        let session = Session {
+            id: SessionId::new(),
+            member_id: member.id,
+            token_hash: String::new(),
+            created_at: now,
+            expires_at: now,
+            last_seen_at: now,
+            revoked_at: None,
+            ip: None,
+            user_agent: None,
+        };
+        Principal {
+            credential: Credential::Session(Arc::new(SignedIn { session, member })),
+            rate_limit: Default::default(),
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn a_members_session_gets_the_grant_of_the_table_for_their_role_there() {
+        let (own, other) = (ProjectId::new(), ProjectId::new());
+        for role in Role::ALL {
+            let org_member = member(MemberAccess {
+                organization_role: Some(role),
+                projects: Default::default(),
+            });
+            let project_member = member(MemberAccess {
+                organization_role: None,
+                projects: [(own, role)].into(),
+            });
+            for (method, path, permission) in ACCESS_TABLE {
+                let scoped = path.contains("{project_id}");
+                let expected = role.grants(*permission);
+                assert_eq!(
+                    authorize(&org_member, *permission, scoped.then_some(own)).is_ok(),
+                    expected,
+                    "{role} member of the organisation on {method} {path}"
+                );
+                let answer = authorize(&project_member, *permission, scoped.then_some(own));
+                let project_expected = if scoped {
+                    expected
+                } else {
+                    // Outside a project a project member reads as a viewer.
+                    Role::Viewer.grants(*permission) && !permission.needs_organization_key()
+                };
+                assert_eq!(
+                    answer.is_ok(),
+                    project_expected,
+                    "{role} member of one project on {method} {path}"
+                );
+                if scoped {
+                    let e = authorize(&project_member, *permission, Some(other)).unwrap_err();
+                    assert_eq!(e.code, ErrorCode::NotFound, "{role} on {path}");
+                }
+            }
+        }
+        // A project's own role wins over the organisation's.
+        let mixed = member(MemberAccess {
+            organization_role: Some(Role::Viewer),
+            projects: [(own, Role::Admin)].into(),
+        });
+        assert!(authorize(&mixed, Permission::KeysManage, Some(own)).is_ok());
+        assert!(authorize(&mixed, Permission::KeysManage, Some(other)).is_err());
+        assert!(authorize(&mixed, Permission::MembersManage, None).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Authentication: who is calling. Secret keys come as `Authorization: Bearer <key>`;
 //! write keys (ingestion) come as HTTP Basic user name or inside the body
-//! (`writeKey`, `api_key`, `token`). Keys are looked up by their SHA-256 through a
-//! bounded cache; revoking a key through this node evicts it at once.
+//! (`writeKey`, `api_key`, `token`); a signed-in team member's session comes as a
+//! cookie ([`crate::dashboard_auth`]). Keys and sessions are looked up by their SHA-256
+//! through a bounded cache; revoking one through this node evicts it at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use appizer_core::config::AuthConfig;
 use appizer_core::keys::{hash_key, KeyKind};
-use appizer_core::tenancy::{ApiKey, KeyAccess, RateLimitOverride};
-use appizer_core::{ErrorCode, KeyId, OrganizationId, ProjectId, Role};
+use appizer_core::member::{Member, Session};
+use appizer_core::tenancy::{Actor, ApiKey, KeyAccess, RateLimitOverride};
+use appizer_core::{ErrorCode, KeyId, MemberId, OrganizationId, ProjectId, Role};
 use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -24,33 +26,141 @@ use parking_lot::Mutex;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// An authenticated key, as handlers see it (a request extension).
+/// An authenticated caller, as handlers see it (a request extension).
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub key: Arc<ApiKey>,
-    /// The rate limit overrides of the key's project (none for organisation keys).
+    pub credential: Credential,
+    /// The rate limit overrides of the key's project (none for organisation keys and
+    /// sessions).
     pub rate_limit: RateLimitOverride,
     /// The scope of the key's project, read with the key's organisation (none for
-    /// organisation keys).
+    /// organisation keys and sessions).
     pub scope: Option<ProjectScope>,
 }
 
+/// What a caller authenticated with.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Key(Arc<ApiKey>),
+    Session(Arc<SignedIn>),
+}
+
+/// A team member's live session.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub session: Session,
+    pub member: Member,
+}
+
+/// How a credential is found again: the cache's key and what to read on a miss.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialHash {
+    Key(String),
+    Session(String),
+}
+
+impl CredentialHash {
+    fn cache_key(&self) -> String {
+        match self {
+            CredentialHash::Key(h) => h.clone(),
+            CredentialHash::Session(h) => format!("session:{h}"),
+        }
+    }
+}
+
 impl Principal {
-    pub fn key_id(&self) -> KeyId {
-        self.key.id
+    /// The key, when the caller used one.
+    pub fn key(&self) -> Option<&ApiKey> {
+        match &self.credential {
+            Credential::Key(k) => Some(k),
+            Credential::Session(_) => None,
+        }
+    }
+
+    /// The signed-in member, when the caller used a session.
+    pub fn signed_in(&self) -> Option<&SignedIn> {
+        match &self.credential {
+            Credential::Key(_) => None,
+            Credential::Session(s) => Some(s),
+        }
+    }
+
+    /// Who the audit log names for this caller's actions.
+    pub fn actor(&self) -> Actor {
+        match &self.credential {
+            Credential::Key(k) => Actor::Key(k.id),
+            Credential::Session(s) => Actor::Member(s.member.id),
+        }
+    }
+
+    /// The key or member whose rate limit a request spends.
+    pub fn limit_id(&self) -> uuid::Uuid {
+        match &self.credential {
+            Credential::Key(k) => k.id.as_uuid(),
+            Credential::Session(s) => s.member.id.as_uuid(),
+        }
+    }
+
+    /// The key a key-created record names as its creator (none for members: the audit
+    /// entry names them).
+    pub fn creating_key(&self) -> Option<KeyId> {
+        self.key().map(|k| k.id)
     }
 
     pub fn organization_id(&self) -> OrganizationId {
-        self.key.organization_id
+        match &self.credential {
+            Credential::Key(k) => k.organization_id,
+            Credential::Session(s) => s.member.organization_id,
+        }
     }
 
-    /// The project a project key belongs to; `None` for an organisation-wide key.
+    /// The project a project key belongs to; `None` for an organisation-wide key and a
+    /// session (a member's projects are those they have a role in).
     pub fn project_id(&self) -> Option<ProjectId> {
-        self.key.project_id()
+        self.key().and_then(ApiKey::project_id)
     }
 
-    pub fn role(&self) -> Option<Role> {
-        self.key.role()
+    /// The caller's role in `project`, or outside any project (`None`): a member's
+    /// organisation role there, else viewer when they have a role in some project
+    /// (what the organisation's listings show them is filtered by [`Self::sees`]).
+    pub fn role_in(&self, project: Option<ProjectId>) -> Option<Role> {
+        match &self.credential {
+            Credential::Key(k) => k.role(),
+            Credential::Session(s) => {
+                let access = &s.member.access;
+                match project {
+                    Some(p) => access.role_in(p),
+                    None => access
+                        .organization_role
+                        .or((!access.projects.is_empty()).then_some(Role::Viewer)),
+                }
+            }
+        }
+    }
+
+    /// Whether the caller may see `project` at all.
+    pub fn sees(&self, project: ProjectId) -> bool {
+        match &self.credential {
+            Credential::Key(k) => k.project_id().is_none_or(|own| own == project),
+            Credential::Session(s) => s.member.access.role_in(project).is_some(),
+        }
+    }
+
+    /// Whether the caller acts for the whole organisation: an organisation key, or a
+    /// member with an organisation role.
+    pub fn is_organization_wide(&self) -> bool {
+        match &self.credential {
+            Credential::Key(k) => k.project_id().is_none(),
+            Credential::Session(s) => s.member.access.organization_role.is_some(),
+        }
+    }
+
+    /// How this caller's credential is looked up again (a live stream checks it).
+    pub fn credential_hash(&self) -> CredentialHash {
+        match &self.credential {
+            Credential::Key(k) => CredentialHash::Key(k.key_hash.clone()),
+            Credential::Session(s) => CredentialHash::Session(s.session.token_hash.clone()),
+        }
     }
 }
 
@@ -63,19 +173,21 @@ pub struct Writer {
 
 #[derive(Debug, Clone)]
 struct CachedLookup {
-    /// `None`: no usable key has this hash (unknown or revoked).
+    /// `None`: no usable key or live session has this hash (unknown, revoked, ended).
     principal: Option<Principal>,
     fetched: Instant,
     /// A request is reading this key again; others keep the answer meanwhile.
     refreshing: bool,
 }
 
-/// Key lookups by hash, kept for `auth.key_cache_ttl_ms`, at most
+/// Key and session lookups by hash, kept for `auth.key_cache_ttl_ms`, at most
 /// `auth.key_cache_capacity` entries (expired entries go first, then everything).
 #[derive(Debug)]
 pub struct KeyCache {
     ttl: Duration,
     capacity: usize,
+    /// A session unused this long ends (`auth.session_idle_hours`).
+    session_idle: chrono::Duration,
     entries: Mutex<HashMap<String, CachedLookup>>,
     /// Bumped by every eviction, so a read that raced one is not cached.
     evictions: AtomicU64,
@@ -86,6 +198,7 @@ impl KeyCache {
         Self {
             ttl: Duration::from_millis(config.key_cache_ttl_ms),
             capacity: config.key_cache_capacity.max(1),
+            session_idle: chrono::Duration::hours(config.session_idle_hours.max(1) as i64),
             entries: Mutex::new(HashMap::new()),
             evictions: AtomicU64::new(0),
         }
@@ -101,22 +214,37 @@ impl KeyCache {
         store: &dyn MetadataStore,
         plaintext: &str,
     ) -> Result<Option<Principal>, StoreError> {
-        self.lookup_hash(store, hash_key(plaintext)).await
+        self.lookup_hash(store, CredentialHash::Key(hash_key(plaintext)))
+            .await
     }
 
-    /// [`lookup`](Self::lookup) by the key's hash: how a long-lived answer (a live
-    /// stream) checks that the key it was opened with is still usable.
+    /// The live session whose token is `token`.
+    pub async fn lookup_session(
+        &self,
+        store: &dyn MetadataStore,
+        token: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.lookup_hash(store, CredentialHash::Session(hash_key(token)))
+            .await
+    }
+
+    /// A lookup by the credential's hash: how a long-lived answer (a live stream)
+    /// checks that the key or session it was opened with is still usable.
     pub async fn lookup_hash(
         &self,
         store: &dyn MetadataStore,
-        hash: String,
+        hash: CredentialHash,
     ) -> Result<Option<Principal>, StoreError> {
         let now = Instant::now();
-        match self.cached(&hash, now) {
+        let cache_key = hash.cache_key();
+        match self.cached(&cache_key, now) {
             Ok(answer) => Ok(answer),
             Err(evictions) => {
-                let loaded = load_principal(store, &hash).await;
-                self.remember(hash, loaded, evictions, now)
+                let loaded = match &hash {
+                    CredentialHash::Key(h) => load_principal(store, h).await,
+                    CredentialHash::Session(h) => load_session(store, h, self.session_idle).await,
+                };
+                self.remember(cache_key, loaded, evictions, now)
             }
         }
     }
@@ -187,6 +315,24 @@ impl KeyCache {
         entries.remove(key_hash);
     }
 
+    /// Forgets one session (after sign-out or revocation).
+    pub fn evict_session(&self, token_hash: &str) {
+        self.evict_key(&CredentialHash::Session(token_hash.to_string()).cache_key());
+    }
+
+    /// Forgets the sessions of a member (after their access changes or they are
+    /// removed).
+    pub fn evict_member(&self, member: MemberId) {
+        let mut entries = self.entries.lock();
+        self.evictions.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|_, e| {
+            e.principal
+                .as_ref()
+                .and_then(Principal::signed_in)
+                .is_none_or(|s| s.member.id != member)
+        });
+    }
+
     /// Forgets the lookups of a project's keys (after its settings change or it is deleted).
     pub fn evict_project(&self, project: ProjectId) {
         let mut entries = self.entries.lock();
@@ -217,9 +363,38 @@ async fn load_principal(
         None => (RateLimitOverride::default(), None),
     };
     Ok(Some(Principal {
-        key: Arc::new(key),
+        credential: Credential::Key(Arc::new(key)),
         rate_limit,
         scope,
+    }))
+}
+
+/// Marks a session used at most this often.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+async fn load_session(
+    store: &dyn MetadataStore,
+    hash: &str,
+    idle: chrono::Duration,
+) -> Result<Option<Principal>, StoreError> {
+    let team = store.team();
+    let Some((session, member)) = team.find_session(hash).await? else {
+        return Ok(None);
+    };
+    let now = chrono::Utc::now();
+    if !session.is_live(now, idle) {
+        return Ok(None);
+    }
+    if now - session.last_seen_at >= TOUCH_EVERY {
+        // Best effort: a failed touch only makes the session look older.
+        if let Err(e) = team.touch_session(session.id, now).await {
+            tracing::warn!(error = %e, "cannot mark a session used");
+        }
+    }
+    Ok(Some(Principal {
+        credential: Credential::Session(Arc::new(SignedIn { session, member })),
+        rate_limit: RateLimitOverride::default(),
+        scope: None,
     }))
 }
 
@@ -245,18 +420,52 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// Middleware for management routes: a valid, unrevoked secret key, or 401/403.
-pub async fn require_secret_key(
+/// Middleware for management routes: a valid, unrevoked secret key, or a live session
+/// cookie (its writes with their CSRF token, from the dashboard's origin); else
+/// 401/403.
+pub async fn require_credential(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match authenticate_secret_key(&state, request.headers()).await {
+    let authenticated = if request.headers().contains_key(AUTHORIZATION) {
+        authenticate_secret_key(&state, request.headers()).await
+    } else {
+        authenticate_session(&state, request.method(), request.headers()).await
+    };
+    let principal = match authenticated {
         Ok(p) => p,
         Err(e) => return crate::access::refuse(&state, request, e.into_response()).await,
     };
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// The live session of the request's cookie, its writes checked against cross-site
+/// forgery ([`crate::dashboard_auth::check_write`]).
+pub async fn authenticate_session(
+    state: &AppState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let Some(token) = crate::dashboard_auth::session_token(headers) else {
+        return Err(unauthorized(
+            "missing Authorization header: use `Bearer <secret key>`, or sign in",
+        ));
+    };
+    let principal = state
+        .keys
+        .lookup_session(state.store.as_ref(), &token)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "the session has ended (signed out, expired or revoked); sign in again",
+            )
+            .with_field(crate::dashboard_auth::SESSION_COOKIE)
+        })?;
+    crate::dashboard_auth::check_write(method, headers, &token, &state.config)?;
+    Ok(principal)
 }
 
 async fn authenticate_secret_key(
@@ -269,7 +478,7 @@ async fn authenticate_secret_key(
         .lookup(state.store.as_ref(), token)
         .await?
         .ok_or_else(|| unauthorized("invalid or revoked API key"))?;
-    if principal.key.kind() != KeyKind::Secret {
+    if principal.key().is_none_or(|k| k.kind() != KeyKind::Secret) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "a write key can only send events; use a secret key (apz_sk_...) here",
@@ -315,10 +524,10 @@ pub async fn authenticate_write_key(state: &AppState, plaintext: &str) -> Result
         .lookup(state.store.as_ref(), plaintext)
         .await?
         .ok_or_else(invalid)?;
-    match principal.key.access {
+    match principal.key().map(|k| k.access) {
         // A project key's principal always has its scope (a lookup without the
         // project finds no principal).
-        KeyAccess::Write { .. } => match principal.scope {
+        Some(KeyAccess::Write { .. }) => match principal.scope {
             Some(scope) => Ok(Writer { principal, scope }),
             None => Err(invalid()),
         },
@@ -339,13 +548,14 @@ mod tests {
         KeyCache::new(&AuthConfig {
             key_cache_ttl_ms: ttl_ms,
             key_cache_capacity: 100,
+            ..AuthConfig::default()
         })
     }
 
     fn principal(name: &str) -> Principal {
         let organization_id = OrganizationId::new();
         Principal {
-            key: Arc::new(ApiKey {
+            credential: Credential::Key(Arc::new(ApiKey {
                 id: KeyId::new(),
                 organization_id,
                 access: KeyAccess::OrganizationSecret { role: Role::Admin },
@@ -355,14 +565,17 @@ mod tests {
                 created_at: chrono::Utc::now(),
                 created_by: None,
                 revoked_at: None,
-            }),
+            })),
             rate_limit: RateLimitOverride::default(),
             scope: None,
         }
     }
 
     fn name(answer: Result<Option<Principal>, u64>) -> Option<String> {
-        answer.ok().flatten().map(|p| p.key.name.clone())
+        answer
+            .ok()
+            .flatten()
+            .and_then(|p| p.key().map(|k| k.name.clone()))
     }
 
     #[test]

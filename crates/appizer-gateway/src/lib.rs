@@ -7,6 +7,7 @@
 pub mod access;
 pub mod auth;
 pub mod cors;
+pub mod dashboard_auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -34,8 +35,8 @@ pub use state::AppState;
 
 use routes::metrics as custom_metrics;
 use routes::{
-    audit, campaigns, capture, events, keys, ops, persons, projects, push, push_messages, query,
-    segments,
+    audit, campaigns, capture, events, keys, members, ops, persons, projects, push, push_messages,
+    query, segments, session,
 };
 
 #[derive(OpenApi)]
@@ -135,11 +136,22 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::cancel))
         .routes(routes!(campaigns::test_send))
         .routes(routes!(campaigns::report))
+        .routes(routes!(members::list_members))
+        .routes(routes!(
+            members::get_member,
+            members::update_member,
+            members::remove_member
+        ))
+        .routes(routes!(members::list_sessions))
+        .routes(routes!(members::revoke_session))
+        .routes(routes!(members::list_invites, members::create_invite))
+        .routes(routes!(members::delete_invite))
 }
 
 /// The OpenAPI document of every route the gateway serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = management_routes()
+        .merge(session::routes())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -219,13 +231,14 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts()
         .0
         .route_layer(from_fn_with_state(state.clone(), access::enforce))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_secret_key));
+        .route_layer(from_fn_with_state(state.clone(), auth::require_credential));
     let openapi_json: Arc<str> = openapi()
         .to_json()
         .expect("the OpenAPI document serializes")
         .into();
     Router::new()
         .merge(management)
+        .merge(session::routes().split_for_parts().0)
         .merge(capture::routes().layer(cors::ingestion_cors()))
         .merge(push::public_routes().layer(cors::ingestion_cors()))
         .route("/healthz", get(ops::healthz))
@@ -383,6 +396,9 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, crate::access::ACCESS_TABLE.len());
+        assert_eq!(
+            operations,
+            crate::access::ACCESS_TABLE.len() + crate::access::SELF_AUTHENTICATED.len()
+        );
     }
 }

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use appizer_core::config::RateLimitConfig;
 use appizer_core::tenancy::RateLimitOverride;
-use appizer_core::KeyId;
 use axum::http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
+use uuid::Uuid;
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +89,7 @@ const SHARD_SWEEP_AT: usize = 4_096;
 
 #[derive(Debug)]
 struct Shard {
-    buckets: HashMap<(KeyId, LimitClass), Bucket>,
+    buckets: HashMap<(Uuid, LimitClass), Bucket>,
     sweep_at: usize,
 }
 
@@ -109,10 +109,30 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Spends one token of `key`'s `class` bucket at time `now`.
-    pub fn check(&self, key: KeyId, class: LimitClass, limits: Limits, now: Instant) -> Decision {
-        let rate = f64::from(limits.per_second.max(1));
-        let burst = f64::from(limits.burst.max(1));
+    /// Spends one token of `key`'s `class` bucket at time `now` (`key`: the key's or
+    /// member's id).
+    pub fn check(&self, key: Uuid, class: LimitClass, limits: Limits, now: Instant) -> Decision {
+        self.spend(
+            key,
+            class,
+            f64::from(limits.per_second.max(1)),
+            limits.burst,
+            now,
+        )
+    }
+
+    /// Spends one token of a bucket of `burst` tokens refilled at `rate` a second (sign-in
+    /// spends these, keyed by digests of the account and of the address).
+    pub fn spend(
+        &self,
+        key: Uuid,
+        class: LimitClass,
+        rate: f64,
+        burst: u32,
+        now: Instant,
+    ) -> Decision {
+        let limit = burst;
+        let burst = f64::from(burst.max(1));
         let shard = &self.shards[shard_of(key)];
         let mut shard = shard.lock();
         if shard.buckets.len() >= shard.sweep_at {
@@ -136,7 +156,7 @@ impl RateLimiter {
         drop(shard);
         Decision {
             allowed,
-            limit: limits.burst,
+            limit,
             remaining: tokens.floor() as u32,
             reset_secs: ((burst - tokens) / rate).ceil() as u64,
             retry_after_secs: if allowed {
@@ -148,9 +168,9 @@ impl RateLimiter {
     }
 }
 
-fn shard_of(key: KeyId) -> usize {
-    // The low bits of a v7 UUID are random.
-    (key.as_uuid().as_u128() % SHARDS as u128) as usize
+fn shard_of(key: Uuid) -> usize {
+    // The low bits of a v7 UUID (and of a digest) are random.
+    (key.as_u128() % SHARDS as u128) as usize
 }
 
 #[cfg(test)]
@@ -166,7 +186,7 @@ mod tests {
     #[test]
     fn a_burst_is_allowed_then_refused_until_tokens_refill() {
         let limiter = RateLimiter::default();
-        let key = KeyId::new();
+        let key = uuid::Uuid::now_v7();
         let t0 = Instant::now();
         let remaining: Vec<u32> = (0..3)
             .map(|_| limiter.check(key, LimitClass::Api, LIMITS, t0))
@@ -187,7 +207,7 @@ mod tests {
     #[test]
     fn keys_and_classes_have_their_own_buckets() {
         let limiter = RateLimiter::default();
-        let (a, b) = (KeyId::new(), KeyId::new());
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
         let t0 = Instant::now();
         for _ in 0..3 {
             limiter.check(a, LimitClass::Api, LIMITS, t0);
@@ -211,9 +231,9 @@ mod tests {
         assert_eq!(ingest.burst, config.ingest_burst);
     }
 
-    fn key_in_shard_zero() -> KeyId {
+    fn key_in_shard_zero() -> Uuid {
         loop {
-            let key = KeyId::new();
+            let key = uuid::Uuid::now_v7();
             if shard_of(key) == 0 {
                 return key;
             }

@@ -10,6 +10,7 @@ pub mod persons;
 pub mod push;
 pub mod queue;
 pub mod scope;
+pub mod team;
 pub mod testing;
 
 pub use metadata::{open_metadata_store, Backend, MetadataStore, StoreError};

@@ -40,6 +40,7 @@ impl Tenant {
                 organization,
                 project: project.clone(),
                 keys: vec![tenant.write_key(project.id)],
+                members: vec![],
                 audit: tenant.audit(project.id, "installation.init"),
             })
             .await?;

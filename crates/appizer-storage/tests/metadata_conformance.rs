@@ -102,6 +102,7 @@ async fn bootstrap(store: &dyn MetadataStore) -> World {
             organization: org.clone(),
             project: p.clone(),
             keys: vec![admin.clone(), write.clone()],
+            members: vec![],
             audit: audit(org.id, Some(p.id), "installation.init", 0),
         })
         .await
@@ -166,6 +167,7 @@ mod cases {
                 organization: org.clone(),
                 project: p.clone(),
                 keys: vec![],
+                members: vec![],
                 audit: audit(org.id, Some(p.id), "installation.init", 1),
             })
             .await

@@ -35,7 +35,7 @@ use appizer_users::{Identity, IdentityConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use init::{initialize, InitError, InitOutput};
+pub use init::{initialize, FirstAdmin, InitError, InitOutput};
 
 /// Opens (creating and migrating) the metadata store the config names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {

@@ -29,6 +29,27 @@ struct Cli {
     command: Command,
 }
 
+/// The first admin member, created with the data dir.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Email of the first admin member (who signs in to the dashboard).
+    #[arg(long, env = "APPIZER_ADMIN_EMAIL", default_value = "admin@localhost")]
+    admin_email: String,
+    /// Their password (10 to 256 characters), from the environment only; without it
+    /// one is generated and printed once.
+    #[arg(skip = std::env::var("APPIZER_ADMIN_PASSWORD").ok())]
+    admin_password: Option<String>,
+}
+
+impl AdminArgs {
+    fn first_admin(&self) -> appizer::FirstAdmin {
+        appizer::FirstAdmin {
+            email: self.admin_email.clone(),
+            password: self.admin_password.clone(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create the data dir, a default organisation and project, a write key and an
@@ -37,9 +58,12 @@ enum Command {
         /// Where embedded storage lives (default ./appizer-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Print one JSON object {organization_id, project_id, write_key, admin_key}.
+        /// Print one JSON object {organization_id, project_id, write_key, admin_key,
+        /// admin_email, admin_password (when generated)}.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Run every component in one process (initialising the data dir on first start).
     Serve {
@@ -48,6 +72,8 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Run local push services for tests and app development: APNs at the root (HTTP/2),
     /// Web Push under /webpush, FCM and its token endpoint under /fcm (what each
@@ -107,14 +133,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Init { data_dir, json } => {
+        Command::Init {
+            data_dir,
+            json,
+            admin,
+        } => {
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
             appizer::telemetry::init_logging(&config.log, Some("warn".into()))?;
-            runtime.block_on(init_command(config, json))
+            runtime.block_on(init_command(config, json, admin.first_admin()))
         }
-        Command::Serve { data_dir, listen } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            admin,
+        } => {
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
@@ -122,7 +156,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.server.listen = addr;
             }
             appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
-            runtime.block_on(serve_command(config))?;
+            runtime.block_on(serve_command(config, admin.first_admin()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PushEmulator {
@@ -137,9 +171,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn init_command(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+async fn init_command(
+    config: Config,
+    json: bool,
+    admin: appizer::FirstAdmin,
+) -> anyhow::Result<ExitCode> {
     let store = appizer::open_store(&config).await?;
-    let outcome = initialize(store.as_ref()).await;
+    let outcome = initialize(store.as_ref(), &admin).await;
     // Closing the last connection checkpoints SQLite's write-ahead log into the
     // database file, so the process leaves one complete file behind.
     store.close().await;
@@ -164,17 +202,17 @@ async fn init_command(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve_command(config: Config) -> anyhow::Result<()> {
+async fn serve_command(config: Config, admin: appizer::FirstAdmin) -> anyhow::Result<()> {
     let store = appizer::open_store(&config).await?;
-    if !store.is_initialized().await? {
-        let output = initialize(store.as_ref()).await?;
-        println!("First start: initialised {}.", describe_store(&config));
-        print!("{}", output.to_text(&base_url(&config)));
-    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let url = base_url_for(&config, listener.local_addr()?);
+    if !store.is_initialized().await? {
+        let output = initialize(store.as_ref(), &admin).await?;
+        println!("First start: initialised {}.", describe_store(&config));
+        print!("{}", output.to_text(&url));
+    }
     println!("Appizer is listening on {url} (health: {url}/healthz, API: {url}/openapi.json)");
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));

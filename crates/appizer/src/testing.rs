@@ -13,7 +13,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::init::{initialize, InitOutput};
+use crate::init::{initialize, FirstAdmin, InitOutput};
+
+/// The first admin member of a test server signs in with these.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "test admin password";
 
 /// A running server and the keys `init` gave it.
 pub struct TestServer {
@@ -47,7 +51,13 @@ impl TestServer {
         config.data_dir = temp_dir.path().to_path_buf();
         configure(&mut config);
         let store = crate::open_store(&config).await.expect("open the store");
-        let keys = initialize(store.as_ref()).await.expect("initialise");
+        let admin = FirstAdmin {
+            email: ADMIN_EMAIL.into(),
+            password: Some(ADMIN_PASSWORD.into()),
+        };
+        let keys = initialize(store.as_ref(), &admin)
+            .await
+            .expect("initialise");
         Self::launch(config, store, keys, Some(temp_dir)).await
     }
 

@@ -18,6 +18,8 @@ fn init_json_prints_one_object_and_a_second_init_changes_nothing() {
     let out = appizer()
         .args(["init", "--json", "--data-dir"])
         .arg(&data)
+        .env_remove("APPIZER_ADMIN_PASSWORD")
+        .env_remove("APPIZER_ADMIN_EMAIL")
         .output()
         .unwrap();
     assert!(
@@ -31,10 +33,19 @@ fn init_json_prints_one_object_and_a_second_init_changes_nothing() {
     let fields: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         fields,
-        ["admin_key", "organization_id", "project_id", "write_key"]
+        [
+            "admin_email",
+            "admin_key",
+            "admin_password",
+            "organization_id",
+            "project_id",
+            "write_key"
+        ]
     );
     assert!(json["admin_key"].as_str().unwrap().starts_with("apz_sk_"));
     assert!(json["write_key"].as_str().unwrap().starts_with("apz_wk_"));
+    assert_eq!(json["admin_email"], "admin@localhost");
+    assert_eq!(json["admin_password"].as_str().unwrap().len(), 20);
     let db = data.join("metadata.db");
     assert!(db.exists());
     // Everything is in the database file: the log is gone or, when SQLite had not yet
@@ -59,6 +70,51 @@ fn init_json_prints_one_object_and_a_second_init_changes_nothing() {
         std::fs::read(&db).unwrap(),
         before,
         "the database is unchanged"
+    );
+}
+
+#[test]
+fn init_takes_the_first_admins_email_and_password_and_refuses_a_short_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = appizer()
+        .args([
+            "init",
+            "--json",
+            "--admin-email",
+            "Ops@Example.com",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("a"))
+        .env("APPIZER_ADMIN_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(stderr.contains("APPIZER_ADMIN_PASSWORD"), "{stderr}");
+    assert!(!dir.path().join("a").join("metadata.db").exists() || short.stdout.is_empty());
+
+    let given = appizer()
+        .args([
+            "init",
+            "--json",
+            "--admin-email",
+            "Ops@Example.com",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("b"))
+        .env("APPIZER_ADMIN_PASSWORD", "a long enough password")
+        .output()
+        .unwrap();
+    assert!(
+        given.status.success(),
+        "{}",
+        String::from_utf8_lossy(&given.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&given.stdout).unwrap();
+    assert_eq!(json["admin_email"], "ops@example.com");
+    assert!(
+        json.get("admin_password").is_none(),
+        "a given password is not printed"
     );
 }
 
@@ -109,10 +165,21 @@ fn serve_on_a_fresh_dir_prints_usable_keys_and_stops_cleanly_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut admin_key = None;
+    let (mut email, mut password, mut dashboard) = (None, None, None);
     let url = loop {
         let line = lines.next().expect("serve printed its address").unwrap();
+        let first_word = |rest: &str| rest.split_whitespace().next().map(str::to_string);
         if let Some(key) = line.trim().strip_prefix("admin key") {
-            admin_key = Some(key.split_whitespace().next().unwrap().to_string());
+            admin_key = first_word(key);
+        }
+        if let Some(rest) = line.trim().strip_prefix("email ") {
+            email = first_word(rest);
+        }
+        if let Some(rest) = line.trim().strip_prefix("password ") {
+            password = first_word(rest);
+        }
+        if let Some(rest) = line.strip_prefix("Sign in to the dashboard at ") {
+            dashboard = first_word(rest);
         }
         if let Some(rest) = line.strip_prefix("Appizer is listening on ") {
             break rest.split_whitespace().next().unwrap().to_string();
@@ -132,6 +199,22 @@ fn serve_on_a_fresh_dir_prints_usable_keys_and_stops_cleanly_on_sigterm() {
             .await
             .unwrap();
         assert_eq!(projects.status(), 200, "the printed admin key works");
+        assert_eq!(
+            dashboard,
+            Some(format!("{url}/")),
+            "the printed address is served"
+        );
+        let signed_in = http
+            .post(format!("{url}/api/v1/session"))
+            .json(&serde_json::json!({"email": email.unwrap(), "password": password.unwrap()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), 200, "the printed password signs in");
+        assert!(signed_in.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("appizer_session=apz_ss_"));
     });
 
     let killed = Command::new("kill")

@@ -257,6 +257,10 @@ async fn example_request(
             "condition": {"type": "property", "key": "plan", "value": "pro"}
         })),
         ("POST", t) if t.ends_with("/evaluate") || t.ends_with("/refresh") => Some(json!({})),
+        ("POST", "/api/v1/invites") => Some(json!({
+            "email": format!("{}@example.com", unique()), "name": "New member",
+            "access": {"organization_role": "viewer"}
+        })),
         ("POST", _) => Some(json!({"name": "k", "role": "viewer"})),
         ("PATCH", _) => Some(json!({"name": "renamed"})),
         _ => None,
@@ -375,6 +379,31 @@ async fn example_request(
                 body = Some(json!({ "device_ids": [device] }));
             }
             path = path.replace("{campaign_id}", &id);
+        }
+    }
+    if template.contains("{member_id}") || template.contains("{invite_id}") {
+        let invite = api
+            .post(
+                "/api/v1/invites",
+                admin,
+                json!({"email": format!("{}@example.com", unique()), "name": "Member",
+                       "access": {"projects": {project: "viewer"}}}),
+            )
+            .await;
+        assert_eq!(invite.status, StatusCode::CREATED, "{:?}", invite.body);
+        path = path.replace("{invite_id}", invite.body["id"].as_str().unwrap());
+        if template.contains("{member_id}") {
+            let joined = api
+                .post(
+                    "/api/v1/invites/accept",
+                    "",
+                    json!({"token": invite.body["token"], "password": "a member's password"}),
+                )
+                .await;
+            assert_eq!(joined.status, StatusCode::CREATED, "{:?}", joined.body);
+            path = path
+                .replace("{member_id}", joined.body["member"]["id"].as_str().unwrap())
+                .replace("{session_id}", joined.body["session_id"].as_str().unwrap());
         }
     }
     if template.contains("{device_id}") {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use appizer::testing::TestServer;
-use appizer_gateway::access::ACCESS_TABLE;
+use appizer_gateway::access::{ACCESS_TABLE, SELF_AUTHENTICATED};
 use common::Client;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,6 +138,17 @@ async fn openapi_lists_every_management_route_and_is_valid() {
             "{method} {path}"
         );
     }
+    for (method, path) in SELF_AUTHENTICATED {
+        let operation = &doc.body["paths"][path][method.as_str().to_ascii_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {path} missing from /openapi.json"
+        );
+        assert!(
+            operation["security"].is_null(),
+            "{method} {path} needs no key"
+        );
+    }
     let documented: usize = doc.body["paths"]
         .as_object()
         .unwrap()
@@ -147,7 +158,7 @@ async fn openapi_lists_every_management_route_and_is_valid() {
         .sum();
     assert_eq!(
         documented,
-        ACCESS_TABLE.len(),
+        ACCESS_TABLE.len() + SELF_AUTHENTICATED.len(),
         "no undocumented or unlisted route"
     );
 

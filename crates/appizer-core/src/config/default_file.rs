@@ -34,6 +34,9 @@ shutdown_grace_ms = {shutdown_grace_ms}
 # A live event stream ends after this many seconds (clients reconnect), and within
 # auth.key_cache_ttl_ms once its key is revoked.
 max_stream_secs = {max_stream_secs}
+# The dashboard's address when it differs from the Host requests name (a proxy):
+# invitation links start with it; signed-in writes must come from it or the Host.
+# public_url = "https://appizer.example.com"
 
 [tls]
 # Set both to serve HTTPS (PEM files).
@@ -153,6 +156,16 @@ retry_max_ms = {retry_max_ms}
 # through another node sharing PostgreSQL within this time plus one read of the key.
 key_cache_ttl_ms = {key_cache_ttl_ms}
 key_cache_capacity = {key_cache_capacity}
+# Dashboard sessions (HttpOnly cookies) end this long after sign-in, or when unused
+# this long; an invitation link works invite_ttl_hours.
+session_ttl_hours = {session_ttl_hours}
+session_idle_hours = {session_idle_hours}
+invite_ttl_hours = {invite_ttl_hours}
+# Sign-in allows this many attempts per account, and per client address, in a row;
+# each allowance refills by one every sign_in_refill_seconds (beyond: 429).
+sign_in_attempts_per_account = {sign_in_attempts_per_account}
+sign_in_attempts_per_address = {sign_in_attempts_per_address}
+sign_in_refill_seconds = {sign_in_refill_seconds}
 
 [log]
 # tracing filter, e.g. "info" or "appizer=debug,info"; APPIZER_LOG overrides it.
@@ -205,6 +218,12 @@ format = "text"
         retry_max_ms = d.push.retry_max_ms,
         key_cache_ttl_ms = d.auth.key_cache_ttl_ms,
         key_cache_capacity = d.auth.key_cache_capacity,
+        session_ttl_hours = d.auth.session_ttl_hours,
+        session_idle_hours = d.auth.session_idle_hours,
+        invite_ttl_hours = d.auth.invite_ttl_hours,
+        sign_in_attempts_per_account = d.auth.sign_in_attempts_per_account,
+        sign_in_attempts_per_address = d.auth.sign_in_attempts_per_address,
+        sign_in_refill_seconds = d.auth.sign_in_refill_seconds,
         level = d.log.level,
     )
 }

@@ -26,7 +26,14 @@ use crate::secret::SecretString;
 /// Environment variable prefix for configuration.
 pub const ENV_PREFIX: &str = "APPIZER_";
 /// Variables with these names or prefixes are not configuration and are skipped.
-pub const ENV_RESERVED: [&str; 3] = ["APPIZER_CONFIG", "APPIZER_LOG", "APPIZER_TEST_"];
+/// (`APPIZER_ADMIN_*` are the first admin member's email and password, read by `init`
+/// and a first `serve`.)
+pub const ENV_RESERVED: [&str; 4] = [
+    "APPIZER_CONFIG",
+    "APPIZER_LOG",
+    "APPIZER_TEST_",
+    "APPIZER_ADMIN_",
+];
 /// File read when no `--config` is given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "appizer.toml";
 
@@ -192,6 +199,10 @@ pub struct ServerConfig {
     /// A live event stream ends after this many seconds (the client reconnects); it
     /// also ends, within `auth.key_cache_ttl_ms`, once its key is revoked.
     pub max_stream_secs: u64,
+    /// The address people open the dashboard at (`https://appizer.example.com`), when
+    /// it is not the address the request names (`Host`): invitation links start with
+    /// it, and writes from a signed-in page must come from it or from the `Host`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -379,6 +390,18 @@ pub struct AuthConfig {
     pub key_cache_ttl_ms: u64,
     /// Cached key lookups at most (known and unknown keys).
     pub key_cache_capacity: usize,
+    /// A dashboard session ends this long after sign-in, however it is used.
+    pub session_ttl_hours: u64,
+    /// A session unused this long ends.
+    pub session_idle_hours: u64,
+    /// An invitation link works this long.
+    pub invite_ttl_hours: u64,
+    /// Sign-in attempts per account allowed in a row before it waits: the allowance
+    /// refills by one every `sign_in_refill_seconds`.
+    pub sign_in_attempts_per_account: u32,
+    /// Sign-in attempts per client address allowed in a row, refilled likewise.
+    pub sign_in_attempts_per_address: u32,
+    pub sign_in_refill_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,6 +448,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             max_stream_secs: 3_600,
+            public_url: None,
         }
     }
 }
@@ -445,6 +469,12 @@ impl Default for AuthConfig {
         Self {
             key_cache_ttl_ms: 5_000,
             key_cache_capacity: 100_000,
+            session_ttl_hours: 14 * 24,
+            session_idle_hours: 3 * 24,
+            invite_ttl_hours: 7 * 24,
+            sign_in_attempts_per_account: 5,
+            sign_in_attempts_per_address: 30,
+            sign_in_refill_seconds: 60,
         }
     }
 }

@@ -22,7 +22,8 @@ pub const MAX_PAGE: u32 = 500;
 pub struct AuditEntryView {
     /// Increases with time; pass it as `before` to read older entries.
     pub id: i64,
-    /// The key that acted (`key:<id>`), or `cli` for `appizer init`.
+    /// Who acted: a key (`key:<id>`), a signed-in member (`member:<id>`), or `cli` for
+    /// `appizer init`.
     pub actor: String,
     /// Dotted verb: project.create, project.update, project.delete, key.create, key.revoke.
     pub action: String,
@@ -43,6 +44,7 @@ impl From<AuditEntry> for AuditEntryView {
             id: a.id,
             actor: match e.actor {
                 Actor::Key(k) => format!("key:{k}"),
+                Actor::Member(m) => format!("member:{m}"),
                 Actor::Cli => "cli".into(),
             },
             action: e.action,

@@ -239,7 +239,7 @@ pub(crate) async fn authenticate(
         LimitClass::Ingest,
     );
     let decision = state.limiter.check(
-        principal.key_id(),
+        principal.limit_id(),
         LimitClass::Ingest,
         limits,
         Instant::now(),

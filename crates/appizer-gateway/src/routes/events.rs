@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::CallerProject;
+use crate::auth::CredentialHash;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -179,7 +180,7 @@ pub async fn live(
         ends_at: tokio::time::Instant::now()
             + Duration::from_secs(state.config.server.max_stream_secs),
         recheck,
-        key_hash: caller.principal.key.key_hash.clone(),
+        credential: caller.principal.credential_hash(),
         state,
     };
     let stream = futures_util::stream::unfold(Some(live), move |live| {
@@ -198,7 +199,7 @@ struct LiveStream {
     receiver: tokio::sync::broadcast::Receiver<Arc<Event>>,
     ends_at: tokio::time::Instant,
     recheck: tokio::time::Interval,
-    key_hash: String,
+    credential: CredentialHash,
     state: AppState,
 }
 
@@ -219,8 +220,8 @@ impl LiveStream {
                 }
                 _ = self.recheck.tick() => {
                     let state = &self.state;
-                    match state.keys.lookup_hash(state.store.as_ref(), self.key_hash.clone()).await {
-                        Ok(None) => return closed("the key was revoked"),
+                    match state.keys.lookup_hash(state.store.as_ref(), self.credential.clone()).await {
+                        Ok(None) => return closed("the key was revoked or the session ended"),
                         // Unreachable storage does not end streams.
                         Ok(Some(_)) | Err(_) => continue,
                     }

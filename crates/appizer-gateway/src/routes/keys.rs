@@ -148,7 +148,7 @@ pub async fn create_key(
             organization_id: project.organization_id,
             access,
             name,
-            created_by: Some(caller.principal.key_id()),
+            created_by: caller.principal.creating_key(),
         },
         Utc::now(),
     );

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod definitions;
 pub mod events;
 pub mod keys;
+pub mod members;
 pub mod metrics;
 pub mod ops;
 pub mod persons;
@@ -16,8 +17,9 @@ pub mod push;
 pub mod push_messages;
 pub mod query;
 pub mod segments;
+pub mod session;
 
-use appizer_core::tenancy::{Actor, NewAuditEntry, Project};
+use appizer_core::tenancy::{NewAuditEntry, Project};
 use appizer_core::ProjectId;
 use appizer_storage::ProjectScope;
 use axum::extract::{FromRequestParts, RawPathParams};
@@ -68,7 +70,7 @@ impl Caller {
         NewAuditEntry {
             organization_id: self.principal.organization_id(),
             project_id: project,
-            actor: Actor::Key(self.principal.key_id()),
+            actor: self.principal.actor(),
             action: action.into(),
             target_type: target_type.into(),
             target_id: target_id.to_string(),

@@ -203,12 +203,13 @@ pub async fn list_projects(
 ) -> ApiResult<Json<ProjectList>> {
     let projects = match caller.principal.project_id() {
         Some(own) => vec![caller.project(&state, own).await?.1],
-        None => {
-            state
-                .store
-                .list_projects(caller.principal.organization_id())
-                .await?
-        }
+        None => state
+            .store
+            .list_projects(caller.principal.organization_id())
+            .await?
+            .into_iter()
+            .filter(|p| caller.principal.sees(p.id))
+            .collect(),
     };
     Ok(Json(ProjectList {
         projects: projects
@@ -246,7 +247,7 @@ pub async fn create_project(
                 project: project.id,
             },
             name: "Default write key".into(),
-            created_by: Some(caller.principal.key_id()),
+            created_by: caller.principal.creating_key(),
         },
         now,
     );

@@ -62,12 +62,13 @@ impl Backend {
 }
 
 /// What `bootstrap` writes in one transaction: the first organisation, its first
-/// project and that project's first keys.
+/// project, that project's first keys and the first team members.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     pub organization: Organization,
     pub project: Project,
     pub keys: Vec<ApiKey>,
+    pub members: Vec<appizer_core::member::Member>,
     pub audit: NewAuditEntry,
 }
 
@@ -119,6 +120,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The push store (devices, provider credentials), on the same database.
     fn push(&self) -> Arc<dyn crate::push::PushStore>;
+
+    /// The organisation's team members, their sessions and invitations.
+    fn team(&self) -> Arc<dyn crate::team::TeamStore>;
 
     /// A number that changes after every write of definitions or segment members
     /// through this store (on this node): answers using them are cached under it.

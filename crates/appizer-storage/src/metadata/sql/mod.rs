@@ -24,6 +24,7 @@ use sqlx::{AnyPool, Row};
 use crate::persons::{PersonStore, SqlPersonStore};
 use crate::push::{PushStore, SqlPushStore};
 use crate::scope::ProjectScope;
+use crate::team::{SqlTeamStore, TeamStore};
 
 use super::{
     redact_url, AuditScope, Backend, Bootstrap, EventFile, KeyScope, MetadataStore, StoreError,
@@ -43,6 +44,7 @@ pub struct SqlMetadataStore {
     backend: Backend,
     persons: Arc<SqlPersonStore>,
     push: Arc<SqlPushStore>,
+    team: Arc<SqlTeamStore>,
     definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -82,6 +84,7 @@ impl SqlMetadataStore {
         Ok(Self {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
             push: Arc::new(SqlPushStore::new(pool.clone(), backend)),
+            team: Arc::new(SqlTeamStore::new(pool.clone(), backend)),
             definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             pool,
             backend,
@@ -331,6 +334,10 @@ impl MetadataStore for SqlMetadataStore {
         self.push.clone()
     }
 
+    fn team(&self) -> Arc<dyn TeamStore> {
+        self.team.clone()
+    }
+
     fn persons(&self) -> Arc<dyn PersonStore> {
         self.persons.clone()
     }
@@ -397,6 +404,9 @@ impl MetadataStore for SqlMetadataStore {
         insert_project(&mut tx, &b.project).await?;
         for key in &b.keys {
             insert_key(&mut tx, key).await?;
+        }
+        for member in &b.members {
+            crate::team::insert_member(&mut tx, member).await?;
         }
         insert_audit(&mut tx, &b.audit).await?;
         tx.commit().await?;
@@ -753,7 +763,8 @@ impl MetadataStore for SqlMetadataStore {
             ""
         };
         let sql = format!(
-            "SELECT id, organization_id, project_id, actor_key_id, action, target_type, \
+            "SELECT id, organization_id, project_id, actor_key_id, actor_member_id, action, \
+             target_type, \
              target_id, details, request_id, created_at FROM audit_log \
              WHERE organization_id = $1 AND id < $2 {project_clause} \
              ORDER BY id DESC LIMIT $3"

@@ -82,15 +82,17 @@ pub(super) fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
 pub(super) fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, StoreError> {
     let project_id: Option<String> = row.try_get("project_id")?;
     let actor: Option<String> = row.try_get("actor_key_id")?;
+    let member: Option<String> = row.try_get("actor_member_id")?;
     let details: String = row.try_get("details")?;
     Ok(AuditEntry {
         id: row.try_get("id")?,
         entry: NewAuditEntry {
             organization_id: parse_id(&row.try_get::<String, _>("organization_id")?, "org id")?,
             project_id: project_id.map(|p| parse_id(&p, "project id")).transpose()?,
-            actor: match actor {
-                Some(k) => Actor::Key(parse_id(&k, "key id")?),
-                None => Actor::Cli,
+            actor: match (actor, member) {
+                (Some(k), _) => Actor::Key(parse_id(&k, "key id")?),
+                (None, Some(m)) => Actor::Member(parse_id(&m, "member id")?),
+                (None, None) => Actor::Cli,
             },
             action: row.try_get("action")?,
             target_type: row.try_get("target_type")?,
@@ -153,18 +155,20 @@ pub(crate) async fn insert_audit(
     conn: &mut AnyConnection,
     a: &NewAuditEntry,
 ) -> Result<(), StoreError> {
-    let actor = match &a.actor {
-        Actor::Key(k) => Some(k.to_string()),
-        Actor::Cli => None,
+    let (key, member) = match &a.actor {
+        Actor::Key(k) => (Some(k.to_string()), None),
+        Actor::Member(m) => (None, Some(m.to_string())),
+        Actor::Cli => (None, None),
     };
     sqlx::query(
-        "INSERT INTO audit_log (organization_id, project_id, actor_key_id, action, \
-         target_type, target_id, details, request_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO audit_log (organization_id, project_id, actor_key_id, actor_member_id, \
+         action, target_type, target_id, details, request_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(a.organization_id.to_string())
     .bind(a.project_id.map(|p| p.to_string()))
-    .bind(actor)
+    .bind(key)
+    .bind(member)
     .bind(&a.action)
     .bind(&a.target_type)
     .bind(&a.target_id)
