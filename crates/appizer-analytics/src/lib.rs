@@ -19,6 +19,7 @@ pub mod activity;
 mod charged;
 pub mod formula;
 pub mod funnel;
+pub mod insight;
 pub mod model;
 pub mod pool;
 pub mod retention;

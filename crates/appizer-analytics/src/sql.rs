@@ -31,7 +31,7 @@ use crate::{AnalyticsError, Engine, QueryProject, Result};
 /// Longest SQL text, in bytes.
 pub const MAX_SQL_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// One SELECT (or WITH ... SELECT) over `events` and `persons`.

@@ -1,5 +1,6 @@
-//! Saved analytics definitions: custom metrics and segments. The store keeps each as a
-//! named JSON body per project; the analytics engine gives the body its meaning.
+//! Saved analytics definitions: custom metrics, segments, insights and dashboards. The
+//! store keeps each as a named JSON body per project; the analytics engine gives the
+//! body its meaning.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -10,6 +11,10 @@ use crate::{DefinitionId, ProjectId};
 pub enum DefinitionKind {
     Metric,
     Segment,
+    /// A saved query and its display.
+    Insight,
+    /// A grid of insights.
+    Dashboard,
 }
 
 impl DefinitionKind {
@@ -17,13 +22,20 @@ impl DefinitionKind {
         match self {
             DefinitionKind::Metric => "metric",
             DefinitionKind::Segment => "segment",
+            DefinitionKind::Insight => "insight",
+            DefinitionKind::Dashboard => "dashboard",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [DefinitionKind::Metric, DefinitionKind::Segment]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            DefinitionKind::Metric,
+            DefinitionKind::Segment,
+            DefinitionKind::Insight,
+            DefinitionKind::Dashboard,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 

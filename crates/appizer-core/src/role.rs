@@ -42,7 +42,7 @@ impl Role {
             ProjectRead | EventsRead | PersonsRead | AnalyticsRead | PushRead | MembersRead => true,
             ProjectWrite | KeysManage | AuditRead | OrganizationManage | PersonsWrite
             | PushProvidersManage | MembersManage => self == Role::Admin,
-            MetricsWrite => matches!(self, Role::Admin | Role::Analyst),
+            MetricsWrite | InsightsWrite => matches!(self, Role::Admin | Role::Analyst),
             SegmentsWrite => matches!(self, Role::Admin | Role::Analyst | Role::Marketer),
             PushWrite | CampaignsWrite => matches!(self, Role::Admin | Role::Marketer),
         }
@@ -91,6 +91,8 @@ pub enum Permission {
     AnalyticsRead,
     /// Create, change and delete custom metrics.
     MetricsWrite,
+    /// Create, change and delete saved insights and dashboards.
+    InsightsWrite,
     /// Create, change, refresh and delete segments.
     SegmentsWrite,
     /// Read push devices.

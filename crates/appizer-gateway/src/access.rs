@@ -342,6 +342,56 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/campaigns/{campaign_id}/report",
         Permission::AnalyticsRead,
     ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/insights",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/insights",
+        Permission::InsightsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/insights/{insight_id}",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}/insights/{insight_id}",
+        Permission::InsightsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/insights/{insight_id}",
+        Permission::InsightsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/dashboards",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/dashboards",
+        Permission::InsightsWrite,
+    ),
+    (
+        Method::GET,
+        "/api/v1/projects/{project_id}/dashboards/{dashboard_id}",
+        Permission::AnalyticsRead,
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/projects/{project_id}/dashboards/{dashboard_id}",
+        Permission::InsightsWrite,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/projects/{project_id}/dashboards/{dashboard_id}",
+        Permission::InsightsWrite,
+    ),
     (Method::GET, "/api/v1/members", Permission::MembersRead),
     (
         Method::GET,

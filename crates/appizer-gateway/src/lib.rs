@@ -35,8 +35,8 @@ pub use state::AppState;
 
 use routes::metrics as custom_metrics;
 use routes::{
-    audit, campaigns, capture, events, keys, members, ops, persons, projects, push, push_messages,
-    query, segments, session,
+    audit, campaigns, capture, events, insights, keys, members, ops, persons, projects, push,
+    push_messages, query, segments, session,
 };
 
 #[derive(OpenApi)]
@@ -136,6 +136,21 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::cancel))
         .routes(routes!(campaigns::test_send))
         .routes(routes!(campaigns::report))
+        .routes(routes!(insights::list_insights, insights::create_insight))
+        .routes(routes!(
+            insights::get_insight,
+            insights::update_insight,
+            insights::delete_insight
+        ))
+        .routes(routes!(
+            insights::list_dashboards,
+            insights::create_dashboard
+        ))
+        .routes(routes!(
+            insights::get_dashboard,
+            insights::update_dashboard,
+            insights::delete_dashboard
+        ))
         .routes(routes!(members::list_members))
         .routes(routes!(
             members::get_member,

@@ -41,6 +41,7 @@ impl Tenant {
                 project: project.clone(),
                 keys: vec![tenant.write_key(project.id)],
                 members: vec![],
+                definitions: vec![],
                 audit: tenant.audit(project.id, "installation.init"),
             })
             .await?;
@@ -60,6 +61,7 @@ impl Tenant {
             .create_project(
                 &project,
                 &self.write_key(project.id),
+                &[],
                 &self.audit(project.id, "project.create"),
             )
             .await?;

@@ -103,6 +103,7 @@ async fn bootstrap(store: &dyn MetadataStore) -> World {
             project: p.clone(),
             keys: vec![admin.clone(), write.clone()],
             members: vec![],
+            definitions: vec![],
             audit: audit(org.id, Some(p.id), "installation.init", 0),
         })
         .await
@@ -168,6 +169,7 @@ mod cases {
                 project: p.clone(),
                 keys: vec![],
                 members: vec![],
+                definitions: vec![],
                 audit: audit(org.id, Some(p.id), "installation.init", 1),
             })
             .await
@@ -178,7 +180,12 @@ mod cases {
         let mut p = project(w.org, "Mobile", 10);
         let (wk, _) = key(w.org, Some(p.id), KeyKind::Write, None, 10);
         store
-            .create_project(&p, &wk, &audit(w.org, Some(p.id), "project.create", 10))
+            .create_project(
+                &p,
+                &wk,
+                &[],
+                &audit(w.org, Some(p.id), "project.create", 10),
+            )
             .await
             .unwrap();
         let listed = store.list_projects(w.org).await.unwrap();
@@ -426,6 +433,7 @@ mod cases {
             .create_project(
                 &other,
                 &wk,
+                &[],
                 &audit(w.org, Some(other.id), "project.create", 1),
             )
             .await

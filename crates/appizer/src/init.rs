@@ -135,6 +135,9 @@ pub async fn initialize(
         request_id: None,
         at: now,
     };
+    let (mut overview_definitions, dashboard) =
+        appizer_analytics::insight::overview(project.id, now);
+    overview_definitions.push(dashboard);
     let member = Member {
         id: MemberId::new(),
         organization_id: organization.id,
@@ -162,6 +165,7 @@ pub async fn initialize(
             project,
             keys: vec![write_key, admin_key],
             members: vec![member],
+            definitions: overview_definitions,
             audit,
         })
         .await?;

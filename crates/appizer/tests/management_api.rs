@@ -257,6 +257,10 @@ async fn example_request(
             "condition": {"type": "property", "key": "plan", "value": "pro"}
         })),
         ("POST", t) if t.ends_with("/evaluate") || t.ends_with("/refresh") => Some(json!({})),
+        ("POST", t) if t.ends_with("/insights") => Some(json!({
+            "name": unique(), "query": {"kind": "trends", "series": [{"event": "x"}]}
+        })),
+        ("POST", t) if t.ends_with("/dashboards") => Some(json!({"name": unique(), "tiles": []})),
         ("POST", "/api/v1/invites") => Some(json!({
             "email": format!("{}@example.com", unique()), "name": "New member",
             "access": {"organization_role": "viewer"}
@@ -276,6 +280,13 @@ async fn example_request(
             "segments",
             json!({"name": unique(), "condition": {"type": "property", "key": "plan", "value": "pro"}}),
         ),
+        (
+            "{insight_id}",
+            "insights",
+            json!({"name": unique(), "query": {"kind": "funnels", "steps": [{"event": "a"}, {"event": "b"}]},
+                   "display": {"chart": "bar"}}),
+        ),
+        ("{dashboard_id}", "dashboards", json!({"name": unique()})),
     ] {
         if template.contains(placeholder) {
             let made = api

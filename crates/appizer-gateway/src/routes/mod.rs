@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod capture;
 pub mod definitions;
 pub mod events;
+pub mod insights;
 pub mod keys;
 pub mod members;
 pub mod metrics;

@@ -261,7 +261,7 @@ pub async fn create_project(
     );
     state
         .store
-        .create_project(&project, &write_key, &audit)
+        .create_project(&project, &write_key, &overview(project.id, now), &audit)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -384,6 +384,16 @@ pub async fn delete_project(
         }
     });
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The definitions a new project starts with: its overview dashboard and insights.
+pub fn overview(
+    project: appizer_core::ProjectId,
+    now: chrono::DateTime<Utc>,
+) -> Vec<appizer_core::definition::Definition> {
+    let (mut insights, dashboard) = appizer_analytics::insight::overview(project, now);
+    insights.push(dashboard);
+    insights
 }
 
 #[cfg(test)]

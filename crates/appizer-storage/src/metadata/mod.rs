@@ -10,6 +10,7 @@ pub(crate) use sql::{from_millis, insert_audit, parse_id};
 
 use std::sync::Arc;
 
+use appizer_core::definition::Definition;
 use appizer_core::event::{IngestionWarningEntry, NewIngestionWarning};
 use appizer_core::tenancy::{ApiKey, AuditEntry, NewAuditEntry, Organization, Project};
 use appizer_core::{KeyId, OrganizationId, PersonId, ProjectId};
@@ -69,6 +70,8 @@ pub struct Bootstrap {
     pub project: Project,
     pub keys: Vec<ApiKey>,
     pub members: Vec<appizer_core::member::Member>,
+    /// The first project's definitions (its overview dashboard).
+    pub definitions: Vec<Definition>,
     pub audit: NewAuditEntry,
 }
 
@@ -221,11 +224,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// [`StoreError::AlreadyInitialized`] (writing nothing) if it ran before.
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
 
-    /// Creates a project together with its first write key.
+    /// Creates a project together with its first write key and the definitions it
+    /// starts with (its overview dashboard).
     async fn create_project(
         &self,
         project: &Project,
         write_key: &ApiKey,
+        definitions: &[Definition],
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError>;
 

@@ -118,21 +118,7 @@ impl MetadataStore for SqlMetadataStore {
     ) -> Result<(), StoreError> {
         owned_by(scope, d)?;
         let mut tx = self.backend.begin_write(&self.pool).await?;
-        sqlx::query(&format!(
-            "INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))
-        .bind(d.id.to_string())
-        .bind(d.project_id.to_string())
-        .bind(d.kind.as_str())
-        .bind(&d.name)
-        .bind(&d.description)
-        .bind(d.body.to_string())
-        .bind(d.member_count.map(|n| n as i64))
-        .bind(d.computed_at.map(millis))
-        .bind(millis(d.created_at))
-        .bind(millis(d.updated_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_definition(&mut tx, d).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         self.definitions_changed();
@@ -408,6 +394,9 @@ impl MetadataStore for SqlMetadataStore {
         for member in &b.members {
             crate::team::insert_member(&mut tx, member).await?;
         }
+        for d in &b.definitions {
+            insert_definition(&mut tx, d).await?;
+        }
         insert_audit(&mut tx, &b.audit).await?;
         tx.commit().await?;
         Ok(())
@@ -417,13 +406,20 @@ impl MetadataStore for SqlMetadataStore {
         &self,
         project: &Project,
         write_key: &ApiKey,
+        definitions: &[Definition],
         audit: &NewAuditEntry,
     ) -> Result<(), StoreError> {
         let mut tx = self.backend.begin_write(&self.pool).await?;
         insert_project(&mut tx, project).await?;
         insert_key(&mut tx, write_key).await?;
+        for d in definitions {
+            insert_definition(&mut tx, d).await?;
+        }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
+        if !definitions.is_empty() {
+            self.definitions_changed();
+        }
         Ok(())
     }
 
@@ -779,4 +775,26 @@ impl MetadataStore for SqlMetadataStore {
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(audit_from_row).collect()
     }
+}
+
+async fn insert_definition(
+    conn: &mut sqlx::AnyConnection,
+    d: &Definition,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(d.id.to_string())
+    .bind(d.project_id.to_string())
+    .bind(d.kind.as_str())
+    .bind(&d.name)
+    .bind(&d.description)
+    .bind(d.body.to_string())
+    .bind(d.member_count.map(|n| n as i64))
+    .bind(d.computed_at.map(millis))
+    .bind(millis(d.created_at))
+    .bind(millis(d.updated_at))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
