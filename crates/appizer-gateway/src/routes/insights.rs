@@ -31,6 +31,9 @@ pub struct InsightView {
     pub id: DefinitionId,
     pub name: String,
     pub description: String,
+    /// The body of the query route of its `kind` (trends, funnels, retention,
+    /// stickiness, lifecycle, sql) with `kind`, or `{"kind": "live_count", "minutes"}`.
+    #[schema(value_type = Object)]
     pub query: SavedQuery,
     pub display: Display,
     pub created_at: DateTime<Utc>,
@@ -51,7 +54,8 @@ pub struct NewInsight {
     #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// The body of the query route of its `kind` (trends, funnels, retention,
-    /// stickiness, lifecycle, sql, live_count).
+    /// stickiness, lifecycle, sql) with `kind`, or `{"kind": "live_count", "minutes"}`.
+    #[schema(value_type = Object)]
     pub query: SavedQuery,
     #[serde(default)]
     pub display: Display,
@@ -67,6 +71,7 @@ pub struct InsightChange {
     #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub query: Option<SavedQuery>,
     #[serde(default)]
     pub display: Option<Display>,
