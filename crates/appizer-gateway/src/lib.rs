@@ -7,6 +7,7 @@
 pub mod access;
 pub mod auth;
 pub mod cors;
+pub mod dashboard;
 pub mod dashboard_auth;
 pub mod error;
 pub mod extract;
@@ -254,6 +255,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(management)
         .merge(session::routes().split_for_parts().0)
+        .merge(dashboard::routes())
         .merge(capture::routes().layer(cors::ingestion_cors()))
         .merge(push::public_routes().layer(cors::ingestion_cors()))
         .route("/healthz", get(ops::healthz))

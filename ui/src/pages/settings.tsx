@@ -1,0 +1,170 @@
+// Settings: the project's keys (a new secret shown once; only admins see the control,
+// and the server refuses anyone else), the team's members and invitations, and one's
+// own sessions.
+
+import { useState } from "preact/hooks";
+import { CurrentSession, Member, Project, del, get, post } from "../api";
+import { ErrorBox, Field, Loading, useLoad } from "../ui";
+
+interface KeyView {
+  id: string;
+  name: string;
+  kind: string;
+  role?: string;
+  display_prefix: string;
+  created_at: string;
+  revoked_at?: string;
+}
+
+function Keys({ project, admin }: { project: Project; admin: boolean }) {
+  const keys = useLoad(`keys:${project.id}`, () =>
+    admin ? get<{ keys: KeyView[] }>(`/api/v1/projects/${project.id}/keys`) : Promise.resolve(undefined),
+  );
+  const [name, setName] = useState("");
+  const [role, setRole] = useState("viewer");
+  const [created, setCreated] = useState<string>();
+  const [error, setError] = useState<unknown>();
+  if (!admin) return <p class="muted">Keys are managed by admins.</p>;
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    try {
+      const k = await post<{ key: string }>(`/api/v1/projects/${project.id}/keys`, { name, role });
+      setCreated(k.key);
+      setName("");
+      keys.reload();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <>
+      <form class="controls" id="create-key" onSubmit={create} aria-label="Create a secret key">
+        <Field label="Key name"><input required value={name} onInput={(e) => setName(e.currentTarget.value)} /></Field>
+        <Field label="Role">
+          <select value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+            {["admin", "marketer", "analyst", "viewer"].map((r) => <option value={r}>{r}</option>)}
+          </select>
+        </Field>
+        <button type="submit">Create key</button>
+      </form>
+      <ErrorBox error={error ?? keys.error} />
+      {created ? (
+        <p class="secret" role="status">New key (shown once; store it now): <code id="new-key">{created}</code></p>
+      ) : null}
+      <table class="numbers" id="keys-table">
+        <thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Role</th><th scope="col">Key</th><th scope="col">State</th><th scope="col"></th></tr></thead>
+        <tbody>
+          {keys.data?.keys.map((k) => (
+            <tr>
+              <th scope="row">{k.name}</th><td>{k.kind}</td><td>{k.role ?? ""}</td><td><code>{k.display_prefix}…</code></td>
+              <td>{k.revoked_at ? "revoked" : "active"}</td>
+              <td>{k.revoked_at ? null : (
+                <button type="button" class="link" onClick={async () => {
+                  try { await del(`/api/v1/projects/${project.id}/keys/${k.id}`); keys.reload(); } catch (err) { setError(err); }
+                }}>Revoke</button>
+              )}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+function Members({ project, manager }: { project: Project; manager: boolean }) {
+  const members = useLoad("members", () => get<{ members: Member[] }>("/api/v1/members"));
+  const [email, setEmail] = useState("");
+  const [role, setRole] = useState("viewer");
+  const [link, setLink] = useState<string>();
+  const [error, setError] = useState<unknown>();
+  const invite = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    try {
+      const made = await post<{ link: string }>("/api/v1/invites", {
+        email,
+        name: email.split("@")[0],
+        access: { projects: { [project.id]: role } },
+      });
+      setLink(new URL(made.link, location.href).toString());
+      setEmail("");
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <>
+      <table class="numbers" id="members-table">
+        <thead><tr><th scope="col">Name</th><th scope="col">Email</th><th scope="col">Role here</th></tr></thead>
+        <tbody>
+          {members.data?.members.map((m) => (
+            <tr><th scope="row">{m.name}</th><td>{m.email}</td><td>{m.access.projects?.[project.id] ?? m.access.organization_role ?? "–"}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      {manager ? (
+        <form class="controls" onSubmit={invite} aria-label="Invite a member">
+          <Field label="Email"><input type="email" required value={email} onInput={(e) => setEmail(e.currentTarget.value)} /></Field>
+          <Field label="Role in this project">
+            <select value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+              {["admin", "marketer", "analyst", "viewer"].map((r) => <option value={r}>{r}</option>)}
+            </select>
+          </Field>
+          <button type="submit">Invite</button>
+        </form>
+      ) : null}
+      {link ? <p class="secret" role="status">Send this link (works once): <code id="invite-link">{link}</code></p> : null}
+      <ErrorBox error={error ?? members.error} />
+    </>
+  );
+}
+
+function Sessions() {
+  const sessions = useLoad("sessions", () =>
+    get<{ sessions: { id: string; created_at: string; last_seen_at: string; live: boolean; current: boolean; user_agent?: string; ip?: string }[] }>(
+      "/api/v1/session/sessions",
+    ),
+  );
+  const [error, setError] = useState<unknown>();
+  return (
+    <>
+      <ErrorBox error={error ?? sessions.error} />
+      <table class="numbers" id="sessions-table">
+        <thead><tr><th scope="col">Signed in</th><th scope="col">Last used</th><th scope="col">From</th><th scope="col"></th></tr></thead>
+        <tbody>
+          {sessions.data?.sessions.filter((s) => s.live).map((s) => (
+            <tr>
+              <td>{new Date(s.created_at).toLocaleString()}{s.current ? " (this one)" : ""}</td>
+              <td>{new Date(s.last_seen_at).toLocaleString()}</td>
+              <td>{s.ip ?? ""} {s.user_agent ?? ""}</td>
+              <td>{s.current ? null : (
+                <button type="button" class="link" onClick={async () => {
+                  try { await del(`/api/v1/session/sessions/${s.id}`); sessions.reload(); } catch (err) { setError(err); }
+                }}>End</button>
+              )}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+export function SettingsPage({ project, role, session }: { project: Project; role: string; session: CurrentSession }) {
+  const admin = role === "admin";
+  const manager = session.member.access.organization_role === "admin";
+  if (!session) return <Loading />;
+  return (
+    <section aria-labelledby="settings-title">
+      <h1 id="settings-title">Settings · {project.name}</h1>
+      <p class="muted">Time zone {project.timezone} · project id <code>{project.id}</code></p>
+      <h2>Keys</h2>
+      <Keys project={project} admin={admin} />
+      <h2>Members</h2>
+      <Members project={project} manager={manager} />
+      <h2>Your sessions</h2>
+      <Sessions />
+    </section>
+  );
+}
