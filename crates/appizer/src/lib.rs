@@ -166,20 +166,6 @@ impl App {
         )
         .await
         .context("cannot start the ingestion workers")?;
-        let worker_task = tokio::spawn({
-            let (pipeline, workers) = (pipeline.clone(), workers.clone());
-            async move {
-                // A failed run resumes from the durable state after a pause; what it
-                // had buffered is replayed from the queue and deduplicated.
-                while let Err(e) = pipeline.clone().run(workers.clone()).await {
-                    tracing::error!(error = %e, "ingestion workers failed; restarting in 1 s");
-                    tokio::select! {
-                        _ = workers.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        });
         let analytics = Arc::new(appizer_analytics::Engine::new(
             pipeline.store().clone(),
             store.clone(),
@@ -233,6 +219,24 @@ impl App {
             outbox.clone(),
             tap,
         ));
+        // Triggered campaigns are armed before the workers replay unflushed events.
+        if let Err(e) = runner.arm_triggers(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "cannot arm triggered campaigns before the workers start; triggers of replayed events may be missed");
+        }
+        let worker_task = tokio::spawn({
+            let (pipeline, workers) = (pipeline.clone(), workers.clone());
+            async move {
+                // A failed run resumes from the durable state after a pause; what it
+                // had buffered is replayed from the queue and deduplicated.
+                while let Err(e) = pipeline.clone().run(workers.clone()).await {
+                    tracing::error!(error = %e, "ingestion workers failed; restarting in 1 s");
+                    tokio::select! {
+                        _ = workers.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        });
         let runner_task = delivery.handle().spawn(runner.clone().run(workers.clone()));
         let runner_task = tokio::spawn(async move {
             if let Err(e) = runner_task.await {

@@ -314,6 +314,56 @@ impl Runner {
         self.send_due_triggers(now).await
     }
 
+    /// Arms the running triggered campaigns, as a pass does, without starting or
+    /// walking anything: the server calls it before its workers start, so the events
+    /// they replay after a restart find their campaigns armed (an event offered before
+    /// would be passed over, and its trigger lost once it is flushed).
+    pub async fn arm_triggers(&self, now: DateTime<Utc>) -> Result<(), RunError> {
+        let mut armed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .push()
+                .campaigns_in(CampaignState::Running, after, LISTING)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for record in page {
+                if let Some((project, cap)) = self.project(&record).await? {
+                    let plan = match stored_definition(&record)?.check(project_zone(&project)) {
+                        Ok(plan) => plan,
+                        Err(_) => continue,
+                    };
+                    if matches!(plan.schedule, Schedule::Triggered { .. }) {
+                        armed.push(self.armed(&project, cap, record, plan, now).await?);
+                    }
+                }
+            }
+        }
+        self.arm(armed);
+        Ok(())
+    }
+
+    /// A running triggered campaign as a pass holds it.
+    async fn armed(
+        &self,
+        project: &QueryProject,
+        cap: Option<FrequencyCap>,
+        record: CampaignRecord,
+        plan: Plan,
+        now: DateTime<Utc>,
+    ) -> Result<Armed, RunError> {
+        let members = self.condition_members(project, &record, &plan, now).await?;
+        Ok(Armed {
+            cap: cap.filter(|_| !plan.ignore_frequency_cap),
+            record,
+            plan,
+            project: project.clone(),
+            members,
+        })
+    }
+
     /// The campaign's project, with its frequency cap.
     async fn project(
         &self,
@@ -358,16 +408,7 @@ impl Runner {
                 Ok(None)
             }
             CampaignState::Running if matches!(plan.schedule, Schedule::Triggered { .. }) => {
-                let members = self
-                    .condition_members(&project, &record, &plan, now)
-                    .await?;
-                Ok(Some(Armed {
-                    cap: cap.filter(|_| !plan.ignore_frequency_cap),
-                    record,
-                    plan,
-                    project,
-                    members,
-                }))
+                Ok(Some(self.armed(&project, cap, record, plan, now).await?))
             }
             CampaignState::Running => {
                 let cap = cap.filter(|_| !plan.ignore_frequency_cap);
