@@ -12,7 +12,9 @@ import { DashboardPage } from "./pages/dashboard";
 import { FunnelsPage } from "./pages/funnels";
 import { LivePage } from "./pages/live";
 import { PersonsPage } from "./pages/persons";
+import { RetentionPage } from "./pages/retention";
 import { SettingsPage } from "./pages/settings";
+import { SqlPage } from "./pages/sql";
 import { TrendsPage } from "./pages/trends";
 
 function SignIn({ onSignedIn }: { onSignedIn: (s: CurrentSession) => void }) {
@@ -84,8 +86,10 @@ const SCREENS: [string, string][] = [
   ["dashboards", "Dashboards"],
   ["trends", "Trends"],
   ["funnels", "Funnels"],
+  ["retention", "Retention"],
   ["live", "Live events"],
   ["persons", "Persons"],
+  ["sql", "SQL"],
   ["settings", "Settings"],
 ];
 
@@ -112,6 +116,8 @@ function Shell({ session, onSignOut }: { session: CurrentSession; onSignOut: () 
       case "dashboards": return <DashboardPage project={project} id={rest[0]} role={role} />;
       case "trends": return <TrendsPage project={project} role={role} />;
       case "funnels": return <FunnelsPage project={project} />;
+      case "retention": return <RetentionPage project={project} />;
+      case "sql": return <SqlPage project={project} />;
       case "live": return <LivePage project={project} />;
       case "persons": return <PersonsPage project={project} personId={rest[0]} />;
       case "settings": return <SettingsPage project={project} role={role} session={session} />;

@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: Debian's Chromium driven by Playwright (PyPI), as a
 //! person uses it. Known events are sent through the capture API; the script
 //! (`browser/dashboard.py`) signs in and out, reads the trends table and chart data,
-//! the funnel, watches live events arrive and pause, checks what a viewer sees and
+//! the funnel and retention, runs SQL, watches live events arrive and pause, finds the
+//! VAPID key in the settings, checks what a viewer sees and
 //! that the server refuses their forged request, ends a session from another browser,
 //! asserts no console error on any screen, and saves a screenshot of each.
 
@@ -34,6 +35,7 @@ async fn a_person_uses_the_dashboard_in_chromium() {
     let mut events = Vec::new();
     let mut signups_per_day = BTreeMap::<String, u64>::new();
     let mut signups_per_plan = BTreeMap::<String, u64>::new();
+    let mut visits_per_day = BTreeMap::<String, u64>::new();
     for i in 0..10u32 {
         let day = today - Duration::days(1 + i64::from(i % 3));
         let at = |hour| Utc.from_utc_datetime(&day.and_hms_opt(hour, i, 0).unwrap());
@@ -41,6 +43,7 @@ async fn a_person_uses_the_dashboard_in_chromium() {
             json!({"type": "track", "userId": format!("p{i}"), "event": "visit",
                            "timestamp": at(10).to_rfc3339()}),
         );
+        *visits_per_day.entry(day.to_string()).or_default() += 1;
         if i < 6 {
             let plan = if i % 2 == 0 { "pro" } else { "free" };
             events.push(
@@ -71,6 +74,16 @@ async fn a_person_uses_the_dashboard_in_chromium() {
         assert!(started.elapsed().as_secs() < 20, "{:#}", answer.body);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // Web Push set up, so the settings show the VAPID public key to copy.
+    let webpush = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/projects/{project}/push/providers/webpush"),
+            admin,
+            Some(json!({"subject": "mailto:ops@example.com"})),
+        )
+        .await;
+    assert_eq!(webpush.status, StatusCode::OK, "{:#}", webpush.body);
     // An invitation for a viewer of the project, accepted in the browser.
     let invite = api
         .post(
@@ -93,6 +106,8 @@ async fn a_person_uses_the_dashboard_in_chromium() {
         "signups_per_day": signups_per_day,
         "signups_per_plan": signups_per_plan,
         "funnel": {"visit": 10, "signup": 6},
+        "visits_per_day": visits_per_day,
+        "vapid_public_key": webpush.body["settings"]["public_key"],
         "chromium": chromium,
         "screenshots": shots,
     });

@@ -6,6 +6,7 @@ import { DashboardView, FunnelResult, InsightView, Project, TrendsResult, get, p
 import { linkProps, navigate } from "../route";
 import { ErrorBox, Loading, fmt, useLoad } from "../ui";
 import { FunnelBars } from "./funnels";
+import { RetentionTable } from "./retention";
 import { TrendsView } from "./trends";
 
 interface SqlResult {
@@ -43,6 +44,7 @@ function Tile({ project, insight, board }: { project: string; insight: InsightVi
     if (kind === "live_count") body = <div class="big-number"><span class="value">{fmt(result.data as number)}</span></div>;
     else if (kind === "trends") body = <TrendsView result={result.data as TrendsResult} chart={insight.display.chart} />;
     else if (kind === "funnels") body = <FunnelBars steps={(result.data as FunnelResult).results[0]?.steps ?? []} project={project} />;
+    else if (kind === "retention") body = <RetentionTable result={result.data as Parameters<typeof RetentionTable>[0]["result"]} />;
     else if (kind === "sql") {
       const r = result.data as SqlResult;
       body = (

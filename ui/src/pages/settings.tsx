@@ -120,6 +120,63 @@ function Members({ project, manager }: { project: Project; manager: boolean }) {
   );
 }
 
+function Providers({ project }: { project: Project }) {
+  const providers = useLoad(`providers:${project.id}`, () =>
+    get<{ providers: { provider: string; settings: Record<string, unknown>; updated_at: string }[] }>(
+      `/api/v1/projects/${project.id}/push/providers`,
+    ),
+  );
+  const [copied, setCopied] = useState(false);
+  if (providers.error) return <ErrorBox error={providers.error} />;
+  if (!providers.data) return <Loading />;
+  if (providers.data.providers.length === 0) return <p class="muted">No push provider is set up (PUT /api/v1/projects/{"{id}"}/push/providers/…).</p>;
+  return (
+    <table class="props" id="providers-table">
+      <tbody>
+        {providers.data.providers.map((p) => (
+          <tr>
+            <th scope="row">{p.provider}</th>
+            <td>
+              {Object.entries(p.settings).map(([k, v]) => (
+                <div>
+                  {k}: <code class={k === "public_key" ? "vapid" : undefined}>{String(v)}</code>
+                  {k === "public_key" ? (
+                    <button type="button" class="link" onClick={async () => {
+                      await navigator.clipboard?.writeText(String(v)).catch(() => undefined);
+                      setCopied(true);
+                    }}>{copied ? "Copied" : "Copy"}</button>
+                  ) : null}
+                </div>
+              ))}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function Warnings({ project }: { project: Project }) {
+  const warnings = useLoad(`warnings:${project.id}`, () =>
+    get<{ warnings: { id: number; field: string; reason: string; dialect: string; at: string; message_id?: string }[] }>(
+      `/api/v1/projects/${project.id}/ingestion-warnings?limit=50`,
+    ),
+  );
+  if (warnings.error) return <ErrorBox error={warnings.error} />;
+  if (!warnings.data) return <Loading />;
+  if (warnings.data.warnings.length === 0) return <p class="muted">No message was dropped.</p>;
+  return (
+    <table class="numbers" id="warnings-table">
+      <thead><tr><th scope="col">When</th><th scope="col">Field</th><th scope="col">Rule</th><th scope="col">Client</th></tr></thead>
+      <tbody>
+        {warnings.data.warnings.map((w) => (
+          <tr><td>{new Date(w.at).toLocaleString()}</td><td>{w.field}</td><td>{w.reason}</td><td>{w.dialect}</td></tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 function Sessions() {
   const sessions = useLoad("sessions", () =>
     get<{ sessions: { id: string; created_at: string; last_seen_at: string; live: boolean; current: boolean; user_agent?: string; ip?: string }[] }>(
@@ -161,6 +218,10 @@ export function SettingsPage({ project, role, session }: { project: Project; rol
       <p class="muted">Time zone {project.timezone} · project id <code>{project.id}</code></p>
       <h2>Keys</h2>
       <Keys project={project} admin={admin} />
+      <h2>Push providers</h2>
+      <Providers project={project} />
+      <h2>Ingestion warnings</h2>
+      <Warnings project={project} />
       <h2>Members</h2>
       <Members project={project} manager={manager} />
       <h2>Your sessions</h2>

@@ -160,6 +160,24 @@ with sync_playwright() as p:
     check(steps[1][4].startswith(str(visits - signups)), f"funnel drop-off {steps[1]}")
     shot(page, "funnel")
 
+    # Retention: one cohort per day with visits, its size the persons who visited then.
+    retention = {"start_event": {"event": "visit"}, "return_event": {"event": "signup"},
+                 "period": "day", "retention_type": "first_time", "date_range": {"from": "-7d"}}
+    page.goto(f"{BASE}/projects/{PROJECT}/retention?q={urllib.parse.quote(json.dumps(retention))}")
+    expect(page.locator("#retention-table tbody tr")).not_to_have_count(0)
+    cohorts = {r[0]: int(r[1]) for r in table_rows(page, "#retention-table") if r[1] != "0"}
+    check(cohorts == CONFIG["visits_per_day"], f"retention cohorts {cohorts}")
+    shot(page, "retention")
+
+    # The SQL console answers over the project's events.
+    page.goto(f"{BASE}/projects/{PROJECT}/sql")
+    page.get_by_label("Query over events and persons").fill(
+        "SELECT count(*) AS n FROM events WHERE event = 'visit'"
+    )
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("#sql-result tbody td")).to_have_text(str(CONFIG["funnel"]["visit"]))
+    shot(page, "sql")
+
     # Live events: one sent through /v1/track shows within 2 s; paused, the next waits.
     page.goto(f"{BASE}/projects/{PROJECT}/live")
     expect(page.locator("#live-status")).to_contain_text("live")
@@ -194,6 +212,7 @@ with sync_playwright() as p:
     page.locator("#create-key").get_by_role("button", name="Create key").click()
     expect(page.locator("#new-key")).to_contain_text("apz_sk_")
     expect(page.locator("#keys-table")).to_contain_text("Browser key")
+    expect(page.locator("#providers-table code.vapid")).to_have_text(CONFIG["vapid_public_key"])
     shot(page, "settings")
 
     # A viewer joins through the invitation, sees no key control, and the server
