@@ -8,6 +8,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, CurrentSession, Project, del, get, post, roleIn, setCsrf, whenSignedOut } from "./api";
 import { linkProps, navigate, useRoute } from "./route";
 import { ErrorBox, Field, Loading } from "./ui";
+import { CampaignsPage } from "./pages/campaigns";
 import { DashboardPage } from "./pages/dashboard";
 import { FunnelsPage } from "./pages/funnels";
 import { LivePage } from "./pages/live";
@@ -89,6 +90,7 @@ const SCREENS: [string, string][] = [
   ["retention", "Retention"],
   ["live", "Live events"],
   ["persons", "Persons"],
+  ["campaigns", "Campaigns"],
   ["sql", "SQL"],
   ["settings", "Settings"],
 ];
@@ -119,6 +121,7 @@ function Shell({ session, onSignOut }: { session: CurrentSession; onSignOut: () 
       case "retention": return <RetentionPage project={project} />;
       case "sql": return <SqlPage project={project} />;
       case "live": return <LivePage project={project} />;
+      case "campaigns": return <CampaignsPage project={project} id={rest[0]} role={role} />;
       case "persons": return <PersonsPage project={project} personId={rest[0]} />;
       case "settings": return <SettingsPage project={project} role={role} session={session} />;
       default: return <p>No such screen.</p>;

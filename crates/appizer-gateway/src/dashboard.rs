@@ -182,5 +182,15 @@ mod tests {
             .map(|(_, a)| a)
             .unwrap();
         assert!(js.gzip.len() < js.body.len() / 2, "compressed");
+        // The first load's JavaScript stays under its budget, compressed.
+        let first_load: usize = assets()
+            .iter()
+            .filter(|(p, _)| p.ends_with(".js"))
+            .map(|(_, a)| a.gzip.len())
+            .sum();
+        assert!(
+            first_load < 100 * 1024,
+            "{first_load} bytes of compressed JavaScript"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: Debian's Chromium driven by Playwright (PyPI), as a
 //! person uses it. Known events are sent through the capture API; the script
 //! (`browser/dashboard.py`) signs in and out, reads the trends table and chart data,
-//! the funnel and retention, runs SQL, watches live events arrive and pause, finds the
+//! the funnel and retention, runs SQL, creates and sends a campaign, watches live events arrive and pause, finds the
 //! VAPID key in the settings, checks what a viewer sees and
 //! that the server refuses their forged request, ends a session from another browser,
 //! asserts no console error on any screen, and saves a screenshot of each.
@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use appizer::testing::{TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
+use appizer::testing::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use chrono::{Duration, TimeZone, Utc};
-use common::{run_python, test_env, Client};
+use common::{run_python, test_env};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -24,9 +24,11 @@ async fn a_person_uses_the_dashboard_in_chromium() {
     ) else {
         return;
     };
-    let server = TestServer::start().await;
-    let api = Client::new(&server);
-    let admin = &server.keys.admin_key;
+    // A server whose push providers are the local emulators.
+    let setup = common::push::start().await;
+    setup.providers().await;
+    let (server, api) = (&setup.server, &setup.api);
+    let admin = &server.keys.admin_key.clone();
     let project = server.keys.project_id.to_string();
 
     // Ten persons visit over the three days before today; six of them then sign up,
@@ -74,16 +76,23 @@ async fn a_person_uses_the_dashboard_in_chromium() {
         assert!(started.elapsed().as_secs() < 20, "{:#}", answer.body);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // Web Push set up, so the settings show the VAPID public key to copy.
+    // Web Push is set up, so the settings show the VAPID public key to copy; every
+    // person has an iPhone, for the campaign the page creates.
     let webpush = api
-        .call(
-            reqwest::Method::PUT,
+        .get(
             &format!("/api/v1/projects/{project}/push/providers/webpush"),
             admin,
-            Some(json!({"subject": "mailto:ops@example.com"})),
         )
         .await;
     assert_eq!(webpush.status, StatusCode::OK, "{:#}", webpush.body);
+    for i in 0..10 {
+        setup
+            .register(common::push::ios(
+                &format!("p{i}"),
+                &format!("{:0>64x}", 0xda5b_0000_u64 + i),
+            ))
+            .await;
+    }
     // An invitation for a viewer of the project, accepted in the browser.
     let invite = api
         .post(
@@ -122,5 +131,9 @@ async fn a_person_uses_the_dashboard_in_chromium() {
     .await
     .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&out));
-    server.stop().await;
+    // The campaign the page created and scheduled reached the APNs emulator, once per
+    // person.
+    let apns = setup.emulator_get("/apns/notifications").await;
+    assert_eq!(apns["total"], 10, "{apns:#}");
+    setup.server.stop().await;
 }

@@ -215,6 +215,30 @@ with sync_playwright() as p:
     expect(page.locator("#providers-table code.vapid")).to_have_text(CONFIG["vapid_public_key"])
     shot(page, "settings")
 
+    # A campaign created in the page: previewed, saved, scheduled, sent to the
+    # emulators (checked by the test after this script), its report shown.
+    page.goto(f"{BASE}/projects/{PROJECT}/campaigns")
+    page.get_by_label("Campaign name").fill("Welcome back")
+    page.get_by_label("Variant 1 title").fill("Hello")
+    page.get_by_label("Variant 1 body").fill("We missed you")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview-persons")).to_have_text(str(CONFIG["funnel"]["visit"]))
+    shot(page, "campaign-preview")
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.locator("#campaign-state")).to_have_text("draft")
+    page.get_by_role("button", name="Schedule").click()
+    deadline = time.monotonic() + 30
+    while True:
+        page.get_by_role("button", name="Refresh").click()
+        sent = page.locator('#campaign-report tr[data-group="A"] td.sent')
+        if sent.count() and sent.text_content() == str(CONFIG["funnel"]["visit"]):
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"the campaign's report shows {sent.all_text_contents()} sent")
+            break
+        time.sleep(0.5)
+    shot(page, "campaign-report")
+
     # A viewer joins through the invitation, sees no key control, and the server
     # refuses the request the control would have sent.
     viewer = browser.new_context(viewport={"width": 1400, "height": 900})
