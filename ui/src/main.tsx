@@ -14,6 +14,7 @@ import { FunnelsPage } from "./pages/funnels";
 import { LivePage } from "./pages/live";
 import { PersonsPage } from "./pages/persons";
 import { RetentionPage } from "./pages/retention";
+import { SegmentsPage } from "./pages/segments";
 import { SettingsPage } from "./pages/settings";
 import { SqlPage } from "./pages/sql";
 import { TrendsPage } from "./pages/trends";
@@ -90,6 +91,7 @@ const SCREENS: [string, string][] = [
   ["retention", "Retention"],
   ["live", "Live events"],
   ["persons", "Persons"],
+  ["segments", "Segments"],
   ["campaigns", "Campaigns"],
   ["sql", "SQL"],
   ["settings", "Settings"],
@@ -122,6 +124,7 @@ function Shell({ session, onSignOut }: { session: CurrentSession; onSignOut: () 
       case "sql": return <SqlPage project={project} />;
       case "live": return <LivePage project={project} />;
       case "campaigns": return <CampaignsPage project={project} id={rest[0]} role={role} />;
+      case "segments": return <SegmentsPage project={project} id={rest[0]} role={role} />;
       case "persons": return <PersonsPage project={project} personId={rest[0]} />;
       case "settings": return <SettingsPage project={project} role={role} session={session} />;
       default: return <p>No such screen.</p>;

@@ -392,6 +392,11 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
         "/api/v1/projects/{project_id}/dashboards/{dashboard_id}",
         Permission::InsightsWrite,
     ),
+    (
+        Method::POST,
+        "/api/v1/projects/{project_id}/segments/preview",
+        Permission::AnalyticsRead,
+    ),
     (Method::GET, "/api/v1/members", Permission::MembersRead),
     (
         Method::GET,

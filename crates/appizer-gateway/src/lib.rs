@@ -115,6 +115,7 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
             segments::delete_segment
         ))
         .routes(routes!(segments::refresh_segment))
+        .routes(routes!(segments::preview_segment))
         .routes(routes!(segments::segment_persons))
         .routes(routes!(segments::segment_person))
         .routes(routes!(push::list))

@@ -252,6 +252,9 @@ async fn example_request(
         ("POST", t) if t.ends_with("/metrics") => {
             Some(json!({"name": unique(), "series": [{"event": "x"}]}))
         }
+        ("POST", t) if t.ends_with("/segments/preview") => Some(json!({
+            "condition": {"type": "property", "key": "plan", "value": "pro"}
+        })),
         ("POST", t) if t.ends_with("/segments") => Some(json!({
             "name": unique(),
             "condition": {"type": "property", "key": "plan", "value": "pro"}

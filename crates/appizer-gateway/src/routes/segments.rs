@@ -236,6 +236,55 @@ fn check_segment(
     Ok(())
 }
 
+/// A condition to count the persons of, saving nothing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentPreviewBody {
+    #[schema(value_type = Object)]
+    pub condition: SegmentCondition,
+}
+
+/// How many persons a condition holds for now, with the first of them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SegmentPreview {
+    pub persons: u64,
+    /// Up to 20 person ids, in id order.
+    #[schema(value_type = Vec<String>)]
+    pub sample: Vec<PersonId>,
+}
+
+/// Persons per preview answer at most.
+const PREVIEW_SAMPLE: usize = 20;
+
+/// Count the persons a condition holds for, saving nothing: how a segment's size is
+/// shown while it is edited.
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/segments/preview", tag = "analytics", operation_id = "preview_segment",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    request_body = SegmentPreviewBody,
+    responses((status = 200, body = SegmentPreview), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn preview_segment(
+    State(state): State<AppState>,
+    CallerProject { scope, project, .. }: CallerProject,
+    ApiJson(body): ApiJson<SegmentPreviewBody>,
+) -> ApiResult<Json<SegmentPreview>> {
+    let project = QueryProject::of(scope, &project);
+    let members = state
+        .events
+        .analytics
+        .members_of(
+            &project,
+            MemberSource::Condition(body.condition),
+            Utc::now(),
+        )
+        .await?;
+    Ok(Json(SegmentPreview {
+        persons: members.persons.len() as u64,
+        sample: members.persons.into_iter().take(PREVIEW_SAMPLE).collect(),
+    }))
+}
+
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/segments", tag = "analytics", operation_id = "create_segment",
     security(("secret_key" = [])),
     params(("project_id" = String, Path, format = Uuid)),

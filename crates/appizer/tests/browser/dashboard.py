@@ -215,6 +215,20 @@ with sync_playwright() as p:
     expect(page.locator("#providers-table code.vapid")).to_have_text(CONFIG["vapid_public_key"])
     shot(page, "settings")
 
+    # A segment built in the page: its size counted as the condition is written.
+    page.goto(f"{BASE}/projects/{PROJECT}/segments")
+    page.get_by_role("button", name="Add an event condition").click()
+    page.get_by_label("Condition 2 event").fill("signup")
+    expect(page.locator("#segment-size")).to_have_text(str(CONFIG["funnel"]["signup"]))
+    page.get_by_label("Persons matching").select_option("or")
+    page.get_by_label("Condition 1 property").fill("no_such_property")
+    page.get_by_label("Condition 1 operator").select_option("is_set")
+    expect(page.locator("#segment-size")).to_have_text(str(CONFIG["funnel"]["signup"]))
+    page.get_by_label("Segment name").fill("Signed up")
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("#segments-table")).to_contain_text("Signed up")
+    shot(page, "segments")
+
     # A campaign created in the page: previewed, saved, scheduled, sent to the
     # emulators (checked by the test after this script), its report shown.
     page.goto(f"{BASE}/projects/{PROJECT}/campaigns")
