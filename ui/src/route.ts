@@ -49,6 +49,24 @@ export function useRoute(): Route {
   return route;
 }
 
+/**
+ * A screen's query, kept as JSON in the URL's `q`: its fields over `defaults` (the
+ * defaults alone when `q` is absent or unreadable), and the setter of some of them.
+ */
+export function useQuery<T extends object>(defaults: T): [T, (next: Partial<T>) => void] {
+  const route = useRoute();
+  let query = defaults;
+  const q = route.params.get("q");
+  if (q) {
+    try {
+      query = { ...defaults, ...JSON.parse(q) };
+    } catch {
+      query = defaults;
+    }
+  }
+  return [query, (next) => setParams({ q: JSON.stringify({ ...query, ...next }) })];
+}
+
 /** A link that navigates in the page (and still opens in a new tab). */
 export function linkProps(href: string) {
   return {

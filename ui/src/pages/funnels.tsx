@@ -2,7 +2,7 @@
 // step, median time to convert, and the persons who dropped off. The query is `q`.
 
 import { FunnelResult, FunnelStep, Project, post } from "../api";
-import { linkProps, setParams, useRoute } from "../route";
+import { linkProps, useQuery } from "../route";
 import { ErrorBox, Field, Loading, fmt, pct, useLoad } from "../ui";
 import { EventNames, useEventNames } from "./events";
 
@@ -73,21 +73,13 @@ export function FunnelBars({ steps, project }: { steps: FunnelStep[]; project: s
 }
 
 export function FunnelsPage({ project }: { project: Project }) {
-  const route = useRoute();
-  let spec = DEFAULT;
-  try {
-    const q = route.params.get("q");
-    if (q) spec = { ...DEFAULT, ...JSON.parse(q) };
-  } catch {
-    spec = DEFAULT;
-  }
+  const [spec, update] = useQuery(DEFAULT);
   const names = useEventNames(project.id);
   const ready = spec.steps.length >= 2 && spec.steps.every((s) => s.event);
   const key = JSON.stringify(spec);
   const result = useLoad(`${project.id}:${key}`, () =>
     ready ? post<FunnelResult>(`/api/v1/projects/${project.id}/query/funnels`, spec) : Promise.resolve(undefined),
   );
-  const update = (next: Partial<FunnelSpec>) => setParams({ q: JSON.stringify({ ...spec, ...next }) });
   return (
     <section aria-labelledby="funnels-title">
       <h1 id="funnels-title">Funnels</h1>

@@ -2,7 +2,7 @@
 // of each cohort that came back in each later period. The query is the URL's `q`.
 
 import { Project, post } from "../api";
-import { setParams, useRoute } from "../route";
+import { useQuery } from "../route";
 import { ErrorBox, Field, Loading, fmt, pct, useLoad } from "../ui";
 import { EventNames, useEventNames } from "./events";
 
@@ -62,20 +62,12 @@ export function RetentionTable({ result }: { result: RetentionResult }) {
 }
 
 export function RetentionPage({ project }: { project: Project }) {
-  const route = useRoute();
-  let spec = DEFAULT;
-  try {
-    const q = route.params.get("q");
-    if (q) spec = { ...DEFAULT, ...JSON.parse(q) };
-  } catch {
-    spec = DEFAULT;
-  }
+  const [spec, update] = useQuery(DEFAULT);
   const names = useEventNames(project.id);
   const ready = !!spec.start_event.event && !!spec.return_event.event;
   const result = useLoad(`${project.id}:${JSON.stringify(spec)}`, () =>
     ready ? post<RetentionResult>(`/api/v1/projects/${project.id}/query/retention`, spec) : Promise.resolve(undefined),
   );
-  const update = (next: Partial<RetentionSpec>) => setParams({ q: JSON.stringify({ ...spec, ...next }) });
   return (
     <section aria-labelledby="retention-title">
       <h1 id="retention-title">Retention</h1>

@@ -4,7 +4,7 @@
 import { useMemo } from "preact/hooks";
 import { Project, TrendsResult, post } from "../api";
 import { TimeChart } from "../chart";
-import { setParams, useRoute } from "../route";
+import { setParams, useQuery, useRoute } from "../route";
 import { ErrorBox, Field, Loading, fmt, useLoad } from "../ui";
 import { EventNames, useEventNames } from "./events";
 
@@ -23,15 +23,6 @@ export interface TrendsSpec {
 }
 
 const DEFAULT: TrendsSpec = { series: [{ math: "total" }], interval: "day", date_range: { from: "-30d" } };
-
-export function readSpec(params: URLSearchParams): TrendsSpec {
-  try {
-    const q = params.get("q");
-    return q ? { ...DEFAULT, ...JSON.parse(q) } : DEFAULT;
-  } catch {
-    return DEFAULT;
-  }
-}
 
 const MATHS: [string, string][] = [
   ["total", "Total count"],
@@ -92,14 +83,13 @@ export function TrendsView({ result, chart }: { result: TrendsResult; chart: str
 
 export function TrendsPage({ project }: { project: Project; role: string }) {
   const route = useRoute();
-  const spec = readSpec(route.params);
+  const [spec, update] = useQuery(DEFAULT);
   const chart = route.params.get("chart") ?? "line";
   const key = JSON.stringify(spec);
   const names = useEventNames(project.id);
   const result = useLoad(`${project.id}:${key}`, () =>
     post<TrendsResult>(`/api/v1/projects/${project.id}/query/trends`, spec),
   );
-  const update = (next: Partial<TrendsSpec>) => setParams({ q: JSON.stringify({ ...spec, ...next }) });
   const setSeries = (i: number, s: Partial<SeriesSpec>) =>
     update({ series: spec.series.map((old, j) => (j === i ? { ...old, ...s } : old)) });
   return (
