@@ -196,29 +196,27 @@ fn to_body(value: &impl Serialize) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(value).map_err(|_| ApiError::internal())
 }
 
-async fn insight_ids(state: &AppState, scope: ProjectScope) -> Result<Vec<DefinitionId>, ApiError> {
+/// The project's insights: what a dashboard's tiles are checked against and shown with
+/// (read once per request).
+async fn project_insights(
+    state: &AppState,
+    scope: ProjectScope,
+) -> Result<Vec<Definition>, ApiError> {
     Ok(state
         .store
         .list_definitions(scope, DefinitionKind::Insight)
-        .await?
-        .into_iter()
-        .map(|d| d.id)
-        .collect())
+        .await?)
 }
 
-async fn dashboard_view(
-    state: &AppState,
-    scope: ProjectScope,
-    d: Definition,
-) -> Result<DashboardView, ApiError> {
+fn ids(insights: &[Definition]) -> Vec<DefinitionId> {
+    insights.iter().map(|d| d.id).collect()
+}
+
+/// The dashboard `d` with its tiles' insights, from the project's `insights`.
+fn dashboard_view(d: Definition, insights: Vec<Definition>) -> Result<DashboardView, ApiError> {
     let body = DashboardDefinition::from_definition(&d)?;
-    let insights: HashMap<DefinitionId, Definition> = state
-        .store
-        .list_definitions(scope, DefinitionKind::Insight)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, i))
-        .collect();
+    let insights: HashMap<DefinitionId, Definition> =
+        insights.into_iter().map(|i| (i.id, i)).collect();
     let tiles = body
         .tiles
         .into_iter()
@@ -415,7 +413,8 @@ pub async fn create_dashboard(
         date_range: body.date_range,
         properties: body.properties,
     };
-    dashboard.check(&insight_ids(&state, scope).await?)?;
+    let insights = project_insights(&state, scope).await?;
+    dashboard.check(&ids(&insights))?;
     let d = new_definition(
         scope,
         DefinitionKind::Dashboard,
@@ -431,10 +430,7 @@ pub async fn create_dashboard(
         json!({"name": d.name}),
     );
     state.store.create_definition(scope, &d, &audit).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(dashboard_view(&state, scope, d).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(dashboard_view(d, insights)?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}/dashboards/{dashboard_id}", tag = "insights",
@@ -447,7 +443,8 @@ pub async fn get_dashboard(
     ApiPath((_, id)): ApiPath<(ProjectId, DefinitionId)>,
 ) -> ApiResult<Json<DashboardView>> {
     let d = definition(&state, scope, DefinitionKind::Dashboard, id).await?;
-    Ok(Json(dashboard_view(&state, scope, d).await?))
+    let insights = project_insights(&state, scope).await?;
+    Ok(Json(dashboard_view(d, insights)?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/projects/{project_id}/dashboards/{dashboard_id}", tag = "insights",
@@ -479,7 +476,8 @@ pub async fn update_dashboard(
     if let Some(properties) = body.properties {
         dashboard.properties = properties;
     }
-    dashboard.check(&insight_ids(&state, scope).await?)?;
+    let insights = project_insights(&state, scope).await?;
+    dashboard.check(&ids(&insights))?;
     d.body = to_body(&dashboard)?;
     d.updated_at = Utc::now();
     let audit = caller.audit(
@@ -492,7 +490,7 @@ pub async fn update_dashboard(
     if !state.store.update_definition(scope, &d, &audit).await? {
         return Err(ApiError::not_found("dashboard"));
     }
-    Ok(Json(dashboard_view(&state, scope, d).await?))
+    Ok(Json(dashboard_view(d, insights)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project_id}/dashboards/{dashboard_id}", tag = "insights",
