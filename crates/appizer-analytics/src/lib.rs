@@ -304,6 +304,17 @@ impl Engine {
         .await
     }
 
+    /// The persons behind one value of a trends answer.
+    pub async fn trends_persons(
+        &self,
+        project: &QueryProject,
+        query: &TrendsPersonsQuery,
+        now: DateTime<Utc>,
+    ) -> Result<TrendsPersons> {
+        self.limited(trends::persons(self, project, query, now))
+            .await
+    }
+
     pub async fn funnel(
         &self,
         project: &QueryProject,

@@ -277,6 +277,44 @@ pub struct TrendsResult {
     pub previous_buckets: Option<Vec<String>>,
 }
 
+/// Most persons one trends point lists.
+pub const MAX_POINT_PERSONS: usize = 1_000;
+
+/// The persons behind one value of a trends answer: a series, a bucket and, when
+/// broken down, a breakdown value of `query`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrendsPersonsQuery {
+    pub query: TrendsQuery,
+    /// The series' position in `query.series` (0 for `A`).
+    pub series: usize,
+    /// The bucket's label, as in the answer's `buckets`.
+    pub bucket: String,
+    /// The breakdown value, as in the answer (`$other`, `$none` included); required
+    /// when `query` is broken down.
+    #[serde(default)]
+    pub breakdown_value: Option<String>,
+    /// 1 to 1,000 persons (default 100), most events first.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PointPerson {
+    pub person_id: String,
+    /// The person's events counted in the point.
+    pub events: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TrendsPersons {
+    /// Every person with an event in the point (events without a person are not
+    /// listed).
+    pub total: u64,
+    /// The first `limit` of them, most events first, then by id.
+    pub persons: Vec<PointPerson>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FunnelOrder {

@@ -139,6 +139,11 @@ pub const ACCESS_TABLE: &[(Method, &str, Permission)] = &[
     ),
     (
         Method::POST,
+        "/api/v1/projects/{project_id}/query/trends/persons",
+        Permission::PersonsRead,
+    ),
+    (
+        Method::POST,
         "/api/v1/projects/{project_id}/query/funnels",
         Permission::AnalyticsRead,
     ),

@@ -92,6 +92,7 @@ pub fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(persons::split))
         .routes(routes!(persons::merges))
         .routes(routes!(query::trends))
+        .routes(routes!(query::trends_persons))
         .routes(routes!(query::funnels))
         .routes(routes!(query::retention))
         .routes(routes!(query::stickiness))

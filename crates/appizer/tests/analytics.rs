@@ -522,3 +522,159 @@ async fn segments_and_metrics_are_saved_computed_and_listed() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_trends_point_lists_the_persons_it_counts() {
+    let server = TestServer::start().await;
+    let api = Client::new(&server);
+    let admin = &server.keys.admin_key;
+    let project = server.keys.project_id.to_string();
+    let query = |kind: &str| format!("/api/v1/projects/{project}/query/{kind}");
+    let today = chrono::Utc::now().date_naive();
+    let (d1, d2) = (today - chrono::Days::new(3), today - chrono::Days::new(2));
+    let at = |day: chrono::NaiveDate, minute: u32| format!("{day}T12:{minute:02}:00Z");
+    let view = |user: &str, day, minute, plan: &str| {
+        json!({"type": "track", "userId": user, "event": "view", "timestamp": at(day, minute),
+               "properties": {"plan": plan}})
+    };
+    send(
+        &server,
+        &api,
+        vec![
+            view("u1", d1, 1, "pro"),
+            view("u1", d1, 2, "pro"),
+            view("u1", d1, 3, "pro"),
+            view("u1", d2, 1, "pro"),
+            view("u2", d1, 4, "free"),
+            view("u3", d1, 5, "team"),
+            view("u3", d1, 6, "team"),
+            view("u4", d2, 2, "free"),
+            json!({"type": "track", "userId": "u5", "event": "buy", "timestamp": at(d1, 7)}),
+        ],
+    )
+    .await;
+    let ids = api
+        .post(
+            &query("sql"),
+            admin,
+            json!({"query": "SELECT DISTINCT distinct_id, CAST(person_id AS VARCHAR) AS person_id FROM events"}),
+        )
+        .await;
+    assert_eq!(ids.status, StatusCode::OK, "{:?}", ids.body);
+    let person = |user: &str| -> String {
+        ids.body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["distinct_id"] == user)
+            .map(|r| r["person_id"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{user} has no person: {:?}", ids.body))
+    };
+    let listed = |body: &Value| -> Vec<(String, u64)> {
+        body["persons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["person_id"].as_str().unwrap().to_string(),
+                    p["events"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let range = json!({"from": d1.to_string(), "to": d2.to_string()});
+    let plain = json!({"series": [{"event": "view"}], "interval": "day", "date_range": range});
+    let trends = api.post(&query("trends"), admin, plain.clone()).await;
+    assert_eq!(trends.status, StatusCode::OK, "{:?}", trends.body);
+    let buckets: Vec<String> = serde_json::from_value(trends.body["buckets"].clone()).unwrap();
+    assert_eq!(buckets.len(), 2, "{:?}", trends.body);
+
+    let point = api
+        .post(
+            &query("trends/persons"),
+            admin,
+            json!({"query": plain, "series": 0, "bucket": buckets[0]}),
+        )
+        .await;
+    assert_eq!(point.status, StatusCode::OK, "{:?}", point.body);
+    assert_eq!(point.body["total"], 3);
+    assert_eq!(
+        listed(&point.body),
+        [(person("u1"), 3), (person("u3"), 2), (person("u2"), 1)]
+    );
+    let first = api
+        .post(
+            &query("trends/persons"),
+            admin,
+            json!({"query": plain, "series": 0, "bucket": buckets[1], "limit": 1}),
+        )
+        .await;
+    assert_eq!(first.body["total"], 2, "{:?}", first.body);
+    assert_eq!(listed(&first.body).len(), 1);
+
+    // Broken down by plan with the top one kept: `pro` (4 views), the rest `$other`.
+    // Each point's persons add up to the point's value in the answer.
+    let broken = json!({"series": [{"event": "view"}], "interval": "day", "date_range": range,
+                        "breakdown": {"key": "plan", "type": "event", "limit": 1}});
+    let trends = api.post(&query("trends"), admin, broken.clone()).await;
+    assert_eq!(trends.status, StatusCode::OK, "{:?}", trends.body);
+    let rows = trends.body["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{:?}", trends.body);
+    for row in rows {
+        let value = row["breakdown_value"].as_str().unwrap();
+        for (b, bucket) in buckets.iter().enumerate() {
+            let point = api
+                .post(
+                    &query("trends/persons"),
+                    admin,
+                    json!({"query": broken, "series": 0, "bucket": bucket, "breakdown_value": value}),
+                )
+                .await;
+            assert_eq!(point.status, StatusCode::OK, "{:?}", point.body);
+            let events: u64 = listed(&point.body).iter().map(|(_, n)| n).sum();
+            assert_eq!(
+                events as f64,
+                row["data"][b].as_f64().unwrap(),
+                "{value} on {bucket}: {:?}",
+                point.body
+            );
+        }
+    }
+    let other = api
+        .post(
+            &query("trends/persons"),
+            admin,
+            json!({"query": broken, "series": 0, "bucket": buckets[0], "breakdown_value": "$other"}),
+        )
+        .await;
+    assert_eq!(listed(&other.body), [(person("u3"), 2), (person("u2"), 1)]);
+
+    for (body, field) in [
+        (
+            json!({"query": plain, "series": 0, "bucket": "1999-01-01"}),
+            "bucket",
+        ),
+        (
+            json!({"query": plain, "series": 3, "bucket": buckets[0]}),
+            "series",
+        ),
+        (
+            json!({"query": broken, "series": 0, "bucket": buckets[0]}),
+            "breakdown_value",
+        ),
+        (
+            json!({"query": plain, "series": 0, "bucket": buckets[0], "limit": 0}),
+            "limit",
+        ),
+    ] {
+        let refused = api.post(&query("trends/persons"), admin, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{:?}",
+            refused.body
+        );
+        assert_eq!(refused.body["error"]["field"], field, "{:?}", refused.body);
+    }
+}

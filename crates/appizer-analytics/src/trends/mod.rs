@@ -7,6 +7,7 @@
 //! quarter hours at the range's ends; once a person was deleted, only files rewritten
 //! since count by rollup, and the rest are scanned.
 
+mod persons;
 mod rollups;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use crate::scope::{check_event_name, event_number, Scope};
 use crate::time::{bucket_from_micros, resolve_range, Frame};
 use crate::{AnalyticsError, Engine, QueryProject, Result};
 
+pub(crate) use persons::persons;
 pub(crate) use rollups::FromRollups;
 
 pub(crate) async fn run(

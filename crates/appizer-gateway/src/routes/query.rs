@@ -7,7 +7,8 @@
 use appizer_analytics::sql::{ExplainRequest, ExplainResult, SqlRequest, SqlResult};
 use appizer_analytics::{
     AnalyticsError, FunnelQuery, FunnelResult, LifecycleQuery, LifecycleResult, QueryProject,
-    RetentionQuery, RetentionResult, StickinessQuery, StickinessResult, TrendsQuery, TrendsResult,
+    RetentionQuery, RetentionResult, StickinessQuery, StickinessResult, TrendsPersons,
+    TrendsPersonsQuery, TrendsQuery, TrendsResult,
 };
 use appizer_core::error_code::ErrorCode;
 use axum::extract::State;
@@ -49,6 +50,28 @@ pub async fn trends(
             .events
             .analytics
             .trends(&QueryProject::of(scope, &project), &body, Utc::now())
+            .await?,
+    ))
+}
+
+/// The persons behind one value of a trends answer (a series, a bucket, a breakdown
+/// value), most events first.
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/query/trends/persons", tag = "analytics", operation_id = "query_trends_persons",
+    security(("secret_key" = [])),
+    params(("project_id" = String, Path, format = Uuid)),
+    request_body = TrendsPersonsQuery,
+    responses((status = 200, body = TrendsPersons), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn trends_persons(
+    State(state): State<AppState>,
+    CallerProject { scope, project, .. }: CallerProject,
+    ApiJson(body): ApiJson<TrendsPersonsQuery>,
+) -> ApiResult<Json<TrendsPersons>> {
+    Ok(Json(
+        state
+            .events
+            .analytics
+            .trends_persons(&QueryProject::of(scope, &project), &body, Utc::now())
             .await?,
     ))
 }
