@@ -15,7 +15,17 @@ export function colour(i: number): string {
   return COLOURS[i % COLOURS.length];
 }
 
-export function TimeChart(props: { buckets: string[]; lines: Line[]; bars?: boolean; height?: number }) {
+/**
+ * `onPick(line, bucket)` is called when a point is clicked: the bucket under the cursor
+ * and the line whose value there is nearest to it.
+ */
+export function TimeChart(props: {
+  buckets: string[];
+  lines: Line[];
+  bars?: boolean;
+  height?: number;
+  onPick?: (line: number, bucket: number) => void;
+}) {
   const host = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = host.current;
@@ -44,19 +54,33 @@ export function TimeChart(props: { buckets: string[]; lines: Line[]; bars?: bool
       data,
       el,
     );
+    const pick = () => {
+      const at = plot.cursor.idx;
+      const top = plot.cursor.top;
+      if (!props.onPick || at === null || at === undefined || top === undefined || top < 0) return;
+      const y = plot.posToVal(top, "y");
+      let best = -1;
+      props.lines.forEach((l, i) => {
+        const v = l.values[at];
+        if (v !== null && (best < 0 || Math.abs(v - y) < Math.abs((props.lines[best].values[at] ?? 0) - y))) best = i;
+      });
+      if (best >= 0) props.onPick(best, at);
+    };
+    plot.over.addEventListener("click", pick);
     const resize = () => plot.setSize({ width: Math.max(el.clientWidth, 300), height: props.height ?? 260 });
     addEventListener("resize", resize);
     return () => {
       removeEventListener("resize", resize);
       plot.destroy();
     };
-  }, [props.buckets, props.lines, props.bars, props.height]);
+  }, [props.buckets, props.lines, props.bars, props.height, props.onPick]);
   return (
     <div
-      class="chart"
       ref={host}
       role="img"
       aria-label={props.lines.map((l) => l.label).join(", ")}
+      class={props.onPick ? "chart pickable" : "chart"}
+      title={props.onPick ? "Click a point to list its persons" : undefined}
       data-series={JSON.stringify(props.lines.map((l) => ({ label: l.label, values: l.values })))}
     />
   );

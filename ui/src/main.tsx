@@ -9,7 +9,9 @@ import { ApiError, CurrentSession, Project, del, get, post, roleIn, setCsrf, whe
 import { linkProps, navigate, useRoute } from "./route";
 import { ErrorBox, Field, Loading } from "./ui";
 import { CampaignsPage } from "./pages/campaigns";
+import { LifecyclePage, StickinessPage } from "./pages/activity";
 import { DashboardPage } from "./pages/dashboard";
+import { EventsPage } from "./pages/events";
 import { FunnelsPage } from "./pages/funnels";
 import { LivePage } from "./pages/live";
 import { PersonsPage } from "./pages/persons";
@@ -89,7 +91,10 @@ const SCREENS: [string, string][] = [
   ["trends", "Trends"],
   ["funnels", "Funnels"],
   ["retention", "Retention"],
+  ["stickiness", "Stickiness"],
+  ["lifecycle", "Lifecycle"],
   ["live", "Live events"],
+  ["events", "Events"],
   ["persons", "Persons"],
   ["segments", "Segments"],
   ["campaigns", "Campaigns"],
@@ -102,7 +107,10 @@ function Shell({ session, onSignOut }: { session: CurrentSession; onSignOut: () 
   const [projects, setProjects] = useState<Project[]>();
   const [error, setError] = useState<unknown>();
   useEffect(() => {
-    get<{ projects: Project[] }>("/api/v1/projects").then((p) => setProjects(p.projects), setError);
+    const load = () => get<{ projects: Project[] }>("/api/v1/projects").then((p) => setProjects(p.projects), setError);
+    load();
+    addEventListener("appizer:projects", load);
+    return () => removeEventListener("appizer:projects", load);
   }, []);
   if (error) return <main><ErrorBox error={error} /></main>;
   if (!projects) return <main><Loading /></main>;
@@ -121,6 +129,9 @@ function Shell({ session, onSignOut }: { session: CurrentSession; onSignOut: () 
       case "trends": return <TrendsPage project={project} role={role} />;
       case "funnels": return <FunnelsPage project={project} />;
       case "retention": return <RetentionPage project={project} />;
+      case "stickiness": return <StickinessPage project={project} />;
+      case "lifecycle": return <LifecyclePage project={project} />;
+      case "events": return <EventsPage project={project} />;
       case "sql": return <SqlPage project={project} />;
       case "live": return <LivePage project={project} />;
       case "campaigns": return <CampaignsPage project={project} id={rest[0]} role={role} />;

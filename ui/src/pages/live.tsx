@@ -4,8 +4,9 @@
 
 import { useEffect, useRef, useState } from "preact/hooks";
 import { Project, StoredEvent } from "../api";
-import { linkProps, setParams, useRoute } from "../route";
+import { setParams, useRoute } from "../route";
 import { Field } from "../ui";
+import { EventTable } from "./events";
 
 const KEEP = 500;
 
@@ -17,7 +18,6 @@ export function LivePage({ project }: { project: Project }) {
   const [shown, setShown] = useState<StoredEvent[]>([]);
   const [waiting, setWaiting] = useState<StoredEvent[]>([]);
   const [status, setStatus] = useState("connecting");
-  const [open, setOpen] = useState<string>();
   const pausedRef = useRef(paused);
   pausedRef.current = paused;
 
@@ -62,35 +62,7 @@ export function LivePage({ project }: { project: Project }) {
           {status}{paused ? ` · paused, ${waiting.length} waiting` : ""}
         </span>
       </div>
-      <table class="events" id="live-events">
-        <thead>
-          <tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">Distinct id</th></tr>
-        </thead>
-        <tbody>
-          {shown.map((e) => {
-            const id = String(e.message_id ?? `${e.timestamp}${e.distinct_id}`);
-            return (
-              <>
-                <tr class="event-row" data-event={e.event} tabIndex={0} aria-expanded={open === id}
-                  onClick={() => setOpen(open === id ? undefined : id)}
-                  onKeyDown={(k) => (k.key === "Enter" || k.key === " ") && setOpen(open === id ? undefined : id)}>
-                  <td>{new Date(e.timestamp).toLocaleTimeString()}</td>
-                  <td>{e.event}</td>
-                  <td>{e.distinct_id}</td>
-                </tr>
-                {open === id ? (
-                  <tr class="event-detail">
-                    <td colSpan={3}>
-                      {e.person_id ? <a {...linkProps(`/projects/${project.id}/persons/${e.person_id}`)}>Open the person</a> : null}
-                      <pre>{JSON.stringify(e.properties, null, 2)}</pre>
-                    </td>
-                  </tr>
-                ) : null}
-              </>
-            );
-          })}
-        </tbody>
-      </table>
+      <EventTable project={project} events={shown} id="live-events" time="time" />
       {shown.length === 0 ? <p class="muted">Waiting for events…</p> : null}
     </section>
   );

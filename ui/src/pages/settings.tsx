@@ -1,9 +1,11 @@
-// Settings: the project's keys (a new secret shown once; only admins see the control,
+// Settings: the project (renamed, its time zone; a new project with its write key shown
+// once), the project's keys (a new secret shown once; only admins see the control,
 // and the server refuses anyone else), the team's members and invitations, and one's
 // own sessions.
 
 import { useState } from "preact/hooks";
-import { CurrentSession, Member, Project, del, get, post } from "../api";
+import { CurrentSession, Member, Project, del, get, patch, post } from "../api";
+import { linkProps } from "../route";
 import { ErrorBox, Field, Loading, useLoad } from "../ui";
 
 interface KeyView {
@@ -208,6 +210,83 @@ function Sessions() {
   );
 }
 
+/** Tells the shell to read the project list again (after a project was made or renamed). */
+function projectsChanged() {
+  dispatchEvent(new Event("appizer:projects"));
+}
+
+function Projects({ project, admin, manager }: { project: Project; admin: boolean; manager: boolean }) {
+  const [name, setName] = useState(project.name);
+  const [timezone, setTimezone] = useState(project.timezone);
+  const [saved, setSaved] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const [newName, setNewName] = useState("");
+  const [newZone, setNewZone] = useState(project.timezone);
+  const [created, setCreated] = useState<{ id: string; key: string }>();
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    setSaved(false);
+    try {
+      await patch(`/api/v1/projects/${project.id}`, { name, timezone });
+      setSaved(true);
+      projectsChanged();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    try {
+      const p = await post<{ project: Project; write_key: { key: string } }>("/api/v1/projects", {
+        name: newName,
+        timezone: newZone,
+      });
+      setCreated({ id: p.project.id, key: p.write_key.key });
+      setNewName("");
+      projectsChanged();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <>
+      {admin ? (
+        <form class="controls" onSubmit={save} aria-label="This project">
+          <Field label="Project name">
+            <input required maxLength={200} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          </Field>
+          <Field label="Time zone (IANA)">
+            <input required value={timezone} onInput={(e) => setTimezone(e.currentTarget.value)} />
+          </Field>
+          <button type="submit">Save project</button>
+          {saved ? <span role="status">Saved.</span> : null}
+        </form>
+      ) : null}
+      {manager ? (
+        <form class="controls" onSubmit={create} aria-label="New project">
+          <Field label="New project name">
+            <input required maxLength={200} value={newName} onInput={(e) => setNewName(e.currentTarget.value)} />
+          </Field>
+          <Field label="Its time zone">
+            <input required value={newZone} onInput={(e) => setNewZone(e.currentTarget.value)} />
+          </Field>
+          <button type="submit">Create project</button>
+        </form>
+      ) : null}
+      {created ? (
+        <div class="secret" role="status">
+          <p>Project created. Its write key, shown only now:</p>
+          <code id="new-project-key">{created.key}</code>
+          <p><a {...linkProps(`/projects/${created.id}/dashboards`)}>Open the new project</a></p>
+        </div>
+      ) : null}
+      <ErrorBox error={error} />
+    </>
+  );
+}
+
 export function SettingsPage({ project, role, session }: { project: Project; role: string; session: CurrentSession }) {
   const admin = role === "admin";
   const manager = session.member.access.organization_role === "admin";
@@ -216,6 +295,8 @@ export function SettingsPage({ project, role, session }: { project: Project; rol
     <section aria-labelledby="settings-title">
       <h1 id="settings-title">Settings · {project.name}</h1>
       <p class="muted">Time zone {project.timezone} · project id <code>{project.id}</code></p>
+      <h2>Projects</h2>
+      <Projects key={project.id} project={project} admin={admin} manager={manager} />
       <h2>Keys</h2>
       <Keys project={project} admin={admin} />
       <h2>Push providers</h2>
