@@ -147,6 +147,67 @@ with sync_playwright() as p:
     page.get_by_label("Chart").select_option("bar")
     expect(page).to_have_url(re.compile(r"chart=bar"))
 
+    # A value's persons: the cell of the first day with signups, opened from the
+    # keyboard, lists one person per signup that day.
+    del spec["breakdown"]
+    page.goto(f"{BASE}/projects/{PROJECT}/trends?q={urllib.parse.quote(json.dumps(spec))}")
+    first_day = min(expected)
+    cell = page.get_by_role("button", name=f"Persons of signup on {first_day}")
+    cell.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#point-persons tbody tr")).to_have_count(expected[first_day])
+    check(all(r[1] == "1" for r in table_rows(page, "#point-persons")),
+          f"point persons {table_rows(page, '#point-persons')}")
+    shot(page, "trends-point-persons")
+    page.locator("#point-persons a").first.click()
+    expect(page.locator("#person-events tbody tr")).not_to_have_count(0)
+
+    # A formula over two series: signups per hundred visits.
+    ratio = {"series": [{"event": "visit", "math": "total"}, {"event": "signup", "math": "total"}],
+             "formula": "B / A * 100", "interval": "day", "date_range": {"from": "-7d"}}
+    page.goto(f"{BASE}/projects/{PROJECT}/trends?q={urllib.parse.quote(json.dumps(ratio))}")
+    expect(page.locator("#trends-table tbody tr")).to_have_count(1)
+    row = table_rows(page, "#trends-table")[0]
+    check(row[0] == "B / A * 100" and row[1] == "60", f"formula row {row}")
+    check(page.get_by_label(re.compile("^Formula")).input_value() == "B / A * 100", "formula field")
+    shot(page, "trends-formula")
+
+    # Stickiness: every person visited on one day of the week.
+    sticky = {"series": [{"event": "visit", "math": "total"}], "interval": "day",
+              "date_range": {"from": "-7d"}}
+    page.goto(f"{BASE}/projects/{PROJECT}/stickiness?q={urllib.parse.quote(json.dumps(sticky))}")
+    expect(page.locator("#stickiness-table tbody tr")).not_to_have_count(0)
+    rows = table_rows(page, "#stickiness-table")
+    check(rows[0] == ["1 day", "10"] and all(r[1] == "0" for r in rows[1:]), f"stickiness {rows}")
+    shot(page, "stickiness")
+
+    # Lifecycle: each person is new on the day of their first visit.
+    life = {"event": "visit", "interval": "day", "date_range": {"from": "-7d"}}
+    page.goto(f"{BASE}/projects/{PROJECT}/lifecycle?q={urllib.parse.quote(json.dumps(life))}")
+    expect(page.locator("#lifecycle-table tbody tr")).to_have_count(4)
+    days = page.eval_on_selector_all(
+        "#lifecycle-table thead th", "cells => cells.map(c => c.textContent.trim())"
+    )[1:]
+    new = dict(zip(days, page.locator('#lifecycle-table tr[data-status="new"] td').all_text_contents()))
+    check({d: int(n) for d, n in new.items() if n != "0"} == CONFIG["visits_per_day"],
+          f"lifecycle new {new}")
+    expect(page.locator(".chart canvas")).to_have_count(1)
+    shot(page, "lifecycle")
+
+    # The events explorer: filtered by name, then by a property; a row opens with Enter.
+    page.goto(f"{BASE}/projects/{PROJECT}/events?event=signup")
+    expect(page.locator("#events-table tr.event-row")).to_have_count(6)
+    page.get_by_label("Property").fill("plan")
+    page.get_by_label("Property").press("Tab")
+    page.get_by_label("equals").fill("pro")
+    page.get_by_label("equals").press("Tab")
+    expect(page.locator("#events-table tr.event-row")).to_have_count(CONFIG["signups_per_plan"]["pro"])
+    expect(page).to_have_url(re.compile(r"property=plan.*value=pro"))
+    page.locator("#events-table tr.event-row").first.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#events-table tr.event-detail pre")).to_contain_text('"plan": "pro"')
+    shot(page, "events")
+
     # Funnel: counts and conversion of each step.
     funnel = {"steps": [{"event": "visit"}, {"event": "signup"}], "date_range": {"from": "-7d"},
               "persons_limit": 20}
@@ -214,6 +275,21 @@ with sync_playwright() as p:
     expect(page.locator("#keys-table")).to_contain_text("Browser key")
     expect(page.locator("#providers-table code.vapid")).to_have_text(CONFIG["vapid_public_key"])
     shot(page, "settings")
+
+    # A project made in the page: its write key shown once, then renamed.
+    page.get_by_label("New project name").fill("Second project")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.locator("#new-project-key")).to_contain_text("apz_")
+    page.get_by_role("link", name="Open the new project").click()
+    expect(page.get_by_label("Project", exact=True)).to_contain_text("Second project")
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Project name", exact=True).fill("Renamed project")
+    page.get_by_role("button", name="Save project").click()
+    expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+    expect(page.get_by_label("Project", exact=True).locator("option")).to_contain_text(
+        ["Renamed project"]
+    )
+    shot(page, "settings-projects")
 
     # A segment built in the page: its size counted as the condition is written.
     page.goto(f"{BASE}/projects/{PROJECT}/segments")
