@@ -302,6 +302,9 @@ pub struct TrendsPersonsQuery {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PointPerson {
     pub person_id: String,
+    /// The smallest of the person's distinct ids in these events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_id: Option<String>,
     /// The person's events counted in the point.
     pub events: u64,
 }

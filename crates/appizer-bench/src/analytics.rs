@@ -219,14 +219,29 @@ async fn generate(
     dir: &Path,
     events: usize,
     persons: usize,
-    (compression, key_compression): (ParquetCompression, ParquetCompression),
+    codecs: (ParquetCompression, ParquetCompression),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta =
         open_metadata_store(&format!("sqlite://{}", dir.join("metadata.db").display())).await?;
+    let (_, scope, _) = Tenant::create(meta.as_ref(), project(), "UTC").await?;
+    fill(meta, &dir.join("events"), scope, events, persons, codecs).await?;
+    std::fs::write(dir.join(COMPLETE), format!("{events} {persons}\n"))?;
+    Ok(())
+}
+
+/// Writes the dataset (persons, then events over 30 days from 2026-10-02) into an
+/// existing project: `meta` and the event files under `events_dir`.
+pub(crate) async fn fill(
+    meta: Arc<dyn MetadataStore>,
+    events_dir: &Path,
+    scope: ProjectScope,
+    events: usize,
+    persons: usize,
+    (compression, key_compression): (ParquetCompression, ParquetCompression),
+) -> anyhow::Result<()> {
     let store = meta.persons();
-    let project = project();
-    let (_, scope, _) = Tenant::create(meta.as_ref(), project, "UTC").await?;
+    let project = scope.project();
     let ids: Vec<PersonId> = (0..persons).map(|_| PersonId::new()).collect();
     for (chunk_no, chunk) in ids.chunks(1_000).enumerate() {
         let new: Vec<NewPerson> = chunk
@@ -241,7 +256,7 @@ async fn generate(
             .collect();
         store.create(scope, &new).await?;
     }
-    let mut config = EventStoreConfig::new(dir.join("events"));
+    let mut config = EventStoreConfig::new(events_dir.to_path_buf());
     config.flush_rows = usize::MAX;
     config.compression = compression;
     config.key_compression = key_compression;
@@ -288,7 +303,6 @@ async fn generate(
         events_store.flush().await?;
         eprintln!("generated day {} ({written} events)", day + 1);
     }
-    std::fs::write(dir.join(COMPLETE), format!("{events} {persons}\n"))?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 mod analytics;
 mod campaigns;
 mod capture;
+mod dashboard;
 mod gateway;
 mod identity;
 mod ingest;
@@ -54,6 +55,9 @@ enum Bench {
     /// Campaigns: trigger-to-send latency, and the time and memory to enqueue a large
     /// audience against the send API's fan-out of the same segment.
     Campaigns(campaigns::Options),
+    /// The trends screen over 10 million events: over HTTP as the page asks, and in
+    /// Chromium until drawn.
+    Dashboard(dashboard::Options),
     /// The bare HTTP server the ingestion benchmark starts as its latency floor.
     #[command(hide = true)]
     BareServer,
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Analytics(options) => analytics::run(options),
         Bench::Push(options) => push::run(options),
         Bench::Campaigns(options) => campaigns::run(options),
+        Bench::Dashboard(options) => dashboard::run(options),
         Bench::BareServer => ingest::bare_server(),
     }
 }

@@ -603,6 +603,13 @@ async fn a_trends_point_lists_the_persons_it_counts() {
         listed(&point.body),
         [(person("u1"), 3), (person("u3"), 2), (person("u2"), 1)]
     );
+    let names: Vec<&str> = point.body["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["distinct_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["u1", "u3", "u2"]);
     let first = api
         .post(
             &query("trends/persons"),

@@ -37,6 +37,7 @@ async fn a_person_uses_the_dashboard_in_chromium() {
     let mut events = Vec::new();
     let mut signups_per_day = BTreeMap::<String, u64>::new();
     let mut signups_per_plan = BTreeMap::<String, u64>::new();
+    let mut signed_up = BTreeMap::<String, Vec<String>>::new();
     let mut visits_per_day = BTreeMap::<String, u64>::new();
     for i in 0..10u32 {
         let day = today - Duration::days(1 + i64::from(i % 3));
@@ -54,6 +55,10 @@ async fn a_person_uses_the_dashboard_in_chromium() {
             );
             *signups_per_day.entry(day.to_string()).or_default() += 1;
             *signups_per_plan.entry(plan.to_string()).or_default() += 1;
+            signed_up
+                .entry(day.to_string())
+                .or_default()
+                .push(format!("p{i}"));
         }
     }
     let sent = api
@@ -114,6 +119,7 @@ async fn a_person_uses_the_dashboard_in_chromium() {
         "invite_link": invite.body["link"],
         "signups_per_day": signups_per_day,
         "signups_per_plan": signups_per_plan,
+        "signed_up": signed_up,
         "funnel": {"visit": 10, "signup": 6},
         "visits_per_day": visits_per_day,
         "vapid_public_key": webpush.body["settings"]["public_key"],

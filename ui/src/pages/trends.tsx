@@ -103,7 +103,7 @@ export function TrendsView({ result, chart, onPick }: { result: TrendsResult; ch
 
 interface PointPersons {
   total: number;
-  persons: { person_id: string; events: number }[];
+  persons: { person_id: string; distinct_id?: string; events: number }[];
 }
 
 /** The persons behind one value: the series, bucket and breakdown value of `row`. */
@@ -142,7 +142,7 @@ function PointPersonsList({ project, spec, result, row, bucket }: {
             <tbody>
               {persons.data.persons.map((p) => (
                 <tr>
-                  <td><a {...linkProps(`/projects/${project.id}/persons/${p.person_id}`)}>{p.person_id}</a></td>
+                  <td><a {...linkProps(`/projects/${project.id}/persons/${p.person_id}`)}>{p.distinct_id ?? p.person_id}</a></td>
                   <td>{fmt(p.events)}</td>
                 </tr>
               ))}

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::logical_expr::{cast, Expr};
 use datafusion::prelude::{col, lit};
 
@@ -101,7 +101,10 @@ pub(crate) async fn persons(
         .filter(keep.into_iter().reduce(Expr::and).expect("conditions"))?;
     let per_person = events.aggregate(
         vec![cast(scope.actor(), DataType::Utf8).alias("person_id")],
-        vec![count(lit(1)).alias("events")],
+        vec![
+            count(lit(1)).alias("events"),
+            min(col("distinct_id")).alias("distinct_id"),
+        ],
     )?;
     let total = per_person.clone().count().await? as u64;
     let batches = per_person
@@ -118,10 +121,13 @@ pub(crate) async fn persons(
         let ids = ids.as_string::<i32>();
         let n = cast_column(b, "events", &DataType::Int64)?;
         let n = n.as_primitive::<Int64Type>();
+        let names = cast_column(b, "distinct_id", &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
         for i in 0..b.num_rows() {
             if !ids.is_null(i) {
                 persons.push(PointPerson {
                     person_id: ids.value(i).to_string(),
+                    distinct_id: (!names.is_null(i)).then(|| names.value(i).to_string()),
                     events: n.value(i).max(0) as u64,
                 });
             }

@@ -156,8 +156,9 @@ with sync_playwright() as p:
     cell.focus()
     page.keyboard.press("Enter")
     expect(page.locator("#point-persons tbody tr")).to_have_count(expected[first_day])
-    check(all(r[1] == "1" for r in table_rows(page, "#point-persons")),
-          f"point persons {table_rows(page, '#point-persons')}")
+    listed = table_rows(page, "#point-persons")
+    check(sorted(r[0] for r in listed) == sorted(CONFIG["signed_up"][first_day])
+          and all(r[1] == "1" for r in listed), f"point persons {listed}")
     shot(page, "trends-point-persons")
     page.locator("#point-persons a").first.click()
     expect(page.locator("#person-events tbody tr")).not_to_have_count(0)
