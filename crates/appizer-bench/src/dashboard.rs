@@ -105,15 +105,15 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     );
     runtime.block_on(async {
         let http = reqwest::Client::builder().no_gzip().build()?;
-        let cookie = sign_in(&http, &url).await?;
+        let session = sign_in(&http, &url).await?;
         for (name, project) in [("10M events", &full), ("empty", &empty)] {
             let mut loads = Vec::new();
             let mut answers = Vec::new();
             let mut interactions = Vec::new();
             for run in 0..=o.runs {
-                let (load, answer) = page_load(&http, &url, &cookie, project).await?;
+                let (load, answer) = page_load(&http, &url, &session, project).await?;
                 let started = Instant::now();
-                query(&http, &url, &cookie, project, &broken_down()).await?;
+                query(&http, &url, &session, project, &broken_down()).await?;
                 if run > 0 {
                     loads.push(load);
                     answers.push(answer);
@@ -137,7 +137,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     if let Some(python) = &o.python {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench/dashboard_page.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/bench/dashboard_page.py"
+        );
         let config = json!({
             "base_url": url, "email": EMAIL, "password": PASSWORD, "chromium": o.chromium,
             "runs": o.runs,
@@ -180,7 +183,10 @@ async fn prepare(binary: &Path, dir: &Path, events: usize, persons: usize) -> an
         .as_str()
         .context("init's project id")?
         .parse()?;
-    let admin = keys["admin_key"].as_str().context("init's admin key")?.to_string();
+    let admin = keys["admin_key"]
+        .as_str()
+        .context("init's admin key")?
+        .to_string();
     let meta =
         open_metadata_store(&format!("sqlite://{}", data.join("metadata.db").display())).await?;
     let scope = meta
@@ -211,12 +217,14 @@ async fn prepare(binary: &Path, dir: &Path, events: usize, persons: usize) -> an
     }
     let made: Value = made.json().await?;
     drop(child);
-    let empty = made["project"]["id"].as_str().context("the empty project's id")?;
+    let empty = made["project"]["id"]
+        .as_str()
+        .context("the empty project's id")?;
     std::fs::write(dir.join(COMPLETE), format!("{project} {empty}\n"))?;
     Ok(())
 }
 
-async fn sign_in(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+async fn sign_in(http: &reqwest::Client, url: &str) -> anyhow::Result<Session> {
     let answer = http
         .post(format!("{url}/api/v1/session"))
         .header("origin", url)
@@ -235,16 +243,40 @@ async fn sign_in(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
         .and_then(|v| v.split(';').next())
         .context("no session cookie")?
         .to_string();
-    Ok(cookie)
+    let body: Value = answer.json().await?;
+    let csrf = body["csrf_token"].as_str().context("no CSRF token")?;
+    Ok(Session {
+        cookie,
+        csrf: csrf.to_string(),
+        origin: url.to_string(),
+    })
 }
 
+/// A signed-in browser's credentials: its cookie, and the CSRF token and origin its
+/// POSTs carry.
+struct Session {
+    cookie: String,
+    csrf: String,
+    origin: String,
+}
+
+/// A GET as the page makes it; `gzip` asks for compression (the bytes are then left
+/// compressed, as they are timed arriving).
 async fn fetch(http: &reqwest::Client, url: String, cookie: &str) -> anyhow::Result<Vec<u8>> {
-    let answer = http
-        .get(&url)
-        .header(COOKIE, cookie)
-        .header(ACCEPT_ENCODING, "gzip")
-        .send()
-        .await?;
+    get(http, url, cookie, true).await
+}
+
+async fn get(
+    http: &reqwest::Client,
+    url: String,
+    cookie: &str,
+    gzip: bool,
+) -> anyhow::Result<Vec<u8>> {
+    let mut request = http.get(&url).header(COOKIE, cookie);
+    if gzip {
+        request = request.header(ACCEPT_ENCODING, "gzip");
+    }
+    let answer = request.send().await?;
     if !answer.status().is_success() {
         bail!("GET {url}: {}", answer.status());
     }
@@ -254,13 +286,15 @@ async fn fetch(http: &reqwest::Client, url: String, cookie: &str) -> anyhow::Res
 async fn query(
     http: &reqwest::Client,
     url: &str,
-    cookie: &str,
+    session: &Session,
     project: &str,
     body: &Value,
 ) -> anyhow::Result<Value> {
     let answer = http
         .post(format!("{url}/api/v1/projects/{project}/query/trends"))
-        .header(COOKIE, cookie)
+        .header(COOKIE, &session.cookie)
+        .header("x-csrf-token", &session.csrf)
+        .header("origin", &session.origin)
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_string())
         .send()
@@ -269,8 +303,8 @@ async fn query(
         bail!("trends: {}", answer.text().await?);
     }
     let answer: Value = answer.json().await?;
-    if answer["results"].as_array().is_none_or(|r| r.is_empty()) {
-        bail!("trends answered no series: {answer}");
+    if !answer["results"].is_array() {
+        bail!("trends answered no results: {answer}");
     }
     Ok(answer)
 }
@@ -280,15 +314,18 @@ async fn query(
 async fn page_load(
     http: &reqwest::Client,
     url: &str,
-    cookie: &str,
+    session: &Session,
     project: &str,
 ) -> anyhow::Result<(Duration, Duration)> {
+    let cookie = session.cookie.as_str();
     let started = Instant::now();
     let page = format!(
         "{url}/projects/{project}/trends?q={}",
         urlencode(&trends().to_string())
     );
-    let html = String::from_utf8(fetch(http, page, cookie).await?)?;
+    // The page itself is a few hundred bytes: asked for uncompressed, to read its
+    // asset names.
+    let html = String::from_utf8(get(http, page, cookie, false).await?)?;
     let assets: Vec<String> = html
         .split('"')
         .filter(|s| s.starts_with("/assets/"))
@@ -311,7 +348,7 @@ async fn page_load(
             cookie
         ),
         async {
-            let a = query(http, url, cookie, project, &trends()).await;
+            let a = query(http, url, session, project, &trends()).await;
             (a, asked.elapsed())
         }
     );
