@@ -230,6 +230,10 @@ async fn example_request(
         .replace("{key_id}", key_id);
     let mut body = match (method.as_str(), template) {
         ("POST", "/api/v1/projects") => Some(json!({"name": "p"})),
+        // Today's bucket of the last week (the project's zone is UTC).
+        ("POST", t) if t.ends_with("/query/trends/persons") => Some(json!({
+            "query": {"series": [{"event": "$pageview"}], "date_range": {"from": "-7d"}},
+            "series": 0, "bucket": chrono::Utc::now().date_naive().to_string()})),
         ("POST", t) if t.ends_with("/persons") => Some(json!({"distinct_id": unique()})),
         ("POST", t) if t.ends_with("/distinct-ids") => Some(json!({"distinct_id": unique()})),
         ("POST", t) if t.ends_with("/split") => Some(json!({})),
