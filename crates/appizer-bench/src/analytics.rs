@@ -44,7 +44,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::stats::Samples;
+use crate::stats::{ms, Samples};
 
 #[derive(Args)]
 pub struct Options {
@@ -707,10 +707,6 @@ fn peak_rss_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 pub fn run(options: Options) -> anyhow::Result<()> {

@@ -33,7 +33,7 @@ use reqwest::header::{ACCEPT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
 
 use crate::ingest::{appizer_binary, spawn_serve_with};
-use crate::stats::Samples;
+use crate::stats::{ms, Samples};
 
 #[derive(Args)]
 pub struct Options {
@@ -366,8 +366,4 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
