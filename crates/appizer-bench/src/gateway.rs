@@ -200,6 +200,7 @@ async fn middleware_cost(
         server.store.clone(),
         server.state.events.clone(),
         server.state.push.clone(),
+        Arc::new(appizer_gateway::rate_limit::RateLimiter::local()),
     );
     let principal = state
         .keys

@@ -2,7 +2,9 @@
 //! flush, compaction, the segment refresh) registers once and reports every pass, a
 //! success or a failure. `/readyz` answers 503 naming a component that keeps failing
 //! (its last `failures_to_fail` passes failed) or that stopped reporting (nothing for
-//! `stale_after`); `/metrics` exports every component's state.
+//! `stale_after`); `/metrics` exports every component's state. A component may also
+//! report that it works in a degraded mode (Redis unreachable, so rate limits are
+//! local): still healthy, and `/readyz` names it and why.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +35,7 @@ struct Component {
     last_report: Instant,
     consecutive_failures: u32,
     last_error: Option<String>,
+    degraded: Option<String>,
     passes: u64,
 }
 
@@ -58,6 +61,8 @@ pub struct ComponentHealth {
     pub consecutive_failures: u32,
     /// The error of the last failed pass, while the component has not succeeded since.
     pub last_error: Option<String>,
+    /// Why the component works in a degraded mode, while it does.
+    pub degraded: Option<String>,
     /// Passes reported so far, successes and failures.
     pub passes: u64,
     /// Time since the last report (or since registration).
@@ -86,6 +91,7 @@ impl HealthRegistry {
                 last_report: Instant::now(),
                 consecutive_failures: 0,
                 last_error: None,
+                degraded: None,
                 passes: 0,
             },
         );
@@ -107,6 +113,7 @@ impl HealthRegistry {
                     healthy: c.consecutive_failures < c.policy.failures_to_fail && !stale,
                     consecutive_failures: c.consecutive_failures,
                     last_error: c.last_error.clone(),
+                    degraded: c.degraded.clone(),
                     passes: c.passes,
                     since_report,
                 }
@@ -122,6 +129,14 @@ impl HealthRegistry {
     pub fn failing(&self) -> Vec<ComponentHealth> {
         self.snapshot().into_iter().filter(|c| !c.healthy).collect()
     }
+
+    /// The healthy components working in a degraded mode now.
+    pub fn degraded(&self) -> Vec<ComponentHealth> {
+        self.snapshot()
+            .into_iter()
+            .filter(|c| c.healthy && c.degraded.is_some())
+            .collect()
+    }
 }
 
 impl HealthReporter {
@@ -131,6 +146,18 @@ impl HealthReporter {
             c.last_report = Instant::now();
             c.consecutive_failures = 0;
             c.last_error = None;
+            c.degraded = None;
+            c.passes += 1;
+        }
+    }
+
+    /// A pass succeeded in a degraded mode, for `reason` (until the next `ok`).
+    pub fn degraded(&self, reason: &dyn std::fmt::Display) {
+        if let Some(c) = self.registry.lock().get_mut(self.name) {
+            c.last_report = Instant::now();
+            c.consecutive_failures = 0;
+            c.last_error = None;
+            c.degraded = Some(reason.to_string());
             c.passes += 1;
         }
     }
@@ -169,6 +196,27 @@ mod tests {
             .into_iter()
             .find(|c| c.name == name)
             .unwrap()
+    }
+
+    #[test]
+    fn a_degraded_component_stays_healthy_and_is_named_until_it_recovers() {
+        let registry = HealthRegistry::new();
+        let limits = registry.register("rate_limit", Policy::default());
+        limits.degraded(&"Redis unreachable");
+        let degraded = registry.degraded();
+        assert_eq!(degraded.len(), 1);
+        assert_eq!(degraded[0].degraded.as_deref(), Some("Redis unreachable"));
+        assert!(registry.failing().is_empty(), "degraded is not failing");
+        limits.failed(&"boom");
+        limits.failed(&"boom");
+        limits.failed(&"boom");
+        assert!(
+            registry.degraded().is_empty(),
+            "a failing one is failing, not degraded"
+        );
+        limits.ok();
+        assert!(registry.degraded().is_empty() && registry.failing().is_empty());
+        assert!(state(&registry, "rate_limit").degraded.is_none());
     }
 
     #[test]

@@ -528,12 +528,15 @@ pub async fn enforce(
         &principal.rate_limit,
         LimitClass::Api,
     );
-    let decision = state.limiter.check(
-        principal.limit_id(),
-        LimitClass::Api,
-        limits,
-        Instant::now(),
-    );
+    let decision = state
+        .limiter
+        .check(
+            principal.limit_id(),
+            LimitClass::Api,
+            limits,
+            Instant::now(),
+        )
+        .await;
     if !decision.allowed {
         let response = ApiError::new(
             ErrorCode::RateLimited,

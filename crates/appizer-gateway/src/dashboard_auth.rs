@@ -132,7 +132,7 @@ pub fn check_write(
 
 /// Spends one sign-in attempt of `email` from `address`; the refusal to answer when
 /// either allowance is spent.
-pub fn spend_sign_in(
+pub async fn spend_sign_in(
     state: &AppState,
     email: &str,
     address: Option<std::net::IpAddr>,
@@ -144,22 +144,31 @@ pub fn spend_sign_in(
         let hex = hash_key(what);
         uuid::Uuid::from_u128(u128::from_str_radix(&hex[..32], 16).unwrap_or_default())
     };
-    let account = state.limiter.spend(
-        digest(&format!("sign-in account:{email}")),
-        LimitClass::Api,
-        rate,
-        auth.sign_in_attempts_per_account,
-        now,
-    );
-    let by_address = address.map(|ip| {
-        state.limiter.spend(
-            digest(&format!("sign-in address:{ip}")),
+    let account = state
+        .limiter
+        .spend(
+            digest(&format!("sign-in account:{email}")),
             LimitClass::Api,
             rate,
-            auth.sign_in_attempts_per_address,
+            auth.sign_in_attempts_per_account,
             now,
         )
-    });
+        .await;
+    let by_address = match address {
+        Some(ip) => Some(
+            state
+                .limiter
+                .spend(
+                    digest(&format!("sign-in address:{ip}")),
+                    LimitClass::Api,
+                    rate,
+                    auth.sign_in_attempts_per_address,
+                    now,
+                )
+                .await,
+        ),
+        None => None,
+    };
     let refused: Option<Decision> = [Some(account), by_address]
         .into_iter()
         .flatten()

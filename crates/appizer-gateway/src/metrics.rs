@@ -16,6 +16,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "appizer_http_connections_open";
 /// 1 while a background `component` (pipeline, flush, compaction, segment_refresh) is
 /// healthy, 0 while it keeps failing or stopped reporting (then `/readyz` is 503).
 pub const COMPONENT_HEALTHY: &str = "appizer_component_healthy";
+/// 1 while a `component` works in a degraded mode (`/readyz` names it and why).
+pub const COMPONENT_DEGRADED: &str = "appizer_component_degraded";
 /// Consecutive failed passes of a background `component`.
 pub const COMPONENT_FAILURES: &str = "appizer_component_consecutive_failures";
 

@@ -66,12 +66,13 @@ impl AppState {
         store: Arc<dyn MetadataStore>,
         events: EventServices,
         push: PushServices,
+        limiter: Arc<RateLimiter>,
     ) -> Self {
         Self(Arc::new(Shared {
             events,
             push,
             keys: Arc::new(KeyCache::new(&config.auth)),
-            limiter: Arc::new(RateLimiter::default()),
+            limiter,
             metrics: crate::metrics::prometheus_handle(),
             config,
             store,

@@ -243,6 +243,9 @@ impl App {
                 tracing::error!(error = %e, "the campaign runner ended");
             }
         });
+        let limiter = appizer_gateway::rate_limit::RateLimiter::open(&config.rate_limit, &health)
+            .await
+            .context("cannot open the shared rate limits")?;
         let state = AppState::new(
             Arc::new(config),
             store,
@@ -260,6 +263,7 @@ impl App {
                 campaigns,
                 outbox,
             },
+            Arc::new(limiter),
         );
         Ok(Self {
             state,

@@ -61,6 +61,18 @@ impl TestServer {
         Self::launch(config, store, keys, Some(temp_dir)).await
     }
 
+    /// Starts another node beside a running one whose keys were `keys`: `configure`
+    /// points it at the same shared services (`database_url`, `rate_limit.shared_url`,
+    /// ...); it gets its own temporary data dir and initialises nothing.
+    pub async fn join(keys: InitOutput, configure: impl FnOnce(&mut Config)) -> Self {
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_tests();
+        config.data_dir = temp_dir.path().to_path_buf();
+        configure(&mut config);
+        let store = crate::open_store(&config).await.expect("open the store");
+        Self::launch(config, store, keys, Some(temp_dir)).await
+    }
+
     /// Starts a server again on the initialised `data_dir` of a stopped one, whose
     /// keys were `keys`.
     pub async fn restart(data_dir: &Path, keys: InitOutput) -> Self {

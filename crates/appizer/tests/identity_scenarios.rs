@@ -23,32 +23,6 @@ enum Backend {
     Postgres,
 }
 
-/// A fresh schema in the test PostgreSQL, or `None` (skipped) when none is configured
-/// outside CI.
-async fn postgres_url() -> Option<String> {
-    let Ok(base) = std::env::var("APPIZER_TEST_POSTGRES_URL") else {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-            panic!("APPIZER_TEST_POSTGRES_URL must be set under CI");
-        }
-        eprintln!("skipped: set APPIZER_TEST_POSTGRES_URL to run the PostgreSQL cases");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .expect("connect to APPIZER_TEST_POSTGRES_URL");
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-}
-
 struct World {
     server: TestServer,
     api: Client,
@@ -60,7 +34,7 @@ impl World {
     async fn start(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<Self> {
         let url = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(postgres_url().await?),
+            Backend::Postgres => Some(common::services::postgres_url().await?),
         };
         let server = TestServer::start_with(|c| {
             if let Some(url) = url {

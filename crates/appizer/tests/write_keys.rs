@@ -62,6 +62,7 @@ async fn write_keys_resolve_to_their_project_and_nothing_else_passes() {
         server.store.clone(),
         server.state.events.clone(),
         server.state.push.clone(),
+        Arc::new(appizer_gateway::rate_limit::RateLimiter::local()),
     );
     let refused = authenticate_write_key(&fresh, &server.keys.write_key)
         .await

@@ -49,6 +49,18 @@ api_per_second = {api_per_second}
 api_burst = {api_burst}
 ingest_per_second = {ingest_per_second}
 ingest_burst = {ingest_burst}
+# Where the buckets live: empty = in this process (each node limits on its own);
+# "redis://HOST:6379" = in Redis, shared by every node (GCRA; when Redis is unreachable
+# each node decides with its own buckets meanwhile, counted in
+# appizer_rate_limit_local_fallback_total and shown in /readyz).
+shared_url = ""
+
+[rate_limit.redis]
+# A decision waits this long for Redis before it is taken locally.
+timeout_ms = {redis_timeout_ms}
+# After a failure, decide locally this long before trying Redis again.
+retry_ms = {redis_retry_ms}
+key_prefix = "{redis_key_prefix}"
 
 [ingest]
 # Largest ingestion request body (compressed or not), in bytes; larger: 413.
@@ -185,6 +197,9 @@ format = "text"
         api_burst = d.rate_limit.api_burst,
         ingest_per_second = d.rate_limit.ingest_per_second,
         ingest_burst = d.rate_limit.ingest_burst,
+        redis_timeout_ms = d.rate_limit.redis.timeout_ms,
+        redis_retry_ms = d.rate_limit.redis.retry_ms,
+        redis_key_prefix = d.rate_limit.redis.key_prefix,
         ingest_max_body_bytes = d.ingest.max_body_bytes,
         queue_max_disk_bytes = d.ingest.queue_max_disk_bytes,
         segment_bytes = d.ingest.log.segment_bytes,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{
     is_stream_name, Config, RateLimitConfig, DEFAULT_CONFIG_FILE, ENV_PREFIX, ENV_RESERVED,
-    QUEUE_SCHEMES,
+    QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,7 @@ impl Config {
             api_burst: 100_000,
             ingest_per_second: 100_000,
             ingest_burst: 100_000,
+            ..RateLimitConfig::default()
         };
         config.log.level = "warn".into();
         config.ingest.flush_interval_ms = 500;
@@ -114,6 +115,21 @@ impl Config {
             ("rate_limit.api_burst", rl.api_burst),
             ("rate_limit.ingest_per_second", rl.ingest_per_second),
             ("rate_limit.ingest_burst", rl.ingest_burst),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        let shared = rl.shared_url.expose();
+        if !(shared.is_empty() || SHARED_LIMIT_SCHEMES.iter().any(|s| shared.starts_with(s))) {
+            return invalid(
+                "rate_limit.shared_url",
+                "must be empty (buckets in this process) or redis://HOST:PORT[/DB]",
+            );
+        }
+        for (key, value) in [
+            ("rate_limit.redis.timeout_ms", rl.redis.timeout_ms),
+            ("rate_limit.redis.retry_ms", rl.redis.retry_ms),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");

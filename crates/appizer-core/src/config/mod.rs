@@ -214,7 +214,7 @@ pub struct TlsConfig {
     pub key_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Sustained management requests per second, per key.
@@ -225,7 +225,38 @@ pub struct RateLimitConfig {
     pub ingest_per_second: u32,
     /// Ingestion burst per write key.
     pub ingest_burst: u32,
+    /// Where the buckets live, chosen by scheme: empty = in this process (each node
+    /// limits on its own); `redis://HOST:PORT[/DB]` = in Redis, shared by every node
+    /// pointed at it (while it is unreachable, each node falls back to its own).
+    pub shared_url: SecretString,
+    /// Settings of the buckets in Redis.
+    pub redis: RedisLimitConfig,
 }
+
+/// `[rate_limit.redis]`: the shared buckets in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisLimitConfig {
+    /// A request's decision waits this long for Redis, then is taken locally.
+    pub timeout_ms: u64,
+    /// After Redis failed, this node decides locally for this long before trying again.
+    pub retry_ms: u64,
+    /// Prefix of every key this node writes in Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisLimitConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 50,
+            retry_ms: 1_000,
+            key_prefix: "appizer:rl:".into(),
+        }
+    }
+}
+
+/// Schemes `rate_limit.shared_url` may have (besides empty: buckets in the process).
+pub const SHARED_LIMIT_SCHEMES: [&str; 1] = ["redis://"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -460,6 +491,8 @@ impl Default for RateLimitConfig {
             api_burst: 100,
             ingest_per_second: 5_000,
             ingest_burst: 10_000,
+            shared_url: SecretString::default(),
+            redis: RedisLimitConfig::default(),
         }
     }
 }

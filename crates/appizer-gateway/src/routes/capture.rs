@@ -238,12 +238,15 @@ pub(crate) async fn authenticate(
         &principal.rate_limit,
         LimitClass::Ingest,
     );
-    let decision = state.limiter.check(
-        principal.limit_id(),
-        LimitClass::Ingest,
-        limits,
-        Instant::now(),
-    );
+    let decision = state
+        .limiter
+        .check(
+            principal.limit_id(),
+            LimitClass::Ingest,
+            limits,
+            Instant::now(),
+        )
+        .await;
     if !decision.allowed {
         return Err(ApiError::new(
             ErrorCode::RateLimited,

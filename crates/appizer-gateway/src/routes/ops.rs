@@ -1,6 +1,6 @@
 //! Operations endpoints, unauthenticated: `/healthz` (the process answers), `/readyz`
-//! (storage answers and no background loop keeps failing), `/metrics` (Prometheus
-//! text, with each background loop's health).
+//! (storage answers and no background loop keeps failing; what works degraded is
+//! named), `/metrics` (Prometheus text, with each background loop's health).
 
 use appizer_core::ErrorCode;
 use axum::extract::State;
@@ -11,25 +11,42 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::metrics::{COMPONENT_FAILURES, COMPONENT_HEALTHY};
+use crate::metrics::{COMPONENT_DEGRADED, COMPONENT_FAILURES, COMPONENT_HEALTHY};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
-    /// `ok` or `ready`.
+    /// `ok`, `ready`, or `degraded` (serving, with what works in a degraded mode
+    /// listed in `degraded`).
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<Degraded>,
+}
+
+/// A component serving in a degraded mode.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Degraded {
+    /// `rate_limit`, ...
+    pub component: &'static str,
+    /// What is degraded and what the node does meanwhile.
+    pub reason: String,
 }
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Status)))]
 pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    Json(Status {
+        status: "ok",
+        degraded: Vec::new(),
+    })
 }
 
 /// The process can serve: its metadata store answers, its event queue takes appends,
 /// and no background loop (workers, flush, compaction, segment refresh) keeps failing:
-/// a 503 names the first failing one in `field` and its last error in `message`.
+/// a 503 names the first failing one in `field` and its last error in `message`. A
+/// component working in a degraded mode (rate limits decided locally while Redis is
+/// unreachable) leaves the node ready: `status` is `degraded` and `degraded` says why.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -64,7 +81,22 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .with_retry_after(5)
         .into_response();
     }
-    Json(Status { status: "ready" }).into_response()
+    let degraded: Vec<Degraded> = state
+        .events
+        .health
+        .degraded()
+        .into_iter()
+        .map(|c| Degraded {
+            component: c.name,
+            reason: c.degraded.unwrap_or_default(),
+        })
+        .collect();
+    let status = if degraded.is_empty() {
+        "ready"
+    } else {
+        "degraded"
+    };
+    Json(Status { status, degraded }).into_response()
 }
 
 /// Prometheus metrics.
@@ -77,6 +109,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .set(f64::from(u8::from(c.healthy)));
         metrics::gauge!(COMPONENT_FAILURES, "component" => component)
             .set(f64::from(c.consecutive_failures));
+        metrics::gauge!(COMPONENT_DEGRADED, "component" => component)
+            .set(f64::from(u8::from(c.degraded.is_some())));
     }
     state.metrics.run_upkeep();
     (

@@ -190,7 +190,7 @@ pub async fn sign_in(
 ) -> ApiResult<Response> {
     let ip = peer_ip(&state, peer, &headers);
     let email = normalize_email(&body.email).map_err(|e| ApiError::invalid("email", e.0))?;
-    crate::dashboard_auth::spend_sign_in(&state, &email, ip)?;
+    crate::dashboard_auth::spend_sign_in(&state, &email, ip).await?;
     let member = state.store.team().find_member_by_email(&email).await?;
     let hash = member
         .as_ref()

@@ -4,6 +4,7 @@
 
 pub mod crash;
 pub mod push;
+pub mod services;
 
 use appizer::testing::TestServer;
 use reqwest::header::HeaderMap;
@@ -29,6 +30,7 @@ impl Answer {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub base_url: String,
