@@ -195,8 +195,40 @@ impl Pipeline {
                 }
             })
             .await?;
+        let registry = config.health.clone();
+        Ok(Self::assemble(
+            queue, store, config, dedup, counters, &registry,
+        ))
+    }
+
+    /// The pipeline of a node that runs no workers (an API, query or push node of a
+    /// split deployment): it touches no file, rebuilds nothing and reports no health;
+    /// its live stream and counters stay empty, as this node processes no events.
+    pub fn passive(
+        queue: Arc<dyn EventQueue>,
+        store: Arc<EventStore>,
+        config: PipelineConfig,
+    ) -> Arc<Self> {
+        let dedup = Dedup::new(config.dedup_window);
+        Self::assemble(
+            queue,
+            store,
+            config,
+            dedup,
+            Counters::default(),
+            &appizer_core::health::HealthRegistry::new(),
+        )
+    }
+
+    fn assemble(
+        queue: Arc<dyn EventQueue>,
+        store: Arc<EventStore>,
+        config: PipelineConfig,
+        dedup: Dedup,
+        counters: Counters,
+        registry: &appizer_core::health::HealthRegistry,
+    ) -> Arc<Self> {
         let (live, _) = broadcast::channel(config.live_buffer.max(16));
-        let registry = &config.health;
         let health = WorkerHealth {
             pipeline: registry.register(
                 PIPELINE,
@@ -208,7 +240,7 @@ impl Pipeline {
             flush: registry.register(FLUSH, Policy::default()),
             compaction: registry.register(COMPACTION, Policy::default()),
         };
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             health,
             queue,
             store,
@@ -220,7 +252,7 @@ impl Pipeline {
             counters,
             processed_end: std::sync::atomic::AtomicU64::new(0),
             config,
-        }))
+        })
     }
 
     /// Events as they are stored, for live streams. A receiver that lags more than the

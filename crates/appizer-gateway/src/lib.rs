@@ -14,6 +14,7 @@ pub mod extract;
 pub mod metrics;
 pub mod observe;
 pub mod rate_limit;
+pub mod roles;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -281,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             answer_panic,
         ))
+        .layer(from_fn_with_state(state.clone(), roles::route_by_role))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }

@@ -108,9 +108,20 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the durable queue and the event store under `data_dir` and starts the
-    /// ingestion workers.
-    pub async fn open(config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
+    /// Opens the durable queue and the event store and starts what the node's roles
+    /// run: the ingestion workers and segment refresh (`worker`), the push delivery
+    /// loop and the campaign runner (`push`). Every node opens the queue (API nodes
+    /// append to it) and reads the event files (query nodes answer from them).
+    pub async fn open(mut config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
+        let roles = config.node_roles();
+        if !roles.worker {
+            // The answer cache is keyed by the data version this node's writes bump;
+            // without workers here nothing would ever bump it.
+            config.analytics.result_cache_entries = 0;
+        }
+        if !roles.is_all() {
+            tracing::info!(roles = %roles.names(), "this node runs some of the roles");
+        }
         let ingest = &config.ingest;
         let priority = Priority {
             nice: ingest.worker_nice,
@@ -128,7 +139,7 @@ impl App {
                     background: background.clone(),
                     compression: ingest.parquet_compression,
                     key_compression: ingest.parquet_key_compression,
-                    ..EventStoreConfig::new(config.data_dir.join("events"))
+                    ..EventStoreConfig::new(config.events_dir())
                 },
                 store.clone(),
             )
@@ -148,24 +159,31 @@ impl App {
                 max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,
             },
         ));
-        // The workers hand the campaign runner the events of triggered campaigns.
+        // The workers hand the campaign runner the events of triggered campaigns, when
+        // both run here.
         let tap = Arc::new(TriggerTap::default());
-        let pipeline = Pipeline::new(
-            queue.clone(),
-            events,
-            PipelineConfig {
-                dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
-                geoip,
-                background,
-                identity: Some(identity.clone()),
-                warnings: Some(warnings.clone()),
-                health: health.clone(),
-                tap: Some(tap.clone()),
-                ..PipelineConfig::default()
+        let triggers_here = roles.worker && roles.push;
+        let pipeline_config = PipelineConfig {
+            dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
+            geoip,
+            background,
+            identity: Some(identity.clone()),
+            warnings: Some(warnings.clone()),
+            health: health.clone(),
+            tap: if triggers_here {
+                Some(tap.clone())
+            } else {
+                None
             },
-        )
-        .await
-        .context("cannot start the ingestion workers")?;
+            ..PipelineConfig::default()
+        };
+        let pipeline = if roles.worker {
+            Pipeline::new(queue.clone(), events, pipeline_config)
+                .await
+                .context("cannot start the ingestion workers")?
+        } else {
+            Pipeline::passive(queue.clone(), events, pipeline_config)
+        };
         let analytics = Arc::new(appizer_analytics::Engine::new(
             pipeline.store().clone(),
             store.clone(),
@@ -176,7 +194,7 @@ impl App {
             let (analytics, workers) = (analytics.clone(), workers.clone());
             let reporter = health.register(SEGMENT_REFRESH, Policy::default());
             async move {
-                if refresh_every.is_zero() {
+                if refresh_every.is_zero() || !roles.worker {
                     return;
                 }
                 loop {
@@ -200,10 +218,14 @@ impl App {
         let delivery = BackgroundRuntime::new("appizer-push", cores(), priority)
             .context("cannot start the push delivery threads")?;
         let delivery_task = {
-            let loop_ = delivery.handle().spawn(outbox.clone().run(workers.clone()));
+            let loop_ = roles
+                .push
+                .then(|| delivery.handle().spawn(outbox.clone().run(workers.clone())));
             tokio::spawn(async move {
-                if let Err(e) = loop_.await {
-                    tracing::error!(error = %e, "the push delivery loop ended");
+                if let Some(delivery) = loop_ {
+                    if let Err(e) = delivery.await {
+                        tracing::error!(error = %e, "the push delivery loop ended");
+                    }
                 }
             })
         };
@@ -220,12 +242,19 @@ impl App {
             tap,
         ));
         // Triggered campaigns are armed before the workers replay unflushed events.
-        if let Err(e) = runner.arm_triggers(chrono::Utc::now()).await {
+        if !triggers_here {
+            if roles.push {
+                tracing::warn!("triggered campaigns need the worker and push roles on one node; this node runs no workers, so it starts none");
+            }
+        } else if let Err(e) = runner.arm_triggers(chrono::Utc::now()).await {
             tracing::warn!(error = %e, "cannot arm triggered campaigns before the workers start; triggers of replayed events may be missed");
         }
         let worker_task = tokio::spawn({
             let (pipeline, workers) = (pipeline.clone(), workers.clone());
             async move {
+                if !roles.worker {
+                    return;
+                }
                 // A failed run resumes from the durable state after a pause; what it
                 // had buffered is replayed from the queue and deduplicated.
                 while let Err(e) = pipeline.clone().run(workers.clone()).await {
@@ -237,10 +266,14 @@ impl App {
                 }
             }
         });
-        let runner_task = delivery.handle().spawn(runner.clone().run(workers.clone()));
+        let runner_task = roles
+            .push
+            .then(|| delivery.handle().spawn(runner.clone().run(workers.clone())));
         let runner_task = tokio::spawn(async move {
-            if let Err(e) = runner_task.await {
-                tracing::error!(error = %e, "the campaign runner ended");
+            if let Some(runner) = runner_task {
+                if let Err(e) = runner.await {
+                    tracing::error!(error = %e, "the campaign runner ended");
+                }
             }
         });
         let limiter = appizer_gateway::rate_limit::RateLimiter::open(&config.rate_limit, &health)

@@ -72,6 +72,10 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// What this node runs: all (the default), or some of api, worker, query, push
+        /// (comma-separated or repeated); split roles need PostgreSQL and NATS.
+        #[arg(long = "role", value_delimiter = ',')]
+        roles: Vec<appizer_core::config::NodeRole>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -147,6 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             data_dir,
             listen,
+            roles,
             admin,
         } => {
             if let Some(dir) = data_dir {
@@ -154,6 +159,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(addr) = listen {
                 config.server.listen = addr;
+            }
+            if !roles.is_empty() {
+                config = config.with_roles(roles)?;
             }
             appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
             runtime.block_on(serve_command(config, admin.first_admin()))?;

@@ -18,6 +18,16 @@ data_dir = "{data_dir}"
 # Or "sqlite:///path/to/metadata.db", or "postgres://user:password@host:5432/dbname".
 database_url = ""
 
+# Parquet event files. Empty: <data_dir>/events. Or "file:///path" (a directory every
+# worker and query node of a deployment names).
+events_url = ""
+
+# What this node runs: ["all"], or some of "api" (ingestion and management routes),
+# "worker" (consumes the queue: Parquet files, persons, segments), "query" (analytics
+# queries) and "push" (delivery, campaigns). Split roles need database_url on
+# PostgreSQL and ingest.queue_url on NATS (docs/deploy.md). `serve --role` overrides.
+roles = ["all"]
+
 [server]
 listen = "{listen}"
 # Open connections at most; further connections wait to be accepted.

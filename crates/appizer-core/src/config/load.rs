@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    is_stream_name, Config, RateLimitConfig, DEFAULT_CONFIG_FILE, ENV_PREFIX, ENV_RESERVED,
-    QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
+    is_stream_name, Config, NodeRole, RateLimitConfig, Roles, DEFAULT_CONFIG_FILE, ENV_PREFIX,
+    ENV_RESERVED, QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,34 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        if !(self.events_url.is_empty() || self.events_url.starts_with("file:")) {
+            return invalid(
+                "events_url",
+                "must be empty (data_dir/events) or file:///PATH",
+            );
+        }
+        if self.roles.is_empty() {
+            return invalid("roles", "must name at least one role");
+        }
+        if self.roles.len() > 1 && self.roles.contains(&NodeRole::All) {
+            return invalid("roles", "`all` is every role: name it alone");
+        }
+        let roles = self.node_roles();
+        if !roles.is_all() {
+            if !self.database_url.expose().starts_with("postgres") {
+                return invalid(
+                    "database_url",
+                    "a node with some of the roles shares its metadata with the others: postgres://USER@HOST/DB",
+                );
+            }
+            let queue = self.ingest.queue_url.expose();
+            if !(queue.starts_with("nats://") || queue.starts_with("tls://")) {
+                return invalid(
+                    "ingest.queue_url",
+                    "a node with some of the roles shares its queue with the others: nats://HOST:4222",
+                );
+            }
+        }
         let shared = rl.shared_url.expose();
         if !(shared.is_empty() || SHARED_LIMIT_SCHEMES.iter().any(|s| shared.starts_with(s))) {
             return invalid(
@@ -225,6 +253,28 @@ impl Config {
         } else {
             self.database_url.expose().to_string()
         }
+    }
+
+    /// The directory of the Parquet event files `events_url` names.
+    pub fn events_dir(&self) -> PathBuf {
+        match self.events_url.strip_prefix("file:") {
+            Some(rest) if !rest.is_empty() => {
+                PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
+            }
+            _ => self.data_dir.join("events"),
+        }
+    }
+
+    /// The config with `roles` instead of its own (a command-line flag), checked again.
+    pub fn with_roles(mut self, roles: Vec<NodeRole>) -> Result<Self, ConfigError> {
+        self.roles = roles;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The roles this node runs.
+    pub fn node_roles(&self) -> Roles {
+        Roles::of(&self.roles)
     }
 
     pub fn tls_enabled(&self) -> bool {

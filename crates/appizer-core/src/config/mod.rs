@@ -45,6 +45,15 @@ pub struct Config {
     /// Metadata store: empty = SQLite file `metadata.db` in `data_dir`;
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
     pub database_url: SecretString,
+    /// Where the Parquet event files live: empty = `data_dir/events`; `file:///PATH` =
+    /// that directory (every worker and query node of a deployment names the same).
+    pub events_url: String,
+    /// What this node runs: `all`, or some of `api` (ingestion and management
+    /// routes), `worker` (the queue's consumers: Parquet, persons, segments), `query`
+    /// (analytics queries, `/api/v1/projects/{id}/query/...`) and `push` (delivery
+    /// and campaigns). A node of a split deployment needs the shared services:
+    /// `database_url` on PostgreSQL and `ingest.queue_url` on NATS.
+    pub roles: Vec<NodeRole>,
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub rate_limit: RateLimitConfig,
@@ -54,6 +63,86 @@ pub struct Config {
     pub push: PushConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// One of the roles a node runs (`roles`, `serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    All,
+    Api,
+    Worker,
+    Query,
+    Push,
+}
+
+impl NodeRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::All => "all",
+            NodeRole::Api => "api",
+            NodeRole::Worker => "worker",
+            NodeRole::Query => "query",
+            NodeRole::Push => "push",
+        }
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            NodeRole::All,
+            NodeRole::Api,
+            NodeRole::Worker,
+            NodeRole::Query,
+            NodeRole::Push,
+        ]
+        .into_iter()
+        .find(|r| r.name() == s)
+        .ok_or_else(|| format!("`{s}` is not a role: all, api, worker, query or push"))
+    }
+}
+
+/// The roles a node runs, each on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+    pub query: bool,
+    pub push: bool,
+}
+
+impl Roles {
+    pub fn of(roles: &[NodeRole]) -> Self {
+        let has = |r: NodeRole| roles.contains(&NodeRole::All) || roles.contains(&r);
+        Self {
+            api: has(NodeRole::Api),
+            worker: has(NodeRole::Worker),
+            query: has(NodeRole::Query),
+            push: has(NodeRole::Push),
+        }
+    }
+
+    /// Every role: one process is the whole product.
+    pub fn is_all(&self) -> bool {
+        self.api && self.worker && self.query && self.push
+    }
+
+    /// `api,worker`, ... (for logs and errors).
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = [
+            (self.api, "api"),
+            (self.worker, "worker"),
+            (self.query, "query"),
+            (self.push, "push"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        names.join(",")
+    }
 }
 
 /// `[push]`: push delivery.
@@ -456,6 +545,8 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./appizer-data"),
             database_url: SecretString::default(),
+            events_url: String::new(),
+            roles: vec![NodeRole::All],
             server: ServerConfig::default(),
             tls: TlsConfig::default(),
             rate_limit: RateLimitConfig::default(),

@@ -216,3 +216,45 @@ fn metadata_url_defaults_to_sqlite_in_the_data_dir_and_debug_hides_it() {
     assert_eq!(c.metadata_url(), "postgres://u:pw@h/db");
     assert!(!format!("{c:?}").contains("pw@"));
 }
+
+#[test]
+fn split_roles_need_the_shared_metadata_store_and_queue() {
+    let all = Config::from_toml_str("").unwrap();
+    assert!(all.node_roles().is_all());
+    let refused = |toml: &str| match Config::from_toml_str(toml).unwrap_err() {
+        ConfigError::Invalid { key, .. } => key,
+        other => panic!("{other}"),
+    };
+    assert_eq!(refused("roles = [\"api\"]"), "database_url");
+    assert_eq!(
+        refused("roles = [\"api\"]\ndatabase_url = \"postgres://h/db\""),
+        "ingest.queue_url"
+    );
+    assert_eq!(refused("roles = [\"all\", \"api\"]"), "roles");
+    assert_eq!(refused("roles = []"), "roles");
+    assert_eq!(refused("roles = [\"reporter\"]"), "roles[0]");
+    let split = Config::from_toml_str(
+        "roles = [\"api\", \"query\"]\ndatabase_url = \"postgres://h/db\"\n[ingest]\nqueue_url = \"nats://h:4222\"",
+    )
+    .unwrap();
+    let roles = split.node_roles();
+    assert!(roles.api && roles.query && !roles.worker && !roles.push);
+    assert_eq!(roles.names(), "api,query");
+}
+
+#[test]
+fn events_live_in_the_data_dir_unless_events_url_names_a_directory() {
+    let mut c = Config {
+        data_dir: PathBuf::from("/d"),
+        ..Config::default()
+    };
+    assert_eq!(c.events_dir(), PathBuf::from("/d/events"));
+    c.events_url = "file:///shared/events".into();
+    assert_eq!(c.events_dir(), PathBuf::from("/shared/events"));
+    assert_eq!(
+        Config::from_toml_str("events_url = \"s3://bucket\"")
+            .unwrap_err()
+            .to_string(),
+        "invalid config at `events_url`: must be empty (data_dir/events) or file:///PATH"
+    );
+}
