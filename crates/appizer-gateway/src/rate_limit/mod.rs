@@ -137,15 +137,31 @@ struct Refusal {
     full_at: Instant,
 }
 
-/// A kept-refusals shard is swept of expired refusals when it grows to this size.
+/// A kept-refusals shard is swept of expired refusals when it grows to this size; the
+/// next sweep waits until what the sweep kept doubles (amortised O(1) per refusal).
 const REFUSALS_SWEEP_AT: usize = 1_024;
+
+#[derive(Debug)]
+struct Refusals {
+    kept: HashMap<(Uuid, LimitClass), Refusal>,
+    sweep_at: usize,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Self {
+            kept: HashMap::new(),
+            sweep_at: REFUSALS_SWEEP_AT,
+        }
+    }
+}
 
 /// Every key's budgets: local buckets, or Redis with the local buckets as fallback.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     local: LocalBuckets,
     shared: Option<RedisBuckets>,
-    refusals: [Mutex<HashMap<(Uuid, LimitClass), Refusal>>; SHARDS],
+    refusals: [Mutex<Refusals>; SHARDS],
     decided_shared: AtomicU64,
     kept_refusals: AtomicU64,
     local_fallbacks: AtomicU64,
@@ -240,9 +256,9 @@ impl RateLimiter {
 
     fn kept_refusal(&self, key: Uuid, class: LimitClass, now: Instant) -> Option<Decision> {
         let mut shard = self.refusals[shard_of(key)].lock();
-        let refusal = *shard.get(&(key, class))?;
+        let refusal = *shard.kept.get(&(key, class))?;
         if now >= refusal.retry_at {
-            shard.remove(&(key, class));
+            shard.kept.remove(&(key, class));
             return None;
         }
         Some(Decision {
@@ -256,10 +272,11 @@ impl RateLimiter {
 
     fn keep_refusal(&self, key: Uuid, class: LimitClass, burst: u32, gcra: &Gcra, now: Instant) {
         let mut shard = self.refusals[shard_of(key)].lock();
-        if shard.len() >= REFUSALS_SWEEP_AT {
-            shard.retain(|_, r| r.retry_at > now);
+        if shard.kept.len() >= shard.sweep_at {
+            shard.kept.retain(|_, r| r.retry_at > now);
+            shard.sweep_at = (shard.kept.len() * 2).max(REFUSALS_SWEEP_AT);
         }
-        shard.insert(
+        shard.kept.insert(
             (key, class),
             Refusal {
                 limit: burst,
@@ -290,6 +307,46 @@ mod tests {
         assert_eq!(api.per_second, config.api_per_second);
         let ingest = Limits::resolve(&config, &project, LimitClass::Ingest);
         assert_eq!(ingest.burst, config.ingest_burst);
+    }
+
+    #[test]
+    fn a_kept_refusal_answers_until_its_retry_time_and_expired_ones_are_swept() {
+        let limiter = RateLimiter::local();
+        let (key, now) = (Uuid::now_v7(), Instant::now());
+        let gcra = Gcra {
+            allowed: false,
+            remaining: 0,
+            reset: Duration::from_millis(2_500),
+            retry_after: Duration::from_millis(100),
+        };
+        limiter.keep_refusal(key, LimitClass::Ingest, 7, &gcra, now);
+        let kept = limiter
+            .kept_refusal(key, LimitClass::Ingest, now + Duration::from_millis(50))
+            .expect("refused until the retry time");
+        assert!(!kept.allowed);
+        assert_eq!(
+            (kept.limit, kept.retry_after_secs, kept.reset_secs),
+            (7, 1, 3)
+        );
+        assert!(limiter.kept_refusal(key, LimitClass::Api, now).is_none());
+        let later = now + Duration::from_millis(100);
+        assert!(limiter
+            .kept_refusal(key, LimitClass::Ingest, later)
+            .is_none());
+        assert!(limiter.refusals[shard_of(key)].lock().kept.is_empty());
+
+        // A full shard of expired refusals is swept by the next one kept.
+        let shard = shard_of(key);
+        let mut filled = 0;
+        while filled < REFUSALS_SWEEP_AT {
+            let other = Uuid::now_v7();
+            if shard_of(other) == shard {
+                limiter.keep_refusal(other, LimitClass::Api, 1, &gcra, now);
+                filled += 1;
+            }
+        }
+        limiter.keep_refusal(key, LimitClass::Api, 1, &gcra, later);
+        assert_eq!(limiter.refusals[shard].lock().kept.len(), 1);
     }
 
     #[tokio::test]
