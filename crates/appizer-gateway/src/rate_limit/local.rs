@@ -2,13 +2,12 @@
 //! tokens refilled at the rate. The only buckets without Redis, and each node's own
 //! while Redis is unreachable.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{shard_of, Decision, LimitClass, SHARDS};
+use super::{shard_of, Decision, LimitClass, SweptShard, SHARDS};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -17,24 +16,10 @@ struct Bucket {
 }
 
 /// A shard holding this many buckets drops the ones that have refilled completely (their
-/// state equals a fresh bucket's), so memory follows active keys only. The next sweep
-/// waits until the shard doubles, which keeps sweeping amortised O(1) per request.
+/// state equals a fresh bucket's).
 const SHARD_SWEEP_AT: usize = 4_096;
 
-#[derive(Debug)]
-struct Shard {
-    buckets: HashMap<(Uuid, LimitClass), Bucket>,
-    sweep_at: usize,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Self {
-            buckets: HashMap::new(),
-            sweep_at: SHARD_SWEEP_AT,
-        }
-    }
-}
+type Shard = SweptShard<Bucket, SHARD_SWEEP_AT>;
 
 /// Token buckets for every active key, sharded to keep lock hold times short.
 #[derive(Debug, Default)]
@@ -57,13 +42,10 @@ impl LocalBuckets {
         let burst = f64::from(burst.max(1));
         let shard = &self.shards[shard_of(key)];
         let mut shard = shard.lock();
-        if shard.buckets.len() >= shard.sweep_at {
-            shard.buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-            });
-            shard.sweep_at = (shard.buckets.len() * 2).max(SHARD_SWEEP_AT);
-        }
-        let bucket = shard.buckets.entry((key, class)).or_insert(Bucket {
+        shard.sweep_if_due(|b| {
+            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+        });
+        let bucket = shard.entries.entry((key, class)).or_insert(Bucket {
             tokens: burst,
             last: now,
         });
@@ -154,7 +136,7 @@ mod tests {
     #[test]
     fn idle_full_buckets_are_swept_and_active_ones_kept() {
         let limiter = LocalBuckets::default();
-        let len = || limiter.shards[0].lock().buckets.len();
+        let len = || limiter.shards[0].lock().entries.len();
         let t0 = Instant::now();
         for _ in 0..SHARD_SWEEP_AT {
             limiter.check(key_in_shard_zero(), LimitClass::Api, LIMITS, t0);

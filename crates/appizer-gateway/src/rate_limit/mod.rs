@@ -117,6 +117,36 @@ fn shard_of(key: Uuid) -> usize {
     (key.as_u128() % SHARDS as u128) as usize
 }
 
+/// One shard of a map keyed by key id and class that is swept as it grows: holding
+/// `sweep_at` entries, it drops the ones that carry no state worth keeping before the
+/// next is added, and the next sweep waits until what it kept doubles (at least
+/// `FLOOR`). Sweeping stays amortised O(1) per addition and memory follows the active
+/// keys only.
+#[derive(Debug)]
+struct SweptShard<V, const FLOOR: usize> {
+    entries: HashMap<(Uuid, LimitClass), V>,
+    sweep_at: usize,
+}
+
+impl<V, const FLOOR: usize> Default for SweptShard<V, FLOOR> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: FLOOR,
+        }
+    }
+}
+
+impl<V, const FLOOR: usize> SweptShard<V, FLOOR> {
+    /// When the shard is due, keeps only the entries `keep` accepts.
+    fn sweep_if_due(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, v| keep(v));
+            self.sweep_at = (self.entries.len() * 2).max(FLOOR);
+        }
+    }
+}
+
 /// How many decisions each path took (for tests and benchmarks; `/metrics` counts the
 /// fallbacks too).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -137,31 +167,15 @@ struct Refusal {
     full_at: Instant,
 }
 
-/// A kept-refusals shard is swept of expired refusals when it grows to this size; the
-/// next sweep waits until what the sweep kept doubles (amortised O(1) per refusal).
+/// A kept-refusals shard is swept of expired refusals from this size on.
 const REFUSALS_SWEEP_AT: usize = 1_024;
-
-#[derive(Debug)]
-struct Refusals {
-    kept: HashMap<(Uuid, LimitClass), Refusal>,
-    sweep_at: usize,
-}
-
-impl Default for Refusals {
-    fn default() -> Self {
-        Self {
-            kept: HashMap::new(),
-            sweep_at: REFUSALS_SWEEP_AT,
-        }
-    }
-}
 
 /// Every key's budgets: local buckets, or Redis with the local buckets as fallback.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     local: LocalBuckets,
     shared: Option<RedisBuckets>,
-    refusals: [Mutex<Refusals>; SHARDS],
+    refusals: [Mutex<SweptShard<Refusal, REFUSALS_SWEEP_AT>>; SHARDS],
     decided_shared: AtomicU64,
     kept_refusals: AtomicU64,
     local_fallbacks: AtomicU64,
@@ -256,9 +270,9 @@ impl RateLimiter {
 
     fn kept_refusal(&self, key: Uuid, class: LimitClass, now: Instant) -> Option<Decision> {
         let mut shard = self.refusals[shard_of(key)].lock();
-        let refusal = *shard.kept.get(&(key, class))?;
+        let refusal = *shard.entries.get(&(key, class))?;
         if now >= refusal.retry_at {
-            shard.kept.remove(&(key, class));
+            shard.entries.remove(&(key, class));
             return None;
         }
         Some(Decision {
@@ -272,11 +286,8 @@ impl RateLimiter {
 
     fn keep_refusal(&self, key: Uuid, class: LimitClass, burst: u32, gcra: &Gcra, now: Instant) {
         let mut shard = self.refusals[shard_of(key)].lock();
-        if shard.kept.len() >= shard.sweep_at {
-            shard.kept.retain(|_, r| r.retry_at > now);
-            shard.sweep_at = (shard.kept.len() * 2).max(REFUSALS_SWEEP_AT);
-        }
-        shard.kept.insert(
+        shard.sweep_if_due(|r| r.retry_at > now);
+        shard.entries.insert(
             (key, class),
             Refusal {
                 limit: burst,
@@ -333,7 +344,7 @@ mod tests {
         assert!(limiter
             .kept_refusal(key, LimitClass::Ingest, later)
             .is_none());
-        assert!(limiter.refusals[shard_of(key)].lock().kept.is_empty());
+        assert!(limiter.refusals[shard_of(key)].lock().entries.is_empty());
 
         // A full shard of expired refusals is swept by the next one kept.
         let shard = shard_of(key);
@@ -346,7 +357,7 @@ mod tests {
             }
         }
         limiter.keep_refusal(key, LimitClass::Api, 1, &gcra, later);
-        assert_eq!(limiter.refusals[shard].lock().kept.len(), 1);
+        assert_eq!(limiter.refusals[shard].lock().entries.len(), 1);
     }
 
     #[tokio::test]

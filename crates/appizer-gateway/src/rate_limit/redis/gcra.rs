@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::super::Decision;
+use super::super::{ceil_secs, Decision};
 
 /// KEYS[1]: the budget's key; ARGV[1]: emission interval in microseconds (may be
 /// fractional); ARGV[2]: burst. Returns {admitted (0|1), remaining, microseconds until
@@ -58,16 +58,15 @@ impl Gcra {
 
     /// The answer's headers for a budget of `burst`.
     pub fn decision(&self, burst: u32) -> Decision {
-        let secs = |d: Duration| d.as_micros().div_ceil(1_000_000) as u64;
         Decision {
             allowed: self.allowed,
             limit: burst,
             remaining: self.remaining,
-            reset_secs: secs(self.reset),
+            reset_secs: ceil_secs(self.reset),
             retry_after_secs: if self.allowed {
                 0
             } else {
-                secs(self.retry_after).max(1)
+                ceil_secs(self.retry_after).max(1)
             },
         }
     }
