@@ -46,11 +46,7 @@ impl TestServer {
     /// Starts a server with [`Config::for_tests`] changed by `configure`, on a new
     /// temporary data dir unless `configure` names one, initialising it.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
-        let temp_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_tests();
-        config.data_dir = temp_dir.path().to_path_buf();
-        configure(&mut config);
-        let store = crate::open_store(&config).await.expect("open the store");
+        let (config, temp_dir, store) = Self::prepare(configure).await;
         let admin = FirstAdmin {
             email: ADMIN_EMAIL.into(),
             password: Some(ADMIN_PASSWORD.into()),
@@ -65,12 +61,21 @@ impl TestServer {
     /// points it at the same shared services (`database_url`, `rate_limit.shared_url`,
     /// ...); it gets its own temporary data dir and initialises nothing.
     pub async fn join(keys: InitOutput, configure: impl FnOnce(&mut Config)) -> Self {
+        let (config, temp_dir, store) = Self::prepare(configure).await;
+        Self::launch(config, store, keys, Some(temp_dir)).await
+    }
+
+    /// [`Config::for_tests`] on a new temporary data dir, changed by `configure`, and
+    /// the store it names.
+    async fn prepare(
+        configure: impl FnOnce(&mut Config),
+    ) -> (Config, tempfile::TempDir, Arc<dyn MetadataStore>) {
         let temp_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests();
         config.data_dir = temp_dir.path().to_path_buf();
         configure(&mut config);
         let store = crate::open_store(&config).await.expect("open the store");
-        Self::launch(config, store, keys, Some(temp_dir)).await
+        (config, temp_dir, store)
     }
 
     /// Starts a server again on the initialised `data_dir` of a stopped one, whose
