@@ -120,4 +120,12 @@ async fn an_api_a_worker_and_a_query_node_share_one_product() {
     query.stop().await;
     worker.stop().await;
     api_node.stop().await;
+    // The stream reserves its disk budget on the server until it is deleted.
+    use appizer_storage::queue::{NatsConfig, NatsQueue};
+    NatsQueue::open(NatsConfig::new(&shared.queue, &shared.stream))
+        .await
+        .unwrap()
+        .delete()
+        .await
+        .unwrap();
 }
