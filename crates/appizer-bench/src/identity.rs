@@ -256,7 +256,9 @@ struct Applied {
 async fn apply(identity: &Identity, offset: u64) -> anyhow::Result<(usize, f64)> {
     let persons = identity.take_deltas();
     let started = Instant::now();
-    identity.apply(Some(offset)).await?;
+    identity
+        .apply(Some(appizer_storage::persons::Applied::unleased(offset)))
+        .await?;
     Ok((persons, started.elapsed().as_secs_f64()))
 }
 

@@ -4,10 +4,13 @@
 //! that take events from the durable queue, enrich them, drop duplicates, store them
 //! and feed the live stream and the real-time counters.
 
+pub mod append;
 pub mod capture;
+pub mod consumers;
 pub mod counters;
 pub mod dedup;
 pub mod enrich;
+pub mod feed;
 pub mod geoip;
 pub mod metrics;
 pub mod pipeline;

@@ -18,6 +18,11 @@ pub const DEDUP_IDS: &str = "appizer_ingest_dedup_ids";
 pub const DEDUP_TABLE_BYTES: &str = "appizer_ingest_dedup_table_bytes";
 /// Failed flushes to Parquet (retried).
 pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
+/// Writes (flushes, person updates) refused because the partition's lease had passed
+/// to another worker; each stops that partition's workers here.
+pub const FENCED_WRITES_TOTAL: &str = "appizer_events_fenced_writes_total";
+/// Partitions this node's workers hold now.
+pub const PARTITIONS_HELD: &str = "appizer_events_partitions_held";
 /// Flushes written before the event tap (campaign triggers) settled their events.
 pub const TAP_UNSETTLED_FLUSHES_TOTAL: &str = "appizer_events_tap_unsettled_flushes_total";
 /// Ingestion warnings not stored because the writer was behind or the store failed.

@@ -1,8 +1,11 @@
-//! The ingestion workers: read batches from the durable queue, enrich, drop duplicates,
-//! buffer in the event store, publish to live subscribers and counters, and flush.
-//! A queue offset is committed only after the events below it are in catalogued
-//! Parquet files; after a crash the workers resume after the last catalogued offset,
-//! so each acknowledged event is stored exactly once.
+//! The ingestion workers of one queue partition: read batches from the partition,
+//! enrich, drop duplicates, buffer in the partition's lane of the event store, publish
+//! to live subscribers and counters ([`Feed`]), and flush. A queue offset is committed
+//! only after the events below it are in catalogued Parquet files; after a crash the
+//! workers resume after the partition's last catalogued offset, so each acknowledged
+//! event is stored exactly once. Every flush and person update goes under the lane's
+//! fence: once the partition's lease has passed to another worker, they are refused
+//! and this pipeline stops ([`PipelineError::LeaseLost`]) without writing anything.
 //!
 //! The workers run as two tasks: one reads and decodes the queue a step ahead
 //! ([`Pipeline::read_ahead`]: nothing is marked seen there; after a short step it
@@ -21,18 +24,21 @@ use std::time::Duration;
 use appizer_core::event::Event;
 use appizer_core::health::{HealthRegistry, HealthReporter, Policy};
 use appizer_storage::background::{cores, split_across_threads, Background};
-use appizer_storage::events::{EventStore, Taken};
+use appizer_storage::events::{EventStore, EventStoreError, Taken};
+use appizer_storage::persons::Applied;
 use appizer_storage::queue::{EventQueue, QueueError, QueueReader, Record};
+use appizer_storage::StoreError;
 use appizer_users::Identity;
 use chrono::Utc;
 use parking_lot::Mutex;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::{first_kept_minute, Counters};
+use crate::counters::first_kept_minute;
 use crate::dedup::Dedup;
 use crate::enrich::UserAgents;
+use crate::feed::Feed;
 use crate::geoip::GeoIp;
 use crate::metrics as m;
 use crate::record::decode_record;
@@ -57,8 +63,9 @@ pub struct PipelineConfig {
     pub step_linger: Duration,
     /// Duplicate message ids are dropped within this window (at least 24 h).
     pub dedup_window: Duration,
-    /// Events a live subscriber may lag behind before it is dropped.
-    pub live_buffer: usize,
+    /// Where processed events are shown: live stream, counters, progress (one for
+    /// every partition of a node).
+    pub feed: Arc<Feed>,
     /// Location from the client IP, when a MaxMind City database is configured.
     pub geoip: Option<Arc<GeoIp>>,
     /// How often small Parquet files are compacted.
@@ -112,7 +119,7 @@ impl Default for PipelineConfig {
             batch_records: 64,
             step_linger: Duration::from_millis(10),
             dedup_window: Duration::from_secs(24 * 3600),
-            live_buffer: 4_096,
+            feed: Feed::new(1, 4_096),
             geoip: None,
             compaction_interval: Duration::from_secs(300),
             background: Background::blocking(),
@@ -132,6 +139,9 @@ pub enum PipelineError {
     Store(#[from] appizer_storage::events::EventStoreError),
     #[error(transparent)]
     Persons(#[from] appizer_storage::StoreError),
+    /// The partition's lease passed to another worker: a write was refused.
+    #[error("the lease of partition {0} was lost")]
+    LeaseLost(u32),
 }
 
 /// The workers' shared state: what the API reads (live stream, counters) lives here.
@@ -143,10 +153,8 @@ pub struct Pipeline {
     dedup: Mutex<Dedup>,
     /// One user-agent cache per decoding lane (a lane per core).
     agents: Vec<Mutex<UserAgents>>,
-    live: broadcast::Sender<Arc<Event>>,
-    counters: Counters,
-    /// One past the offset of the last queue record buffered (or dropped).
-    processed_end: std::sync::atomic::AtomicU64,
+    /// Cancelled when a write was refused under the lane's fence.
+    lost: CancellationToken,
     health: WorkerHealth,
 }
 
@@ -166,7 +174,9 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Prepares the workers, rebuilding the duplicate window from the stored files.
+    /// Prepares the workers of the partition `store` writes (its lane), collecting its
+    /// stray files and rebuilding the duplicate window from its stored files (and the
+    /// node's counters, the first time this node takes the partition).
     pub async fn new(
         queue: Arc<dyn EventQueue>,
         store: Arc<EventStore>,
@@ -179,31 +189,30 @@ impl Pipeline {
                 "removed uncatalogued event files left by an interrupted flush"
             );
         }
+        let count = config.feed.first_count(store.fence().partition);
         // One pass over the stored events of the duplicate window (at least the counters'
         // 24 hours) rebuilds both: events in files were counted once before a restart,
         // and a replayed record of one of them is now a duplicate.
         let mut dedup = Dedup::new(config.dedup_window);
-        let counters = Counters::default();
+        let counters = config.feed.counters();
         let since =
             Utc::now() - chrono::Duration::from_std(config.dedup_window).unwrap_or_default();
         let counted_from = first_kept_minute(Utc::now().timestamp_millis());
         store
             .for_each_recent_event(since, |e| {
                 dedup.first_sighting(e.project_id, e.message_id, e.received_ms);
-                if e.timestamp_ms.div_euclid(60_000) >= counted_from {
+                if count && e.timestamp_ms.div_euclid(60_000) >= counted_from {
                     counters.record(e.project_id, e.event, e.timestamp_ms);
                 }
             })
             .await?;
         let registry = config.health.clone();
-        Ok(Self::assemble(
-            queue, store, config, dedup, counters, &registry,
-        ))
+        Ok(Self::assemble(queue, store, config, dedup, &registry))
     }
 
     /// The pipeline of a node that runs no workers (an API, query or push node of a
     /// split deployment): it touches no file, rebuilds nothing and reports no health;
-    /// its live stream and counters stay empty, as this node processes no events.
+    /// its feed stays empty, as this node processes no events.
     pub fn passive(
         queue: Arc<dyn EventQueue>,
         store: Arc<EventStore>,
@@ -215,7 +224,6 @@ impl Pipeline {
             store,
             config,
             dedup,
-            Counters::default(),
             &appizer_core::health::HealthRegistry::new(),
         )
     }
@@ -225,10 +233,8 @@ impl Pipeline {
         store: Arc<EventStore>,
         config: PipelineConfig,
         dedup: Dedup,
-        counters: Counters,
         registry: &appizer_core::health::HealthRegistry,
     ) -> Arc<Self> {
-        let (live, _) = broadcast::channel(config.live_buffer.max(16));
         let health = WorkerHealth {
             pipeline: registry.register(
                 PIPELINE,
@@ -248,28 +254,19 @@ impl Pipeline {
             agents: (0..cores().clamp(1, 8))
                 .map(|_| Mutex::new(UserAgents::default()))
                 .collect(),
-            live,
-            counters,
-            processed_end: std::sync::atomic::AtomicU64::new(0),
+            lost: CancellationToken::new(),
             config,
         })
     }
 
-    /// Events as they are stored, for live streams. A receiver that lags more than the
-    /// live buffer gets `Lagged` and should be closed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.live.subscribe()
+    /// Where this pipeline shows what it processes.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.config.feed
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    /// One past the offset of the last queue record whose events are buffered (and so
-    /// visible to queries) or were dropped.
-    pub fn processed_end(&self) -> u64 {
-        self.processed_end
-            .load(std::sync::atomic::Ordering::Acquire)
+    /// The partition these workers consume.
+    pub fn partition(&self) -> u32 {
+        self.store.fence().partition
     }
 
     pub fn store(&self) -> &Arc<EventStore> {
@@ -299,7 +296,7 @@ impl Pipeline {
         let reader = self.queue.reader(start)?;
         // Person updates of records up to here are in the person store already.
         let applied = match &self.config.identity {
-            Some(identity) => identity.store().applied_offset().await?,
+            Some(identity) => identity.store().applied_offset(self.partition()).await?,
             None => None,
         };
         // Stopped when this run ends, however it ends.
@@ -322,6 +319,7 @@ impl Pipeline {
             }
             let prepared = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.lost.cancelled() => break,
                 step = steps.recv() => match step {
                     Some(step) => step?,
                     // The reading task panicked: resume its panic here.
@@ -374,7 +372,10 @@ impl Pipeline {
                 metrics::gauge!(m::DEDUP_TABLE_BYTES).set(dedup.table_bytes() as f64);
             }
             if last_prune.elapsed() > Duration::from_secs(60) {
-                self.counters.prune(Utc::now().timestamp_millis());
+                self.config
+                    .feed
+                    .counters()
+                    .prune(Utc::now().timestamp_millis());
                 last_prune = std::time::Instant::now();
             }
             self.health.pipeline.ok();
@@ -382,8 +383,13 @@ impl Pipeline {
         if let Some(f) = flushing {
             let _ = f.await;
         }
-        let taken = self.take_for_flush();
-        self.flush_and_commit(taken).await;
+        if !self.lost.is_cancelled() {
+            let taken = self.take_for_flush();
+            self.flush_and_commit(taken).await;
+        }
+        if self.lost.is_cancelled() {
+            return Err(PipelineError::LeaseLost(self.partition()));
+        }
         Ok(())
     }
 
@@ -557,15 +563,16 @@ impl Pipeline {
             self.store.note_offset(last);
         } else {
             metrics::counter!(m::EVENTS_STORED_TOTAL).increment(kept.len() as u64);
-            let live = self.live.receiver_count() > 0;
+            let feed = &self.config.feed;
+            let live = feed.has_subscribers();
             for event in &kept {
-                self.counters.record(
+                feed.counters().record(
                     event.project_id,
                     &event.event,
                     event.timestamp.timestamp_millis(),
                 );
                 if live {
-                    let _ = self.live.send(Arc::new(event.clone()));
+                    feed.publish(event.clone());
                 }
             }
             if let Some(tap) = &self.config.tap {
@@ -573,8 +580,7 @@ impl Pipeline {
             }
             self.store.append(kept, last)?;
         }
-        self.processed_end
-            .fetch_max(last + 1, std::sync::atomic::Ordering::AcqRel);
+        self.config.feed.processed(self.partition(), last + 1);
         Ok(())
     }
 
@@ -598,7 +604,14 @@ impl Pipeline {
             return;
         };
         if let (Some(identity), true) = (&self.config.identity, persons > 0) {
-            if let Err(e) = identity.apply(Some(taken.max_offset())).await {
+            let at = Applied {
+                fence: self.store.fence(),
+                offset: taken.max_offset(),
+            };
+            if let Err(e) = identity.apply(Some(at)).await {
+                if matches!(e, StoreError::Fenced(_)) {
+                    return self.lose(&e);
+                }
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 self.health.flush.failed(&e);
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
@@ -623,12 +636,21 @@ impl Pipeline {
                     tracing::warn!(offset, error = %e, "queue commit failed; will retry with the next flush");
                 }
             }
+            Err(EventStoreError::Catalog(e @ StoreError::Fenced(_))) => self.lose(&e),
             Err(e) => {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 self.health.flush.failed(&e);
                 tracing::error!(error = %e, "event flush failed; events stay buffered and are retried");
             }
         }
+    }
+
+    /// A write was refused under the lane's fence: the partition has another holder,
+    /// who replays whatever this one held. Stops consuming; nothing more is written.
+    fn lose(&self, e: &StoreError) {
+        metrics::counter!(m::FENCED_WRITES_TOTAL).increment(1);
+        tracing::warn!(partition = self.partition(), error = %e, "a write was refused: the partition's lease passed on; these workers stop");
+        self.lost.cancel();
     }
 }
 

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use appizer_core::config::Config;
-use appizer_events::pipeline::Pipeline;
+use appizer_events::feed::Feed;
 use appizer_events::warnings::WarningSink;
-use appizer_storage::queue::EventQueue;
+use appizer_storage::events::EventStore;
+use appizer_storage::queue::Partitions;
 use appizer_storage::MetadataStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -43,10 +44,13 @@ pub struct PushServices {
 /// The event pipeline as the gateway uses it.
 #[derive(Clone)]
 pub struct EventServices {
-    /// Accepted events are appended here; the answer waits for durability.
-    pub queue: Arc<dyn EventQueue>,
-    /// Live stream, counters and the event store.
-    pub pipeline: Arc<Pipeline>,
+    /// Accepted events are appended here, each to its partition; the answer waits for
+    /// durability.
+    pub queue: Partitions,
+    /// The event store: stored events and what this node's workers buffer.
+    pub store: Arc<EventStore>,
+    /// Live stream, counters and progress of this node's workers.
+    pub feed: Arc<Feed>,
     pub warnings: WarningSink,
     /// Identity resolution of the workers: the persons API forgets cached ids whose
     /// person it changes.

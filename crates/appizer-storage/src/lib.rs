@@ -5,6 +5,7 @@
 
 pub mod background;
 pub mod events;
+pub mod leases;
 pub mod metadata;
 pub mod persons;
 pub mod push;

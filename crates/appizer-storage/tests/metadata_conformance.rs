@@ -10,6 +10,9 @@
 #[macro_use]
 mod common;
 
+/// The fence of a writer that holds no lease.
+const UNLEASED: Fence = Fence::unleased(0);
+
 use common::{postgres_store, sqlite_store};
 
 use appizer_core::event::{Dialect, NewIngestionWarning};
@@ -19,6 +22,7 @@ use appizer_core::tenancy::{
     RateLimitOverride,
 };
 use appizer_core::{KeyId, OrganizationId, ProjectId, Role};
+use appizer_storage::leases::Fence;
 use appizer_storage::metadata::{AuditScope, Bootstrap, EventFile, KeyScope};
 use appizer_storage::testing::Tenant;
 use appizer_storage::{MetadataStore, ProjectScope, StoreError};
@@ -532,6 +536,7 @@ mod cases {
             byte_size: 2048,
             min_timestamp: 1_000,
             max_timestamp: 2_000,
+            partition: 0,
             max_queue_offset: offset,
             created_at: t(offset as i64),
             persons_folded_at: None,
@@ -541,7 +546,7 @@ mod cases {
             file(w.project.id, "2026-11-24", 9),
             file(other, "2026-11-25", 12),
         ];
-        store.add_event_files(&files).await.unwrap();
+        store.add_event_files(&files, UNLEASED).await.unwrap();
         let mine = store.list_event_files(w.scope).await.unwrap();
         assert_eq!(
             mine,
@@ -550,7 +555,7 @@ mod cases {
         );
         assert_eq!(store.all_event_files().await.unwrap().len(), 3);
         assert!(matches!(
-            store.add_event_files(&files[..1]).await,
+            store.add_event_files(&files[..1], UNLEASED).await,
             Err(StoreError::Conflict(_))
         ));
 
@@ -563,7 +568,11 @@ mod cases {
             ..merged
         };
         store
-            .replace_event_files(std::slice::from_ref(&merged), &[files[0].path.clone()])
+            .replace_event_files(
+                std::slice::from_ref(&merged),
+                &[files[0].path.clone()],
+                UNLEASED,
+            )
             .await
             .unwrap();
         let mine = store.list_event_files(w.scope).await.unwrap();
@@ -574,7 +583,7 @@ mod cases {
         };
         assert!(matches!(
             store
-                .replace_event_files(&[stale], &[files[0].path.clone()])
+                .replace_event_files(&[stale], &[files[0].path.clone()], UNLEASED)
                 .await,
             Err(StoreError::Conflict(_))
         ));
@@ -873,18 +882,22 @@ mod cases {
 
         // Event files and warnings of their project stay theirs.
         store
-            .add_event_files(&[EventFile {
-                path: format!("project={}/date=2026-11-25/a.parquet", theirs.project()),
-                project_id: theirs.project(),
-                date: "2026-11-25".into(),
-                row_count: 1,
-                byte_size: 1,
-                min_timestamp: 0,
-                max_timestamp: 0,
-                max_queue_offset: 1,
-                created_at: t(4),
-                persons_folded_at: None,
-            }])
+            .add_event_files(
+                &[EventFile {
+                    path: format!("project={}/date=2026-11-25/a.parquet", theirs.project()),
+                    project_id: theirs.project(),
+                    date: "2026-11-25".into(),
+                    row_count: 1,
+                    byte_size: 1,
+                    min_timestamp: 0,
+                    max_timestamp: 0,
+                    partition: 0,
+                    max_queue_offset: 1,
+                    created_at: t(4),
+                    persons_folded_at: None,
+                }],
+                UNLEASED,
+            )
             .await
             .unwrap();
         assert!(store.list_event_files(mine).await.unwrap().is_empty());

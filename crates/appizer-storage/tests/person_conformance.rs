@@ -11,7 +11,7 @@ use appizer_core::tenancy::{Actor, NewAuditEntry};
 use appizer_core::{PersonId, ProjectId};
 use appizer_storage::metadata::AuditScope;
 use appizer_storage::persons::{
-    Deleted, Identified, NewPerson, PersonFilter, PersonStore, Unlinked,
+    Applied, Deleted, Identified, NewPerson, PersonFilter, PersonStore, Unlinked,
 };
 use appizer_storage::testing::Tenant;
 use appizer_storage::{MetadataStore, ProjectScope, StoreError};
@@ -147,11 +147,11 @@ mod cases {
                     ),
                     (project, user, delta(&[300], &[("plan", json!("pro"), 300)])),
                 ],
-                Some(7),
+                Some(Applied::unleased(7)),
             )
             .await
             .unwrap();
-        assert_eq!(persons.applied_offset().await.unwrap(), Some(7));
+        assert_eq!(persons.applied_offset(0).await.unwrap(), Some(7));
         let record = persons
             .merge(
                 project,
@@ -184,7 +184,10 @@ mod cases {
         assert_eq!(log[0].reason, MergeReason::Identify);
         // A delta for the merged-away person lands on the survivor.
         persons
-            .apply_deltas(&[(project, anon, delta(&[400], &[]))], Some(8))
+            .apply_deltas(
+                &[(project, anon, delta(&[400], &[]))],
+                Some(Applied::unleased(8)),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -274,7 +277,7 @@ mod cases {
                     anon,
                     delta(&[100], &[("color", json!("red"), 100)]),
                 )],
-                Some(1),
+                Some(Applied::unleased(1)),
             )
             .await
             .unwrap();
@@ -333,7 +336,10 @@ mod cases {
         };
         let count = |p: Option<appizer_core::person::Person>| p.unwrap().event_count;
         persons
-            .apply_deltas(&[(project, anon, delta(&[100], &[]))], Some(1))
+            .apply_deltas(
+                &[(project, anon, delta(&[100], &[]))],
+                Some(Applied::unleased(1)),
+            )
             .await
             .unwrap();
         // One event of the source is gathered but not yet applied when they merge.
@@ -359,7 +365,7 @@ mod cases {
         assert_eq!(count(persons.get(project, user).await.unwrap()), 1);
         // Applied later under the source's id, it reaches the target.
         persons
-            .apply_deltas(&[(project, anon, unapplied)], Some(2))
+            .apply_deltas(&[(project, anon, unapplied)], Some(Applied::unleased(2)))
             .await
             .unwrap();
         assert_eq!(count(persons.get(project, user).await.unwrap()), 2);
@@ -396,7 +402,7 @@ mod cases {
         assert_eq!(count(persons.get(project, anon).await.unwrap()), 2);
         assert_eq!(count(persons.get(project, user).await.unwrap()), 0);
         persons
-            .apply_deltas(&[(project, anon, unapplied)], Some(3))
+            .apply_deltas(&[(project, anon, unapplied)], Some(Applied::unleased(3)))
             .await
             .unwrap();
         assert_eq!(count(persons.get(project, anon).await.unwrap()), 3);
@@ -417,18 +423,18 @@ mod cases {
         newer.properties.set_once("first", json!("early"), 10);
         newer.properties.unset("gone", 100);
         persons
-            .apply_deltas(&[(project, p, newer)], Some(1))
+            .apply_deltas(&[(project, p, newer)], Some(Applied::unleased(1)))
             .await
             .unwrap();
         persons
-            .apply_deltas(&[(project, p, late_old)], Some(2))
+            .apply_deltas(&[(project, p, late_old)], Some(Applied::unleased(2)))
             .await
             .unwrap();
         let got = persons.get(project, p).await.unwrap().unwrap();
         assert_eq!(got.properties.get("plan"), Some(&json!("new")));
         assert_eq!(got.properties.get("first"), Some(&json!("early")));
         assert!(got.is_identified);
-        assert_eq!(persons.applied_offset().await.unwrap(), Some(2));
+        assert_eq!(persons.applied_offset(0).await.unwrap(), Some(2));
         let mut expected = PersonProperties::default();
         expected.set("plan", json!("new"), 100);
         assert_eq!(got.properties.get("plan"), expected.get("plan"));
@@ -584,10 +590,13 @@ mod cases {
         );
         // A delta for a deleted person is dropped, the offset still recorded.
         persons
-            .apply_deltas(&[(project, b, delta(&[5], &[]))], Some(9))
+            .apply_deltas(
+                &[(project, b, delta(&[5], &[]))],
+                Some(Applied::unleased(9)),
+            )
             .await
             .unwrap();
-        assert_eq!(persons.applied_offset().await.unwrap(), Some(9));
+        assert_eq!(persons.applied_offset(0).await.unwrap(), Some(9));
     }
 
     pub async fn removing_an_id_moves_it_and_its_events_to_a_new_person(store: &dyn MetadataStore) {

@@ -15,8 +15,10 @@ use appizer_core::config::Config;
 use appizer_core::health::{HealthRegistry, Policy};
 use std::time::Duration;
 
+use appizer_events::consumers::Consumers;
+use appizer_events::feed::Feed;
 use appizer_events::geoip::GeoIp;
-use appizer_events::pipeline::{Pipeline, PipelineConfig};
+use appizer_events::pipeline::PipelineConfig;
 use appizer_events::warnings::WarningSink;
 use appizer_gateway::server::{self, ServeOptions};
 use appizer_gateway::state::{EventServices, PushServices};
@@ -28,7 +30,7 @@ use appizer_push::outbox::Outbox;
 use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::queue::{
-    DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue, QueueBackend,
+    DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue, Partitions, QueueBackend,
 };
 use appizer_storage::{open_metadata_store, MetadataStore};
 use appizer_users::{Identity, IdentityConfig};
@@ -63,12 +65,11 @@ pub fn open_master_key(config: &Config) -> anyhow::Result<appizer_push::credenti
 }
 
 /// Opens the durable event queue `ingest.queue_url` names: the embedded log (under
-/// `data_dir/queue` unless the URL names a directory), or a NATS JetStream stream.
-/// The embedded log reads a backlog on `background`'s threads.
-pub async fn open_queue(
-    config: &Config,
-    background: &Background,
-) -> anyhow::Result<Arc<dyn EventQueue>> {
+/// `data_dir/queue` unless the URL names a directory; one partition), or NATS
+/// JetStream, one stream per partition (`ingest.nats.partitions`; the disk budget
+/// shared evenly among them). The embedded log reads a backlog on `background`'s
+/// threads.
+pub async fn open_queue(config: &Config, background: &Background) -> anyhow::Result<Partitions> {
     let ingest = &config.ingest;
     match QueueBackend::from_url(ingest.queue_url.expose())? {
         QueueBackend::Log { dir } => {
@@ -79,18 +80,27 @@ pub async fn open_queue(
                 ..LogConfig::new(dir.unwrap_or_else(|| config.data_dir.join("queue")))
             })
             .context("cannot open the event queue")?;
-            Ok(Arc::new(log))
+            Ok(Partitions::single(Arc::new(log)))
         }
         QueueBackend::Nats { url } => {
-            let nats = NatsQueue::open(NatsConfig {
-                replicas: ingest.nats.replicas,
-                max_disk_bytes: ingest.queue_max_disk_bytes,
-                ..NatsConfig::new(url, &ingest.nats.stream)
-            })
-            .await
-            .context("cannot open the NATS JetStream event queue")?;
-            tracing::info!(stream = %ingest.nats.stream, "event queue on NATS JetStream");
-            Ok(Arc::new(nats))
+            let count = ingest.nats.partitions.max(1);
+            let mut streams: Vec<Arc<dyn EventQueue>> = Vec::with_capacity(count as usize);
+            for partition in 0..count {
+                let stream = match count {
+                    1 => ingest.nats.stream.clone(),
+                    _ => format!("{}-{partition}", ingest.nats.stream),
+                };
+                let nats = NatsQueue::open(NatsConfig {
+                    replicas: ingest.nats.replicas,
+                    max_disk_bytes: ingest.queue_max_disk_bytes / u64::from(count),
+                    ..NatsConfig::new(url.clone(), stream)
+                })
+                .await
+                .context("cannot open the NATS JetStream event queue")?;
+                streams.push(Arc::new(nats));
+            }
+            tracing::info!(stream = %ingest.nats.stream, partitions = count, "event queue on NATS JetStream");
+            Ok(Partitions::new(streams))
         }
     }
 }
@@ -159,33 +169,62 @@ impl App {
                 max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,
             },
         ));
+        if roles.worker && queue.count() > 1 && roles.push {
+            tracing::warn!("triggered campaigns need the queue in one partition; with ingest.nats.partitions above 1 none starts");
+        }
         // The workers hand the campaign runner the events of triggered campaigns, when
-        // both run here.
+        // both run here (and the queue has one partition: the tap follows one
+        // partition's offsets).
         let tap = Arc::new(TriggerTap::default());
-        let triggers_here = roles.worker && roles.push;
-        let pipeline_config = PipelineConfig {
-            dedup_window: Duration::from_secs(ingest.dedup_window_hours * 3600),
-            geoip,
-            background,
-            identity: Some(identity.clone()),
-            warnings: Some(warnings.clone()),
-            health: health.clone(),
-            tap: if triggers_here {
-                Some(tap.clone())
-            } else {
-                None
-            },
-            ..PipelineConfig::default()
+        let triggers_here = roles.worker && roles.push && queue.count() == 1;
+        let feed = Feed::new(queue.count(), 4_096);
+        let identity_config = IdentityConfig {
+            cache_entries: config.users.identity_cache_entries,
+            max_distinct_ids_per_person: config.users.max_distinct_ids_per_person,
         };
-        let pipeline = if roles.worker {
-            Pipeline::new(queue.clone(), events, pipeline_config)
-                .await
-                .context("cannot start the ingestion workers")?
-        } else {
-            Pipeline::passive(queue.clone(), events, pipeline_config)
-        };
+        // One node holding the one partition shares its identity with the persons API,
+        // whose merges and splits account for the updates the workers hold; otherwise
+        // each partition's workers gather their own (applied with their offsets).
+        let shared_identity = queue.count() == 1 && roles.is_all();
+        let pipelines: appizer_events::consumers::PipelineFactory = Arc::new({
+            let (store, identity, feed, health, tap) = (
+                store.clone(),
+                identity.clone(),
+                feed.clone(),
+                health.clone(),
+                tap.clone(),
+            );
+            let warnings = warnings.clone();
+            let dedup_window = Duration::from_secs(ingest.dedup_window_hours * 3600);
+            move |_partition| PipelineConfig {
+                dedup_window,
+                feed: feed.clone(),
+                geoip: geoip.clone(),
+                background: background.clone(),
+                identity: Some(if shared_identity {
+                    // What an earlier holding left unapplied is gathered again from
+                    // the replay.
+                    identity.forget_held();
+                    identity.clone()
+                } else {
+                    Arc::new(Identity::new(store.clone(), identity_config))
+                }),
+                warnings: Some(warnings.clone()),
+                health: health.clone(),
+                tap: triggers_here.then(|| tap.clone() as _),
+                ..PipelineConfig::default()
+            }
+        });
+        let consumers = Arc::new(Consumers::new(
+            queue.clone(),
+            events.clone(),
+            store.leases(),
+            Duration::from_millis(ingest.worker_lease_ms),
+            pipelines,
+            &health,
+        ));
         let analytics = Arc::new(appizer_analytics::Engine::new(
-            pipeline.store().clone(),
+            events.clone(),
             store.clone(),
             config.analytics.clone(),
         ));
@@ -249,20 +288,13 @@ impl App {
         } else if let Err(e) = runner.arm_triggers(chrono::Utc::now()).await {
             tracing::warn!(error = %e, "cannot arm triggered campaigns before the workers start; triggers of replayed events may be missed");
         }
+        // A failed run gives its partition up and it is taken again, resuming from the
+        // durable state; what it had buffered is replayed from the queue.
         let worker_task = tokio::spawn({
-            let (pipeline, workers) = (pipeline.clone(), workers.clone());
+            let workers = workers.clone();
             async move {
-                if !roles.worker {
-                    return;
-                }
-                // A failed run resumes from the durable state after a pause; what it
-                // had buffered is replayed from the queue and deduplicated.
-                while let Err(e) = pipeline.clone().run(workers.clone()).await {
-                    tracing::error!(error = %e, "ingestion workers failed; restarting in 1 s");
-                    tokio::select! {
-                        _ = workers.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+                if roles.worker {
+                    consumers.run(workers).await;
                 }
             }
         });
@@ -284,7 +316,8 @@ impl App {
             store,
             EventServices {
                 queue,
-                pipeline,
+                store: events,
+                feed,
                 warnings,
                 identity,
                 analytics,

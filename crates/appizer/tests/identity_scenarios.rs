@@ -965,7 +965,7 @@ mod scenarios {
         ])
         .await;
         w.settle().await;
-        let store = w.server.state.events.pipeline.store().clone();
+        let store = w.server.state.events.store.clone();
         store.flush().await.unwrap();
         w.segment(vec![identify("user", Some("anon"), json!({}), 4)])
             .await;

@@ -86,6 +86,9 @@ queue_max_disk_bytes = {queue_max_disk_bytes}
 # Buffered events are written to Parquet at this many rows or this age, whichever first.
 flush_rows = {flush_rows}
 flush_interval_ms = {flush_interval_ms}
+# A worker's lease on the queue partitions it consumes: renewed every third of this;
+# partitions of a worker silent this long go to the others.
+worker_lease_ms = {worker_lease_ms}
 # A message id seen again within this many hours is dropped as a duplicate (>= 24).
 dedup_window_hours = {dedup_window_hours}
 # A MaxMind-format City database (.mmdb); events then get context.location from the IP.
@@ -113,6 +116,9 @@ segment_bytes = {segment_bytes}
 stream = "{stream}"
 # Copies JetStream keeps of each record: 1, or 3 on a cluster.
 replicas = {replicas}
+# Partitions of the queue, one stream each: a person's events stay in one, and each is
+# consumed by one worker at a time. Fixed once events are queued.
+partitions = {partitions}
 
 [users]
 # Distinct ids cached for identity resolution, per generation (up to twice this are held).
@@ -215,6 +221,8 @@ format = "text"
         segment_bytes = d.ingest.log.segment_bytes,
         stream = d.ingest.nats.stream,
         replicas = d.ingest.nats.replicas,
+        partitions = d.ingest.nats.partitions,
+        worker_lease_ms = d.ingest.worker_lease_ms,
         flush_rows = d.ingest.flush_rows,
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{
     is_stream_name, Config, NodeRole, RateLimitConfig, Roles, DEFAULT_CONFIG_FILE, ENV_PREFIX,
-    ENV_RESERVED, QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
+    ENV_RESERVED, MAX_PARTITIONS, QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +234,24 @@ impl Config {
         }
         if !(1..=5).contains(&self.ingest.nats.replicas) {
             return invalid("ingest.nats.replicas", "must be between 1 and 5");
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.ingest.nats.partitions) {
+            return invalid(
+                "ingest.nats.partitions",
+                &format!("must be between 1 and {MAX_PARTITIONS}"),
+            );
+        }
+        if self.ingest.nats.partitions > 1
+            && !queue_url.starts_with("nats://")
+            && !queue_url.starts_with("tls://")
+        {
+            return invalid(
+                "ingest.nats.partitions",
+                "more than one partition needs the queue on NATS JetStream (ingest.queue_url)",
+            );
+        }
+        if self.ingest.worker_lease_ms < 1_000 {
+            return invalid("ingest.worker_lease_ms", "must be at least 1000");
         }
         let url = self.database_url.expose();
         let known = ["sqlite:", "postgres://", "postgresql://"];

@@ -395,6 +395,11 @@ pub struct IngestConfig {
     /// `distinct_id`, `person_id`): `lz4_raw` by default, which decodes several times
     /// faster than zstd for about 8 % more disk in all.
     pub parquet_key_compression: ParquetCompression,
+    /// A worker holds each queue partition it consumes under a lease in the metadata
+    /// store, renewed every third of this; a worker that stops renewing (killed, paused,
+    /// cut off) loses its partitions this long after its last renewal, and the others
+    /// take them over. Its writes after that are refused.
+    pub worker_lease_ms: u64,
 }
 
 /// `[ingest.log]`: the embedded log's own settings.
@@ -421,6 +426,11 @@ pub struct NatsQueueConfig {
     pub stream: String,
     /// Copies JetStream keeps of each record: 1, or 3 on a cluster.
     pub replicas: usize,
+    /// Partitions of the queue, one stream each (`<stream>-<k>`; with one, the stream
+    /// is `stream` itself). A person's events all go to one partition, and each
+    /// partition is consumed by one worker at a time, so this bounds how many workers
+    /// share the ingestion. Fixed once events are queued.
+    pub partitions: u32,
 }
 
 impl Default for NatsQueueConfig {
@@ -428,9 +438,13 @@ impl Default for NatsQueueConfig {
         Self {
             stream: "APPIZER_EVENTS".into(),
             replicas: 1,
+            partitions: 1,
         }
     }
 }
+
+/// Most partitions the queue may have (`ingest.nats.partitions`).
+pub const MAX_PARTITIONS: u32 = 1024;
 
 /// The schemes `ingest.queue_url` may have (or be empty).
 pub const QUEUE_SCHEMES: [&str; 3] = ["file:", "nats://", "tls://"];
@@ -496,6 +510,7 @@ impl Default for IngestConfig {
             worker_sched_idle: true,
             parquet_compression: ParquetCompression::Zstd,
             parquet_key_compression: ParquetCompression::Lz4Raw,
+            worker_lease_ms: 10_000,
         }
     }
 }

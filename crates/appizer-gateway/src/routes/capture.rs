@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use appizer_core::event::{Dialect, MessageType};
 use appizer_core::ErrorCode;
+use appizer_events::append::append_events;
 use appizer_events::capture::body::{decode_body, Encoding};
 use appizer_events::capture::{posthog, segment, CaptureError, Decoded, Received};
 use appizer_events::metrics as event_metrics;
-use appizer_events::record::encode_records;
 use appizer_storage::queue::QueueError;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -278,15 +278,7 @@ async fn enqueue(
         return Ok(());
     }
     let count = decoded.events.len() as u64;
-    let queue = &state.events.queue;
-    let mut appended = Ok(0);
-    for record in encode_records(&decoded.events, queue.max_record_bytes()) {
-        appended = queue.append(record).await;
-        if appended.is_err() {
-            break;
-        }
-    }
-    match appended {
+    match append_events(&state.events.queue, &decoded.events).await {
         Ok(_) => {
             metrics::counter!(event_metrics::EVENTS_ACCEPTED_TOTAL).increment(count);
             Ok(())

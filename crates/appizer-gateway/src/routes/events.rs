@@ -126,7 +126,7 @@ pub async fn list(
     filter.overrides = Some(std::sync::Arc::new(
         state.store.persons().overrides(scope).await?,
     ));
-    let (events, next) = list_events(state.events.pipeline.store(), scope, &filter)
+    let (events, next) = list_events(&state.events.store, scope, &filter)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "event listing failed");
@@ -176,7 +176,7 @@ pub async fn live(
     let mut recheck = tokio::time::interval(state.keys.ttl().max(Duration::from_millis(100)));
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = LiveStream {
-        receiver: state.events.pipeline.subscribe(),
+        receiver: state.events.feed.subscribe(),
         ends_at: tokio::time::Instant::now()
             + Duration::from_secs(state.config.server.max_stream_secs),
         recheck,
@@ -300,7 +300,7 @@ pub async fn counts(
     let minute_time = |m: i64| DateTime::from_timestamp(m * 60, 0).unwrap_or_default();
     let events = state
         .events
-        .pipeline
+        .feed
         .counters()
         .counts(project.id, from_minute, now_minute)
         .into_iter()

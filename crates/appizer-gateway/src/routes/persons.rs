@@ -406,7 +406,7 @@ async fn with_events(
         overrides: Some(overrides),
         ..Default::default()
     };
-    let (events, _) = list_events(state.events.pipeline.store(), scope, &filter)
+    let (events, _) = list_events(&state.events.store, scope, &filter)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "person events listing failed");

@@ -377,7 +377,7 @@ pub async fn delete_project(
     state.keys.evict_project(project.id);
     // Its event files leave the catalog now and the disk after the grace period (at
     // the next compaction pass); a failure here is retried by that pass.
-    let events = state.events.pipeline.store().clone();
+    let events = state.events.store.clone();
     tokio::spawn(async move {
         if let Err(e) = events.sweep_deleted_projects().await {
             tracing::warn!(error = %e, "retiring a deleted project's event files failed");

@@ -27,9 +27,9 @@ use appizer_core::push::{
     RunState,
 };
 use appizer_core::{CampaignId, MessageId, PersonId};
-use appizer_events::record::encode_records;
+use appizer_events::append::append_events;
 use appizer_storage::push::{CampaignUpdate, CampaignWrite};
-use appizer_storage::queue::EventQueue;
+use appizer_storage::queue::Partitions;
 use appizer_storage::{MetadataStore, StoreError};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -94,7 +94,7 @@ struct Walking {
 
 pub struct Runner {
     pub(super) store: Arc<dyn MetadataStore>,
-    queue: Arc<dyn EventQueue>,
+    queue: Partitions,
     pub(super) campaigns: Arc<Campaigns>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) tap: Arc<TriggerTap>,
@@ -215,7 +215,7 @@ fn due_now(
 impl Runner {
     pub fn new(
         store: Arc<dyn MetadataStore>,
-        queue: Arc<dyn EventQueue>,
+        queue: Partitions,
         campaigns: Arc<Campaigns>,
         outbox: Arc<Outbox>,
         tap: Arc<TriggerTap>,
@@ -933,13 +933,9 @@ impl Runner {
         if events.is_empty() {
             return Ok(());
         }
-        for record in encode_records(events, self.queue.max_record_bytes()) {
-            self.queue
-                .append(record)
-                .await
-                .map_err(|e| RunError::Queue(e.to_string()))?;
-        }
-        Ok(())
+        append_events(&self.queue, events)
+            .await
+            .map_err(|e| RunError::Queue(e.to_string()))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appizer_core::push::{Delivery, DeliveryOutcome, DeviceState, Platform};
-use appizer_events::record::encode_records;
+use appizer_events::append::append_events;
 use appizer_storage::push::DEVICE_DELETED;
 use appizer_storage::StoreError;
 use chrono::Utc;
@@ -321,15 +321,14 @@ impl Outbox {
             })
             .collect();
         if !events.is_empty() {
-            let records = encode_records(&events, self.queue.max_record_bytes());
-            for record in records {
-                let mut wait = Duration::from_millis(100);
-                while let Err(e) = self.queue.append(record.clone()).await {
-                    ::metrics::counter!(metrics::EVENT_APPEND_FAILURES_TOTAL).increment(1);
-                    tracing::warn!(error = %e, "cannot append delivery events; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
+            // A retry appends the whole batch again: the workers drop the events that
+            // did land by their message ids.
+            let mut wait = Duration::from_millis(100);
+            while let Err(e) = append_events(&self.queue, &events).await {
+                ::metrics::counter!(metrics::EVENT_APPEND_FAILURES_TOTAL).increment(1);
+                tracing::warn!(error = %e, "cannot append delivery events; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
         let done: Vec<_> = batch

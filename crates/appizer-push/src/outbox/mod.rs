@@ -22,7 +22,7 @@ use appizer_core::definition::DefinitionKind;
 use appizer_core::push::CampaignState;
 use appizer_core::push::{Audience, DeliveryCounts, MessageRecord, NewMessage, Platform, Provider};
 use appizer_core::{CampaignId, MessageId, ProjectId};
-use appizer_storage::queue::EventQueue;
+use appizer_storage::queue::Partitions;
 use appizer_storage::{MetadataStore, ProjectScope, StoreError};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -101,7 +101,7 @@ const CONTENT_CACHE: usize = 4096;
 
 pub struct Outbox {
     store: Arc<dyn MetadataStore>,
-    queue: Arc<dyn EventQueue>,
+    queue: Partitions,
     master: Arc<MasterKey>,
     transport: Arc<Transport>,
     config: PushConfig,
@@ -127,7 +127,7 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     pub fn new(
         store: Arc<dyn MetadataStore>,
-        queue: Arc<dyn EventQueue>,
+        queue: Partitions,
         master: Arc<MasterKey>,
         config: &PushConfig,
     ) -> Result<Self, TransportError> {

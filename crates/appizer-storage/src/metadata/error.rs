@@ -12,6 +12,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A partition's write under a lease that passed to another holder.
+    #[error("the partition's lease was lost: {0}")]
+    Fenced(String),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
     #[error("metadata store migration failed: {0}")]

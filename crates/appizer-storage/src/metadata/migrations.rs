@@ -19,8 +19,8 @@ macro_rules! files {
     };
 }
 
-const SQLITE: Files = files!("sqlite": "0001_tenancy.sql", "0002_events.sql", "0003_persons.sql", "0004_definitions.sql", "0005_push_devices.sql", "0006_push_providers.sql", "0007_push_outbox.sql", "0008_campaigns.sql", "0009_campaign_runs.sql", "0010_team.sql");
-const POSTGRES: Files = files!("postgres": "0001_tenancy.sql", "0002_events.sql", "0003_persons.sql", "0004_definitions.sql", "0005_push_devices.sql", "0006_push_providers.sql", "0007_push_outbox.sql", "0008_campaigns.sql", "0009_campaign_runs.sql", "0010_team.sql");
+const SQLITE: Files = files!("sqlite": "0001_tenancy.sql", "0002_events.sql", "0003_persons.sql", "0004_definitions.sql", "0005_push_devices.sql", "0006_push_providers.sql", "0007_push_outbox.sql", "0008_campaigns.sql", "0009_campaign_runs.sql", "0010_team.sql", "0011_partitions.sql");
+const POSTGRES: Files = files!("postgres": "0001_tenancy.sql", "0002_events.sql", "0003_persons.sql", "0004_definitions.sql", "0005_push_devices.sql", "0006_push_providers.sql", "0007_push_outbox.sql", "0008_campaigns.sql", "0009_campaign_runs.sql", "0010_team.sql", "0011_partitions.sql");
 
 /// The migrations compiled in, read as sqlx reads a migrations directory:
 /// `<version>_<description>.sql`.

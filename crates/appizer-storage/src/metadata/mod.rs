@@ -106,7 +106,9 @@ pub struct EventFile {
     /// Event timestamps in the file, milliseconds since the epoch.
     pub min_timestamp: i64,
     pub max_timestamp: i64,
-    /// The highest queue offset whose events the file holds.
+    /// The queue partition whose events the file holds (`0` with one partition).
+    pub partition: u32,
+    /// The highest offset, in its partition, whose events the file holds.
     pub max_queue_offset: u64,
     pub created_at: DateTime<Utc>,
     /// When compaction last rewrote the file with the person overrides (merges,
@@ -126,6 +128,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The organisation's team members, their sessions and invitations.
     fn team(&self) -> Arc<dyn crate::team::TeamStore>;
+
+    /// The leases of the event queue's partitions, on the same database.
+    fn leases(&self) -> Arc<dyn crate::leases::LeaseStore>;
 
     /// A number that changes after every write of definitions or segment members
     /// through this store (on this node): answers using them are cached under it.
@@ -290,15 +295,23 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<IngestionWarningEntry>, StoreError>;
 
-    /// Adds files to the event catalog (after they are durable on disk).
-    async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError>;
+    /// Adds files to the event catalog (after they are durable on disk), all of the
+    /// fence's partition. Fails with [`StoreError::Fenced`], changing nothing, once the
+    /// fence's lease has passed to another holder.
+    async fn add_event_files(
+        &self,
+        files: &[EventFile],
+        fence: crate::leases::Fence,
+    ) -> Result<(), StoreError>;
 
-    /// Replaces catalogued files by others in one transaction (compaction). Fails with
+    /// Replaces catalogued files by others in one transaction (compaction), under the
+    /// fence as [`add_event_files`](Self::add_event_files). Fails with
     /// [`StoreError::Conflict`], changing nothing, if a file to remove is not listed.
     async fn replace_event_files(
         &self,
         added: &[EventFile],
         removed: &[String],
+        fence: crate::leases::Fence,
     ) -> Result<(), StoreError>;
 
     /// The catalogued files of the scope's project.

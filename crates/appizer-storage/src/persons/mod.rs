@@ -131,6 +131,24 @@ pub enum Unlinked {
 }
 
 /// Every method that touches a project's persons takes its [`ProjectScope`].
+/// Where the workers' person updates reach: an offset of one queue partition, written
+/// under that partition's fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub fence: crate::leases::Fence,
+    pub offset: u64,
+}
+
+impl Applied {
+    /// Updates up to `offset` of partition 0, by a writer that holds no lease.
+    pub const fn unleased(offset: u64) -> Self {
+        Self {
+            fence: crate::leases::Fence::unleased(0),
+            offset,
+        }
+    }
+}
+
 #[async_trait]
 pub trait PersonStore: Send + Sync + 'static {
     /// The persons of those of `distinct_ids` that have one.
@@ -239,16 +257,18 @@ pub trait PersonStore: Send + Sync + 'static {
     ) -> Result<Unlinked, StoreError>;
 
     /// Applies person updates in one transaction; from the workers, with the queue
-    /// offset their events reach, recorded in the same transaction. A delta for a
-    /// person merged away goes to the survivor; one for a deleted person is dropped.
+    /// offset their events reach in their partition, recorded in the same transaction
+    /// under the partition's fence ([`StoreError::Fenced`], changing nothing, once
+    /// its lease has passed on). A delta for a person merged away goes to the
+    /// survivor; one for a deleted person is dropped.
     async fn apply_deltas(
         &self,
         deltas: &[(ProjectScope, PersonId, PersonDelta)],
-        offset: Option<u64>,
+        at: Option<Applied>,
     ) -> Result<(), StoreError>;
 
-    /// The highest queue offset whose person updates are applied.
-    async fn applied_offset(&self) -> Result<Option<u64>, StoreError>;
+    /// The highest queue offset of the partition whose person updates are applied.
+    async fn applied_offset(&self, partition: u32) -> Result<Option<u64>, StoreError>;
 
     /// Persons in id order.
     async fn list(

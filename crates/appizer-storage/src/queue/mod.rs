@@ -15,8 +15,10 @@ pub mod log;
 pub mod nats;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use appizer_core::ProjectId;
 use async_trait::async_trait;
 
 pub use log::{DurableLog, LogConfig};
@@ -117,6 +119,106 @@ pub trait EventQueue: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), QueueError>;
 }
 
+/// The queue's partitions: one queue each (a JetStream stream per partition; the
+/// embedded log is one partition). An event goes to the partition of its project and
+/// distinct id ([`Partitions::of`]), so one person's events stay in one partition, in
+/// the order they were appended; each partition is consumed by one worker at a time.
+#[derive(Clone)]
+pub struct Partitions {
+    queues: Vec<Arc<dyn EventQueue>>,
+}
+
+impl std::fmt::Debug for Partitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partitions")
+            .field("count", &self.queues.len())
+            .finish()
+    }
+}
+
+impl Partitions {
+    /// `queues[k]` is partition `k`. Panics if there are none.
+    pub fn new(queues: Vec<Arc<dyn EventQueue>>) -> Self {
+        assert!(!queues.is_empty(), "a queue has at least one partition");
+        Self { queues }
+    }
+
+    /// One partition.
+    pub fn single(queue: Arc<dyn EventQueue>) -> Self {
+        Self::new(vec![queue])
+    }
+
+    pub fn count(&self) -> u32 {
+        self.queues.len() as u32
+    }
+
+    /// Partition `k`'s queue. Panics if `k` is not below [`count`](Self::count).
+    pub fn get(&self, partition: u32) -> &Arc<dyn EventQueue> {
+        &self.queues[partition as usize]
+    }
+
+    /// The partition of an event: FNV-1a over the project id and the distinct id,
+    /// modulo the count. Stable across versions and nodes (every API node must place
+    /// a person's events alike), so never to be changed.
+    pub fn of(&self, project: ProjectId, distinct_id: &str) -> u32 {
+        partition_of(self.count(), project, distinct_id)
+    }
+
+    /// The largest record every partition takes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.queues
+            .iter()
+            .map(|q| q.max_record_bytes())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Every partition's sizes, added up (`end` and `committed` are sums of offsets:
+    /// their difference is the records not yet processed).
+    pub fn stats(&self) -> QueueStats {
+        self.queues.iter().map(|q| q.stats()).fold(
+            QueueStats {
+                end: 0,
+                committed: 0,
+                disk_bytes: 0,
+            },
+            |sum, s| QueueStats {
+                end: sum.end + s.end,
+                committed: sum.committed + s.committed,
+                disk_bytes: sum.disk_bytes + s.disk_bytes,
+            },
+        )
+    }
+
+    /// Whether every partition takes appends now.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        for queue in &self.queues {
+            queue.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// See [`Partitions::of`].
+pub fn partition_of(count: u32, project: ProjectId, distinct_id: &str) -> u32 {
+    if count <= 1 {
+        return 0;
+    }
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in project
+        .as_uuid()
+        .as_bytes()
+        .iter()
+        .chain(distinct_id.as_bytes())
+    {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    (hash % u64::from(count)) as u32
+}
+
 #[async_trait]
 pub trait QueueReader: Send {
     /// Up to `max` records; waits up to `wait` when none are available (then returns
@@ -127,6 +229,32 @@ pub trait QueueReader: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_person_keeps_one_partition_and_persons_spread_over_all() {
+        let project: ProjectId = "0190a7d6-1c2b-7e3f-8a4b-5c6d7e8f9a0b".parse().unwrap();
+        // Pinned (FNV-1a computed by hand): every node and version must place events
+        // alike.
+        assert_eq!(partition_of(16, project, "user-1"), 2);
+        assert_eq!(partition_of(3, project, "user-1"), 2);
+        assert_eq!(partition_of(1, project, "user-1"), 0);
+        let mut seen = [0u32; 16];
+        for i in 0..16_000 {
+            seen[partition_of(16, project, &format!("user-{i}")) as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| (800..1200).contains(&n)),
+            "uneven spread: {seen:?}"
+        );
+        let other: ProjectId = "0190a7d6-1c2b-7e3f-8a4b-5c6d7e8f9a0c".parse().unwrap();
+        let moved = (0..100)
+            .filter(|i| {
+                let id = format!("user-{i}");
+                partition_of(16, project, &id) != partition_of(16, other, &id)
+            })
+            .count();
+        assert!(moved > 50, "the project takes part in the placement");
+    }
 
     #[test]
     fn the_backend_is_chosen_by_the_scheme() {

@@ -1,5 +1,6 @@
 use appizer_core::event::{Event, MessageType};
 use appizer_core::person::{MergeReason, Person};
+use appizer_storage::persons::Applied;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -177,12 +178,12 @@ async fn reads_see_held_updates_once_before_and_after_they_are_applied() {
         count(identity.read_person(scope, person, &[]).await.unwrap()),
         2
     );
-    identity.apply(Some(1)).await.unwrap();
+    identity.apply(Some(Applied::unleased(1))).await.unwrap();
     assert_eq!(
         count(identity.read_person(scope, person, &[]).await.unwrap()),
         2
     );
-    assert_eq!(identity.store().applied_offset().await.unwrap(), Some(1));
+    assert_eq!(identity.store().applied_offset(0).await.unwrap(), Some(1));
 }
 
 #[tokio::test]
@@ -207,7 +208,7 @@ async fn a_split_gives_back_what_the_merge_took_however_the_updates_were_timed()
         match applied {
             "before the split" => {
                 identity.take_deltas();
-                identity.apply(Some(2)).await.unwrap();
+                identity.apply(Some(Applied::unleased(2))).await.unwrap();
                 identity
                     .split(scope, &merge, Utc::now(), None)
                     .await
@@ -219,7 +220,7 @@ async fn a_split_gives_back_what_the_merge_took_however_the_updates_were_timed()
                     .split(scope, &merge, Utc::now(), None)
                     .await
                     .unwrap();
-                identity.apply(Some(2)).await.unwrap();
+                identity.apply(Some(Applied::unleased(2))).await.unwrap();
             }
             _ => {
                 identity
@@ -227,7 +228,7 @@ async fn a_split_gives_back_what_the_merge_took_however_the_updates_were_timed()
                     .await
                     .unwrap();
                 identity.take_deltas();
-                identity.apply(Some(2)).await.unwrap();
+                identity.apply(Some(Applied::unleased(2))).await.unwrap();
             }
         }
         let store = identity.store();

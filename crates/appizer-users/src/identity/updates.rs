@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use appizer_core::person::{Person, PersonDelta};
 use appizer_core::PersonId;
-use appizer_storage::persons::PersonFilter;
+use appizer_storage::persons::{Applied, PersonFilter};
 use appizer_storage::{ProjectScope, StoreError};
 
 use super::{held_deltas, Identity};
@@ -32,9 +32,9 @@ impl Identity {
     }
 
     /// Commits the updates taken by [`take_deltas`](Self::take_deltas) with the queue
-    /// offset their events reach. On failure they return to the pending ones, to go
-    /// with the next flush.
-    pub async fn apply(&self, offset: Option<u64>) -> Result<(), StoreError> {
+    /// offset their events reach, under their partition's fence. On failure they
+    /// return to the pending ones, to go with the next flush.
+    pub async fn apply(&self, at: Option<Applied>) -> Result<(), StoreError> {
         let _writing = self.gate.write().await;
         // No reader overlays them meanwhile: reads wait for the gate.
         let deltas: Vec<(ProjectScope, PersonId, PersonDelta)> = self
@@ -45,7 +45,7 @@ impl Identity {
             .flatten()
             .map(|((scope, person), delta)| (scope, person, delta))
             .collect();
-        let result = self.store.apply_deltas(&deltas, offset).await;
+        let result = self.store.apply_deltas(&deltas, at).await;
         if result.is_err() {
             let mut pending = self.deltas.lock();
             for (scope, person, delta) in deltas {
@@ -53,6 +53,13 @@ impl Identity {
             }
         }
         result
+    }
+
+    /// Drops every update held (pending or being applied): a new holding of the
+    /// partition replays the events after the applied offset and gathers them again.
+    pub fn forget_held(&self) {
+        self.deltas.lock().clear();
+        *self.applying.lock() = None;
     }
 
     /// The updates held for a person, not yet in the store.

@@ -198,7 +198,7 @@ pub async fn settle(server: &TestServer) {
     let events = &server.state.events;
     let end = events.queue.stats().end;
     let started = std::time::Instant::now();
-    while events.pipeline.processed_end() < end {
+    while events.feed.processed_end() < end {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "workers did not catch up"

@@ -33,16 +33,16 @@ impl EventStore {
     /// predate a person merge, split or deletion with the person ids of now (dropping
     /// the events of deleted persons); swaps them in the catalog in one transaction
     /// each, and deletes replaced files after the grace period. First it retires the
-    /// files of deleted projects.
+    /// files of deleted projects. All of this store's partition only, under its fence;
+    /// last, the partition's stray files are collected
+    /// ([`remove_uncatalogued_files`](Self::remove_uncatalogued_files)).
     pub async fn compact(&self) -> Result<Compaction, EventStoreError> {
         // Flushes may go on meanwhile: they only add files, and the catalog swap fails
         // (changing nothing) if a file to replace is gone.
         let _one_at_a_time = self.compact_lock.lock().await;
         // One listing serves the sweep and the merge: files flushed after it wait for
         // the next pass.
-        let (files, _) = self
-            .sweep_deleted(self.catalog.all_event_files().await?)
-            .await?;
+        let (files, _) = self.sweep_deleted(self.own_files().await?).await?;
         let target = self.config.compact_target_rows;
         // Taken before the overrides are read: a change after it is folded next time.
         let snapshot = Utc::now();
@@ -96,6 +96,7 @@ impl EventStore {
             let inputs: Vec<PathBuf> = group.iter().map(|f| config.root.join(&f.path)).collect();
             let max_offset = group.iter().map(|f| f.max_queue_offset).max().unwrap_or(0);
             let fold = overrides.get(&project).cloned().filter(|o| !o.is_empty());
+            let partition = self.fence.partition;
             let merged = self
                 .config
                 .background
@@ -113,15 +114,20 @@ impl EventStore {
                     if order.is_empty() {
                         return Ok(None);
                     }
-                    let mut file =
-                        write_file(&config, project, &date, &batches, &order, max_offset)?;
+                    let mut file = write_file(
+                        &config, project, &date, &batches, &order, partition, max_offset,
+                    )?;
                     file.persons_folded_at = Some(snapshot);
                     Ok(Some(file))
                 })
                 .await?;
             let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
             let added: Vec<EventFile> = merged.into_iter().collect();
-            if let Err(e) = self.catalog.replace_event_files(&added, &removed).await {
+            if let Err(e) = self
+                .catalog
+                .replace_event_files(&added, &removed, self.fence)
+                .await
+            {
                 for f in &added {
                     let _ = std::fs::remove_file(self.config.root.join(&f.path));
                 }
@@ -136,6 +142,7 @@ impl EventStore {
             done.rows += added.iter().map(|f| f.row_count).sum::<u64>();
         }
         self.delete_retired()?;
+        self.collect_strays().await?;
         Ok(done)
     }
 }

@@ -30,7 +30,6 @@ impl EventStore {
     /// Writes the buffer to Parquet files and catalogues them. Returns the highest queue
     /// offset now durable in files (`None` if nothing was buffered).
     pub async fn flush(&self) -> Result<Option<u64>, EventStoreError> {
-        let _one_at_a_time = self.flush_lock.lock().await;
         match self.take_for_flush() {
             Some(taken) => self.write_taken(taken).await.map(Some),
             None => Ok(None),
@@ -41,6 +40,9 @@ impl EventStore {
     /// highest queue offset now durable in files. On failure the rows go back to the
     /// buffer.
     pub async fn write_taken(&self, taken: Taken) -> Result<u64, EventStoreError> {
+        // One at a time (a second take finds the flushing slot held anyway), and none
+        // while stray files are collected.
+        let _one_at_a_time = self.flush_lock.lock().await;
         let max_offset = taken.max_offset;
         let take_back = || {
             self.flushing
@@ -50,10 +52,11 @@ impl EventStore {
                 .unwrap_or_default()
         };
         let config = self.config.clone();
+        let partition = self.fence.partition;
         let written = self
             .config
             .background
-            .run(move || write_files(&config, taken.projects, max_offset))
+            .run(move || write_files(&config, taken.projects, partition, max_offset))
             .await;
         let files = match written {
             Ok(files) => files,
@@ -62,8 +65,9 @@ impl EventStore {
                 return Err(e);
             }
         };
-        if let Err(e) = self.catalog.add_event_files(&files).await {
-            // The files exist but are not catalogued: remove them and keep the rows.
+        if let Err(e) = self.catalog.add_event_files(&files, self.fence).await {
+            // The files exist but are not catalogued: remove them and keep the rows (a
+            // fenced store's are given up by its workers, whose lease passed on).
             for f in &files {
                 let _ = std::fs::remove_file(self.config.root.join(&f.path));
             }
@@ -79,6 +83,7 @@ impl EventStore {
 pub(super) fn write_files(
     config: &EventStoreConfig,
     projects: BTreeMap<ProjectId, ProjectBuffer>,
+    partition: u32,
     max_offset: u64,
 ) -> Result<Vec<EventFile>, EventStoreError> {
     let mut files = Vec::new();
@@ -93,6 +98,7 @@ pub(super) fn write_files(
                 &date,
                 &buffer.batches,
                 &order,
+                partition,
                 max_offset,
             )?);
         }
@@ -100,18 +106,26 @@ pub(super) fn write_files(
     Ok(files)
 }
 
+/// How the names of a partition's files begin, so its workers can tell its stray files
+/// from other partitions' (files written before partitions existed have no prefix and
+/// are partition 0's).
+pub(super) fn file_prefix(partition: u32) -> String {
+    format!("p{partition}-")
+}
+
 /// Rows copied into the writer at a time: the sorted copy of a flush never exceeds this.
 pub(super) const WRITE_CHUNK_ROWS: usize = 8 * 1024;
 
 /// Writes the rows of `batches` named by `order` (batch, row), in that order, as
-/// `project=<id>/date=<day>/<uuid>.parquet`, durably (file and directory entries
-/// fsync'd), and returns its catalog entry.
+/// `project=<id>/date=<day>/p<partition>-<uuid>.parquet`, durably (file and directory
+/// entries fsync'd), and returns its catalog entry.
 pub(super) fn write_file(
     config: &EventStoreConfig,
     project: ProjectId,
     date: &str,
     batches: &[RecordBatch],
     order: &[(usize, usize)],
+    partition: u32,
     max_offset: u64,
 ) -> Result<EventFile, EventStoreError> {
     let codec = |c: ParquetCompression| -> Result<Compression, EventStoreError> {
@@ -132,7 +146,7 @@ pub(super) fn write_file(
     }
     let properties = properties.build();
     let dir = format!("project={project}/date={date}");
-    let name = format!("{}.parquet", uuid::Uuid::now_v7());
+    let name = format!("{}{}.parquet", file_prefix(partition), uuid::Uuid::now_v7());
     let full_dir = config.root.join(&dir);
     std::fs::create_dir_all(&full_dir)?;
     let tmp = full_dir.join(format!("{name}.tmp"));
@@ -169,6 +183,7 @@ pub(super) fn write_file(
         byte_size,
         min_timestamp: min / 1000,
         max_timestamp: max / 1000,
+        partition,
         max_queue_offset: max_offset,
         created_at: Utc::now(),
         persons_folded_at: None,

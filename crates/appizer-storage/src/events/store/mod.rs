@@ -1,4 +1,7 @@
 //! [`EventStore`]: the store of one node's events, by concept:
+//! - lanes: a store writes one queue partition's files, under that partition's fence
+//!   ([`EventStore::lane`] makes a store for another partition beside it); queries on
+//!   any of them read every catalogued file and the buffers of all of them;
 //! - `buffer`: the Arrow buffer of recent events, queryable at once;
 //! - `flush`: writing the buffer to sorted Parquet files and cataloguing them;
 //! - `compaction`: merging small files and folding person changes into old ones;
@@ -18,7 +21,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use appizer_core::config::ParquetCompression;
@@ -28,6 +31,7 @@ use parking_lot::RwLock;
 
 use super::rollup::Rollup;
 use crate::background::Background;
+use crate::leases::Fence;
 use crate::metadata::MetadataStore;
 use crate::StoreError;
 
@@ -106,6 +110,12 @@ pub enum EventStoreError {
 pub struct EventStore {
     config: EventStoreConfig,
     catalog: Arc<dyn MetadataStore>,
+    /// The partition whose events this store buffers and writes, and the lease held
+    /// on it: every catalog write of this store goes under it.
+    fence: Fence,
+    /// The other stores of this node ([`EventStore::lane`]), whose buffers queries
+    /// read too.
+    lanes: Arc<RwLock<Vec<Weak<EventStore>>>>,
     /// Events not yet in Parquet. During a flush, the batches being written stay in
     /// `flushing` (still queried) until their catalog entries exist.
     buffer: RwLock<Buffer>,
@@ -116,11 +126,25 @@ pub struct EventStore {
     compact_lock: tokio::sync::Mutex<()>,
     /// Files compaction replaced, with when, awaiting deletion by a later pass.
     retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
-    /// Bumped after every change of what a query reads (see [`EventStore::version`]).
-    version: std::sync::atomic::AtomicU64,
+    /// Bumped after every change of what a query reads (see [`EventStore::version`]);
+    /// one for every lane.
+    version: Arc<std::sync::atomic::AtomicU64>,
     /// The rollups of files read so far, by path (`None`: the file has none). Files
     /// never change once written, so an entry stays true while its file is catalogued.
-    rollups: parking_lot::Mutex<std::collections::HashMap<String, Option<Arc<Rollup>>>>,
+    rollups: Arc<Rollups>,
+}
+
+type Rollups = parking_lot::Mutex<std::collections::HashMap<String, Option<Arc<Rollup>>>>;
+
+impl Drop for EventStore {
+    fn drop(&mut self) {
+        // A lane's buffered rows leave the node's reads (its workers gave the partition
+        // up; its next holder replays them).
+        if self.buffer.get_mut().rows > 0 {
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 impl std::fmt::Debug for EventStore {
@@ -140,14 +164,50 @@ impl EventStore {
         Ok(Self {
             config,
             catalog,
+            fence: Fence::unleased(0),
+            lanes: Arc::default(),
             buffer: RwLock::new(Buffer::default()),
             flushing: RwLock::new(None),
             flush_lock: tokio::sync::Mutex::new(()),
             compact_lock: tokio::sync::Mutex::new(()),
             retired: parking_lot::Mutex::new(Vec::new()),
-            version: std::sync::atomic::AtomicU64::new(0),
-            rollups: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            version: Arc::default(),
+            rollups: Arc::default(),
         })
+    }
+
+    /// A store beside this one for the fence's partition (the workers of a partition
+    /// while they hold its lease): its own buffer, flushes and compaction, all under
+    /// the fence; queries through either read both buffers. It leaves the node's reads
+    /// when dropped.
+    pub fn lane(&self, fence: Fence) -> Arc<EventStore> {
+        let lane = Arc::new(Self {
+            config: self.config.clone(),
+            catalog: self.catalog.clone(),
+            fence,
+            lanes: self.lanes.clone(),
+            buffer: RwLock::new(Buffer::default()),
+            flushing: RwLock::new(None),
+            flush_lock: tokio::sync::Mutex::new(()),
+            compact_lock: tokio::sync::Mutex::new(()),
+            retired: parking_lot::Mutex::new(Vec::new()),
+            version: self.version.clone(),
+            rollups: self.rollups.clone(),
+        });
+        let mut lanes = self.lanes.write();
+        lanes.retain(|l| l.strong_count() > 0);
+        lanes.push(Arc::downgrade(&lane));
+        lane
+    }
+
+    /// The partition this store writes, and the lease it writes under.
+    pub fn fence(&self) -> Fence {
+        self.fence
+    }
+
+    /// Whether a catalogued file is this store's partition's.
+    fn owns(&self, file: &crate::metadata::EventFile) -> bool {
+        file.partition == self.fence.partition
     }
 
     /// A number that changes whenever events are added. Flushes and compaction move

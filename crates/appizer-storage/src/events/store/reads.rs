@@ -1,7 +1,7 @@
 //! Reads: one project's rows as of one moment (buffer, flushing slot, catalogued files
 //! pruned by time), as a DataFrame or as the rollups a count adds up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
@@ -44,11 +44,11 @@ impl Unrolled {
 }
 
 impl EventStore {
-    /// The project's buffered batches and its catalogued files whose time range meets
-    /// `[from, to)`, as of one moment: memory first, buffer and flushing slot together
-    /// (a flush moves rows from one to the other under the buffer lock); then the
-    /// catalog. Rows of a flush that got catalogued in between are read from its files
-    /// only.
+    /// The project's buffered batches (of this store and every lane beside it) and its
+    /// catalogued files whose time range meets `[from, to)`, as of one moment: memory
+    /// first, each store's buffer and flushing slot together (a flush moves rows from
+    /// one to the other under the buffer lock); then the catalog. Rows of a flush that
+    /// got catalogued in between are read from its files only.
     pub(super) async fn snapshot(
         &self,
         scope: ProjectScope,
@@ -60,19 +60,32 @@ impl EventStore {
             from.map_or(i64::MIN, |t| t.timestamp_millis()),
             to.map_or(i64::MAX, |t| t.timestamp_millis()),
         );
-        let (mut batches, flushing) = {
-            let buffer = self.buffer.read();
-            let flushing = self.flushing.read().as_ref().map(|(offset, projects)| {
-                let batches = projects.get(&project).map(|p| p.batches.clone());
-                (*offset, batches.unwrap_or_default())
-            });
-            let own = buffer.projects.get(&project).map(|p| p.batches.clone());
-            (own.unwrap_or_default(), flushing)
-        };
+        let lanes: Vec<Arc<EventStore>> = self
+            .lanes
+            .read()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|lane| !std::ptr::eq(Arc::as_ptr(lane), self))
+            .collect();
+        let mut batches = Vec::new();
+        let mut flushing = Vec::new();
+        for store in std::iter::once(self).chain(lanes.iter().map(|l| l.as_ref())) {
+            let buffer = store.buffer.read();
+            if let Some((offset, projects)) = store.flushing.read().as_ref() {
+                let held = projects.get(&project).map(|p| p.batches.clone());
+                flushing.push((store.fence.partition, *offset, held.unwrap_or_default()));
+            }
+            if let Some(own) = buffer.projects.get(&project) {
+                batches.extend(own.batches.iter().cloned());
+            }
+        }
         let catalogued = self.catalog.list_event_files(scope).await?;
-        if let Some((offset, flushing_batches)) = flushing {
-            if !catalogued.iter().any(|f| f.max_queue_offset >= offset) {
-                batches.extend(flushing_batches);
+        for (partition, offset, held) in flushing {
+            let written = catalogued
+                .iter()
+                .any(|f| f.partition == partition && f.max_queue_offset >= offset);
+            if !written {
+                batches.extend(held);
             }
         }
         let files = catalogued

@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 
 use crate::events::schema::event_schema;
 
+use super::flush::file_prefix;
 use super::{EventStore, EventStoreError};
 
 /// One stored event, as [`EventStore::for_each_recent_event`] passes it.
@@ -27,12 +28,25 @@ pub struct RecentEvent<'a> {
 }
 
 impl EventStore {
-    /// Removes files under the root that the catalog does not list: the `.tmp` of an
-    /// interrupted write, and a file whose catalog entry was never written (a crash
-    /// between the two; its events are replayed from the queue). Run at start, before
-    /// the workers, so the directory holds exactly the catalogued events for any
-    /// Parquet reader. Returns how many files were removed.
+    /// Removes this store's partition's files under the root that the catalog does not
+    /// list and that are older than `retire_grace`: the `.tmp` of an interrupted write,
+    /// a file whose catalog entry was never written (a crash between the two, or a
+    /// write refused by the fence; its events are replayed from the queue), and a file
+    /// compaction replaced whose deletion was due on a worker that stopped. Run when the
+    /// workers take the partition and after every compaction; the grace keeps a file
+    /// that queries on other nodes listed just before it was replaced. Returns how
+    /// many files were removed.
     pub async fn remove_uncatalogued_files(&self) -> Result<usize, EventStoreError> {
+        let _no_compaction = self.compact_lock.lock().await;
+        self.collect_strays().await
+    }
+
+    /// [`remove_uncatalogued_files`](Self::remove_uncatalogued_files) under the
+    /// compaction lock the caller holds.
+    pub(super) async fn collect_strays(&self) -> Result<usize, EventStoreError> {
+        // No flush of this store between the listing and the removals: its new file
+        // would be neither listed nor old.
+        let _no_flush = self.flush_lock.lock().await;
         let catalogued: std::collections::HashSet<PathBuf> = self
             .catalog
             .all_event_files()
@@ -40,35 +54,61 @@ impl EventStore {
             .into_iter()
             .map(|f| self.config.root.join(f.path))
             .collect();
+        let prefix = file_prefix(self.fence.partition);
+        let legacy = self.fence.partition == 0;
+        let ours = |name: &str| name.starts_with(&prefix) || (legacy && !name.starts_with('p'));
+        let grace = self.config.retire_grace;
         let mut removed = 0;
         let mut stack = vec![self.config.root.clone()];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir)? {
-                let path = entry?.path();
+                let entry = entry?;
+                let path = entry.path();
                 if path.is_dir() {
                     stack.push(path);
-                } else if !catalogued.contains(&path) {
-                    tracing::warn!(file = %path.display(), "removing an event file the catalog does not list");
-                    std::fs::remove_file(&path)?;
-                    removed += 1;
+                    continue;
+                }
+                let name = entry.file_name();
+                if catalogued.contains(&path) || !ours(&name.to_string_lossy()) {
+                    continue;
+                }
+                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                if age < grace {
+                    continue;
+                }
+                tracing::warn!(file = %path.display(), "removing an event file the catalog does not list");
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
         Ok(removed)
     }
 
-    /// The highest queue offset already stored in a catalogued file.
+    /// The highest offset of this store's partition already stored in a catalogued
+    /// file.
     pub async fn flushed_offset(&self) -> Result<Option<u64>, EventStoreError> {
         Ok(self
-            .catalog
-            .all_event_files()
+            .own_files()
             .await?
             .iter()
             .map(|f| f.max_queue_offset)
             .max())
     }
 
-    /// Calls `each` for every stored event received since `since`, to rebuild what the
+    /// The catalogued files of this store's partition, of every project.
+    pub(super) async fn own_files(
+        &self,
+    ) -> Result<Vec<crate::metadata::EventFile>, EventStoreError> {
+        let mut files = self.catalog.all_event_files().await?;
+        files.retain(|f| self.owns(f));
+        Ok(files)
+    }
+
+    /// Calls `each` for every stored event of this store's partition received since
+    /// `since`, to rebuild what the
     /// workers keep in memory (the duplicate window, the real-time counters) at start;
     /// returns how many. The files are streamed a batch at a time: a day of a busy
     /// project's events never sits in memory at once (only what `each` keeps of them).
@@ -79,8 +119,7 @@ impl EventStore {
     ) -> Result<u64, EventStoreError> {
         // A file is written after its rows are received, so older files hold none.
         let files: Vec<String> = self
-            .catalog
-            .all_event_files()
+            .own_files()
             .await?
             .into_iter()
             .filter(|f| f.created_at >= since)

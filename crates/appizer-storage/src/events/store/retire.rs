@@ -12,12 +12,12 @@ use super::{EventStore, EventStoreError};
 use crate::metadata::EventFile;
 
 impl EventStore {
-    /// Takes the files of deleted projects out of the catalog and retires them (rows
-    /// still buffered for one are swept once flushed). Returns how many files it
-    /// retired.
+    /// Takes the files of deleted projects, of this store's partition, out of the
+    /// catalog and retires them (rows still buffered for one are swept once flushed).
+    /// Returns how many files it retired.
     pub async fn sweep_deleted_projects(&self) -> Result<usize, EventStoreError> {
         let _one_at_a_time = self.compact_lock.lock().await;
-        let files = self.catalog.all_event_files().await?;
+        let files = self.own_files().await?;
         Ok(self.sweep_deleted(files).await?.1)
     }
 
@@ -37,7 +37,9 @@ impl EventStore {
         if paths.is_empty() {
             return Ok((kept, 0));
         }
-        self.catalog.replace_event_files(&[], &paths).await?;
+        self.catalog
+            .replace_event_files(&[], &paths, self.fence)
+            .await?;
         let now = Instant::now();
         self.retired
             .lock()

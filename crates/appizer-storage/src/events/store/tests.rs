@@ -281,13 +281,31 @@ async fn buffered_events_are_queryable_then_flushed_to_partitioned_parquet() {
     assert_eq!((seen, recent.len()), (25, 25));
 
     // A file without a catalog entry (a crash between the two) and a temporary file
-    // are removed; catalogued files stay.
+    // are removed once older than the grace; catalogued files, and another
+    // partition's strays, stay.
     let partition = dir.path().join("events").join(&files[0].path);
     let partition = partition.parent().unwrap();
-    std::fs::write(partition.join("orphan.parquet"), b"x").unwrap();
-    std::fs::write(partition.join("half.parquet.tmp"), b"x").unwrap();
+    let strays = ["orphan.parquet", "half.parquet.tmp", "p3-theirs.parquet"];
+    for name in strays {
+        std::fs::write(partition.join(name), b"x").unwrap();
+    }
+    assert_eq!(
+        store.remove_uncatalogued_files().await.unwrap(),
+        0,
+        "younger than the grace: perhaps still listed by a query elsewhere"
+    );
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    for name in strays {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(partition.join(name))
+            .unwrap();
+        file.set_modified(long_ago).unwrap();
+    }
     assert_eq!(store.remove_uncatalogued_files().await.unwrap(), 2);
     assert!(!partition.join("orphan.parquet").exists());
+    assert!(partition.join("p3-theirs.parquet").exists());
+    std::fs::remove_file(partition.join("p3-theirs.parquet")).unwrap();
     assert_eq!(count(&store, a).await, 18);
     assert!(recent.contains(&(b, "m0-6".to_string(), (1_795_000_000 + 6) * 1000)));
 }
@@ -582,4 +600,70 @@ async fn a_deleted_projects_files_leave_the_catalog_then_the_disk() {
     assert_eq!(catalog.list_event_files(kept).await.unwrap().len(), 1);
     assert_eq!(count(&store, kept.project()).await, 5);
     assert!(dir.path().join("events").is_dir(), "the root stays");
+}
+
+#[tokio::test]
+async fn lanes_write_their_own_partition_and_every_lane_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sqlite_catalog(dir.path()).await;
+    let leases = catalog.leases();
+    leases.ensure_partitions(2).await.unwrap();
+    let ttl = Duration::from_secs(10);
+    let now = chrono::Utc::now().timestamp_millis();
+    let zero = leases.acquire(0, "w", ttl, now).await.unwrap().unwrap();
+    let one = leases.acquire(1, "w", ttl, now).await.unwrap().unwrap();
+    let node = EventStore::open(
+        EventStoreConfig::new(dir.path().join("events")),
+        catalog.clone(),
+    )
+    .unwrap();
+    let lane0 = node.lane(zero.fence());
+    let lane1 = node.lane(one.fence());
+    let a = ProjectId::new();
+    lane0.append(events(a, 4, 0), 10).unwrap();
+    lane1.append(events(a, 6, 1), 2).unwrap();
+    // The node's reads, and each lane's, see both buffers.
+    assert_eq!(count(&node, a).await, 10);
+    assert_eq!(count(&lane0, a).await, 10);
+    let before = node.version();
+
+    assert_eq!(lane1.flush().await.unwrap(), Some(2));
+    assert_eq!(lane1.flushed_offset().await.unwrap(), Some(2));
+    assert_eq!(
+        lane0.flushed_offset().await.unwrap(),
+        None,
+        "offsets per partition"
+    );
+    let files = catalog.all_event_files().await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].partition, 1);
+    assert!(files[0].path.contains("/p1-"), "{}", files[0].path);
+    assert_eq!(count(&node, a).await, 10, "nothing read twice or lost");
+
+    // Partition 0 passes to another worker: its lane's flush is refused and writes
+    // nothing; the rows stay buffered until the lane is dropped.
+    let later = now + 60_000;
+    leases
+        .acquire(0, "other", ttl, later)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = lane0.flush().await.unwrap_err();
+    assert!(
+        matches!(refused, EventStoreError::Catalog(StoreError::Fenced(_))),
+        "{refused:?}"
+    );
+    assert_eq!(catalog.all_event_files().await.unwrap().len(), 1);
+    assert_eq!(
+        walk_parquet(&dir.path().join("events")),
+        1,
+        "its file removed"
+    );
+    drop(lane0);
+    assert_eq!(
+        count(&node, a).await,
+        6,
+        "the dropped lane's rows left the reads"
+    );
+    assert!(node.version() > before);
 }

@@ -14,7 +14,7 @@ impl SqlMetadataStore {
         project: Option<ProjectId>,
     ) -> Result<Vec<EventFile>, StoreError> {
         const COLUMNS: &str = "path, project_id, date, row_count, byte_size, min_timestamp, \
-             max_timestamp, max_queue_offset, created_at, persons_folded_at";
+             max_timestamp, max_queue_offset, created_at, persons_folded_at, queue_partition";
         let rows = match project {
             Some(p) => {
                 sqlx::query(&format!(
@@ -43,6 +43,7 @@ impl SqlMetadataStore {
                     min_timestamp: row.try_get("min_timestamp")?,
                     max_timestamp: row.try_get("max_timestamp")?,
                     max_queue_offset: row.try_get::<i64, _>("max_queue_offset")? as u64,
+                    partition: row.try_get::<i64, _>("queue_partition")? as u32,
                     created_at: from_millis(row.try_get("created_at")?)?,
                     persons_folded_at: row
                         .try_get::<Option<i64>, _>("persons_folded_at")?

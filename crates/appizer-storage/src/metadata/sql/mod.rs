@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+use crate::leases::{check_fence, Fence, LeaseStore, SqlLeaseStore};
 use crate::persons::{PersonStore, SqlPersonStore};
 use crate::push::{PushStore, SqlPushStore};
 use crate::scope::ProjectScope;
@@ -45,6 +46,7 @@ pub struct SqlMetadataStore {
     persons: Arc<SqlPersonStore>,
     push: Arc<SqlPushStore>,
     team: Arc<SqlTeamStore>,
+    leases: Arc<SqlLeaseStore>,
     definitions_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -85,6 +87,7 @@ impl SqlMetadataStore {
             persons: Arc::new(SqlPersonStore::new(pool.clone(), backend)),
             push: Arc::new(SqlPushStore::new(pool.clone(), backend)),
             team: Arc::new(SqlTeamStore::new(pool.clone(), backend)),
+            leases: Arc::new(SqlLeaseStore::new(pool.clone(), backend)),
             definitions_version: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             pool,
             backend,
@@ -322,6 +325,10 @@ impl MetadataStore for SqlMetadataStore {
 
     fn team(&self) -> Arc<dyn TeamStore> {
         self.team.clone()
+    }
+
+    fn leases(&self) -> Arc<dyn LeaseStore> {
+        self.leases.clone()
     }
 
     fn persons(&self) -> Arc<dyn PersonStore> {
@@ -683,16 +690,24 @@ impl MetadataStore for SqlMetadataStore {
             .collect()
     }
 
-    async fn add_event_files(&self, files: &[EventFile]) -> Result<(), StoreError> {
-        self.replace_event_files(files, &[]).await
+    async fn add_event_files(&self, files: &[EventFile], fence: Fence) -> Result<(), StoreError> {
+        self.replace_event_files(files, &[], fence).await
     }
 
     async fn replace_event_files(
         &self,
         files: &[EventFile],
         removed: &[String],
+        fence: Fence,
     ) -> Result<(), StoreError> {
         let mut tx = self.backend.begin_write(&self.pool).await?;
+        check_fence(&mut tx, self.backend, fence).await?;
+        if let Some(f) = files.iter().find(|f| f.partition != fence.partition) {
+            return Err(StoreError::Conflict(format!(
+                "event file {} is of partition {}, written under partition {}'s fence",
+                f.path, f.partition, fence.partition
+            )));
+        }
         for path in removed {
             let done = sqlx::query("DELETE FROM event_files WHERE path = $1")
                 .bind(path)
@@ -707,8 +722,8 @@ impl MetadataStore for SqlMetadataStore {
         for f in files {
             sqlx::query(
                 "INSERT INTO event_files (path, project_id, date, row_count, byte_size, \
-                 min_timestamp, max_timestamp, max_queue_offset, created_at, persons_folded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 min_timestamp, max_timestamp, max_queue_offset, created_at, persons_folded_at, \
+                 queue_partition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&f.path)
             .bind(f.project_id.to_string())
@@ -720,6 +735,7 @@ impl MetadataStore for SqlMetadataStore {
             .bind(f.max_queue_offset as i64)
             .bind(millis(f.created_at))
             .bind(f.persons_folded_at.map(millis))
+            .bind(i64::from(f.partition))
             .execute(&mut *tx)
             .await?;
         }

@@ -20,8 +20,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyPool, Row};
 
 use super::{
-    AuditWith, Deleted, Identified, NewPerson, PersonFilter, PersonOverrides, PersonStore, Unlinked,
+    Applied, AuditWith, Deleted, Identified, NewPerson, PersonFilter, PersonOverrides, PersonStore,
+    Unlinked,
 };
+use crate::leases::check_fence;
 use crate::metadata::Backend;
 use crate::{ProjectScope, StoreError};
 use rows::{
@@ -36,6 +38,15 @@ const CHUNK: usize = 100;
 const ROWS: usize = 32;
 /// The `worker_offsets` row of applied person updates.
 const PERSON_UPDATES: &str = "person_updates";
+
+/// The `worker_offsets` row of a partition's person updates (partition 0 keeps the
+/// name it had before there were partitions).
+fn person_updates(partition: u32) -> String {
+    match partition {
+        0 => PERSON_UPDATES.to_string(),
+        p => format!("{PERSON_UPDATES}/{p}"),
+    }
+}
 
 const PERSON_COLUMNS: &str = "id, project_id, is_identified, properties, property_writes, \
      first_seen, last_seen, event_count, created_at";
@@ -378,10 +389,13 @@ impl PersonStore for SqlPersonStore {
     async fn apply_deltas(
         &self,
         deltas: &[(ProjectScope, PersonId, PersonDelta)],
-        offset: Option<u64>,
+        at: Option<Applied>,
     ) -> Result<(), StoreError> {
         let _one_writer = self.writes.lock().await;
         let mut tx = self.backend.begin_write(&self.pool).await?;
+        if let Some(at) = at {
+            check_fence(&mut tx, self.backend, at.fence).await?;
+        }
         let lock = self.lock();
         // Read and written a chunk at a time: one query each way per chunk.
         for chunk in deltas.chunks(CHUNK) {
@@ -424,13 +438,13 @@ impl PersonStore for SqlPersonStore {
             let changed: Vec<&Person> = changed.iter().filter_map(|id| found.get(id)).collect();
             write_persons(&mut tx, &changed).await?;
         }
-        if let Some(offset) = offset {
+        if let Some(at) = at {
             sqlx::query(
                 "INSERT INTO worker_offsets (name, queue_offset) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET queue_offset = excluded.queue_offset",
             )
-            .bind(PERSON_UPDATES)
-            .bind(offset as i64)
+            .bind(person_updates(at.fence.partition))
+            .bind(at.offset as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -439,10 +453,10 @@ impl PersonStore for SqlPersonStore {
         Ok(())
     }
 
-    async fn applied_offset(&self) -> Result<Option<u64>, StoreError> {
+    async fn applied_offset(&self, partition: u32) -> Result<Option<u64>, StoreError> {
         let offset: Option<i64> =
             sqlx::query_scalar("SELECT queue_offset FROM worker_offsets WHERE name = $1")
-                .bind(PERSON_UPDATES)
+                .bind(person_updates(partition))
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(offset.map(|o| o.max(0) as u64))

@@ -22,3 +22,14 @@ pub(super) fn is_over_budget(e: &jetstream::context::PublishError) -> bool {
     }
     false
 }
+
+/// Whether a publish may succeed if sent again: the acknowledgement did not come (a
+/// server lost, a stream leader being elected, no responders meanwhile). A message too
+/// large never will.
+pub(super) fn is_transient(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind as Kind;
+    !matches!(
+        e.kind(),
+        Kind::MaxPayloadExceeded | Kind::WrongLastMessageId | Kind::WrongLastSequence
+    )
+}

@@ -5,6 +5,13 @@
 //! the offset, so the stream's first sequence is where the committed offset is kept and
 //! a restart, on any node, resumes from it.
 //!
+//! Each message carries a `Nats-Msg-Id` made of its payload's SHA-256, and an append
+//! whose acknowledgement does not come (a server lost, a stream leader being elected)
+//! is published again with it, up to [`PUBLISH_ATTEMPTS`] times: JetStream keeps one
+//! copy of messages with one id within its duplicate window (2 minutes), so a retry
+//! never stores a record twice. Two records with one payload are one record anyway:
+//! a payload holds its events' message ids, which the workers deduplicate by.
+//!
 //! JetStream stores an acknowledged message on every replica, but a single server
 //! syncs its files to disk only every `sync_interval` (2 minutes by default): for
 //! durability against power loss, run three replicas or set `sync_interval: always`.
@@ -18,18 +25,27 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 
 pub use config::NatsConfig;
 
 use super::{EventQueue, QueueError, QueueReader, QueueStats};
-use errors::{is_over_budget, unavailable};
+use errors::{is_over_budget, is_transient, unavailable};
 use reader::NatsReader;
 
 /// Records a consumer asks the server for at once: bounds what a reader holds in
 /// memory to this many records (each at most the server's `max_payload`).
 pub(super) const PULL_BATCH: i64 = 128;
+
+/// Publishes of one record before an append fails; the waits between them double from
+/// 100 ms, so the last comes about 1.5 s after the first, time for a cluster to elect
+/// a stream's new leader.
+pub(super) const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// Room left in the server's `max_payload` for a message's headers (its id).
+const HEADER_ROOM: usize = 256;
 
 /// Bytes JetStream stores per message beyond its payload (subject, sequence, time,
 /// checksum), to estimate `disk_bytes` between refreshes.
@@ -104,8 +120,8 @@ impl NatsQueue {
             stream,
             stream_name: config.stream,
             subject,
-            // A record travels without headers; the server counts the payload alone.
-            max_record_bytes: max_payload,
+            // The server counts headers and payload together.
+            max_record_bytes: max_payload.saturating_sub(HEADER_ROOM),
             budget_bytes: config.max_disk_bytes,
             end: Arc::new(AtomicU64::new(state.last_sequence)),
             committed: AtomicU64::new(committed_from(state)),
@@ -134,6 +150,13 @@ impl NatsQueue {
     }
 }
 
+/// A record's `Nats-Msg-Id`: the first 128 bits of its payload's SHA-256, in hex.
+fn message_id(payload: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(payload);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The committed offset a stream's state stands for: everything below its first
 /// sequence was purged, so processed.
 fn committed_from(state: &stream::State) -> u64 {
@@ -157,18 +180,42 @@ impl EventQueue for NatsQueue {
             });
         }
         let size = payload.len() as u64;
-        let full = |e: &jetstream::context::PublishError| {
-            is_over_budget(e).then_some(QueueError::Full {
-                budget_bytes: self.budget_bytes,
-            })
+        let id = message_id(&payload);
+        let payload = bytes::Bytes::from(payload);
+        let mut wait = std::time::Duration::from_millis(100);
+        let mut attempt = 1;
+        let ack = loop {
+            let sent = self
+                .context
+                .send_publish(
+                    self.subject.clone(),
+                    PublishMessage::build()
+                        .payload(payload.clone())
+                        .message_id(&id),
+                )
+                .await;
+            let acked = match sent {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => break ack,
+                Err(e) if is_over_budget(&e) => {
+                    return Err(QueueError::Full {
+                        budget_bytes: self.budget_bytes,
+                    })
+                }
+                Err(e) if attempt >= PUBLISH_ATTEMPTS || !is_transient(&e) => {
+                    return Err(unavailable(e))
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, "publish not acknowledged; again with its id");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+            }
         };
-        let ack = self
-            .context
-            .publish(self.subject.clone(), payload.into())
-            .await
-            .map_err(|e| full(&e).unwrap_or_else(|| unavailable(e)))?
-            .await
-            .map_err(|e| full(&e).unwrap_or_else(|| unavailable(e)))?;
         self.end.fetch_max(ack.sequence, Ordering::AcqRel);
         self.disk_bytes
             .fetch_add(size + MESSAGE_OVERHEAD, Ordering::Relaxed);
