@@ -41,6 +41,9 @@ pub struct Consumers {
     ttl: Duration,
     pipelines: PipelineFactory,
     health: HealthReporter,
+    /// The pipelines' own component: a worker that holds no partition has nothing to
+    /// consume, which is healthy, so it reports that each pass.
+    idle: HealthReporter,
 }
 
 /// A partition held, and its running workers.
@@ -78,6 +81,7 @@ impl Consumers {
                     ..Policy::default()
                 },
             ),
+            idle: registry.register(crate::pipeline::PIPELINE, Policy::default()),
         }
     }
 
@@ -109,6 +113,9 @@ impl Consumers {
                 }
             }
             metrics::gauge!(m::PARTITIONS_HELD).set(held.len() as f64);
+            if held.is_empty() {
+                self.idle.ok();
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
@@ -155,6 +162,7 @@ impl Consumers {
         }
         for partition in lost {
             if let Some(h) = held.remove(&partition) {
+                metrics::counter!(m::LEASES_LOST_TOTAL).increment(1);
                 tracing::warn!(partition, "lost the partition's lease; its workers stop");
                 // Nothing more of theirs may be written: no final flush.
                 h.task.abort();

@@ -21,6 +21,8 @@ pub const FLUSH_FAILURES_TOTAL: &str = "appizer_events_flush_failures_total";
 /// Writes (flushes, person updates) refused because the partition's lease had passed
 /// to another worker; each stops that partition's workers here.
 pub const FENCED_WRITES_TOTAL: &str = "appizer_events_fenced_writes_total";
+/// Leases this node's workers found taken by another worker when renewing them.
+pub const LEASES_LOST_TOTAL: &str = "appizer_events_leases_lost_total";
 /// Partitions this node's workers hold now.
 pub const PARTITIONS_HELD: &str = "appizer_events_partitions_held";
 /// Flushes written before the event tap (campaign triggers) settled their events.

@@ -210,24 +210,6 @@ impl Pipeline {
         Ok(Self::assemble(queue, store, config, dedup, &registry))
     }
 
-    /// The pipeline of a node that runs no workers (an API, query or push node of a
-    /// split deployment): it touches no file, rebuilds nothing and reports no health;
-    /// its feed stays empty, as this node processes no events.
-    pub fn passive(
-        queue: Arc<dyn EventQueue>,
-        store: Arc<EventStore>,
-        config: PipelineConfig,
-    ) -> Arc<Self> {
-        let dedup = Dedup::new(config.dedup_window);
-        Self::assemble(
-            queue,
-            store,
-            config,
-            dedup,
-            &appizer_core::health::HealthRegistry::new(),
-        )
-    }
-
     fn assemble(
         queue: Arc<dyn EventQueue>,
         store: Arc<EventStore>,

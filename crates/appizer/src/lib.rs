@@ -149,6 +149,7 @@ impl App {
                     background: background.clone(),
                     compression: ingest.parquet_compression,
                     key_compression: ingest.parquet_key_compression,
+                    retire_grace: Duration::from_millis(ingest.retire_grace_ms),
                     ..EventStoreConfig::new(config.events_dir())
                 },
                 store.clone(),
@@ -196,8 +197,10 @@ impl App {
             );
             let warnings = warnings.clone();
             let dedup_window = Duration::from_secs(ingest.dedup_window_hours * 3600);
+            let compaction_interval = Duration::from_millis(ingest.compaction_interval_ms);
             move |_partition| PipelineConfig {
                 dedup_window,
+                compaction_interval,
                 feed: feed.clone(),
                 geoip: geoip.clone(),
                 background: background.clone(),

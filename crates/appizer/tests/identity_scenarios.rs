@@ -954,6 +954,26 @@ mod scenarios {
         assert_eq!(bad.error_field(), "colour");
     }
 
+    /// Waits until the workers' flushes have put `rows` events of the project in files.
+    async fn wait_for_files(w: &World, rows: u64) {
+        let project: appizer_core::ProjectId = w.project().parse().unwrap();
+        let meta = &w.server.state.store;
+        let scope = meta.project_scope(project).await.unwrap().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let files = meta.list_event_files(scope).await.unwrap();
+            let stored: u64 = files.iter().map(|f| f.row_count).sum();
+            if stored >= rows {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the workers flushed {stored} of {rows} events"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn compaction_folds_merges_and_deletions_into_the_files(b: Backend) {
         let Some(mut w) = World::start(b, |_| {}).await else {
             return;
@@ -966,7 +986,7 @@ mod scenarios {
         .await;
         w.settle().await;
         let store = w.server.state.events.store.clone();
-        store.flush().await.unwrap();
+        wait_for_files(&w, 3).await;
         w.segment(vec![identify("user", Some("anon"), json!({}), 4)])
             .await;
         let p = w.expect(&[&["anon", "user"], &["leaver"]]).await;
@@ -977,7 +997,7 @@ mod scenarios {
         assert_eq!(a.status, StatusCode::NO_CONTENT);
         w.visible -= 1;
         w.settle().await;
-        store.flush().await.unwrap();
+        wait_for_files(&w, 4).await;
         let done = store.compact().await.unwrap();
         assert!(done.files_in >= 1, "{done:?}");
         // Read the files as stored, without the overrides.

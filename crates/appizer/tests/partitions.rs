@@ -124,7 +124,7 @@ async fn workers_share_the_partitions_and_hand_them_over() {
     let store = api_node.state.store.clone();
     let api = Client::new(&api_node);
     let persons: Vec<String> = (0..24).map(|i| format!("person-{i}")).collect();
-    let project: ProjectId = keys.project_id.parse().unwrap();
+    let project: ProjectId = keys.project_id;
     let used: std::collections::BTreeSet<u32> = persons
         .iter()
         .map(|p| partition_of(PARTITIONS, project, p))

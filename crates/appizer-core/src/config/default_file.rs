@@ -89,6 +89,10 @@ flush_interval_ms = {flush_interval_ms}
 # A worker's lease on the queue partitions it consumes: renewed every third of this;
 # partitions of a worker silent this long go to the others.
 worker_lease_ms = {worker_lease_ms}
+# Small Parquet files are merged this often; files it replaced are deleted after the
+# grace (queries that listed them just before finish reading them).
+compaction_interval_ms = {compaction_interval_ms}
+retire_grace_ms = {retire_grace_ms}
 # A message id seen again within this many hours is dropped as a duplicate (>= 24).
 dedup_window_hours = {dedup_window_hours}
 # A MaxMind-format City database (.mmdb); events then get context.location from the IP.
@@ -223,6 +227,8 @@ format = "text"
         replicas = d.ingest.nats.replicas,
         partitions = d.ingest.nats.partitions,
         worker_lease_ms = d.ingest.worker_lease_ms,
+        compaction_interval_ms = d.ingest.compaction_interval_ms,
+        retire_grace_ms = d.ingest.retire_grace_ms,
         flush_rows = d.ingest.flush_rows,
         flush_interval_ms = d.ingest.flush_interval_ms,
         dedup_window_hours = d.ingest.dedup_window_hours,

@@ -253,6 +253,9 @@ impl Config {
         if self.ingest.worker_lease_ms < 1_000 {
             return invalid("ingest.worker_lease_ms", "must be at least 1000");
         }
+        if self.ingest.compaction_interval_ms < 100 {
+            return invalid("ingest.compaction_interval_ms", "must be at least 100");
+        }
         let url = self.database_url.expose();
         let known = ["sqlite:", "postgres://", "postgresql://"];
         if !(url.is_empty() || known.iter().any(|scheme| url.starts_with(scheme))) {

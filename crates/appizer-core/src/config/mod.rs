@@ -400,6 +400,13 @@ pub struct IngestConfig {
     /// cut off) loses its partitions this long after its last renewal, and the others
     /// take them over. Its writes after that are refused.
     pub worker_lease_ms: u64,
+    /// How often the workers compact a partition's small files (and collect its stray
+    /// ones).
+    pub compaction_interval_ms: u64,
+    /// Files compaction replaced stay on disk this long for queries that listed them
+    /// just before; uncatalogued files younger than this are left alone (a query on
+    /// another node may still read a replaced one).
+    pub retire_grace_ms: u64,
 }
 
 /// `[ingest.log]`: the embedded log's own settings.
@@ -511,6 +518,8 @@ impl Default for IngestConfig {
             parquet_compression: ParquetCompression::Zstd,
             parquet_key_compression: ParquetCompression::Lz4Raw,
             worker_lease_ms: 10_000,
+            compaction_interval_ms: 300_000,
+            retire_grace_ms: 60_000,
         }
     }
 }
