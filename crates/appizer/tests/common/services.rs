@@ -1,6 +1,6 @@
 //! The shared services a multi-node test runs against, each its own for the test: a
-//! fresh schema in the test PostgreSQL, and a Redis server started (and stopped) by the
-//! test itself.
+//! fresh schema in the test PostgreSQL, and a Redis server and a NATS cluster started
+//! (and stopped) by the test itself.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -109,5 +109,133 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A NATS cluster of the test's own, with JetStream, on free loopback ports
+/// (`APPIZER_TEST_NATS_SERVER`: the `nats-server` program, required under CI). Its
+/// servers are named `n0`, `n1`, ...; each can be killed and started again on its
+/// ports and store.
+pub struct NatsCluster {
+    program: String,
+    dir: tempfile::TempDir,
+    nodes: Vec<NatsNode>,
+}
+
+struct NatsNode {
+    name: String,
+    port: u16,
+    cluster_port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> Option<Self> {
+        let program = test_env("APPIZER_TEST_NATS_SERVER")?;
+        let nodes = (0..size)
+            .map(|i| NatsNode {
+                name: format!("n{i}"),
+                port: free_port(),
+                cluster_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            program,
+            dir: tempfile::tempdir().expect("temp dir"),
+            nodes,
+        };
+        for i in 0..size {
+            cluster.spawn(i);
+        }
+        Some(cluster)
+    }
+
+    /// Every server, comma-separated: clients move to another when one goes.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills a server (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no server {name}"));
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed server again, on its ports and its store.
+    pub fn restart(&mut self, name: &str) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no server {name}"));
+        self.spawn(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| format!("nats://127.0.0.1:{}", n.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[i];
+        let store = self.dir.path().join(&node.name);
+        let child = Command::new(&self.program)
+            .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
+            .args(["-n", &node.name, "-js", "-sd"])
+            .arg(&store)
+            .args(["--cluster_name", "appizer-test"])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", node.cluster_port),
+            ])
+            .args(["--routes", &routes])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program));
+        let port = node.port;
+        self.nodes[i].child = Some(child);
+        let started = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server did not listen on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
 }

@@ -28,6 +28,17 @@ impl NatsConfig {
         }
     }
 
+    /// The servers of `url`, one per comma-separated entry: the client connects to
+    /// one of them and moves to another when it goes.
+    pub fn servers(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// The one subject the stream holds.
     pub fn subject(&self) -> String {
         format!("appizer.queue.{}", self.stream)

@@ -89,26 +89,39 @@ impl NatsQueue {
             .name("appizer")
             .connection_timeout(config.timeout)
             .request_timeout(Some(config.timeout))
-            .connect(config.url.as_str())
+            .connect(config.servers())
             .await
             .map_err(unavailable)?;
         let context = jetstream::new(client.clone());
         let subject = config.subject();
         let max_payload = client.server_info().max_payload;
-        let info = context
-            .create_or_update_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![subject.clone()],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                discard: stream::DiscardPolicy::New,
-                max_bytes: i64::try_from(config.max_disk_bytes).unwrap_or(i64::MAX),
-                num_replicas: config.replicas.max(1),
-                description: Some("Appizer event queue".into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
+        let wanted = stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: i64::try_from(config.max_disk_bytes).unwrap_or(i64::MAX),
+            num_replicas: config.replicas.max(1),
+            description: Some("Appizer event queue".into()),
+            ..Default::default()
+        };
+        // Nodes starting together create the same streams at once, and a cluster places
+        // each replicated stream before it answers: a request that timed out is asked
+        // again (creating a stream that exists updates it to the same config).
+        let mut attempt = 1;
+        let info = loop {
+            match context.create_or_update_stream(wanted.clone()).await {
+                Ok(info) => break info,
+                Err(e) if attempt < PUBLISH_ATTEMPTS => {
+                    tracing::info!(stream = %config.stream, attempt, error = %e, "setting up the stream; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
         let stream = context
             .get_stream_no_info(&config.stream)
             .await

@@ -33,3 +33,37 @@ fn each_stream_has_its_own_subject() {
     assert_ne!(a.subject(), b.subject());
     assert_eq!((a.replicas, a.max_disk_bytes), (1, 10 << 30));
 }
+
+#[test]
+fn a_cluster_url_names_each_server() {
+    let config = NatsConfig::new(
+        "nats://10.0.0.7:4222, nats://u:p@10.0.0.8:4222,,tls://10.0.0.9:4222",
+        "EVENTS",
+    );
+    assert_eq!(
+        config.servers(),
+        [
+            "nats://10.0.0.7:4222",
+            "nats://u:p@10.0.0.8:4222",
+            "tls://10.0.0.9:4222"
+        ]
+    );
+    let servers: Vec<async_nats::ServerAddr> = config
+        .servers()
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(servers.len(), 3);
+}
+
+#[test]
+fn a_message_id_is_the_payload_s_hash() {
+    let a = super::message_id(b"one record");
+    assert_eq!(a.len(), 32);
+    assert_eq!(
+        a,
+        super::message_id(b"one record"),
+        "a retry carries the same id"
+    );
+    assert_ne!(a, super::message_id(b"another record"));
+}
