@@ -26,6 +26,11 @@ use parking_lot::Mutex;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// While the store is unreachable, how often a request reads a cached key again.
+const STALE_RETRY: Duration = Duration::from_secs(1);
+/// Key and session lookups answered from the cache because the store was unreachable.
+pub const STALE_LOOKUPS_TOTAL: &str = "appizer_auth_stale_lookups_total";
+
 /// An authenticated caller, as handlers see it (a request extension).
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -191,6 +196,9 @@ pub struct KeyCache {
     entries: Mutex<HashMap<String, CachedLookup>>,
     /// Bumped by every eviction, so a read that raced one is not cached.
     evictions: AtomicU64,
+    /// While the store is unreachable: when a request may next try it. Until then a
+    /// known key's last answer stands without waiting for the store.
+    outage: Mutex<Option<Instant>>,
 }
 
 impl KeyCache {
@@ -201,6 +209,7 @@ impl KeyCache {
             session_idle: chrono::Duration::hours(config.session_idle_hours.max(1) as i64),
             entries: Mutex::new(HashMap::new()),
             evictions: AtomicU64::new(0),
+            outage: Mutex::new(None),
         }
     }
 
@@ -258,6 +267,17 @@ impl KeyCache {
             if age < self.ttl || (hit.refreshing && age < 2 * self.ttl) {
                 return Ok(hit.principal.clone());
             }
+            let mut outage = self.outage.lock();
+            match *outage {
+                // The store is down: the last answer stands (there is no newer one).
+                Some(next_try) if now < next_try => {
+                    metrics::counter!(STALE_LOOKUPS_TOTAL).increment(1);
+                    return Ok(hit.principal.clone());
+                }
+                // This request tries it; the others keep the answer meanwhile.
+                Some(_) => *outage = Some(now + STALE_RETRY),
+                None => {}
+            }
             hit.refreshing = true;
         }
         Err(self.evictions.load(Ordering::Acquire))
@@ -274,10 +294,26 @@ impl KeyCache {
     ) -> Result<Option<Principal>, StoreError> {
         let mut entries = self.entries.lock();
         let principal = match loaded {
-            Ok(principal) => principal,
+            Ok(principal) => {
+                *self.outage.lock() = None;
+                principal
+            }
             Err(e) => {
+                let down = matches!(e, StoreError::Unavailable(_));
+                if down {
+                    // Requests for known keys stop waiting on the store; one tries it
+                    // again a second from now (from the failure, not from the read's
+                    // start: an unreachable store can take seconds to say so).
+                    *self.outage.lock() = Some(now.max(Instant::now()) + STALE_RETRY);
+                }
                 if let Some(hit) = entries.get_mut(&hash) {
                     hit.refreshing = false;
+                    if down {
+                        // There is no newer answer to see: the last one stands, and
+                        // ingestion goes on into the queue.
+                        metrics::counter!(STALE_LOOKUPS_TOTAL).increment(1);
+                        return Ok(hit.principal.clone());
+                    }
                 }
                 return Err(e);
             }
@@ -623,6 +659,41 @@ mod tests {
             keys.cached("h", later).is_err(),
             "no read is in flight any more"
         );
+    }
+
+    #[test]
+    fn while_the_store_is_down_the_last_answer_stands() {
+        let keys = cache(5_000);
+        let t0 = Instant::now();
+        keys.remember("h".into(), Ok(Some(principal("known"))), 0, t0)
+            .unwrap();
+        let later = t0 + Duration::from_secs(6);
+        let ev = keys.cached("h", later).unwrap_err();
+        let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        let answer = keys.remember("h".into(), Err(down), ev, later).unwrap();
+        assert_eq!(name(Ok(answer)).as_deref(), Some("known"));
+        // Answered without the store for a second; then one request tries it while
+        // the others keep the answer.
+        let soon = later + Duration::from_millis(900);
+        assert_eq!(name(keys.cached("h", soon)).as_deref(), Some("known"));
+        let probe = later + Duration::from_millis(1_100);
+        let ev = keys
+            .cached("h", probe)
+            .expect_err("this one tries the store");
+        assert_eq!(name(keys.cached("h", probe)).as_deref(), Some("known"));
+        // Back: the answer read is cached as any other.
+        keys.remember("h".into(), Ok(Some(principal("again"))), ev, probe)
+            .unwrap();
+        let after = probe + Duration::from_secs(4);
+        assert_eq!(name(keys.cached("h", after)).as_deref(), Some("again"));
+        assert!(
+            keys.cached("h", probe + Duration::from_secs(6)).is_err(),
+            "and expires"
+        );
+        // A key never seen gets the store's error.
+        let ev = keys.cached("other", later).unwrap_err();
+        let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        assert!(keys.remember("other".into(), Err(down), ev, later).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -238,4 +239,125 @@ impl Drop for NatsCluster {
             }
         }
     }
+}
+
+/// A PostgreSQL server of the test's own, which it can stop and start again
+/// (`APPIZER_TEST_POSTGRES_BIN`: the directory of `initdb` and `pg_ctl`, required under
+/// CI). As root, the server runs as the `postgres` user (PostgreSQL refuses root).
+pub struct PostgresServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PostgresServer {
+    pub fn start() -> Option<Self> {
+        let bin = PathBuf::from(test_env("APPIZER_TEST_POSTGRES_BIN")?);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        if as_root() {
+            // The server's own user must own its directory and reach it.
+            let path = server.dir.path();
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(path)
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "cannot give {} to postgres",
+                path.display()
+            );
+        }
+        let data = server.data();
+        let init = server
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .output()
+            .expect("initdb");
+        assert!(
+            init.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        server.resume();
+        Some(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`immediate`: no checkpoint, as a crash would).
+    pub fn stop(&self) {
+        let status = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self.data())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("pg_ctl stop");
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+
+    /// Starts it again on its port and data, and waits until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-o", &options, "-l"])
+            .arg(self.dir.path().join("server.log"))
+            .arg("-D")
+            .arg(self.data())
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start");
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.data())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }

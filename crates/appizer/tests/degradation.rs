@@ -1,0 +1,131 @@
+//! Degradation, not collapse: PostgreSQL stopped under ingestion and started again. In
+//! between, the node goes on acknowledging events into its queue (known keys are
+//! served from the key cache), management answers 503 with `Retry-After`, and
+//! `/readyz` names the metadata store; once it is back, every acknowledged event is
+//! stored exactly once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use appizer::testing::TestServer;
+use appizer_core::secret::SecretString;
+use common::services::PostgresServer;
+use common::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn batch(round: u32) -> Value {
+    json!({"batch": (0..10).map(|i| json!({
+        "type": "track", "event": "Outage Test", "userId": format!("user-{}", i % 3),
+        "messageId": format!("r{round}-{i}"),
+    })).collect::<Vec<_>>()})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingestion_goes_on_while_postgresql_is_down() {
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let server = TestServer::start_with(|c| {
+        c.database_url = SecretString::new(pg.url());
+        // The outage outlasts the key lookups' lifetime.
+        c.auth.key_cache_ttl_ms = 1_000;
+    })
+    .await;
+    let keys = server.keys.clone();
+    let api = Client::new(&server);
+    let projects = "/api/v1/projects";
+    assert_eq!(
+        api.get(projects, &keys.admin_key).await.status,
+        StatusCode::OK
+    );
+    let mut acked = 0u32;
+    for round in 0..5 {
+        let sent = api.send_batch(&keys.write_key, &batch(round)).await;
+        assert_eq!(sent.status(), StatusCode::OK);
+        acked += 10;
+    }
+
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for round in 5..15 {
+        let sent = api.send_batch(&keys.write_key, &batch(round)).await;
+        assert_eq!(
+            sent.status(),
+            StatusCode::OK,
+            "acknowledged into the queue with the database down"
+        );
+        acked += 10;
+    }
+    let refused = api
+        .http
+        .get(server.url(projects))
+        .bearer_auth(&keys.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let ready = api.get("/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.error_field(), "metadata_store");
+
+    let stale = api.metrics_text().await;
+    let stale: f64 = stale
+        .lines()
+        .filter(|l| l.starts_with("appizer_auth_stale_lookups_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(stale > 0.0, "the write key was served from the cache");
+
+    pg.resume();
+    for round in 15..20 {
+        let sent = api.send_batch(&keys.write_key, &batch(round)).await;
+        assert_eq!(sent.status(), StatusCode::OK);
+        acked += 10;
+    }
+    let path = format!("/api/v1/projects/{}/query/trends", keys.project_id);
+    let query = json!({"series": [{"event": "Outage Test"}], "interval": "day",
+        "date_range": {"from": "-1d"}});
+    let started = Instant::now();
+    loop {
+        let answer = api
+            .call(
+                reqwest::Method::POST,
+                &path,
+                &keys.admin_key,
+                Some(query.clone()),
+            )
+            .await;
+        let counted = answer.body["results"][0]["aggregated"].as_f64();
+        if answer.status == StatusCode::OK && counted == Some(f64::from(acked)) {
+            break;
+        }
+        assert!(
+            counted.is_none_or(|c| c <= f64::from(acked)),
+            "stored twice: {counted:?} of {acked}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not every acknowledged event was stored: {:?}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each background loop reports its next pass, and the node is ready again.
+    let started = Instant::now();
+    loop {
+        let ready = api.get("/readyz", "").await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never ready again: {:?}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}
