@@ -9,6 +9,9 @@
 //! takes partitions that are free or whose lease expired. A pipeline whose write was
 //! refused, or whose lease could not be renewed, is stopped; the buffered events it
 //! held are replayed by the next holder.
+//!
+//! A queue of this node's own (the embedded log) is nobody else's to consume: its one
+//! partition is held without a lease ([`Sharing::Private`]), as a single node needs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +34,15 @@ pub const PARTITIONS: &str = "partitions";
 /// updates: they are applied with the partition's offset).
 pub type PipelineFactory = Arc<dyn Fn(u32) -> PipelineConfig + Send + Sync>;
 
+/// Whether the queue is shared with other nodes' workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// On JetStream: partitions are taken through leases.
+    Leased,
+    /// The node's own embedded log: its partition is always this node's, unfenced.
+    Private,
+}
+
 /// See the module documentation.
 pub struct Consumers {
     queue: Partitions,
@@ -39,6 +51,7 @@ pub struct Consumers {
     /// This worker's name in the leases: unique per process.
     owner: String,
     ttl: Duration,
+    sharing: Sharing,
     pipelines: PipelineFactory,
     health: HealthReporter,
     /// The pipelines' own component: a worker that holds no partition has nothing to
@@ -59,6 +72,7 @@ impl Consumers {
         store: Arc<EventStore>,
         leases: Arc<dyn LeaseStore>,
         ttl: Duration,
+        sharing: Sharing,
         pipelines: PipelineFactory,
         registry: &appizer_core::health::HealthRegistry,
     ) -> Self {
@@ -73,11 +87,13 @@ impl Consumers {
             leases,
             owner,
             ttl,
+            sharing,
             pipelines,
             health: registry.register(
                 PARTITIONS,
                 Policy {
-                    stale_after: Some(ttl * 3),
+                    // Each pass of the lease loop reports; a private queue has none.
+                    stale_after: (sharing == Sharing::Leased).then_some(ttl * 3),
                     ..Policy::default()
                 },
             ),
@@ -92,9 +108,22 @@ impl Consumers {
 
     /// Holds and consumes this node's share of the partitions until `shutdown`; then
     /// stops every pipeline (each flushes what it holds) and releases the leases.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// `first_pass` is told once the first pass is over (the partitions it could take
+    /// are being consumed: their duplicate windows and counters rebuilt).
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        first_pass: tokio::sync::oneshot::Sender<()>,
+    ) {
+        if self.sharing == Sharing::Private {
+            return self.run_private(shutdown, first_pass).await;
+        }
+        let mut first_pass = Some(first_pass);
         let count = self.queue.count();
         while let Err(e) = self.leases.ensure_partitions(count).await {
+            if let Some(tx) = first_pass.take() {
+                let _ = tx.send(());
+            }
             tracing::error!(error = %e, "cannot set up the queue partitions' leases; retrying in 1 s");
             self.health.failed(&e);
             tokio::select! {
@@ -116,6 +145,9 @@ impl Consumers {
             if held.is_empty() {
                 self.idle.ok();
             }
+            if let Some(tx) = first_pass.take() {
+                let _ = tx.send(());
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
@@ -128,6 +160,47 @@ impl Consumers {
         if let Err(e) = self.leases.leave(&self.owner).await {
             tracing::warn!(error = %e, "cannot withdraw this worker's announcement");
         }
+    }
+
+    /// The node's own queue: its one partition, unleased, its pipeline started again
+    /// after a pause whenever a run fails.
+    async fn run_private(
+        &self,
+        shutdown: CancellationToken,
+        first_pass: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut first_pass = Some(first_pass);
+        loop {
+            let fence = appizer_storage::leases::Fence::unleased(0);
+            let pipeline = Pipeline::new(
+                self.queue.get(0).clone(),
+                self.store.lane(fence),
+                (self.pipelines)(0),
+            )
+            .await;
+            if let Some(tx) = first_pass.take() {
+                let _ = tx.send(());
+            }
+            metrics::gauge!(m::PARTITIONS_HELD).set(1.0);
+            let ended = match pipeline {
+                Ok(pipeline) => pipeline.run(shutdown.clone()).await,
+                Err(e) => Err(e),
+            };
+            match ended {
+                Ok(()) => break,
+                Err(e) => {
+                    // Resumed from the durable state; what it had buffered is replayed
+                    // from the queue.
+                    tracing::error!(error = %e, "ingestion workers failed; restarting in 1 s");
+                    self.health.failed(&e);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        metrics::gauge!(m::PARTITIONS_HELD).set(0.0);
     }
 
     /// One pass: renew, announce, then give up or take partitions towards the share.

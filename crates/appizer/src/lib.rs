@@ -15,7 +15,7 @@ use appizer_core::config::Config;
 use appizer_core::health::{HealthRegistry, Policy};
 use std::time::Duration;
 
-use appizer_events::consumers::Consumers;
+use appizer_events::consumers::{Consumers, Sharing};
 use appizer_events::feed::Feed;
 use appizer_events::geoip::GeoIp;
 use appizer_events::pipeline::PipelineConfig;
@@ -218,14 +218,23 @@ impl App {
                 ..PipelineConfig::default()
             }
         });
-        let consumers = Arc::new(Consumers::new(
-            queue.clone(),
-            events.clone(),
-            store.leases(),
-            Duration::from_millis(ingest.worker_lease_ms),
-            pipelines,
-            &health,
-        ));
+        // A queue on JetStream is shared: its partitions go by leases. The embedded log
+        // is this node's own.
+        let sharing = match QueueBackend::from_url(ingest.queue_url.expose())? {
+            QueueBackend::Nats { .. } => Sharing::Leased,
+            QueueBackend::Log { .. } => Sharing::Private,
+        };
+        let consumers = roles.worker.then(|| {
+            Arc::new(Consumers::new(
+                queue.clone(),
+                events.clone(),
+                store.leases(),
+                Duration::from_millis(ingest.worker_lease_ms),
+                sharing,
+                pipelines,
+                &health,
+            ))
+        });
         let analytics = Arc::new(appizer_analytics::Engine::new(
             events.clone(),
             store.clone(),
@@ -293,14 +302,18 @@ impl App {
         }
         // A failed run gives its partition up and it is taken again, resuming from the
         // durable state; what it had buffered is replayed from the queue.
+        let (first_pass, first_pass_done) = tokio::sync::oneshot::channel();
         let worker_task = tokio::spawn({
             let workers = workers.clone();
             async move {
-                if roles.worker {
-                    consumers.run(workers).await;
+                if let Some(consumers) = consumers {
+                    consumers.run(workers, first_pass).await;
                 }
             }
         });
+        // The partitions this node takes at once are consumed, their duplicate windows
+        // and counters rebuilt, before it serves.
+        let _ = first_pass_done.await;
         let runner_task = roles
             .push
             .then(|| delivery.handle().spawn(runner.clone().run(workers.clone())));

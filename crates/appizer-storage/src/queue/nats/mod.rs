@@ -5,12 +5,12 @@
 //! the offset, so the stream's first sequence is where the committed offset is kept and
 //! a restart, on any node, resumes from it.
 //!
-//! Each message carries a `Nats-Msg-Id` made of its payload's SHA-256, and an append
-//! whose acknowledgement does not come (a server lost, a stream leader being elected)
-//! is published again with it, up to [`PUBLISH_ATTEMPTS`] times: JetStream keeps one
-//! copy of messages with one id within its duplicate window (2 minutes), so a retry
-//! never stores a record twice. Two records with one payload are one record anyway:
-//! a payload holds its events' message ids, which the workers deduplicate by.
+//! An append whose acknowledgement does not come (a server lost, a stream leader being
+//! elected) is published again, up to [`PUBLISH_ATTEMPTS`] times. A retry may store a
+//! record twice (the first publish may have landed); the workers drop the second
+//! copy's events by their message ids. Messages carry no `Nats-Msg-Id`: with one, the
+//! server (2.9) let a stream at its byte limit drop its oldest messages instead of
+//! refusing the new one, which would lose acknowledged events.
 //!
 //! JetStream stores an acknowledged message on every replica, but a single server
 //! syncs its files to disk only every `sync_interval` (2 minutes by default): for
@@ -25,7 +25,6 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 
@@ -43,9 +42,6 @@ pub(super) const PULL_BATCH: i64 = 128;
 /// 100 ms, so the last comes about 1.5 s after the first, time for a cluster to elect
 /// a stream's new leader.
 pub(super) const PUBLISH_ATTEMPTS: u32 = 5;
-
-/// Room left in the server's `max_payload` for a message's headers (its id).
-const HEADER_ROOM: usize = 256;
 
 /// Bytes JetStream stores per message beyond its payload (subject, sequence, time,
 /// checksum), to estimate `disk_bytes` between refreshes.
@@ -133,8 +129,8 @@ impl NatsQueue {
             stream,
             stream_name: config.stream,
             subject,
-            // The server counts headers and payload together.
-            max_record_bytes: max_payload.saturating_sub(HEADER_ROOM),
+            // A record travels without headers; the server counts the payload alone.
+            max_record_bytes: max_payload,
             budget_bytes: config.max_disk_bytes,
             end: Arc::new(AtomicU64::new(state.last_sequence)),
             committed: AtomicU64::new(committed_from(state)),
@@ -163,13 +159,6 @@ impl NatsQueue {
     }
 }
 
-/// A record's `Nats-Msg-Id`: the first 128 bits of its payload's SHA-256, in hex.
-fn message_id(payload: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(payload);
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The committed offset a stream's state stands for: everything below its first
 /// sequence was purged, so processed.
 fn committed_from(state: &stream::State) -> u64 {
@@ -193,19 +182,13 @@ impl EventQueue for NatsQueue {
             });
         }
         let size = payload.len() as u64;
-        let id = message_id(&payload);
         let payload = bytes::Bytes::from(payload);
         let mut wait = std::time::Duration::from_millis(100);
         let mut attempt = 1;
         let ack = loop {
             let sent = self
                 .context
-                .send_publish(
-                    self.subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(&id),
-                )
+                .publish(self.subject.clone(), payload.clone())
                 .await;
             let acked = match sent {
                 Ok(ack) => ack.await,
@@ -222,7 +205,7 @@ impl EventQueue for NatsQueue {
                     return Err(unavailable(e))
                 }
                 Err(e) => {
-                    tracing::debug!(attempt, error = %e, "publish not acknowledged; again with its id");
+                    tracing::debug!(attempt, error = %e, "publish not acknowledged; again");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                     attempt += 1;

@@ -55,15 +55,3 @@ fn a_cluster_url_names_each_server() {
         .collect();
     assert_eq!(servers.len(), 3);
 }
-
-#[test]
-fn a_message_id_is_the_payload_s_hash() {
-    let a = super::message_id(b"one record");
-    assert_eq!(a.len(), 32);
-    assert_eq!(
-        a,
-        super::message_id(b"one record"),
-        "a retry carries the same id"
-    );
-    assert_ne!(a, super::message_id(b"another record"));
-}
