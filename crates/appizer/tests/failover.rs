@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -209,21 +209,6 @@ fn identify_batch(persons: &[String], round: u32) -> Value {
         "type": "identify", "userId": p, "traits": {"seq": round},
         "messageId": format!("{p}-{round}"),
     })).collect::<Vec<_>>()})
-}
-
-async fn metric(http: &reqwest::Client, node: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{node}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn identified(http: &reqwest::Client, node: &str, project: &str, key: &str) -> f64 {
@@ -442,18 +427,7 @@ fn a_split_deployment_survives_killed_paused_and_lost_nodes() {
             .json()
             .await
             .unwrap();
-        let found: BTreeMap<String, (Value, Value)> = page["persons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let id = p["distinct_ids"][0].as_str().unwrap().to_string();
-                (
-                    id,
-                    (p["properties"]["seq"].clone(), p["event_count"].clone()),
-                )
-            })
-            .collect();
+        let found = common::seq_and_count(&page);
         assert_eq!(found.len(), persons);
         for (id, got) in &found {
             assert_eq!(got, &(json!(ROUNDS - 1), json!(ROUNDS)), "{id}");
@@ -461,8 +435,16 @@ fn a_split_deployment_survives_killed_paused_and_lost_nodes() {
 
         // The paused worker learned it had lost its partitions from the store: a
         // write or a renewal refused.
-        let refused = metric(&http, &w1.url, "appizer_events_fenced_writes_total").await
-            + metric(&http, &w1.url, "appizer_events_leases_lost_total").await;
+        let paused = common::Client {
+            http: http.clone(),
+            base_url: w1.url.clone(),
+        };
+        let refused = paused
+            .metric_total("appizer_events_fenced_writes_total")
+            .await
+            + paused
+                .metric_total("appizer_events_leases_lost_total")
+                .await;
         assert!(refused > 0.0, "the paused worker's writes went through");
 
         // Every catalogued file exists, and nothing else is left in the directory

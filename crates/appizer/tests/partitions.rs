@@ -19,7 +19,7 @@ use appizer_storage::MetadataStore;
 use common::services::postgres_url;
 use common::Client;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const PARTITIONS: u32 = 4;
 
@@ -219,18 +219,7 @@ async fn workers_share_the_partitions_and_hand_them_over() {
     let path = format!("/api/v1/projects/{}/persons?limit=1000", keys.project_id);
     let answer = api.get(&path, &keys.admin_key).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
-    let found: BTreeMap<String, (Value, Value)> = answer.body["persons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let id = p["distinct_ids"][0].as_str().unwrap().to_string();
-            (
-                id,
-                (p["properties"]["seq"].clone(), p["event_count"].clone()),
-            )
-        })
-        .collect();
+    let found = common::seq_and_count(&answer.body);
     assert_eq!(found.len(), persons.len(), "{found:?}");
     for p in &persons {
         let rounds = if zero.contains(p) { 14 } else { 12 };

@@ -115,6 +115,16 @@ impl Client {
             .expect("body read")
     }
 
+    /// The sum of a metric's samples in `/metrics` (every label set), 0 if absent.
+    pub async fn metric_total(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Creates a project with the organisation admin key; returns its id.
     pub async fn create_project(&self, admin_key: &str, name: &str) -> String {
         let a = self
@@ -228,4 +238,21 @@ pub fn nats_url() -> Option<String> {
 /// A fresh JetStream stream name for one test.
 pub fn test_stream() -> String {
     format!("APPIZER_TEST_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A persons page (`GET .../persons`) as each person's first distinct id to its `seq`
+/// property and its event count.
+pub fn seq_and_count(page: &Value) -> std::collections::BTreeMap<String, (Value, Value)> {
+    page["persons"]
+        .as_array()
+        .expect("a persons page")
+        .iter()
+        .map(|p| {
+            let id = p["distinct_ids"][0].as_str().unwrap().to_string();
+            (
+                id,
+                (p["properties"]["seq"].clone(), p["event_count"].clone()),
+            )
+        })
+        .collect()
 }
