@@ -156,6 +156,41 @@ pub struct Pipeline {
     /// Cancelled when a write was refused under the lane's fence.
     lost: CancellationToken,
     health: WorkerHealth,
+    /// When the next flush may start after failed ones (storage down): the rows wait
+    /// in the buffer, and past its limit in the queue.
+    flush_retry: Mutex<Backoff>,
+}
+
+/// Failed attempts in a row, and when the next may start: 250 ms after the first
+/// failure, twice as long after each further one, at most 10 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next: Option<std::time::Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn failed(&mut self) {
+        let wait = Self::FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures += 1;
+        self.next = Some(std::time::Instant::now() + wait);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// How long until the next attempt may start.
+    fn wait(&self) -> Duration {
+        self.next.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(std::time::Instant::now())
+        })
+    }
 }
 
 /// The reporters of the workers' loops.
@@ -237,6 +272,7 @@ impl Pipeline {
                 .map(|_| Mutex::new(UserAgents::default()))
                 .collect(),
             lost: CancellationToken::new(),
+            flush_retry: Mutex::default(),
             config,
         })
     }
@@ -292,16 +328,28 @@ impl Pipeline {
         let mut reading = AbortOnDrop(reading);
         let mut last_prune = std::time::Instant::now();
         let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
-        loop {
-            if self.store.is_full() {
-                // Back-pressure: the queue holds the rest durably meanwhile.
+        'consume: loop {
+            // Back-pressure: the queue holds the rest durably meanwhile. A full buffer
+            // whose flushes fail (storage down) is flushed here once each backoff is
+            // over, and nothing more is read until it is no longer full.
+            while self.store.is_full() {
                 if let Some(f) = flushing.take() {
                     let _ = f.await;
+                    continue;
                 }
+                let wait = self.flush_retry.lock().wait();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'consume,
+                    _ = self.lost.cancelled() => break 'consume,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                self.health.pipeline.ok();
+                let taken = self.take_for_flush();
+                self.flush_and_commit(taken).await;
             }
             let prepared = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.lost.cancelled() => break,
+                _ = shutdown.cancelled() => break 'consume,
+                _ = self.lost.cancelled() => break 'consume,
                 step = steps.recv() => match step {
                     Some(step) => step?,
                     // The reading task panicked: resume its panic here.
@@ -324,7 +372,7 @@ impl Pipeline {
                 {
                     // Shutting down: these records were not buffered, so the queue offset
                     // stays below them and they are read again at the next start.
-                    break;
+                    break 'consume;
                 }
             }
             let pipeline = self.clone();
@@ -337,7 +385,8 @@ impl Pipeline {
             let idle = flushing
                 .as_ref()
                 .is_none_or(|f: &tokio::task::JoinHandle<()>| f.is_finished());
-            if idle && self.store.should_flush() {
+            let due = self.flush_retry.lock().wait().is_zero();
+            if idle && due && self.store.should_flush() {
                 let pipeline = self.clone();
                 let taken = self.take_for_flush();
                 flushing = Some(tokio::spawn(async move {
@@ -596,6 +645,7 @@ impl Pipeline {
                 }
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 self.health.flush.failed(&e);
+                self.flush_retry.lock().failed();
                 tracing::error!(error = %e, "person updates failed; events stay buffered and are retried");
                 self.store.untake(taken);
                 return;
@@ -614,6 +664,7 @@ impl Pipeline {
         match self.store.write_taken(taken).await {
             Ok(offset) => {
                 self.health.flush.ok();
+                self.flush_retry.lock().succeeded();
                 if let Err(e) = self.queue.commit(offset + 1).await {
                     tracing::warn!(offset, error = %e, "queue commit failed; will retry with the next flush");
                 }
@@ -622,6 +673,7 @@ impl Pipeline {
             Err(e) => {
                 metrics::counter!(m::FLUSH_FAILURES_TOTAL).increment(1);
                 self.health.flush.failed(&e);
+                self.flush_retry.lock().failed();
                 tracing::error!(error = %e, "event flush failed; events stay buffered and are retried");
             }
         }
@@ -666,5 +718,34 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_flushes_back_off_to_a_ceiling_and_a_success_resets_it() {
+        let mut retry = Backoff::default();
+        assert!(retry.wait().is_zero());
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            retry.failed();
+            waits.push(retry.wait());
+        }
+        // 250 ms, 500 ms, 1 s, 2 s, 4 s, 8 s, then 10 s.
+        for (wait, want) in waits
+            .iter()
+            .zip([250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000])
+        {
+            let want = Duration::from_millis(want);
+            assert!(
+                *wait <= want && *wait + Duration::from_millis(100) > want,
+                "{wait:?} vs {want:?}"
+            );
+        }
+        retry.succeeded();
+        assert!(retry.wait().is_zero());
     }
 }

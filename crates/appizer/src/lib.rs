@@ -3,6 +3,7 @@
 //! sets up logging, binds the listener and calls [`run`]; tests and benchmarks call the
 //! same functions through [`testing::TestServer`].
 
+pub mod backup;
 pub mod init;
 pub mod telemetry;
 pub mod testing;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use appizer_analytics::saved::SEGMENT_REFRESH;
-use appizer_core::config::Config;
+use appizer_core::config::{Config, EventsLocation};
 use appizer_core::health::{HealthRegistry, Policy};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use appizer_push::campaign::service::Campaigns;
 use appizer_push::campaign::triggers::TriggerTap;
 use appizer_push::outbox::Outbox;
 use appizer_storage::background::{cores, Background, BackgroundRuntime, Priority};
+use appizer_storage::events::files::{FilesLocation, S3Settings};
 use appizer_storage::events::{EventStore, EventStoreConfig};
 use appizer_storage::queue::{
     DurableLog, EventQueue, LogConfig, NatsConfig, NatsQueue, Partitions, QueueBackend,
@@ -61,6 +63,23 @@ pub fn open_master_key(config: &Config) -> anyhow::Result<appizer_push::credenti
         Ok(MasterKey::load_or_create(&config.data_dir)?)
     } else {
         Ok(MasterKey::from_hex(configured)?)
+    }
+}
+
+/// Where the Parquet event files live, as `events_url` and `[s3]` say.
+pub fn files_location(config: &Config) -> FilesLocation {
+    match config.events_location() {
+        EventsLocation::Dir(dir) => FilesLocation::Dir(dir),
+        EventsLocation::S3 { bucket, prefix } => FilesLocation::S3(S3Settings {
+            bucket,
+            prefix,
+            endpoint: config.s3.endpoint.clone(),
+            region: config.s3.region.clone(),
+            access_key_id: config.s3.access_key_id.clone(),
+            secret_access_key: config.s3.secret_access_key.clone(),
+            path_style: config.s3.path_style,
+            request_timeout: Duration::from_millis(config.s3.request_timeout_ms),
+        }),
     }
 }
 
@@ -124,9 +143,15 @@ impl App {
     /// append to it) and reads the event files (query nodes answer from them).
     pub async fn open(mut config: Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Self> {
         let roles = config.node_roles();
-        if !roles.worker {
-            // The answer cache is keyed by the data version this node's writes bump;
-            // without workers here nothing would ever bump it.
+        let queue_url = config.ingest.queue_url.expose();
+        let shared_queue = queue_url.starts_with("nats://") || queue_url.starts_with("tls://");
+        if !roles.is_all() || shared_queue {
+            // The answer cache is keyed by the data versions this node's own writes
+            // bump: right only where every write goes through this node (the whole
+            // product on the embedded queue). On a shared queue other nodes write too.
+            if config.analytics.result_cache_entries > 0 {
+                tracing::info!("analytics answers are not cached: other nodes may write the events and persons they read");
+            }
             config.analytics.result_cache_entries = 0;
         }
         if !roles.is_all() {
@@ -150,12 +175,13 @@ impl App {
                     compression: ingest.parquet_compression,
                     key_compression: ingest.parquet_key_compression,
                     retire_grace: Duration::from_millis(ingest.retire_grace_ms),
-                    ..EventStoreConfig::new(config.events_dir())
+                    ..EventStoreConfig::at(files_location(&config))
                 },
                 store.clone(),
             )
             .context("cannot open the event store")?,
         );
+        tracing::info!(files = ?events, "event files");
         let geoip = match &ingest.geoip_database {
             Some(path) => Some(Arc::new(GeoIp::open(path)?)),
             None => None,

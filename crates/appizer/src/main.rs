@@ -1,4 +1,5 @@
-//! The `appizer` command: `init`, `serve`, `config default`.
+//! The `appizer` command: `init`, `serve`, `backup`, `restore`, `push-emulator`,
+//! `config default`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,6 +91,20 @@ enum Command {
         #[arg(long)]
         max_streams: Option<u32>,
     },
+    /// Copy this node's metadata (SQLite), embedded queue and event files, consistently
+    /// and while it runs, to DEST: an empty directory or an s3://BUCKET/PREFIX.
+    Backup {
+        dest: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Put a backup (a directory or an s3://BUCKET/PREFIX) back into an empty data dir;
+    /// `serve` then replays its queue.
+    Restore {
+        src: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -173,6 +188,40 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             appizer::telemetry::init_logging(&config.log, std::env::var("APPIZER_LOG").ok())?;
             runtime.block_on(push_emulator_command(listen, max_streams))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { dest, data_dir } => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            appizer::telemetry::init_logging(&config.log, Some("warn".into()))?;
+            let manifest = runtime.block_on(appizer::backup::backup(&config, &dest))?;
+            println!(
+                "Backed up to {dest}: {} event files ({} bytes), {} queue files{}",
+                manifest.event_files,
+                manifest.event_bytes,
+                manifest.queue_files.len(),
+                if manifest.master_key {
+                    ", the push master key"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { src, data_dir } => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            appizer::telemetry::init_logging(&config.log, Some("warn".into()))?;
+            let manifest = runtime.block_on(appizer::backup::restore(&config, &src))?;
+            println!(
+                "Restored the backup of {} into {}: {} event files, {} queue files",
+                manifest.created_at.to_rfc3339(),
+                config.data_dir.display(),
+                manifest.event_files,
+                manifest.queue_files.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => unreachable!("handled above"),

@@ -1,8 +1,14 @@
-//! Degradation, not collapse: PostgreSQL stopped under ingestion and started again. In
-//! between, the node goes on acknowledging events into its queue (known keys are
-//! served from the key cache), management answers 503 with `Retry-After`, and
-//! `/readyz` names the metadata store; once it is back, every acknowledged event is
-//! stored exactly once.
+//! Degradation, not collapse:
+//! - PostgreSQL stopped under ingestion and started again. In between, the node goes on
+//!   acknowledging events into its queue (known keys are served from the key cache),
+//!   management answers 503 with `Retry-After`, and `/readyz` names the metadata
+//!   store;
+//! - the object store of the event files not answering, then answering again. In
+//!   between, events are acknowledged into the queue, flushes fail and are retried
+//!   with backoff (counted in `appizer_events_flush_failures_total`), and `/readyz`
+//!   names the flush.
+//!
+//! Once the service is back, every acknowledged event is stored exactly once.
 
 mod common;
 
@@ -10,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use appizer::testing::TestServer;
 use appizer_core::secret::SecretString;
+use appizer_storage::testing::s3::S3Emulator;
 use common::services::PostgresServer;
 use common::Client;
 use reqwest::StatusCode;
@@ -80,7 +87,14 @@ async fn ingestion_goes_on_while_postgresql_is_down() {
         assert_eq!(sent.status(), StatusCode::OK);
         acked += 10;
     }
-    let path = format!("/api/v1/projects/{}/query/trends", keys.project_id);
+    wait_until_stored(&api, &server, acked).await;
+    wait_until_ready(&api).await;
+    server.stop().await;
+}
+
+/// Waits until the trends of the test's event count `acked`, never more.
+async fn wait_until_stored(api: &Client, server: &TestServer, acked: u32) {
+    let path = format!("/api/v1/projects/{}/query/trends", server.keys.project_id);
     let query = json!({"series": [{"event": "Outage Test"}], "interval": "day",
         "date_range": {"from": "-1d"}});
     let started = Instant::now();
@@ -89,7 +103,7 @@ async fn ingestion_goes_on_while_postgresql_is_down() {
             .call(
                 reqwest::Method::POST,
                 &path,
-                &keys.admin_key,
+                &server.keys.admin_key,
                 Some(query.clone()),
             )
             .await;
@@ -108,7 +122,10 @@ async fn ingestion_goes_on_while_postgresql_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Each background loop reports its next pass, and the node is ready again.
+}
+
+/// Waits until each background loop reported its next pass and the node is ready.
+async fn wait_until_ready(api: &Client) {
     let started = Instant::now();
     loop {
         let ready = api.get("/readyz", "").await;
@@ -122,5 +139,75 @@ async fn ingestion_goes_on_while_postgresql_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingestion_goes_on_while_the_object_store_is_down() {
+    let Some(emulator) = S3Emulator::start() else {
+        return;
+    };
+    emulator.create_bucket("events");
+    let settings = emulator.settings("events", "");
+    let server = TestServer::start_with(|c| {
+        c.events_url = "s3://events/deployment-1".into();
+        c.s3.endpoint = settings.endpoint.clone();
+        c.s3.path_style = true;
+        c.s3.access_key_id = settings.access_key_id.clone();
+        c.s3.secret_access_key = settings.secret_access_key.clone();
+        c.s3.request_timeout_ms = 1_000;
+        c.ingest.flush_interval_ms = 200;
+    })
+    .await;
+    let api = Client::new(&server);
+    let key = server.keys.write_key.clone();
+    let mut acked = 0u32;
+    for round in 0..5 {
+        assert_eq!(
+            api.send_batch(&key, &batch(round)).await.status(),
+            StatusCode::OK
+        );
+        acked += 10;
+    }
+    wait_until_stored(&api, &server, acked).await;
+
+    emulator.pause();
+    for round in 5..15 {
+        let sent = api.send_batch(&key, &batch(round)).await;
+        assert_eq!(
+            sent.status(),
+            StatusCode::OK,
+            "acknowledged with the object store down"
+        );
+        acked += 10;
+    }
+    let started = Instant::now();
+    loop {
+        let ready = api.get("/readyz", "").await;
+        if ready.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(ready.error_field(), "flush");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the failing flush never showed: {:?}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failures = api
+        .metric_total("appizer_events_flush_failures_total")
+        .await;
+    assert!(failures >= 1.0, "flush failures counted: {failures}");
+
+    emulator.resume();
+    for round in 15..20 {
+        assert_eq!(
+            api.send_batch(&key, &batch(round)).await.status(),
+            StatusCode::OK
+        );
+        acked += 10;
+    }
+    wait_until_stored(&api, &server, acked).await;
+    wait_until_ready(&api).await;
     server.stop().await;
 }

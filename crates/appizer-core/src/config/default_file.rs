@@ -19,7 +19,8 @@ data_dir = "{data_dir}"
 database_url = ""
 
 # Parquet event files. Empty: <data_dir>/events. Or "file:///path" (a directory every
-# worker and query node of a deployment names).
+# worker and query node of a deployment names), or "s3://bucket/prefix" (an
+# S3-compatible object store, reached as [s3] says).
 events_url = ""
 
 # What this node runs: ["all"], or some of "api" (ingestion and management routes),
@@ -199,6 +200,20 @@ sign_in_attempts_per_account = {sign_in_attempts_per_account}
 sign_in_attempts_per_address = {sign_in_attempts_per_address}
 sign_in_refill_seconds = {sign_in_refill_seconds}
 
+[s3]
+# The object store of an s3:// events_url. Empty endpoint: AWS. Most S3-compatible
+# services (MinIO, Ceph, Garage) want path_style = true and their own endpoint.
+endpoint = ""
+region = "{s3_region}"
+# Empty: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment, then the
+# instance's role. Better set as APPIZER_S3__SECRET_ACCESS_KEY.
+access_key_id = ""
+secret_access_key = ""
+path_style = {s3_path_style}
+# A request not answered within this time fails; the flush or compaction that made it
+# is retried with backoff while the events wait in the queue.
+request_timeout_ms = {s3_request_timeout_ms}
+
 [log]
 # tracing filter, e.g. "info" or "appizer=debug,info"; APPIZER_LOG overrides it.
 level = "{level}"
@@ -264,5 +279,8 @@ format = "text"
         sign_in_attempts_per_address = d.auth.sign_in_attempts_per_address,
         sign_in_refill_seconds = d.auth.sign_in_refill_seconds,
         level = d.log.level,
+        s3_region = d.s3.region,
+        s3_path_style = d.s3.path_style,
+        s3_request_timeout_ms = d.s3.request_timeout_ms,
     )
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    is_stream_name, Config, NodeRole, RateLimitConfig, Roles, DEFAULT_CONFIG_FILE, ENV_PREFIX,
-    ENV_RESERVED, MAX_PARTITIONS, QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
+    is_stream_name, Config, EventsLocation, NodeRole, RateLimitConfig, Roles, DEFAULT_CONFIG_FILE,
+    ENV_PREFIX, ENV_RESERVED, MAX_PARTITIONS, QUEUE_SCHEMES, SHARED_LIMIT_SCHEMES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -120,10 +120,28 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
-        if !(self.events_url.is_empty() || self.events_url.starts_with("file:")) {
+        if self.events_url.starts_with("s3:") {
+            let bucket = s3_parts(&self.events_url).map(|(b, _)| b);
+            if !bucket.is_some_and(is_bucket_name) {
+                return invalid(
+                    "events_url",
+                    "s3://BUCKET[/PREFIX]: a bucket name of 3 to 63 lowercase letters, digits, dots and hyphens",
+                );
+            }
+            if self.s3.request_timeout_ms == 0 {
+                return invalid("s3.request_timeout_ms", "must be at least 1");
+            }
+            let endpoint = &self.s3.endpoint;
+            if !(endpoint.is_empty()
+                || endpoint.starts_with("http://")
+                || endpoint.starts_with("https://"))
+            {
+                return invalid("s3.endpoint", "must be empty (AWS) or an http(s):// URL");
+            }
+        } else if !(self.events_url.is_empty() || self.events_url.starts_with("file:")) {
             return invalid(
                 "events_url",
-                "must be empty (data_dir/events) or file:///PATH",
+                "must be empty (data_dir/events), file:///PATH or s3://BUCKET[/PREFIX]",
             );
         }
         if self.roles.is_empty() {
@@ -276,14 +294,20 @@ impl Config {
         }
     }
 
-    /// The directory of the Parquet event files `events_url` names.
-    pub fn events_dir(&self) -> PathBuf {
-        match self.events_url.strip_prefix("file:") {
+    /// Where the Parquet event files live, as `events_url` names it.
+    pub fn events_location(&self) -> EventsLocation {
+        if let Some((bucket, prefix)) = s3_parts(&self.events_url) {
+            return EventsLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            };
+        }
+        EventsLocation::Dir(match self.events_url.strip_prefix("file:") {
             Some(rest) if !rest.is_empty() => {
                 PathBuf::from(rest.strip_prefix("//").unwrap_or(rest))
             }
             _ => self.data_dir.join("events"),
-        }
+        })
     }
 
     /// The config with `roles` instead of its own (a command-line flag), checked again.
@@ -375,4 +399,21 @@ fn merge(base: &mut toml::Value, overlay: toml::Value) {
         }
         (base, overlay) => *base = overlay,
     }
+}
+
+/// The bucket and prefix (without surrounding `/`) of `s3://BUCKET[/PREFIX]`.
+fn s3_parts(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    Some((bucket, prefix.trim_matches('/')))
+}
+
+/// S3's rule for bucket names (the common subset every compatible service accepts).
+fn is_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }

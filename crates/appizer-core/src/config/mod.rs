@@ -46,7 +46,8 @@ pub struct Config {
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
     pub database_url: SecretString,
     /// Where the Parquet event files live: empty = `data_dir/events`; `file:///PATH` =
-    /// that directory (every worker and query node of a deployment names the same).
+    /// that directory (every worker and query node of a deployment names the same);
+    /// `s3://BUCKET[/PREFIX]` = an S3-compatible object store (`[s3]`).
     pub events_url: String,
     /// What this node runs: `all`, or some of `api` (ingestion and management
     /// routes), `worker` (the queue's consumers: Parquet, persons, segments), `query`
@@ -63,6 +64,50 @@ pub struct Config {
     pub push: PushConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub s3: S3Config,
+}
+
+/// Where the Parquet event files live (`events_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsLocation {
+    /// A directory.
+    Dir(PathBuf),
+    /// Objects under `prefix` (no leading or trailing `/`; may be empty) in an
+    /// S3-compatible bucket, reached as `[s3]` says.
+    S3 { bucket: String, prefix: String },
+}
+
+/// `[s3]`: the S3-compatible object store of an `s3://` `events_url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The service's base URL; empty: AWS (`https://s3.<region>.amazonaws.com`).
+    /// `http://` only for a service on a trusted network.
+    pub endpoint: String,
+    pub region: String,
+    /// Empty: the `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables,
+    /// then the instance's role.
+    pub access_key_id: SecretString,
+    pub secret_access_key: SecretString,
+    /// Path-style requests (`ENDPOINT/BUCKET/KEY`), as most S3-compatible services
+    /// want; `false`: virtual-hosted style (`BUCKET.ENDPOINT/KEY`), as AWS prefers.
+    pub path_style: bool,
+    /// A request not answered within this time fails (and is retried, with backoff,
+    /// by the next flush or compaction).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: SecretString::default(),
+            secret_access_key: SecretString::default(),
+            path_style: false,
+            request_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// One of the roles a node runs (`roles`, `serve --role`).
@@ -580,6 +625,7 @@ impl Default for Config {
             push: PushConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            s3: S3Config::default(),
         }
     }
 }

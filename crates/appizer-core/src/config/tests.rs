@@ -243,18 +243,53 @@ fn split_roles_need_the_shared_metadata_store_and_queue() {
 }
 
 #[test]
-fn events_live_in_the_data_dir_unless_events_url_names_a_directory() {
+fn events_live_in_the_data_dir_unless_events_url_names_a_directory_or_bucket() {
     let mut c = Config {
         data_dir: PathBuf::from("/d"),
         ..Config::default()
     };
-    assert_eq!(c.events_dir(), PathBuf::from("/d/events"));
-    c.events_url = "file:///shared/events".into();
-    assert_eq!(c.events_dir(), PathBuf::from("/shared/events"));
     assert_eq!(
-        Config::from_toml_str("events_url = \"s3://bucket\"")
+        c.events_location(),
+        EventsLocation::Dir(PathBuf::from("/d/events"))
+    );
+    c.events_url = "file:///shared/events".into();
+    assert_eq!(
+        c.events_location(),
+        EventsLocation::Dir(PathBuf::from("/shared/events"))
+    );
+    let s3 = |url: &str| {
+        Config::from_toml_str(&format!("events_url = \"{url}\""))
+            .map(|c| c.events_location())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        s3("s3://events-bucket/prod/events/"),
+        Ok(EventsLocation::S3 {
+            bucket: "events-bucket".into(),
+            prefix: "prod/events".into()
+        })
+    );
+    assert_eq!(
+        s3("s3://events-bucket"),
+        Ok(EventsLocation::S3 {
+            bucket: "events-bucket".into(),
+            prefix: String::new()
+        })
+    );
+    for bad in ["s3://", "s3://Upper", "s3://ab", "s3://-lead/x"] {
+        assert!(
+            s3(bad).unwrap_err().contains("a bucket name of 3 to 63"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        s3("gs://bucket").unwrap_err(),
+        "invalid config at `events_url`: must be empty (data_dir/events), file:///PATH or s3://BUCKET[/PREFIX]"
+    );
+    assert_eq!(
+        Config::from_toml_str("events_url = \"s3://b-1\"\n[s3]\nendpoint = \"minio:9000\"")
             .unwrap_err()
             .to_string(),
-        "invalid config at `events_url`: must be empty (data_dir/events) or file:///PATH"
+        "invalid config at `s3.endpoint`: must be empty (AWS) or an http(s):// URL"
     );
 }

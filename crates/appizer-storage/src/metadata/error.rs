@@ -15,6 +15,9 @@ pub enum StoreError {
     /// A partition's write under a lease that passed to another holder.
     #[error("the partition's lease was lost: {0}")]
     Fenced(String),
+    /// What this backend does not do (and what does it instead).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
     #[error("metadata store migration failed: {0}")]

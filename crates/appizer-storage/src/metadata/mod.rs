@@ -219,6 +219,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip proving the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Writes a consistent copy of the whole store, as of one moment, to the SQLite
+    /// file `path` (which must not exist) while the store stays in use. SQLite only:
+    /// PostgreSQL has `pg_dump` ([`StoreError::Unsupported`]).
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<(), StoreError>;
+
     /// Closes the connections; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self);
 

@@ -3,8 +3,6 @@
 //! transaction each.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +14,7 @@ use crate::events::schema::event_schema;
 use crate::metadata::EventFile;
 use crate::persons::PersonOverrides;
 
-use super::flush::{sorted_days, write_file};
+use super::flush::{encode_file, sorted_days};
 use super::{EventStore, EventStoreError};
 
 /// What one compaction pass did.
@@ -93,7 +91,10 @@ impl EventStore {
                 continue;
             }
             let config = self.config.clone();
-            let inputs: Vec<PathBuf> = group.iter().map(|f| config.root.join(&f.path)).collect();
+            let mut inputs = Vec::with_capacity(group.len());
+            for f in &group {
+                inputs.push(self.files.get(&f.path).await?);
+            }
             let max_offset = group.iter().map(|f| f.max_queue_offset).max().unwrap_or(0);
             let fold = overrides.get(&project).cloned().filter(|o| !o.is_empty());
             let partition = self.fence.partition;
@@ -101,47 +102,47 @@ impl EventStore {
                 .config
                 .background
                 .clone()
-                .run(move || -> Result<Option<EventFile>, EventStoreError> {
-                    let mut batches = read_files(&inputs)?;
-                    if let Some(fold) = &fold {
-                        batches = fold_persons(batches, fold)?;
-                    }
-                    // One partition: every row belongs to its day.
-                    let order: Vec<(usize, usize)> = sorted_days(&batches)
-                        .into_iter()
-                        .flat_map(|(_, rows)| rows)
-                        .collect();
-                    if order.is_empty() {
-                        return Ok(None);
-                    }
-                    let mut file = write_file(
-                        &config, project, &date, &batches, &order, partition, max_offset,
-                    )?;
-                    file.persons_folded_at = Some(snapshot);
-                    Ok(Some(file))
-                })
+                .run(
+                    move || -> Result<Option<(EventFile, bytes::Bytes)>, EventStoreError> {
+                        let mut batches = read_files(inputs)?;
+                        if let Some(fold) = &fold {
+                            batches = fold_persons(batches, fold)?;
+                        }
+                        // One partition: every row belongs to its day.
+                        let order: Vec<(usize, usize)> = sorted_days(&batches)
+                            .into_iter()
+                            .flat_map(|(_, rows)| rows)
+                            .collect();
+                        if order.is_empty() {
+                            return Ok(None);
+                        }
+                        let (mut file, bytes) = encode_file(
+                            &config, project, &date, &batches, &order, partition, max_offset,
+                        )?;
+                        file.persons_folded_at = Some(snapshot);
+                        Ok(Some((file, bytes)))
+                    },
+                )
                 .await?;
             let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
-            let added: Vec<EventFile> = merged.into_iter().collect();
+            let added = self.put_files(merged.into_iter().collect()).await?;
             if let Err(e) = self
                 .catalog
                 .replace_event_files(&added, &removed, self.fence)
                 .await
             {
-                for f in &added {
-                    let _ = std::fs::remove_file(self.config.root.join(&f.path));
-                }
+                self.remove_files(&added).await;
                 return Err(e.into());
             }
             let now = Instant::now();
             self.retired
                 .lock()
-                .extend(removed.iter().map(|p| (now, self.config.root.join(p))));
+                .extend(removed.iter().map(|p| (now, p.clone())));
             done.files_in += group.len();
             done.files_out += added.len();
             done.rows += added.iter().map(|f| f.row_count).sum::<u64>();
         }
-        self.delete_retired()?;
+        self.delete_retired().await?;
         self.collect_strays().await?;
         Ok(done)
     }
@@ -198,12 +199,12 @@ pub(super) fn fold_persons(
     Ok(out)
 }
 
-/// All rows of the Parquet files at `paths`, as batches of the event schema.
-pub(super) fn read_files(paths: &[PathBuf]) -> Result<Vec<RecordBatch>, EventStoreError> {
+/// All rows of the Parquet files `files`, as batches of the event schema.
+pub(super) fn read_files(files: Vec<bytes::Bytes>) -> Result<Vec<RecordBatch>, EventStoreError> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut batches = Vec::new();
-    for path in paths {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
+    for file in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
         for batch in reader {
             batches.push(batch?);
         }

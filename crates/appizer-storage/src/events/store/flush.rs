@@ -1,12 +1,11 @@
-//! Flushing: the buffer's rows, per project and day, written to sorted Parquet files
-//! (durably: file and directory fsync'd) and catalogued with the queue offset they reach.
+//! Flushing: the buffer's rows, per project and day, encoded as sorted Parquet files,
+//! stored durably and catalogued with the queue offset they reach.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::Path;
 
 use appizer_core::config::ParquetCompression;
 use appizer_core::ProjectId;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::compute::interleave_record_batch;
@@ -21,10 +20,6 @@ use crate::metadata::EventFile;
 
 use super::buffer::{ProjectBuffer, Taken};
 use super::{EventStore, EventStoreConfig, EventStoreError, KEY_COLUMNS};
-
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
 
 impl EventStore {
     /// Writes the buffer to Parquet files and catalogues them. Returns the highest queue
@@ -53,12 +48,16 @@ impl EventStore {
         };
         let config = self.config.clone();
         let partition = self.fence.partition;
-        let written = self
+        let encoded = self
             .config
             .background
-            .run(move || write_files(&config, taken.projects, partition, max_offset))
+            .run(move || encode_files(&config, taken.projects, partition, max_offset))
             .await;
-        let files = match written {
+        let files = match encoded {
+            Ok(encoded) => self.put_files(encoded).await,
+            Err(e) => Err(e),
+        };
+        let files = match files {
             Ok(files) => files,
             Err(e) => {
                 self.restore(take_back(), max_offset);
@@ -68,9 +67,7 @@ impl EventStore {
         if let Err(e) = self.catalog.add_event_files(&files, self.fence).await {
             // The files exist but are not catalogued: remove them and keep the rows (a
             // fenced store's are given up by its workers, whose lease passed on).
-            for f in &files {
-                let _ = std::fs::remove_file(self.config.root.join(&f.path));
-            }
+            self.remove_files(&files).await;
             self.restore(take_back(), max_offset);
             return Err(e.into());
         }
@@ -79,20 +76,48 @@ impl EventStore {
     }
 }
 
-/// Writes each (project, day) of `projects` to one sorted Parquet file; durable on return.
-pub(super) fn write_files(
+impl EventStore {
+    /// Stores encoded files; returns their catalog entries. On failure none of them
+    /// stays (as far as the store answers; what it does not is a stray).
+    pub(super) async fn put_files(
+        &self,
+        encoded: Vec<(EventFile, Bytes)>,
+    ) -> Result<Vec<EventFile>, EventStoreError> {
+        let mut stored = Vec::with_capacity(encoded.len());
+        for (file, bytes) in encoded {
+            if let Err(e) = self.files.put(&file.path, bytes).await {
+                self.remove_files(&stored).await;
+                return Err(e);
+            }
+            stored.push(file);
+        }
+        Ok(stored)
+    }
+
+    /// Removes uncatalogued files just written (best effort: one left is a stray).
+    pub(super) async fn remove_files(&self, files: &[EventFile]) {
+        for f in files {
+            if let Err(e) = self.files.delete(&f.path).await {
+                tracing::warn!(file = %f.path, error = %e, "could not remove an uncatalogued event file; it is collected later");
+            }
+        }
+    }
+}
+
+/// Encodes each (project, day) of `projects` as one sorted Parquet file.
+pub(super) fn encode_files(
     config: &EventStoreConfig,
     projects: BTreeMap<ProjectId, ProjectBuffer>,
     partition: u32,
     max_offset: u64,
-) -> Result<Vec<EventFile>, EventStoreError> {
+) -> Result<Vec<(EventFile, Bytes)>, EventStoreError> {
     let mut files = Vec::new();
     for (project, buffer) in projects {
         if buffer.batches.is_empty() {
             continue;
         }
         for (date, order) in sorted_days(&buffer.batches) {
-            files.push(write_file(
+            files.push(encode_file(
                 config,
                 project,
                 &date,
@@ -116,10 +141,10 @@ pub(super) fn file_prefix(partition: u32) -> String {
 /// Rows copied into the writer at a time: the sorted copy of a flush never exceeds this.
 pub(super) const WRITE_CHUNK_ROWS: usize = 8 * 1024;
 
-/// Writes the rows of `batches` named by `order` (batch, row), in that order, as
-/// `project=<id>/date=<day>/p<partition>-<uuid>.parquet`, durably (file and directory
-/// entries fsync'd), and returns its catalog entry.
-pub(super) fn write_file(
+/// Encodes the rows of `batches` named by `order` (batch, row), in that order, as the
+/// file `project=<id>/date=<day>/p<partition>-<uuid>.parquet`: its catalog entry and
+/// its bytes.
+pub(super) fn encode_file(
     config: &EventStoreConfig,
     project: ProjectId,
     date: &str,
@@ -127,7 +152,7 @@ pub(super) fn write_file(
     order: &[(usize, usize)],
     partition: u32,
     max_offset: u64,
-) -> Result<EventFile, EventStoreError> {
+) -> Result<(EventFile, Bytes), EventStoreError> {
     let codec = |c: ParquetCompression| -> Result<Compression, EventStoreError> {
         Ok(match c {
             ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::try_new(1)?),
@@ -147,10 +172,7 @@ pub(super) fn write_file(
     let properties = properties.build();
     let dir = format!("project={project}/date={date}");
     let name = format!("{}{}.parquet", file_prefix(partition), uuid::Uuid::now_v7());
-    let full_dir = config.root.join(&dir);
-    std::fs::create_dir_all(&full_dir)?;
-    let tmp = full_dir.join(format!("{name}.tmp"));
-    let mut writer = ArrowWriter::try_new(File::create(&tmp)?, event_schema(), Some(properties))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), event_schema(), Some(properties))?;
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let (mut min, mut max) = (i64::MAX, i64::MIN);
     let mut rollup = Rollup::default();
@@ -162,20 +184,12 @@ pub(super) fn write_file(
         writer.write(&sorted)?;
     }
     writer.append_key_value_metadata(rollup.to_metadata());
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    let byte_size = file.metadata()?.len();
-    std::fs::rename(&tmp, full_dir.join(&name))?;
-    // The file's entry, and the partition directories' own entries if new.
-    sync_dir(&full_dir)?;
-    if let Some(project_dir) = full_dir.parent() {
-        sync_dir(project_dir)?;
-    }
-    sync_dir(&config.root)?;
+    let bytes = Bytes::from(writer.into_inner()?);
+    let byte_size = bytes.len() as u64;
     if order.is_empty() {
         (min, max) = (0, 0);
     }
-    Ok(EventFile {
+    let file = EventFile {
         path: format!("{dir}/{name}"),
         project_id: project,
         date: date.to_string(),
@@ -187,7 +201,8 @@ pub(super) fn write_file(
         max_queue_offset: max_offset,
         created_at: Utc::now(),
         persons_folded_at: None,
-    })
+    };
+    Ok((file, bytes))
 }
 
 /// The first timestamp column of `batch` (`timestamp` in the full schema).

@@ -29,6 +29,7 @@ use appizer_core::ProjectId;
 use datafusion::error::DataFusionError;
 use parking_lot::RwLock;
 
+use super::files::{FileBackend, FilesLocation};
 use super::rollup::Rollup;
 use crate::background::Background;
 use crate::leases::Fence;
@@ -44,7 +45,7 @@ pub use recovery::RecentEvent;
 #[derive(Debug, Clone)]
 pub struct EventStoreConfig {
     /// Where the Parquet files live.
-    pub root: PathBuf,
+    pub location: FilesLocation,
     /// Buffered rows that trigger a flush.
     pub flush_rows: usize,
     /// Age of the oldest buffered row that triggers a flush.
@@ -75,9 +76,14 @@ pub struct EventStoreConfig {
 pub const KEY_COLUMNS: [&str; 4] = ["timestamp", "event", "distinct_id", "person_id"];
 
 impl EventStoreConfig {
+    /// Files in the directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::at(FilesLocation::Dir(root.into()))
+    }
+
+    pub fn at(location: FilesLocation) -> Self {
         Self {
-            root: root.into(),
+            location,
             flush_rows: 100_000,
             flush_age: Duration::from_secs(10),
             row_group_rows: 128 * 1024,
@@ -102,6 +108,8 @@ pub enum EventStoreError {
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
     #[error("event query failed: {0}")]
     Query(#[from] DataFusionError),
+    #[error("event file storage error: {0}")]
+    Object(#[from] object_store::Error),
     #[error(transparent)]
     Catalog(#[from] StoreError),
 }
@@ -109,6 +117,7 @@ pub enum EventStoreError {
 /// The event store; see the module docs.
 pub struct EventStore {
     config: EventStoreConfig,
+    files: Arc<dyn FileBackend>,
     catalog: Arc<dyn MetadataStore>,
     /// The partition whose events this store buffers and writes, and the lease held
     /// on it: every catalog write of this store goes under it.
@@ -124,8 +133,9 @@ pub struct EventStore {
     flushing: RwLock<Option<(u64, BTreeMap<ProjectId, ProjectBuffer>)>>,
     flush_lock: tokio::sync::Mutex<()>,
     compact_lock: tokio::sync::Mutex<()>,
-    /// Files compaction replaced, with when, awaiting deletion by a later pass.
-    retired: parking_lot::Mutex<Vec<(Instant, PathBuf)>>,
+    /// Files compaction replaced (paths under the root), with when, awaiting deletion
+    /// by a later pass.
+    retired: parking_lot::Mutex<Vec<(Instant, String)>>,
     /// Bumped after every change of what a query reads (see [`EventStore::version`]);
     /// one for every lane.
     version: Arc<std::sync::atomic::AtomicU64>,
@@ -150,7 +160,7 @@ impl Drop for EventStore {
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventStore")
-            .field("root", &self.config.root)
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
@@ -160,8 +170,8 @@ impl EventStore {
         config: EventStoreConfig,
         catalog: Arc<dyn MetadataStore>,
     ) -> Result<Self, EventStoreError> {
-        std::fs::create_dir_all(&config.root)?;
         Ok(Self {
+            files: config.location.open()?,
             config,
             catalog,
             fence: Fence::unleased(0),
@@ -183,6 +193,7 @@ impl EventStore {
     pub fn lane(&self, fence: Fence) -> Arc<EventStore> {
         let lane = Arc::new(Self {
             config: self.config.clone(),
+            files: self.files.clone(),
             catalog: self.catalog.clone(),
             fence,
             lanes: self.lanes.clone(),

@@ -43,6 +43,9 @@ impl Unrolled {
     }
 }
 
+/// Footers read at a time when a count meets files it has no rollup of yet.
+const FOOTER_READS: usize = 16;
+
 impl EventStore {
     /// The project's buffered batches (of this store and every lane beside it) and its
     /// catalogued files whose time range meets `[from, to)`, as of one moment: memory
@@ -118,7 +121,7 @@ impl EventStore {
         let files: Vec<String> = rows
             .files
             .iter()
-            .map(|f| self.config.root.join(f).display().to_string())
+            .map(|f| self.files.table_path(f))
             .collect();
         let memory = MemTable::try_new(event_schema(), vec![rows.batches])?;
         // Buffered rows in the schema the files are read in.
@@ -133,6 +136,7 @@ impl EventStore {
         if files.is_empty() {
             return Ok(memory);
         }
+        self.files.register(ctx);
         let stored = ctx
             .read_parquet(files, ParquetReadOptions::default().schema(&schema))
             .await?;
@@ -179,20 +183,17 @@ impl EventStore {
                 .collect()
         };
         if !missing.is_empty() {
-            let root = self.config.root.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                missing
-                    .into_iter()
-                    .map(|f| {
-                        let rollup = Rollup::read(&root.join(&f.path))?
-                            .filter(|r| r.total() == f.row_count)
-                            .map(Arc::new);
-                        Ok((f.path, rollup))
-                    })
-                    .collect::<std::io::Result<Vec<_>>>()
-            })
-            .await
-            .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))??;
+            use futures_util::{StreamExt, TryStreamExt};
+            // Footers read several at a time (each a request on an object store).
+            let read: Vec<(String, Option<Arc<Rollup>>)> = futures_util::stream::iter(missing)
+                .map(|f| async move {
+                    let rollup = self.files.rollup(&f.path, f.byte_size).await?;
+                    let rollup = rollup.filter(|r| r.total() == f.row_count).map(Arc::new);
+                    Ok::<_, EventStoreError>((f.path, rollup))
+                })
+                .buffered(FOOTER_READS)
+                .try_collect()
+                .await?;
             let mut known = self.rollups.lock();
             // Bounded: past a few times this query's files, keep only those (files
             // replaced by compaction go; others in use are read again when asked).

@@ -2,8 +2,6 @@
 //! highest offset already in files, and the recent events the workers rebuild their
 //! memory from.
 
-use std::path::PathBuf;
-
 use appizer_core::ProjectId;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::AsArray;
@@ -47,42 +45,28 @@ impl EventStore {
         // No flush of this store between the listing and the removals: its new file
         // would be neither listed nor old.
         let _no_flush = self.flush_lock.lock().await;
-        let catalogued: std::collections::HashSet<PathBuf> = self
+        let catalogued: std::collections::HashSet<String> = self
             .catalog
             .all_event_files()
             .await?
             .into_iter()
-            .map(|f| self.config.root.join(f.path))
+            .map(|f| f.path)
             .collect();
         let prefix = file_prefix(self.fence.partition);
         let legacy = self.fence.partition == 0;
         let ours = |name: &str| name.starts_with(&prefix) || (legacy && !name.starts_with('p'));
-        let grace = self.config.retire_grace;
+        let grace =
+            chrono::Duration::from_std(self.config.retire_grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
         let mut removed = 0;
-        let mut stack = vec![self.config.root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir)? {
-                let entry = entry?;
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = entry.file_name();
-                if catalogued.contains(&path) || !ours(&name.to_string_lossy()) {
-                    continue;
-                }
-                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                if age < grace {
-                    continue;
-                }
-                tracing::warn!(file = %path.display(), "removing an event file the catalog does not list");
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+        for file in self.files.list().await? {
+            let name = file.path.rsplit('/').next().unwrap_or_default();
+            if catalogued.contains(&file.path) || !ours(name) || now - file.modified < grace {
+                continue;
             }
+            tracing::warn!(file = %file.path, "removing an event file the catalog does not list");
+            self.files.delete(&file.path).await?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -123,13 +107,14 @@ impl EventStore {
             .await?
             .into_iter()
             .filter(|f| f.created_at >= since)
-            .map(|f| self.config.root.join(&f.path).display().to_string())
+            .map(|f| self.files.table_path(&f.path))
             .collect();
         if files.is_empty() {
             return Ok(0);
         }
         let schema = event_schema();
         let ctx = SessionContext::new();
+        self.files.register(&ctx);
         let mut batches = ctx
             .read_parquet(files, ParquetReadOptions::default().schema(&schema))
             .await?

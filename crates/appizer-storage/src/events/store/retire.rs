@@ -3,7 +3,6 @@
 //! just before; a later pass deletes them, with the directories they leave empty.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use appizer_core::ProjectId;
@@ -43,7 +42,7 @@ impl EventStore {
         let now = Instant::now();
         self.retired
             .lock()
-            .extend(paths.iter().map(|p| (now, self.config.root.join(p))));
+            .extend(paths.iter().map(|p| (now, p.clone())));
         tracing::info!(
             files = paths.len(),
             "retired the event files of deleted projects"
@@ -51,38 +50,24 @@ impl EventStore {
         Ok((kept, paths.len()))
     }
 
-    /// Deletes replaced files whose grace period is over.
-    pub(super) fn delete_retired(&self) -> Result<(), EventStoreError> {
+    /// Deletes replaced files whose grace period is over (with the directories they
+    /// leave empty, where there are directories).
+    pub(super) async fn delete_retired(&self) -> Result<(), EventStoreError> {
         let grace = self.config.retire_grace;
-        let due: Vec<PathBuf> = {
+        let due: Vec<(Instant, String)> = {
             let mut retired = self.retired.lock();
             let (due, keep): (Vec<_>, Vec<_>) =
                 retired.drain(..).partition(|(at, _)| at.elapsed() >= grace);
             *retired = keep;
-            due.into_iter().map(|(_, p)| p).collect()
+            due
         };
-        for path in due {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+        for (i, (_, path)) in due.iter().enumerate() {
+            if let Err(e) = self.files.delete(path).await {
+                // Kept for the next pass.
+                self.retired.lock().extend(due[i..].iter().cloned());
+                return Err(e);
             }
-            self.remove_empty_parents(&path);
         }
         Ok(())
-    }
-
-    /// Removes the directories above `file` (its day, then its project) that it left
-    /// empty, never the root. One that still holds a file stays.
-    fn remove_empty_parents(&self, file: &Path) {
-        let mut dir = file.parent();
-        while let Some(d) =
-            dir.filter(|d| d.starts_with(&self.config.root) && *d != self.config.root)
-        {
-            if std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
     }
 }

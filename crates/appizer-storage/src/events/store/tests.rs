@@ -667,3 +667,103 @@ async fn lanes_write_their_own_partition_and_every_lane_is_read() {
     );
     assert!(node.version() > before);
 }
+
+#[tokio::test]
+async fn in_a_bucket_files_are_flushed_read_counted_compacted_and_collected() {
+    use crate::events::files::{FileBackend, FilesLocation, S3Files};
+    use crate::testing::s3::{check_file_backend, S3Emulator};
+    let Some(emulator) = S3Emulator::start() else {
+        return;
+    };
+    emulator.create_bucket("events");
+    let settings = emulator.settings("events", "prod/e");
+    let files = S3Files::open(&settings).unwrap();
+    check_file_backend(&files).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = sqlite_catalog(dir.path()).await;
+    let config = EventStoreConfig {
+        retire_grace: Duration::ZERO,
+        ..EventStoreConfig::at(FilesLocation::S3(settings.clone()))
+    };
+    let store = EventStore::open(config, catalog.clone()).unwrap();
+    let p = ProjectId::new();
+    let day = 1_795_000_000 - 1_795_000_000 % 86_400;
+    for round in 0..4u64 {
+        let mut batch = events(p, 30, 0);
+        for e in &mut batch {
+            e.message_id = format!("{}-{round}", e.message_id);
+        }
+        store.append(batch, round).unwrap();
+        store.flush().await.unwrap();
+    }
+    let per_name = |n: u64| BTreeMap::from([("a".into(), n), ("b".into(), n), ("c".into(), n)]);
+    let parquet_objects = || async {
+        let listed = files.list().await.unwrap();
+        listed
+            .into_iter()
+            .filter(|l| l.path.ends_with(".parquet"))
+            .count()
+    };
+    assert_eq!(parquet_objects().await, 4);
+    assert_eq!(count(&store, p).await, 120, "queries read the objects");
+    assert_eq!(
+        counted(&store, p, day, day + 86_400).await,
+        Some(per_name(40)),
+        "counts read the objects' footers"
+    );
+    assert_eq!(store.flushed_offset().await.unwrap(), Some(3));
+    let mut recent = 0;
+    store
+        .for_each_recent_event(DateTime::UNIX_EPOCH, |_| recent += 1)
+        .await
+        .unwrap();
+    assert_eq!(recent, 120);
+
+    // Compaction reads the objects, writes one, and deletes what it replaced.
+    let done = store.compact().await.unwrap();
+    assert_eq!((done.files_in, done.files_out, done.rows), (4, 1, 120));
+    assert_eq!(parquet_objects().await, 1);
+    assert_eq!(count(&store, p).await, 120);
+    assert_eq!(
+        counted(&store, p, day, day + 86_400).await,
+        Some(per_name(40))
+    );
+
+    // A stray of this partition goes; another partition's is left to its workers.
+    let stray = format!("project={p}/date=2026-11-18/p0-stray.parquet");
+    let others = format!("project={p}/date=2026-11-18/p1-other.parquet");
+    for path in [&stray, &others] {
+        files
+            .put(path, bytes::Bytes::from_static(b"PAR1"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.remove_uncatalogued_files().await.unwrap(), 1);
+    let left: Vec<String> = files
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.path)
+        .collect();
+    assert!(!left.contains(&stray) && left.contains(&others), "{left:?}");
+
+    // With the store not answering a flush fails and keeps its rows; once it answers
+    // again they are written, and nothing was lost.
+    store.append(events(p, 9, 1), 4).unwrap();
+    emulator.pause();
+    assert!(store.flush().await.is_err());
+    assert_eq!(store.buffered_rows(), 9, "the rows stay in the buffer");
+    emulator.resume();
+    assert_eq!(store.flush().await.unwrap(), Some(4));
+    assert_eq!(count(&store, p).await, 129);
+    assert_eq!(
+        catalog
+            .list_event_files(ProjectScope::for_tests(p))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -359,6 +359,24 @@ impl MetadataStore for SqlMetadataStore {
         Ok(())
     }
 
+    async fn snapshot_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Unsupported(
+                "a PostgreSQL metadata store is backed up with pg_dump (pg_dump --format=custom DB > metadata.dump; pg_restore into an empty database)".into(),
+            ));
+        }
+        if path.exists() {
+            return Err(StoreError::Conflict(format!("{} exists", path.display())));
+        }
+        // One read transaction: the copy is the database as of its start, while
+        // writers go on (write-ahead log).
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         if self.backend == Backend::Sqlite {
             // Fold the write-ahead log into the database file, so what is on disk

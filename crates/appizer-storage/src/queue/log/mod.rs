@@ -15,6 +15,7 @@
 //! that discards freed blocks stalls the fsyncs queued behind it.
 
 mod config;
+pub mod copy;
 mod errors;
 mod reader;
 mod recovery;

@@ -15,7 +15,7 @@ use super::segment::{
 use super::LogConfig;
 use crate::queue::QueueError;
 
-const OFFSET_FILE: &str = "consumer.offset";
+pub(super) const OFFSET_FILE: &str = "consumer.offset";
 
 /// The state of a log directory.
 #[derive(Debug)]

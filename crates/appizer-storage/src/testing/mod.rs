@@ -1,6 +1,10 @@
-//! Real tenants for tests and benchmarks: an organisation and its projects written
-//! through the store's own methods, and their scopes read back by the lookup requests
-//! make ([`MetadataStore::get_project`]). Nothing here makes a scope any other way.
+//! Real components for tests and benchmarks:
+//! - tenants ([`Tenant`]): an organisation and its projects written through the store's
+//!   own methods, and their scopes read back by the lookup requests make
+//!   ([`MetadataStore::get_project`]). Nothing here makes a scope any other way;
+//! - [`s3`]: an S3 emulator of the test's own, and what every event file backend does.
+
+pub mod s3;
 
 use appizer_core::keys::{generate_key, KeyKind};
 use appizer_core::tenancy::{
