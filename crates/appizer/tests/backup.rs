@@ -99,7 +99,7 @@ async fn answers(api: &Client, server: &TestServer) -> Vec<Value> {
         ),
         (
             "trends",
-            json!({"series": [{"event": "Bought"}], "breakdown": {"property": "plan"},
+            json!({"series": [{"event": "Bought"}], "breakdown": {"key": "plan"},
                 "interval": "day", "date_range": {"from": "-1d"}}),
         ),
         (
