@@ -1,25 +1,28 @@
 //! Failover of a split deployment on one machine, every node its own process: two API
 //! nodes, two workers and a query node on PostgreSQL, a three-server NATS cluster
-//! (the queue in four partitions, three replicas each) and one event directory.
+//! (the queue in four partitions, three replicas each) and a bucket of an S3 emulator
+//! for the event files.
 //! Several clients load it, resending some batches as clients do; meanwhile a worker
 //! is killed with SIGKILL (a new one joins), the other is paused (SIGSTOP) past its
 //! lease while the new one takes its partitions, then resumed, and the JetStream
 //! leader of one partition is killed. Afterwards every acknowledged event is stored
 //! exactly once, each person's last update is the last one sent, every catalogued
-//! file exists and no other file is left, the paused worker's writes were refused,
+//! file exists and no other object is left, the paused worker's writes were refused,
 //! and both query nodes give the same answer, equal to what was sent.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use appizer_storage::events::files::{FileBackend, S3Files};
 use appizer_storage::queue::{NatsConfig, NatsQueue};
+use appizer_storage::testing::s3::S3Emulator;
 use common::appizer;
 use common::services::{postgres_url, NatsCluster};
 use serde_json::{json, Value};
@@ -36,7 +39,12 @@ struct Cluster {
     queue: String,
     stream: String,
     dir: tempfile::TempDir,
+    s3: S3Emulator,
 }
+
+/// The bucket and prefix of the event files.
+const BUCKET: &str = "events";
+const PREFIX: &str = "failover";
 
 /// One `appizer serve` process.
 struct Node {
@@ -78,8 +86,9 @@ fn signal(child: &Child, name: &str) -> bool {
 }
 
 impl Cluster {
-    fn events_dir(&self) -> PathBuf {
-        self.dir.path().join("events")
+    /// The event files, as the nodes reach them.
+    fn event_files(&self) -> S3Files {
+        S3Files::open(&self.s3.settings(BUCKET, PREFIX)).unwrap()
     }
 
     fn command(&self, name: &str) -> Command {
@@ -101,10 +110,11 @@ impl Cluster {
             .env("APPIZER_INGEST__COMPACTION_INTERVAL_MS", "1000")
             .env("APPIZER_RATE_LIMIT__INGEST_BURST", "1000000")
             .env("APPIZER_RATE_LIMIT__INGEST_PER_SECOND", "1000000")
-            .env(
-                "APPIZER_EVENTS_URL",
-                format!("file://{}", self.events_dir().display()),
-            );
+            .env("APPIZER_EVENTS_URL", format!("s3://{BUCKET}/{PREFIX}"))
+            .env("APPIZER_S3__ENDPOINT", self.s3.endpoint())
+            .env("APPIZER_S3__PATH_STYLE", "true")
+            .env("APPIZER_S3__ACCESS_KEY_ID", "test")
+            .env("APPIZER_S3__SECRET_ACCESS_KEY", "test");
         command
     }
 
@@ -228,25 +238,6 @@ async fn identified(http: &reqwest::Client, node: &str, project: &str, key: &str
 }
 
 /// Parquet and temporary files under `dir`.
-fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut found = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.insert(path);
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_split_deployment_survives_killed_paused_and_lost_nodes() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -256,12 +247,17 @@ fn a_split_deployment_survives_killed_paused_and_lost_nodes() {
     let Some(mut nats) = NatsCluster::start(3) else {
         return;
     };
+    let Some(s3) = S3Emulator::start() else {
+        return;
+    };
+    s3.create_bucket(BUCKET);
     runtime.block_on(wait_for_jetstream(&nats.url()));
     let cluster = Cluster {
         database,
         queue: nats.url(),
         stream: common::test_stream(),
         dir: tempfile::tempdir().unwrap(),
+        s3,
     };
     let init = cluster
         .command("init")
@@ -447,21 +443,28 @@ fn a_split_deployment_survives_killed_paused_and_lost_nodes() {
                 .await;
         assert!(refused > 0.0, "the paused worker's writes went through");
 
-        // Every catalogued file exists, and nothing else is left in the directory
-        // (the killed worker's unfinished files are collected).
+        // Every catalogued file exists, and nothing else is left in the bucket (the
+        // killed worker's unfinished files are collected).
         let store = appizer_storage::open_metadata_store(&cluster.database)
             .await
             .unwrap();
+        let files = cluster.event_files();
         let started = Instant::now();
         loop {
-            let catalogued: BTreeSet<PathBuf> = store
+            let catalogued: BTreeSet<String> = store
                 .all_event_files()
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|f| cluster.events_dir().join(f.path))
+                .map(|f| f.path)
                 .collect();
-            let on_disk = files_under(&cluster.events_dir());
+            let on_disk: BTreeSet<String> = files
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.path)
+                .collect();
             let missing: Vec<_> = catalogued.difference(&on_disk).collect();
             assert!(missing.is_empty(), "catalogued but missing: {missing:?}");
             if on_disk == catalogued {
