@@ -94,7 +94,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             .project_scope(project)
             .await?
             .context("the project init made")?;
-        providers(store.as_ref(), scope, &data, &account).await?;
+        let master = appizer_push::credentials::MasterKey::load_or_create(&data)?;
+        providers(store.as_ref(), scope, &master, &account).await?;
         let segment = audience(store.as_ref(), scope, Platform::Ios, o.persons, |i| {
             (apns_token(i), None)
         })

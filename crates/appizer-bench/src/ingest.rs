@@ -317,7 +317,7 @@ fn status_bytes(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Sends `requests` batch requests over `connections` workers; returns the seconds taken.
-async fn blast(
+pub(crate) async fn blast(
     url: &str,
     key: Option<&str>,
     template: Arc<Template>,

@@ -3,11 +3,13 @@
 //!
 //! `cargo build --profile profiling -p appizer -p appizer-bench`, then
 //! `target/profiling/appizer-bench gateway`, `ingest`, `capture`,
-//! `identity`, `analytics`, `push` and `campaigns`: see docs/benchmarks.md.
+//! `identity`, `analytics`, `push`, `campaigns`, `dashboard` and `cluster`: see
+//! docs/benchmarks.md and docs/capacity.md.
 
 mod analytics;
 mod campaigns;
 mod capture;
+mod cluster;
 mod dashboard;
 mod gateway;
 mod identity;
@@ -58,6 +60,10 @@ enum Bench {
     /// The trends screen over 10 million events: over HTTP as the page asks, and in
     /// Chromium until drawn.
     Dashboard(dashboard::Options),
+    /// One node of every role against a split deployment on this machine (2 api, 2
+    /// worker, 1 query, 1 push; PostgreSQL, NATS): events/s acknowledged and stored,
+    /// queries/s, push sends/s.
+    Cluster(cluster::Options),
     /// The bare HTTP server the ingestion benchmark starts as its latency floor.
     #[command(hide = true)]
     BareServer,
@@ -73,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Push(options) => push::run(options),
         Bench::Campaigns(options) => campaigns::run(options),
         Bench::Dashboard(options) => dashboard::run(options),
+        Bench::Cluster(options) => cluster::run(options),
         Bench::BareServer => ingest::bare_server(),
     }
 }

@@ -13,7 +13,6 @@
 //! (c) for the largest fan-out (APNs, `--devices`): the server's resident memory
 //!     before the send and its peak until the last delivery is recorded.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,10 +247,9 @@ fn web_keys(subscription: &Value) -> (String, Option<WebKeys>) {
 pub(crate) async fn providers(
     store: &dyn MetadataStore,
     scope: ProjectScope,
-    data: &Path,
+    master: &MasterKey,
     account: &Value,
 ) -> anyhow::Result<()> {
-    let master = MasterKey::load_or_create(data)?;
     let now = Utc::now();
     let records = [
         credentials::apns(
@@ -262,7 +260,7 @@ pub(crate) async fn providers(
                 topic: "com.example.bench".into(),
                 environment: "production".into(),
             },
-            &master,
+            master,
             scope.project(),
             now,
         ),
@@ -270,7 +268,7 @@ pub(crate) async fn providers(
             credentials::FcmCredentials {
                 service_account: account.clone(),
             },
-            &master,
+            master,
             scope.project(),
             now,
         ),
@@ -279,7 +277,7 @@ pub(crate) async fn providers(
                 subject: "mailto:bench@example.com".into(),
                 private_key: None,
             },
-            &master,
+            master,
             scope.project(),
             now,
         ),
@@ -588,7 +586,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             .project_scope(project)
             .await?
             .context("the project init made")?;
-        providers(store.as_ref(), scope, &data, &account).await?;
+        providers(
+            store.as_ref(),
+            scope,
+            &MasterKey::load_or_create(&data)?,
+            &account,
+        )
+        .await?;
         let ios = audience(store.as_ref(), scope, Platform::Ios, o.devices, |i| {
             (apns_token(i), None)
         })
