@@ -43,6 +43,10 @@ pub(super) const PULL_BATCH: i64 = 128;
 /// a stream's new leader.
 pub(super) const PUBLISH_ATTEMPTS: u32 = 5;
 
+/// Publishes sent again after one went unacknowledged (a server lost, a leader being
+/// elected).
+pub const PUBLISH_RETRIES_TOTAL: &str = "appizer_queue_publish_retries_total";
+
 /// Bytes JetStream stores per message beyond its payload (subject, sequence, time,
 /// checksum), to estimate `disk_bytes` between refreshes.
 const MESSAGE_OVERHEAD: u64 = 64;
@@ -205,6 +209,7 @@ impl EventQueue for NatsQueue {
                     return Err(unavailable(e))
                 }
                 Err(e) => {
+                    metrics::counter!(PUBLISH_RETRIES_TOTAL).increment(1);
                     tracing::debug!(attempt, error = %e, "publish not acknowledged; again");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
