@@ -8,6 +8,7 @@
 //! backend maps them under its root. Files are written whole and never changed: a file
 //! is either absent or complete, and its catalog entry is written only after it is.
 
+mod known;
 mod local;
 mod s3;
 
@@ -76,4 +77,8 @@ pub trait FileBackend: Send + Sync + std::fmt::Debug {
 
     /// Where a query reads the file at `path` from.
     fn table_path(&self, path: &str) -> String;
+
+    /// Tells the backend what the catalog says of files a query is about to read, so
+    /// it need not ask the store (an object store's HEAD request per file).
+    fn catalogued(&self, files: &[crate::metadata::EventFile]);
 }

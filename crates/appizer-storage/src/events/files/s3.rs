@@ -17,6 +17,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
+use super::known::KnownSizes;
 use super::{FileBackend, Listed};
 use crate::events::rollup::Rollup;
 use crate::events::EventStoreError;
@@ -40,8 +41,10 @@ pub struct S3Settings {
 /// Event files in a bucket.
 #[derive(Debug)]
 pub struct S3Files {
-    /// The bucket, for queries (DataFusion resolves `s3://<bucket>/...` to it).
     bucket: Arc<AmazonS3>,
+    /// The bucket as queries read it (DataFusion resolves `s3://<bucket>/...` to it),
+    /// the catalogued files' sizes known without a request.
+    reads: Arc<KnownSizes>,
     url: url::Url,
     /// Keys are `<prefix>/<path>`.
     prefix: String,
@@ -86,8 +89,10 @@ impl S3Files {
         }
         let url = url::Url::parse(&format!("s3://{}", settings.bucket))
             .map_err(|e| EventStoreError::Io(std::io::Error::other(e)))?;
+        let bucket = Arc::new(builder.build()?);
         Ok(Self {
-            bucket: Arc::new(builder.build()?),
+            reads: Arc::new(KnownSizes::new(bucket.clone())),
+            bucket,
             url,
             prefix: settings.prefix.clone(),
         })
@@ -167,7 +172,7 @@ impl FileBackend for S3Files {
     }
 
     fn register(&self, ctx: &SessionContext) {
-        ctx.register_object_store(&self.url, self.bucket.clone());
+        ctx.register_object_store(&self.url, self.reads.clone());
     }
 
     fn table_path(&self, path: &str) -> String {
@@ -176,5 +181,12 @@ impl FileBackend for S3Files {
             self.url.as_str().trim_end_matches('/'),
             self.key(path)
         )
+    }
+
+    fn catalogued(&self, files: &[crate::metadata::EventFile]) {
+        for f in files {
+            self.reads
+                .learn(self.key(&f.path), f.byte_size, f.created_at);
+        }
     }
 }

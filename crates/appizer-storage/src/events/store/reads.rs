@@ -91,10 +91,11 @@ impl EventStore {
                 batches.extend(held);
             }
         }
-        let files = catalogued
+        let files: Vec<EventFile> = catalogued
             .into_iter()
             .filter(|f| f.max_timestamp >= from_ms && f.min_timestamp <= to_ms)
             .collect();
+        self.files.catalogued(&files);
         Ok((batches, files))
     }
 

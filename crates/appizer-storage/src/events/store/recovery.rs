@@ -102,11 +102,11 @@ impl EventStore {
         mut each: impl FnMut(RecentEvent<'_>) + Send,
     ) -> Result<u64, EventStoreError> {
         // A file is written after its rows are received, so older files hold none.
-        let files: Vec<String> = self
-            .own_files()
-            .await?
-            .into_iter()
-            .filter(|f| f.created_at >= since)
+        let mut files = self.own_files().await?;
+        files.retain(|f| f.created_at >= since);
+        self.files.catalogued(&files);
+        let files: Vec<String> = files
+            .iter()
             .map(|f| self.files.table_path(&f.path))
             .collect();
         if files.is_empty() {
