@@ -165,6 +165,12 @@ impl Config {
                     "a node with some of the roles shares its queue with the others: nats://HOST:4222",
                 );
             }
+            if self.events_url.is_empty() {
+                return invalid(
+                    "events_url",
+                    "a node with some of the roles shares the event files with the others: s3://BUCKET/PREFIX or file:///SHARED/PATH",
+                );
+            }
         }
         let shared = rl.shared_url.expose();
         if !(shared.is_empty() || SHARED_LIMIT_SCHEMES.iter().any(|s| shared.starts_with(s))) {

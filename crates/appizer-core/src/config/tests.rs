@@ -230,11 +230,15 @@ fn split_roles_need_the_shared_metadata_store_and_queue() {
         refused("roles = [\"api\"]\ndatabase_url = \"postgres://h/db\""),
         "ingest.queue_url"
     );
+    assert_eq!(
+        refused("roles = [\"api\"]\ndatabase_url = \"postgres://h/db\"\n[ingest]\nqueue_url = \"nats://h:4222\""),
+        "events_url"
+    );
     assert_eq!(refused("roles = [\"all\", \"api\"]"), "roles");
     assert_eq!(refused("roles = []"), "roles");
     assert_eq!(refused("roles = [\"reporter\"]"), "roles[0]");
     let split = Config::from_toml_str(
-        "roles = [\"api\", \"query\"]\ndatabase_url = \"postgres://h/db\"\n[ingest]\nqueue_url = \"nats://h:4222\"",
+        "roles = [\"api\", \"query\"]\ndatabase_url = \"postgres://h/db\"\nevents_url = \"s3://events\"\n[ingest]\nqueue_url = \"nats://h:4222\"",
     )
     .unwrap();
     let roles = split.node_roles();
