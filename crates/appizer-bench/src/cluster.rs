@@ -29,7 +29,9 @@ use appizer_storage::queue::{NatsConfig, NatsQueue};
 use serde_json::{json, Value};
 
 use crate::ingest::{appizer_binary, blast, spawn_serve_with, Running, Template};
-use crate::push::{apns_token, audience, emulator_setup, providers, start_emulator};
+use crate::push::{
+    apns_token, audience, emulator_setup, providers, start_emulator, until_delivered,
+};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -359,23 +361,7 @@ async fn measure(
         .as_str()
         .with_context(|| format!("the send API answered {answer}"))?
         .to_string();
-    loop {
-        let status: Value = http
-            .get(format!("{base}/push/messages/{id}"))
-            .bearer_auth(&layout.admin_key)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if status["counts"]["queued"] == 0 {
-            let sent = status["counts"]["sent"].as_u64().unwrap_or(0);
-            if sent != o.devices as u64 {
-                bail!("{sent} of {} sent: {status}", o.devices);
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_delivered(&http, &base, &layout.admin_key, &id, o.devices, || {}).await?;
     let pushes = o.devices as f64 / started.elapsed().as_secs_f64();
     Ok(Figures {
         acked,
@@ -405,29 +391,33 @@ async fn trends(http: &reqwest::Client, layout: &Layout, body: &str) -> anyhow::
 }
 
 fn report(name: &str, f: &Figures, against: Option<&Figures>) {
-    let ratio = |x: f64, base: Option<f64>| match base {
-        Some(b) => format!(" = {:.2} x single", x / b),
-        None => String::new(),
-    };
     println!("{name}:");
-    println!(
-        "  (a) {:>9.0} events/s acknowledged{}",
-        f.acked,
-        ratio(f.acked, against.map(|s| s.acked))
-    );
-    println!(
-        "  (b) {:>9.0} events/s stored end-to-end{}",
-        f.stored,
-        ratio(f.stored, against.map(|s| s.stored))
-    );
-    println!(
-        "  (c) {:>9.1} queries/s{}",
-        f.queries,
-        ratio(f.queries, against.map(|s| s.queries))
-    );
-    println!(
-        "  (d) {:>9.0} push sends/s{}",
-        f.pushes,
-        ratio(f.pushes, against.map(|s| s.pushes))
-    );
+    let rows = [
+        (
+            "(a)",
+            f.acked,
+            against.map(|s| s.acked),
+            0,
+            "events/s acknowledged",
+        ),
+        (
+            "(b)",
+            f.stored,
+            against.map(|s| s.stored),
+            0,
+            "events/s stored end-to-end",
+        ),
+        ("(c)", f.queries, against.map(|s| s.queries), 1, "queries/s"),
+        (
+            "(d)",
+            f.pushes,
+            against.map(|s| s.pushes),
+            0,
+            "push sends/s",
+        ),
+    ];
+    for (label, value, base, decimals, what) in rows {
+        let ratio = base.map_or(String::new(), |b| format!(" = {:.2} x single", value / b));
+        println!("  {label} {value:>9.decimals$} {what}{ratio}");
+    }
 }

@@ -513,24 +513,10 @@ async fn through_outbox(
     }
     let id = body["message_id"].as_str().unwrap_or_default().to_string();
     let delivering = Instant::now();
-    loop {
+    until_delivered(http, &base, &server.admin_key, &id, devices, || {
         anon_peak = anon_peak.max(anon_rss_bytes(server.pid).unwrap_or(0));
-        let status: Value = http
-            .get(format!("{base}/push/messages/{id}"))
-            .bearer_auth(&server.admin_key)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if status["counts"]["queued"] == 0 {
-            let sent = status["counts"]["sent"].as_u64().unwrap_or(0);
-            if sent != devices as u64 {
-                bail!("{sent} of {devices} sent: {status}");
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await?;
     let seconds = delivering.elapsed().as_secs_f64();
     Ok(OutboxRun {
         queued,
@@ -540,6 +526,36 @@ async fn through_outbox(
         anon_before,
         anon_peak: anon_peak.max(anon_rss_bytes(server.pid).unwrap_or(0)),
     })
+}
+
+/// Polls the message `id` of the project at `base` every 100 ms (calling `each_poll`
+/// first) until nothing of it is queued; fails unless all `devices` were sent.
+pub(crate) async fn until_delivered(
+    http: &reqwest::Client,
+    base: &str,
+    admin_key: &str,
+    id: &str,
+    devices: usize,
+    mut each_poll: impl FnMut(),
+) -> anyhow::Result<()> {
+    loop {
+        each_poll();
+        let status: Value = http
+            .get(format!("{base}/push/messages/{id}"))
+            .bearer_auth(admin_key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status["counts"]["queued"] == 0 {
+            let sent = status["counts"]["sent"].as_u64().unwrap_or(0);
+            if sent != devices as u64 {
+                bail!("{sent} of {devices} sent: {status}");
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 struct Server {

@@ -89,7 +89,8 @@ fn queue_dir(config: &Config) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn sqlite_path(config: &Config) -> anyhow::Result<()> {
+/// Refuses a PostgreSQL metadata store, saying what backs it up instead.
+fn require_sqlite(config: &Config) -> anyhow::Result<()> {
     let url = config.metadata_url();
     if !url.starts_with("sqlite:") {
         bail!(
@@ -102,7 +103,7 @@ fn sqlite_path(config: &Config) -> anyhow::Result<()> {
 /// Writes a backup of the node `config` describes (running or not) to `dest`, which
 /// must be empty. Returns what it holds.
 pub async fn backup(config: &Config, dest: &str) -> anyhow::Result<Manifest> {
-    sqlite_path(config)?;
+    require_sqlite(config)?;
     let queue = queue_dir(config)?;
     let dest = location(config, dest)?
         .open()
@@ -178,7 +179,7 @@ pub async fn backup(config: &Config, dest: &str) -> anyhow::Result<Manifest> {
 /// Puts the backup at `src` back as the node `config` describes: its data dir, queue
 /// and event files must hold nothing yet. Returns what it restored.
 pub async fn restore(config: &Config, src: &str) -> anyhow::Result<Manifest> {
-    sqlite_path(config)?;
+    require_sqlite(config)?;
     let queue = queue_dir(config)?;
     let src = location(config, src)?
         .open()

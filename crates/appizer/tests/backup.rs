@@ -38,6 +38,17 @@ fn batch(round: u32) -> Value {
 
 const PER_BATCH: u32 = 11;
 
+/// `appizer COMMAND PLACE --data-dir DATA`, run to its end.
+fn cli(command: &str, place: &std::path::Path, data: &std::path::Path) -> std::process::Output {
+    appizer()
+        .arg(command)
+        .arg(place)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
 /// Every message id the node stores, from its event pages (each id once per event).
 async fn message_ids(api: &Client, server: &TestServer) -> Vec<String> {
     let mut ids = Vec::new();
@@ -214,13 +225,7 @@ async fn a_backup_under_load_restores_every_acknowledged_event_once() {
 
     // At rest, through the command line: the same answers, query by query.
     let at_rest = dest.path().join("at-rest");
-    let out = appizer()
-        .arg("backup")
-        .arg(&at_rest)
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .output()
-        .unwrap();
+    let out = cli("backup", &at_rest, server.data_dir());
     assert!(
         out.status.success(),
         "{}",
@@ -228,25 +233,13 @@ async fn a_backup_under_load_restores_every_acknowledged_event_once() {
     );
     let second = tempfile::tempdir().unwrap();
     let data = second.path().join("data");
-    let out = appizer()
-        .arg("restore")
-        .arg(&at_rest)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = cli("restore", &at_rest, &data);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = appizer()
-        .arg("restore")
-        .arg(&at_rest)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let again = cli("restore", &at_rest, &data);
     assert!(!again.status.success(), "a restore over a node is refused");
     assert!(String::from_utf8_lossy(&again.stderr).contains("restore into an empty data dir"));
     let copy = TestServer::restart(&data, server.keys.clone()).await;

@@ -13,6 +13,7 @@ use super::buffer::{to_batches, PARALLEL_BATCH_ROWS};
 use super::flush::{sorted_days, timestamps};
 use super::*;
 use crate::background::cores;
+use crate::events::files::FilesLocation;
 use crate::events::schema::{batch_to_events, event_schema, events_to_batch, VIEW_COLUMNS};
 use crate::open_metadata_store;
 use crate::ProjectScope;
@@ -47,12 +48,33 @@ async fn sqlite_catalog(dir: &Path) -> Arc<dyn MetadataStore> {
 
 /// A store in `dir` whose compaction deletes replaced files at its next pass.
 async fn compacting_store(dir: &Path) -> (EventStore, Arc<dyn MetadataStore>) {
+    compacting_store_at(dir, FilesLocation::Dir(dir.join("events"))).await
+}
+
+/// [`compacting_store`] with its files at `location` (its catalog in `dir`).
+async fn compacting_store_at(
+    dir: &Path,
+    location: FilesLocation,
+) -> (EventStore, Arc<dyn MetadataStore>) {
     let catalog = sqlite_catalog(dir).await;
     let config = EventStoreConfig {
         retire_grace: Duration::ZERO,
-        ..EventStoreConfig::new(dir.join("events"))
+        ..EventStoreConfig::at(location)
     };
     (EventStore::open(config, catalog.clone()).unwrap(), catalog)
+}
+
+/// Appends `rounds` rounds of `n` events of `project` on the first day (message ids
+/// made unique per round), flushing each into a file of its own.
+async fn flush_rounds(store: &EventStore, project: ProjectId, rounds: u64, n: usize) {
+    for round in 0..rounds {
+        let mut batch = events(project, n, 0);
+        for e in &mut batch {
+            e.message_id = format!("{}-{round}", e.message_id);
+        }
+        store.append(batch, round).unwrap();
+        store.flush().await.unwrap();
+    }
 }
 
 async fn count(store: &EventStore, project: ProjectId) -> usize {
@@ -460,14 +482,7 @@ async fn counts_come_from_the_files_rollups_and_the_buffer_through_compaction() 
     let (store, catalog) = compacting_store(dir.path()).await;
     let p = ProjectId::new();
     let day = 1_795_000_000 - 1_795_000_000 % 86_400;
-    for round in 0..4u64 {
-        let mut batch = events(p, 30, 0);
-        for e in &mut batch {
-            e.message_id = format!("{}-{round}", e.message_id);
-        }
-        store.append(batch, round).unwrap();
-        store.flush().await.unwrap();
-    }
+    flush_rounds(&store, p, 4, 30).await;
     store.append(events(p, 6, 1), 4).unwrap();
     let want = |n: u64, m: u64| {
         BTreeMap::from([
@@ -670,7 +685,7 @@ async fn lanes_write_their_own_partition_and_every_lane_is_read() {
 
 #[tokio::test]
 async fn in_a_bucket_files_are_flushed_read_counted_compacted_and_collected() {
-    use crate::events::files::{FileBackend, FilesLocation, S3Files};
+    use crate::events::files::{FileBackend, S3Files};
     use crate::testing::s3::{check_file_backend, S3Emulator};
     let Some(emulator) = S3Emulator::start() else {
         return;
@@ -681,22 +696,10 @@ async fn in_a_bucket_files_are_flushed_read_counted_compacted_and_collected() {
     check_file_backend(&files).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let catalog = sqlite_catalog(dir.path()).await;
-    let config = EventStoreConfig {
-        retire_grace: Duration::ZERO,
-        ..EventStoreConfig::at(FilesLocation::S3(settings.clone()))
-    };
-    let store = EventStore::open(config, catalog.clone()).unwrap();
+    let (store, catalog) = compacting_store_at(dir.path(), FilesLocation::S3(settings)).await;
     let p = ProjectId::new();
     let day = 1_795_000_000 - 1_795_000_000 % 86_400;
-    for round in 0..4u64 {
-        let mut batch = events(p, 30, 0);
-        for e in &mut batch {
-            e.message_id = format!("{}-{round}", e.message_id);
-        }
-        store.append(batch, round).unwrap();
-        store.flush().await.unwrap();
-    }
+    flush_rounds(&store, p, 4, 30).await;
     let per_name = |n: u64| BTreeMap::from([("a".into(), n), ("b".into(), n), ("c".into(), n)]);
     let parquet_objects = || async {
         let listed = files.list().await.unwrap();
